@@ -1,0 +1,35 @@
+# pystatsd: `make run` runs the daemon on etc/pystatsd.yaml, `make test` runs every test.
+# Both install what is missing first; nothing needs installing by hand.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test test-unit lint clean
+
+install: $(STAMP) run/log
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run/log:
+	mkdir -p -m 700 run run/log
+
+run: install
+	$(VENV)/bin/supervisord -n -c supervisord.conf
+
+test: install
+	$(PY) -m pytest
+
+test-unit: install
+	$(PY) -m pytest tests/unit
+
+lint: install
+	$(VENV)/bin/ruff check stages tests
+
+clean:
+	rm -rf $(VENV) run dist .pytest_cache

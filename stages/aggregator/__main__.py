@@ -1,0 +1,170 @@
+"""Aggregator shard K: ``python -m stages.aggregator --shard K --shards N``.
+
+Binds PULL ``ipc://<run>/shard-K.sock`` (the stable end: every receiver connects to it).
+Connects PUSH to ``ipc://<run>/forwarder.sock`` and sends one ``pystatsd.flush.v1`` per interval.
+Flushes the forwarder cannot take yet wait in a bounded hold queue (oldest dropped and counted).
+On SIGTERM: unbind (new batches wait in the receivers' pipes for the next instance), drain what
+already arrived, flush every open interval as ``final``, hand everything on, exit 0.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import sys
+import time
+
+import zmq
+
+from stages import contract
+from stages.aggregator.shard import ClosedInterval, ShardState
+from stages.config import Config
+from stages.runtime import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    StopSignal,
+    load_stage_config,
+    run_dir,
+    setup_logging,
+    stage_arguments,
+    take_lock,
+)
+from stages.sharding import forwarder_endpoint, shard_endpoint
+
+log = logging.getLogger("stages.aggregator")
+
+#: How long a stopping shard keeps draining after the last batch arrived.
+DRAIN_QUIET_SECS = 0.2
+#: How long a stopping shard keeps trying to hand its last flushes to the forwarder.
+STOP_LINGER_MS = 5000
+#: Batches read per wake-up before the loop checks the clock again.
+RECV_BURST = 200
+
+
+class ShardLoop:
+    def __init__(self, config: Config, shard: int, shards: int, ctx: zmq.Context[zmq.Socket[bytes]],
+                 run: os.PathLike[str] | str) -> None:
+        self.state = ShardState(shard, config.flush_interval, config.percentiles, config.expire_after_intervals,
+                                config.self_metrics_prefix, config.agent.tags)
+        self.shard, self.shards = shard, shards
+        self.epoch = time.time_ns()
+        self.seq = 0
+        self.hold: collections.deque[list[bytes]] = collections.deque()
+        self.hold_max = config.queues.forwarder_flushes
+        self.dropped_flushes = 0
+        self.endpoint = shard_endpoint(run, shard)  # type: ignore[arg-type]
+        self.pull = ctx.socket(zmq.PULL)
+        self.pull.setsockopt(zmq.RCVHWM, config.queues.shard_batches)
+        self.pull.bind(self.endpoint)
+        self.push = ctx.socket(zmq.PUSH)
+        self.push.setsockopt(zmq.SNDHWM, config.queues.forwarder_flushes)
+        self.push.connect(forwarder_endpoint(run))  # type: ignore[arg-type]
+        self.decode_errors: collections.Counter[str] = collections.Counter()
+
+    def run(self, stop: StopSignal) -> None:
+        poller = zmq.Poller()
+        poller.register(self.pull, zmq.POLLIN)
+        poller.register(stop.fileno(), zmq.POLLIN)
+        while not stop.requested:
+            wait_ms = max(0.0, (self.state.next_deadline() - time.time()) * 1000)
+            if self.hold:
+                wait_ms = min(wait_ms, 100.0)
+            events = dict(poller.poll(wait_ms))
+            if stop.fileno() in events:
+                stop.drain()
+            if self.pull in events:
+                self.receive_burst()
+            self.flush_due()
+            self.send_held()
+        self.stop()
+
+    def receive_burst(self) -> int:
+        received = 0
+        while received < RECV_BURST:
+            try:
+                frames = self.pull.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            received += 1
+            try:
+                header, samples = contract.decode_batch(frames)
+            except contract.DecodeError as exc:
+                self.decode_errors[exc.reason] += 1
+                log.warning("Dropped a message that is not a valid batch (%s); %d so far",
+                            exc, sum(self.decode_errors.values()))
+                continue
+            self.state.add_batch(header, samples)
+        return received
+
+    def flush_due(self) -> None:
+        for closed in self.state.due(time.time()):
+            self.queue_flush(closed, final=False)
+
+    def queue_flush(self, closed: ClosedInterval, final: bool) -> None:
+        if closed.seq_gaps:
+            log.warning("Batches lost before reaching this shard: %s", closed.seq_gaps)
+        header = contract.FlushHeader(
+            shard=self.shard, shards=self.shards, epoch=self.epoch, seq=self.seq,
+            interval_start=closed.start, interval=closed.interval, n=len(closed.aggregates),
+            final=final, seq_gaps=closed.seq_gaps)
+        self.seq += 1
+        if len(self.hold) >= self.hold_max:
+            self.hold.popleft()
+            self.dropped_flushes += 1
+            log.warning("Forwarder unreachable and hold queue full: dropped the oldest flush (%d so far)",
+                        self.dropped_flushes)
+        self.hold.append(contract.encode_flush(header, closed.aggregates))
+
+    def send_held(self) -> None:
+        while self.hold:
+            try:
+                self.push.send_multipart(self.hold[0], zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.hold.popleft()
+
+    def stop(self) -> None:
+        log.info("Stopping: draining batches, then flushing every open interval")
+        self.pull.unbind(self.endpoint)
+        while self.pull.poll(DRAIN_QUIET_SECS * 1000):
+            self.receive_burst()
+        closed = self.state.close_all()
+        for i, interval in enumerate(closed):
+            self.queue_flush(interval, final=i == len(closed) - 1)
+        self.push.setsockopt(zmq.LINGER, STOP_LINGER_MS)
+        deadline = time.monotonic() + STOP_LINGER_MS / 1000
+        while self.hold and time.monotonic() < deadline:
+            self.send_held()
+            if self.hold:
+                time.sleep(0.05)
+        if self.hold:
+            log.error("Forwarder unreachable at stop: %d flushes not delivered", len(self.hold))
+        self.pull.close(linger=0)
+        self.push.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_arguments("One aggregator shard of pystatsd.")
+    parser.add_argument("--shard", type=int, required=True, help="this shard's number, 0..shards-1")
+    args = parser.parse_args(argv)
+    setup_logging(f"aggregator-{args.shard}")
+    config = load_stage_config(args)
+    if not 0 <= args.shard < args.shards:
+        log.error("Config error: --shard %d is not in 0..%d", args.shard, args.shards - 1)
+        return EXIT_CONFIG
+    run = run_dir(args, config)
+    lock = take_lock(run, f"shard-{args.shard}")
+    stop = StopSignal()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    loop = ShardLoop(config, args.shard, args.shards, ctx, run)
+    log.info("Shard %d of %d listening on %s", args.shard, args.shards, loop.endpoint)
+    loop.run(stop)
+    ctx.term()
+    lock.close()
+    log.info("Stopped")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Per-interval accumulators for every metric type, and the gauges that outlive an interval. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stages.aggregator.stats import summary
+from stages.model import MetricType, Sample, Tags, aggregate
+
+COUNTER = int(MetricType.COUNTER)
+GAUGE = int(MetricType.GAUGE)
+GAUGE_DELTA = int(MetricType.GAUGE_DELTA)
+SET = int(MetricType.SET)
+TRACE = int(MetricType.TRACE)
+
+SeriesKey = tuple[str, Tags]
+
+
+class IntervalBucket:
+    """Everything one shard received for one interval."""
+
+    __slots__ = ("counters", "gauge_changes", "sampled", "sets", "traces", "samples")
+
+    def __init__(self) -> None:
+        self.counters: dict[SeriesKey, float] = {}
+        #: key → [was set, value]: a set replaces the gauge, a delta adds to what it was.
+        self.gauge_changes: dict[SeriesKey, list[Any]] = {}
+        #: (name, tags, type) → [values, sample-rate-corrected count]
+        self.sampled: dict[tuple[str, Tags, int], list[Any]] = {}
+        self.sets: dict[SeriesKey, set[str]] = {}
+        self.traces: dict[SeriesKey, float] = {}
+        self.samples = 0
+
+    def add(self, samples: list[Sample]) -> None:
+        counters, traces = self.counters, self.traces
+        for name, mtype, value, rate, tags in samples:
+            key = (name, tags)
+            if mtype == COUNTER:
+                counters[key] = counters.get(key, 0.0) + value / rate  # type: ignore[operator]
+            elif mtype == GAUGE:
+                self.gauge_changes[key] = [True, value]
+            elif mtype == GAUGE_DELTA:
+                change = self.gauge_changes.get(key)
+                if change is None:
+                    self.gauge_changes[key] = [False, value]
+                else:
+                    change[1] += value
+            elif mtype == SET:
+                members = self.sets.get(key)
+                if members is None:
+                    self.sets[key] = {str(value)}
+                else:
+                    members.add(str(value))
+            elif mtype == TRACE:
+                traces[key] = traces.get(key, 0.0) + 1.0 / rate
+            else:
+                skey = (name, tags, mtype)
+                entry = self.sampled.get(skey)
+                if entry is None:
+                    self.sampled[skey] = [[value], 1.0 / rate]
+                else:
+                    entry[0].append(value)
+                    entry[1] += 1.0 / rate
+        self.samples += len(samples)
+
+    def aggregates(self, timestamp: float, interval: float, percentiles: list[float]) -> list[dict[str, Any]]:
+        """Counters, timer-likes, sets and traces of this interval (gauges are kept by :class:`Gauges`)."""
+        out = [aggregate(name, COUNTER, tags, timestamp, interval, value=value, rate=value / interval)
+               for (name, tags), value in self.counters.items()]
+        out.extend(aggregate(name, mtype, tags, timestamp, interval, stats=summary(values, count, percentiles))
+                   for (name, tags, mtype), (values, count) in self.sampled.items())
+        out.extend(aggregate(name, SET, tags, timestamp, interval, value=float(len(members)))
+                   for (name, tags), members in self.sets.items())
+        out.extend(aggregate(name, TRACE, tags, timestamp, interval, value=value)
+                   for (name, tags), value in self.traces.items())
+        return out
+
+
+class Gauges:
+    """Gauge values carried from interval to interval until idle for ``expire_after`` intervals."""
+
+    def __init__(self, expire_after: int) -> None:
+        self.expire_after = expire_after
+        #: key → [value, index of the last interval that changed it]
+        self.values: dict[SeriesKey, list[Any]] = {}
+
+    def apply(self, changes: dict[SeriesKey, list[Any]], index: int) -> None:
+        for key, (was_set, value) in changes.items():
+            current = self.values.get(key)
+            if was_set or current is None:
+                self.values[key] = [value, index]
+            else:
+                current[0] += value
+                current[1] = index
+
+    def aggregates(self, index: int, timestamp: float, interval: float) -> list[dict[str, Any]]:
+        """Every live gauge's value at the end of interval ``index``; forgets the idle ones."""
+        expired = [key for key, (_, seen) in self.values.items() if index - seen >= self.expire_after]
+        for key in expired:
+            del self.values[key]
+        return [aggregate(name, GAUGE, tags, timestamp, interval, value=value)
+                for (name, tags), (value, _) in self.values.items()]

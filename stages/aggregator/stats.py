@@ -1,0 +1,40 @@
+"""Exact summary statistics of a timer, histogram or distribution interval."""
+
+from __future__ import annotations
+
+import math
+
+
+def percentile_key(pct: float) -> str:
+    """``90`` → ``p90``, ``99.9`` → ``p99_9``."""
+    text = f"{pct:g}".replace(".", "_")
+    return f"p{text}"
+
+
+def summary(values: list[float], count: float, percentiles: list[float]) -> dict[str, float]:
+    """count (sample-rate corrected), sum, min, max, mean, median, stddev and each ``pNN``.
+
+    Percentiles use the nearest-rank method on the values received, so every reported value is
+    one that was really sent; median is the middle value (mean of the two middle ones for an even
+    count); stddev is the population standard deviation.
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    total = math.fsum(ordered)
+    mean = total / n
+    middle = n // 2
+    median = ordered[middle] if n % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    variance = math.fsum((v - mean) ** 2 for v in ordered) / n
+    stats = {
+        "count": count,
+        "sum": total,
+        "min": ordered[0],
+        "max": ordered[-1],
+        "mean": mean,
+        "median": median,
+        "stddev": math.sqrt(variance),
+    }
+    for pct in percentiles:
+        rank = max(1, math.ceil(pct / 100 * n))
+        stats[percentile_key(pct)] = ordered[rank - 1]
+    return stats

@@ -1,0 +1,243 @@
+"""The YAML config as frozen dataclasses, validated before any socket opens.
+
+A generic loader walks a dataclass's fields: an unknown key, a wrong type or a bad value raises
+:class:`ConfigError` naming the dotted key (``forwarders.file.path: ...``), with the likely key for a
+misspelling. Sinks declare their own config dataclasses and use :func:`load_section` the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+import yaml
+
+#: Where the config is looked for when neither ``--config`` nor ``PYSTATSD_CONFIG`` says.
+SYSTEM_CONFIG = Path("/etc/pystatsd/pystatsd.conf")
+REPO_CONFIG = Path(__file__).resolve().parent.parent / "etc" / "pystatsd.yaml"
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """A config problem; the message starts with the dotted key it is about."""
+
+
+class Secret(str):
+    """A string that never shows itself in ``repr``, ``str`` formatting or logs."""
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def reveal(self) -> str:
+        """The real value: only for handing to the client library that needs it."""
+        return str.__str__(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueConfig:
+    shard_batches: int = 2000
+    forwarder_flushes: int = 1000
+    sink_flushes: int = 1000
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if getattr(self, f.name) < 1:
+                raise ValueError(f"{f.name}: must be at least 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    bind_address: str = "127.0.0.1"
+    bind_port: int = 5090
+    debug_mode: bool = False
+    agent: AgentConfig = dataclasses.field(default_factory=AgentConfig)
+    #: Raw per-sink sections; the forwarder validates them against its sink registry.
+    forwarders: dict[str, Any] = dataclasses.field(default_factory=dict)
+    flush_interval: float = 10.0
+    listeners: list[str] = dataclasses.field(default_factory=list)
+    percentiles: list[float] = dataclasses.field(default_factory=lambda: [50.0, 90.0, 95.0, 99.0])
+    expire_after_intervals: int = 30
+    receive_buffer_bytes: int = 8 * 1024 * 1024
+    batch_max_samples: int = 1000
+    batch_max_age_ms: float = 50.0
+    self_metrics_prefix: str = "pystatsd."
+    run_dir: str = ""
+    queues: QueueConfig = dataclasses.field(default_factory=QueueConfig)
+
+    def __post_init__(self) -> None:
+        if not (0 < self.flush_interval <= 3600) or not math.isfinite(self.flush_interval):
+            raise ValueError("flush_interval: must be more than 0 and at most 3600 seconds")
+        if not 0 < self.bind_port < 65536:
+            raise ValueError("bind_port: must be between 1 and 65535")
+        for pct in self.percentiles:
+            if not 0 < pct <= 100:
+                raise ValueError(f"percentiles: {pct} is not in (0, 100]")
+        if self.expire_after_intervals < 1:
+            raise ValueError("expire_after_intervals: must be at least 1")
+        if self.receive_buffer_bytes < 0:
+            raise ValueError("receive_buffer_bytes: must not be negative")
+        if self.batch_max_samples < 1:
+            raise ValueError("batch_max_samples: must be at least 1")
+        if not 0 < self.batch_max_age_ms <= 1000:
+            raise ValueError("batch_max_age_ms: must be more than 0 and at most 1000")
+        for url in self.listeners:
+            parse_listener(url)
+
+    def udp_endpoints(self) -> list[tuple[str, int]]:
+        """Every UDP address to listen on: ``bind_address:bind_port`` first, then ``listeners``."""
+        endpoints = [(self.bind_address, self.bind_port)]
+        for url in self.listeners:
+            endpoint = parse_listener(url)
+            if endpoint not in endpoints:
+                endpoints.append(endpoint)
+        return endpoints
+
+
+def parse_listener(url: str) -> tuple[str, int]:
+    """``udp://host:port`` → (host, port); ``[::1]`` style hosts for IPv6."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme != "udp":
+        raise ValueError(f"listeners: {url!r} is not a udp://host:port address")
+    host, colon, port = rest.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"listeners: {url!r} is not a udp://host:port address")
+    return host, int(port)
+
+
+def config_path(explicit: str | None = None) -> Path:
+    """``--config``, else ``PYSTATSD_CONFIG``, else the system config if present, else the repo's."""
+    if explicit:
+        return Path(explicit)
+    from_env = os.environ.get("PYSTATSD_CONFIG")
+    if from_env:
+        return Path(from_env)
+    if SYSTEM_CONFIG.exists():
+        return SYSTEM_CONFIG
+    return REPO_CONFIG
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate the YAML file at ``path``; :class:`ConfigError` says what is wrong."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a map of keys, not {_type_word(raw)}")
+    raw = dict(raw)
+    # The original daemon read these from the environment when its config did not set them.
+    if "bind_address" not in raw and os.environ.get("STATSD_BIND_ADDRESS"):
+        raw["bind_address"] = os.environ["STATSD_BIND_ADDRESS"]
+    if "bind_port" not in raw and os.environ.get("STATSD_BIND_PORT"):
+        port = os.environ["STATSD_BIND_PORT"]
+        if not port.isdigit():
+            raise ConfigError(f"STATSD_BIND_PORT: expected a port number, got {port!r}")
+        raw["bind_port"] = int(port)
+    return load_section(Config, raw, "")
+
+
+def load_section(cls: type[T], raw: Any, path: str) -> T:
+    """Build dataclass ``cls`` from ``raw``, naming ``path`` (dotted) in every error."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path or 'config'}: expected a map of keys, got {_type_word(raw)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        dotted = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            raise ConfigError(f"{dotted}: unknown key{_suggestion(str(key), fields)}")
+        values[key] = _convert(hints[key], value, dotted)
+    for name, f in fields.items():
+        if name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{path + '.' if path else ''}{name}: required key is missing")
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        raise ConfigError(f"{path + '.' if path else ''}{exc}") from exc
+
+
+def _suggestion(key: str, known: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(sorted(known))})"
+
+
+def _type_word(value: Any) -> str:
+    words = {dict: "a map", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+             float: "a number", type(None): "nothing"}
+    return f"{words.get(type(value), type(value).__name__)} ({value!r})" if not isinstance(value, (dict, list)) \
+        else words[type(value)]
+
+
+def _convert(hint: Any, value: Any, dotted: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(options[0], value, dotted)
+    if dataclasses.is_dataclass(hint):
+        return load_section(hint, value, dotted)  # type: ignore[arg-type]
+    if hint is Any:
+        return value
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{dotted}: expected a list, got {_type_word(value)}")
+        return [_convert(item, v, f"{dotted}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _, item = typing.get_args(hint)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{dotted}: expected a map, got {_type_word(value)}")
+        return {str(k): _convert(item, v, f"{dotted}.{k}") for k, v in value.items()}
+    return _convert_scalar(hint, value, dotted)
+
+
+def _convert_scalar(hint: Any, value: Any, dotted: str) -> Any:
+    if hint is Secret:
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise ConfigError(f"{dotted}: expected a string, got {_type_word(value)}")
+        return Secret(str(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{dotted}: expected true or false, got {_type_word(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{dotted}: expected a whole number, got {_type_word(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{dotted}: expected a number, got {_type_word(value)}")
+        return float(value)
+    if hint is str:
+        # YAML turns bare words like 5090 or yes into numbers and booleans; a string key wants text.
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{dotted}: expected a string, got {_type_word(value)}")
+        return str(value)
+    raise ConfigError(f"{dotted}: unsupported config type {hint!r}")

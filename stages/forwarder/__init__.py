@@ -1,0 +1,1 @@
+"""The forwarder stage: every flush from the shards, fanned out to every configured sink."""

@@ -1,0 +1,13 @@
+"""The pipeline's own aggregate object as compact JSON, one object per record."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+
+class JsonEncoder:
+    def encode(self, aggregate: dict[str, Any]) -> Iterable[bytes]:
+        # allow_nan=False: a non-finite value would be invalid JSON; the parsers never let one in.
+        yield json.dumps(aggregate, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")

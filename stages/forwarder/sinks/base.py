@@ -1,0 +1,46 @@
+"""What a sink is and what it promises.
+
+A sink only writes. The forwarder gives each sink its own thread, bounded queue, retries and drop
+counting, so a sink never buffers across flushes and never sees another sink. ``write`` must not
+change the aggregates it is given: every sink shares them. To be retried, ``write`` raises
+:class:`SinkError` with ``retriable=True``; any other failure drops that flush (counted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from stages.contract import FlushHeader
+
+
+@dataclass(frozen=True)
+class Flush:
+    """One shard's aggregates for one interval, as the forwarder received them."""
+
+    header: FlushHeader
+    aggregates: list[dict[str, Any]]
+
+
+class SinkError(Exception):
+    def __init__(self, message: str, retriable: bool = True) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+
+
+class Sink(Protocol):
+    #: The key under ``forwarders:`` that selects this sink.
+    name: ClassVar[str]
+    #: The frozen dataclass its config section is loaded into.
+    config_type: ClassVar[type[Any]]
+    #: A remote sink is replaced by the console sink when ``debug_mode`` is on.
+    remote: ClassVar[bool]
+
+    def open(self) -> None:
+        """Connect or open files; raise SinkError(retriable=True) while the destination is away."""
+
+    def write(self, flush: Flush) -> None:
+        """Deliver one flush completely, or raise SinkError."""
+
+    def close(self) -> None:
+        """Release what ``open`` took; everything written must be out by then."""

@@ -1,0 +1,76 @@
+"""The domain shared by every stage: metric types, the sample tuple and series keys.
+
+A sample travels as a plain tuple ``(name, type, value, rate, tags)`` because the receiver builds
+hundreds of thousands a second; ``tags`` is a flat tuple ``(k1, v1, k2, v2, ...)`` sorted by key,
+so a sample's series key is simply ``(name, tags)``.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any
+
+SampleValue = float | str
+Tags = tuple[str, ...]
+Sample = tuple[str, int, SampleValue, float, Tags]
+
+
+class MetricType(IntEnum):
+    """Metric kinds on the wire. Append-only: a number is never reused or renumbered."""
+
+    COUNTER = 1
+    GAUGE = 2
+    GAUGE_DELTA = 3
+    TIMER = 4
+    HISTOGRAM = 5
+    DISTRIBUTION = 6
+    SET = 7
+    TRACE = 8
+
+
+#: The ``type`` field of an aggregate for each wire type (a gauge delta aggregates as a gauge).
+OUTPUT_TYPE_NAMES: dict[int, str] = {
+    MetricType.COUNTER: "counter",
+    MetricType.GAUGE: "gauge",
+    MetricType.GAUGE_DELTA: "gauge",
+    MetricType.TIMER: "timer",
+    MetricType.HISTOGRAM: "histogram",
+    MetricType.DISTRIBUTION: "distribution",
+    MetricType.SET: "set",
+    MetricType.TRACE: "trace",
+}
+
+#: Types whose aggregate carries ``stats`` instead of ``value``.
+SAMPLED_TYPES = frozenset({MetricType.TIMER, MetricType.HISTOGRAM, MetricType.DISTRIBUTION})
+
+
+def tag_tuple(tags: dict[str, str], defaults: dict[str, str]) -> Tags:
+    """Flatten ``tags`` plus every default tag the metric does not set itself, sorted by key."""
+    if defaults:
+        merged = dict(defaults)
+        merged.update(tags)
+        tags = merged
+    if not tags:
+        return ()
+    flat: list[str] = []
+    for key in sorted(tags):
+        flat.append(key)
+        flat.append(tags[key])
+    return tuple(flat)
+
+
+def tags_dict(tags: Tags) -> dict[str, str]:
+    """The mapping form of a flat tag tuple, as aggregates carry it."""
+    return dict(zip(tags[0::2], tags[1::2], strict=True))
+
+
+def aggregate(name: str, mtype: int, tags: Tags, timestamp: float, interval: float,
+              **fields: Any) -> dict[str, Any]:
+    """One aggregate in the output contract's key order."""
+    return {"name": name, "type": OUTPUT_TYPE_NAMES[mtype], "tags": tags_dict(tags),
+            "timestamp": whole(timestamp), "interval": whole(interval), **fields}
+
+
+def whole(seconds: float) -> float | int:
+    """Seconds as an int when whole (``1795597606``, not ``1795597606.0``), else as they are."""
+    return int(seconds) if float(seconds).is_integer() else seconds

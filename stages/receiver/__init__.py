@@ -1,0 +1,1 @@
+"""The receiver stage: listeners → parsers → per-shard batches → aggregator shards."""

@@ -1,0 +1,160 @@
+"""Receiver: ``python -m stages.receiver --shards N``.
+
+Reads UDP on ``bind_address:bind_port`` and every ``listeners`` entry; parses each datagram (JSON or
+statsd lines, detected per datagram) and files its samples into one batch per shard.
+Connects one PUSH per shard to ``ipc://<run>/shard-K.sock`` and sends ``pystatsd.batch.v1`` without
+ever blocking. Every interval it adds its own counters (datagrams, metrics, bad lines by reason,
+samples dropped per shard) to the stream as ``<self_metrics_prefix>receiver.*`` counters.
+On SIGTERM: reads what the kernel already holds, sends every open batch, exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import sys
+import time
+
+import zmq
+
+from stages.config import Config
+from stages.model import MetricType, Sample, tag_tuple
+from stages.receiver.batcher import Batcher
+from stages.receiver.listener import open_udp, read_burst
+from stages.receiver.parsers import parse_datagram
+from stages.runtime import EXIT_CONFIG, EXIT_OK, StopSignal, load_stage_config, run_dir, setup_logging, stage_arguments
+from stages.sharding import shard_endpoint
+
+log = logging.getLogger("stages.receiver")
+
+#: Datagrams read from one socket per wake-up before the loop looks at its timers again.
+READ_BURST = 256
+#: How long a stopping receiver waits for ZeroMQ to hand its last batches to the shards.
+STOP_LINGER_MS = 2000
+#: How often at most the bad-line summary is logged.
+BAD_LOG_EVERY_SECS = 10.0
+COUNTER = int(MetricType.COUNTER)
+
+
+class Receiver:
+    def __init__(self, config: Config, shards: int, ctx: zmq.Context[zmq.Socket[bytes]],
+                 run: os.PathLike[str] | str, name: str) -> None:
+        self.config = config
+        self.defaults = config.agent.tags
+        self.sockets = [open_udp(host, port, config.receive_buffer_bytes) for host, port in config.udp_endpoints()]
+        pushes = []
+        for shard in range(shards):
+            push = ctx.socket(zmq.PUSH)
+            push.setsockopt(zmq.SNDHWM, config.queues.shard_batches)
+            push.connect(shard_endpoint(run, shard))  # type: ignore[arg-type]
+            pushes.append(push)
+        self.batcher = Batcher(pushes, name, config.batch_max_samples, config.batch_max_age_ms / 1000,
+                               config.flush_interval)
+        self.name = name
+        self.datagrams = 0
+        self.metrics = 0
+        self.bad: dict[str, int] = {}
+        self._reported: dict[str, float] = {}
+        self._bad_logged = 0
+        self._last_bad_log = 0.0
+        self.next_report = self._report_time(time.time())
+
+    def _report_time(self, now: float) -> float:
+        """Just before the current interval ends, so the figures land in the interval they describe."""
+        interval = self.config.flush_interval
+        return (math.floor(now / interval) + 1) * interval - min(0.1, interval / 10)
+
+    def run(self, stop: StopSignal) -> None:
+        poller = zmq.Poller()
+        by_fd = {sock.fileno(): sock for sock in self.sockets}
+        for fd in by_fd:
+            poller.register(fd, zmq.POLLIN)
+        poller.register(stop.fileno(), zmq.POLLIN)
+        while not stop.requested:
+            now = time.time()
+            due = self.batcher.next_due()
+            wake = self.next_report if due is None else min(due, self.next_report)
+            for fd, _ in poller.poll(max(0.0, (wake - now) * 1000)):
+                if fd in by_fd:
+                    self.receive(by_fd[fd])
+                else:
+                    stop.drain()
+            now = time.time()
+            self.batcher.send_due(now)
+            if now >= self.next_report:
+                self.report(now)
+        self.stop()
+
+    def receive(self, sock: socket.socket) -> None:
+        datagrams = read_burst(sock, READ_BURST)
+        samples: list[Sample] = []
+        for datagram in datagrams:
+            parse_datagram(datagram, self.defaults, samples, self.bad)
+        self.datagrams += len(datagrams)
+        self.metrics += len(samples)
+        self.batcher.add(samples, time.time())
+
+    def report(self, now: float) -> None:
+        """Hand this interval's own counters to the pipeline; log bad lines at most every 10 s."""
+        self.next_report = self._report_time(now + 0.2)
+        totals = {"datagrams": float(self.datagrams), "metrics": float(self.metrics)}
+        totals.update({f"bad_lines|reason|{reason}": float(n) for reason, n in self.bad.items()})
+        totals.update({f"dropped|reason|shard_full|shard|{shard}": float(n)
+                       for shard, n in enumerate(self.batcher.dropped) if n})
+        prefix = self.config.self_metrics_prefix
+        samples: list[Sample] = []
+        for key, total in totals.items():
+            delta = total - self._reported.get(key, 0.0)
+            self._reported[key] = total
+            if delta and prefix:
+                name, *tag_pairs = key.split("|")
+                tags = dict(zip(tag_pairs[0::2], tag_pairs[1::2], strict=True), receiver=self.name)
+                samples.append((f"{prefix}receiver.{name}", COUNTER, delta, 1.0, tag_tuple(tags, self.defaults)))
+        if samples:
+            self.batcher.add(samples, now)
+        bad_total = sum(self.bad.values())
+        if bad_total > self._bad_logged and time.monotonic() - self._last_bad_log >= BAD_LOG_EVERY_SECS:
+            log.warning("Dropped %d bad lines so far: %s", bad_total,
+                        ", ".join(f"{reason}={n}" for reason, n in sorted(self.bad.items())))
+            self._bad_logged = bad_total
+            self._last_bad_log = time.monotonic()
+
+    def stop(self) -> None:
+        log.info("Stopping: reading what the kernel holds, then handing every open batch on")
+        for sock in self.sockets:
+            while True:
+                before = self.datagrams
+                self.receive(sock)
+                if self.datagrams == before:
+                    break
+            sock.close()
+        self.batcher.send_all()
+        for push in self.batcher.pushes:
+            push.close(linger=STOP_LINGER_MS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_arguments("The pystatsd receiver: UDP in, batches out to the aggregator shards.")
+    parser.add_argument("--name", default="receiver-0", help="this receiver's name in batches and self-metrics")
+    args = parser.parse_args(argv)
+    setup_logging(args.name)
+    config = load_stage_config(args)
+    run = run_dir(args, config)
+    stop = StopSignal()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        receiver = Receiver(config, args.shards, ctx, run, args.name)
+    except (OSError, ValueError) as exc:
+        log.error("Cannot start: %s", exc)
+        ctx.destroy(linger=0)
+        return EXIT_CONFIG
+    receiver.run(stop)
+    ctx.term()
+    log.info("Stopped after %d datagrams, %d metrics", receiver.datagrams, receiver.metrics)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Input formats, tried in order per datagram: the first whose ``accepts`` says yes parses it.
+
+A format is a module with ``accepts(text) -> bool`` and ``parse(text, defaults, out, bad)``; adding
+one is a file plus an entry here.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from stages.model import Sample
+from stages.receiver.parsers import json_original, statsd
+
+PARSERS: dict[str, ModuleType] = {
+    "json": json_original,
+    "statsd": statsd,
+}
+
+
+def parse_datagram(data: bytes, defaults: dict[str, str], out: list[Sample], bad: dict[str, int]) -> None:
+    """Parse one datagram into ``out``, counting bad lines by reason in ``bad``."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = _valid_lines(data, bad)
+    for parser in PARSERS.values():
+        if parser.accepts(text):
+            parser.parse(text, defaults, out, bad)
+            return
+
+
+def _valid_lines(data: bytes, bad: dict[str, int]) -> str:
+    """The lines that are valid UTF-8; each other line is counted, so its neighbours survive."""
+    kept = []
+    for line in data.split(b"\n"):
+        try:
+            kept.append(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            bad["invalid_utf8"] = bad.get("invalid_utf8", 0) + 1
+    return "\n".join(kept)

@@ -1,0 +1,133 @@
+"""The original pystatsd's JSON datagrams: one object, an array of objects, or one object per line.
+
+``metric_name`` and ``metric_type`` are required. The value is in ``value`` (``count`` too for a
+counter, default 1; a trace has none: each object is one event) and ``sample_rate`` is optional.
+Every other key is a tag: strings as they are, numbers and booleans as their JSON text; an array,
+object or null makes that metric invalid.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from stages.model import MetricType, Sample, tag_tuple
+from stages.receiver.parsers.base import ParseError, check_tag, metric_name, number, sample_rate
+
+JSON_TYPES: dict[str, int] = {
+    "counter": int(MetricType.COUNTER),
+    "gauge": int(MetricType.GAUGE),
+    "guage": int(MetricType.GAUGE),  # the original daemon's spelling, still sent by its clients
+    "trace": int(MetricType.TRACE),
+    "timer": int(MetricType.TIMER),
+    "ms": int(MetricType.TIMER),
+    "histogram": int(MetricType.HISTOGRAM),
+    "set": int(MetricType.SET),
+    "distribution": int(MetricType.DISTRIBUTION),
+}
+
+#: Keys that are never tags.
+RESERVED = frozenset({"metric_name", "metric_type", "value", "count", "sample_rate"})
+
+
+def accepts(text: str) -> bool:
+    start = text.lstrip()[:1]
+    return start in ("{", "[")
+
+
+def parse(text: str, defaults: dict[str, str], out: list[Sample], bad: dict[str, int]) -> None:
+    """Append the samples of every good object to ``out``; count each bad one in ``bad``."""
+    try:
+        documents = [_load(text)]
+    except ParseError as exc:
+        if exc.reason != "bad_json" or "\n" not in text.strip():
+            bad[exc.reason] = bad.get(exc.reason, 0) + 1
+            return
+        documents = []
+        for line in text.split("\n"):
+            if line.strip():
+                try:
+                    documents.append(_load(line))
+                except ParseError as line_exc:
+                    bad[line_exc.reason] = bad.get(line_exc.reason, 0) + 1
+    for document in documents:
+        for obj in document if isinstance(document, list) else (document,):
+            try:
+                out.append(sample_from_object(obj, defaults))
+            except ParseError as exc:
+                bad[exc.reason] = bad.get(exc.reason, 0) + 1
+
+
+def _load(text: str) -> Any:
+    try:
+        return json.loads(text, object_pairs_hook=_object_without_duplicates, parse_constant=_no_constants)
+    except RecursionError:
+        raise ParseError("too_deep") from None
+    except ValueError:
+        raise ParseError("bad_json") from None
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ParseError("duplicate_key")
+    return obj
+
+
+def _no_constants(name: str) -> None:
+    raise ParseError("non_finite")
+
+
+def sample_from_object(obj: Any, defaults: dict[str, str]) -> Sample:
+    if not isinstance(obj, dict):
+        raise ParseError("not_object")
+    name, kind = obj.get("metric_name"), obj.get("metric_type")
+    if name is None or kind is None:
+        raise ParseError("missing_field")
+    if not isinstance(name, str):
+        raise ParseError("bad_name")
+    if not isinstance(kind, str):
+        raise ParseError("unknown_type")
+    mtype = JSON_TYPES.get(kind.lower())
+    if mtype is None:
+        raise ParseError("unknown_type")
+    tags: dict[str, str] = {}
+    for key, raw in obj.items():
+        if key not in RESERVED:
+            check_tag(key, _tag_text(raw), tags)
+    rate = sample_rate(_json_number(obj["sample_rate"])) if "sample_rate" in obj else 1.0
+    value: float | str
+    if mtype == MetricType.TRACE:
+        value = 1.0
+    elif mtype == MetricType.COUNTER:
+        value = _json_number(obj.get("value", obj.get("count", 1)))
+    elif "value" not in obj:
+        raise ParseError("missing_field")
+    elif mtype == MetricType.SET:
+        value = _tag_text(obj["value"])
+    else:
+        value = _json_number(obj["value"])
+    return (metric_name(name), mtype, value, rate, tag_tuple(tags, defaults))
+
+
+def _json_number(raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise ParseError("bad_value")
+    if isinstance(raw, int):
+        try:
+            return float(raw)
+        except OverflowError:
+            raise ParseError("non_finite") from None
+    if isinstance(raw, float):
+        return number(repr(raw))
+    if isinstance(raw, str):
+        return number(raw)
+    raise ParseError("bad_value")
+
+
+def _tag_text(raw: Any) -> str:
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, (bool, int, float)):
+        return json.dumps(raw)
+    raise ParseError("bad_tag")

@@ -1,0 +1,111 @@
+"""The statsd line protocol: Etsy lines, DogStatsD tags and the InfluxDB/Telegraf tag style.
+
+``name[,k=v...]:value[:value...]|type[|@rate][|#k:v,k2,...]`` with types ``c g ms h s d``, one metric
+per line, many lines per datagram. ``+N``/``-N`` change a gauge; a plain value sets it. DogStatsD
+extension fields this daemon has no use for (``|c:`` container, ``|T`` timestamp, ``|e:`` …) are
+ignored; events (``_e{``) and service checks (``_sc|``) are counted and dropped.
+"""
+
+from __future__ import annotations
+
+from stages.model import MetricType, Sample, tag_tuple
+from stages.receiver.parsers.base import CONTROL_CHARS, ParseError, check_tag, metric_name, number, sample_rate
+
+TYPE_CODES: dict[str, int] = {
+    "c": int(MetricType.COUNTER),
+    "g": int(MetricType.GAUGE),
+    "ms": int(MetricType.TIMER),
+    "h": int(MetricType.HISTOGRAM),
+    "d": int(MetricType.DISTRIBUTION),
+    "s": int(MetricType.SET),
+}
+
+
+def accepts(text: str) -> bool:
+    return True
+
+
+def parse(text: str, defaults: dict[str, str], out: list[Sample], bad: dict[str, int]) -> None:
+    """Append every good line's samples to ``out``; count each bad line in ``bad`` by reason."""
+    check_controls = CONTROL_CHARS.search(text) is not None
+    for line in text.split("\n"):
+        if line.endswith("\r"):
+            line = line[:-1]
+        if not line:
+            continue
+        try:
+            if check_controls and CONTROL_CHARS.search(line):
+                raise ParseError("control_char")
+            parse_line(line, defaults, out)
+        except ParseError as exc:
+            bad[exc.reason] = bad.get(exc.reason, 0) + 1
+
+
+def parse_line(line: str, defaults: dict[str, str], out: list[Sample]) -> None:
+    """Parse one line into ``out`` (several samples for DogStatsD multi-value packing)."""
+    if line.startswith("_e{"):
+        raise ParseError("event_unsupported")
+    if line.startswith("_sc|"):
+        raise ParseError("service_check_unsupported")
+    head, sep, rest = line.partition(":")
+    if not sep:
+        raise ParseError("no_value")
+    fields = rest.split("|")
+    if len(fields) < 2:
+        raise ParseError("no_type")
+    mtype = TYPE_CODES.get(fields[1])
+    if mtype is None:
+        raise ParseError("unknown_type")
+    tags: dict[str, str] = {}
+    rate = _extension_fields(fields, tags)
+    if "," in head:
+        name_part, *influx_tags = head.split(",")
+        for pair in influx_tags:
+            key, eq, value = pair.partition("=")
+            if not eq:
+                raise ParseError("bad_tag")
+            check_tag(key, value, tags)
+        name = metric_name(name_part)
+    else:
+        name = metric_name(head)
+    flat = tag_tuple(tags, defaults)
+    text = fields[0]
+    if mtype == MetricType.SET:
+        if not text:
+            raise ParseError("bad_value")
+        out.append((name, mtype, text, rate, flat))
+        return
+    if ":" not in text:
+        out.append((name, _gauge_kind(mtype, text), number(text), rate, flat))
+        return
+    # A packed line is all or nothing: no sample of it lands if one value is bad.
+    pieces = text.split(":")
+    values = [number(piece) for piece in pieces]
+    out.extend((name, _gauge_kind(mtype, piece), value, rate, flat) for piece, value in zip(pieces, values, strict=True))
+
+
+def _gauge_kind(mtype: int, text: str) -> int:
+    """``+N``/``-N`` on a gauge is a change, not a new value."""
+    if mtype == MetricType.GAUGE and text and text[0] in "+-":
+        return int(MetricType.GAUGE_DELTA)
+    return mtype
+
+
+def _extension_fields(fields: list[str], tags: dict[str, str]) -> float:
+    """Read ``@rate`` and ``#tags`` from the fields after the type; returns the sample rate."""
+    rate = 1.0
+    for field in fields[2:]:
+        if not field:
+            continue
+        if field[0] == "@":
+            rate = sample_rate(number(field[1:]))
+        elif field[0] == "#":
+            _dogstatsd_tags(field[1:], tags)
+    return rate
+
+
+def _dogstatsd_tags(text: str, tags: dict[str, str]) -> None:
+    for item in text.split(","):
+        if item:
+            key, _, value = item.partition(":")
+            check_tag(key, value, tags)
