@@ -23,6 +23,7 @@ run: install
 	$(VENV)/bin/supervisord -n -c supervisord.conf
 
 test: install
+	bash tests/kafka/fetch_jars.sh
 	$(PY) -m pytest
 
 test-unit: install

@@ -39,6 +39,9 @@ class Secret(str):
     def __str__(self) -> str:
         return "***"
 
+    def __format__(self, spec: str) -> str:
+        return format("***", spec)
+
     def reveal(self) -> str:
         """The real value: only for handing to the client library that needs it."""
         return str.__str__(self)
@@ -53,7 +56,6 @@ class AgentConfig:
 class QueueConfig:
     shard_batches: int = 2000
     forwarder_flushes: int = 1000
-    sink_flushes: int = 1000
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -68,11 +70,12 @@ class Config:
     debug_mode: bool = False
     agent: AgentConfig = dataclasses.field(default_factory=AgentConfig)
     #: Raw per-sink sections; the forwarder validates them against its sink registry.
-    forwarders: dict[str, Any] = dataclasses.field(default_factory=dict)
+    forwarders: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
     flush_interval: float = 10.0
     listeners: list[str] = dataclasses.field(default_factory=list)
     percentiles: list[float] = dataclasses.field(default_factory=lambda: [50.0, 90.0, 95.0, 99.0])
     expire_after_intervals: int = 30
+    series_limit_per_name: int = 10_000
     receive_buffer_bytes: int = 8 * 1024 * 1024
     batch_max_samples: int = 1000
     batch_max_age_ms: float = 50.0
@@ -90,6 +93,8 @@ class Config:
                 raise ValueError(f"percentiles: {pct} is not in (0, 100]")
         if self.expire_after_intervals < 1:
             raise ValueError("expire_after_intervals: must be at least 1")
+        if self.series_limit_per_name < 1:
+            raise ValueError("series_limit_per_name: must be at least 1")
         if self.receive_buffer_bytes < 0:
             raise ValueError("receive_buffer_bytes: must not be negative")
         if self.batch_max_samples < 1:
@@ -165,7 +170,7 @@ def load_section(cls: type[T], raw: Any, path: str) -> T:
         raw = {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path or 'config'}: expected a map of keys, got {_type_word(raw)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for key, value in raw.items():

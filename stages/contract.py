@@ -87,11 +87,25 @@ def _header(frames: list[bytes], kind: bytes, cls: type[Any]) -> Any:
     raw = _unpack(frames[1])
     if not isinstance(raw, dict):
         raise DecodeError("bad_header", "not a map")
-    known = {name: raw[name] for name in cls.__dataclass_fields__ if name in raw}
+    known = {}
+    for name, expected in _FIELD_TYPES[cls].items():
+        if name in raw:
+            value = raw[name]
+            if (isinstance(value, bool) and expected is not bool) or not isinstance(value, expected):
+                raise DecodeError("bad_header", f"{name} is {type(value).__name__}")
+            known[name] = value
     try:
         return cls(**known)
     except TypeError as exc:
         raise DecodeError("bad_header", str(exc)) from exc
+
+
+#: What each header key must be: a wrongly typed value is refused here, not crashed on downstream.
+_FIELD_TYPES: dict[type, dict[str, type | tuple[type, ...]]] = {
+    BatchHeader: {"src": str, "epoch": int, "seq": int, "ts": (int, float), "n": int},
+    FlushHeader: {"shard": int, "shards": int, "epoch": int, "seq": int, "interval_start": (int, float),
+                  "interval": (int, float), "n": int, "final": bool, "seq_gaps": dict},
+}
 
 
 def encode_batch(header: BatchHeader, samples: list[Sample]) -> list[bytes]:

@@ -40,7 +40,34 @@ def setup_logging(stage: str) -> None:
     handler.setFormatter(logging.Formatter(f"%(asctime)s {stage} %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("PYSTATSD_LOG_LEVEL", "INFO").upper())
+    level = os.environ.get("PYSTATSD_LOG_LEVEL", "INFO").upper()
+    root.setLevel(level)
+    # kafka-python logs every reconnect attempt; the Kafka sink reports outages itself, once a minute.
+    if level != "DEBUG":
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+
+class RedactSecrets(logging.Filter):
+    """The second net behind the Secret type: masks known secret values in every record."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = message
+        for secret in self.secrets:
+            masked = masked.replace(secret, "***")
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
+def redact_in_logs(secrets: list[str]) -> None:
+    """Mask ``secrets`` in everything any logger writes from now on."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactSecrets(secrets))
 
 
 def load_stage_config(args: argparse.Namespace) -> Config:

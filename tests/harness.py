@@ -51,7 +51,10 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float =
 class Pipeline:
     """One running copy of pystatsd with a file sink, on free ports, in its own short temp dir."""
 
-    def __init__(self, config: dict[str, Any] | None = None, shards: int = 2, flush_interval: float = 1.0) -> None:
+    def __init__(self, config: dict[str, Any] | None = None, shards: int = 2, flush_interval: float = 1.0,
+                 test_defaults: bool = True) -> None:
+        """``config`` is laid over the test defaults (free ports, 1 s interval, a file sink), or used
+        as it is with ``test_defaults=False``."""
         # Short: ipc socket paths must stay under ~100 characters.
         self.dir = Path(tempfile.mkdtemp(prefix="pst"))
         self.run_dir = self.dir / "run"
@@ -67,7 +70,7 @@ class Pipeline:
             "listeners": [f"udp://127.0.0.1:{self.statsd_port}"],
             "flush_interval": flush_interval,
             "forwarders": {"file": {"path": str(self.out_path)}},
-        }
+        } if test_defaults else {}
         base.update(config or {})
         self.config = base
         self.config_path = self.dir / "pystatsd.yaml"
@@ -158,9 +161,9 @@ def total(aggregates: list[dict[str, Any]]) -> float:
     return sum(a["value"] for a in aggregates)
 
 
-def running_pipeline(config: dict[str, Any] | None = None, shards: int = 2) -> Iterator[Pipeline]:
+def running_pipeline(config: dict[str, Any] | None = None, shards: int = 2, **options: Any) -> Iterator[Pipeline]:
     """Start a pipeline, yield it, always stop and remove it (for fixtures)."""
-    pipeline = Pipeline(config, shards=shards)
+    pipeline = Pipeline(config, shards=shards, **options)
     try:
         pipeline.start()
         yield pipeline

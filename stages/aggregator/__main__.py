@@ -40,13 +40,16 @@ DRAIN_QUIET_SECS = 0.2
 STOP_LINGER_MS = 5000
 #: Batches read per wake-up before the loop checks the clock again.
 RECV_BURST = 200
+#: How often at most the series-limit warning is logged.
+FOLD_LOG_EVERY_SECS = 60.0
 
 
 class ShardLoop:
     def __init__(self, config: Config, shard: int, shards: int, ctx: zmq.Context[zmq.Socket[bytes]],
                  run: os.PathLike[str] | str) -> None:
-        self.state = ShardState(shard, config.flush_interval, config.percentiles, config.expire_after_intervals,
-                                config.self_metrics_prefix, config.agent.tags)
+        self.state = ShardState(
+            shard, config.flush_interval, config.percentiles, config.expire_after_intervals,
+            config.self_metrics_prefix, config.agent.tags, series_limit=config.series_limit_per_name)
         self.shard, self.shards = shard, shards
         self.epoch = time.time_ns()
         self.seq = 0
@@ -61,6 +64,7 @@ class ShardLoop:
         self.push.setsockopt(zmq.SNDHWM, config.queues.forwarder_flushes)
         self.push.connect(forwarder_endpoint(run))  # type: ignore[arg-type]
         self.decode_errors: collections.Counter[str] = collections.Counter()
+        self.last_fold_log = -FOLD_LOG_EVERY_SECS
 
     def run(self, stop: StopSignal) -> None:
         poller = zmq.Poller()
@@ -89,13 +93,18 @@ class ShardLoop:
             received += 1
             try:
                 header, samples = contract.decode_batch(frames)
+                self.state.add_batch(header, samples)
             except contract.DecodeError as exc:
-                self.decode_errors[exc.reason] += 1
-                log.warning("Dropped a message that is not a valid batch (%s); %d so far",
-                            exc, sum(self.decode_errors.values()))
-                continue
-            self.state.add_batch(header, samples)
+                self.count_bad_message(exc.reason, exc)
+            except (TypeError, ValueError, IndexError) as exc:
+                # Samples of the wrong shape: only a broken or foreign sender on the ipc socket sends them.
+                self.count_bad_message("bad_body", exc)
         return received
+
+    def count_bad_message(self, reason: str, exc: Exception) -> None:
+        self.decode_errors[reason] += 1
+        log.warning("Dropped a message that is not a valid batch (%s: %s); %d so far",
+                    reason, exc, sum(self.decode_errors.values()))
 
     def flush_due(self) -> None:
         for closed in self.state.due(time.time()):
@@ -104,6 +113,11 @@ class ShardLoop:
     def queue_flush(self, closed: ClosedInterval, final: bool) -> None:
         if closed.seq_gaps:
             log.warning("Batches lost before reaching this shard: %s", closed.seq_gaps)
+        if closed.folded and time.monotonic() - self.last_fold_log >= FOLD_LOG_EVERY_SECS:
+            self.last_fold_log = time.monotonic()
+            worst = max(closed.folded, key=closed.folded.__getitem__)
+            log.warning("series_limit_per_name (%d) reached for %d names, e.g. %r: %d series folded into its "
+                        "overflow series", self.state.series_limit, len(closed.folded), worst, closed.folded[worst])
         header = contract.FlushHeader(
             shard=self.shard, shards=self.shards, epoch=self.epoch, seq=self.seq,
             interval_start=closed.start, interval=closed.interval, n=len(closed.aggregates),

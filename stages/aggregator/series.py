@@ -16,12 +16,43 @@ TRACE = int(MetricType.TRACE)
 SeriesKey = tuple[str, Tags]
 
 
+class SeriesLimit:
+    """At most ``limit`` series per metric name; the rest fold into that name's overflow series.
+
+    Folding keeps totals exact where a tag explodes (a user id as a tag, say) while memory stays
+    bounded; ``folded`` counts, per name, the series that were folded.
+    """
+
+    def __init__(self, limit: int, overflow_tags: Tags) -> None:
+        self.limit = limit
+        self.overflow_tags = overflow_tags
+        self.per_name: dict[str, int] = {}
+        self.folded: dict[str, int] = {}
+
+    def admit(self, name: str, tags: Tags) -> SeriesKey:
+        """The key a new series of ``name`` is kept under: its own, or the overflow series."""
+        count = self.per_name.get(name, 0)
+        if count >= self.limit and tags != self.overflow_tags:
+            self.folded[name] = self.folded.get(name, 0) + 1
+            return (name, self.overflow_tags)
+        self.per_name[name] = count + 1
+        return (name, tags)
+
+    def release(self, name: str) -> None:
+        """One series of ``name`` is gone (an expired gauge)."""
+        count = self.per_name.get(name, 0) - 1
+        if count > 0:
+            self.per_name[name] = count
+        else:
+            self.per_name.pop(name, None)
+
+
 class IntervalBucket:
     """Everything one shard received for one interval."""
 
-    __slots__ = ("counters", "gauge_changes", "sampled", "sets", "traces", "samples")
+    __slots__ = ("counters", "gauge_changes", "sampled", "sets", "traces", "samples", "known", "limit")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: SeriesLimit) -> None:
         self.counters: dict[SeriesKey, float] = {}
         #: key → [was set, value]: a set replaces the gauge, a delta adds to what it was.
         self.gauge_changes: dict[SeriesKey, list[Any]] = {}
@@ -30,11 +61,16 @@ class IntervalBucket:
         self.sets: dict[SeriesKey, set[str]] = {}
         self.traces: dict[SeriesKey, float] = {}
         self.samples = 0
+        #: Every series seen in this interval, as admitted by ``limit`` (which counts them per name).
+        self.known: dict[SeriesKey, SeriesKey] = {}
+        self.limit = limit
 
     def add(self, samples: list[Sample]) -> None:
-        counters, traces = self.counters, self.traces
+        counters, traces, known = self.counters, self.traces, self.known
         for name, mtype, value, rate, tags in samples:
-            key = (name, tags)
+            key = known.get((name, tags))  # type: ignore[assignment]
+            if key is None:
+                key = known[(name, tags)] = self.limit.admit(name, tags)
             if mtype == COUNTER:
                 counters[key] = counters.get(key, 0.0) + value / rate  # type: ignore[operator]
             elif mtype == GAUGE:
@@ -54,7 +90,7 @@ class IntervalBucket:
             elif mtype == TRACE:
                 traces[key] = traces.get(key, 0.0) + 1.0 / rate
             else:
-                skey = (name, tags, mtype)
+                skey = (name, key[1], mtype)
                 entry = self.sampled.get(skey)
                 if entry is None:
                     self.sampled[skey] = [[value], 1.0 / rate]
@@ -79,14 +115,18 @@ class IntervalBucket:
 class Gauges:
     """Gauge values carried from interval to interval until idle for ``expire_after`` intervals."""
 
-    def __init__(self, expire_after: int) -> None:
+    def __init__(self, expire_after: int, limit: SeriesLimit) -> None:
         self.expire_after = expire_after
         #: key → [value, index of the last interval that changed it]
         self.values: dict[SeriesKey, list[Any]] = {}
+        self.limit = limit
 
     def apply(self, changes: dict[SeriesKey, list[Any]], index: int) -> None:
         for key, (was_set, value) in changes.items():
             current = self.values.get(key)
+            if current is None:
+                key = self.limit.admit(*key)
+                current = self.values.get(key)
             if was_set or current is None:
                 self.values[key] = [value, index]
             else:
@@ -98,5 +138,6 @@ class Gauges:
         expired = [key for key, (_, seen) in self.values.items() if index - seen >= self.expire_after]
         for key in expired:
             del self.values[key]
+            self.limit.release(key[0])
         return [aggregate(name, GAUGE, tags, timestamp, interval, value=value)
                 for (name, tags), (value, _) in self.values.items()]

@@ -14,12 +14,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from stages.aggregator.series import COUNTER, GAUGE, Gauges, IntervalBucket
+from stages.aggregator.series import COUNTER, GAUGE, Gauges, IntervalBucket, SeriesLimit
 from stages.contract import BatchHeader
 from stages.model import Sample, Tags, aggregate, tag_tuple
 
 #: How long after an interval's end its flush waits for batches still in flight.
 FLUSH_GRACE_SECS = 0.25
+#: The tag that marks a name's overflow series (see :class:`SeriesLimit`).
+OVERFLOW_TAG = "pystatsd_overflow"
+#: Names whose folding is reported per interval, the most folded first (keeps the self-metric bounded).
+OVERFLOW_REPORT_NAMES = 10
 
 
 @dataclass
@@ -31,18 +35,23 @@ class ClosedInterval:
     interval: float
     aggregates: list[dict[str, Any]]
     seq_gaps: dict[str, int]
+    #: name → series folded into its overflow series in this interval
+    folded: dict[str, int]
 
 
 class ShardState:
     def __init__(self, shard: int, interval: float, percentiles: list[float], expire_after: int,
-                 self_prefix: str, default_tags: dict[str, str], now: float | None = None) -> None:
+                 self_prefix: str, default_tags: dict[str, str], now: float | None = None,
+                 series_limit: int = 10_000) -> None:
         self.shard = shard
         self.interval = interval
         self.percentiles = percentiles
         self.self_prefix = self_prefix
         self.default_tags = default_tags
+        self.series_limit = series_limit
+        self.overflow_tags = tag_tuple({OVERFLOW_TAG: "true"}, default_tags)
         self.buckets: dict[int, IntervalBucket] = {}
-        self.gauges = Gauges(expire_after)
+        self.gauges = Gauges(expire_after, SeriesLimit(series_limit, self.overflow_tags))
         #: Every interval up to this one has been flushed.
         self.closed_through = self.index_of(time.time() if now is None else now) - 1
         #: (src, epoch) → last batch seq seen; a jump counts the batches lost in between.
@@ -65,9 +74,12 @@ class ShardState:
             self.late_samples += len(samples)
         bucket = self.buckets.get(index)
         if bucket is None:
-            bucket = self.buckets[index] = IntervalBucket()
+            bucket = self.buckets[index] = self._new_bucket()
         bucket.add(samples)
         self.samples += len(samples)
+
+    def _new_bucket(self) -> IntervalBucket:
+        return IntervalBucket(SeriesLimit(self.series_limit, self.overflow_tags))
 
     def _account(self, header: BatchHeader) -> None:
         stream = (header.src, header.epoch)
@@ -100,7 +112,7 @@ class ShardState:
 
     def _close(self, index: int) -> ClosedInterval:
         started = time.perf_counter()
-        bucket = self.buckets.pop(index, None) or IntervalBucket()
+        bucket = self.buckets.pop(index, None) or self._new_bucket()
         start = self.start_of(index)
         end = self.start_of(index + 1)
         self.gauges.apply(bucket.gauge_changes, index)
@@ -108,11 +120,15 @@ class ShardState:
         aggregates.extend(self.gauges.aggregates(index, end, self.interval))
         self.closed_through = max(self.closed_through, index)
         gaps, self.seq_gaps = self.seq_gaps, {}
+        folded = dict(bucket.limit.folded)
+        for name, count in self.gauges.limit.folded.items():
+            folded[name] = folded.get(name, 0) + count
+        self.gauges.limit.folded.clear()
         if self.self_prefix:
-            aggregates.extend(self._self_metrics(bucket, gaps, end, time.perf_counter() - started))
-        return ClosedInterval(index, start, self.interval, aggregates, gaps)
+            aggregates.extend(self._self_metrics(bucket, gaps, folded, end, time.perf_counter() - started))
+        return ClosedInterval(index, start, self.interval, aggregates, gaps, folded)
 
-    def _self_metrics(self, bucket: IntervalBucket, gaps: dict[str, int], end: float,
+    def _self_metrics(self, bucket: IntervalBucket, gaps: dict[str, int], folded: dict[str, int], end: float,
                       flush_secs: float) -> list[dict[str, Any]]:
         tags = self._self_tags({"shard": str(self.shard)})
         prefix = f"{self.self_prefix}aggregator."
@@ -127,6 +143,10 @@ class ShardState:
             out.append(aggregate(f"{prefix}late_samples", COUNTER, tags, end, self.interval,
                                  value=float(self.late_samples), rate=self.late_samples / self.interval))
             self.late_samples = 0
+        for name in sorted(folded, key=folded.__getitem__, reverse=True)[:OVERFLOW_REPORT_NAMES]:
+            out.append(aggregate(f"{prefix}overflow_series", COUNTER, self._self_tags({"shard": str(self.shard),
+                                 "metric": name}), end, self.interval, value=float(folded[name]),
+                                 rate=folded[name] / self.interval))
         for src, lost in gaps.items():
             gap_tags = self._self_tags({"shard": str(self.shard), "src": src})
             out.append(aggregate(f"{prefix}lost_batches", COUNTER, gap_tags, end, self.interval,

@@ -7,8 +7,10 @@ import math
 
 def percentile_key(pct: float) -> str:
     """``90`` → ``p90``, ``99.9`` → ``p99_9``."""
-    text = f"{pct:g}".replace(".", "_")
-    return f"p{text}"
+    text = repr(float(pct))
+    if text.endswith(".0"):
+        text = text[:-2]
+    return f"p{text.replace('.', '_')}"
 
 
 def summary(values: list[float], count: float, percentiles: list[float]) -> dict[str, float]:
@@ -35,6 +37,7 @@ def summary(values: list[float], count: float, percentiles: list[float]) -> dict
         "stddev": math.sqrt(variance),
     }
     for pct in percentiles:
-        rank = max(1, math.ceil(pct / 100 * n))
+        # Rounded first: 7 / 100 * 100 is 7.000000000000001 in floating point, whose ceil is 8.
+        rank = max(1, math.ceil(round(pct * n / 100, 9)))
         stats[percentile_key(pct)] = ordered[rank - 1]
     return stats

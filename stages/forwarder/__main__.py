@@ -23,7 +23,7 @@ import zmq
 from stages import contract
 from stages.config import Config, ConfigError
 from stages.forwarder.fanout import Fanout
-from stages.forwarder.sinks import build_sinks
+from stages.forwarder.sinks import build_sinks, config_secrets
 from stages.forwarder.sinks.base import Flush
 from stages.model import MetricType, aggregate, tag_tuple
 from stages.runtime import (
@@ -31,6 +31,7 @@ from stages.runtime import (
     EXIT_OK,
     StopSignal,
     load_stage_config,
+    redact_in_logs,
     run_dir,
     setup_logging,
     stage_arguments,
@@ -114,7 +115,7 @@ class Forwarder:
         self.last_seq[stream] = header.seq
         if header.final:
             self.finals.add(header.shard)
-        self.fanout.put(Flush(header, aggregates))
+        self.fanout.put(Flush(header, aggregates, len(frames[2])))
 
     def report(self) -> None:
         """Send this stage's own figures to every sink, stamped with the interval that just ended."""
@@ -144,7 +145,7 @@ class Forwarder:
         counter("lost_flushes", float(self.lost_flushes))
         header = contract.FlushHeader(shard=-1, shards=self.shards, epoch=0, seq=0, interval_start=end - interval,
                                       interval=interval, n=len(out))
-        self.fanout.put(Flush(header, out))
+        self.fanout.put(Flush(header, out, 0))
 
     def stop(self) -> None:
         log.info("Stopping: taking the shards' last flushes")
@@ -168,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("forwarder")
     config = load_stage_config(args)
     try:
+        redact_in_logs(config_secrets(config))
         sinks = build_sinks(config)
     except ConfigError as exc:
         log.error("Config error: %s", exc)
@@ -175,11 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     run = run_dir(args, config)
     lock = take_lock(run, "forwarder")
     stop = StopSignal()
-    fanout = Fanout(sinks, config.queues.sink_flushes)
+    fanout = Fanout(sinks)
     fanout.start()
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     forwarder = Forwarder(config, args.shards, fanout, ctx, run)
-    log.info("Forwarding to %s on %s", ", ".join(s.name for s in sinks), forwarder.endpoint)
+    log.info("Forwarding to %s on %s", ", ".join(s.name for s, _ in sinks), forwarder.endpoint)
     forwarder.run(stop)
     ctx.term()
     lock.close()

@@ -1,8 +1,9 @@
 """Each sink behind its own bounded queue and thread, so a slow or dead sink holds up no other.
 
-The queue holds whole flushes; when it is full the oldest is dropped and counted. A write that
+The queue holds whole flushes, bounded by the sink's ``buffer_max_aggregates`` and
+``buffer_max_bytes``; past either, the oldest queued flushes are dropped and counted. A write that
 raises a retriable :class:`SinkError` is retried with backoff (0.5 s doubling to 5 s) until it
-succeeds or the sink is stopped; any other failure drops that flush, counted and logged.
+succeeds or the stop deadline passes; any other failure drops that flush, counted and logged.
 """
 
 from __future__ import annotations
@@ -12,22 +13,26 @@ import logging
 import threading
 import time
 
-from stages.forwarder.sinks.base import Flush, Sink, SinkError
+from stages.forwarder.sinks.base import BufferConfig, Flush, Sink, SinkError
 
 log = logging.getLogger(__name__)
 
 RETRY_FIRST_SECS = 0.5
 RETRY_MAX_SECS = 5.0
-#: How often at most one sink's repeated failure is logged.
+#: How often at most one sink's repeated failure, or its drops, are logged.
 ERROR_LOG_EVERY_SECS = 60.0
 
 
 class SinkRunner:
-    def __init__(self, sink: Sink, max_flushes: int) -> None:
+    def __init__(self, sink: Sink, bounds: BufferConfig) -> None:
         self.sink = sink
         self.name = sink.name
-        self.max_flushes = max_flushes
+        self.bounds = bounds
         self.queue: collections.deque[Flush] = collections.deque()
+        #: The flush being written, out of the queue so that dropping the oldest never touches it.
+        self.current: Flush | None = None
+        self.queued_aggregates = 0
+        self.queued_bytes = 0
         self.cond = threading.Condition()
         self.stopping = False
         self.deadline = float("inf")
@@ -36,25 +41,46 @@ class SinkRunner:
         self.dropped: collections.Counter[str] = collections.Counter()
         self.errors = 0
         self._last_error_log = -ERROR_LOG_EVERY_SECS
+        self._last_drop_log = -ERROR_LOG_EVERY_SECS
+        self._drops_logged = 0
         self.thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
 
     def put(self, flush: Flush) -> None:
-        """Queue a flush; never blocks (a full queue loses its oldest flush, counted)."""
+        """Queue a flush; never blocks (past the bounds the oldest queued flushes go, counted)."""
         with self.cond:
-            if len(self.queue) >= self.max_flushes:
-                oldest = self.queue.popleft()
-                self.dropped["queue_full"] += len(oldest.aggregates)
-                log.warning("Sink %s is behind and its queue is full: dropped %d aggregates (%d so far)",
-                            self.name, len(oldest.aggregates), self.dropped["queue_full"])
             self.queue.append(flush)
+            self.queued_aggregates += len(flush.aggregates)
+            self.queued_bytes += flush.size
+            while len(self.queue) > 1 and (self.queued_aggregates > self.bounds.buffer_max_aggregates
+                                           or self.queued_bytes > self.bounds.buffer_max_bytes):
+                oldest = self._pop()
+                self.dropped["buffer_full"] += len(oldest.aggregates)
             self.cond.notify()
+        self._log_drops()
+
+    def _pop(self) -> Flush:
+        flush = self.queue.popleft()
+        self.queued_aggregates -= len(flush.aggregates)
+        self.queued_bytes -= flush.size
+        return flush
+
+    def _log_drops(self, final: bool = False) -> None:
+        """Say how many were dropped: at most once a minute, and once more at the stop."""
+        dropped = self.dropped["buffer_full"]
+        now = time.monotonic()
+        if dropped > self._drops_logged and (final or now - self._last_drop_log >= ERROR_LOG_EVERY_SECS):
+            log.warning("Sink %s is behind and its buffer is full: dropped the oldest %d aggregates (%d in all)",
+                        self.name, dropped - self._drops_logged, dropped)
+            self._drops_logged = dropped
+            self._last_drop_log = now
 
     def pending(self) -> int:
+        """Aggregates queued or being written."""
         with self.cond:
-            return sum(len(f.aggregates) for f in self.queue)
+            return self.queued_aggregates + (len(self.current.aggregates) if self.current else 0)
 
     def request_stop(self, deadline: float) -> None:
         """Deliver what is queued until ``deadline`` (monotonic), then stop."""
@@ -74,12 +100,16 @@ class SinkRunner:
             self.sink.close()
         except Exception:  # noqa: BLE001 - a sink's close must not stop the others from closing
             log.exception("Sink %s failed to close", self.name)
+        self._log_drops(final=True)
 
     def _next(self) -> Flush | None:
         with self.cond:
-            while not self.queue and not self.stopping:
-                self.cond.wait()
-            return self.queue[0] if self.queue else None
+            if self.current is None:
+                while not self.queue and not self.stopping:
+                    self.cond.wait()
+                if self.queue:
+                    self.current = self._pop()
+            return self.current
 
     def _wait(self, secs: float) -> None:
         with self.cond:
@@ -100,40 +130,41 @@ class SinkRunner:
             except SinkError as exc:
                 self.errors += 1
                 if not exc.retriable:
-                    self._drop_head("rejected", exc)
+                    self._drop_current("rejected", exc)
                     continue
-                self._log_error("will retry", exc)
+                self._log_error(exc)
                 self._wait(backoff)
                 backoff = min(backoff * 2, RETRY_MAX_SECS)
                 continue
             except Exception as exc:  # noqa: BLE001 - one broken sink must never kill the forwarder
                 self.errors += 1
                 log.exception("Sink %s failed unexpectedly", self.name)
-                self._drop_head("error", exc)
+                self._drop_current("error", exc)
                 continue
             backoff = RETRY_FIRST_SECS
             with self.cond:
-                self.queue.popleft()
+                self.current = None
             self.delivered += len(flush.aggregates)
 
-    def _drop_head(self, reason: str, exc: Exception) -> None:
+    def _drop_current(self, reason: str, exc: Exception) -> None:
         with self.cond:
-            flush = self.queue.popleft()
+            flush, self.current = self.current, None
+        assert flush is not None
         self.dropped[reason] += len(flush.aggregates)
         log.error("Sink %s dropped a flush of %d aggregates: %s", self.name, len(flush.aggregates), exc)
 
-    def _log_error(self, what: str, exc: Exception) -> None:
+    def _log_error(self, exc: Exception) -> None:
         now = time.monotonic()
         if now - self._last_error_log >= ERROR_LOG_EVERY_SECS:
             self._last_error_log = now
-            log.error("Sink %s cannot deliver (%s; %s); %d aggregates waiting", self.name, exc, what, self.pending())
+            log.error("Sink %s cannot deliver, will retry: %s (%d aggregates waiting)", self.name, exc, self.pending())
 
 
 class Fanout:
     """Hands every flush to every sink's runner."""
 
-    def __init__(self, sinks: list[Sink], max_flushes: int) -> None:
-        self.runners = [SinkRunner(sink, max_flushes) for sink in sinks]
+    def __init__(self, sinks: list[tuple[Sink, BufferConfig]]) -> None:
+        self.runners = [SinkRunner(sink, bounds) for sink, bounds in sinks]
 
     def start(self) -> None:
         for runner in self.runners:

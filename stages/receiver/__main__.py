@@ -4,7 +4,8 @@ Reads UDP on ``bind_address:bind_port`` and every ``listeners`` entry; parses ea
 statsd lines, detected per datagram) and files its samples into one batch per shard.
 Connects one PUSH per shard to ``ipc://<run>/shard-K.sock`` and sends ``pystatsd.batch.v1`` without
 ever blocking. Every interval it adds its own counters (datagrams, metrics, bad lines by reason,
-samples dropped per shard) to the stream as ``<self_metrics_prefix>receiver.*`` counters.
+samples dropped per shard, datagrams the kernel dropped on its sockets) to the stream as
+``<self_metrics_prefix>receiver.*`` counters.
 On SIGTERM: reads what the kernel already holds, sends every open batch, exits 0.
 """
 
@@ -22,6 +23,7 @@ import zmq
 from stages.config import Config
 from stages.model import MetricType, Sample, tag_tuple
 from stages.receiver.batcher import Batcher
+from stages.receiver.kernel_drops import socket_drops
 from stages.receiver.listener import open_udp, read_burst
 from stages.receiver.parsers import parse_datagram
 from stages.runtime import EXIT_CONFIG, EXIT_OK, StopSignal, load_stage_config, run_dir, setup_logging, stage_arguments
@@ -99,7 +101,8 @@ class Receiver:
     def report(self, now: float) -> None:
         """Hand this interval's own counters to the pipeline; log bad lines at most every 10 s."""
         self.next_report = self._report_time(now + 0.2)
-        totals = {"datagrams": float(self.datagrams), "metrics": float(self.metrics)}
+        totals = {"datagrams": float(self.datagrams), "metrics": float(self.metrics),
+                  "kernel_drops": float(socket_drops(self.sockets))}
         totals.update({f"bad_lines|reason|{reason}": float(n) for reason, n in self.bad.items()})
         totals.update({f"dropped|reason|shard_full|shard|{shard}": float(n)
                        for shard, n in enumerate(self.batcher.dropped) if n})

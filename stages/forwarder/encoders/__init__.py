@@ -1,7 +1,7 @@
 """Output formats, apart from destinations: a sink's ``format`` key names one of these.
 
-An encoder turns one aggregate into one or more records (a line, a Kafka message value). Adding a
-format is a file plus an entry here.
+An encoder turns one aggregate into one or more records (a line, a Kafka message value) and never
+changes the aggregate (other sinks share it). Adding a format is a file plus an entry here.
 """
 
 from __future__ import annotations
@@ -9,16 +9,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from stages.forwarder.encoders.influx import InfluxEncoder
 from stages.forwarder.encoders.json import JsonEncoder
+from stages.forwarder.encoders.options import EncoderOptions
+from stages.forwarder.encoders.original import OriginalEncoder
 
 
 class Encoder(Protocol):
     def encode(self, aggregate: dict[str, Any]) -> Iterable[bytes]:
-        """The records for one aggregate; must not change ``aggregate`` (other sinks share it)."""
+        """The records for one aggregate."""
 
 
 ENCODERS: dict[str, type[Any]] = {
     "json": JsonEncoder,
+    "original": OriginalEncoder,
+    "influx": InfluxEncoder,
 }
 
 
@@ -26,3 +31,8 @@ def check_format(name: str) -> None:
     """Raise ValueError naming the known formats when ``name`` is not one."""
     if name not in ENCODERS:
         raise ValueError(f"format: unknown format {name!r} (known: {', '.join(sorted(ENCODERS))})")
+
+
+def make_encoder(name: str, options: EncoderOptions | None = None) -> Encoder:
+    encoder: Encoder = ENCODERS[name](options or EncoderOptions())
+    return encoder

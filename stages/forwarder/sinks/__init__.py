@@ -2,35 +2,61 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from typing import Any
 
-from stages.config import Config, ConfigError, load_section
-from stages.forwarder.sinks.base import Sink
-from stages.forwarder.sinks.console import ConsoleSink
+from stages.config import Config, ConfigError, Secret, load_section
+from stages.forwarder.sinks.base import BufferConfig, Sink
+from stages.forwarder.sinks.console import ConsoleConfig, ConsoleSink
 from stages.forwarder.sinks.file import FileSink
+from stages.forwarder.sinks.kafka import KafkaSink
 
 SINKS: dict[str, type[Any]] = {
     "console": ConsoleSink,
     "file": FileSink,
+    "kafka": KafkaSink,
 }
 
 
-def build_sinks(config: Config) -> list[Sink]:
-    """A sink for each ``forwarders:`` entry, configs validated first; console alone if none.
-
-    With ``debug_mode`` every remote sink is replaced by one console sink, as the original did.
-    """
-    chosen: list[tuple[str, Any]] = []
+def load_sink_configs(config: Config) -> dict[str, Any]:
+    """Each ``forwarders:`` entry validated into its sink's config dataclass."""
+    loaded = {}
     for key, raw in config.forwarders.items():
         cls = SINKS.get(key)
         if cls is None:
             close = difflib.get_close_matches(key, list(SINKS), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (known sinks: {', '.join(sorted(SINKS))})"
             raise ConfigError(f"forwarders.{key}: unknown sink{hint}")
-        chosen.append((key, load_section(cls.config_type, raw, f"forwarders.{key}")))
-    if config.debug_mode:
-        chosen = [(key, cfg) for key, cfg in chosen if not SINKS[key].remote]
-    if not any(key == "console" for key, _ in chosen) and (config.debug_mode or not chosen):
-        chosen.append(("console", ConsoleSink.config_type()))
-    return [SINKS[key](cfg) for key, cfg in chosen]
+        loaded[key] = load_section(cls.config_type, raw, f"forwarders.{key}")
+    return loaded
+
+
+def config_secrets(config: Config) -> list[str]:
+    """Every secret value in the sinks' configs, for masking in logs."""
+    secrets = []
+    for sink_config in load_sink_configs(config).values():
+        for field in dataclasses.fields(sink_config):
+            value = getattr(sink_config, field.name)
+            if isinstance(value, Secret):
+                secrets.append(value.reveal())
+    return secrets
+
+
+def build_sinks(config: Config) -> list[tuple[Sink, BufferConfig]]:
+    """A sink for each ``forwarders:`` entry, with its buffer bounds; the console alone if none.
+
+    With ``debug_mode`` each remote sink is replaced by a console sink that prints what it would
+    have sent, in its format, with secrets masked, as the original daemon's debug mode did.
+    """
+    sinks: list[tuple[Sink, BufferConfig]] = []
+    for key, sink_config in load_sink_configs(config).items():
+        cls = SINKS[key]
+        if config.debug_mode and cls.remote:
+            stand_in = ConsoleConfig(format=sink_config.format)
+            sinks.append((ConsoleSink(stand_in, sink_config.encoder_options(masked=True)), stand_in))
+        else:
+            sinks.append((cls(sink_config), sink_config))
+    if not sinks:
+        sinks.append((ConsoleSink(ConsoleConfig()), ConsoleConfig()))
+    return sinks

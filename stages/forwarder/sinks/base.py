@@ -20,6 +20,22 @@ class Flush:
 
     header: FlushHeader
     aggregates: list[dict[str, Any]]
+    #: Bytes of the aggregates on the wire: what the sink buffers are bounded by.
+    size: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class BufferConfig:
+    """Keys every sink has: how much may wait for it before the oldest flushes are dropped."""
+
+    buffer_max_aggregates: int = 200_000
+    buffer_max_bytes: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.buffer_max_aggregates < 1:
+            raise ValueError("buffer_max_aggregates: must be at least 1")
+        if self.buffer_max_bytes < 1:
+            raise ValueError("buffer_max_bytes: must be at least 1")
 
 
 class SinkError(Exception):

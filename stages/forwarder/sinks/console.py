@@ -6,15 +6,17 @@ import sys
 from dataclasses import dataclass
 from typing import ClassVar
 
-from stages.forwarder.encoders import ENCODERS, check_format
-from stages.forwarder.sinks.base import Flush
+from stages.forwarder.encoders import check_format, make_encoder
+from stages.forwarder.encoders.options import EncoderOptions
+from stages.forwarder.sinks.base import BufferConfig, Flush
 
 
 @dataclass(frozen=True)
-class ConsoleConfig:
+class ConsoleConfig(BufferConfig):
     format: str = "json"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_format(self.format)
 
 
@@ -23,8 +25,8 @@ class ConsoleSink:
     config_type: ClassVar[type[ConsoleConfig]] = ConsoleConfig
     remote: ClassVar[bool] = False
 
-    def __init__(self, config: ConsoleConfig) -> None:
-        self.encoder = ENCODERS[config.format]()
+    def __init__(self, config: ConsoleConfig, options: EncoderOptions | None = None) -> None:
+        self.encoder = make_encoder(config.format, options)
 
     def open(self) -> None:
         pass

@@ -9,18 +9,19 @@ import os
 from dataclasses import dataclass
 from typing import IO, ClassVar
 
-from stages.forwarder.encoders import ENCODERS, check_format
-from stages.forwarder.sinks.base import Flush, SinkError
+from stages.forwarder.encoders import check_format, make_encoder
+from stages.forwarder.sinks.base import BufferConfig, Flush, SinkError
 
 
 @dataclass(frozen=True)
-class FileConfig:
+class FileConfig(BufferConfig):
     path: str
     format: str = "json"
 
     def __post_init__(self) -> None:
         if not self.path:
             raise ValueError("path: must not be empty")
+        super().__post_init__()
         check_format(self.format)
 
 
@@ -31,7 +32,7 @@ class FileSink:
 
     def __init__(self, config: FileConfig) -> None:
         self.path = config.path
-        self.encoder = ENCODERS[config.format]()
+        self.encoder = make_encoder(config.format)
         self.handle: IO[bytes] | None = None
         self.inode = 0
 

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from stages.model import MetricType, Sample, tag_tuple
-from stages.receiver.parsers.base import ParseError, check_tag, metric_name, number, sample_rate
+from stages.receiver.parsers.base import CONTROL_CHARS, ParseError, check_tag, metric_name, number, sample_rate
 
 JSON_TYPES: dict[str, int] = {
     "counter": int(MetricType.COUNTER),
@@ -40,9 +40,10 @@ def parse(text: str, defaults: dict[str, str], out: list[Sample], bad: dict[str,
     try:
         documents = [_load(text)]
     except ParseError as exc:
-        if exc.reason != "bad_json" or "\n" not in text.strip():
+        if "\n" not in text.strip():
             bad[exc.reason] = bad.get(exc.reason, 0) + 1
             return
+        # One object per line: each line stands or falls on its own.
         documents = []
         for line in text.split("\n"):
             if line.strip():
@@ -91,10 +92,15 @@ def sample_from_object(obj: Any, defaults: dict[str, str]) -> Sample:
     mtype = JSON_TYPES.get(kind.lower())
     if mtype is None:
         raise ParseError("unknown_type")
+    if CONTROL_CHARS.search(name):
+        raise ParseError("control_char")
     tags: dict[str, str] = {}
     for key, raw in obj.items():
         if key not in RESERVED:
-            check_tag(key, _tag_text(raw), tags)
+            text = _tag_text(raw)
+            if CONTROL_CHARS.search(key) or CONTROL_CHARS.search(text):
+                raise ParseError("control_char")
+            check_tag(key, text, tags)
     rate = sample_rate(_json_number(obj["sample_rate"])) if "sample_rate" in obj else 1.0
     value: float | str
     if mtype == MetricType.TRACE:

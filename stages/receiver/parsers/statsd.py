@@ -81,7 +81,8 @@ def parse_line(line: str, defaults: dict[str, str], out: list[Sample]) -> None:
     # A packed line is all or nothing: no sample of it lands if one value is bad.
     pieces = text.split(":")
     values = [number(piece) for piece in pieces]
-    out.extend((name, _gauge_kind(mtype, piece), value, rate, flat) for piece, value in zip(pieces, values, strict=True))
+    out.extend((name, _gauge_kind(mtype, piece), value, rate, flat)
+               for piece, value in zip(pieces, values, strict=True))
 
 
 def _gauge_kind(mtype: int, text: str) -> int:

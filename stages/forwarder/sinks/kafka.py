@@ -1,0 +1,270 @@
+"""Kafka sink: one message per record, keyed by metric name, with a stable id header; acks=all, idempotent.
+
+The original daemon's keys (``kafka_broker``, ``kafka_topic``, ``kafka_apikey``, ``kafka_tenant_id``)
+work unchanged. The producer only ever runs on this sink's own thread (``send`` can block while
+the broker is unknown), never on the forwarder's ZeroMQ loop.
+
+Delivery: a flush is written record by record; a record whose delivery failed is sent again on the
+next try, a record still in flight is waited for, never sent twice, so an outage ends with every
+record delivered once and in order. While the broker is away the forwarder's bounded buffer holds
+the flushes (kafka-python bounds nothing itself). Every message carries the header ``pystatsd-id``
+(series + interval, plus the statistic for per-statistic records) so a consumer can drop the
+duplicate that a forwarder restart may re-send.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import stat
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from stages.config import Secret
+from stages.forwarder.encoders import check_format, make_encoder
+from stages.forwarder.encoders.options import EncoderOptions
+from stages.forwarder.sinks.base import BufferConfig, Flush, SinkError
+
+log = logging.getLogger(__name__)
+
+ID_HEADER = "pystatsd-id"
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+COMPRESSIONS = {"none": None, "gzip": "gzip", "lz4": "lz4", "zstd": "zstd"}
+ACKS = {"all": "all", "-1": "all", "1": 1, "0": 0}
+#: How long one write waits for the broker's acknowledgements before it reports and retries.
+WRITE_WAIT_SECS = 10.0
+#: How long ``send`` may block while the topic's metadata is unknown (broker away, unknown topic).
+MAX_BLOCK_MS = 2000
+#: Reconnect attempts back off to at most this (kafka-python's own default is 30 s).
+RECONNECT_BACKOFF_MAX_MS = 2000
+#: How long opening the producer waits for a first broker before the sink reports and retries.
+BOOTSTRAP_TIMEOUT_MS = 5000
+
+
+def _secret(value: Secret | None, env: str | None, path: str | None, key: str) -> Secret | None:
+    """A secret from the config itself, an environment variable (``<key>_env``) or a file (``<key>_file``)."""
+    if sum(x is not None for x in (value, env, path)) > 1:
+        raise ValueError(f"{key}: set only one of {key}, {key}_env and {key}_file")
+    if env is not None:
+        if env not in os.environ:
+            raise ValueError(f"{key}_env: environment variable {env!r} is not set")
+        return Secret(os.environ[env])
+    if path is not None:
+        try:
+            mode = os.stat(path).st_mode
+            text = open(path, encoding="utf-8").read().strip()  # noqa: SIM115 - read at once
+        except OSError as exc:
+            raise ValueError(f"{key}_file: cannot read {path!r}: {exc.strerror}") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning("Secret file %s for %s can be read by other users (chmod 600 it)", path, key)
+        return Secret(text)
+    return value
+
+
+@dataclass(frozen=True)
+class KafkaConfig(BufferConfig):
+    kafka_broker: str
+    kafka_topic: str
+    kafka_apikey: Secret | None = None
+    kafka_apikey_env: str | None = None
+    kafka_apikey_file: str | None = None
+    kafka_tenant_id: str | None = None
+    format: str = "original"
+    include_apikey: bool = True
+    cumulative_traces: bool = False
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str = "token"
+    sasl_password: Secret | None = None
+    sasl_password_env: str | None = None
+    sasl_password_file: str | None = None
+    ssl_cafile: str | None = None
+    compression: str = "none"
+    acks: str = "all"
+    linger_ms: int = 20
+    delivery_timeout_ms: int = 120_000
+    client_id: str = "pystatsd"
+    #: Brokers as a list, from the comma-separated ``kafka_broker``.
+    brokers: list[str] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_format(self.format)
+        brokers = [b.strip() for b in self.kafka_broker.split(",") if b.strip()]
+        if not brokers or any(":" not in b for b in brokers):
+            raise ValueError(f"kafka_broker: expected host:port[,host:port...], got {self.kafka_broker!r}")
+        object.__setattr__(self, "brokers", brokers)
+        if not self.kafka_topic:
+            raise ValueError("kafka_topic: must not be empty")
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ValueError(f"security_protocol: must be one of {', '.join(SECURITY_PROTOCOLS)}")
+        if self.sasl_mechanism not in SASL_MECHANISMS:
+            raise ValueError(f"sasl_mechanism: must be one of {', '.join(SASL_MECHANISMS)}")
+        if self.compression not in COMPRESSIONS:
+            raise ValueError(f"compression: must be one of {', '.join(COMPRESSIONS)}")
+        if self.acks not in ACKS:
+            raise ValueError("acks: must be all, 1 or 0")
+        if self.ssl_cafile is not None and not os.path.isfile(self.ssl_cafile):
+            raise ValueError(f"ssl_cafile: no such file {self.ssl_cafile!r}")
+        if self.linger_ms < 0 or self.delivery_timeout_ms < 1000:
+            raise ValueError("linger_ms must be >= 0 and delivery_timeout_ms >= 1000")
+        apikey = _secret(self.kafka_apikey, self.kafka_apikey_env, self.kafka_apikey_file, "kafka_apikey")
+        password = _secret(self.sasl_password, self.sasl_password_env, self.sasl_password_file, "sasl_password")
+        object.__setattr__(self, "kafka_apikey", apikey)
+        object.__setattr__(self, "sasl_password", password if password is not None else apikey)
+        if self.security_protocol.startswith("SASL") and self.sasl_password is None:
+            raise ValueError("sasl_password: SASL needs a password or kafka_apikey")
+
+    def encoder_options(self, masked: bool = False) -> EncoderOptions:
+        apikey = Secret("***") if masked and self.kafka_apikey is not None else self.kafka_apikey
+        return EncoderOptions(apikey=apikey, tenant_id=self.kafka_tenant_id, include_apikey=self.include_apikey,
+                              cumulative_traces=self.cumulative_traces)
+
+    def producer_settings(self) -> dict[str, Any]:
+        """kafka-python settings; the only place a secret leaves its wrapper."""
+        acks = ACKS[self.acks]
+        settings: dict[str, Any] = {
+            "bootstrap_servers": self.brokers,
+            "client_id": self.client_id,
+            "acks": acks,
+            "enable_idempotence": acks == "all",
+            "compression_type": COMPRESSIONS[self.compression],
+            "linger_ms": self.linger_ms,
+            "delivery_timeout_ms": self.delivery_timeout_ms,
+            "request_timeout_ms": min(30_000, self.delivery_timeout_ms - self.linger_ms),
+            "max_block_ms": MAX_BLOCK_MS,
+            "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
+            "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol.startswith("SASL"):
+            assert self.sasl_password is not None
+            settings.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
+                            sasl_plain_password=self.sasl_password.reveal())
+        if self.ssl_cafile:
+            settings["ssl_cafile"] = self.ssl_cafile
+        return settings
+
+
+def _accepts_tcp(broker: str) -> bool:
+    host, _, port = broker.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+@dataclass
+class _Progress:
+    """How far the flush being written has got: encoded records, their futures, which are done."""
+
+    flush: Flush
+    records: list[tuple[bytes, bytes, bytes]]
+    futures: dict[int, Any] = field(default_factory=dict)
+    done: set[int] = field(default_factory=set)
+
+
+def record_id(aggregate: dict[str, Any], index: int, count: int) -> bytes:
+    """Stable across restarts: the same series and interval always give the same id."""
+    series = "\x00".join([aggregate["name"], aggregate["type"], *sorted(f"{k}={v}" for k, v in
+                                                                         aggregate["tags"].items())])
+    digest = hashlib.blake2b(series.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+    suffix = f"/{index}" if count > 1 else ""
+    return f"{digest}@{aggregate['timestamp']}{suffix}".encode()
+
+
+class KafkaSink:
+    name: ClassVar[str] = "kafka"
+    config_type: ClassVar[type[KafkaConfig]] = KafkaConfig
+    remote: ClassVar[bool] = True
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self.config = config
+        self.encoder = make_encoder(config.format, config.encoder_options())
+        self.producer: Any = None
+        self.progress: _Progress | None = None
+        if config.security_protocol == "SASL_PLAINTEXT":
+            log.warning("Kafka SASL over SASL_PLAINTEXT sends the password unencrypted; use SASL_SSL")
+        if config.format == "original" and config.include_apikey and config.kafka_apikey is not None:
+            log.info("The original format copies kafka_apikey into every message (include_apikey: false stops it)")
+
+    def open(self) -> None:
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
+        try:
+            self.producer = KafkaProducer(**self.config.producer_settings())
+        except KafkaError as exc:
+            raise SinkError(self._explain(exc)) from None
+
+    def _encode(self, flush: Flush) -> list[tuple[bytes, bytes, bytes]]:
+        records = []
+        for aggregate in flush.aggregates:
+            key = aggregate["name"].encode("utf-8")
+            values = list(self.encoder.encode(aggregate))
+            records.extend((key, value, record_id(aggregate, i, len(values))) for i, value in enumerate(values))
+        return records
+
+    def write(self, flush: Flush) -> None:
+        from kafka.errors import KafkaError, KafkaTimeoutError
+
+        if self.progress is None or self.progress.flush is not flush:
+            self.progress = _Progress(flush, self._encode(flush))
+        progress = self.progress
+        error: Exception | None = None
+        for index, (key, value, rid) in enumerate(progress.records):
+            previous = progress.futures.get(index)
+            if index in progress.done or (previous is not None and not previous.failed()):
+                continue
+            try:
+                progress.futures[index] = self.producer.send(self.config.kafka_topic, value=value, key=key,
+                                                             headers=[(ID_HEADER, rid)])
+            except KafkaError as exc:
+                error = exc
+                break
+        try:
+            self.producer.flush(timeout=WRITE_WAIT_SECS)
+        except KafkaTimeoutError as exc:
+            error = error or exc
+        for index, future in progress.futures.items():
+            if future.is_done:
+                if future.succeeded():
+                    progress.done.add(index)
+                elif error is None:
+                    error = future.exception
+        if len(progress.done) == len(progress.records):
+            self.progress = None
+            return
+        raise SinkError(self._explain(error), retriable=True)
+
+    def _explain(self, error: Exception | None) -> str:
+        """What went wrong, in words an operator can act on (never a secret)."""
+        text = f"{type(error).__name__}: {error}" if error is not None else "not acknowledged yet"
+        brokers = ",".join(self.config.brokers)
+        name = type(error).__name__
+        sasl = self.config.security_protocol.startswith("SASL")
+        auth_hint = (f"check kafka_apikey / sasl_password, sasl_username ({self.config.sasl_username!r}) and "
+                     f"sasl_mechanism ({self.config.sasl_mechanism})")
+        if "Authentication" in name or "Sasl" in name:
+            return f"authentication failed at {brokers}: {auth_hint} ({text})"
+        if self.producer is None:
+            if sasl and any(_accepts_tcp(b) for b in self.config.brokers):
+                # Kafka answers a wrong password by closing the connection: the broker is up, the login is not.
+                return (f"authentication failed at {brokers}: the broker accepts connections but closes them "
+                        f"during SASL login; {auth_hint} ({text})")
+            return f"no Kafka broker reachable at {brokers} ({text})"
+        if name == "KafkaTimeoutError":
+            return (f"topic {self.config.kafka_topic!r} not available at {brokers}: the broker is away or "
+                    f"the topic does not exist ({text})")
+        if "TopicAuthorization" in name:
+            return f"not authorized to write to topic {self.config.kafka_topic!r} ({text})"
+        return f"Kafka at {brokers}: {text}"
+
+    def close(self) -> None:
+        if self.producer is not None:
+            self.producer.close(timeout=5)
+            self.producer = None

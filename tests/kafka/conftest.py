@@ -1,0 +1,69 @@
+"""pytest wiring for the real Kafka broker: the `kafka_broker` session fixture and `kafka` marker."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+# broker.py sits beside this file; put it on sys.path ourselves so the import also works
+# under --import-mode=importlib, which does not.
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+# kafka-python 3.0.12 calls importlib.resources.read_text(), deprecated since Python 3.11, while
+# it is imported (only then); under filterwarnings=error that would fail collection.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
+    from broker import KafkaBroker  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+SASL_USERS = {"token": "test-api-key-123"}
+
+
+def kafka_cache_dir() -> Path:
+    """Where fetch_jars.sh keeps the broker's jars (PYSTATSD_KAFKA_CACHE overrides)."""
+    return Path(os.environ.get("PYSTATSD_KAFKA_CACHE", REPO / ".cache" / "kafka"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "kafka: needs the real Kafka broker of tests/kafka (slow to start)")
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A running single-node broker for the whole session, with SASL user `token`."""
+    # A missing broker must fail the run, never skip it: skipped Kafka tests would pass CI
+    # while testing nothing.
+    fetch = subprocess.run(
+        ["bash", str(HERE / "fetch_jars.sh")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if fetch.returncode != 0:
+        pytest.fail(
+            f"tests/kafka/fetch_jars.sh exited {fetch.returncode}:\n{fetch.stdout}{fetch.stderr}",
+            pytrace=False,
+        )
+    log.info("fetch_jars.sh:\n%s", fetch.stdout.strip())
+
+    broker = KafkaBroker(
+        work_dir=tmp_path_factory.mktemp("kafka"),
+        jars_dir=kafka_cache_dir() / "libs",
+        sasl_users=SASL_USERS,
+    )
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -1,0 +1,214 @@
+"""Config loading: defaults, the error message for each kind of mistake, env fallbacks, sinks, secrets."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from stages.config import REPO_CONFIG, Config, ConfigError, QueueConfig, Secret, load_config, parse_listener
+from stages.forwarder.sinks import build_sinks
+from stages.forwarder.sinks.console import ConsoleSink
+from stages.forwarder.sinks.file import FileSink
+
+ORIGINAL = Path(__file__).resolve().parent.parent / "data" / "configs" / "original.yaml"
+ORIGINAL_APIKEY = "74444444444x6xxxxxxxxxxxxxxxxxxxxx"
+
+
+@pytest.fixture(autouse=True)
+def no_bind_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The loader falls back to these; a developer's shell must not change what these tests see.
+    monkeypatch.delenv("STATSD_BIND_ADDRESS", raising=False)
+    monkeypatch.delenv("STATSD_BIND_PORT", raising=False)
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):
+    def write(text: str) -> Path:
+        path = tmp_path / "pystatsd.yaml"
+        path.write_text(text, encoding="utf-8")
+        return path
+    return write
+
+
+def config_error(path: Path) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return str(info.value)
+
+
+def sinks_error(path: Path) -> str:
+    config = load_config(path)
+    with pytest.raises(ConfigError) as info:
+        build_sinks(config)
+    return str(info.value)
+
+
+def test_empty_file_gives_the_documented_defaults(write_config) -> None:
+    config = load_config(write_config(""))
+    assert config == Config()
+    assert (config.bind_address, config.bind_port, config.debug_mode) == ("127.0.0.1", 5090, False)
+    assert (config.flush_interval, config.percentiles, config.expire_after_intervals) == (10.0, [50, 90, 95, 99], 30)
+    assert (config.self_metrics_prefix, config.listeners, config.forwarders) == ("pystatsd.", [], {})
+    assert (config.batch_max_samples, config.batch_max_age_ms) == (1000, 50.0)
+    assert config.queues == QueueConfig(shard_batches=2000, forwarder_flushes=1000)
+    assert config.agent.tags == {}
+
+
+def test_misspelt_key_suggests_the_right_one(write_config) -> None:
+    assert config_error(write_config("flush_intervall: 10\n")) == \
+        "flush_intervall: unknown key (did you mean 'flush_interval'?)"
+
+
+def test_unknown_key_without_a_close_match_lists_the_known_keys(write_config) -> None:
+    message = config_error(write_config("zzz: 1\n"))
+    assert message.startswith("zzz: unknown key (known keys: agent, batch_max_age_ms, ")
+
+
+def test_wrong_type_names_the_dotted_key(write_config) -> None:
+    assert config_error(write_config("queues:\n  shard_batches: lots\n")) == \
+        "queues.shard_batches: expected a whole number, got a string ('lots')"
+
+
+def test_boolean_is_not_a_whole_number(write_config) -> None:
+    # YAML makes `yes`/`true` booleans, and bool is an int subclass in Python.
+    assert config_error(write_config("bind_port: true\n")) == \
+        "bind_port: expected a whole number, got a boolean (True)"
+
+
+def test_zero_flush_interval_is_refused(write_config) -> None:
+    assert config_error(write_config("flush_interval: 0\n")) == \
+        "flush_interval: must be more than 0 and at most 3600 seconds"
+
+
+def test_bad_nested_value_names_the_dotted_key(write_config) -> None:
+    assert config_error(write_config("queues:\n  forwarder_flushes: 0\n")) == \
+        "queues.forwarder_flushes: must be at least 1"
+
+
+def test_percentile_out_of_range_is_refused(write_config) -> None:
+    assert config_error(write_config("percentiles: [50, 101]\n")) == "percentiles: 101.0 is not in (0, 100]"
+
+
+def test_top_level_must_be_a_map(write_config) -> None:
+    path = write_config("- a\n- b\n")
+    assert config_error(path) == f"{path}: the top level must be a map of keys, not a list"
+
+
+def test_file_sink_needs_a_path(write_config) -> None:
+    assert sinks_error(write_config("forwarders:\n  file: {}\n")) == "forwarders.file.path: required key is missing"
+
+
+def test_unknown_key_inside_a_sink_names_the_dotted_key(write_config, tmp_path: Path) -> None:
+    text = f"forwarders:\n  file:\n    path: {tmp_path / 'out.jsonl'}\n    formt: json\n"
+    assert sinks_error(write_config(text)) == "forwarders.file.formt: unknown key (did you mean 'format'?)"
+
+
+def test_misspelt_sink_suggests_the_right_one(write_config) -> None:
+    assert sinks_error(write_config("forwarders:\n  fil:\n    path: /tmp/x\n")) == \
+        "forwarders.fil: unknown sink (did you mean 'file'?)"
+
+
+def test_original_daemon_config_loads_unchanged() -> None:
+    config = load_config(ORIGINAL)
+    assert (config.bind_address, config.bind_port, config.debug_mode) == ("127.0.0.1", 5090, False)
+    assert config.agent.tags == {"environment": "stage", "role": "cfbroker"}
+    assert config.forwarders == {"kafka": {
+        "kafka_broker": "my-broker.url.abc.net:9092",
+        "kafka_topic": "myKafkaTopic",
+        "kafka_apikey": ORIGINAL_APIKEY,
+        "kafka_tenant_id": "xxxxxxxx69xxxxx69bcxxxxx1adxxxxx",
+    }}
+
+
+def test_loaded_config_does_not_show_the_kafka_apikey() -> None:
+    # Anything that logs or prints the config (an error report, a debugger) would leak the key.
+    config = load_config(ORIGINAL)
+    assert ORIGINAL_APIKEY not in repr(config)
+    assert ORIGINAL_APIKEY not in str(config)
+
+
+def test_bind_env_vars_apply_when_the_file_does_not_set_the_keys(write_config, monkeypatch) -> None:
+    monkeypatch.setenv("STATSD_BIND_ADDRESS", "0.0.0.0")
+    monkeypatch.setenv("STATSD_BIND_PORT", "9125")
+    config = load_config(write_config("flush_interval: 5\n"))
+    assert (config.bind_address, config.bind_port) == ("0.0.0.0", 9125)
+
+
+def test_file_keys_win_over_bind_env_vars(monkeypatch) -> None:
+    monkeypatch.setenv("STATSD_BIND_ADDRESS", "0.0.0.0")
+    monkeypatch.setenv("STATSD_BIND_PORT", "9125")
+    config = load_config(ORIGINAL)
+    assert (config.bind_address, config.bind_port) == ("127.0.0.1", 5090)
+
+
+def test_non_numeric_bind_port_env_var_is_refused(write_config, monkeypatch) -> None:
+    monkeypatch.setenv("STATSD_BIND_PORT", "abc")
+    assert config_error(write_config("")) == "STATSD_BIND_PORT: expected a port number, got 'abc'"
+
+
+def test_repo_config_loads_and_prints_to_the_console() -> None:
+    config = load_config(REPO_CONFIG)
+    assert config.udp_endpoints() == [("127.0.0.1", 5090), ("127.0.0.1", 8125)]
+    assert [type(sink) for sink, _ in build_sinks(config)] == [ConsoleSink]
+
+
+def test_no_forwarders_means_the_console_sink(write_config) -> None:
+    assert [type(sink) for sink, _ in build_sinks(load_config(write_config("")))] == [ConsoleSink]
+
+
+def test_debug_mode_replaces_the_remote_kafka_sink_with_the_console(write_config, tmp_path: Path) -> None:
+    original = ORIGINAL.read_text(encoding="utf-8").replace("debug_mode: False", "debug_mode: true")
+    text = original + f"  file:\n    path: {tmp_path / 'out.jsonl'}\n"
+    sinks = build_sinks(load_config(write_config(text)))
+    # kafka (remote) becomes a console stand-in; file (local) stays.
+    assert [type(sink) for sink, _ in sinks] == [ConsoleSink, FileSink]
+
+
+@pytest.mark.parametrize("url", [
+    "tcp://127.0.0.1:8125",
+    "127.0.0.1:8125",
+    "udp://127.0.0.1",
+    "udp://:8125",
+    "udp://127.0.0.1:0",
+    "udp://127.0.0.1:65536",
+    "udp://127.0.0.1:port",
+])
+def test_bad_listener_is_refused_naming_it(write_config, url: str) -> None:
+    assert config_error(write_config(f'listeners: ["{url}"]\n')) == \
+        f"listeners: {url!r} is not a udp://host:port address"
+
+
+def test_listeners_must_be_a_list(write_config) -> None:
+    assert config_error(write_config('listeners: "udp://127.0.0.1:8125"\n')) == \
+        "listeners: expected a list, got a string ('udp://127.0.0.1:8125')"
+
+
+def test_ipv6_listener_loses_its_brackets() -> None:
+    assert parse_listener("udp://[::1]:8125") == ("::1", 8125)
+
+
+def test_listener_repeating_the_bind_address_is_not_listened_on_twice(write_config) -> None:
+    config = load_config(write_config('listeners: ["udp://127.0.0.1:5090", "udp://0.0.0.0:8125"]\n'))
+    assert config.udp_endpoints() == [("127.0.0.1", 5090), ("0.0.0.0", 8125)]
+
+
+def test_secret_hides_in_repr_str_and_plain_formatting() -> None:
+    secret = Secret("hunter2")
+    # %-formatting is what logging does with its arguments.
+    percent = "%s" % (secret,)  # noqa: UP031
+    assert (repr(secret), str(secret), f"{secret}", f"{secret!r}", percent) == ("'***'", "***", "***", "'***'", "***")
+    assert secret.reveal() == "hunter2"
+
+
+@pytest.mark.parametrize("spec", [">12", "s", "<3"])
+def test_secret_hides_under_a_format_spec(spec: str) -> None:
+    # str.__format__ with a non-empty spec formats the underlying characters, not __str__.
+    assert "hunter2" not in format(Secret("hunter2"), spec)
+
+
+def test_secret_hides_in_a_log_record(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("test").info("connecting with %s / %r", Secret("hunter2"), Secret("hunter2"))
+    assert caplog.messages == ["connecting with *** / '***'"]

@@ -1,0 +1,191 @@
+"""The file sink, the JSON encoder, and the fanout's per-sink retry, bounds and isolation.
+
+Fanout tests run real sink threads; they wait on events the fake sinks set, never on the clock,
+and every wait has a timeout so a regression fails instead of hanging.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stages.contract import FlushHeader
+from stages.forwarder import fanout
+from stages.forwarder.encoders import make_encoder
+from stages.forwarder.fanout import Fanout, SinkRunner
+from stages.forwarder.sinks.base import BufferConfig, Flush, SinkError
+from stages.forwarder.sinks.file import FileConfig, FileSink
+
+WAIT_SECS = 5.0
+
+
+def aggregate(name: str, value: float = 1.0) -> dict[str, Any]:
+    return {"name": name, "type": "counter", "tags": {"env": "prod"}, "timestamp": 1010, "interval": 10,
+            "value": value, "rate": value / 10}
+
+
+def make_flush(seq: int, count: int = 1, size: int = 0) -> Flush:
+    header = FlushHeader(shard=0, shards=1, epoch=1, seq=seq, interval_start=1000.0, interval=10.0, n=count)
+    return Flush(header, [aggregate(f"m{seq}.{i}") for i in range(count)], size)
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_bytes().splitlines()]
+
+
+class RecordingSink:
+    """Records the seq of every flush written; fails the first ``failures`` writes (retriable);
+    with ``block`` set, the first write waits for ``release``."""
+
+    name = "recording"
+    remote = False
+
+    def __init__(self, failures: int = 0, block: bool = False) -> None:
+        self.failures = failures
+        self.block = block
+        self.opened = 0
+        self.attempts = 0
+        self.written: list[int] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.wrote = threading.Event()
+
+    def open(self) -> None:
+        self.opened += 1
+
+    def write(self, flush: Flush) -> None:
+        self.attempts += 1
+        self.entered.set()
+        if self.block and self.attempts == 1:
+            assert self.release.wait(WAIT_SECS)
+        if self.failures:
+            self.failures -= 1
+            raise SinkError("destination away", retriable=True)
+        self.written.append(flush.header.seq)
+        self.wrote.set()
+
+    def close(self) -> None:
+        pass
+
+
+def stop(runner: SinkRunner) -> None:
+    runner.request_stop(float("inf"))
+    runner.finish(0.0)
+
+
+def test_file_sink_appends_one_compact_json_object_per_line(tmp_path: Path) -> None:
+    path = tmp_path / "aggregates.jsonl"
+    path.write_bytes(b'{"earlier":true}\n')
+    sink = FileSink(FileConfig(path=str(path)))
+    sink.open()
+    sink.write(make_flush(1, count=2))
+    sink.write(make_flush(2))
+    sink.close()
+    assert path.read_bytes().splitlines() == [
+        b'{"earlier":true}',
+        b'{"name":"m1.0","type":"counter","tags":{"env":"prod"},"timestamp":1010,"interval":10,"value":1.0,"rate":0.1}',
+        b'{"name":"m1.1","type":"counter","tags":{"env":"prod"},"timestamp":1010,"interval":10,"value":1.0,"rate":0.1}',
+        b'{"name":"m2.0","type":"counter","tags":{"env":"prod"},"timestamp":1010,"interval":10,"value":1.0,"rate":0.1}',
+    ]
+
+
+@pytest.mark.parametrize("rotator_creates_new_file", [False, True])
+def test_file_sink_reopens_the_path_after_rotation(tmp_path: Path, rotator_creates_new_file: bool) -> None:
+    path = tmp_path / "aggregates.jsonl"
+    sink = FileSink(FileConfig(path=str(path)))
+    sink.open()
+    sink.write(make_flush(1))
+    path.rename(tmp_path / "aggregates.jsonl.1")
+    if rotator_creates_new_file:  # logrotate's `create`: a new empty file at the path
+        path.touch()
+    sink.write(make_flush(2))
+    sink.close()
+    assert [a["name"] for a in lines(tmp_path / "aggregates.jsonl.1")] == ["m1.0"]
+    assert [a["name"] for a in lines(path)] == ["m2.0"]
+
+
+def test_file_sink_that_cannot_open_raises_a_retriable_error(tmp_path: Path) -> None:
+    sink = FileSink(FileConfig(path=str(tmp_path / "missing-dir" / "aggregates.jsonl")))
+    with pytest.raises(SinkError) as info:
+        sink.open()
+    assert info.value.retriable
+
+
+def test_json_encoder_is_compact_utf8_and_leaves_the_aggregate_alone() -> None:
+    item = {"name": "café", "type": "gauge", "tags": {"city": "Zürich"}, "timestamp": 1010, "interval": 10,
+            "value": 2.5}
+    before = json.dumps(item)
+    assert list(make_encoder("json").encode(item)) == [
+        '{"name":"café","type":"gauge","tags":{"city":"Zürich"},"timestamp":1010,"interval":10,"value":2.5}'
+        .encode(),
+    ]
+    assert json.dumps(item) == before
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_json_encoder_refuses_non_finite_values(value: float) -> None:
+    # NaN/Infinity are not JSON; emitting them would break every consumer of the stream.
+    with pytest.raises(ValueError):
+        list(make_encoder("json").encode(aggregate("bad", value)))
+
+
+def test_retriable_failure_is_retried_until_delivered_exactly_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fanout, "RETRY_FIRST_SECS", 0.01)
+    sink = RecordingSink(failures=2)
+    runner = SinkRunner(sink, BufferConfig())
+    runner.start()
+    runner.put(make_flush(1, count=3))
+    assert sink.wrote.wait(WAIT_SECS)
+    stop(runner)
+    assert (sink.written, sink.attempts, sink.opened) == ([1], 3, 1)
+    assert (runner.delivered, runner.errors, dict(runner.dropped)) == (3, 2, {})
+
+
+def test_full_buffer_drops_the_oldest_queued_flush_not_the_one_being_written() -> None:
+    sink = RecordingSink(block=True)
+    runner = SinkRunner(sink, BufferConfig(buffer_max_aggregates=2))
+    runner.start()
+    runner.put(make_flush(1))
+    assert sink.entered.wait(WAIT_SECS)  # flush 1 is now being written, out of the buffer
+    runner.put(make_flush(2, count=2))  # buffer: 2 aggregates, at the bound
+    runner.put(make_flush(3))  # 3 > 2: flush 2 (2 aggregates) goes
+    runner.put(make_flush(4))  # flushes 3 and 4: 2 aggregates, at the bound
+    assert dict(runner.dropped) == {"buffer_full": 2}
+    assert runner.pending() == 3  # flush 1 being written + flushes 3 and 4
+    sink.release.set()
+    stop(runner)
+    assert sink.written == [1, 3, 4]
+    assert (runner.delivered, dict(runner.dropped)) == (3, {"buffer_full": 2})
+
+
+def test_buffer_bytes_bound_drops_the_oldest_queued_flushes() -> None:
+    sink = RecordingSink()
+    runner = SinkRunner(sink, BufferConfig(buffer_max_bytes=100))
+    # Not started yet: everything stays queued. 60 + 30 = 90 fits; + 20 = 110 does not, so the
+    # 60-byte flush goes and 50 bytes remain.
+    runner.put(make_flush(1, count=2, size=60))
+    runner.put(make_flush(2, size=30))
+    runner.put(make_flush(3, size=20))
+    assert dict(runner.dropped) == {"buffer_full": 2}
+    runner.start()
+    stop(runner)
+    assert sink.written == [2, 3]
+
+
+def test_a_blocked_sink_does_not_delay_another_sink() -> None:
+    slow, fast = RecordingSink(block=True), RecordingSink()
+    out = Fanout([(slow, BufferConfig()), (fast, BufferConfig())])
+    out.start()
+    out.put(make_flush(1))
+    assert slow.entered.wait(WAIT_SECS)
+    # The slow sink is stuck inside its first write until released; the fast one delivers meanwhile.
+    assert fast.wrote.wait(WAIT_SECS)
+    assert slow.written == []
+    slow.release.set()
+    out.stop(WAIT_SECS)
+    assert (slow.written, fast.written) == ([1], [1])
