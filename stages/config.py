@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any, TypeVar, Union
 
 import yaml
+
+from stages.receiver.listeners import parse_listener
 
 #: Where the config is looked for when neither ``--config`` nor ``PYSTATSD_CONFIG`` says.
 SYSTEM_CONFIG = Path("/etc/pystatsd/pystatsd.conf")
@@ -73,6 +76,7 @@ class Config:
     forwarders: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
     flush_interval: float = 10.0
     listeners: list[str] = dataclasses.field(default_factory=list)
+    unix_socket_mode: str = "0660"
     percentiles: list[float] = dataclasses.field(default_factory=lambda: [50.0, 90.0, 95.0, 99.0])
     expire_after_intervals: int = 30
     series_limit_per_name: int = 10_000
@@ -101,29 +105,26 @@ class Config:
             raise ValueError("batch_max_samples: must be at least 1")
         if not 0 < self.batch_max_age_ms <= 1000:
             raise ValueError("batch_max_age_ms: must be more than 0 and at most 1000")
+        for i, url in enumerate(self.listeners):
+            try:
+                parse_listener(url)
+            except ValueError as exc:
+                raise ValueError(f"listeners[{i}]: {exc}") from None
+        if not re.fullmatch(r"0?[0-7]{3}", self.unix_socket_mode):
+            raise ValueError(
+                f"unix_socket_mode: expected an octal mode such as \"0660\", got {self.unix_socket_mode!r}")
+
+    def listener_urls(self) -> list[str]:
+        """Every listener: ``udp://bind_address:bind_port`` first, then ``listeners`` (each once)."""
+        host = f"[{self.bind_address}]" if ":" in self.bind_address else self.bind_address
+        urls = [f"udp://{host}:{self.bind_port}"]
         for url in self.listeners:
-            parse_listener(url)
+            if parse_listener(url) not in [parse_listener(u) for u in urls]:
+                urls.append(url)
+        return urls
 
-    def udp_endpoints(self) -> list[tuple[str, int]]:
-        """Every UDP address to listen on: ``bind_address:bind_port`` first, then ``listeners``."""
-        endpoints = [(self.bind_address, self.bind_port)]
-        for url in self.listeners:
-            endpoint = parse_listener(url)
-            if endpoint not in endpoints:
-                endpoints.append(endpoint)
-        return endpoints
-
-
-def parse_listener(url: str) -> tuple[str, int]:
-    """``udp://host:port`` → (host, port); ``[::1]`` style hosts for IPv6."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme != "udp":
-        raise ValueError(f"listeners: {url!r} is not a udp://host:port address")
-    host, colon, port = rest.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"listeners: {url!r} is not a udp://host:port address")
-    return host, int(port)
+    def socket_mode(self) -> int:
+        return int(self.unix_socket_mode, 8)
 
 
 def config_path(explicit: str | None = None) -> Path:

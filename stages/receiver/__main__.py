@@ -1,7 +1,8 @@
 """Receiver: ``python -m stages.receiver --shards N``.
 
-Reads UDP on ``bind_address:bind_port`` and every ``listeners`` entry; parses each datagram (JSON or
-statsd lines, detected per datagram) and files its samples into one batch per shard.
+Reads UDP on ``bind_address:bind_port`` and every ``listeners`` entry (udp, tcp, unixgram, unix; see
+:mod:`stages.receiver.listeners`); parses each datagram or each run of complete lines from a stream
+(JSON or statsd lines, detected per payload) and files its samples into one batch per shard.
 Connects one PUSH per shard to ``ipc://<run>/shard-K.sock`` and sends ``pystatsd.batch.v1`` without
 ever blocking. Every interval it adds its own counters (datagrams, metrics, bad lines by reason,
 samples dropped per shard, datagrams the kernel dropped on its sockets) to the stream as
@@ -14,17 +15,16 @@ from __future__ import annotations
 import logging
 import math
 import os
-import socket
 import sys
 import time
+from typing import Any
 
 import zmq
 
 from stages.config import Config
 from stages.model import MetricType, Sample, tag_tuple
 from stages.receiver.batcher import Batcher
-from stages.receiver.kernel_drops import socket_drops
-from stages.receiver.listener import open_udp, read_burst
+from stages.receiver.listeners import open_listener
 from stages.receiver.parsers import parse_datagram
 from stages.runtime import EXIT_CONFIG, EXIT_OK, StopSignal, load_stage_config, run_dir, setup_logging, stage_arguments
 from stages.sharding import shard_endpoint
@@ -45,7 +45,14 @@ class Receiver:
                  run: os.PathLike[str] | str, name: str) -> None:
         self.config = config
         self.defaults = config.agent.tags
-        self.sockets = [open_udp(host, port, config.receive_buffer_bytes) for host, port in config.udp_endpoints()]
+        self.listeners: list[Any] = []
+        try:
+            for url in config.listener_urls():
+                self.listeners.append(open_listener(url, config.receive_buffer_bytes, config.socket_mode()))
+        except OSError:
+            for listener in self.listeners:
+                listener.close()
+            raise
         pushes = []
         for shard in range(shards):
             push = ctx.socket(zmq.PUSH)
@@ -70,31 +77,43 @@ class Receiver:
 
     def run(self, stop: StopSignal) -> None:
         poller = zmq.Poller()
-        by_fd = {sock.fileno(): sock for sock in self.sockets}
-        for fd in by_fd:
-            poller.register(fd, zmq.POLLIN)
         poller.register(stop.fileno(), zmq.POLLIN)
+        by_fd: dict[int, Any] = {}
+        self.watch(poller, by_fd)
         while not stop.requested:
             now = time.time()
             due = self.batcher.next_due()
             wake = self.next_report if due is None else min(due, self.next_report)
             for fd, _ in poller.poll(max(0.0, (wake - now) * 1000)):
-                if fd in by_fd:
-                    self.receive(by_fd[fd])
-                else:
+                listener = by_fd.get(fd)
+                if listener is not None:
+                    self.receive(listener.read(fd, READ_BURST, self.bad))
+                elif fd == stop.fileno():
                     stop.drain()
+            if any(listener.changed for listener in self.listeners):
+                self.watch(poller, by_fd)
             now = time.time()
             self.batcher.send_due(now)
             if now >= self.next_report:
                 self.report(now)
         self.stop()
 
-    def receive(self, sock: socket.socket) -> None:
-        datagrams = read_burst(sock, READ_BURST)
+    def watch(self, poller: zmq.Poller, by_fd: dict[int, Any]) -> None:
+        """Poll exactly the listeners' current sockets (stream listeners gain and lose connections)."""
+        current = {fd: listener for listener in self.listeners for fd in listener.fds()}
+        for fd in by_fd.keys() - current.keys():
+            poller.unregister(fd)
+        for fd in current.keys() - by_fd.keys():
+            poller.register(fd, zmq.POLLIN)
+        by_fd.clear()
+        by_fd.update(current)
+
+    def receive(self, payloads: list[bytes]) -> None:
+        """Parse datagrams (or complete lines from a stream) and file their samples."""
         samples: list[Sample] = []
-        for datagram in datagrams:
-            parse_datagram(datagram, self.defaults, samples, self.bad)
-        self.datagrams += len(datagrams)
+        for payload in payloads:
+            parse_datagram(payload, self.defaults, samples, self.bad)
+        self.datagrams += len(payloads)
         self.metrics += len(samples)
         self.batcher.add(samples, time.time())
 
@@ -102,7 +121,7 @@ class Receiver:
         """Hand this interval's own counters to the pipeline; log bad lines at most every 10 s."""
         self.next_report = self._report_time(now + 0.2)
         totals = {"datagrams": float(self.datagrams), "metrics": float(self.metrics),
-                  "kernel_drops": float(socket_drops(self.sockets))}
+                  "kernel_drops": float(sum(listener.kernel_drops() for listener in self.listeners))}
         totals.update({f"bad_lines|reason|{reason}": float(n) for reason, n in self.bad.items()})
         totals.update({f"dropped|reason|shard_full|shard|{shard}": float(n)
                        for shard, n in enumerate(self.batcher.dropped) if n})
@@ -126,20 +145,16 @@ class Receiver:
 
     def stop(self) -> None:
         log.info("Stopping: reading what the kernel holds, then handing every open batch on")
-        for sock in self.sockets:
-            while True:
-                before = self.datagrams
-                self.receive(sock)
-                if self.datagrams == before:
-                    break
-            sock.close()
+        for listener in self.listeners:
+            self.receive(listener.drain(self.bad))
+            listener.close()
         self.batcher.send_all()
         for push in self.batcher.pushes:
             push.close(linger=STOP_LINGER_MS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = stage_arguments("The pystatsd receiver: UDP in, batches out to the aggregator shards.")
+    parser = stage_arguments("The pystatsd receiver: UDP, TCP and Unix sockets in, batches out to the shards.")
     parser.add_argument("--name", default="receiver-0", help="this receiver's name in batches and self-metrics")
     args = parser.parse_args(argv)
     setup_logging(args.name)

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from stages.config import REPO_CONFIG, Config, ConfigError, QueueConfig, Secret, load_config, parse_listener
+from stages.config import REPO_CONFIG, Config, ConfigError, QueueConfig, Secret, load_config
 from stages.forwarder.sinks import build_sinks
 from stages.forwarder.sinks.console import ConsoleSink
 from stages.forwarder.sinks.file import FileSink
+from stages.receiver.listeners import parse_listener
 
 ORIGINAL = Path(__file__).resolve().parent.parent / "data" / "configs" / "original.yaml"
 ORIGINAL_APIKEY = "74444444444x6xxxxxxxxxxxxxxxxxxxxx"
@@ -150,7 +151,7 @@ def test_non_numeric_bind_port_env_var_is_refused(write_config, monkeypatch) -> 
 
 def test_repo_config_loads_and_prints_to_the_console() -> None:
     config = load_config(REPO_CONFIG)
-    assert config.udp_endpoints() == [("127.0.0.1", 5090), ("127.0.0.1", 8125)]
+    assert config.listener_urls() == ["udp://127.0.0.1:5090", "udp://127.0.0.1:8125"]
     assert [type(sink) for sink, _ in build_sinks(config)] == [ConsoleSink]
 
 
@@ -167,17 +168,31 @@ def test_debug_mode_replaces_the_remote_kafka_sink_with_the_console(write_config
 
 
 @pytest.mark.parametrize("url", [
-    "tcp://127.0.0.1:8125",
-    "127.0.0.1:8125",
     "udp://127.0.0.1",
     "udp://:8125",
     "udp://127.0.0.1:0",
-    "udp://127.0.0.1:65536",
+    "tcp://127.0.0.1:65536",
     "udp://127.0.0.1:port",
 ])
-def test_bad_listener_is_refused_naming_it(write_config, url: str) -> None:
-    assert config_error(write_config(f'listeners: ["{url}"]\n')) == \
-        f"listeners: {url!r} is not a udp://host:port address"
+def test_bad_listener_address_is_refused_naming_it(write_config, url: str) -> None:
+    assert config_error(write_config(f'listeners: ["udp://127.0.0.1:8125", "{url}"]\n')) == \
+        f"listeners[1]: {url!r}: expected host:port with a port from 1 to 65535"
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8125", "http://127.0.0.1:8125", "udp:/127.0.0.1:8125"])
+def test_unknown_listener_kind_is_refused_naming_the_kinds(write_config, url: str) -> None:
+    assert config_error(write_config(f'listeners: ["{url}"]\n')) == (
+        f"listeners[0]: {url!r} is not a listener URL (one of udp://, tcp://, unixgram://, unix://)")
+
+
+@pytest.mark.parametrize("url", ["unix://relative.sock", "unixgram://"])
+def test_unix_listener_needs_an_absolute_path(write_config, url: str) -> None:
+    assert "expected an absolute socket path" in config_error(write_config(f'listeners: ["{url}"]\n'))
+
+
+def test_unix_socket_mode_must_be_octal(write_config) -> None:
+    assert config_error(write_config('unix_socket_mode: "rw-rw----"\n')) == (
+        "unix_socket_mode: expected an octal mode such as \"0660\", got 'rw-rw----'")
 
 
 def test_listeners_must_be_a_list(write_config) -> None:
@@ -186,12 +201,13 @@ def test_listeners_must_be_a_list(write_config) -> None:
 
 
 def test_ipv6_listener_loses_its_brackets() -> None:
-    assert parse_listener("udp://[::1]:8125") == ("::1", 8125)
+    assert parse_listener("udp://[::1]:8125") == ("udp", ("::1", 8125))
+    assert parse_listener("unixgram:///run/dsd.sock") == ("unixgram", "/run/dsd.sock")
 
 
 def test_listener_repeating_the_bind_address_is_not_listened_on_twice(write_config) -> None:
     config = load_config(write_config('listeners: ["udp://127.0.0.1:5090", "udp://0.0.0.0:8125"]\n'))
-    assert config.udp_endpoints() == [("127.0.0.1", 5090), ("0.0.0.0", 8125)]
+    assert config.listener_urls() == ["udp://127.0.0.1:5090", "udp://0.0.0.0:8125"]
 
 
 def test_secret_hides_in_repr_str_and_plain_formatting() -> None:

@@ -23,10 +23,30 @@ def parse_datagram(data: bytes, defaults: dict[str, str], out: list[Sample], bad
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = _valid_lines(data, bad)
-    for parser in PARSERS.values():
-        if parser.accepts(text):
-            parser.parse(text, defaults, out, bad)
-            return
+    if "\n{" in text and not json_original.accepts(text):
+        # Lines of different formats in one payload (a stream carries whatever its clients wrote).
+        _parse_runs(text, defaults, out, bad)
+        return
+    _parser_for(text).parse(text, defaults, out, bad)
+
+
+def _parser_for(text: str) -> ModuleType:
+    return next(parser for parser in PARSERS.values() if parser.accepts(text))
+
+
+def _parse_runs(text: str, defaults: dict[str, str], out: list[Sample], bad: dict[str, int]) -> None:
+    """Parse each run of consecutive lines of one format with that format's parser."""
+    run: list[str] = []
+    run_parser: ModuleType | None = None
+    for line in text.split("\n"):
+        parser = _parser_for(line)
+        if parser is not run_parser and run:
+            run_parser.parse("\n".join(run), defaults, out, bad)  # type: ignore[union-attr]
+            run = []
+        run_parser = parser
+        run.append(line)
+    if run and run_parser is not None:
+        run_parser.parse("\n".join(run), defaults, out, bad)
 
 
 def _valid_lines(data: bytes, bad: dict[str, int]) -> str:

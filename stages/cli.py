@@ -1,0 +1,224 @@
+"""The ``pystatsd`` command: ``run`` (the whole pipeline under supervisord), ``check-config``, ``version``.
+
+``run`` renders the repo's ``supervisord.conf`` (or the copy an installed package ships) into the run
+directory with this interpreter and that run directory filled in, checks the config, then becomes
+supervisord in the foreground: that is what the systemd unit runs. Every stage logs to the command's
+own stdout/stderr, so the journal (or the terminal) gets everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import dataclasses
+import io
+import os
+import re
+import stat
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stages import __version__
+from stages.config import Config, ConfigError, config_path, load_config, load_section
+from stages.forwarder.sinks import load_sink_configs
+from stages.runtime import DEFAULT_RUN_DIR, EXIT_CONFIG, EXIT_OK
+
+#: The repo's supervisord.conf, the one source of truth for the programs and their options.
+REPO_TEMPLATE = Path(__file__).resolve().parent.parent / "supervisord.conf"
+#: Where a package (etc/packaging/build_tree.sh) puts its copy, inside the virtualenv.
+INSTALLED_TEMPLATE = Path(sys.prefix) / "share" / "pystatsd" / "supervisord.conf"
+#: The run directory of an installed pystatsd when systemd does not say ($RUNTIME_DIRECTORY).
+INSTALLED_RUN_DIR = Path("/run/pystatsd")
+
+_SHARDS = re.compile(r'PYSTATSD_SHARDS="\d+"')
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``pystatsd`` command; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="pystatsd", description="A tagged statsd daemon.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    config_help = ("config file (default: $PYSTATSD_CONFIG, /etc/pystatsd/pystatsd.conf, "
+                   "then the repo's etc/pystatsd.yaml)")
+    run = commands.add_parser("run", help="run the whole pipeline under supervisord in the foreground")
+    run.add_argument("-c", "--config", help=config_help)
+    run.add_argument("--run-dir", help="directory for sockets and supervisord's files "
+                     "(default: $RUNTIME_DIRECTORY, else run/ in the repo or /run/pystatsd when installed)")
+    run.add_argument("--shards", type=int, help="aggregator shards (default: supervisord.conf's PYSTATSD_SHARDS)")
+    check = commands.add_parser("check-config", help="validate a config and print every problem")
+    check.add_argument("-c", "--config", help=config_help)
+    commands.add_parser("version", help="print the version")
+    args = parser.parse_args(argv)
+    if args.command == "version":
+        print(f"pystatsd {__version__}")
+        return EXIT_OK
+    path = config_path(args.config).absolute()
+    if args.command == "check-config":
+        return check_config(path)
+    return run_pipeline(path, args.run_dir, args.shards)
+
+
+def check_config(path: Path) -> int:
+    """Print every problem of the config at ``path``; EXIT_OK when there is none, else EXIT_CONFIG."""
+    problems = config_problems(path)
+    if not problems:
+        print(f"{path}: OK")
+        return EXIT_OK
+    print(f"{path}: {len(problems)} problem{'s' if len(problems) > 1 else ''}", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def config_problems(path: Path) -> list[str]:
+    """Every problem in the config at ``path``, each naming its dotted key; empty when it is valid."""
+    try:
+        config: Config | None = load_config(path)
+        problems: list[str] = []
+    except ConfigError as exc:
+        problems = [str(exc)]
+        raw = _raw_mapping(path)
+        if raw is None:
+            return problems
+        # load_config stops at the first problem: dropping each bad key in turn finds the others.
+        more, config = _peel(lambda section: load_section(Config, section, ""), raw, "")
+        problems += [problem for problem in more if problem not in problems]
+    if config is None:
+        return problems
+    for sink, raw_sink in config.forwarders.items():
+        check_sink = _sink_checker(config, sink)
+        problems += _peel(check_sink, raw_sink, f"forwarders.{sink}")[0]
+    return problems
+
+
+def _raw_mapping(path: Path) -> dict[str, Any] | None:
+    """The config file as a map, or None when it cannot be read or parsed (load_config said why)."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def _sink_checker(config: Config, sink: str) -> Callable[[Any], object]:
+    return lambda raw: load_sink_configs(dataclasses.replace(config, forwarders={sink: raw}))
+
+
+def _peel(load: Callable[[Any], Any], raw: Any, prefix: str) -> tuple[list[str], Any]:
+    """Load ``raw``, dropping the key each error names, until it loads; (problems, result or None)."""
+    problems: list[str] = []
+    while True:
+        try:
+            return problems, load(raw)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            key = _top_key(str(exc), prefix)
+            if not isinstance(raw, Mapping) or key not in raw:
+                # Not about one key of this section (a missing required key, a whole section's type).
+                return problems, None
+            raw = {k: v for k, v in raw.items() if k != key}
+
+
+def _top_key(message: str, prefix: str) -> str | None:
+    """The key right under ``prefix`` that an error message starts with (``queues.x: ...`` → ``queues``)."""
+    dotted = message.split(":", 1)[0]
+    if prefix:
+        if not dotted.startswith(prefix + "."):
+            return None
+        dotted = dotted[len(prefix) + 1:]
+    return re.split(r"[.\[]", dotted, maxsplit=1)[0]
+
+
+def supervisord_template() -> Path:
+    """The repo's supervisord.conf when running from a checkout, else the installed package's copy."""
+    return REPO_TEMPLATE if REPO_TEMPLATE.exists() else INSTALLED_TEMPLATE
+
+
+def render_supervisord_conf(template: str, home: Path, python: str, run_dir: Path, shards: int | None) -> str:
+    """``template`` with its paths made absolute for this install, every log on stdout/stderr.
+
+    ``%(here)s/.venv/bin/python`` becomes ``python``, ``%(here)s/run`` becomes ``run_dir`` and any
+    other ``%(here)s`` becomes ``home``. Program log files become ``/dev/stdout`` and ``/dev/stderr``
+    (a foreground daemon's logs belong to whoever runs it: the journal under systemd).
+    """
+    parser = configparser.RawConfigParser(comment_prefixes=(";", "#"), inline_comment_prefixes=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(template)
+    substitutions = [("%(here)s/.venv/bin/python", python), ("%(here)s/run", str(run_dir)), ("%(here)s", str(home))]
+    for section in parser.sections():
+        for key, value in parser.items(section):
+            for old, new in substitutions:
+                value = value.replace(old, new)
+            parser.set(section, key, value)
+        if section.startswith("program:"):
+            for stream in ("stdout", "stderr"):
+                if parser.has_option(section, f"{stream}_logfile"):
+                    # /dev/stdout cannot rotate: supervisord wants maxbytes 0 for it.
+                    parser.set(section, f"{stream}_logfile", f"/dev/{stream}")
+                    parser.set(section, f"{stream}_logfile_maxbytes", "0")
+    if shards is not None:
+        environment = parser.get("supervisord", "environment")
+        environment, found = _SHARDS.subn(f'PYSTATSD_SHARDS="{shards}"', environment)
+        if not found:
+            raise ValueError("supervisord.conf no longer sets PYSTATSD_SHARDS in [supervisord] environment")
+        parser.set("supervisord", "environment", environment)
+    out = io.StringIO()
+    out.write("; Generated by `pystatsd run` from the supervisord.conf beside it; edits are overwritten.\n")
+    parser.write(out)
+    return out.getvalue()
+
+
+def default_run_dir(template: Path) -> Path:
+    """``$RUNTIME_DIRECTORY`` (set by systemd), else run/ in a checkout or /run/pystatsd when installed."""
+    runtime = os.environ.get("RUNTIME_DIRECTORY")
+    if runtime:
+        # systemd may list several directories separated by colons; the unit asks for one.
+        return Path(runtime.split(":")[0])
+    return DEFAULT_RUN_DIR if template == REPO_TEMPLATE else INSTALLED_RUN_DIR
+
+
+def run_pipeline(path: Path, run_dir_arg: str | None, shards: int | None) -> int:
+    """Check the config, write the supervisord config into the run directory, exec supervisord -n."""
+    if shards is not None and shards < 1:
+        print(f"--shards must be at least 1, got {shards}", file=sys.stderr)
+        return EXIT_CONFIG
+    if check_config(path) != EXIT_OK:
+        return EXIT_CONFIG
+    template = supervisord_template()
+    run_dir = Path(run_dir_arg).absolute() if run_dir_arg else default_run_dir(template)
+    (run_dir / "log").mkdir(mode=0o700, parents=True, exist_ok=True)
+    conf = run_dir / "supervisord.conf"
+    text = render_supervisord_conf(template.read_text(encoding="utf-8"), template.parent, sys.executable,
+                                   run_dir, shards)
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.environ["PYSTATSD_CONFIG"] = str(path)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _make_stdout_openable()
+    os.execv(sys.executable, [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(conf)])
+
+
+def _make_stdout_openable() -> None:
+    """Put a pipe (drained by ``cat`` to the real stdout) in front of a socket stdout.
+
+    Under systemd stdout is the journal's socket, and a socket cannot be opened through /dev/stdout
+    (ENXIO): supervisord would fail to start every program whose log goes there. A pipe can be.
+    """
+    if not stat.S_ISSOCK(os.fstat(1).st_mode):
+        return
+    read_end, write_end = os.pipe()  # both close-on-exec: cat gets only the read end, as its stdin
+    # cat ends at EOF, once supervisord and every stage (which inherit the write end) have exited.
+    os.posix_spawnp("cat", ["cat"], os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, read_end, 0)])
+    os.close(read_end)
+    os.dup2(write_end, 1)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

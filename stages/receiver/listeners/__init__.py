@@ -1,0 +1,40 @@
+"""Listener kinds by URL scheme. A new kind is a file plus an entry here.
+
+A kind is a class with ``parse_address(rest)`` (pure; ValueError says what is wrong) and
+``open(url, address, receive_buffer_bytes, socket_mode)``; an opened listener offers ``fds()``,
+``read(fd, limit, bad)`` → payloads to parse, ``drain(bad)``, ``kernel_drops()``, ``close()``
+and a ``changed`` flag for when its set of sockets changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stages.receiver.listeners.tcp import TcpListener
+from stages.receiver.listeners.udp import UdpListener
+from stages.receiver.listeners.unix import UnixStreamListener
+from stages.receiver.listeners.unixgram import UnixgramListener
+
+LISTENERS: dict[str, Any] = {
+    "udp": UdpListener,
+    "tcp": TcpListener,
+    "unixgram": UnixgramListener,
+    "unix": UnixStreamListener,
+}
+
+
+def parse_listener(url: str) -> tuple[str, Any]:
+    """``scheme://rest`` → (scheme, address); ValueError names the URL and what is wrong with it."""
+    scheme, sep, rest = url.partition("://")
+    kind = LISTENERS.get(scheme)
+    if not sep or kind is None:
+        raise ValueError(f"{url!r} is not a listener URL (one of {', '.join(f'{s}://' for s in LISTENERS)})")
+    try:
+        return scheme, kind.parse_address(rest)
+    except ValueError as exc:
+        raise ValueError(f"{url!r}: {exc}") from None
+
+
+def open_listener(url: str, receive_buffer_bytes: int, socket_mode: int) -> Any:
+    scheme, address = parse_listener(url)
+    return LISTENERS[scheme].open(url, address, receive_buffer_bytes, socket_mode)

@@ -1,0 +1,67 @@
+"""Listeners that read whole datagrams: UDP and Unix datagram sockets share all but the address."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+from stages.receiver.listeners.kernel_drops import socket_drops
+
+log = logging.getLogger(__name__)
+
+#: Larger than any UDP payload (65,507 bytes over IPv4), so a datagram is never cut short.
+MAX_DATAGRAM_BYTES = 65536
+
+
+def set_receive_buffer(sock: socket.socket, requested: int, url: str) -> None:
+    """Ask for ``requested`` bytes of receive buffer and log what the kernel really granted."""
+    if not requested:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, requested)
+    # Linux reports twice the usable size it granted; rmem_max caps what an unprivileged process gets.
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+    if granted < requested:
+        log.warning("Listening on %s with a %d-byte receive buffer (asked for %d; raise net.core.rmem_max "
+                    "to get it)", url, granted, requested)
+    else:
+        log.info("Listening on %s with a %d-byte receive buffer", url, granted)
+
+
+class DatagramListener:
+    """One bound, non-blocking datagram socket."""
+
+    def __init__(self, url: str, sock: socket.socket) -> None:
+        self.url = url
+        self.sock = sock
+        self.sock.setblocking(False)
+        #: Stream listeners set this when their sockets change; a datagram socket never does.
+        self.changed = False
+
+    def fds(self) -> list[int]:
+        return [self.sock.fileno()]
+
+    def read(self, fd: int, limit: int, bad: dict[str, int]) -> list[bytes]:
+        """Up to ``limit`` datagrams already waiting, without blocking."""
+        datagrams = []
+        recv = self.sock.recv
+        for _ in range(limit):
+            try:
+                datagrams.append(recv(MAX_DATAGRAM_BYTES))
+            except BlockingIOError:
+                break
+        return datagrams
+
+    def drain(self, bad: dict[str, int]) -> list[bytes]:
+        """Everything the kernel still holds (a planned stop), then no more."""
+        payloads: list[bytes] = []
+        while True:
+            burst = self.read(self.sock.fileno(), 1024, bad)
+            if not burst:
+                return payloads
+            payloads.extend(burst)
+
+    def kernel_drops(self) -> int:
+        return socket_drops([self.sock])
+
+    def close(self) -> None:
+        self.sock.close()

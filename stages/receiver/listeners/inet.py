@@ -1,0 +1,41 @@
+"""What the IP listeners (udp, tcp) share: ``host:port`` addresses and binding."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+
+def inet_address(rest: str) -> tuple[str, int]:
+    """``host:port`` → (host, port); ``[::1]:8125`` for IPv6. ValueError says what is wrong."""
+    host, colon, port = rest.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected host:port with a port from 1 to 65535")
+    return host, int(port)
+
+
+def bind_inet(address: tuple[str, int], kind: int, url: str,
+              before_bind: Callable[[socket.socket], None] | None = None) -> socket.socket:
+    """A socket of ``kind`` bound to ``address``; warns when it accepts traffic from other hosts."""
+    host, port = address
+    family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=kind)[0]
+    sock = socket.socket(family, kind)
+    try:
+        if before_bind is not None:
+            before_bind(sock)
+        sock.bind(sockaddr)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {url}: {exc.strerror}") from None
+    try:
+        loopback = ipaddress.ip_address(sockaddr[0].split("%")[0]).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        log.warning("%s accepts unauthenticated metrics from the network", url)
+    return sock

@@ -1,0 +1,18 @@
+"""``tcp://host:port``: newline-delimited metrics over TCP connections."""
+
+from __future__ import annotations
+
+import socket
+
+from stages.receiver.listeners.inet import bind_inet, inet_address
+from stages.receiver.listeners.stream import StreamListener
+
+
+class TcpListener(StreamListener):
+    parse_address = staticmethod(inet_address)
+
+    @classmethod
+    def open(cls, url: str, address: tuple[str, int], receive_buffer_bytes: int, socket_mode: int) -> TcpListener:
+        sock = bind_inet(address, socket.SOCK_STREAM, url,
+                         before_bind=lambda s: s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1))
+        return cls(url, sock)

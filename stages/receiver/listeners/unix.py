@@ -1,0 +1,16 @@
+"""``unix:///path``: newline-delimited metrics over a Unix stream socket."""
+
+from __future__ import annotations
+
+import socket
+
+from stages.receiver.listeners.stream import StreamListener
+from stages.receiver.listeners.unix_path import bind_unix, unix_path
+
+
+class UnixStreamListener(StreamListener):
+    parse_address = staticmethod(unix_path)
+
+    @classmethod
+    def open(cls, url: str, address: str, receive_buffer_bytes: int, socket_mode: int) -> UnixStreamListener:
+        return cls(url, bind_unix(address, socket.SOCK_STREAM, socket_mode, url))

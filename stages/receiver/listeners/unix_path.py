@@ -1,0 +1,35 @@
+"""What the Unix-socket listeners (unixgram, unix) share: paths, stale sockets, permissions."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+
+
+def unix_path(rest: str) -> str:
+    """``/path`` (from ``unix:///path``) → the path; it must be absolute."""
+    if not rest.startswith("/") or len(rest) > 100:
+        raise ValueError("expected an absolute socket path of at most 100 characters, as in unix:///run/x.sock")
+    return rest
+
+
+def bind_unix(path: str, kind: int, mode: int, url: str) -> socket.socket:
+    """A Unix socket bound at ``path`` with permissions ``mode``; a stale socket there is replaced."""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, kind)
+    # Bind under a private umask, then open up to exactly ``mode``: no window with wider permissions.
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(path)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {url}: {exc.strerror}") from None
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, mode)
+    return sock

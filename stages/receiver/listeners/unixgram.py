@@ -1,0 +1,22 @@
+"""``unixgram:///path``: a Unix datagram socket (DogStatsD's convention for containers; no UDP loss)."""
+
+from __future__ import annotations
+
+import socket
+
+from stages.receiver.listeners.datagram import DatagramListener, set_receive_buffer
+from stages.receiver.listeners.unix_path import bind_unix, unix_path
+
+
+class UnixgramListener(DatagramListener):
+    parse_address = staticmethod(unix_path)
+
+    @classmethod
+    def open(cls, url: str, address: str, receive_buffer_bytes: int, socket_mode: int) -> UnixgramListener:
+        sock = bind_unix(address, socket.SOCK_DGRAM, socket_mode, url)
+        set_receive_buffer(sock, receive_buffer_bytes, url)
+        return cls(url, sock)
+
+    def kernel_drops(self) -> int:
+        # A Unix datagram sender blocks (or gets EAGAIN) instead of the kernel dropping silently.
+        return 0

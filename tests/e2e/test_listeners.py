@@ -1,0 +1,139 @@
+"""TCP, Unix datagram and Unix stream listeners, end to end under supervisord."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from datadog.dogstatsd import DogStatsd
+
+from tests.harness import Pipeline, free_tcp_port, total, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+class Listeners:
+    def __init__(self) -> None:
+        # Short: a Unix socket path must stay under ~100 characters.
+        self.dir = Path(tempfile.mkdtemp(prefix="psl"))
+        self.tcp_port = free_tcp_port()
+        self.dsd_path = self.dir / "dsd.sock"
+        self.stream_path = self.dir / "stream.sock"
+
+    def urls(self, statsd_port: int) -> list[str]:
+        return [f"udp://127.0.0.1:{statsd_port}", f"tcp://127.0.0.1:{self.tcp_port}",
+                f"unixgram://{self.dsd_path}", f"unix://{self.stream_path}"]
+
+
+@pytest.fixture(scope="module")
+def listeners() -> Listeners:
+    return Listeners()
+
+
+@pytest.fixture(scope="module")
+def pipeline(listeners: Listeners) -> Iterator[Pipeline]:
+    pipeline = Pipeline()
+    pipeline.config["listeners"] = listeners.urls(pipeline.statsd_port)
+    pipeline.config["unix_socket_mode"] = "0620"
+    pipeline.config_path.write_text(yaml.safe_dump(pipeline.config))
+    pipeline.start()
+    try:
+        yield pipeline
+    finally:
+        pipeline.stop()
+        pipeline.cleanup()
+
+
+def tcp(listeners: Listeners) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", listeners.tcp_port), timeout=10)
+
+
+def test_datadog_client_over_its_unix_socket(pipeline: Pipeline, listeners: Listeners) -> None:
+    assert listeners.dsd_path.stat().st_mode & 0o777 == 0o620
+    client = DogStatsd(socket_path=str(listeners.dsd_path), disable_telemetry=True)
+    pipeline.wait_interval_start()
+    for _ in range(4):
+        client.increment("uds.hits", tags=["via:uds"])
+    client.gauge("uds.level", 3.5, tags=["via:uds"])
+    for value in (1, 2, 3):
+        client.histogram("uds.size", value)
+    client.flush()
+    client.close_socket()
+    assert [a["value"] for a in pipeline.wait_series("uds.hits", via="uds")] == [4]
+    assert {a["value"] for a in pipeline.series("uds.level")} == {3.5}
+    (size,) = pipeline.series("uds.size")
+    assert (size["stats"]["count"], size["stats"]["sum"]) == (3, 6)
+
+
+def test_100000_tcp_lines_over_several_connections_arrive_exactly(pipeline: Pipeline,
+                                                                     listeners: Listeners) -> None:
+    def send(connection_id: int) -> None:
+        with tcp(listeners) as conn:
+            # Lines straddle the 4 KiB writes, so the listener must join the pieces of a line.
+            payload = b"".join(f"tcp.lines:1|c|#conn:{connection_id}\n".encode() for _ in range(25_000))
+            for start in range(0, len(payload), 4096):
+                conn.sendall(payload[start:start + 4096])
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i in range(4):
+        wait_for(lambda i=i: total(pipeline.series("tcp.lines", conn=str(i))) == 25_000, 15,
+                 f"connection {i}'s 25,000 lines")
+    time.sleep(pipeline.flush_interval + 0.5)
+    assert total(pipeline.series("tcp.lines")) == 100_000
+
+
+def test_idle_and_half_sent_connections_hold_nothing_up(pipeline: Pipeline, listeners: Listeners) -> None:
+    idle = tcp(listeners)
+    half = tcp(listeners)
+    half.sendall(b"tcp.half:5|c")  # no newline yet: not a complete line
+    try:
+        with tcp(listeners) as busy:
+            busy.sendall(b"tcp.busy:1|c\ntcp.busy:2|c\n")
+        assert total(pipeline.wait_series("tcp.busy", settle=False)) == 3
+        assert pipeline.series("tcp.half") == []
+    finally:
+        idle.close()
+        half.close()  # the peer's last line needs no newline
+    assert total(pipeline.wait_series("tcp.half")) == 5
+
+
+def test_line_too_long_is_counted_and_its_neighbours_survive(pipeline: Pipeline, listeners: Listeners) -> None:
+    with tcp(listeners) as conn:
+        conn.sendall(b"tcp.long.before:1|c\n" + b"x" * 70_000 + b":1|c\ntcp.long.after:1|c\n")
+    assert total(pipeline.wait_series("tcp.long.after")) == 1
+    assert total(pipeline.series("tcp.long.before")) == 1
+    assert total(pipeline.series("pystatsd.receiver.bad_lines", reason="line_too_long")) == 1
+
+
+def test_unix_stream_socket(pipeline: Pipeline, listeners: Listeners) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.connect(str(listeners.stream_path))
+        conn.sendall(b'stream.c:2|c|#k:v\n{"metric_name": "stream.trace", "metric_type": "trace"}\n')
+    assert [a["value"] for a in pipeline.wait_series("stream.c", k="v")] == [2]
+    assert total(pipeline.series("stream.trace")) == 1
+
+
+def test_listener_on_a_taken_port_stops_the_receiver_with_the_url_named() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        pipeline = Pipeline({"listeners": [f"tcp://127.0.0.1:{port}"]})
+        try:
+            pipeline.start(wait_running=False)
+            wait_for(lambda: pipeline.status().get("receiver", ("",))[0] == "FATAL", 40, "the receiver to give up")
+            assert f"cannot listen on tcp://127.0.0.1:{port}: Address already in use" in pipeline.log("receiver")
+        finally:
+            pipeline.stop()
+            pipeline.cleanup()
+
