@@ -1,0 +1,49 @@
+"""A tag explosion on one name: memory stays bounded and the name's total stays exact."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Pipeline, total, wait_for
+
+pytestmark = pytest.mark.fault
+
+VALUES = 200_000
+RATE_PER_SEC = 25_000
+#: The bound the README states for every process under a tag explosion.
+RSS_LIMIT_KIB = 150 * 1024
+
+
+def peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmHWM for pid {pid}")
+
+
+def test_200000_distinct_tag_values_fold_into_the_overflow_series() -> None:
+    pipeline = Pipeline({"series_limit_per_name": 1000})
+    try:
+        pipeline.start()
+        started = time.monotonic()
+        for i in range(VALUES):
+            pipeline.send(f"card.c:1|c|#user:{i}", pipeline.statsd_port)
+            if i % 1000 == 0:
+                ahead = started + i / RATE_PER_SEC - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+        pipeline.send("card.other:1|c", pipeline.statsd_port)
+        wait_for(lambda: total(pipeline.series("card.c")) == VALUES, 20, "every increment of card.c")
+        overflow = pipeline.series("card.c", pystatsd_overflow="true")
+        assert overflow and total(overflow) >= VALUES - 1000 * len({a["timestamp"] for a in overflow})
+        assert total(pipeline.series("card.other")) == 1
+        folded = total(pipeline.series("pystatsd.aggregator.overflow_series", metric="card.c"))
+        assert folded == VALUES - len(pipeline.series("card.c")) + len(overflow)
+        rss = {name: peak_rss_kib(pid) for name, (_, pid) in pipeline.status().items() if pid}
+        assert all(kib < RSS_LIMIT_KIB for kib in rss.values()), rss
+    finally:
+        pipeline.stop()
+        pipeline.cleanup()
