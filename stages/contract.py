@@ -8,13 +8,16 @@ Every message is three ZeroMQ frames (the ZeroMQ Guide's versioned framing):
 
 ``pystatsd.batch.v1`` (receiver → shard K): header ``src`` (sender instance), ``epoch`` (ns at the
 sender's start; a restart changes it), ``seq`` (+1 per batch per (src, epoch, shard)), ``ts`` (unix
-time the batch's first datagram was read; it decides the interval), ``n`` (samples); body a list of
-samples ``[name, type, value, rate, tags]`` (see :mod:`stages.model`).
+time the batch's first datagram was read; it decides the interval), ``n`` (samples), ``sent_before``
+(samples of earlier batches in the same stream); body a list of samples ``[name, type, value, rate,
+tags]`` (see :mod:`stages.model`).
 
 ``pystatsd.flush.v1`` (shard K → forwarder): header ``shard``, ``shards``, ``epoch``, ``seq`` (+1 per
 flush per shard epoch), ``interval_start``, ``interval``, ``n`` (aggregates), ``final`` (true on the
 last flush before a planned stop), ``seq_gaps`` (batches the shard found missing since its previous
-flush); body a list of aggregates, each a map with exactly the output-contract keys.
+flush), ``covers`` (per receiver stream, the first and last batch whose samples the flush holds, with
+their running sample counts); body a list of aggregates, each a map with exactly the
+output-contract keys.
 
 Versioning: within v1 header keys may be added and readers ignore keys they do not know. Removing or
 retyping a key or changing a body layout makes v2; readers then accept v2 and v1 for one release.
@@ -51,6 +54,8 @@ class BatchHeader:
     seq: int
     ts: float
     n: int
+    #: Samples handed on in this (src, epoch) stream to this shard before this batch.
+    sent_before: int = 0
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,9 @@ class FlushHeader:
     n: int
     final: bool = False
     seq_gaps: dict[str, int] = field(default_factory=dict)
+    #: ``"src@epoch"`` → [first seq, sent_before of it, last seq, samples sent through it]: the
+    #: batches whose samples this flush holds, so the forwarder can count what a crash lost.
+    covers: dict[str, list[int]] = field(default_factory=dict)
 
 
 def _pack(obj: Any) -> bytes:
@@ -102,9 +110,9 @@ def _header(frames: list[bytes], kind: bytes, cls: type[Any]) -> Any:
 
 #: What each header key must be: a wrongly typed value is refused here, not crashed on downstream.
 _FIELD_TYPES: dict[type, dict[str, type | tuple[type, ...]]] = {
-    BatchHeader: {"src": str, "epoch": int, "seq": int, "ts": (int, float), "n": int},
+    BatchHeader: {"src": str, "epoch": int, "seq": int, "ts": (int, float), "n": int, "sent_before": int},
     FlushHeader: {"shard": int, "shards": int, "epoch": int, "seq": int, "interval_start": (int, float),
-                  "interval": (int, float), "n": int, "final": bool, "seq_gaps": dict},
+                  "interval": (int, float), "n": int, "final": bool, "seq_gaps": dict, "covers": dict},
 }
 
 

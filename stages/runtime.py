@@ -89,6 +89,12 @@ def run_dir(args: argparse.Namespace, config: Config) -> Path:
     """The run directory, created private (0700): ipc sockets are guarded by file permissions."""
     path = Path(config.run_dir or args.run_dir or DEFAULT_RUN_DIR)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    # Whoever can write here can replace a socket and feed or read the pipeline.
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        log.error("Config error: run directory %s must belong to this user and not be writable by group or "
+                  "others (chmod 700 it)", path)
+        raise SystemExit(EXIT_CONFIG)
     return path
 
 

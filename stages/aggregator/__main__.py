@@ -111,8 +111,9 @@ class ShardLoop:
             self.queue_flush(closed, final=False)
 
     def queue_flush(self, closed: ClosedInterval, final: bool) -> None:
-        if closed.seq_gaps:
-            log.warning("Batches lost before reaching this shard: %s", closed.seq_gaps)
+        for src, batches in closed.seq_gaps.items():
+            log.error("Lost %d samples (%d batches from %s) on the way to this shard",
+                      closed.gap_samples.get(src, 0), batches, src)
         if closed.folded and time.monotonic() - self.last_fold_log >= FOLD_LOG_EVERY_SECS:
             self.last_fold_log = time.monotonic()
             worst = max(closed.folded, key=closed.folded.__getitem__)
@@ -121,7 +122,7 @@ class ShardLoop:
         header = contract.FlushHeader(
             shard=self.shard, shards=self.shards, epoch=self.epoch, seq=self.seq,
             interval_start=closed.start, interval=closed.interval, n=len(closed.aggregates),
-            final=final, seq_gaps=closed.seq_gaps)
+            final=final, seq_gaps=closed.seq_gaps, covers=closed.covers)
         self.seq += 1
         if len(self.hold) >= self.hold_max:
             self.hold.popleft()

@@ -50,7 +50,7 @@ class SeriesLimit:
 class IntervalBucket:
     """Everything one shard received for one interval."""
 
-    __slots__ = ("counters", "gauge_changes", "sampled", "sets", "traces", "samples", "known", "limit")
+    __slots__ = ("counters", "gauge_changes", "sampled", "sets", "traces", "samples", "known", "limit", "covers")
 
     def __init__(self, limit: SeriesLimit) -> None:
         self.counters: dict[SeriesKey, float] = {}
@@ -64,6 +64,8 @@ class IntervalBucket:
         #: Every series seen in this interval, as admitted by ``limit`` (which counts them per name).
         self.known: dict[SeriesKey, SeriesKey] = {}
         self.limit = limit
+        #: "src@epoch" → [first seq, sent_before, last seq, sent through last] of the batches added
+        self.covers: dict[str, list[int]] = {}
 
     def add(self, samples: list[Sample]) -> None:
         counters, traces, known = self.counters, self.traces, self.known

@@ -35,8 +35,12 @@ class ClosedInterval:
     interval: float
     aggregates: list[dict[str, Any]]
     seq_gaps: dict[str, int]
+    #: src → samples in the batches of ``seq_gaps``
+    gap_samples: dict[str, int]
     #: name → series folded into its overflow series in this interval
     folded: dict[str, int]
+    #: per receiver stream, the batches whose samples this interval holds (see FlushHeader.covers)
+    covers: dict[str, list[int]]
 
 
 class ShardState:
@@ -54,9 +58,10 @@ class ShardState:
         self.gauges = Gauges(expire_after, SeriesLimit(series_limit, self.overflow_tags))
         #: Every interval up to this one has been flushed.
         self.closed_through = self.index_of(time.time() if now is None else now) - 1
-        #: (src, epoch) → last batch seq seen; a jump counts the batches lost in between.
-        self.last_seq: dict[tuple[str, int], int] = {}
+        #: (src, epoch) → (last batch seq seen, samples sent through it): a jump counts what was lost between.
+        self.last_seq: dict[tuple[str, int], tuple[int, int]] = {}
         self.seq_gaps: dict[str, int] = {}
+        self.gap_samples: dict[str, int] = {}
         self.late_samples = 0
         self.samples = 0
 
@@ -76,6 +81,15 @@ class ShardState:
         if bucket is None:
             bucket = self.buckets[index] = self._new_bucket()
         bucket.add(samples)
+        # Per bucket, so a flush claims exactly the batches whose samples are in it: a crash before
+        # the next flush then shows as a gap in the forwarder's ledger.
+        stream = f"{header.src}@{header.epoch}"
+        through = header.sent_before + header.n
+        cover = bucket.covers.get(stream)
+        if cover is None:
+            bucket.covers[stream] = [header.seq, header.sent_before, header.seq, through]
+        else:
+            cover[2], cover[3] = header.seq, through
         self.samples += len(samples)
 
     def _new_bucket(self) -> IntervalBucket:
@@ -84,9 +98,11 @@ class ShardState:
     def _account(self, header: BatchHeader) -> None:
         stream = (header.src, header.epoch)
         last = self.last_seq.get(stream)
-        if last is not None and header.seq > last + 1:
-            self.seq_gaps[header.src] = self.seq_gaps.get(header.src, 0) + header.seq - last - 1
-        self.last_seq[stream] = header.seq
+        through = header.sent_before + header.n
+        if last is not None and header.seq > last[0] + 1:
+            self.seq_gaps[header.src] = self.seq_gaps.get(header.src, 0) + header.seq - last[0] - 1
+            self.gap_samples[header.src] = self.gap_samples.get(header.src, 0) + header.sent_before - last[1]
+        self.last_seq[stream] = (header.seq, through)
 
     def next_deadline(self) -> float:
         """Unix time at which the oldest open interval is due."""
@@ -120,16 +136,17 @@ class ShardState:
         aggregates.extend(self.gauges.aggregates(index, end, self.interval))
         self.closed_through = max(self.closed_through, index)
         gaps, self.seq_gaps = self.seq_gaps, {}
+        gap_samples, self.gap_samples = self.gap_samples, {}
         folded = dict(bucket.limit.folded)
         for name, count in self.gauges.limit.folded.items():
             folded[name] = folded.get(name, 0) + count
         self.gauges.limit.folded.clear()
         if self.self_prefix:
-            aggregates.extend(self._self_metrics(bucket, gaps, folded, end, time.perf_counter() - started))
-        return ClosedInterval(index, start, self.interval, aggregates, gaps, folded)
+            aggregates.extend(self._self_metrics(bucket, gaps, gap_samples, folded, end, time.perf_counter() - started))
+        return ClosedInterval(index, start, self.interval, aggregates, gaps, gap_samples, folded, bucket.covers)
 
-    def _self_metrics(self, bucket: IntervalBucket, gaps: dict[str, int], folded: dict[str, int], end: float,
-                      flush_secs: float) -> list[dict[str, Any]]:
+    def _self_metrics(self, bucket: IntervalBucket, gaps: dict[str, int], gap_samples: dict[str, int],
+                      folded: dict[str, int], end: float, flush_secs: float) -> list[dict[str, Any]]:
         tags = self._self_tags({"shard": str(self.shard)})
         prefix = f"{self.self_prefix}aggregator."
         out = [
@@ -150,6 +167,10 @@ class ShardState:
         for src, lost in gaps.items():
             gap_tags = self._self_tags({"shard": str(self.shard), "src": src})
             out.append(aggregate(f"{prefix}lost_batches", COUNTER, gap_tags, end, self.interval,
+                                 value=float(lost), rate=lost / self.interval))
+        for src, lost in gap_samples.items():
+            gap_tags = self._self_tags({"shard": str(self.shard), "src": src})
+            out.append(aggregate(f"{prefix}lost_samples", COUNTER, gap_tags, end, self.interval,
                                  value=float(lost), rate=lost / self.interval))
         return out
 

@@ -11,11 +11,13 @@ unbinds, and gives the sinks until the stop deadline to deliver everything.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -23,8 +25,9 @@ import zmq
 from stages import contract
 from stages.config import Config, ConfigError
 from stages.forwarder.fanout import Fanout
+from stages.forwarder.ledger import CoverageLedger
 from stages.forwarder.sinks import build_sinks, config_secrets
-from stages.forwarder.sinks.base import Flush
+from stages.forwarder.sinks.base import Completion, Flush
 from stages.model import MetricType, aggregate, tag_tuple
 from stages.runtime import (
     EXIT_CONFIG,
@@ -65,6 +68,7 @@ class Forwarder:
         #: (shard, epoch) → last flush seq seen
         self.last_seq: dict[tuple[int, int], int] = {}
         self.lost_flushes = 0
+        self.ledger = CoverageLedger(Path(run) / "forwarder-ledger.json")
         self.bad_messages = 0
         self.finals: set[int] = set()
         self._reported: dict[str, float] = {}
@@ -115,7 +119,10 @@ class Forwarder:
         self.last_seq[stream] = header.seq
         if header.final:
             self.finals.add(header.shard)
-        self.fanout.put(Flush(header, aggregates, len(frames[2])))
+        # The ledger counts a flush once every sink is done with it: a crash before then shows as a gap.
+        completion = Completion(len(self.fanout.runners),
+                                functools.partial(self.ledger.record, header.shard, header.covers))
+        self.fanout.put(Flush(header, aggregates, len(frames[2]), completion))
 
     def report(self) -> None:
         """Send this stage's own figures to every sink, stamped with the interval that just ended."""
@@ -143,6 +150,9 @@ class Forwarder:
             out.append(aggregate(f"{prefix}forwarder.waiting", GAUGE, tag_tuple({"sink": runner.name}, defaults),
                                  end, interval, value=float(runner.pending())))
         counter("lost_flushes", float(self.lost_flushes))
+        for shard, samples in self.ledger.lost_samples.items():
+            counter("lost_samples", float(samples), shard=str(shard))
+            counter("lost_batches", float(self.ledger.lost_batches[shard]), shard=str(shard))
         header = contract.FlushHeader(shard=-1, shards=self.shards, epoch=0, seq=0, interval_start=end - interval,
                                       interval=interval, n=len(out))
         self.fanout.put(Flush(header, out, 0))

@@ -58,6 +58,7 @@ class SinkRunner:
                                            or self.queued_bytes > self.bounds.buffer_max_bytes):
                 oldest = self._pop()
                 self.dropped["buffer_full"] += len(oldest.aggregates)
+                _done_with(oldest)
             self.cond.notify()
         self._log_drops()
 
@@ -93,6 +94,10 @@ class SinkRunner:
         """Wait for the thread, count what it could not deliver, close the sink."""
         self.thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
         left = self.pending()
+        with self.cond:
+            abandoned = [*self.queue, *([self.current] if self.current else [])]
+        for flush in abandoned:
+            _done_with(flush)
         if left:
             self.dropped["shutdown"] += left
             log.error("Sink %s: %d aggregates not delivered before the stop deadline", self.name, left)
@@ -145,12 +150,14 @@ class SinkRunner:
             with self.cond:
                 self.current = None
             self.delivered += len(flush.aggregates)
+            _done_with(flush)
 
     def _drop_current(self, reason: str, exc: Exception) -> None:
         with self.cond:
             flush, self.current = self.current, None
         assert flush is not None
         self.dropped[reason] += len(flush.aggregates)
+        _done_with(flush)
         log.error("Sink %s dropped a flush of %d aggregates: %s", self.name, len(flush.aggregates), exc)
 
     def _log_error(self, exc: Exception) -> None:
@@ -158,6 +165,11 @@ class SinkRunner:
         if now - self._last_error_log >= ERROR_LOG_EVERY_SECS:
             self._last_error_log = now
             log.error("Sink %s cannot deliver, will retry: %s (%d aggregates waiting)", self.name, exc, self.pending())
+
+
+def _done_with(flush: Flush) -> None:
+    if flush.completion is not None:
+        flush.completion.done()
 
 
 class Fanout:

@@ -35,6 +35,8 @@ class Batcher:
         self.open: list[list[Sample]] = [[] for _ in range(shards)]
         self.opened_at: list[float] = [0.0] * shards
         self.seq = [0] * shards
+        #: Samples handed to ZeroMQ per shard: each batch says how many came before it.
+        self.handed_on = [0] * shards
         self.dropped = [0] * shards
         self.sent_samples = 0
         self.next_edge = 0.0
@@ -87,7 +89,7 @@ class Batcher:
         batch = self.open[shard]
         self.open[shard] = []
         header = contract.BatchHeader(src=self.src, epoch=self.epoch, seq=self.seq[shard],
-                                      ts=self.opened_at[shard], n=len(batch))
+                                      ts=self.opened_at[shard], n=len(batch), sent_before=self.handed_on[shard])
         try:
             self.pushes[shard].send_multipart(contract.encode_batch(header, batch), zmq.NOBLOCK)
         except zmq.Again:
@@ -100,4 +102,5 @@ class Batcher:
             return
         # Only a batch ZeroMQ took uses up a seq, so a gap the shard sees is a loss in transit.
         self.seq[shard] += 1
+        self.handed_on[shard] += len(batch)
         self.sent_samples += len(batch)

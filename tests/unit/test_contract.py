@@ -1,8 +1,10 @@
 """The wire contract: round trips, v1 golden bytes, and the DecodeError reason for each malformed message.
 
 tests/data/contract/{batch,flush}.v1.bin are the three frames of BATCH/FLUSH below, concatenated,
-written once when v1 was fixed. A change to the bytes for the same message is a wire-format change
-(a new major version), and readers must keep decoding the v1 bytes that stages already send.
+written once when v1 was fixed. Within v1 header keys may only be added: each addition gets golden
+files of its own ({batch,flush}.v1.1.bin: ``sent_before`` and ``covers``), writers produce the newest,
+and readers keep decoding every older file, the added keys taking their defaults. Any other change to
+the bytes for the same message is a wire-format change (a new major version).
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ SAMPLES = [("api.hits", 1, 3.0, 0.5, ("env", "prod")), ("api.users", 7, "u42", 1
 FLUSH_HEADER = FlushHeader(shard=1, shards=4, epoch=1_700_000_000_000_000_000, seq=3,
                            interval_start=1700000000.0, interval=10.0, n=1, final=False,
                            seq_gaps={"receiver-1": 2})
+BATCH_HEADER_1 = BatchHeader(src="receiver-1", epoch=1_700_000_000_000_000_000, seq=7, ts=1700000000.5, n=2,
+                             sent_before=40)
+FLUSH_HEADER_1 = FlushHeader(shard=1, shards=4, epoch=1_700_000_000_000_000_000, seq=3,
+                             interval_start=1700000000.0, interval=10.0, n=1, final=False,
+                             seq_gaps={"receiver-1": 2}, covers={"receiver-1@1700000000000000000": [5, 30, 7, 42]})
 AGGREGATES = [{"name": "api.hits", "type": "counter", "tags": {"env": "prod"}, "timestamp": 1700000010,
                "interval": 10, "value": 6.0, "rate": 0.6}]
 
@@ -42,18 +49,23 @@ def batch_frames() -> list[bytes]:
     return contract.encode_batch(BATCH_HEADER, SAMPLES)
 
 
-def test_batch_encodes_to_the_v1_golden_bytes() -> None:
-    frames = batch_frames()
+def test_batch_encodes_to_the_newest_v1_golden_bytes() -> None:
+    frames = contract.encode_batch(BATCH_HEADER_1, SAMPLES)
     assert len(frames) == 3
     assert frames[0] == b"pystatsd.batch.v1"
-    assert b"".join(frames) == (GOLDEN / "batch.v1.bin").read_bytes()
+    assert b"".join(frames) == (GOLDEN / "batch.v1.1.bin").read_bytes()
 
 
-def test_flush_encodes_to_the_v1_golden_bytes() -> None:
-    frames = contract.encode_flush(FLUSH_HEADER, AGGREGATES)
+def test_flush_encodes_to_the_newest_v1_golden_bytes() -> None:
+    frames = contract.encode_flush(FLUSH_HEADER_1, AGGREGATES)
     assert len(frames) == 3
     assert frames[0] == b"pystatsd.flush.v1"
-    assert b"".join(frames) == (GOLDEN / "flush.v1.bin").read_bytes()
+    assert b"".join(frames) == (GOLDEN / "flush.v1.1.bin").read_bytes()
+
+
+def test_newest_golden_files_decode_with_the_added_keys() -> None:
+    assert contract.decode_batch(golden_frames("batch.v1.1.bin", BATCH_V1)) == (BATCH_HEADER_1, SAMPLES)
+    assert contract.decode_flush_header(golden_frames("flush.v1.1.bin", FLUSH_V1)) == FLUSH_HEADER_1
 
 
 def test_golden_batch_decodes_to_the_message() -> None:

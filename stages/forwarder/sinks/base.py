@@ -8,6 +8,8 @@ change the aggregates it is given: every sink shares them. To be retried, ``writ
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -22,6 +24,24 @@ class Flush:
     aggregates: list[dict[str, Any]]
     #: Bytes of the aggregates on the wire: what the sink buffers are bounded by.
     size: int
+    #: Told when every sink is done with this flush (delivered, or dropped and counted).
+    completion: Completion | None = None
+
+
+class Completion:
+    """Calls ``callback`` once ``sinks`` sinks have each said they are done; safe from any thread."""
+
+    def __init__(self, sinks: int, callback: Callable[[], None]) -> None:
+        self.remaining = sinks
+        self.callback = callback
+        self.lock = threading.Lock()
+
+    def done(self) -> None:
+        with self.lock:
+            self.remaining -= 1
+            last = self.remaining == 0
+        if last:
+            self.callback()
 
 
 @dataclass(frozen=True, kw_only=True)

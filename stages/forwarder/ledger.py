@@ -1,0 +1,76 @@
+"""Which receiver batches reached the sinks inside a flush, per shard; what never did is counted.
+
+Every batch a receiver hands on carries its stream (receiver and epoch), its seq and the samples sent
+before it in that stream; every flush says which batches of each stream its aggregates hold. A flush
+whose first batch is not the one after the previous flush's last means the batches in between were
+lost: in a shard that crashed with them, on the way, or in a forwarder that crashed with their flush.
+The samples they carried are known exactly from the running counts. A flush is recorded once every
+sink is done with it (delivered, or dropped and counted there), so what a forwarder crash takes from
+its sink buffers is counted too. The ledger is kept in the run directory, so a restarted forwarder
+goes on counting where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: A stream not seen for this long (a receiver restarted long ago) is forgotten.
+FORGET_AFTER_SECS = 86_400.0
+
+
+class CoverageLedger:
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        #: "shard|src@epoch" → [last seq flushed, samples sent through it, unix time seen]
+        self.last: dict[str, list[float]] = self._load()
+        self.lost_batches: dict[int, int] = {}
+        self.lost_samples: dict[int, int] = {}
+        self.lock = threading.Lock()
+
+    def _load(self) -> dict[str, list[float]]:
+        if self.path is None:
+            return {}
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("Starting a new loss ledger: %s is unreadable (%s)", self.path, exc)
+            return {}
+        now = time.time()
+        return {key: value for key, value in data.items() if now - value[2] < FORGET_AFTER_SECS}
+
+    def record(self, shard: int, covers: dict[str, list[int]]) -> None:
+        """Take a flush's coverage (from any sink thread); count (and log) the batches missing before it."""
+        with self.lock:
+            self._record(shard, covers)
+
+    def _record(self, shard: int, covers: dict[str, list[int]]) -> None:
+        for stream, (first, sent_before, last, sent_through) in covers.items():
+            key = f"{shard}|{stream}"
+            # A stream's batches to a shard are numbered from 0, so one first seen past 0 lost its start.
+            previous = self.last.get(key) or [-1, 0, 0.0]
+            if first > previous[0] + 1:
+                batches, samples = first - int(previous[0]) - 1, sent_before - int(previous[1])
+                self.lost_batches[shard] = self.lost_batches.get(shard, 0) + batches
+                self.lost_samples[shard] = self.lost_samples.get(shard, 0) + samples
+                log.error("Lost %d samples (%d batches from %s) of shard %d: they never reached the sinks (a "
+                          "shard or forwarder crash, or lost on the way)", samples, batches, stream, shard)
+            if last > previous[0]:
+                self.last[key] = [last, sent_through, time.time()]
+        if covers:
+            self._save()
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.last))
+        os.replace(temporary, self.path)
