@@ -30,7 +30,18 @@ test-unit: install
 	$(PY) -m pytest tests/unit
 
 lint: install
-	$(VENV)/bin/ruff check stages tests
+	$(VENV)/bin/ruff check stages tests pystatsd bench
 
 clean:
 	rm -rf $(VENV) run dist .pytest_cache
+
+# Packages (README "Install"): the project and its dependencies in a virtualenv under /opt/pystatsd,
+# the config, the systemd unit and /usr/bin/pystatsd. The scripts install dpkg-deb or rpmbuild if missing.
+DIST ?= dist
+.PHONY: deb rpm
+
+deb: install
+	bash etc/packaging/build_deb.sh $(DIST)
+
+rpm: install
+	bash etc/packaging/build_rpm.sh $(DIST)

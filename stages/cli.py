@@ -1,7 +1,8 @@
-"""The ``pystatsd`` command: ``run`` (the whole pipeline under supervisord), ``check-config``, ``version``.
+"""The ``pystatsd`` command: ``run`` (the whole pipeline under supervisord), ``check-config``, ``status``,
+``version``.
 
-``run`` renders the repo's ``supervisord.conf`` (or the copy an installed package ships) into the run
-directory with this interpreter and that run directory filled in, checks the config, then becomes
+``run`` checks the config, renders the repo's ``supervisord.conf`` (or the copy an installed package
+ships) into the run directory with this interpreter and that run directory filled in, then becomes
 supervisord in the foreground: that is what the systemd unit runs. Every stage logs to the command's
 own stdout/stderr, so the journal (or the terminal) gets everything.
 """
@@ -12,6 +13,7 @@ import argparse
 import configparser
 import dataclasses
 import io
+import json
 import os
 import re
 import stat
@@ -22,10 +24,14 @@ from typing import Any
 
 import yaml
 
-from stages import __version__
+from stages import __version__, status
 from stages.config import Config, ConfigError, config_path, load_config, load_section
+from stages.figures import read_all
 from stages.forwarder.sinks import load_sink_configs
-from stages.runtime import DEFAULT_RUN_DIR, EXIT_CONFIG, EXIT_OK
+from stages.runtime import DEFAULT_RUN_DIR, EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE
+
+#: ``pystatsd status`` of an instance that is running but not healthy (or not running).
+EXIT_UNHEALTHY = 1
 
 #: The repo's supervisord.conf, the one source of truth for the programs and their options.
 REPO_TEMPLATE = Path(__file__).resolve().parent.parent / "supervisord.conf"
@@ -50,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--shards", type=int, help="aggregator shards (default: supervisord.conf's PYSTATSD_SHARDS)")
     check = commands.add_parser("check-config", help="validate a config and print every problem")
     check.add_argument("-c", "--config", help=config_help)
+    status = commands.add_parser("status", help="each stage's state and figures, and whether all is healthy")
+    status.add_argument("-c", "--config", help=config_help)
+    status.add_argument("--run-dir", help="the running instance's run directory (default: as for run)")
+    status.add_argument("--json", action="store_true", help="print JSON for machines instead of a table")
     commands.add_parser("version", help="print the version")
     args = parser.parse_args(argv)
     if args.command == "version":
@@ -58,7 +68,25 @@ def main(argv: list[str] | None = None) -> int:
     path = config_path(args.config).absolute()
     if args.command == "check-config":
         return check_config(path)
+    if args.command == "status":
+        return show_status(path, args.run_dir, args.json)
     return run_pipeline(path, args.run_dir, args.shards)
+
+
+def show_status(path: Path, run_dir_arg: str | None, as_json: bool) -> int:
+    """Print the running instance's status; EXIT_OK when healthy, EXIT_UNHEALTHY when not."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    run_dir = Path(run_dir_arg or config.run_dir or default_run_dir(supervisord_template())).absolute()
+    processes = status.supervisor_processes(run_dir)
+    shards = sum(1 for name in processes if name.startswith("aggregator-")) or sum(
+        1 for name in read_all(run_dir) if name.startswith("aggregator-"))
+    report = status.collect(run_dir, shards, config.flush_interval)
+    print(json.dumps(report, indent=2, sort_keys=True) if as_json else status.render(report))
+    return EXIT_OK if report["healthy"] else EXIT_UNHEALTHY
 
 
 def check_config(path: Path) -> int:
@@ -147,7 +175,9 @@ def render_supervisord_conf(template: str, home: Path, python: str, run_dir: Pat
     parser = configparser.RawConfigParser(comment_prefixes=(";", "#"), inline_comment_prefixes=None)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     parser.read_string(template)
+    # supervisord expands %(name)s in values: a literal % in a path is written %%.
     substitutions = [("%(here)s/.venv/bin/python", python), ("%(here)s/run", str(run_dir)), ("%(here)s", str(home))]
+    substitutions = [(old, new.replace("%", "%%")) for old, new in substitutions]
     for section in parser.sections():
         for key, value in parser.items(section):
             for old, new in substitutions:
@@ -188,6 +218,11 @@ def run_pipeline(path: Path, run_dir_arg: str | None, shards: int | None) -> int
     if check_config(path) != EXIT_OK:
         return EXIT_CONFIG
     template = supervisord_template()
+    if not template.exists():
+        # A plain `pip install` has neither: run from a checkout (make install) or a package.
+        print(f"No supervisord.conf template: neither {REPO_TEMPLATE} nor {INSTALLED_TEMPLATE} exists",
+              file=sys.stderr)
+        return EXIT_SOFTWARE
     run_dir = Path(run_dir_arg).absolute() if run_dir_arg else default_run_dir(template)
     (run_dir / "log").mkdir(mode=0o700, parents=True, exist_ok=True)
     conf = run_dir / "supervisord.conf"

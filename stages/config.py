@@ -21,6 +21,7 @@ from typing import Any, TypeVar, Union
 import yaml
 
 from stages.receiver.listeners import parse_listener
+from stages.receiver.listeners.inet import inet_address
 
 #: Where the config is looked for when neither ``--config`` nor ``PYSTATSD_CONFIG`` says.
 SYSTEM_CONFIG = Path("/etc/pystatsd/pystatsd.conf")
@@ -85,6 +86,7 @@ class Config:
     batch_max_age_ms: float = 50.0
     self_metrics_prefix: str = "pystatsd."
     run_dir: str = ""
+    health_address: str = ""
     queues: QueueConfig = dataclasses.field(default_factory=QueueConfig)
 
     def __post_init__(self) -> None:
@@ -110,6 +112,11 @@ class Config:
                 parse_listener(url)
             except ValueError as exc:
                 raise ValueError(f"listeners[{i}]: {exc}") from None
+        if self.health_address:
+            try:
+                inet_address(self.health_address)
+            except ValueError as exc:
+                raise ValueError(f"health_address: {exc}") from None
         if not re.fullmatch(r"0?[0-7]{3}", self.unix_socket_mode):
             raise ValueError(
                 f"unix_socket_mode: expected an octal mode such as \"0660\", got {self.unix_socket_mode!r}")

@@ -14,12 +14,14 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 import zmq
 
 from stages import contract
 from stages.aggregator.shard import ClosedInterval, ShardState
 from stages.config import Config
+from stages.figures import publish
 from stages.runtime import (
     EXIT_CONFIG,
     EXIT_OK,
@@ -51,6 +53,7 @@ class ShardLoop:
             shard, config.flush_interval, config.percentiles, config.expire_after_intervals,
             config.self_metrics_prefix, config.agent.tags, series_limit=config.series_limit_per_name)
         self.shard, self.shards = shard, shards
+        self.run_dir = Path(run)
         self.epoch = time.time_ns()
         self.seq = 0
         self.hold: collections.deque[list[bytes]] = collections.deque()
@@ -107,8 +110,18 @@ class ShardLoop:
                     reason, exc, sum(self.decode_errors.values()))
 
     def flush_due(self) -> None:
-        for closed in self.state.due(time.time()):
+        closed_now = self.state.due(time.time())
+        for closed in closed_now:
             self.queue_flush(closed, final=False)
+        if closed_now:
+            self.send_held()
+            self.publish_figures(closed_now[-1])
+
+    def publish_figures(self, closed: ClosedInterval) -> None:
+        publish(self.run_dir, f"aggregator-{self.shard}", {
+            "shard": self.shard, "aggregates": len(closed.aggregates), "samples": self.state.samples,
+            "gauges": len(self.state.gauges.values), "held_flushes": len(self.hold),
+            "dropped_flushes": self.dropped_flushes, "bad_messages": dict(self.decode_errors)})
 
     def queue_flush(self, closed: ClosedInterval, final: bool) -> None:
         for src, batches in closed.seq_gaps.items():

@@ -24,11 +24,14 @@ import zmq
 
 from stages import contract
 from stages.config import Config, ConfigError
+from stages.figures import publish
 from stages.forwarder.fanout import Fanout
+from stages.forwarder.health import HealthServer
 from stages.forwarder.ledger import CoverageLedger
 from stages.forwarder.sinks import build_sinks, config_secrets
 from stages.forwarder.sinks.base import Completion, Flush
 from stages.model import MetricType, aggregate, tag_tuple
+from stages.receiver.listeners.inet import inet_address
 from stages.runtime import (
     EXIT_CONFIG,
     EXIT_OK,
@@ -68,7 +71,8 @@ class Forwarder:
         #: (shard, epoch) → last flush seq seen
         self.last_seq: dict[tuple[int, int], int] = {}
         self.lost_flushes = 0
-        self.ledger = CoverageLedger(Path(run) / "forwarder-ledger.json")
+        self.run_dir = Path(run)
+        self.ledger = CoverageLedger(self.run_dir / "forwarder-ledger.json")
         self.bad_messages = 0
         self.finals: set[int] = set()
         self._reported: dict[str, float] = {}
@@ -128,6 +132,12 @@ class Forwarder:
         """Send this stage's own figures to every sink, stamped with the interval that just ended."""
         end = self.next_report
         self.next_report = self._report_time(time.time() + 0.001)
+        publish(self.run_dir, "forwarder", {
+            "sinks": {runner.name: {"delivered": runner.delivered, "waiting": runner.pending(),
+                                    "dropped": dict(runner.dropped), "errors": runner.errors,
+                                    "failing": runner.last_error} for runner in self.fanout.runners},
+            "lost_samples": sum(self.ledger.lost_samples.values()), "lost_flushes": self.lost_flushes,
+            "bad_messages": self.bad_messages})
         prefix = self.config.self_metrics_prefix
         if not prefix:
             return
@@ -186,13 +196,24 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     run = run_dir(args, config)
     lock = take_lock(run, "forwarder")
+    health_server = None
+    if config.health_address:
+        try:
+            health_server = HealthServer(inet_address(config.health_address), run, args.shards, config.flush_interval)
+        except OSError as exc:
+            log.error("Cannot serve health on %s: %s", config.health_address, exc.strerror)
+            return EXIT_CONFIG
     stop = StopSignal()
     fanout = Fanout(sinks)
     fanout.start()
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     forwarder = Forwarder(config, args.shards, fanout, ctx, run)
     log.info("Forwarding to %s on %s", ", ".join(s.name for s, _ in sinks), forwarder.endpoint)
+    if health_server is not None:
+        health_server.start()
     forwarder.run(stop)
+    if health_server is not None:
+        health_server.close()
     ctx.term()
     lock.close()
     log.info("Stopped")

@@ -40,6 +40,8 @@ class SinkRunner:
         #: reason → aggregates dropped
         self.dropped: collections.Counter[str] = collections.Counter()
         self.errors = 0
+        #: Why the flush being written failed last, while it keeps failing; None once delivering again.
+        self.last_error: str | None = None
         self._last_error_log = -ERROR_LOG_EVERY_SECS
         self._last_drop_log = -ERROR_LOG_EVERY_SECS
         self._drops_logged = 0
@@ -134,6 +136,7 @@ class SinkRunner:
                 self.sink.write(flush)
             except SinkError as exc:
                 self.errors += 1
+                self.last_error = str(exc)
                 if not exc.retriable:
                     self._drop_current("rejected", exc)
                     continue
@@ -147,6 +150,7 @@ class SinkRunner:
                 self._drop_current("error", exc)
                 continue
             backoff = RETRY_FIRST_SECS
+            self.last_error = None
             with self.cond:
                 self.current = None
             self.delivered += len(flush.aggregates)

@@ -17,11 +17,13 @@ import math
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import zmq
 
 from stages.config import Config
+from stages.figures import publish
 from stages.model import MetricType, Sample, tag_tuple
 from stages.receiver.batcher import Batcher
 from stages.receiver.listeners import open_listener
@@ -62,6 +64,7 @@ class Receiver:
         self.batcher = Batcher(pushes, name, config.batch_max_samples, config.batch_max_age_ms / 1000,
                                config.flush_interval)
         self.name = name
+        self.run_dir = Path(run)
         self.datagrams = 0
         self.metrics = 0
         self.bad: dict[str, int] = {}
@@ -136,6 +139,10 @@ class Receiver:
                 samples.append((f"{prefix}receiver.{name}", COUNTER, delta, 1.0, tag_tuple(tags, self.defaults)))
         if samples:
             self.batcher.add(samples, now)
+        publish(self.run_dir, self.name, {
+            "listeners": [listener.url for listener in self.listeners], "datagrams": self.datagrams,
+            "metrics": self.metrics, "bad_lines": dict(self.bad), "kernel_drops": int(totals["kernel_drops"]),
+            "dropped_shard_full": {str(shard): n for shard, n in enumerate(self.batcher.dropped) if n}})
         bad_total = sum(self.bad.values())
         if bad_total > self._bad_logged and time.monotonic() - self._last_bad_log >= BAD_LOG_EVERY_SECS:
             log.warning("Dropped %d bad lines so far: %s", bad_total,
@@ -155,7 +162,7 @@ class Receiver:
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_arguments("The pystatsd receiver: UDP, TCP and Unix sockets in, batches out to the shards.")
-    parser.add_argument("--name", default="receiver-0", help="this receiver's name in batches and self-metrics")
+    parser.add_argument("--name", default="receiver", help="this receiver's name in batches and self-metrics")
     args = parser.parse_args(argv)
     setup_logging(args.name)
     config = load_stage_config(args)

@@ -1,0 +1,1 @@
+"""pystatsd's client library: ``from pystatsd.client import Client``. Standard library only."""

@@ -1,0 +1,44 @@
+"""Each stage's latest figures, published as a small JSON file in the run directory.
+
+A stage replaces ``<run>/figures/<stage>.json`` every interval (atomically), so ``pystatsd status`` and
+the health endpoint can read every stage's state without a socket of their own. A file that is not
+refreshed tells that its stage is gone or stuck.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+FIGURES_DIR = "figures"
+
+
+def publish(run_dir: Path, stage: str, figures: dict[str, Any]) -> None:
+    """Replace ``stage``'s figures; a failure is logged, never raised (figures must not stop a stage)."""
+    directory = run_dir / FIGURES_DIR
+    record = {"stage": stage, "pid": os.getpid(), "updated": time.time(), "figures": figures}
+    try:
+        directory.mkdir(mode=0o700, exist_ok=True)
+        temporary = directory / f".{stage}.tmp"
+        temporary.write_text(json.dumps(record, sort_keys=True))
+        os.replace(temporary, directory / f"{stage}.json")
+    except OSError as exc:
+        log.warning("Cannot publish figures to %s: %s", directory, exc.strerror)
+
+
+def read_all(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every stage's last published record, by stage name."""
+    records = {}
+    for path in sorted((run_dir / FIGURES_DIR).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        records[record.get("stage", path.stem)] = record
+    return records

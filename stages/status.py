@@ -1,0 +1,128 @@
+"""A running instance's state at a glance: supervisord's view of each process plus each stage's figures.
+
+Used by ``pystatsd status`` (a table, or ``--json``) and by the forwarder's health endpoint. It reads
+only the run directory: supervisord's control socket and the figures the stages publish there.
+"""
+
+from __future__ import annotations
+
+import time
+import xmlrpc.client
+from pathlib import Path
+from typing import Any
+
+from stages.figures import read_all
+
+#: A stage whose figures are older than this many intervals (plus a few seconds) is not working.
+STALE_AFTER_INTERVALS = 2
+STALE_GRACE_SECS = 5.0
+
+
+def supervisor_processes(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Process name → state, pid and uptime, from supervisord's socket in ``run_dir``; empty if it is down."""
+    from supervisor.xmlrpc import SupervisorTransport
+
+    socket_path = run_dir / "supervisor.sock"
+    if not socket_path.exists():
+        return {}
+    transport = SupervisorTransport(None, None, f"unix://{socket_path}")
+    proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+    try:
+        infos = proxy.supervisor.getAllProcessInfo()
+    except (OSError, xmlrpc.client.Error):
+        return {}
+    finally:
+        transport.close()
+    return {info["name"]: {"state": info["statename"], "pid": info["pid"] or None,
+                           "uptime_secs": max(0, info["now"] - info["start"]) if info["pid"] else 0}
+            for info in infos}
+
+
+def health(records: dict[str, dict[str, Any]], shards: int, interval: float,
+           now: float | None = None) -> list[str]:
+    """Why the instance is not healthy (empty when it is): a stage silent too long, a sink failing."""
+    now = time.time() if now is None else now
+    stale_after = STALE_AFTER_INTERVALS * interval + STALE_GRACE_SECS
+    reasons = []
+    expected = ["forwarder", *(f"aggregator-{k}" for k in range(shards))]
+    if not any(name.startswith("receiver") for name in records):
+        reasons.append("receiver: no figures published yet")
+    for name in expected + sorted(n for n in records if n.startswith("receiver")):
+        record = records.get(name)
+        if record is None:
+            reasons.append(f"{name}: no figures published yet")
+        elif now - record["updated"] > stale_after:
+            reasons.append(f"{name}: silent for {now - record['updated']:.0f} s")
+    for sink, figures in records.get("forwarder", {}).get("figures", {}).get("sinks", {}).items():
+        if figures.get("failing"):
+            reasons.append(f"sink {sink}: {figures['failing']}")
+    return reasons
+
+
+def collect(run_dir: Path, shards: int, interval: float) -> dict[str, Any]:
+    """Everything ``pystatsd status`` shows, as plain data."""
+    records = read_all(run_dir)
+    processes = supervisor_processes(run_dir)
+    reasons = health(records, shards, interval)
+    if not processes:
+        reasons.insert(0, f"supervisord is not running with run directory {run_dir}")
+    return {"run_dir": str(run_dir), "healthy": not reasons, "reasons": reasons, "processes": processes,
+            "stages": records}
+
+
+def render(report: dict[str, Any], now: float | None = None) -> str:
+    """The report as a table a person reads at a glance."""
+    now = time.time() if now is None else now
+    lines = [f"pystatsd at {report['run_dir']}: {'healthy' if report['healthy'] else 'UNHEALTHY'}"]
+    lines += [f"  ! {reason}" for reason in report["reasons"]]
+    rows = [("PROCESS", "STATE", "PID", "UPTIME", "UPDATED", "FIGURES")]
+    stages = report["stages"]
+    names = sorted(set(report["processes"]) | set(stages), key=_stage_order)
+    for name in names:
+        process = report["processes"].get(name, {})
+        record = stages.get(name)
+        uptime = process.get("uptime_secs")
+        rows.append((name, process.get("state", "?"), str(process.get("pid") or "-"),
+                     _duration(uptime) if uptime else "-",
+                     f"{now - record['updated']:.0f} s ago" if record else "never",
+                     _summary(record["figures"]) if record else ""))
+    lines += _table(rows)
+    sinks = stages.get("forwarder", {}).get("figures", {}).get("sinks", {})
+    if sinks:
+        sink_rows = [("SINK", "DELIVERED", "WAITING", "DROPPED", "ERRORS", "STATE")]
+        for sink, figures in sorted(sinks.items()):
+            sink_rows.append((sink, f"{figures['delivered']:,}", f"{figures['waiting']:,}",
+                              f"{sum(figures['dropped'].values()):,}", f"{figures['errors']:,}",
+                              f"failing: {figures['failing']}" if figures.get("failing") else "ok"))
+        lines += [""] + _table(sink_rows)
+    return "\n".join(lines)
+
+
+def _stage_order(name: str) -> tuple[int, str]:
+    for rank, prefix in enumerate(("receiver", "aggregator", "forwarder")):
+        if name.startswith(prefix):
+            return rank, name
+    return 3, name
+
+
+def _summary(figures: dict[str, Any]) -> str:
+    """The figures a person looks for first, one short phrase each."""
+    parts = []
+    for key in ("datagrams", "metrics", "kernel_drops", "samples", "aggregates", "gauges", "held_flushes",
+                "lost_samples", "lost_flushes"):
+        if key in figures:
+            parts.append(f"{key} {figures[key]:,}")
+    for key in ("bad_lines", "dropped_shard_full"):
+        if figures.get(key):
+            parts.append(f"{key} {sum(figures[key].values()):,}")
+    return "  ".join(parts)
+
+
+def _duration(secs: int) -> str:
+    hours, rest = divmod(int(secs), 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]

@@ -1,0 +1,142 @@
+"""The `pystatsd` command: version, check-config (every problem, the config lookup order) and run."""
+
+from __future__ import annotations
+
+import configparser
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import stages
+import stages.config
+from stages.cli import main, render_supervisord_conf
+from tests.harness import REPO, VENV_BIN, Pipeline, wait_for
+
+BAD_CONFIG = """\
+flush_intervall: 10
+bind_port: 99999
+queues:
+  shard_batches: many
+percentiles: [50, 200]
+forwarders:
+  file:
+    path: /tmp/x.jsonl
+    format: xml
+  kafak: {}
+  kafka:
+    kafka_topic: metrics
+"""
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["version"]) == 0
+    assert capsys.readouterr().out == f"pystatsd {stages.__version__}\n"
+
+
+def test_check_config_accepts_the_shipped_config(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "-c", str(REPO / "etc" / "pystatsd.yaml")]) == 0
+    assert capsys.readouterr().out.endswith("pystatsd.yaml: OK\n")
+
+
+def test_check_config_prints_every_problem_with_its_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD_CONFIG)
+    assert main(["check-config", "-c", str(path)]) == 78
+    problems = [line.strip() for line in capsys.readouterr().err.splitlines()[1:]]
+    keys = [problem.split(":", 1)[0] for problem in problems]
+    assert keys == ["flush_intervall", "queues.shard_batches", "bind_port", "percentiles", "forwarders.file.format",
+                    "forwarders.kafak", "forwarders.kafka.kafka_broker"], problems
+    assert "did you mean 'flush_interval'" in problems[0]
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (None, "cannot read config file"),
+    ("a: [", "not valid YAML"),
+    ("- 1\n", "the top level must be a map"),
+])
+def test_check_config_of_an_unusable_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None,
+                                          expected: str) -> None:
+    path = tmp_path / "config.yaml"
+    if content is not None:
+        path.write_text(content)
+    assert main(["check-config", "-c", str(path)]) == 78
+    assert expected in capsys.readouterr().err
+
+
+def test_config_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    explicit, from_env, system = (tmp_path / name for name in ("explicit.yaml", "env.yaml", "system.conf"))
+    for path in (explicit, from_env, system):
+        path.write_text("flush_interval: 5\n")
+
+    def checked(*args: str) -> str:
+        assert main(["check-config", *args]) == 0
+        return capsys.readouterr().out.rsplit(": OK", 1)[0]
+
+    monkeypatch.setattr(stages.config, "SYSTEM_CONFIG", system)
+    monkeypatch.setenv("PYSTATSD_CONFIG", str(from_env))
+    assert checked("-c", str(explicit)) == str(explicit)
+    assert checked() == str(from_env)
+    monkeypatch.delenv("PYSTATSD_CONFIG")
+    assert checked() == str(system)
+    monkeypatch.setattr(stages.config, "SYSTEM_CONFIG", tmp_path / "absent.conf")
+    assert checked() == str(REPO / "etc" / "pystatsd.yaml")
+
+
+def test_rendered_supervisord_conf() -> None:
+    text = render_supervisord_conf((REPO / "supervisord.conf").read_text(), Path("/srv/home"),
+                                   "/opt/x/bin/python", Path("/run/x"), shards=3)
+    assert "%(here)s" not in text and ".venv" not in text
+    conf = configparser.RawConfigParser()
+    conf.read_string(text)
+    assert conf["supervisord"]["environment"] == 'PYSTATSD_SHARDS="3"'
+    assert conf["supervisord"]["pidfile"] == "/run/x/supervisord.pid"
+    assert conf["supervisorctl"]["serverurl"] == "unix:///run/x/supervisor.sock"
+    programs = [section for section in conf.sections() if section.startswith("program:")]
+    assert sorted(programs) == ["program:aggregator", "program:forwarder", "program:receiver"]
+    for section in programs:
+        program = conf[section]
+        assert program["command"].startswith("/opt/x/bin/python -m stages.")
+        assert "--run-dir /run/x" in program["command"]
+        assert program["directory"] == "/srv/home"
+        for stream in ("stdout", "stderr"):
+            if f"{stream}_logfile" in program:
+                assert program[f"{stream}_logfile"] == f"/dev/{stream}"
+                assert program[f"{stream}_logfile_maxbytes"] == "0"
+
+
+def test_run_refuses_a_bad_config_before_starting_anything(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("flush_intervall: 10\n")
+    result = subprocess.run([VENV_BIN / "pystatsd", "run", "-c", config, "--run-dir", tmp_path / "run"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 78
+    assert "flush_intervall: unknown key" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_from_the_repo() -> None:
+    pipeline = Pipeline(shards=3)
+    output = pipeline.dir / "stdout.log"
+    with output.open("wb") as out:
+        proc = subprocess.Popen([VENV_BIN / "pystatsd", "run", "-c", pipeline.config_path,
+                                 "--run-dir", pipeline.run_dir, "--shards", "3"],
+                                stdout=out, stderr=subprocess.STDOUT, env=pipeline.env)
+    try:
+        wait_for(pipeline.all_running, 30, "the receiver, 3 shards and the forwarder to be RUNNING")
+        pipeline.wait_interval_start()
+        pipeline.send("cli.run:2|c|#via:cli", pipeline.statsd_port)
+        (aggregate,) = pipeline.wait_series("cli.run", settle=False)
+        assert (aggregate["value"], aggregate["tags"]) == (2.0, {"via": "cli"})
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        text = output.read_text()
+        assert "aggregator-2 INFO" in text and "receiver INFO" in text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        pipeline.sock.close()
+        pipeline.cleanup()
