@@ -48,21 +48,23 @@ class Batcher:
         if now >= self.next_edge:
             self.send_all()
             self.next_edge = (math.floor(now / self.interval) + 1) * self.interval
-        shard_of = self._shard_of
+        shard_of, open_batches, max_samples = self._shard_of, self.open, self.max_samples
         shards = len(self.pushes)
         for sample in samples:
-            name = sample[0]
-            shard = shard_of.get(name)
+            shard = shard_of.get(sample[0])
             if shard is None:
                 if len(shard_of) > 100_000:
                     shard_of.clear()
-                shard = shard_of[name] = shard_for(name, shards)
-            batch = self.open[shard]
-            if not batch:
-                self.opened_at[shard] = now
+                shard = shard_of[sample[0]] = shard_for(sample[0], shards)
+            batch = open_batches[shard]
             batch.append(sample)
-            if len(batch) >= self.max_samples:
+            if len(batch) >= max_samples:
+                self.opened_at[shard] = self.opened_at[shard] or now
                 self.send(shard)
+        # A batch's age counts from its first sample: stamped here, out of the per-sample loop.
+        for shard, batch in enumerate(open_batches):
+            if batch and not self.opened_at[shard]:
+                self.opened_at[shard] = now
 
     def send_due(self, now: float) -> None:
         """Send every batch that is old enough, or whose interval has ended."""
@@ -90,6 +92,7 @@ class Batcher:
         self.open[shard] = []
         header = contract.BatchHeader(src=self.src, epoch=self.epoch, seq=self.seq[shard],
                                       ts=self.opened_at[shard], n=len(batch), sent_before=self.handed_on[shard])
+        self.opened_at[shard] = 0.0
         try:
             self.pushes[shard].send_multipart(contract.encode_batch(header, batch), zmq.NOBLOCK)
         except zmq.Again:

@@ -35,8 +35,16 @@ def metric_name(raw: str) -> str:
     return name
 
 
+#: Number texts already checked, and their values: most lines repeat a few values (a counter's 1).
+NUMBERS: dict[str, float] = {}
+MAX_NUMBERS = 10_000
+
+
 def number(text: str) -> float:
     """A finite decimal number, stricter than ``float()``: no ``_``, padding, hex or non-ASCII digits."""
+    cached = NUMBERS.get(text)
+    if cached is not None:
+        return cached
     try:
         value = float(text)
     except (ValueError, OverflowError):
@@ -46,6 +54,9 @@ def number(text: str) -> float:
     if (len(text) > MAX_NUMBER_CHARS or "_" in text or not text.isascii()
             or text[0] <= " " or text[-1] <= " "):
         raise ParseError("bad_value")
+    if len(NUMBERS) >= MAX_NUMBERS:
+        NUMBERS.clear()
+    NUMBERS[text] = value
     return value
 
 

@@ -8,8 +8,40 @@ ignored; events (``_e{``) and service checks (``_sc|``) are counted and dropped.
 
 from __future__ import annotations
 
-from stages.model import MetricType, Sample, tag_tuple
-from stages.receiver.parsers.base import CONTROL_CHARS, ParseError, check_tag, metric_name, number, sample_rate
+from typing import Any
+
+from stages.model import MetricType, Sample, Tags, tag_tuple
+from stages.receiver.parsers.base import (
+    CONTROL_CHARS,
+    NUMBERS,
+    ParseError,
+    check_tag,
+    metric_name,
+    number,
+    sample_rate,
+)
+
+SET = int(MetricType.SET)
+GAUGE = int(MetricType.GAUGE)
+GAUGE_DELTA = int(MetricType.GAUGE_DELTA)
+#: Distinct lines, and line identities (all but the value), remembered; past this they start afresh.
+MAX_REMEMBERED = 20_000
+
+
+class _Memory:
+    """What earlier lines taught, valid for one set of default tags (the receiver has one)."""
+
+    defaults: dict[str, str] | None = None
+    #: whole line → its sample (samples are immutable tuples: one can stand for every repeat)
+    lines: dict[str, Sample] = {}
+    #: (head, tail) → (name, type, rate, tags)
+    identities: dict[tuple[str, str], tuple[str, int, float, Tags]] = {}
+
+
+def _remember(table: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(table) >= MAX_REMEMBERED:
+        table.clear()
+    table[key] = value
 
 TYPE_CODES: dict[str, int] = {
     "c": int(MetricType.COUNTER),
@@ -27,8 +59,33 @@ def accepts(text: str) -> bool:
 
 def parse(text: str, defaults: dict[str, str], out: list[Sample], bad: dict[str, int]) -> None:
     """Append every good line's samples to ``out``; count each bad line in ``bad`` by reason."""
+    if defaults is not _Memory.defaults:
+        _Memory.defaults = defaults
+        _Memory.lines.clear()
+        _Memory.identities.clear()
     check_controls = CONTROL_CHARS.search(text) is not None
+    lines, identities, numbers, append = _Memory.lines, _Memory.identities, NUMBERS, out.append
     for line in text.split("\n"):
+        if not check_controls:
+            # The hot path, inline and without calls: a line seen before, or one whose identity and
+            # value were both seen before.
+            sample = lines.get(line)
+            if sample is not None:
+                append(sample)
+                continue
+            head, _, rest = line.partition(":")
+            value, bar, tail = rest.partition("|")
+            meta = identities.get((head, tail)) if bar else None
+            if meta is not None and meta[1] != SET:
+                number_value = numbers.get(value)
+                if number_value is not None:
+                    mtype = meta[1]
+                    if mtype == GAUGE and value[0] in "+-":
+                        mtype = GAUGE_DELTA
+                    sample = (meta[0], mtype, number_value, meta[2], meta[3])
+                    append(sample)
+                    _remember(lines, line, sample)
+                    continue
         if line.endswith("\r"):
             line = line[:-1]
         if not line:
@@ -43,34 +100,21 @@ def parse(text: str, defaults: dict[str, str], out: list[Sample], bad: dict[str,
 
 def parse_line(line: str, defaults: dict[str, str], out: list[Sample]) -> None:
     """Parse one line into ``out`` (several samples for DogStatsD multi-value packing)."""
-    if line.startswith("_e{"):
-        raise ParseError("event_unsupported")
-    if line.startswith("_sc|"):
-        raise ParseError("service_check_unsupported")
     head, sep, rest = line.partition(":")
     if not sep:
-        raise ParseError("no_value")
-    fields = rest.split("|")
-    if len(fields) < 2:
+        raise ParseError("service_check_unsupported" if line.startswith("_sc|") else "no_value")
+    text, bar, tail = rest.partition("|")
+    if not bar:
         raise ParseError("no_type")
-    mtype = TYPE_CODES.get(fields[1])
-    if mtype is None:
-        raise ParseError("unknown_type")
-    tags: dict[str, str] = {}
-    rate = _extension_fields(fields, tags)
-    if "," in head:
-        name_part, *influx_tags = head.split(",")
-        for pair in influx_tags:
-            key, eq, value = pair.partition("=")
-            if not eq:
-                raise ParseError("bad_tag")
-            check_tag(key, value, tags)
-        name = metric_name(name_part)
-    else:
-        name = metric_name(head)
-    flat = tag_tuple(tags, defaults)
-    text = fields[0]
-    if mtype == MetricType.SET:
+    # Everything but the value (name, type, rate, tags) repeats from line to line: parsed once.
+    identity = (head, tail)
+    meta = _Memory.identities.get(identity) if defaults is _Memory.defaults else None
+    if meta is None:
+        meta = _identity(head, tail, defaults)
+        if defaults is _Memory.defaults:
+            _remember(_Memory.identities, identity, meta)
+    name, mtype, rate, flat = meta
+    if mtype == SET:
         if not text:
             raise ParseError("bad_value")
         out.append((name, mtype, text, rate, flat))
@@ -85,6 +129,31 @@ def parse_line(line: str, defaults: dict[str, str], out: list[Sample]) -> None:
                for piece, value in zip(pieces, values, strict=True))
 
 
+def _identity(head: str, tail: str, defaults: dict[str, str]) -> tuple[str, int, float, Tags]:
+    """(name, type, rate, tags) of a line's head (``name[,k=v]``) and tail (``type|@rate|#tags``)."""
+    if head.startswith("_e{"):
+        raise ParseError("event_unsupported")
+    if head.startswith("_sc|"):
+        raise ParseError("service_check_unsupported")
+    fields = tail.split("|")
+    mtype = TYPE_CODES.get(fields[0])
+    if mtype is None:
+        raise ParseError("unknown_type")
+    tags: dict[str, str] = {}
+    rate = _extension_fields(fields, tags)
+    if "," in head:
+        name_part, *influx_tags = head.split(",")
+        for pair in influx_tags:
+            key, eq, value = pair.partition("=")
+            if not eq:
+                raise ParseError("bad_tag")
+            check_tag(key, value, tags)
+        name = metric_name(name_part)
+    else:
+        name = metric_name(head)
+    return (name, mtype, rate, tag_tuple(tags, defaults))
+
+
 def _gauge_kind(mtype: int, text: str) -> int:
     """``+N``/``-N`` on a gauge is a change, not a new value."""
     if mtype == MetricType.GAUGE and text and text[0] in "+-":
@@ -95,7 +164,7 @@ def _gauge_kind(mtype: int, text: str) -> int:
 def _extension_fields(fields: list[str], tags: dict[str, str]) -> float:
     """Read ``@rate`` and ``#tags`` from the fields after the type; returns the sample rate."""
     rate = 1.0
-    for field in fields[2:]:
+    for field in fields[1:]:
         if not field:
             continue
         if field[0] == "@":
