@@ -24,6 +24,7 @@ run: install
 
 test: install
 	bash tests/kafka/fetch_jars.sh
+	bash tests/sinks/install_servers.sh
 	$(PY) -m pytest
 
 test-unit: install

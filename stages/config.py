@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
 import os
 import re
+import stat
 import types
 import typing
 from collections.abc import Mapping
@@ -22,6 +24,8 @@ import yaml
 
 from stages.receiver.listeners import parse_listener
 from stages.receiver.listeners.inet import inet_address
+
+log = logging.getLogger(__name__)
 
 #: Where the config is looked for when neither ``--config`` nor ``PYSTATSD_CONFIG`` says.
 SYSTEM_CONFIG = Path("/etc/pystatsd/pystatsd.conf")
@@ -49,6 +53,27 @@ class Secret(str):
     def reveal(self) -> str:
         """The real value: only for handing to the client library that needs it."""
         return str.__str__(self)
+
+
+def resolve_secret(value: Secret | None, env: str | None, path: str | None, key: str) -> Secret | None:
+    """A secret from the config itself, an environment variable (``<key>_env``) or a file (``<key>_file``)."""
+    if sum(x is not None for x in (value, env, path)) > 1:
+        raise ValueError(f"{key}: set only one of {key}, {key}_env and {key}_file")
+    if env is not None:
+        if env not in os.environ:
+            raise ValueError(f"{key}_env: environment variable {env!r} is not set")
+        return Secret(os.environ[env])
+    if path is not None:
+        try:
+            mode = os.stat(path).st_mode
+            text = open(path, encoding="utf-8").read().strip()  # noqa: SIM115 - read at once
+        except OSError as exc:
+            raise ValueError(f"{key}_file: cannot read {path!r}: {exc.strerror}") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning("Secret file %s for %s can be read by other users (chmod 600 it)", path, key)
+        return Secret(text)
+    return value
+
 
 
 @dataclasses.dataclass(frozen=True)

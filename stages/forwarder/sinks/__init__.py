@@ -10,12 +10,18 @@ from stages.config import Config, ConfigError, Secret, load_section
 from stages.forwarder.sinks.base import BufferConfig, Sink
 from stages.forwarder.sinks.console import ConsoleConfig, ConsoleSink
 from stages.forwarder.sinks.file import FileSink
+from stages.forwarder.sinks.graphite import GraphiteSink
+from stages.forwarder.sinks.influxdb import InfluxDBSink
 from stages.forwarder.sinks.kafka import KafkaSink
+from stages.forwarder.sinks.prometheus import PrometheusSink
 
 SINKS: dict[str, type[Any]] = {
     "console": ConsoleSink,
     "file": FileSink,
     "kafka": KafkaSink,
+    "influxdb": InfluxDBSink,
+    "graphite": GraphiteSink,
+    "prometheus": PrometheusSink,
 }
 
 

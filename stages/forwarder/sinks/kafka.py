@@ -18,11 +18,10 @@ import hashlib
 import logging
 import os
 import socket
-import stat
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from stages.config import Secret
+from stages.config import Secret, resolve_secret
 from stages.forwarder.encoders import check_format, make_encoder
 from stages.forwarder.encoders.options import EncoderOptions
 from stages.forwarder.sinks.base import BufferConfig, Flush, SinkError
@@ -42,26 +41,6 @@ MAX_BLOCK_MS = 2000
 RECONNECT_BACKOFF_MAX_MS = 2000
 #: How long opening the producer waits for a first broker before the sink reports and retries.
 BOOTSTRAP_TIMEOUT_MS = 5000
-
-
-def _secret(value: Secret | None, env: str | None, path: str | None, key: str) -> Secret | None:
-    """A secret from the config itself, an environment variable (``<key>_env``) or a file (``<key>_file``)."""
-    if sum(x is not None for x in (value, env, path)) > 1:
-        raise ValueError(f"{key}: set only one of {key}, {key}_env and {key}_file")
-    if env is not None:
-        if env not in os.environ:
-            raise ValueError(f"{key}_env: environment variable {env!r} is not set")
-        return Secret(os.environ[env])
-    if path is not None:
-        try:
-            mode = os.stat(path).st_mode
-            text = open(path, encoding="utf-8").read().strip()  # noqa: SIM115 - read at once
-        except OSError as exc:
-            raise ValueError(f"{key}_file: cannot read {path!r}: {exc.strerror}") from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            log.warning("Secret file %s for %s can be read by other users (chmod 600 it)", path, key)
-        return Secret(text)
-    return value
 
 
 @dataclass(frozen=True)
@@ -111,8 +90,8 @@ class KafkaConfig(BufferConfig):
             raise ValueError(f"ssl_cafile: no such file {self.ssl_cafile!r}")
         if self.linger_ms < 0 or self.delivery_timeout_ms < 1000:
             raise ValueError("linger_ms must be >= 0 and delivery_timeout_ms >= 1000")
-        apikey = _secret(self.kafka_apikey, self.kafka_apikey_env, self.kafka_apikey_file, "kafka_apikey")
-        password = _secret(self.sasl_password, self.sasl_password_env, self.sasl_password_file, "sasl_password")
+        apikey = resolve_secret(self.kafka_apikey, self.kafka_apikey_env, self.kafka_apikey_file, "kafka_apikey")
+        password = resolve_secret(self.sasl_password, self.sasl_password_env, self.sasl_password_file, "sasl_password")
         object.__setattr__(self, "kafka_apikey", apikey)
         object.__setattr__(self, "sasl_password", password if password is not None else apikey)
         if self.security_protocol.startswith("SASL") and self.sasl_password is None:

@@ -1,0 +1,225 @@
+"""InfluxDB 1.x sink: the ``influx`` format's line protocol, POSTed to ``/write`` over a kept-open HTTP connection.
+
+A flush goes in requests of at most ``LINES_PER_REQUEST`` lines (InfluxDB's advice for batch size);
+after a failure the flush resumes at the request that failed. Writing a point again is harmless:
+InfluxDB keeps one point per series and timestamp, so a retried request overwrites it with itself.
+
+Answers: 204 is delivered. A connection error, 429 or 5xx means the server is away or busy:
+retried. 401 and 403 (credentials) and 404 (no such database) are retried too, since the data is
+fine and the server's setup will be (with ``create_database`` a missing database is created again).
+Any other 4xx means InfluxDB refuses the data itself (a bad line): retrying would loop forever, so
+the flush is dropped, counted and logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import logging
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from stages.config import Secret, resolve_secret
+from stages.forwarder.encoders import make_encoder
+from stages.forwarder.encoders.options import EncoderOptions
+from stages.forwarder.sinks.base import BufferConfig, Flush, SinkError
+
+log = logging.getLogger(__name__)
+
+#: ``precision`` → how many nanoseconds make one unit of it.
+PRECISIONS = {"ns": 1, "u": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+#: Lines per request: InfluxDB's documentation advises batches of 5000 points.
+LINES_PER_REQUEST = 5000
+LINE_PROTOCOL = "text/plain; charset=utf-8"
+#: How much of an error answer is quoted in the log.
+ERROR_TEXT_CHARS = 300
+
+
+@dataclass(frozen=True)
+class InfluxDBConfig(BufferConfig):
+    database: str
+    url: str = "http://127.0.0.1:8086"
+    retention_policy: str | None = None
+    username: str | None = None
+    password: Secret | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    precision: str = "ns"
+    timeout_secs: float = 10.0
+    create_database: bool = False
+    #: What ``debug_mode`` prints instead: the lines this sink would send.
+    format: str = field(init=False, default="influx")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.database:
+            raise ValueError("database: must not be empty")
+        parts = urllib.parse.urlsplit(self.url)
+        # Checked first, and the URL not quoted: it would show the password.
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("url: put the credentials in username and password, not in the URL")
+        try:
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:  # not a number, or out of range
+            port_ok = False
+        if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or parts.query or parts.fragment:
+            raise ValueError(f"url: expected http://host:port or https://host:port, got {self.url!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision: must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not 0 < self.timeout_secs <= 600:
+            raise ValueError("timeout_secs: must be more than 0 and at most 600")
+        password = resolve_secret(self.password, self.password_env, self.password_file, "password")
+        object.__setattr__(self, "password", password)
+        if password is not None and not self.username:
+            raise ValueError("username: a password needs a username")
+
+    def encoder_options(self, masked: bool = False) -> EncoderOptions:
+        return EncoderOptions()
+
+
+def _quote_identifier(name: str) -> str:
+    """An InfluxQL identifier in double quotes."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _error_text(body: bytes) -> str:
+    """InfluxDB's ``{"error": ...}`` message, or the start of whatever else it answered."""
+    text = body.decode("utf-8", "replace")
+    try:
+        text = str(json.loads(text).get("error", text))
+    except (ValueError, AttributeError):
+        pass
+    return text.strip()[:ERROR_TEXT_CHARS]
+
+
+@dataclass
+class _Progress:
+    """The flush being written: its lines and how many of them InfluxDB has accepted."""
+
+    flush: Flush
+    lines: list[bytes]
+    done: int = 0
+
+
+class InfluxDBSink:
+    name: ClassVar[str] = "influxdb"
+    config_type: ClassVar[type[InfluxDBConfig]] = InfluxDBConfig
+    remote: ClassVar[bool] = True
+
+    def __init__(self, config: InfluxDBConfig) -> None:
+        self.config = config
+        self.encoder = make_encoder("influx")
+        self.divisor = PRECISIONS[config.precision]
+        parts = urllib.parse.urlsplit(config.url)
+        self.scheme, self.host, self.port = parts.scheme, parts.hostname or "", parts.port
+        base = parts.path.rstrip("/")
+        params = {"db": config.database, "precision": config.precision}
+        if config.retention_policy:
+            params["rp"] = config.retention_policy
+        self.write_path = f"{base}/write?{urllib.parse.urlencode(params)}"
+        self.query_path = f"{base}/query"
+        # Basic auth rather than u=/p= parameters: a URL ends up in proxies' logs, a header does not.
+        self.auth: Secret | None = None
+        if config.username:
+            password = config.password.reveal() if config.password is not None else ""
+            token = base64.b64encode(f"{config.username}:{password}".encode()).decode("ascii")
+            self.auth = Secret(f"Basic {token}")
+        self.conn: http.client.HTTPConnection | None = None
+        self.progress: _Progress | None = None
+
+    def open(self) -> None:
+        if self.config.create_database:
+            self._create_database()
+
+    def _create_database(self) -> None:
+        """CREATE DATABASE (a no-op when it exists); a refusal is logged, the writes then tell."""
+        statement = f"CREATE DATABASE {_quote_identifier(self.config.database)}"
+        status, body = self._request(self.query_path, urllib.parse.urlencode({"q": statement}).encode(),
+                                     "application/x-www-form-urlencoded")
+        error = _error_text(body) if status != 200 else ""
+        if not error:
+            try:
+                error = str(json.loads(body)["results"][0].get("error", ""))
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+                error = f"unexpected answer {body[:ERROR_TEXT_CHARS]!r}"
+        if error:
+            log.warning("InfluxDB at %s did not create database %r (HTTP %d): %s", self.config.url,
+                        self.config.database, status, error)
+
+    def _connection(self) -> http.client.HTTPConnection:
+        cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
+        return cls(self.host, self.port, timeout=self.config.timeout_secs)
+
+    def _request(self, path: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+        """POST ``body``: (status, answer)."""
+        headers = {"Content-Type": content_type}
+        if self.auth is not None:
+            headers["Authorization"] = self.auth.reveal()
+        reused = self.conn is not None
+        try:
+            return self._post(path, body, headers)
+        except SinkError:
+            if not reused:
+                raise
+        # The kept-open connection had been dropped by the server (idle, restarted): one new try at once.
+        return self._post(path, body, headers)
+
+    def _post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        if self.conn is None:
+            self.conn = self._connection()
+        try:
+            self.conn.request("POST", path, body=body, headers=headers)
+            response = self.conn.getresponse()
+            answer = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise SinkError(f"InfluxDB at {self.config.url} unreachable: {type(exc).__name__}: {exc}") from None
+        if response.will_close:
+            self.close()
+        return response.status, answer
+
+    def _lines(self, flush: Flush) -> list[bytes]:
+        lines = [record for aggregate in flush.aggregates for record in self.encoder.encode(aggregate)]
+        if self.divisor == 1:
+            return lines
+        adapted = []
+        for line in lines:
+            # The encoder stamps nanoseconds; the last field of a line is its timestamp.
+            head, _, nanos = line.rpartition(b" ")
+            adapted.append(b"%s %d" % (head, int(nanos) // self.divisor))
+        return adapted
+
+    def write(self, flush: Flush) -> None:
+        if self.progress is None or self.progress.flush is not flush:
+            self.progress = _Progress(flush, self._lines(flush))
+        progress = self.progress
+        while progress.done < len(progress.lines):
+            chunk = progress.lines[progress.done:progress.done + LINES_PER_REQUEST]
+            body = b"\n".join(chunk)
+            status, answer = self._request(self.write_path, body, LINE_PROTOCOL)
+            if status == 404 and self.config.create_database:
+                # The database went away (a server reset): make it again, then send this chunk once more.
+                self._create_database()
+                status, answer = self._request(self.write_path, body, LINE_PROTOCOL)
+            self._check(status, answer)
+            progress.done += len(chunk)
+        self.progress = None
+
+    def _check(self, status: int, body: bytes) -> None:
+        if 200 <= status < 300:
+            return
+        text = f"InfluxDB at {self.config.url} answered HTTP {status}: {_error_text(body)}"
+        if status in (401, 403):
+            raise SinkError(f"{text} (check username and password)")
+        if status == 404:
+            raise SinkError(f"{text} (create database {self.config.database!r} or set create_database: true)")
+        if status == 429 or status >= 500:
+            raise SinkError(text)
+        raise SinkError(f"{text} (data refused, not retried)", retriable=False)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None

@@ -1,0 +1,227 @@
+"""Prometheus sink: serves the latest aggregates at ``/metrics`` in the Prometheus text exposition format.
+
+prometheus-client writes the format and serves it (its own threaded HTTP server on
+``listen_address:port``); a custom collector answers each scrape from what the flushes left here.
+
+- A counter or trace becomes a Prometheus counter ``<name>_total``: statsd counters are per-interval
+  deltas, and a Prometheus counter must only grow, so the sink adds them up since it started (a
+  forwarder restart starts again at 0, which Prometheus' ``rate()`` takes as a counter reset).
+- A gauge is a gauge (its latest value); so is a set (the distinct members of its latest interval,
+  which do not add up across intervals).
+- A timer, histogram or distribution is a summary: ``quantile`` from each configured percentile of
+  its latest interval (``p99_9`` → ``quantile="0.999"``), ``_sum`` and ``_count`` added up since start.
+
+Names become ``[a-zA-Z_:][a-zA-Z0-9_:]*`` and tag keys ``[a-zA-Z_][a-zA-Z0-9_]*`` (any other
+character turns into ``_``, a leading digit gets a ``_`` before it, and a leading ``__``, which
+Prometheus keeps for itself, shrinks to one). A summary's own tag ``quantile`` is exposed as
+``exported_quantile``, as Prometheus renames clashing labels. A series not updated for
+``expire_after_secs`` disappears. Should one name be used with two kinds (a counter and a gauge
+``x``), the kind updated last is served.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from stages.forwarder.encoders.options import EncoderOptions
+from stages.forwarder.sinks.base import BufferConfig, Flush, SinkError
+
+log = logging.getLogger(__name__)
+
+_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_:]")
+_LABEL_UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
+_PERCENTILE = re.compile(r"^p(\d+(?:_\d+)?)$")
+#: statsd type → the Prometheus kind it is served as.
+KINDS = {"counter": "counter", "trace": "counter", "gauge": "gauge", "set": "gauge", "timer": "summary",
+         "histogram": "summary", "distribution": "summary"}
+#: Expired series are looked for at most this often when flushes come in (scrapes always look).
+PURGE_EVERY_SECS = 1.0
+
+
+def metric_name(name: str) -> str:
+    """A statsd name as a Prometheus metric name."""
+    cleaned = _NAME_UNSAFE.sub("_", name)
+    return "_" + cleaned if not cleaned or cleaned[0].isdigit() else cleaned
+
+
+def label_name(name: str) -> str:
+    """A tag key as a Prometheus label name (never one of the reserved ``__`` names)."""
+    cleaned = _LABEL_UNSAFE.sub("_", name)
+    if not cleaned or cleaned[0].isdigit():
+        cleaned = "_" + cleaned
+    return "_" + cleaned.lstrip("_") if cleaned.startswith("__") else cleaned
+
+
+def quantile(stat: str) -> str | None:
+    """The quantile label of a percentile statistic (``p90`` → ``0.9``), or None for any other statistic."""
+    match = _PERCENTILE.match(stat)
+    if match is None:
+        return None
+    # Decimal, because 99.9 / 100 in binary floating point is 0.9990000000000001.
+    return format(Decimal(match.group(1).replace("_", ".")).scaleb(-2).normalize(), "f")
+
+
+@dataclass(frozen=True)
+class PrometheusConfig(BufferConfig):
+    listen_address: str = "127.0.0.1"
+    port: int = 9102
+    expire_after_secs: float = 300.0
+    #: What ``debug_mode`` prints instead of serving.
+    format: str = field(init=False, default="json")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.listen_address:
+            raise ValueError("listen_address: must not be empty")
+        if not 0 < self.port < 65536:
+            raise ValueError("port: must be between 1 and 65535")
+        if self.expire_after_secs <= 0:
+            raise ValueError("expire_after_secs: must be more than 0")
+
+    def encoder_options(self, masked: bool = False) -> EncoderOptions:
+        return EncoderOptions()
+
+
+@dataclass
+class _Series:
+    """What one series shows: a counter's total or a gauge's value, or a summary's parts."""
+
+    kind: str
+    source: str
+    labels: dict[str, str]
+    updated: float
+    value: float = 0.0
+    count: float = 0.0
+    total: float = 0.0
+    quantiles: dict[str, float] = field(default_factory=dict)
+
+
+class SeriesStore:
+    """The latest state of every series, keyed by (metric name, kind, labels); safe across threads."""
+
+    def __init__(self, expire_after_secs: float) -> None:
+        self.expire_after_secs = expire_after_secs
+        self.series: dict[tuple[str, str, tuple[tuple[str, str], ...]], _Series] = {}
+        self.lock = threading.Lock()
+        self.next_purge = 0.0
+
+    def update(self, aggregates: list[dict[str, Any]], now: float) -> None:
+        with self.lock:
+            for aggregate in aggregates:
+                kind = KINDS.get(aggregate["type"])
+                if kind is None:
+                    continue
+                name = metric_name(aggregate["name"])
+                labels = {label_name(k): v for k, v in sorted(aggregate["tags"].items())}
+                if kind == "summary" and "quantile" in labels:
+                    labels["exported_quantile"] = labels.pop("quantile")
+                key = (name, kind, tuple(sorted(labels.items())))
+                series = self.series.get(key)
+                if series is None:
+                    series = self.series[key] = _Series(kind, f"{aggregate['type']} {aggregate['name']}", labels, now)
+                series.updated = now
+                if kind == "counter":
+                    series.value += aggregate["value"]
+                elif kind == "gauge":
+                    series.value = aggregate["value"]
+                else:
+                    stats = aggregate["stats"]
+                    series.count += stats["count"]
+                    series.total += stats["sum"]
+                    series.quantiles = {q: v for q, v in ((quantile(s), v) for s, v in stats.items()) if q is not None}
+            if now >= self.next_purge:
+                self._purge(now)
+                self.next_purge = now + PURGE_EVERY_SECS
+
+    def _purge(self, now: float) -> None:
+        oldest = now - self.expire_after_secs
+        for key in [key for key, series in self.series.items() if series.updated < oldest]:
+            del self.series[key]
+
+    def snapshot(self, now: float) -> dict[str, list[_Series]]:
+        """Live series by metric name, each name of one kind only: the one updated last."""
+        with self.lock:
+            self._purge(now)
+            by_name: dict[str, list[_Series]] = {}
+            newest: dict[str, _Series] = {}
+            for (name, _, _), series in self.series.items():
+                by_name.setdefault(name, []).append(series)
+                if name not in newest or series.updated > newest[name].updated:
+                    newest[name] = series
+            return {name: [_Series(**vars(s)) for s in group if s.kind == newest[name].kind]
+                    for name, group in by_name.items()}
+
+
+class StoreCollector(Collector):
+    """A prometheus-client collector serving a :class:`SeriesStore`."""
+
+    def __init__(self, store: SeriesStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        for name, group in sorted(self.store.snapshot(time.monotonic()).items()):
+            kind = group[0].kind
+            doc = f"pystatsd {group[0].source}"
+            if kind == "counter":
+                family: Metric = CounterMetricFamily(name, doc, labels=())
+                for series in group:
+                    family.add_sample(family.name + "_total", series.labels, series.value)
+            elif kind == "gauge":
+                family = GaugeMetricFamily(name, doc, labels=())
+                for series in group:
+                    family.add_sample(name, series.labels, series.value)
+            else:
+                family = Metric(name, doc, "summary")
+                for series in group:
+                    for q, value in series.quantiles.items():
+                        family.add_sample(name, {**series.labels, "quantile": q}, value)
+                    family.add_sample(name + "_sum", series.labels, series.total)
+                    family.add_sample(name + "_count", series.labels, series.count)
+            yield family
+
+
+class PrometheusSink:
+    name: ClassVar[str] = "prometheus"
+    config_type: ClassVar[type[PrometheusConfig]] = PrometheusConfig
+    remote: ClassVar[bool] = True
+
+    def __init__(self, config: PrometheusConfig) -> None:
+        self.config = config
+        self.store = SeriesStore(config.expire_after_secs)
+        # A registry of its own: only the aggregates are served, not this process's own metrics.
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(StoreCollector(self.store))
+        self.server: Any = None
+        self.thread: threading.Thread | None = None
+
+    def open(self) -> None:
+        address = f"{self.config.listen_address}:{self.config.port}"
+        try:
+            self.server, self.thread = start_http_server(self.config.port, self.config.listen_address,
+                                                         self.registry)
+        except OSError as exc:
+            raise SinkError(f"cannot serve /metrics on {address}: {exc.strerror or exc}") from None
+        log.info("Serving Prometheus metrics at http://%s/metrics", address)
+
+    def write(self, flush: Flush) -> None:
+        self.store.update(flush.aggregates, time.monotonic())
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+        if self.thread is not None:
+            self.thread.join(5)
+            self.thread = None

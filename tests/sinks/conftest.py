@@ -1,0 +1,50 @@
+"""pytest wiring for the sink tests: the real InfluxDB and carbon servers, installed and started once."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.sinks.servers import CarbonServer, InfluxServer
+
+HERE = Path(__file__).resolve().parent
+INFLUX_ADMIN = ("pystatsd", "influx-test-secret-4b1d")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "servers: needs the real InfluxDB or carbon server of tests/sinks")
+
+
+@pytest.fixture(scope="session")
+def installed_servers() -> None:
+    """Debian's influxdb and graphite-carbon, installed when missing."""
+    # A missing server fails the run, never skips it: skipped tests would pass CI testing nothing.
+    result = subprocess.run(["bash", str(HERE / "install_servers.sh")], capture_output=True, text=True,
+                            timeout=900)
+    if result.returncode != 0:
+        pytest.fail(f"tests/sinks/install_servers.sh exited {result.returncode}:\n{result.stdout}{result.stderr}",
+                    pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def influx(installed_servers: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]:
+    server = InfluxServer(tmp_path_factory.mktemp("influx"), *INFLUX_ADMIN)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def carbon(installed_servers: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CarbonServer]:
+    server = CarbonServer(tmp_path_factory.mktemp("carbon"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+

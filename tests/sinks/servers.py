@@ -1,0 +1,302 @@
+"""Real InfluxDB 1.x and carbon-cache servers for the sink tests, on free loopback ports in a temp dir;
+and the pipeline the sink tests run.
+
+The programs are Debian's (install_servers.sh installs them); nothing here depends on pytest. Each
+server is killed by the kernel if the test process dies, so none outlives a crashed run.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import json
+import signal
+import socket
+import subprocess
+import textwrap
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.harness import Pipeline, free_tcp_port, wait_for
+
+#: The system Python carbon runs on: it has the whisper library the tests read carbon's files with.
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+_PR_SET_PDEATHSIG = 1
+# Resolved in the parent: looking a symbol up in the forked child could deadlock on a loader lock.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel SIGKILLs the server if the test process dies."""
+    _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+
+
+class Server:
+    """One server process: started, stopped (SIGTERM), restarted on the same ports with the same data."""
+
+    name = "server"
+
+    def __init__(self, work_dir: Path) -> None:
+        self.dir = work_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.dir / f"{self.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 30) -> None:
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, cwd=self.dir, preexec_fn=_die_with_parent)
+        try:
+            wait_for(lambda: self._alive() and self.ready(), timeout, f"{self.name} to be ready", every=0.1)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _alive(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+        return True
+
+    def stop(self, timeout: float = 20) -> None:
+        """SIGTERM, as a service manager stops it; SIGKILL if it is still there after ``timeout``."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+class InfluxServer(Server):
+    """influxd with authentication on and one admin user, HTTP API on a free loopback port."""
+
+    name = "influxd"
+
+    def __init__(self, work_dir: Path, admin: str, password: str) -> None:
+        super().__init__(work_dir)
+        self.admin, self.password = admin, password
+        self.http_port, self.rpc_port = free_tcp_port(), free_tcp_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.config_path = self.dir / "influxdb.conf"
+        self.config_path.write_text(textwrap.dedent(f"""\
+            reporting-enabled = false
+            bind-address = "127.0.0.1:{self.rpc_port}"
+            [meta]
+              dir = "{self.dir}/meta"
+            [data]
+              dir = "{self.dir}/data"
+              wal-dir = "{self.dir}/wal"
+              query-log-enabled = false
+            [monitor]
+              store-enabled = false
+            [continuous_queries]
+              enabled = false
+            [http]
+              bind-address = "127.0.0.1:{self.http_port}"
+              auth-enabled = true
+              log-enabled = false
+            [logging]
+              level = "warn"
+              suppress-logo = true
+            """))
+
+    def command(self) -> list[str]:
+        return ["influxd", "run", "-config", str(self.config_path)]
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as response:
+                return response.status == 204
+        except OSError:
+            return False
+
+    def start(self, timeout: float = 30) -> None:
+        first = not (self.dir / "meta").exists()
+        super().start(timeout)
+        if first:
+            # With no user yet, InfluxDB lets anyone create the first admin; a restart keeps it.
+            self.query(f"CREATE USER {self.admin} WITH PASSWORD '{self.password}' WITH ALL PRIVILEGES", auth=False)
+
+    def query(self, statement: str, database: str | None = None, auth: bool = True, epoch: str = "s") -> Any:
+        """One InfluxQL statement through the HTTP query API; its ``results``, or AssertionError."""
+        params = {"q": statement, "epoch": epoch}
+        if database:
+            params["db"] = database
+        request = urllib.request.Request(f"{self.url}/query", data=urllib.parse.urlencode(params).encode())
+        if auth:
+            token = base64.b64encode(f"{self.admin}:{self.password}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                answer = json.load(response)
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(f"{statement}: HTTP {exc.code} {exc.read()!r}") from None
+        for result in answer["results"]:
+            if "error" in result:
+                raise AssertionError(f"{statement}: {result['error']}")
+        return answer["results"]
+
+    def points(self, database: str, measurement: str, rp: str | None = None) -> list[dict[str, Any]]:
+        """Every point of ``measurement``, each a dict of its time, tags and fields (tags as they are stored)."""
+        source = f'"{rp}"."{measurement}"' if rp else f'"{measurement}"'
+        series = self.query(f"SELECT * FROM {source}", database)[0].get("series", [])
+        return [dict(zip(s["columns"], row, strict=True)) for s in series for row in s["values"]]
+
+
+class CarbonServer(Server):
+    """carbon-cache with its own conf and storage dirs, whisper files at one point per second."""
+
+    name = "carbon"
+
+    def __init__(self, work_dir: Path) -> None:
+        super().__init__(work_dir)
+        self.line_port = free_tcp_port()
+        self.storage = self.dir / "storage"
+        self.whisper_dir = self.storage / "whisper"
+        conf = self.dir / "conf"
+        conf.mkdir(exist_ok=True)
+        self.config_path = conf / "carbon.conf"
+        # ENABLE_TAGS off: no graphite-web to index tags in; tagged series are stored all the same.
+        self.config_path.write_text(textwrap.dedent(f"""\
+            [cache]
+            STORAGE_DIR = {self.storage}/
+            LOCAL_DATA_DIR = {self.whisper_dir}/
+            WHITELISTS_DIR = {self.storage}/lists/
+            CONF_DIR = {conf}/
+            LOG_DIR = {self.dir}/log/
+            PID_DIR = {self.dir}/
+            USER =
+            ENABLE_LOGROTATION = False
+            MAX_CACHE_SIZE = inf
+            MAX_UPDATES_PER_SECOND = inf
+            MAX_UPDATES_PER_SECOND_ON_SHUTDOWN = inf
+            MAX_CREATES_PER_MINUTE = inf
+            LINE_RECEIVER_INTERFACE = 127.0.0.1
+            LINE_RECEIVER_PORT = {self.line_port}
+            ENABLE_UDP_LISTENER = False
+            PICKLE_RECEIVER_INTERFACE = 127.0.0.1
+            PICKLE_RECEIVER_PORT = {free_tcp_port()}
+            CACHE_QUERY_INTERFACE = 127.0.0.1
+            CACHE_QUERY_PORT = {free_tcp_port()}
+            ENABLE_TAGS = False
+            CARBON_METRIC_INTERVAL = 0
+            """))
+        (conf / "storage-schemas.conf").write_text("[everything]\npattern = .*\nretentions = 1s:1h\n")
+        (conf / "storage-aggregation.conf").write_text("[everything]\npattern = .*\nxFilesFactor = 0\n"
+                                                      "aggregationMethod = average\n")
+
+    def command(self) -> list[str]:
+        return [SYSTEM_PYTHON, "/usr/bin/carbon-cache", f"--config={self.config_path}", "--nodaemon",
+                f"--pidfile={self.dir}/carbon.pid", f"--logfile={self.log_path}", "start"]
+
+    def ready(self) -> bool:
+        return _accepts(self.line_port)
+
+    def points(self, *metrics: str) -> dict[str, dict[int, float]]:
+        """metric (as sent, tags and all) → {timestamp: value} of every point its whisper file holds."""
+        result = subprocess.run([SYSTEM_PYTHON, "-c", _READ_WHISPER, str(self.whisper_dir), *metrics],
+                                capture_output=True, text=True, timeout=30, check=True)
+        return {metric: {int(ts): value for ts, value in points} for metric, points in
+                json.loads(result.stdout).items()}
+
+    def stored_metrics(self) -> list[str]:
+        """Every untagged metric carbon has a whisper file for (tagged ones are stored by hash)."""
+        result = subprocess.run([SYSTEM_PYTHON, "-c", _LIST_WHISPER, str(self.whisper_dir)],
+                                capture_output=True, text=True, timeout=30, check=True)
+        return sorted(json.loads(result.stdout))
+
+
+# Run by the system Python: carbon's own functions turn a metric into its file's path.
+_READ_WHISPER = """
+import json, os, sys, time, whisper
+from carbon.util import TaggedSeries
+root, metrics = sys.argv[1], sys.argv[2:]
+out = {}
+for metric in metrics:
+    path = os.path.join(root, TaggedSeries.encode(TaggedSeries.parse(metric).path, os.sep, hash_only=True) + ".wsp")
+    points = []
+    if os.path.exists(path):
+        (start, end, step), values = whisper.fetch(path, 0, time.time() + 1)
+        points = [(start + i * step, v) for i, v in enumerate(values) if v is not None]
+    out[metric] = points
+print(json.dumps(out))
+"""
+
+_LIST_WHISPER = """
+import json, os, sys
+from carbon.util import TaggedSeries
+root = sys.argv[1]
+names = []
+for folder, _, files in os.walk(root):
+    for name in files:
+        relative = os.path.relpath(os.path.join(folder, name[:-4]), root)
+        if name.endswith(".wsp") and not relative.startswith("_tagged"):
+            names.append(TaggedSeries.decode(relative, os.sep))
+print(json.dumps(names))
+"""
+
+
+def sink_pipeline(sink: str, settings: dict[str, Any], flush_interval: float = 1.0, **config: Any) -> Pipeline:
+    """A pipeline writing to ``sink`` and, as the record of what was flushed, to its file sink."""
+    pipeline = Pipeline(config, flush_interval=flush_interval)
+    pipeline.config["forwarders"] = {sink: settings, "file": {"path": str(pipeline.out_path)}}
+    pipeline.config_path.write_text(yaml.safe_dump(pipeline.config))
+    return pipeline
+
+
+def own(aggregates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The aggregates that are not the daemon's own metrics."""
+    return [a for a in aggregates if not a["name"].startswith("pystatsd.")]
+
+
+class SteadyTraffic:
+    """Sends ``payload`` to a pipeline every ``every`` seconds on a thread, until stopped (at most ``limit_secs``)."""
+
+    def __init__(self, pipeline: Pipeline, payload: str, every: float = 0.1, limit_secs: float = 60.0) -> None:
+        self.pipeline, self.payload, self.every, self.limit_secs = pipeline, payload, every, limit_secs
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="steady-traffic", daemon=True)
+
+    def _run(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            deadline = time.monotonic() + self.limit_secs
+            while not self.done.is_set() and time.monotonic() < deadline:
+                sock.sendto(self.payload.encode(), ("127.0.0.1", self.pipeline.statsd_port))
+                self.done.wait(self.every)
+
+    def __enter__(self) -> SteadyTraffic:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join(5)

@@ -1,0 +1,120 @@
+"""The influxdb sink against a real InfluxDB 1.x: values and tags read back with its query API, an outage."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import wait_for
+from tests.sinks.conftest import INFLUX_ADMIN
+from tests.sinks.servers import InfluxServer, SteadyTraffic, own, sink_pipeline
+
+pytestmark = pytest.mark.servers
+
+USER, PASSWORD = INFLUX_ADMIN
+
+
+def points(influx: InfluxServer, database: str, measurement: str, rp: str | None = None) -> list[dict[str, Any]]:
+    """The measurement's points, or [] while it (or its database) does not exist yet."""
+    try:
+        return influx.points(database, measurement, rp)
+    except AssertionError:
+        return []
+
+
+def test_values_tags_and_timestamps_read_back(influx: InfluxServer, tmp_path: Path) -> None:
+    password_file = tmp_path / "influx-password"
+    password_file.write_text(PASSWORD + "\n")
+    password_file.chmod(0o600)
+    pipeline = sink_pipeline("influxdb", {"url": influx.url, "database": "metrics", "username": USER,
+                                          "password_file": str(password_file), "create_database": True})
+    try:
+        pipeline.start()
+        pipeline.wait_interval_start()
+        pipeline.send("i.req:3|c|#route:/login,env:prod\ni.req:3|c|#route:/login,env:prod\n"
+                      "i.lat:10|ms\ni.lat:30|ms\ni.users:alice|s\ni.users:bob|s\ni.users:alice|s",
+                      pipeline.statsd_port)
+        # JSON input takes any tag value: a space, a comma and an equals sign test the escaping.
+        pipeline.send(json.dumps({"metric_name": "i.temp", "metric_type": "gauge", "value": 21.5,
+                                  "room": "a b,c=d", "floor": ""}))
+        pipeline.send(json.dumps({"metric_name": "i.trace", "metric_type": "trace", "stage": "init"}))
+        wait_for(lambda: all(points(influx, "metrics", m) for m in ("i.req", "i.lat", "i.users", "i.temp",
+                                                                     "i.trace")), 15, "every measurement",
+                 every=0.5)
+    finally:
+        pipeline.stop()
+    flushed = {a["name"]: a for a in own(pipeline.aggregates()) if a["name"] != "i.temp" or a["tags"]}
+    pipeline.cleanup()
+
+    (req,) = points(influx, "metrics", "i.req")
+    assert req == {"time": flushed["i.req"]["timestamp"], "env": "prod", "route": "/login", "value": 6.0, "rate": 6.0}
+    (lat,) = points(influx, "metrics", "i.lat")
+    assert lat.pop("time") == flushed["i.lat"]["timestamp"]
+    assert lat == flushed["i.lat"]["stats"]
+    assert (lat["count"], lat["sum"], lat["min"], lat["max"], lat["p90"]) == (2.0, 40.0, 10.0, 30.0, 30.0)
+    (users,) = points(influx, "metrics", "i.users")
+    assert (users["time"], users["value"]) == (flushed["i.users"]["timestamp"], 2.0)
+    # The gauge is sent every interval until it expires: each point holds its value and both tags.
+    temps = points(influx, "metrics", "i.temp")
+    assert temps and all(p["value"] == 21.5 and p["room"] == "a b,c=d" for p in temps)
+    assert "floor" not in temps[0]  # InfluxDB has no empty tag values: left out
+    (trace,) = points(influx, "metrics", "i.trace")
+    assert (trace["stage"], trace["value"]) == ("init", 1.0)
+
+
+def test_retention_policy_precision_and_password_from_the_environment(influx: InfluxServer) -> None:
+    influx.query('CREATE DATABASE "rp_test"')
+    influx.query('CREATE RETENTION POLICY "short" ON "rp_test" DURATION 1h REPLICATION 1')
+    pipeline = sink_pipeline("influxdb", {"url": influx.url + "/", "database": "rp_test", "retention_policy": "short",
+                                          "precision": "s", "username": USER, "password_env": "TEST_INFLUX_PASSWORD"})
+    pipeline.env["TEST_INFLUX_PASSWORD"] = PASSWORD
+    try:
+        pipeline.start()
+        pipeline.send("r.c:5|c|#k:v", pipeline.statsd_port)
+        wait_for(lambda: points(influx, "rp_test", "r.c", rp="short"), 15, "the point in rp_test.short", every=0.5)
+    finally:
+        pipeline.stop()
+    (flushed,) = [a for a in pipeline.aggregates() if a["name"] == "r.c"]
+    pipeline.cleanup()
+    (point,) = points(influx, "rp_test", "r.c", rp="short")
+    assert point == {"time": flushed["timestamp"], "k": "v", "value": 5.0, "rate": 5.0}
+    assert points(influx, "rp_test", "r.c") == []  # not in the default retention policy
+
+
+def test_a_stopped_server_loses_nothing_and_holds_up_no_other_sink(influx: InfluxServer) -> None:
+    pipeline = sink_pipeline("influxdb", {"url": influx.url, "database": "outage", "username": USER,
+                                          "password": PASSWORD, "create_database": True})
+    try:
+        pipeline.start()
+        with SteadyTraffic(pipeline, "o.c:1|c|#run:outage\no.g:7|g", every=0.05):
+            wait_for(lambda: points(influx, "outage", "o.c"), 15, "the first points", every=0.5)
+            time.sleep(1.5)
+            influx.stop()
+            stopped = time.time()
+            time.sleep(4)
+            during = [a for a in pipeline.series("o.c") if a["timestamp"] > stopped]
+            influx.start()
+            # Retries back off to 5 s; then the buffered intervals go, oldest first.
+            wait_for(lambda: len(points(influx, "outage", "o.c")) >= len(pipeline.series("o.c")) - 1, 20,
+                     "the buffered intervals to arrive", every=0.5)
+    finally:
+        pipeline.stop()
+    flushed = pipeline.series("o.c")
+    gauges = pipeline.series("o.g")
+    log = pipeline.log("forwarder")
+    dropped = [a for a in pipeline.series("pystatsd.forwarder.dropped") if a["tags"].get("sink") == "influxdb"]
+    pipeline.cleanup()
+
+    assert len(during) >= 3, "the file sink kept writing while InfluxDB was away"
+    assert "Sink influxdb cannot deliver" in log, log
+    stored = {p["time"]: p["value"] for p in points(influx, "outage", "o.c")}
+    assert stored == {a["timestamp"]: a["value"] for a in flushed}
+    assert len(stored) >= 8
+    assert {p["time"]: p["value"] for p in points(influx, "outage", "o.g")} == {
+        a["timestamp"]: a["value"] for a in gauges}
+    assert not dropped
+
