@@ -6,13 +6,16 @@ options and the shard-count variable are the ones the repo ships.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,6 +37,26 @@ def free_tcp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+_PR_SET_PDEATHSIG = 1
+# Resolved here, in the parent: looking a symbol up in a forked child could deadlock on a loader
+# lock held by another thread at fork time.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def die_with_parent() -> None:
+    """A ``preexec_fn``: the kernel SIGKILLs the child (a test's server) if the test process dies."""
+    _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+
+
+def accepts_tcp(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
@@ -74,11 +97,15 @@ class Pipeline:
         base.update(config or {})
         self.config = base
         self.config_path = self.dir / "pystatsd.yaml"
-        self.config_path.write_text(yaml.safe_dump(base))
+        self.save_config()
         self.conf_path = self.dir / "supervisord.conf"
         self.conf_path.write_text(self._supervisord_conf())
         self.env = dict(os.environ, PYSTATSD_CONFIG=str(self.config_path))
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def save_config(self) -> None:
+        """Write ``self.config`` (after a test changed it) to the file the stages read at start."""
+        self.config_path.write_text(yaml.safe_dump(self.config))
 
     def _supervisord_conf(self) -> str:
         text = (REPO / "supervisord.conf").read_text()
@@ -92,6 +119,20 @@ class Pipeline:
         if wait_running:
             wait_for(lambda: self.all_running(), 30, "every stage to be RUNNING")
         return self
+
+    def __enter__(self) -> Pipeline:
+        """Start it (every stage RUNNING); leaving the block stops it and removes its files."""
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stop()
+        finally:
+            self.cleanup()
 
     def ctl(self, *args: str, check: bool = False) -> str:
         result = subprocess.run([VENV_BIN / "supervisorctl", "-c", self.conf_path, *args],
@@ -157,18 +198,44 @@ class Pipeline:
         return path.read_text() if path.exists() else ""
 
 
+class SteadyTraffic:
+    """Counter increments of 1 from a thread, over ``names`` in turn, one every ``every_secs``, until
+    the ``with`` block ends (or ``max_secs``, so it is bounded whatever a test does); counts what it sent."""
+
+    def __init__(self, pipeline: Pipeline, names: list[str], every_secs: float = 0.01, max_secs: float = 300) -> None:
+        self.pipeline, self.names, self.every_secs, self.max_secs = pipeline, names, every_secs, max_secs
+        self.sent = dict.fromkeys(names, 0)
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def total(self) -> int:
+        return sum(self.sent.values())
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.max_secs
+        i = 0
+        while self.running and time.monotonic() < deadline:
+            name = self.names[i % len(self.names)]
+            self.pipeline.send(f"{name}:1|c", self.pipeline.statsd_port)
+            self.sent[name] += 1
+            i += 1
+            time.sleep(self.every_secs)
+
+    def __enter__(self) -> SteadyTraffic:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.running = False
+        self.thread.join()
+
+
 def total(aggregates: list[dict[str, Any]]) -> float:
     return sum(a["value"] for a in aggregates)
 
 
 def running_pipeline(config: dict[str, Any] | None = None, shards: int = 2, **options: Any) -> Iterator[Pipeline]:
     """Start a pipeline, yield it, always stop and remove it (for fixtures)."""
-    pipeline = Pipeline(config, shards=shards, **options)
-    try:
-        pipeline.start()
+    with Pipeline(config, shards=shards, **options) as pipeline:
         yield pipeline
-    finally:
-        try:
-            pipeline.stop()
-        finally:
-            pipeline.cleanup()

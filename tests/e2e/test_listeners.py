@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from datadog.dogstatsd import DogStatsd
 
 from tests.harness import Pipeline, free_tcp_port, total, wait_for
@@ -41,13 +40,9 @@ def pipeline(listeners: Listeners) -> Iterator[Pipeline]:
     pipeline = Pipeline()
     pipeline.config["listeners"] = listeners.urls(pipeline.statsd_port)
     pipeline.config["unix_socket_mode"] = "0620"
-    pipeline.config_path.write_text(yaml.safe_dump(pipeline.config))
-    pipeline.start()
-    try:
+    pipeline.save_config()
+    with pipeline:
         yield pipeline
-    finally:
-        pipeline.stop()
-        pipeline.cleanup()
 
 
 def tcp(listeners: Listeners) -> socket.socket:

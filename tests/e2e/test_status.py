@@ -9,7 +9,6 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-import yaml
 
 from tests.harness import VENV_BIN, Pipeline, free_tcp_port, wait_for
 
@@ -26,13 +25,9 @@ def pipeline() -> Iterator[Pipeline]:
     # A Kafka sink that can never connect, with a secret that must never show.
     pipeline.config["forwarders"]["kafka"] = {"kafka_broker": f"127.0.0.1:{free_tcp_port()}", "kafka_topic": "t",
                                               "kafka_apikey": SENTINEL, "security_protocol": "SASL_PLAINTEXT"}
-    pipeline.config_path.write_text(yaml.safe_dump(pipeline.config))
-    pipeline.start()
-    try:
+    pipeline.save_config()
+    with pipeline:
         yield pipeline
-    finally:
-        pipeline.stop()
-        pipeline.cleanup()
 
 
 def get_health(pipeline: Pipeline) -> tuple[int, dict]:
@@ -85,7 +80,7 @@ def test_health_is_200_when_all_is_well() -> None:
     pipeline = Pipeline()
     port = free_tcp_port()
     pipeline.config["health_address"] = f"127.0.0.1:{port}"
-    pipeline.config_path.write_text(yaml.safe_dump(pipeline.config))
+    pipeline.save_config()
     pipeline.health_port = port  # type: ignore[attr-defined]
     try:
         pipeline.start()

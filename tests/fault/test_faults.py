@@ -5,46 +5,33 @@ from __future__ import annotations
 import os
 import re
 import signal
-import threading
 import time
 
 import pytest
-import yaml
 
 from stages.sharding import shard_for
-from tests.harness import Pipeline, total, wait_for
+from tests.harness import Pipeline, SteadyTraffic, total, wait_for
 
 pytestmark = pytest.mark.fault
 
 
-class Traffic:
-    """Counter increments at about 200 per second, spread over names owned by both shards."""
+#: Counter names owned by both shards; SteadyTraffic sends about 200 increments a second over them.
+NAMES = [f"fault.c{i}" for i in range(6)]
 
-    NAMES = [f"fault.c{i}" for i in range(6)]
 
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
-        self.sent = dict.fromkeys(self.NAMES, 0)
-        self.running = True
-        self.thread = threading.Thread(target=self._run, daemon=True)
+def traffic(pipeline: Pipeline) -> SteadyTraffic:
+    return SteadyTraffic(pipeline, NAMES, every_secs=0.005, max_secs=120)
 
-    def _run(self) -> None:
-        deadline = time.monotonic() + 120  # bounded whatever happens to the test
-        i = 0
-        while self.running and time.monotonic() < deadline:
-            name = self.NAMES[i % len(self.NAMES)]
-            self.pipeline.send(f"{name}:1|c", self.pipeline.statsd_port)
-            self.sent[name] += 1
-            i += 1
-            time.sleep(0.005)
 
-    def __enter__(self) -> Traffic:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.running = False
-        self.thread.join()
+def kill_9(pipeline: Pipeline, program: str) -> float:
+    """SIGKILL ``program``, wait until supervisord has it RUNNING again; how long that took."""
+    victim = pipeline.status()[program][1]
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_for(lambda: pipeline.status()[program][0] == "RUNNING" and pipeline.status()[program][1] != victim, 5,
+             f"{program} to come back")
+    return time.monotonic() - killed_at
 
 
 def delivered(pipeline: Pipeline, name: str) -> float:
@@ -52,11 +39,9 @@ def delivered(pipeline: Pipeline, name: str) -> float:
 
 
 def test_shutdown_mid_interval_and_start_again_loses_nothing() -> None:
-    pipeline = Pipeline(flush_interval=2.0)
-    try:
-        pipeline.start()
+    with Pipeline(flush_interval=2.0) as pipeline:
         pipeline.wait_interval_start()
-        with Traffic(pipeline) as traffic:
+        with traffic(pipeline) as load:
             time.sleep(2.5)
         # Mid-interval, with batches and a partial interval in flight in every stage.
         pipeline.ctl("shutdown")
@@ -64,17 +49,14 @@ def test_shutdown_mid_interval_and_start_again_loses_nothing() -> None:
         for program in ("receiver", "forwarder", "aggregator-0", "aggregator-1"):
             assert "SIGKILL" not in pipeline.log(program)
         pipeline.start()
-        with Traffic(pipeline) as second:
+        with traffic(pipeline) as second:
             time.sleep(2.5)
-        sent = {name: traffic.sent[name] + second.sent[name] for name in Traffic.NAMES}
-        wait_for(lambda: all(delivered(pipeline, n) == sent[n] for n in Traffic.NAMES), 15,
+        both = {name: load.sent[name] + second.sent[name] for name in NAMES}
+        wait_for(lambda: all(delivered(pipeline, n) == both[n] for n in NAMES), 15,
                  "every increment from both runs")
         supervisord_log = (pipeline.run_dir / "supervisord.log").read_text()
         assert "SIGKILL" not in supervisord_log
         assert supervisord_log.count("stopped: forwarder (exit status 0)") == 1
-    finally:
-        pipeline.stop()
-        pipeline.cleanup()
 
 
 def logged_losses(pipeline: Pipeline, program: str, shard: int | None = None) -> int:
@@ -85,62 +67,42 @@ def logged_losses(pipeline: Pipeline, program: str, shard: int | None = None) ->
 
 def test_kill_9_of_a_shard_heals_within_2s_and_the_ledger_counts_its_loss_exactly() -> None:
     # Without self-metrics only the traffic flows, so the ledger's count is the traffic's loss.
-    pipeline = Pipeline({"self_metrics_prefix": ""})
-    try:
-        pipeline.start()
+    with Pipeline({"self_metrics_prefix": ""}) as pipeline:
         pipeline.wait_interval_start()
-        with Traffic(pipeline) as traffic:
+        with traffic(pipeline) as load:
             time.sleep(1.5)
-            victim = pipeline.status()["aggregator:aggregator-1"][1]
-            assert victim is not None
-            os.kill(victim, signal.SIGKILL)
-            killed_at = time.monotonic()
-            wait_for(lambda: pipeline.status()["aggregator:aggregator-1"][0] == "RUNNING"
-                     and pipeline.status()["aggregator:aggregator-1"][1] != victim, 5, "the shard to come back")
-            assert time.monotonic() - killed_at <= 2.5
+            assert kill_9(pipeline, "aggregator:aggregator-1") <= 2.5
             time.sleep(2.5)
-        survivors = [n for n in Traffic.NAMES if shard_for(n, 2) == 0]
-        victims = [n for n in Traffic.NAMES if shard_for(n, 2) == 1]
+        survivors = [n for n in NAMES if shard_for(n, 2) == 0]
+        victims = [n for n in NAMES if shard_for(n, 2) == 1]
         assert survivors and victims
-        wait_for(lambda: all(delivered(pipeline, n) == traffic.sent[n] for n in survivors), 10,
+        wait_for(lambda: all(delivered(pipeline, n) == load.sent[n] for n in survivors), 10,
                  "the other shard's names, complete")
         # The killed shard lost at most its open interval (1 s at ~33 increments/s per name) and what
         # was queued inside it, and the forwarder's ledger says exactly how much.
         time.sleep(pipeline.flush_interval + 0.5)
-        sent = sum(traffic.sent[n] for n in victims)
+        sent = sum(load.sent[n] for n in victims)
         got = sum(delivered(pipeline, n) for n in victims)
         lost = logged_losses(pipeline, "forwarder", shard=1) + logged_losses(pipeline, "aggregator-1")
         assert 0 < sent - got <= 100 * len(victims)
         assert got + lost == sent
         assert logged_losses(pipeline, "forwarder", shard=0) == 0
         assert pipeline.status()["receiver"][0] == "RUNNING"
-    finally:
-        pipeline.stop()
-        pipeline.cleanup()
 
 
 def test_kill_9_of_the_forwarder_shards_hold_their_flushes_and_the_ledger_counts_the_rest() -> None:
-    pipeline = Pipeline({"self_metrics_prefix": ""})
-    try:
-        pipeline.start()
+    with Pipeline({"self_metrics_prefix": ""}) as pipeline:
         pipeline.wait_interval_start()
-        with Traffic(pipeline) as traffic:
+        with traffic(pipeline) as load:
             # Killed late in an interval, when it has handed on the last flush: the next flushes,
             # due while it restarts, wait in the shards' queues for the new forwarder.
             time.sleep(1.5)
-            victim = pipeline.status()["forwarder"][1]
-            assert victim is not None
-            os.kill(victim, signal.SIGKILL)
-            wait_for(lambda: pipeline.status()["forwarder"][0] == "RUNNING"
-                     and pipeline.status()["forwarder"][1] != victim, 5, "the forwarder to come back")
+            kill_9(pipeline, "forwarder")
             time.sleep(1.0)
         # Whatever the dead forwarder held is in the ledger of the new one; the rest arrives.
-        wait_for(lambda: sum(delivered(pipeline, n) for n in Traffic.NAMES) + logged_losses(pipeline, "forwarder")
-                 == sum(traffic.sent.values()), 15, "every increment delivered or counted as lost")
+        wait_for(lambda: sum(delivered(pipeline, n) for n in NAMES) + logged_losses(pipeline, "forwarder")
+                 == load.total, 15, "every increment delivered or counted as lost")
         assert pipeline.status()["forwarder"][0] == "RUNNING"
-    finally:
-        pipeline.stop()
-        pipeline.cleanup()
 
 
 def test_kill_9_of_the_forwarder_with_a_sink_backlog_counts_the_backlog_as_lost() -> None:
@@ -148,24 +110,16 @@ def test_kill_9_of_the_forwarder_with_a_sink_backlog_counts_the_backlog_as_lost(
     later = pipeline.dir / "not-yet"
     pipeline.out_path = later / "aggregates.jsonl"
     pipeline.config["forwarders"]["file"]["path"] = str(pipeline.out_path)
-    pipeline.config_path.write_text(yaml.safe_dump(pipeline.config))
-    try:
-        pipeline.start()
-        with Traffic(pipeline) as traffic:
+    pipeline.save_config()
+    with pipeline:
+        with traffic(pipeline) as load:
             # The file sink cannot open its file, so its flushes wait in the forwarder's buffer...
             wait_for(lambda: "Sink file cannot deliver" in pipeline.log("forwarder"), 10, "the sink to fail")
             time.sleep(2.0)
-            victim = pipeline.status()["forwarder"][1]
-            assert victim is not None
-            os.kill(victim, signal.SIGKILL)  # ...and die with it.
+            kill_9(pipeline, "forwarder")  # ...and die with it.
             later.mkdir()
-            wait_for(lambda: pipeline.status()["forwarder"][0] == "RUNNING"
-                     and pipeline.status()["forwarder"][1] != victim, 5, "the forwarder to come back")
             time.sleep(1.5)
-        sent = sum(traffic.sent.values())
-        wait_for(lambda: sum(delivered(pipeline, n) for n in Traffic.NAMES) + logged_losses(pipeline, "forwarder")
+        sent = load.total
+        wait_for(lambda: sum(delivered(pipeline, n) for n in NAMES) + logged_losses(pipeline, "forwarder")
                  == sent, 15, "every increment delivered or counted as lost")
         assert 0 < logged_losses(pipeline, "forwarder") < sent
-    finally:
-        pipeline.stop()
-        pipeline.cleanup()

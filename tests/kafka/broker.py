@@ -5,7 +5,6 @@ The broker runs from the jars that fetch_jars.sh resolves; nothing here depends 
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import re
@@ -19,6 +18,8 @@ from pathlib import Path
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
+
+from tests.harness import accepts_tcp, die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +57,6 @@ LOG4J2_XML = """\
 _USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _PASSWORD_FORBIDDEN = set('"\\\n\r;')
 
-_PR_SET_PDEATHSIG = 1
-# Resolved here, in the parent: looking a symbol up in the forked child could deadlock on a
-# loader lock held by another thread at fork time.
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-
 class BrokerError(RuntimeError):
     """The broker failed to start or to answer; the message carries the tail of its log."""
 
@@ -79,18 +74,6 @@ def _free_ports(count: int) -> list[int]:
         for s in sockets:
             s.close()
 
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: have the kernel SIGKILL the broker if the test process dies."""
-    _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
 class KafkaBroker:
@@ -182,7 +165,7 @@ class KafkaBroker:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=self.work_dir,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         try:
             self._wait_ready(started + timeout)
@@ -375,7 +358,7 @@ class KafkaBroker:
                 raise BrokerError(f"broker exited with {self._proc.returncode} during start-up\n{self.log_tail()}")
             # kafka-python 3.0.12 leaks a socket (ResourceWarning) on every refused connection,
             # so wait for the port to accept before sending it the real request.
-            if not _accepts(self._ports["PLAINTEXT"]):
+            if not accepts_tcp(self._ports["PLAINTEXT"]):
                 time.sleep(0.2)
                 continue
             try:

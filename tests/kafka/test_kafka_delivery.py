@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.harness import Pipeline, wait_for
+from tests.harness import Pipeline, SteadyTraffic, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -21,33 +19,8 @@ def kafka_pipeline(broker: Any, topic: str, flush_interval: float = 1.0, **setti
     pipeline.config["forwarders"]["kafka"] = {"kafka_broker": broker.bootstrap, "kafka_topic": topic,
                                               "format": "json", **settings.pop("sink", {})}
     pipeline.config.update(settings)
-    pipeline.config_path.write_text(yaml.safe_dump(pipeline.config))
+    pipeline.save_config()
     return pipeline
-
-
-class SteadyTraffic:
-    """One counter increment every 10 ms from a thread, until stopped; counts what it sent."""
-
-    def __init__(self, pipeline: Pipeline, name: str) -> None:
-        self.pipeline, self.name = pipeline, name
-        self.sent = 0
-        self.running = True
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 300  # bounded whatever happens to the test
-        while self.running and time.monotonic() < deadline:
-            self.pipeline.send(f"{self.name}:1|c", self.pipeline.statsd_port)
-            self.sent += 1
-            time.sleep(0.01)
-
-    def __enter__(self) -> SteadyTraffic:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.running = False
-        self.thread.join()
 
 
 def kafka_aggregates(broker: Any, topic: str, name: str) -> list[tuple[dict[str, Any], bytes]]:
@@ -60,13 +33,13 @@ def test_broker_outage_of_30s_loses_nothing_and_duplicates_nothing(kafka_broker:
     pipeline = kafka_pipeline(kafka_broker, "outage")
     try:
         pipeline.start()
-        with SteadyTraffic(pipeline, "outage.c") as traffic:
+        with SteadyTraffic(pipeline, ["outage.c"]) as traffic:
             time.sleep(5)
             kafka_broker.stop()
             time.sleep(30)
             kafka_broker.start()
             time.sleep(5)
-        sent = traffic.sent
+        sent = traffic.total
         in_file = wait_for(lambda: sum(a["value"] for a in pipeline.series("outage.c")) == sent
                            and pipeline.series("outage.c"), 10, "the file sink to have every increment")
         wait_for(lambda: sum(a["value"] for a, _ in kafka_aggregates(kafka_broker, "outage", "outage.c")) >= sent,
@@ -89,7 +62,7 @@ def test_buffer_too_small_for_the_outage_drops_oldest_and_counts_exactly(kafka_b
                               sink={"buffer_max_aggregates": 3})
     try:
         pipeline.start()
-        with SteadyTraffic(pipeline, "small.c"):
+        with SteadyTraffic(pipeline, ["small.c"]):
             time.sleep(3)
             kafka_broker.stop()
             time.sleep(12)

@@ -27,7 +27,7 @@ def kafka_pipeline(broker: Any, topic: str, **sink: Any) -> Pipeline:
         "file": {"path": "PLACEHOLDER"},
     }})
     pipeline.config["forwarders"]["file"]["path"] = str(pipeline.out_path)
-    pipeline.config_path.write_text(yaml.safe_dump(pipeline.config))
+    pipeline.save_config()
     return pipeline
 
 
@@ -113,7 +113,7 @@ def test_original_example_config_with_only_broker_topic_and_port_changed(kafka_b
     config["forwarders"]["kafka"].update(kafka_broker=kafka_broker.bootstrap, kafka_topic="original-cfg")
     pipeline = Pipeline(config, test_defaults=False)
     pipeline.config["bind_port"] = pipeline.port
-    pipeline.config_path.write_text(yaml.safe_dump(pipeline.config))
+    pipeline.save_config()
     readme_trace = {"metric_name": "user.apptrace", "metric_type": "trace", "stage": "Init app",
                     "host": "192.44.2.2", "env": "development"}
     readme_guage = {"metric_name": "user.latency", "metric_type": "guage", "value": 4.4, "stage": "Init app",
@@ -141,11 +141,16 @@ def test_original_example_config_with_only_broker_topic_and_port_changed(kafka_b
     assert guage == {"name": "user.latency", "value": 4.4, **common}
 
 
+def sasl_pipeline(broker: Any, topic: str, apikey: str) -> Pipeline:
+    """A pipeline that logs in to the broker's SASL listener with ``apikey``."""
+    pipeline = kafka_pipeline(broker, topic, security_protocol="SASL_PLAINTEXT", kafka_apikey=apikey, format="json")
+    pipeline.config["forwarders"]["kafka"]["kafka_broker"] = broker.sasl_bootstrap
+    pipeline.save_config()
+    return pipeline
+
+
 def test_sasl_plain_with_the_api_key(kafka_broker: Any) -> None:
-    pipeline = kafka_pipeline(kafka_broker, "sasl-ok", security_protocol="SASL_PLAINTEXT",
-                              kafka_apikey="test-api-key-123", format="json")
-    pipeline.config["forwarders"]["kafka"]["kafka_broker"] = kafka_broker.sasl_bootstrap
-    pipeline.config_path.write_text(yaml.safe_dump(pipeline.config))
+    pipeline = sasl_pipeline(kafka_broker, "sasl-ok", "test-api-key-123")
     try:
         pipeline.start()
         send_corpus(pipeline)
@@ -158,10 +163,7 @@ def test_sasl_plain_with_the_api_key(kafka_broker: Any) -> None:
 
 def test_wrong_api_key_is_a_clear_error_never_a_crash_loop_nor_a_leak(kafka_broker: Any) -> None:
     sentinel = "PYSTATSD-SENTINEL-7f3a"
-    pipeline = kafka_pipeline(kafka_broker, "sasl-bad", security_protocol="SASL_PLAINTEXT", kafka_apikey=sentinel,
-                              format="json")
-    pipeline.config["forwarders"]["kafka"]["kafka_broker"] = kafka_broker.sasl_bootstrap
-    pipeline.config_path.write_text(yaml.safe_dump(pipeline.config))
+    pipeline = sasl_pipeline(kafka_broker, "sasl-bad", sentinel)
     try:
         pipeline.start()
         pid = pipeline.status()["forwarder"][1]

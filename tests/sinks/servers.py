@@ -8,9 +8,7 @@ server is killed by the kernel if the test process dies, so none outlives a cras
 from __future__ import annotations
 
 import base64
-import ctypes
 import json
-import signal
 import socket
 import subprocess
 import textwrap
@@ -22,22 +20,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from tests.harness import Pipeline, free_tcp_port, wait_for
+from tests.harness import Pipeline, accepts_tcp, die_with_parent, free_tcp_port, wait_for
 
 #: The system Python carbon runs on: it has the whisper library the tests read carbon's files with.
 SYSTEM_PYTHON = "/usr/bin/python3"
-
-_PR_SET_PDEATHSIG = 1
-# Resolved in the parent: looking a symbol up in the forked child could deadlock on a loader lock.
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel SIGKILLs the server if the test process dies."""
-    _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
-
 
 class Server:
     """One server process: started, stopped (SIGTERM), restarted on the same ports with the same data."""
@@ -59,7 +45,7 @@ class Server:
     def start(self, timeout: float = 30) -> None:
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, cwd=self.dir, preexec_fn=_die_with_parent)
+                                         stderr=subprocess.STDOUT, cwd=self.dir, preexec_fn=die_with_parent)
         try:
             wait_for(lambda: self._alive() and self.ready(), timeout, f"{self.name} to be ready", every=0.1)
         except BaseException:
@@ -87,13 +73,6 @@ class Server:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 class InfluxServer(Server):
@@ -219,7 +198,7 @@ class CarbonServer(Server):
                 f"--pidfile={self.dir}/carbon.pid", f"--logfile={self.log_path}", "start"]
 
     def ready(self) -> bool:
-        return _accepts(self.line_port)
+        return accepts_tcp(self.line_port)
 
     def points(self, *metrics: str) -> dict[str, dict[int, float]]:
         """metric (as sent, tags and all) → {timestamp: value} of every point its whisper file holds."""
@@ -269,7 +248,7 @@ def sink_pipeline(sink: str, settings: dict[str, Any], flush_interval: float = 1
     """A pipeline writing to ``sink`` and, as the record of what was flushed, to its file sink."""
     pipeline = Pipeline(config, flush_interval=flush_interval)
     pipeline.config["forwarders"] = {sink: settings, "file": {"path": str(pipeline.out_path)}}
-    pipeline.config_path.write_text(yaml.safe_dump(pipeline.config))
+    pipeline.save_config()
     return pipeline
 
 
