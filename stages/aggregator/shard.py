@@ -142,14 +142,16 @@ class ShardState:
             folded[name] = folded.get(name, 0) + count
         self.gauges.limit.folded.clear()
         if self.self_prefix:
-            aggregates.extend(self._self_metrics(bucket, gaps, gap_samples, folded, end, time.perf_counter() - started))
+            aggregates.extend(self._self_metrics(bucket, len(aggregates), gaps, gap_samples, folded, end,
+                                                 time.perf_counter() - started))
         return ClosedInterval(index, start, self.interval, aggregates, gaps, gap_samples, folded, bucket.covers)
 
-    def _self_metrics(self, bucket: IntervalBucket, gaps: dict[str, int], gap_samples: dict[str, int],
+    def _self_metrics(self, bucket: IntervalBucket, series: int, gaps: dict[str, int], gap_samples: dict[str, int],
                       folded: dict[str, int], end: float, flush_secs: float) -> list[dict[str, Any]]:
         tags = self._self_tags({"shard": str(self.shard)})
         prefix = f"{self.self_prefix}aggregator."
         out = [
+            aggregate(f"{prefix}series", GAUGE, tags, end, self.interval, value=float(series)),
             aggregate(f"{prefix}gauges", GAUGE, tags, end, self.interval, value=float(len(self.gauges.values))),
             aggregate(f"{prefix}flush_ms", GAUGE, tags, end, self.interval, value=round(flush_secs * 1000, 3)),
         ]

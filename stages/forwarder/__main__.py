@@ -155,6 +155,7 @@ class Forwarder:
 
         for runner in self.fanout.runners:
             counter("delivered", float(runner.delivered), sink=runner.name)
+            counter("errors", float(runner.errors), sink=runner.name)
             for reason, n in runner.dropped.items():
                 counter("dropped", float(n), sink=runner.name, reason=reason)
             out.append(aggregate(f"{prefix}forwarder.waiting", GAUGE, tag_tuple({"sink": runner.name}, defaults),

@@ -91,6 +91,9 @@ def test_late_batch_is_folded_into_the_oldest_open_interval_and_counted() -> Non
     assert closed.aggregates[0] == counter("hits", 3.0, 1020)
     shard_tags = {"shard": "0"}
     assert self_metrics(closed) == [
+        # One series in the interval: hits.
+        {"name": "pystatsd.aggregator.series", "type": "gauge", "tags": shard_tags, "timestamp": 1020,
+         "interval": 10, "value": 1.0},
         {"name": "pystatsd.aggregator.gauges", "type": "gauge", "tags": shard_tags, "timestamp": 1020,
          "interval": 10, "value": 0.0},
         counter("pystatsd.aggregator.samples", 3.0, 1020, shard_tags),
@@ -191,6 +194,7 @@ def test_self_metrics_carry_the_agent_default_tags() -> None:
     state = make_state(prefix="pystatsd.", default_tags={"environment": "stage"}, shard=3)
     (closed,) = state.due(1010.0 + FLUSH_GRACE_SECS)
     assert {a["name"]: a["tags"] for a in closed.aggregates} == {
+        "pystatsd.aggregator.series": {"environment": "stage", "shard": "3"},
         "pystatsd.aggregator.gauges": {"environment": "stage", "shard": "3"},
         "pystatsd.aggregator.flush_ms": {"environment": "stage", "shard": "3"},
     }

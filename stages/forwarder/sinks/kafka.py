@@ -14,6 +14,7 @@ duplicate that a forwarder restart may re-send.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
@@ -177,8 +178,14 @@ class KafkaSink:
 
         try:
             self.producer = KafkaProducer(**self.config.producer_settings())
+            return
         except KafkaError as exc:
-            raise SinkError(self._explain(exc)) from None
+            message = self._explain(exc)
+        # kafka-python 3.0 leaves a failed producer's sockets in a reference cycle: without this a
+        # broker away for hours would cost three file descriptors per retry. (Outside the except
+        # block, whose traceback would keep the producer alive.)
+        gc.collect()
+        raise SinkError(message)
 
     def _encode(self, flush: Flush) -> list[tuple[bytes, bytes, bytes]]:
         records = []
