@@ -31,7 +31,10 @@ def parse_datagram(data: bytes, defaults: dict[str, str], out: list[Sample], bad
 
 
 def _parser_for(text: str) -> ModuleType:
-    return next(parser for parser in PARSERS.values() if parser.accepts(text))
+    for parser in PARSERS.values():
+        if parser.accepts(text):
+            return parser
+    raise AssertionError("the last format in PARSERS must accept anything")
 
 
 def _parse_runs(text: str, defaults: dict[str, str], out: list[Sample], bad: dict[str, int]) -> None:
