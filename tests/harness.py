@@ -125,6 +125,8 @@ class Pipeline:
         try:
             return self.start()
         except BaseException:
+            # A start that failed half way may have left supervisord and some stages running.
+            self.ctl("shutdown")
             self.cleanup()
             raise
 
