@@ -332,7 +332,7 @@ class Bench:
         return IdleResult(name, self.args.idle_seconds, cpu, rss)
 
     def full(self, results: BenchResults) -> None:
-        for name in self.args.systems:
+        for name in self.args.systems if self.args.idle_seconds > 0 else []:
             results.idle.append(self.idle(name))
         for per_datagram in self.args.per_datagram:
             results.sweep.extend(self.sweep(per_datagram))
@@ -395,7 +395,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="shard counts of the scaling runs (empty: none)")
     parser.add_argument("--scaling-rate", type=parse_rate,
                         help="rate of the scaling runs (default: pystatsd's highest passing rate at 20/datagram)")
-    parser.add_argument("--idle-seconds", type=float, default=10.0, help="length of the idle CPU measurement")
+    parser.add_argument("--idle-seconds", type=float, default=10.0, help="length of the idle CPU measurement (0: none)")
     parser.add_argument("--sink", choices=("file", "kafka"), default="file", help="pystatsd's sink")
     parser.add_argument("--kafka-broker", help="host:port of the broker, required with --sink kafka")
     parser.add_argument("--load-cpu", type=int, default=0, help="the core the load generator is pinned to")

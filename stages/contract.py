@@ -8,9 +8,10 @@ Every message is three ZeroMQ frames (the ZeroMQ Guide's versioned framing):
 
 ``pystatsd.batch.v1`` (receiver → shard K): header ``src`` (sender instance), ``epoch`` (ns at the
 sender's start; a restart changes it), ``seq`` (+1 per batch per (src, epoch, shard)), ``ts`` (unix
-time the batch's first datagram was read; it decides the interval), ``n`` (samples), ``sent_before``
-(samples of earlier batches in the same stream); body a list of samples ``[name, type, value, rate,
-tags]`` (see :mod:`stages.model`).
+time the batch's first datagram was read; it decides the interval), ``n`` (samples in the body),
+``metrics`` (metrics the batch stands for: the receiver sums a counter's repeats into one sample, so
+it can be more than ``n``; ``n`` when absent), ``sent_before`` (metrics of earlier batches in the
+same stream); body a list of samples ``[name, type, value, rate, tags]`` (see :mod:`stages.model`).
 
 ``pystatsd.flush.v1`` (shard K → forwarder): header ``shard``, ``shards``, ``epoch``, ``seq`` (+1 per
 flush per shard epoch), ``interval_start``, ``interval``, ``n`` (aggregates), ``final`` (true on the
@@ -54,8 +55,14 @@ class BatchHeader:
     seq: int
     ts: float
     n: int
-    #: Samples handed on in this (src, epoch) stream to this shard before this batch.
+    #: Metrics handed on in this (src, epoch) stream to this shard before this batch.
     sent_before: int = 0
+    #: Metrics this batch stands for (its samples, with the repeats summed into them); ``n`` if absent.
+    metrics: int = -1
+
+    def __post_init__(self) -> None:
+        if self.metrics < 0:
+            object.__setattr__(self, "metrics", self.n)
 
 
 @dataclass(frozen=True)
@@ -110,7 +117,8 @@ def _header(frames: list[bytes], kind: bytes, cls: type[Any]) -> Any:
 
 #: What each header key must be: a wrongly typed value is refused here, not crashed on downstream.
 _FIELD_TYPES: dict[type, dict[str, type | tuple[type, ...]]] = {
-    BatchHeader: {"src": str, "epoch": int, "seq": int, "ts": (int, float), "n": int, "sent_before": int},
+    BatchHeader: {"src": str, "epoch": int, "seq": int, "ts": (int, float), "n": int, "sent_before": int,
+                  "metrics": int},
     FlushHeader: {"shard": int, "shards": int, "epoch": int, "seq": int, "interval_start": (int, float),
                   "interval": (int, float), "n": int, "final": bool, "seq_gaps": dict, "covers": dict},
 }

@@ -60,6 +60,7 @@ class IntervalBucket:
         self.sampled: dict[tuple[str, Tags, int], list[Any]] = {}
         self.sets: dict[SeriesKey, set[str]] = {}
         self.traces: dict[SeriesKey, float] = {}
+        #: metrics the batches added stood for (a batch's samples may carry summed repeats)
         self.samples = 0
         #: Every series seen in this interval, as admitted by ``limit`` (which counts them per name).
         self.known: dict[SeriesKey, SeriesKey] = {}
@@ -99,7 +100,6 @@ class IntervalBucket:
                 else:
                     entry[0].append(value)
                     entry[1] += 1.0 / rate
-        self.samples += len(samples)
 
     def aggregates(self, timestamp: float, interval: float, percentiles: list[float]) -> list[dict[str, Any]]:
         """Counters, timer-likes, sets and traces of this interval (gauges are kept by :class:`Gauges`)."""

@@ -76,21 +76,22 @@ class ShardState:
         index = self.index_of(header.ts)
         if index <= self.closed_through:
             index = self.closed_through + 1
-            self.late_samples += len(samples)
+            self.late_samples += header.metrics
         bucket = self.buckets.get(index)
         if bucket is None:
             bucket = self.buckets[index] = self._new_bucket()
         bucket.add(samples)
+        bucket.samples += header.metrics
         # Per bucket, so a flush claims exactly the batches whose samples are in it: a crash before
         # the next flush then shows as a gap in the forwarder's ledger.
         stream = f"{header.src}@{header.epoch}"
-        through = header.sent_before + header.n
+        through = header.sent_before + header.metrics
         cover = bucket.covers.get(stream)
         if cover is None:
             bucket.covers[stream] = [header.seq, header.sent_before, header.seq, through]
         else:
             cover[2], cover[3] = header.seq, through
-        self.samples += len(samples)
+        self.samples += header.metrics
 
     def _new_bucket(self) -> IntervalBucket:
         return IntervalBucket(SeriesLimit(self.series_limit, self.overflow_tags))
@@ -98,7 +99,7 @@ class ShardState:
     def _account(self, header: BatchHeader) -> None:
         stream = (header.src, header.epoch)
         last = self.last_seq.get(stream)
-        through = header.sent_before + header.n
+        through = header.sent_before + header.metrics
         if last is not None and header.seq > last[0] + 1:
             self.seq_gaps[header.src] = self.seq_gaps.get(header.src, 0) + header.seq - last[0] - 1
             self.gap_samples[header.src] = self.gap_samples.get(header.src, 0) + header.sent_before - last[1]

@@ -2,7 +2,8 @@
 
 tests/data/contract/{batch,flush}.v1.bin are the three frames of BATCH/FLUSH below, concatenated,
 written once when v1 was fixed. Within v1 header keys may only be added: each addition gets golden
-files of its own ({batch,flush}.v1.1.bin: ``sent_before`` and ``covers``), writers produce the newest,
+files of its own ({batch,flush}.v1.1.bin: ``sent_before`` and ``covers``; batch.v1.2.bin: ``metrics``),
+writers produce the newest,
 and readers keep decoding every older file, the added keys taking their defaults. Any other change to
 the bytes for the same message is a wire-format change (a new major version).
 """
@@ -26,6 +27,8 @@ FLUSH_HEADER = FlushHeader(shard=1, shards=4, epoch=1_700_000_000_000_000_000, s
                            seq_gaps={"receiver-1": 2})
 BATCH_HEADER_1 = BatchHeader(src="receiver-1", epoch=1_700_000_000_000_000_000, seq=7, ts=1700000000.5, n=2,
                              sent_before=40)
+BATCH_HEADER_2 = BatchHeader(src="receiver-1", epoch=1_700_000_000_000_000_000, seq=7, ts=1700000000.5, n=2,
+                             sent_before=40, metrics=5)
 FLUSH_HEADER_1 = FlushHeader(shard=1, shards=4, epoch=1_700_000_000_000_000_000, seq=3,
                              interval_start=1700000000.0, interval=10.0, n=1, final=False,
                              seq_gaps={"receiver-1": 2}, covers={"receiver-1@1700000000000000000": [5, 30, 7, 42]})
@@ -50,10 +53,10 @@ def batch_frames() -> list[bytes]:
 
 
 def test_batch_encodes_to_the_newest_v1_golden_bytes() -> None:
-    frames = contract.encode_batch(BATCH_HEADER_1, SAMPLES)
+    frames = contract.encode_batch(BATCH_HEADER_2, SAMPLES)
     assert len(frames) == 3
     assert frames[0] == b"pystatsd.batch.v1"
-    assert b"".join(frames) == (GOLDEN / "batch.v1.1.bin").read_bytes()
+    assert b"".join(frames) == (GOLDEN / "batch.v1.2.bin").read_bytes()
 
 
 def test_flush_encodes_to_the_newest_v1_golden_bytes() -> None:
@@ -64,12 +67,16 @@ def test_flush_encodes_to_the_newest_v1_golden_bytes() -> None:
 
 
 def test_newest_golden_files_decode_with_the_added_keys() -> None:
+    assert contract.decode_batch(golden_frames("batch.v1.2.bin", BATCH_V1)) == (BATCH_HEADER_2, SAMPLES)
     assert contract.decode_batch(golden_frames("batch.v1.1.bin", BATCH_V1)) == (BATCH_HEADER_1, SAMPLES)
     assert contract.decode_flush_header(golden_frames("flush.v1.1.bin", FLUSH_V1)) == FLUSH_HEADER_1
 
 
 def test_golden_batch_decodes_to_the_message() -> None:
-    assert contract.decode_batch(golden_frames("batch.v1.bin", BATCH_V1)) == (BATCH_HEADER, SAMPLES)
+    header, samples = contract.decode_batch(golden_frames("batch.v1.bin", BATCH_V1))
+    assert (header, samples) == (BATCH_HEADER, SAMPLES)
+    # Before ``metrics`` existed a batch stood for exactly its samples.
+    assert header.metrics == header.n == 2
 
 
 def test_golden_flush_decodes_to_the_message() -> None:

@@ -136,6 +136,21 @@ def test_seq_gaps_are_reported_with_one_flush_only() -> None:
     assert closed.seq_gaps == {}
 
 
+def test_batches_of_summed_repeats_count_the_metrics_they_stand_for() -> None:
+    # The receiver sent "hits:1|c" 500 times as one sample of 500, then 20 metrics as 2 samples; a
+    # batch of 30 metrics between them never arrived.
+    state = make_state(prefix="pystatsd.")
+    state.add_batch(BatchHeader(src="r1", epoch=1, seq=0, ts=1001.0, n=1, metrics=500), [hits(500.0)])
+    state.add_batch(BatchHeader(src="r1", epoch=1, seq=2, ts=1002.0, n=2, sent_before=530, metrics=20),
+                    [hits(10.0), hits(10.0)])
+    (closed,) = state.due(1010.0 + FLUSH_GRACE_SECS)
+    assert closed.aggregates[0] == counter("hits", 520.0, 1010)
+    assert closed.covers == {"r1@1": [0, 0, 2, 550]}
+    figures = {a["name"]: a["value"] for a in self_metrics(closed)}
+    assert figures["pystatsd.aggregator.samples"] == 520.0
+    assert figures["pystatsd.aggregator.lost_samples"] == 30.0
+
+
 def test_close_all_closes_open_intervals_before_they_are_due() -> None:
     state = make_state()
     send(state, 1003.0, [hits(1.0)])

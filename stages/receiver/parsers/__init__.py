@@ -1,20 +1,63 @@
 """Input formats, tried in order per datagram: the first whose ``accepts`` says yes parses it.
 
 A format is a module with ``accepts(text) -> bool`` and ``parse(text, defaults, out, bad)``; adding
-one is a file plus an entry here.
+one is a file plus an entry here. Bursts of plain statsd lines take a faster path (see
+:func:`tally_payloads`).
 """
 
 from __future__ import annotations
 
+import re
+from operator import itemgetter
 from types import ModuleType
 
 from stages.model import Sample
 from stages.receiver.parsers import json_original, statsd
+from stages.receiver.tally import Tally
+
+#: A payload starting with one of these may be JSON (see json_original.accepts).
+_OTHER_FORMAT_START = re.compile(rb"[{\[\s]")
 
 PARSERS: dict[str, ModuleType] = {
     "json": json_original,
     "statsd": statsd,
 }
+
+
+def tally_payloads(payloads: list[bytes], defaults: dict[str, str], tally: Tally, bad: dict[str, int]) -> None:
+    """Parse a burst of datagrams (or chunks of complete lines from a stream) into ``tally``.
+
+    Plain statsd bursts, the bulk of any busy receiver's traffic, are read as one text: lines stand
+    on their own in that format, so it gives what parsing each payload would, for a fraction of the
+    calls. The rest is parsed payload by payload.
+    """
+    text = _plain_statsd(payloads)
+    if text is None:
+        for payload in payloads:
+            samples: list[Sample] = []
+            parse_datagram(payload, defaults, samples, bad)
+            tally.add(samples)
+        return
+    missed = statsd.count_remembered(text.split("\n"), defaults, tally)
+    if missed:
+        samples = []
+        statsd.parse("\n".join(missed), defaults, samples, bad)
+        tally.add(samples)
+
+
+def _plain_statsd(payloads: list[bytes]) -> str | None:
+    """The payloads as one text if they are valid UTF-8 and no line of them can be another format."""
+    try:
+        firsts = bytes(map(itemgetter(0), payloads))
+        text = b"\n".join(payloads).decode("utf-8")
+    except (IndexError, UnicodeDecodeError):
+        return None
+    if _OTHER_FORMAT_START.search(firsts) or "\n{" in text or "\n[" in text:
+        return None
+    if "\n\n" in text:
+        # Lines ended by newline (what streams carry): the empty lines between would only be skipped.
+        text = text.replace("\n\n", "\n")
+    return text[:-1] if text[-1:] == "\n" else text
 
 
 def parse_datagram(data: bytes, defaults: dict[str, str], out: list[Sample], bad: dict[str, int]) -> None:

@@ -1,0 +1,49 @@
+"""The samples a receiver holds before they leave: repeats counted, gauges kept in arrival order.
+
+Most traffic repeats itself within a batch window (the same counter line thousands of times a
+second), so the window counts each distinct sample instead of keeping every copy: counting runs
+in C (:class:`collections.Counter`), and the batch a shard gets carries each distinct sample once.
+Only gauges need their order (a later value replaces an earlier one), so they are kept as a list.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, _count_elements  # type: ignore[attr-defined]
+
+from stages.model import MetricType, Sample
+
+#: Types whose samples must reach the shard in the order they came.
+ORDERED_TYPES = frozenset({int(MetricType.GAUGE), int(MetricType.GAUGE_DELTA)})
+
+
+class Tally:
+    __slots__ = ("counts", "ordered", "metrics")
+
+    def __init__(self) -> None:
+        #: distinct order-free sample → how many times it came
+        self.counts: Counter[Sample] = Counter()
+        self.ordered: list[Sample] = []
+        #: samples taken in, repeats included
+        self.metrics = 0
+
+    def add(self, samples: list[Sample]) -> None:
+        counts, ordered = self.counts, self.ordered
+        for sample in samples:
+            if sample[1] in ORDERED_TYPES:
+                ordered.append(sample)
+            else:
+                counts[sample] += 1
+        self.metrics += len(samples)
+
+    def add_counted(self, samples: list[Sample]) -> None:
+        """Take samples the caller knows are all order-free."""
+        # Counter.update's C loop without its Python preamble, which costs more than a small burst.
+        _count_elements(self.counts, samples)
+        self.metrics += len(samples)
+
+    def entries(self) -> int:
+        """Distinct entries held: what the batches made from this tally will carry."""
+        return len(self.counts) + len(self.ordered)
+
+    def __bool__(self) -> bool:
+        return self.metrics > 0
