@@ -32,6 +32,7 @@
 #define MAX_RATE 100e6          /* metrics/s; far above what one core can do */
 #define MAX_SERIES 10000000L
 #define MAX_PER_DGRAM 50
+#define MAX_SOCKETS 64
 #define MAX_LINE 128
 #define RING_BYTES_CAP (64L << 20)
 #define RING_MIN_DGRAMS 4096L
@@ -52,6 +53,7 @@ struct opts {
     enum mode mode;
     uint64_t seed;
     const char *report;
+    int sockets;                /* source sockets, used in turn per sendmmsg */
 };
 
 struct ring {
@@ -98,7 +100,8 @@ static void usage(void)
     fprintf(stderr,
             "usage: loadgen --host 127.0.0.1 --port P --rate METRICS_PER_SEC\n"
             "               --duration SECS --per-datagram K --series N\n"
-            "               --mode counters|mix --seed S [--report out.json]\n");
+            "               --mode counters|mix --seed S [--sockets N]\n"
+            "               [--report out.json]\n");
     exit(2);
 }
 
@@ -132,6 +135,7 @@ static void check_opts(const struct opts *o)
     if (o->rate <= 0 || o->rate > MAX_RATE) die("--rate must be in (0, 1e8]");
     if (o->duration <= 0 || o->duration > MAX_DURATION_S)
         die("--duration must be in (0, 600]");
+    if (o->sockets < 1) die("--sockets must be 1..64");
     if (o->per_dgram < 1 || o->per_dgram > MAX_PER_DGRAM)
         die("--per-datagram must be 1..50");
     if (o->series < 1 || o->series > MAX_SERIES)
@@ -150,9 +154,10 @@ static struct opts parse_args(int argc, char **argv)
         {"mode", required_argument, 0, 'm'},
         {"seed", required_argument, 0, 's'},
         {"report", required_argument, 0, 'o'},
+        {"sockets", required_argument, 0, 'S'},
         {0, 0, 0, 0},
     };
-    struct opts o = {"127.0.0.1", 0, 0, 0, 1, 1, MODE_COUNTERS, 1, NULL};
+    struct opts o = {"127.0.0.1", 0, 0, 0, 1, 1, MODE_COUNTERS, 1, NULL, 1};
     int c;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
@@ -164,6 +169,7 @@ static struct opts parse_args(int argc, char **argv)
         case 'n': o.series = (long)parse_int(optarg, "series", MAX_SERIES); break;
         case 's': o.seed = (uint64_t)parse_int(optarg, "seed", LLONG_MAX); break;
         case 'o': o.report = optarg; break;
+        case 'S': o.sockets = (int)parse_int(optarg, "sockets", MAX_SOCKETS); break;
         case 'm':
             if (strcmp(optarg, "counters") == 0) o.mode = MODE_COUNTERS;
             else if (strcmp(optarg, "mix") == 0) o.mode = MODE_MIX;
@@ -316,7 +322,9 @@ static void account_sent(const struct ring *rg, long pos, int n,
     res->dgrams += (uint64_t)n;
 }
 
-static struct result run(const struct opts *o, int fd, const struct ring *rg)
+/* Several source sockets (distinct source ports) let SO_REUSEPORT receivers share the load: the
+ * kernel picks a receiving socket per flow, and one socket is one flow. */
+static struct result run(const struct opts *o, const int *fds, const struct ring *rg)
 {
     struct result res;
     memset(&res, 0, sizeof(res));
@@ -330,6 +338,7 @@ static struct result run(const struct opts *o, int fd, const struct ring *rg)
     if (quantum < 1) quantum = 1;
     if (quantum > MAX_BATCH) quantum = MAX_BATCH;
     long pos = 0;
+    uint64_t batch = 0;         /* sendmmsg calls so far: picks the socket */
     double start = now_s();
 
     while (done < total) {
@@ -347,6 +356,7 @@ static struct result run(const struct opts *o, int fd, const struct ring *rg)
         if (want > MAX_BATCH) want = MAX_BATCH;
         if (want > (uint64_t)(rg->n - pos)) want = (uint64_t)(rg->n - pos);
 
+        int fd = fds[batch++ % (uint64_t)o->sockets];
         int n = sendmmsg(fd, &rg->msgs[pos], (unsigned)want, MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR) continue;
@@ -402,12 +412,13 @@ static void write_report(const struct opts *o, const struct ring *rg,
 int main(int argc, char **argv)
 {
     struct opts o = parse_args(argc, argv);
-    int fd = open_socket(&o);
+    int fds[MAX_SOCKETS];
+    for (int i = 0; i < o.sockets; i++) fds[i] = open_socket(&o);
     /* default 50us timer slack would make the sleep half of pacing sloppy */
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
     struct ring rg = build_ring(&o);
-    struct result r = run(&o, fd, &rg);
+    struct result r = run(&o, fds, &rg);
     write_report(&o, &rg, &r);
-    close(fd);
+    for (int i = 0; i < o.sockets; i++) close(fds[i]);
     return 0;
 }

@@ -427,10 +427,12 @@ def run_loadgen(
     mode: str = "counters",
     seed: int = 1,
     cpu: int | None = None,
+    sockets: int = 1,
 ) -> dict:
     """Runs the C load generator against 127.0.0.1:port and returns its JSON report.
 
-    With cpu, the generator is pinned to that core so it never competes with the daemon under test.
+    With cpu, the generator is pinned to that core so it never competes with the daemon under test;
+    ``sockets`` source sockets take turns (receivers sharing a port get a share of the flows each).
     """
     pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
     subprocess.run(
@@ -455,6 +457,8 @@ def run_loadgen(
             str(seed),
             "--report",
             str(report),
+            "--sockets",
+            str(sockets),
         ],
         check=True,
         timeout=duration + 30,

@@ -84,12 +84,16 @@ def machine(args: argparse.Namespace, command: str, system_cpus: list[int]) -> d
         "sink": args.sink,
         "bisections": args.bisections,
         "retries": args.retries,
+        "client_sockets": args.client_sockets,
     }
 
 
 def stage_group(stage: str) -> str:
-    """Shards are one stage in the tables: ``aggregator-1`` → ``aggregator``."""
-    return "aggregator" if stage.startswith("aggregator-") else stage
+    """Shards, and receivers, are one stage each in the tables: ``aggregator-1`` → ``aggregator``."""
+    for group in ("aggregator", "receiver"):
+        if stage.startswith(f"{group}-"):
+            return group
+    return stage
 
 
 def grouped(figures: dict[str, float], combine: Callable[[list[float]], float]) -> dict[str, float]:
@@ -245,17 +249,18 @@ def scaling(results: BenchResults, nproc: object, system_cpus: object) -> list[s
         cpu = point.median(lambda r: sum(r.cpu_seconds.values()))
         elapsed = point.median(lambda r: r.elapsed)
         delivered = point.median(lambda r: r.delivered)
-        rows.append([str(point.shards), rate(point.target_rate), rate(point.median(lambda r: r.delivered_per_sec)),
+        rows.append([str(point.shards), str(point.receivers), rate(point.target_rate),
+                     rate(point.median(lambda r: r.delivered_per_sec)),
                      f"{point.median(lambda r: r.loss_pct):.3f}", f"{cpu / elapsed:.2f}",
                      rate(delivered / cpu) if cpu else "–"])
-    rows.append(["2 receivers", "–", "–", "–", "–", "not yet supported: there is one receiver program"])
-    header = ["shards", "offered (metrics/s)", "delivered/s (median)", "loss %",
+    header = ["shards", "receivers", "offered (metrics/s)", "delivered/s (median)", "loss %",
               "busy cores (CPU-s per second of load)", "metrics/s per busy core"]
     note = (f"This machine has {nproc} cores and the systems run on {system_cpus} (the load generator has the "
-            "other), so every shard shares the same core with the receiver and the forwarder: absolute "
-            "throughput cannot grow with shards here. The per-busy-core figure (metrics delivered per CPU-second "
-            "of every pipeline process) shows what each extra shard costs; on a machine with a core per process "
-            "the absolute rate is what would scale.")
+            "other), so every shard and receiver shares the same core with the others and the forwarder: "
+            "absolute throughput cannot grow with shards or receivers here. The per-busy-core figure (metrics "
+            "delivered per CPU-second of every pipeline process) shows what each extra process costs; on a "
+            "machine with a core per process the absolute rate is what would scale. Extra receivers share the "
+            "port through SO_REUSEPORT; the kernel gives each a share of the load generator's source sockets.")
     return [note, "", *table(header, rows)]
 
 
@@ -303,7 +308,8 @@ def generated(results: BenchResults, plot_name: str) -> list[str]:
         f"{', '.join(f'{x:.2f}' if isinstance(x, float) else x for x in load_after)} after.",
         f"- The load generator runs on core {meta['load_cpu']} (`taskset`); every system under test, all its "
         f"processes, on cores {meta['system_cpus']}. Counters over {meta['series']:,} series, "
-        f"{meta['duration']} s of load per run, {meta['repeats']} runs per rate (the median decides), flush interval "
+        f"{meta['duration']} s of load per run from {meta.get('client_sockets', 1)} source sockets, "
+        f"{meta['repeats']} runs per rate (the median decides), flush interval "
         f"{meta['flush_interval']} s everywhere, pystatsd with {meta['shards']} shards and its {meta['sink']} sink.",
         "- A run passes when delivered counters (the sum of every counter aggregate of the load's names) are "
         "within 0.1 % of what the generator sent. The search doubles (or halves) the rate from a start rate "

@@ -60,6 +60,8 @@ class RatePoint:
     target_rate: float
     shards: int | None
     runs: list[RunResult] = field(default_factory=list)
+    #: pystatsd's receivers (the first and its SO_REUSEPORT copies)
+    receivers: int = 1
 
     def median(self, figure: Callable[[RunResult], float]) -> float:
         return statistics.median(figure(run) for run in self.runs)

@@ -82,6 +82,8 @@ class Plan:
     load_cpu: int
     system_cpus: list[int]
     workdir: Path
+    #: the load generator's source sockets, for every system and run alike
+    client_sockets: int = 8
 
 
 def read_system(system: System, cpus: list[int]) -> Reading:
@@ -130,7 +132,7 @@ def measure_run(system: System, plan: Plan, rate: float, per_datagram: int, shar
                 quiet_secs: float) -> RunResult:
     before = read_system(system, plan.system_cpus)
     sent = peers.run_loadgen(system.target_port(), rate, plan.duration, per_datagram, plan.series,
-                             plan.workdir / "loadgen.json", cpu=plan.load_cpu)
+                             plan.workdir / "loadgen.json", cpu=plan.load_cpu, sockets=plan.client_sockets)
     settled = settle(system, before.delivered + sent["counter_total"], quiet_secs)
     after = read_system(system, plan.system_cpus)
     delivered = after.delivered - before.delivered
@@ -233,14 +235,15 @@ class Bench:
         self.plan = plan
         self.progress = Progress()
 
-    def make_system(self, name: str, shards: int | None = None) -> System:
+    def make_system(self, name: str, shards: int | None = None, receivers: int = 1) -> System:
         if name == "pystatsd":
-            return PystatsdSystem(shards or self.args.shards, self.args.flush_interval, self.args.kafka_broker)
+            return PystatsdSystem(shards or self.args.shards, self.args.flush_interval, self.args.kafka_broker,
+                                  extra_receivers=receivers - 1)
         return PeerSystem(peers.PEERS[name], self.args.flush_interval, self.plan.workdir)
 
     @contextmanager
-    def running(self, name: str, shards: int | None = None) -> Iterator[System]:
-        system = self.make_system(name, shards)
+    def running(self, name: str, shards: int | None = None, receivers: int = 1) -> Iterator[System]:
+        system = self.make_system(name, shards, receivers)
         system.start()
         try:
             yield system
@@ -312,6 +315,11 @@ class Bench:
         for shards in self.args.scaling_shards:
             with self.running("pystatsd", shards) as system:
                 points.append(self.measure_rate(system, rate, 20, shards))
+        for receivers in (r for r in self.args.scaling_receivers if r > 1):
+            with self.running("pystatsd", self.args.shards, receivers) as system:
+                point = self.measure_rate(system, rate, 20, self.args.shards)
+                point.receivers = receivers
+                points.append(point)
         return points
 
     def idle(self, name: str) -> IdleResult:
@@ -393,6 +401,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shards", type=int, default=2, help="pystatsd's shards in the sweep")
     parser.add_argument("--scaling-shards", type=comma_list(int), default=[1, 2, 4],
                         help="shard counts of the scaling runs (empty: none)")
+    parser.add_argument("--scaling-receivers", type=comma_list(int), default=[1, 2],
+                        help="receiver counts of the scaling runs, at --shards shards (1 is the shard runs')")
+    parser.add_argument("--client-sockets", type=int, default=8,
+                        help="source sockets of the load generator (flows SO_REUSEPORT receivers share)")
     parser.add_argument("--scaling-rate", type=parse_rate,
                         help="rate of the scaling runs (default: pystatsd's highest passing rate at 20/datagram)")
     parser.add_argument("--idle-seconds", type=float, default=10.0, help="length of the idle CPU measurement (0: none)")
@@ -453,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
         peers.build_loadgen()
     system_cpus = pin_systems_away_from(args.load_cpu)
     with tempfile.TemporaryDirectory(prefix="pstbench") as workdir:
-        plan = Plan(args.duration, args.series, args.repeats, args.load_cpu, system_cpus, Path(workdir))
+        plan = Plan(args.duration, args.series, args.repeats, args.load_cpu, system_cpus, Path(workdir),
+                    args.client_sockets)
         results = BenchResults(report.machine(args, command_line(), system_cpus))
         bench = Bench(args, plan)
         if args.smoke:

@@ -127,9 +127,11 @@ def kafka_topic(broker: str, name: str) -> str:
 class PystatsdSystem:
     """The real pipeline under supervisord (tests/harness.py), read back from its file or Kafka sink."""
 
-    def __init__(self, shards: int, flush_interval: float, kafka_broker: str | None = None) -> None:
+    def __init__(self, shards: int, flush_interval: float, kafka_broker: str | None = None,
+                 extra_receivers: int = 0) -> None:
         self.name = "pystatsd"
         self.shards = shards
+        self.extra_receivers = extra_receivers
         self.flush_interval = flush_interval
         self.kafka_broker = kafka_broker
         self.pipeline: Pipeline | None = None
@@ -145,7 +147,8 @@ class PystatsdSystem:
                                          "format": "json", "include_apikey": False}}}
 
     def start(self) -> None:
-        self.pipeline = Pipeline(self._sink_config(), shards=self.shards, flush_interval=self.flush_interval)
+        self.pipeline = Pipeline(self._sink_config(), shards=self.shards, flush_interval=self.flush_interval,
+                                 extra_receivers=self.extra_receivers)
         if self.tail is None:
             self.tail = FileTail(self.pipeline.out_path)
         try:

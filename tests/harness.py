@@ -75,7 +75,7 @@ class Pipeline:
     """One running copy of pystatsd with a file sink, on free ports, in its own short temp dir."""
 
     def __init__(self, config: dict[str, Any] | None = None, shards: int = 2, flush_interval: float = 1.0,
-                 test_defaults: bool = True) -> None:
+                 test_defaults: bool = True, extra_receivers: int = 0) -> None:
         """``config`` is laid over the test defaults (free ports, 1 s interval, a file sink), or used
         as it is with ``test_defaults=False``."""
         # Short: ipc socket paths must stay under ~100 characters.
@@ -86,6 +86,7 @@ class Pipeline:
         self.port = free_udp_port()
         self.statsd_port = free_udp_port()
         self.shards = shards
+        self.extra_receivers = extra_receivers
         self.flush_interval = flush_interval
         base: dict[str, Any] = {
             "bind_address": "127.0.0.1",
@@ -112,6 +113,9 @@ class Pipeline:
         text = text.replace("%(here)s/run", str(self.run_dir)).replace("%(here)s", str(REPO))
         text, n = re.subn(r'PYSTATSD_SHARDS="\d+"', f'PYSTATSD_SHARDS="{self.shards}"', text)
         assert n == 1, "supervisord.conf no longer sets PYSTATSD_SHARDS in one place"
+        text, n = re.subn(r'PYSTATSD_EXTRA_RECEIVERS="\d+"', f'PYSTATSD_EXTRA_RECEIVERS="{self.extra_receivers}"',
+                          text)
+        assert n == 1, "supervisord.conf no longer sets PYSTATSD_EXTRA_RECEIVERS in one place"
         return text
 
     def start(self, wait_running: bool = True) -> Pipeline:
@@ -155,7 +159,8 @@ class Pipeline:
 
     def all_running(self) -> bool:
         states = self.status()
-        return len(states) == self.shards + 2 and all(state == "RUNNING" for state, _ in states.values())
+        expected = self.shards + 2 + self.extra_receivers
+        return len(states) == expected and all(state == "RUNNING" for state, _ in states.values())
 
     def stop(self) -> None:
         self.ctl("shutdown")

@@ -2,10 +2,12 @@
 
 Reads UDP on ``bind_address:bind_port`` and every ``listeners`` entry (udp, tcp, unixgram, unix; see
 :mod:`stages.receiver.listeners`); parses each datagram or each run of complete lines from a stream
-(JSON or statsd lines, detected per payload) and files its samples into one batch per shard.
-Connects one PUSH per shard to ``ipc://<run>/shard-K.sock`` and sends ``pystatsd.batch.v1`` without
-ever blocking. Every interval it adds its own counters (datagrams, metrics, bad lines by reason,
-samples dropped per shard, datagrams the kernel dropped on its sockets) to the stream as
+(JSON or statsd lines, detected per payload) into its batch window (see :mod:`.batcher`).
+Several receivers can run side by side (``--extra-receivers``, ``--index``): they share the UDP and
+TCP ports through ``SO_REUSEPORT`` and the first alone serves Unix sockets. Connects one PUSH per
+shard to ``ipc://<run>/shard-K.sock`` and sends ``pystatsd.batch.v1`` without ever blocking.
+Every interval it adds its own counters (datagrams, metrics, bad lines by reason, metrics dropped
+per shard, datagrams the kernel dropped on its sockets) to the stream as
 ``<self_metrics_prefix>receiver.*`` counters.
 On SIGTERM: reads what the kernel already holds, sends every open batch, exits 0.
 """
@@ -27,7 +29,7 @@ from stages.config import Config
 from stages.figures import publish
 from stages.model import MetricType, Sample, tag_tuple
 from stages.receiver.batcher import Batcher
-from stages.receiver.listeners import open_listener
+from stages.receiver.listeners import open_listener, shares_port
 from stages.receiver.parsers import tally_payloads
 from stages.runtime import EXIT_CONFIG, EXIT_OK, StopSignal, load_stage_config, run_dir, setup_logging, stage_arguments
 from stages.sharding import shard_endpoint
@@ -45,13 +47,18 @@ COUNTER = int(MetricType.COUNTER)
 
 class Receiver:
     def __init__(self, config: Config, shards: int, ctx: zmq.Context[zmq.Socket[bytes]],
-                 run: os.PathLike[str] | str, name: str) -> None:
+                 run: os.PathLike[str] | str, name: str, extra_receivers: int = 0, index: int = 0) -> None:
         self.config = config
         self.defaults = config.agent.tags
         self.listeners: list[Any] = []
+        urls = config.listener_urls()
+        if index > 0:
+            # Receivers beyond the first share its UDP and TCP ports; a Unix socket path has one owner.
+            urls = [url for url in urls if shares_port(url)]
         try:
-            for url in config.listener_urls():
-                self.listeners.append(open_listener(url, config.receive_buffer_bytes, config.socket_mode()))
+            for url in urls:
+                self.listeners.append(open_listener(url, config.receive_buffer_bytes, config.socket_mode(),
+                                                    reuse_port=extra_receivers > 0))
         except OSError:
             for listener in self.listeners:
                 listener.close()
@@ -168,6 +175,11 @@ class Receiver:
 def main(argv: list[str] | None = None) -> int:
     parser = stage_arguments("The pystatsd receiver: UDP, TCP and Unix sockets in, batches out to the shards.")
     parser.add_argument("--name", default="receiver", help="this receiver's name in batches and self-metrics")
+    parser.add_argument("--extra-receivers", type=int, default=0,
+                        help="receivers beyond the first; with any, every receiver binds its UDP and TCP "
+                             "ports with SO_REUSEPORT so they share them")
+    parser.add_argument("--index", type=int, default=0,
+                        help="this receiver's number, 0 for the first (only it serves Unix sockets)")
     args = parser.parse_args(argv)
     setup_logging(args.name)
     config = load_stage_config(args)
@@ -175,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopSignal()
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
-        receiver = Receiver(config, args.shards, ctx, run, args.name)
+        receiver = Receiver(config, args.shards, ctx, run, args.name, args.extra_receivers, args.index)
     except (OSError, ValueError) as exc:
         log.error("Cannot start: %s", exc)
         ctx.destroy(linger=0)

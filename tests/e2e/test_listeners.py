@@ -132,3 +132,39 @@ def test_listener_on_a_taken_port_stops_the_receiver_with_the_url_named() -> Non
             pipeline.stop()
             pipeline.cleanup()
 
+
+
+def test_extra_receivers_share_the_ports_and_only_the_first_serves_unix_sockets() -> None:
+    listeners = Listeners()
+    pipeline = Pipeline(extra_receivers=1)
+    pipeline.config["listeners"] = listeners.urls(pipeline.statsd_port)
+    pipeline.save_config()
+    with pipeline:
+        assert pipeline.status().keys() >= {"receiver", "receiver-extra:receiver-1"}
+        assert listeners.dsd_path.exists()
+        assert "unixgram" not in pipeline.log("receiver-1")
+        # The kernel picks a receiver per client address and port: 32 clients reach both.
+        clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(32)]
+        for _ in range(25):
+            for client in clients:
+                client.sendto(b"shared.hits:1|c", ("127.0.0.1", pipeline.statsd_port))
+        for client in clients:
+            client.close()
+        for _ in range(5):
+            with tcp(listeners) as conn:
+                conn.sendall(b"shared.tcp:2|c\n")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as unix:
+            unix.sendto(b"shared.unix:3|c", str(listeners.dsd_path))
+        assert total(pipeline.wait_series("shared.unix")) == 3
+        wait_for(lambda: total(pipeline.series("shared.hits")) == 800, 15, "every datagram to be counted")
+        wait_for(lambda: total(pipeline.series("shared.tcp")) == 10, 15, "every TCP line to be counted")
+        by_receiver = {name: total(pipeline.series("pystatsd.receiver.datagrams", receiver=name))
+                       for name in ("receiver", "receiver-1")}
+        assert all(by_receiver.values()), by_receiver
+
+        pipeline.ctl("restart", "receiver-extra:receiver-1", check=True)
+        wait_for(pipeline.all_running, 30, "receiver-1 to be RUNNING again")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            for _ in range(40):
+                client.sendto(b"shared.after:1|c", ("127.0.0.1", pipeline.statsd_port))
+        wait_for(lambda: total(pipeline.series("shared.after")) == 40, 15, "the datagrams after the restart")

@@ -87,15 +87,16 @@ def test_config_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
 def test_rendered_supervisord_conf() -> None:
     text = render_supervisord_conf((REPO / "supervisord.conf").read_text(), Path("/srv/home"),
-                                   "/opt/x/bin/python", Path("/run/x"), shards=3)
+                                   "/opt/x/bin/python", Path("/run/x"), {"shards": 3, "extra_receivers": None})
     assert "%(here)s" not in text and ".venv" not in text
     conf = configparser.RawConfigParser()
     conf.read_string(text)
-    assert conf["supervisord"]["environment"] == 'PYSTATSD_SHARDS="3"'
+    assert conf["supervisord"]["environment"] == 'PYSTATSD_SHARDS="3",PYSTATSD_EXTRA_RECEIVERS="0"'
     assert conf["supervisord"]["pidfile"] == "/run/x/supervisord.pid"
     assert conf["supervisorctl"]["serverurl"] == "unix:///run/x/supervisor.sock"
     programs = [section for section in conf.sections() if section.startswith("program:")]
-    assert sorted(programs) == ["program:aggregator", "program:forwarder", "program:receiver"]
+    assert sorted(programs) == ["program:aggregator", "program:forwarder", "program:receiver",
+                                "program:receiver-extra"]
     for section in programs:
         program = conf[section]
         assert program["command"].startswith("/opt/x/bin/python -m stages.")
@@ -105,6 +106,9 @@ def test_rendered_supervisord_conf() -> None:
             if f"{stream}_logfile" in program:
                 assert program[f"{stream}_logfile"] == f"/dev/{stream}"
                 assert program[f"{stream}_logfile_maxbytes"] == "0"
+    more = render_supervisord_conf((REPO / "supervisord.conf").read_text(), Path("/srv/home"),
+                                   "/opt/x/bin/python", Path("/run/x"), {"shards": None, "extra_receivers": 2})
+    assert 'PYSTATSD_SHARDS="2",PYSTATSD_EXTRA_RECEIVERS="2"' in more
 
 
 def test_run_refuses_a_bad_config_before_starting_anything(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Listener kinds by URL scheme. A new kind is a file plus an entry here.
 
-A kind is a class with ``parse_address(rest)`` (pure; ValueError says what is wrong) and
-``open(url, address, receive_buffer_bytes, socket_mode)``; an opened listener offers ``fds()``,
+A kind is a class with ``parse_address(rest)`` (pure; ValueError says what is wrong),
+``shares_port`` (True when several receivers can listen on the same address with ``SO_REUSEPORT``)
+and ``open(url, address, receive_buffer_bytes, socket_mode, reuse_port)``; an opened listener offers ``fds()``,
 ``read(fd, limit, bad)`` → payloads to parse, ``drain(bad)``, ``kernel_drops()``, ``close()``
 and a ``changed`` flag for when its set of sockets changed.
 """
@@ -35,6 +36,12 @@ def parse_listener(url: str) -> tuple[str, Any]:
         raise ValueError(f"{url!r}: {exc}") from None
 
 
-def open_listener(url: str, receive_buffer_bytes: int, socket_mode: int) -> Any:
+def open_listener(url: str, receive_buffer_bytes: int, socket_mode: int, reuse_port: bool = False) -> Any:
+    """Bind the listener ``url`` names; with ``reuse_port`` other receivers may bind it too."""
     scheme, address = parse_listener(url)
-    return LISTENERS[scheme].open(url, address, receive_buffer_bytes, socket_mode)
+    return LISTENERS[scheme].open(url, address, receive_buffer_bytes, socket_mode, reuse_port)
+
+
+def shares_port(url: str) -> bool:
+    """Whether several receivers can listen on ``url`` at once (the kernel spreads the clients)."""
+    return bool(LISTENERS[parse_listener(url)[0]].shares_port)

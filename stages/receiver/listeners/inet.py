@@ -19,15 +19,22 @@ def inet_address(rest: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def bind_inet(address: tuple[str, int], kind: int, url: str,
+def bind_inet(address: tuple[str, int], kind: int, url: str, reuse_port: bool,
               before_bind: Callable[[socket.socket], None] | None = None) -> socket.socket:
-    """A socket of ``kind`` bound to ``address``; warns when it accepts traffic from other hosts."""
+    """A socket of ``kind`` bound to ``address``; warns when it accepts traffic from other hosts.
+
+    ``reuse_port`` lets the other receivers of this pipeline bind the same address (only processes
+    of the same user can): the kernel then spreads clients over them by source address and port.
+    Without it a second bind fails, which is what tells a user that the port is taken.
+    """
     host, port = address
     family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=kind)[0]
     sock = socket.socket(family, kind)
     try:
         if before_bind is not None:
             before_bind(sock)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(sockaddr)
     except OSError as exc:
         sock.close()

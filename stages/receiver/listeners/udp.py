@@ -13,9 +13,11 @@ log = logging.getLogger(__name__)
 
 class UdpListener(DatagramListener):
     parse_address = staticmethod(inet_address)
+    shares_port = True
 
     @classmethod
-    def open(cls, url: str, address: tuple[str, int], receive_buffer_bytes: int, socket_mode: int) -> UdpListener:
-        sock = bind_inet(address, socket.SOCK_DGRAM, url,
+    def open(cls, url: str, address: tuple[str, int], receive_buffer_bytes: int, socket_mode: int,
+             reuse_port: bool) -> UdpListener:
+        sock = bind_inet(address, socket.SOCK_DGRAM, url, reuse_port,
                          before_bind=lambda s: set_receive_buffer(s, receive_buffer_bytes, url))
         return cls(url, sock)
