@@ -41,6 +41,7 @@ $(BENCH_STAMP): pyproject.toml | $(STAMP)
 bench: install $(BENCH_STAMP)
 	sh bench/build.sh
 	$(PY) bench/run.py --json bench/.build/results.json
+	$(PY) bench/flush.py --json bench/.build/flush.json
 
 lint: install
 	$(VENV)/bin/ruff check stages tests pystatsd bench

@@ -67,8 +67,29 @@ def tags_dict(tags: Tags) -> dict[str, str]:
 def aggregate(name: str, mtype: int, tags: Tags, timestamp: float, interval: float,
               **fields: Any) -> dict[str, Any]:
     """One aggregate in the output contract's key order."""
-    return {"name": name, "type": OUTPUT_TYPE_NAMES[mtype], "tags": tags_dict(tags),
-            "timestamp": whole(timestamp), "interval": whole(interval), **fields}
+    return IntervalAggregates(timestamp, interval).make(name, mtype, tags, fields)
+
+
+class IntervalAggregates:
+    """Builds the many aggregates of one interval: the times and each tag set are converted once.
+
+    Aggregates with the same tags share one tags mapping: they are only ever encoded, never changed.
+    """
+
+    __slots__ = ("timestamp", "interval", "_tags")
+
+    def __init__(self, timestamp: float, interval: float) -> None:
+        self.timestamp = whole(timestamp)
+        self.interval = whole(interval)
+        self._tags: dict[Tags, dict[str, str]] = {}
+
+    def make(self, name: str, mtype: int, tags: Tags, fields: dict[str, Any]) -> dict[str, Any]:
+        """One aggregate in the output contract's key order; ``fields`` follow the common keys."""
+        mapping = self._tags.get(tags)
+        if mapping is None:
+            mapping = self._tags[tags] = tags_dict(tags)
+        return {"name": name, "type": OUTPUT_TYPE_NAMES[mtype], "tags": mapping,
+                "timestamp": self.timestamp, "interval": self.interval, **fields}
 
 
 def whole(seconds: float) -> float | int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from stages.aggregator.stats import summary
-from stages.model import MetricType, Sample, Tags, aggregate
+from stages.model import IntervalAggregates, MetricType, Sample, Tags
 
 COUNTER = int(MetricType.COUNTER)
 GAUGE = int(MetricType.GAUGE)
@@ -103,14 +103,13 @@ class IntervalBucket:
 
     def aggregates(self, timestamp: float, interval: float, percentiles: list[float]) -> list[dict[str, Any]]:
         """Counters, timer-likes, sets and traces of this interval (gauges are kept by :class:`Gauges`)."""
-        out = [aggregate(name, COUNTER, tags, timestamp, interval, value=value, rate=value / interval)
+        make = IntervalAggregates(timestamp, interval).make
+        out = [make(name, COUNTER, tags, {"value": value, "rate": value / interval})
                for (name, tags), value in self.counters.items()]
-        out.extend(aggregate(name, mtype, tags, timestamp, interval, stats=summary(values, count, percentiles))
+        out.extend(make(name, mtype, tags, {"stats": summary(values, count, percentiles)})
                    for (name, tags, mtype), (values, count) in self.sampled.items())
-        out.extend(aggregate(name, SET, tags, timestamp, interval, value=float(len(members)))
-                   for (name, tags), members in self.sets.items())
-        out.extend(aggregate(name, TRACE, tags, timestamp, interval, value=value)
-                   for (name, tags), value in self.traces.items())
+        out.extend(make(name, SET, tags, {"value": float(len(members))}) for (name, tags), members in self.sets.items())
+        out.extend(make(name, TRACE, tags, {"value": value}) for (name, tags), value in self.traces.items())
         return out
 
 
@@ -141,5 +140,5 @@ class Gauges:
         for key in expired:
             del self.values[key]
             self.limit.release(key[0])
-        return [aggregate(name, GAUGE, tags, timestamp, interval, value=value)
-                for (name, tags), (value, _) in self.values.items()]
+        make = IntervalAggregates(timestamp, interval).make
+        return [make(name, GAUGE, tags, {"value": value}) for (name, tags), (value, _) in self.values.items()]

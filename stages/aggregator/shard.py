@@ -9,6 +9,7 @@ counted as late: a closed interval is never reopened, and nothing is lost.
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from dataclasses import dataclass
@@ -128,6 +129,17 @@ class ShardState:
         return [self._close(index) for index in indexes]
 
     def _close(self, index: int) -> ClosedInterval:
+        # A full collection in the middle of building 100,000 aggregates costs tens of milliseconds
+        # and finds nothing: everything built here stays referenced until the flush is sent.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._build(index)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _build(self, index: int) -> ClosedInterval:
         started = time.perf_counter()
         bucket = self.buckets.pop(index, None) or self._new_bucket()
         start = self.start_of(index)

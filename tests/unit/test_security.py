@@ -48,7 +48,7 @@ def test_defaults_without_a_config_file_are_loopback(tmp_path: Path) -> None:
 
 def test_a_listener_open_to_the_network_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        sock = bind_inet(("0.0.0.0", 0), socket.SOCK_DGRAM, "udp://0.0.0.0:0")
+        sock = bind_inet(("0.0.0.0", 0), socket.SOCK_DGRAM, "udp://0.0.0.0:0", reuse_port=False)
     sock.close()
     assert "udp://0.0.0.0:0 accepts unauthenticated metrics from the network" in caplog.text
 

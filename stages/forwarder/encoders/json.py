@@ -6,7 +6,26 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
+
 from stages.forwarder.encoders.options import EncoderOptions
+
+
+def json_bytes(obj: Any) -> bytes:
+    """Compact UTF-8 JSON; ValueError for NaN or an infinity, which are not JSON.
+
+    orjson writes it several times faster than the standard library (a flush of 100,000 aggregates
+    is encoded in tens of milliseconds instead of hundreds); the standard library takes what orjson
+    refuses (integers beyond 64 bits) and anything holding ``null``, which orjson also writes for
+    NaN and infinities (an aggregate holds no null of its own).
+    """
+    try:
+        data = orjson.dumps(obj)
+    except orjson.JSONEncodeError:
+        data = b"null"
+    if b"null" in data:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    return data
 
 
 class JsonEncoder:
@@ -14,5 +33,4 @@ class JsonEncoder:
         self.options = options
 
     def encode(self, aggregate: dict[str, Any]) -> Iterable[bytes]:
-        # allow_nan=False: a non-finite value would be invalid JSON; the parsers never let one in.
-        yield json.dumps(aggregate, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+        yield json_bytes(aggregate)

@@ -9,11 +9,11 @@ its count since this forwarder started, as the original did; otherwise the inter
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable
 from typing import Any
 
+from stages.forwarder.encoders.json import json_bytes
 from stages.forwarder.encoders.options import EncoderOptions
 from stages.model import whole
 
@@ -44,14 +44,10 @@ class OriginalEncoder:
         name = aggregate["name"]
         if "stats" in aggregate:
             for stat, value in aggregate["stats"].items():
-                yield _dump({**base, "name": f"{name}.{stat}", "value": whole(value)})
+                yield json_bytes({**base, "name": f"{name}.{stat}", "value": whole(value)})
             return
         value = aggregate["value"]
         if aggregate["type"] == "trace" and self.options.cumulative_traces:
             key = (name, tuple(sorted(aggregate["tags"].items())))
             value = self.trace_totals[key] = self.trace_totals.get(key, 0.0) + value
-        yield _dump({**base, "name": name, "value": whole(value)})
-
-
-def _dump(event: dict[str, Any]) -> bytes:
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+        yield json_bytes({**base, "name": name, "value": whole(value)})
