@@ -1,32 +1,42 @@
 """The benchmark's report: the machine, the tables, the targets, and a plot.
 
 bench/RESULTS.md keeps hand-written analysis (the profile) below the generated part: only the text
-between the two markers is replaced, so a new run never loses what a person wrote.
+between the two markers is replaced, so a new run never loses what a person wrote. Run as a script
+it renders the report again from what ``run.py --json`` saved, without measuring anything:
+
+    .venv/bin/python bench/report.py bench/.build/results.json
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import math
 import os
 import platform
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.results import (
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script: bench/ is sys.path[0], the repo is not
+    sys.path.insert(0, str(REPO))
+
+from bench.results import (  # noqa: E402
     DISTURBED_SHARE,
     BenchResults,
     IdleResult,
     RatePoint,
     RunResult,
     highest_pass,
+    load_results,
     point_at,
     points_of,
+    proven_rate,
 )
 
-REPO = Path(__file__).resolve().parent.parent
 BEGIN = "<!-- bench/run.py writes from here to the end marker; edit outside the markers -->"
 END = "<!-- end of what bench/run.py writes -->"
 BASELINE = "etsy-tuned"
@@ -161,14 +171,20 @@ def first_fail(results: BenchResults, system: str, per_datagram: int) -> RatePoi
     return next((p for p in points_of(results.sweep, system, per_datagram) if not p.passed), None)
 
 
+def proven(results: BenchResults, system: str, per_datagram: int) -> float:
+    """The system's highest passing rate as measured (what the generator offered when it fell short); 0 if none."""
+    best = best_point(results, system, per_datagram)
+    return proven_rate(best) if best else 0.0
+
+
 def headline(results: BenchResults, per_datagram: int) -> list[str]:
-    baseline = highest_pass(results.sweep, BASELINE, per_datagram)
-    shipped = highest_pass(results.sweep, "etsy", per_datagram)
+    baseline = proven(results, BASELINE, per_datagram)
+    shipped = proven(results, "etsy", per_datagram)
     rows = []
     for system in systems_of(results):
         best = best_point(results, system, per_datagram)
         fail = first_fail(results, system, per_datagram)
-        mine = best.target_rate if best else 0.0
+        mine = proven(results, system, per_datagram)
         bound = "≥ " if best and best.generator_limited else ""
         rows.append([
             system,
@@ -192,8 +208,8 @@ def verdict(met: bool, shortfall: str) -> str:
 def target_rows(results: BenchResults) -> list[list[str]]:
     rows = []
     for per_datagram, wanted in RATIO_TARGETS.items():
-        mine = highest_pass(results.sweep, "pystatsd", per_datagram)
-        theirs = highest_pass(results.sweep, BASELINE, per_datagram)
+        mine = proven(results, "pystatsd", per_datagram)
+        theirs = proven(results, BASELINE, per_datagram)
         if not (mine and theirs):
             rows.append([f"{per_datagram}/datagram ≥ {wanted}× {BASELINE}", "not measured", "–"])
             continue
@@ -209,7 +225,7 @@ def target_rows(results: BenchResults) -> list[list[str]]:
             continue
         got = best.median(lambda r: r.cpu_per_million())
         rows.append([f"≤ {wanted} CPU-s per M metrics at {per_datagram}/datagram",
-                     f"{got:.2f} (every pipeline process, at {rate(best.target_rate)}/s)",
+                     f"{got:.2f} (every pipeline process, at {rate(proven_rate(best))}/s)",
                      verdict(got <= wanted, f"{got / wanted:.2f}× the budget, "
                                             f"{got - wanted:.2f} CPU-s per M too many")])
     idle = next((i for i in results.idle if i.system == "pystatsd"), None)
@@ -234,8 +250,8 @@ def per_stage(results: BenchResults) -> list[str]:
                for stage in stage_cpu_per_million(best.runs[0])}
         rss = grouped(best.median_run().peak_rss_mib, max)
         for stage in cpu:
-            rows.append([str(per_datagram), rate(best.target_rate), stage, f"{cpu[stage]:.3f}", f"{rss[stage]:.1f}"])
-        rows.append([str(per_datagram), rate(best.target_rate), "**total**", f"{sum(cpu.values()):.3f}", ""])
+            rows.append([str(per_datagram), rate(proven_rate(best)), stage, f"{cpu[stage]:.3f}", f"{rss[stage]:.1f}"])
+        rows.append([str(per_datagram), rate(proven_rate(best)), "**total**", f"{sum(cpu.values()):.3f}", ""])
     header = ["per datagram", "rate (metrics/s)", "stage", "CPU-s per M metrics (median)",
               "peak RSS MiB (largest process of the stage)"]
     return table(header, rows)
@@ -404,3 +420,18 @@ def plot(results: BenchResults, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Render the benchmark report again from run.py --json output.")
+    parser.add_argument("results", type=Path, help="the JSON run.py --json wrote")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS.md", help="the report to update")
+    args = parser.parse_args(argv)
+    results = load_results(json.loads(args.results.read_text()))
+    write(results, args.out, args.out.with_name("results.png"))
+    print(summary_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

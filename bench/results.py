@@ -111,5 +111,24 @@ def highest_pass(points: list[RatePoint], system: str, per_datagram: int) -> flo
     return max((p.target_rate for p in mine if p.passed and p.target_rate < first_fail), default=0.0)
 
 
+def proven_rate(point: RatePoint) -> float:
+    """What a passing point proves: its target rate, or what the generator managed when it fell short."""
+    return point.median(lambda run: run.offered_per_sec) if point.generator_limited else point.target_rate
+
+
+def load_results(data: dict[str, object]) -> BenchResults:
+    """The results as ``run.py --json`` wrote them, to render the report again without measuring."""
+    def point(item: dict) -> RatePoint:
+        runs = [RunResult(**run) for run in item.pop("runs")]
+        return RatePoint(**item, runs=runs)
+
+    return BenchResults(
+        meta=data["meta"],  # type: ignore[arg-type]
+        sweep=[point(item) for item in data["sweep"]],  # type: ignore[attr-defined]
+        scaling=[point(item) for item in data["scaling"]],  # type: ignore[attr-defined]
+        idle=[IdleResult(**item) for item in data["idle"]],  # type: ignore[attr-defined]
+    )
+
+
 def point_at(points: list[RatePoint], system: str, per_datagram: int, rate: float) -> RatePoint | None:
     return next((p for p in points_of(points, system, per_datagram) if p.target_rate == rate), None)

@@ -1,6 +1,8 @@
 """The receiver's open window: it leaves as one batch per shard when full, when old, or at an interval edge.
 
-The window is a :class:`Tally`: repeats of a sample are counted, and the batch carries each
+The window is a :class:`Tally`: it leaves at ``batch_max_age_ms``, at an interval edge, or when it
+holds :data:`WINDOW_BATCHES` full batches per shard; each shard's part goes in batches of at most
+``max_samples`` samples. Repeats of a sample are counted, and the batch carries each
 distinct sample once (a counter's repeats summed into one value, a set member once; timer values
 and gauges as many times, and in the order, they came). A batch's header says how many metrics it
 stands for, so the shards and the forwarder's ledger count metrics, not entries.
@@ -30,6 +32,10 @@ COUNTER = int(MetricType.COUNTER)
 SET = int(MetricType.SET)
 #: Names whose shard is remembered; past this the memory starts afresh.
 MAX_REMEMBERED_NAMES = 100_000
+#: A window leaves early when it holds this many full batches per shard: repeats are only summed
+#: within a window, so one cut at a single batch's worth would sum little when the series about
+#: fill a batch, while this bounds the window's memory (a few MiB).
+WINDOW_BATCHES = 8
 
 
 class Batcher:
@@ -69,7 +75,7 @@ class Batcher:
         self.send_if_full()
 
     def send_if_full(self) -> None:
-        if self.tally.entries() >= self.max_samples * len(self.pushes):
+        if self.tally.entries() >= WINDOW_BATCHES * self.max_samples * len(self.pushes):
             self.send_all()
 
     def send_due(self, now: float) -> None:

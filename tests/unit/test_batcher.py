@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from stages import contract
 from stages.model import MetricType, Sample
-from stages.receiver.batcher import Batcher
+from stages.receiver.batcher import WINDOW_BATCHES, Batcher
 from stages.receiver.parsers import parse_datagram, tally_payloads
 from stages.receiver.tally import Tally
 from stages.sharding import shard_for
@@ -86,6 +86,18 @@ def test_a_shard_holding_more_than_max_samples_gets_several_batches_whose_metric
     batches = received(pulls[0])
     assert [(header.seq, header.n, header.metrics, header.sent_before) for header, _ in batches] == [
         (0, 3, 12, 0), (1, 2, 2, 12)]
+
+
+def test_a_window_leaves_early_once_it_holds_its_full_batches(shards) -> None:
+    pushes, pulls = shards
+    batcher = Batcher(pushes[:1], "r1", max_samples=2, max_age_secs=0.05, interval=10.0)
+    distinct = [(f"c{i}", C, 1.0, 1.0, ()) for i in range(WINDOW_BATCHES * 2)]
+    batcher.add(distinct[:-1] * 3, NOW)  # repeats make no new entries
+    assert received(pulls[0]) == []
+    batcher.add(distinct[-1:], NOW)
+    batches = received(pulls[0])
+    assert [header.n for header, _ in batches] == [2] * WINDOW_BATCHES
+    assert sum(header.metrics for header, _ in batches) == 3 * len(distinct) - 2
 
 
 def test_a_full_shard_queue_counts_the_metrics_the_lost_batch_stood_for() -> None:
