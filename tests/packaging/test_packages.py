@@ -292,7 +292,8 @@ def test_installed_run_as_an_unprivileged_user_with_its_logs_on_a_journal_like_s
     try:
         wait_for(pipeline.all_running, 30, "every installed stage to be RUNNING")
         rendered = (pipeline.run_dir / "supervisord.conf").read_text()
-        assert rendered.count(f"command = {installed}{PREFIX}/bin/python -m stages.") == 3
+        # forwarder, aggregator, receiver, receiver-extra
+        assert rendered.count(f"command = {installed}{PREFIX}/bin/python -m stages.") == 4
         assert str(REPO) not in rendered
         assert _uid(proc.pid) == NOBODY
         pipeline.wait_interval_start()
