@@ -38,6 +38,11 @@ log = logging.getLogger("stages.receiver")
 
 #: Datagrams read from one socket per wake-up before the loop looks at its timers again.
 READ_BURST = 256
+#: A wake-up that found fewer datagrams than this was a trickle: the receiver then pauses for
+#: COALESCE_SECS so the kernel gathers a burst, instead of paying a wake-up per datagram or two. At
+#: most a few hundred datagrams arrive meanwhile, far less than a receive buffer holds.
+COALESCE_BELOW = 128
+COALESCE_SECS = 0.001
 #: How long a stopping receiver waits for ZeroMQ to hand its last batches to the shards.
 STOP_LINGER_MS = 2000
 #: How often at most the bad-line summary is logged.
@@ -97,12 +102,17 @@ class Receiver:
             now = time.time()
             due = self.batcher.next_due()
             wake = self.next_report if due is None else min(due, self.next_report)
+            read = 0
             for fd, _ in poller.poll(math.ceil(max(0.0, (wake - now) * 1000))):
                 listener = by_fd.get(fd)
                 if listener is not None:
-                    self.receive(listener.read(fd, READ_BURST, self.bad))
+                    payloads = listener.read(fd, READ_BURST, self.bad)
+                    read += len(payloads)
+                    self.receive(payloads)
                 elif fd == stop.fileno():
                     stop.drain()
+            if 0 < read < COALESCE_BELOW:
+                time.sleep(COALESCE_SECS)
             if any(listener.changed for listener in self.listeners):
                 self.watch(poller, by_fd)
             now = time.time()

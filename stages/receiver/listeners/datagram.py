@@ -7,6 +7,11 @@ import socket
 
 from stages.receiver.listeners.kernel_drops import socket_drops
 
+try:
+    from stages.receiver.listeners._recv_many import recv_many
+except ImportError:  # built by pip install where a C compiler is found; sock.recv does the same job
+    recv_many = None
+
 log = logging.getLogger(__name__)
 
 #: Larger than any UDP payload (65,507 bytes over IPv4), so a datagram is never cut short.
@@ -36,12 +41,21 @@ class DatagramListener:
         self.sock.setblocking(False)
         #: Stream listeners set this when their sockets change; a datagram socket never does.
         self.changed = False
+        if recv_many is None:
+            log.info("Reading %s one datagram per system call: the C reader (recvmmsg) was not built "
+                     "when pystatsd was installed", url)
 
     def fds(self) -> list[int]:
         return [self.sock.fileno()]
 
     def read(self, fd: int, limit: int, bad: dict[str, int]) -> list[bytes]:
         """Up to ``limit`` datagrams already waiting, without blocking."""
+        if recv_many is not None:
+            return recv_many(fd, limit)
+        return self.read_each(limit)
+
+    def read_each(self, limit: int) -> list[bytes]:
+        """What :meth:`read` gives, one ``recv`` call per datagram."""
         datagrams = []
         recv = self.sock.recv
         for _ in range(limit):

@@ -17,6 +17,9 @@ from stages.receiver.tally import Tally
 
 #: A payload starting with one of these may be JSON (see json_original.accepts).
 _OTHER_FORMAT_START = re.compile(rb"[{\[\s]")
+#: A line of a joined burst that starts like JSON (one regex pass is cheaper than two ``in`` scans).
+_JSON_LINE_START = re.compile(r"\n[{\[]")
+_FIRST_BYTE = itemgetter(0)
 
 PARSERS: dict[str, ModuleType] = {
     "json": json_original,
@@ -48,11 +51,11 @@ def tally_payloads(payloads: list[bytes], defaults: dict[str, str], tally: Tally
 def _plain_statsd(payloads: list[bytes]) -> str | None:
     """The payloads as one text if they are valid UTF-8 and no line of them can be another format."""
     try:
-        firsts = bytes(map(itemgetter(0), payloads))
+        firsts = bytes(map(_FIRST_BYTE, payloads))
         text = b"\n".join(payloads).decode("utf-8")
     except (IndexError, UnicodeDecodeError):
         return None
-    if _OTHER_FORMAT_START.search(firsts) or "\n{" in text or "\n[" in text:
+    if _OTHER_FORMAT_START.search(firsts) or _JSON_LINE_START.search(text):
         return None
     if "\n\n" in text:
         # Lines ended by newline (what streams carry): the empty lines between would only be skipped.
