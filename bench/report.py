@@ -46,6 +46,9 @@ RATIO_TARGETS = {20: 1.5, 1: 1.3}
 CPU_TARGETS = {20: 0.5, 1: 2.0}
 IDLE_TARGET_PCT = 1.0
 RSS_TARGET_MIB = 40.0
+#: How the header describes each load generator mode (bench/loadgen.c).
+LOAD_MODES = {"counters": "Counters",
+              "mix": "A mix of 50 % counters (increments 1 to 5), 25 % timers, 15 % gauges and 10 % sets"}
 
 PIPELINE_ORDER = ("receiver", "aggregator", "forwarder", "supervisord")
 #: Words in the names of a system's own counters that count something lost.
@@ -89,6 +92,7 @@ def machine(args: argparse.Namespace, command: str, system_cpus: list[int]) -> d
         "duration": args.duration,
         "repeats": args.repeats,
         "series": args.series,
+        "mode": args.mode,
         "flush_interval": args.flush_interval,
         "shards": args.shards,
         "sink": args.sink,
@@ -323,7 +327,8 @@ def generated(results: BenchResults, plot_name: str) -> list[str]:
         f"- Load average (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in load_before)} before, "
         f"{', '.join(f'{x:.2f}' if isinstance(x, float) else x for x in load_after)} after.",
         f"- The load generator runs on core {meta['load_cpu']} (`taskset`); every system under test, all its "
-        f"processes, on cores {meta['system_cpus']}. Counters over {meta['series']:,} series, "
+        f"processes, on cores {meta['system_cpus']}. {LOAD_MODES[meta.get('mode', 'counters')]} over "
+        f"{meta['series']:,} series, "
         f"{meta['duration']} s of load per run from {meta.get('client_sockets', 1)} source sockets, "
         f"{meta['repeats']} runs per rate (the median decides), flush interval "
         f"{meta['flush_interval']} s everywhere, pystatsd with {meta['shards']} shards and its {meta['sink']} sink.",

@@ -84,6 +84,8 @@ class Plan:
     workdir: Path
     #: the load generator's source sockets, for every system and run alike
     client_sockets: int = 8
+    #: "counters" (what the peers are compared on) or "mix" (counters, timers, gauges and sets)
+    mode: str = "counters"
 
 
 def read_system(system: System, cpus: list[int]) -> Reading:
@@ -132,7 +134,8 @@ def measure_run(system: System, plan: Plan, rate: float, per_datagram: int, shar
                 quiet_secs: float) -> RunResult:
     before = read_system(system, plan.system_cpus)
     sent = peers.run_loadgen(system.target_port(), rate, plan.duration, per_datagram, plan.series,
-                             plan.workdir / "loadgen.json", cpu=plan.load_cpu, sockets=plan.client_sockets)
+                             plan.workdir / "loadgen.json", mode=plan.mode, cpu=plan.load_cpu,
+                             sockets=plan.client_sockets)
     settled = settle(system, before.delivered + sent["counter_total"], quiet_secs)
     after = read_system(system, plan.system_cpus)
     delivered = after.delivered - before.delivered
@@ -397,6 +400,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="times a run is repeated while other processes take the system's cores")
     parser.add_argument("--duration", type=float, help="seconds of load per run (default 3, 2 with --smoke)")
     parser.add_argument("--series", type=int, default=1000, help="distinct counter series in the load")
+    parser.add_argument("--mode", choices=("counters", "mix"), default="counters",
+                        help="the load: counters only, or 50 %% counters, 25 %% timers, 15 %% gauges and 10 %% "
+                             "sets (loss is still judged on the counters)")
     parser.add_argument("--flush-interval", type=float, default=1.0, help="flush interval of every system")
     parser.add_argument("--shards", type=int, default=2, help="pystatsd's shards in the sweep")
     parser.add_argument("--scaling-shards", type=comma_list(int), default=[1, 2, 4],
@@ -466,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     system_cpus = pin_systems_away_from(args.load_cpu)
     with tempfile.TemporaryDirectory(prefix="pstbench") as workdir:
         plan = Plan(args.duration, args.series, args.repeats, args.load_cpu, system_cpus, Path(workdir),
-                    args.client_sockets)
+                    args.client_sockets, args.mode)
         results = BenchResults(report.machine(args, command_line(), system_cpus))
         bench = Bench(args, plan)
         if args.smoke:
