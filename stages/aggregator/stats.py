@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import math
-from itertools import repeat
-from operator import mul, sub
 
 
 @functools.lru_cache(maxsize=64)
@@ -17,33 +15,40 @@ def percentile_key(pct: float) -> str:
     return f"p{text.replace('.', '_')}"
 
 
+@functools.lru_cache(maxsize=1024)
+def percentile_ranks(n: int, percentiles: tuple[float, ...]) -> tuple[tuple[str, int], ...]:
+    """(key, index into the sorted values) of each percentile for ``n`` values, by nearest rank.
+
+    Cached: a flush summarises thousands of timers, most with one of a few counts.
+    """
+    # Rounded first: 7 / 100 * 100 is 7.000000000000001 in floating point, whose ceil is 8.
+    return tuple((percentile_key(pct), max(1, math.ceil(round(pct * n / 100, 9))) - 1) for pct in percentiles)
+
+
 def summary(values: list[float], count: float, percentiles: list[float]) -> dict[str, float]:
     """count (sample-rate corrected), sum, min, max, mean, median, stddev and each ``pNN``.
 
     Percentiles use the nearest-rank method on the values received, so every reported value is
     one that was really sent; median is the middle value (mean of the two middle ones for an even
-    count); stddev is the population standard deviation.
+    count); stddev is the population standard deviation. Sorts ``values`` in place.
     """
-    ordered = sorted(values)
-    n = len(ordered)
-    total = math.fsum(ordered)
+    values.sort()
+    n = len(values)
+    total = math.fsum(values)
     mean = total / n
     middle = n // 2
-    median = ordered[middle] if n % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-    # Deviations and their squares in C (map), not a generator: a flush summarises thousands of timers.
-    deviations = list(map(sub, ordered, repeat(mean, n)))
-    variance = math.fsum(map(mul, deviations, deviations)) / n
+    median = values[middle] if n % 2 else (values[middle - 1] + values[middle]) / 2
     stats = {
         "count": count,
         "sum": total,
-        "min": ordered[0],
-        "max": ordered[-1],
+        "min": values[0],
+        "max": values[-1],
         "mean": mean,
         "median": median,
-        "stddev": math.sqrt(variance),
+        # The distance from the point (mean, ..., mean) is the root of the summed squared deviations,
+        # computed in C with extra precision and no list of deviations: a flush has thousands of timers.
+        "stddev": math.dist(values, [mean] * n) / math.sqrt(n),
     }
-    for pct in percentiles:
-        # Rounded first: 7 / 100 * 100 is 7.000000000000001 in floating point, whose ceil is 8.
-        rank = max(1, math.ceil(round(pct * n / 100, 9)))
-        stats[percentile_key(pct)] = ordered[rank - 1]
+    for key, index in percentile_ranks(n, tuple(percentiles)):
+        stats[key] = values[index]
     return stats

@@ -134,6 +134,33 @@ def test_json_encoder_refuses_non_finite_values(value: float) -> None:
         list(make_encoder("json").encode(aggregate("bad", value)))
 
 
+@pytest.mark.parametrize("fmt", ["json", "original", "influx"])
+def test_lines_of_a_flush_are_its_records_one_per_line(fmt: str) -> None:
+    timer = {"name": "t", "type": "timer", "tags": {"a": "b"}, "timestamp": 1010, "interval": 10,
+             "stats": {"count": 2.0, "sum": 3.0, "min": 1.0, "max": 2.0, "mean": 1.5, "median": 1.5,
+                       "stddev": 0.5, "p90": 2.0}}
+    flush = [aggregate(f"c{i}", float(i)) for i in range(5)] + [timer]
+    encoder = make_encoder(fmt)
+    records = [record for item in flush for record in encoder.encode(item)]
+    assert encoder.lines(flush) == b"".join(record + b"\n" for record in records)
+    assert encoder.lines([]) == b""
+
+
+@pytest.mark.parametrize("odd", [{"huge": 2 ** 70}, {"tag_says": "null"}])
+def test_json_lines_write_what_the_standard_library_would_where_orjson_cannot(odd: dict[str, Any]) -> None:
+    # orjson refuses integers beyond 64 bits, and a "null" in its output may stand for a NaN:
+    # both go the record-by-record way, which hands them to the standard library.
+    item = {**aggregate("odd", 1.0), **odd}
+    flush = [aggregate("plain", 2.0), item]
+    assert make_encoder("json").lines(flush) == b"".join(
+        json.dumps(a, separators=(",", ":"), ensure_ascii=False).encode() + b"\n" for a in flush)
+
+
+def test_json_lines_refuse_non_finite_values_like_a_record_does() -> None:
+    with pytest.raises(ValueError):
+        make_encoder("json").lines([aggregate("good", 1.0), aggregate("bad", math.nan)])
+
+
 def test_retriable_failure_is_retried_until_delivered_exactly_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fanout, "RETRY_FIRST_SECS", 0.01)
     sink = RecordingSink(failures=2)

@@ -1,7 +1,8 @@
 """Output formats, apart from destinations: a sink's ``format`` key names one of these.
 
 An encoder turns one aggregate into one or more records (a line, a Kafka message value) and never
-changes the aggregate (other sinks share it). Adding a format is a file plus an entry here.
+changes the aggregate (other sinks share it). Adding a format is a file plus an entry here; its class
+derives from :class:`stages.forwarder.encoders.base.RecordEncoder`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from stages.forwarder.encoders.original import OriginalEncoder
 class Encoder(Protocol):
     def encode(self, aggregate: dict[str, Any]) -> Iterable[bytes]:
         """The records for one aggregate."""
+
+    def lines(self, aggregates: list[dict[str, Any]]) -> bytes:
+        """Every record of ``aggregates``, each ended by a newline (see encoders.base.RecordEncoder)."""
 
 
 ENCODERS: dict[str, type[Any]] = {

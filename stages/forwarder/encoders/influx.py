@@ -11,16 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from stages.forwarder.encoders.options import EncoderOptions
+from stages.forwarder.encoders.base import RecordEncoder
 
 _MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\\": "\\\\"})
 _KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\\": "\\\\"})
 
 
-class InfluxEncoder:
-    def __init__(self, options: EncoderOptions) -> None:
-        self.options = options
-
+class InfluxEncoder(RecordEncoder):
     def encode(self, aggregate: dict[str, Any]) -> Iterable[bytes]:
         series = aggregate["name"].translate(_MEASUREMENT)
         for key in sorted(aggregate["tags"]):

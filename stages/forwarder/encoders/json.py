@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from stages.forwarder.encoders.options import EncoderOptions
+from stages.forwarder.encoders.base import RecordEncoder
 
 
 def json_bytes(obj: Any) -> bytes:
@@ -28,9 +28,17 @@ def json_bytes(obj: Any) -> bytes:
     return data
 
 
-class JsonEncoder:
-    def __init__(self, options: EncoderOptions) -> None:
-        self.options = options
-
+class JsonEncoder(RecordEncoder):
     def encode(self, aggregate: dict[str, Any]) -> Iterable[bytes]:
         yield json_bytes(aggregate)
+
+    def lines(self, aggregates: list[dict[str, Any]]) -> bytes:
+        # One C loop over the whole flush (a few times faster than a record at a time); whatever
+        # json_bytes would hand to the standard library sends the flush the record-by-record way.
+        try:
+            text = b"\n".join(map(orjson.dumps, aggregates))
+        except orjson.JSONEncodeError:
+            return super().lines(aggregates)
+        if b"null" in text:
+            return super().lines(aggregates)
+        return text + b"\n" if aggregates else b""

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from stages.forwarder.encoders.base import RecordEncoder
 from stages.forwarder.encoders.json import json_bytes
 from stages.forwarder.encoders.options import EncoderOptions
 from stages.model import whole
@@ -27,9 +28,9 @@ def logstash_timestamp(unix_seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
 
 
-class OriginalEncoder:
+class OriginalEncoder(RecordEncoder):
     def __init__(self, options: EncoderOptions) -> None:
-        self.options = options
+        super().__init__(options)
         #: (name, sorted tags) → trace count since start, for cumulative_traces.
         self.trace_totals: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
 

@@ -33,9 +33,7 @@ class ConsoleSink:
 
     def write(self, flush: Flush) -> None:
         out = sys.stdout.buffer
-        for aggregate in flush.aggregates:
-            for record in self.encoder.encode(aggregate):
-                out.write(record + b"\n")
+        out.write(self.encoder.lines(flush.aggregates))
         out.flush()
 
     def close(self) -> None:

@@ -54,9 +54,9 @@ class FileSink:
             self.close()
             self.open()
         assert self.handle is not None
-        lines = [record + b"\n" for aggregate in flush.aggregates for record in self.encoder.encode(aggregate)]
+        data = self.encoder.lines(flush.aggregates)
         try:
-            self.handle.write(b"".join(lines))
+            self.handle.write(data)
             self.handle.flush()
         except OSError as exc:
             self.close()
