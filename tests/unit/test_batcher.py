@@ -134,7 +134,9 @@ STATSD_LINES = [
     "temp:+2|g", "temp:-1|g", "users:u1|s", "users:u2|s", "multi:1:2:3|d", "bad line", "x:1|zz", "hits:1|c\r",
     " hits:1|c", "hits:1|c\n", "", "hits:\x01|c",
 ]
-OTHER_LINES = ['{"metric_name": "j", "metric_type": "counter", "value": 1}', "[1]", "\udcff\udcfe"]
+OTHER_LINES = ['{"metric_name": "j", "metric_type": "counter", "value": 1}', "[1]", "\udcff\udcfe",
+               # statsd after a statsd line, JSON at the start of a payload: never to be remembered
+               "[x:1|c", "{x:1|c", "  {x:1|c", " ", "\t[1]"]
 
 
 def check_tally_matches_parse(datagrams: list[list[str]]) -> None:
@@ -164,6 +166,21 @@ def test_a_burst_of_statsd_read_as_one_text_gives_what_parsing_each_datagram_doe
                 max_size=8))
 def test_a_burst_with_other_formats_gives_what_parsing_each_datagram_does(datagrams) -> None:
     check_tally_matches_parse(datagrams)
+
+
+@pytest.mark.parametrize("line", ["[x:1|c", "{x:1|c", "  [x:1|c"])
+def test_a_line_read_as_statsd_inside_a_payload_is_json_where_it_starts_one(line: str) -> None:
+    # Inside a statsd payload the line is statsd; the same line as a payload of its own is JSON
+    # (a bad document here), however often it was seen inside one before.
+    inside = f"hits:1|c\n{line}".encode()
+    for burst in ([inside], [inside], [inside], [line.encode()], [inside, line.encode()]):
+        expected: list[Sample] = []
+        expected_bad: dict[str, int] = {}
+        for payload in burst:
+            parse_datagram(payload, DEFAULTS, expected, expected_bad)
+        tally, bad = Tally(), {}
+        tally_payloads(burst, DEFAULTS, tally, bad)
+        assert (tally.counts, bad) == (Counter(expected), expected_bad)
 
 
 def test_a_remembered_burst_is_counted_without_parsing(monkeypatch) -> None:

@@ -7,19 +7,11 @@ one is a file plus an entry here. Bursts of plain statsd lines take a faster pat
 
 from __future__ import annotations
 
-import re
-from operator import itemgetter
 from types import ModuleType
 
 from stages.model import Sample
 from stages.receiver.parsers import json_original, statsd
 from stages.receiver.tally import Tally
-
-#: A payload starting with one of these may be JSON (see json_original.accepts).
-_OTHER_FORMAT_START = re.compile(rb"[{\[\s]")
-#: A line of a joined burst that starts like JSON (one regex pass is cheaper than two ``in`` scans).
-_JSON_LINE_START = re.compile(r"\n[{\[]")
-_FIRST_BYTE = itemgetter(0)
 
 PARSERS: dict[str, ModuleType] = {
     "json": json_original,
@@ -32,33 +24,35 @@ def tally_payloads(payloads: list[bytes], defaults: dict[str, str], tally: Tally
 
     Plain statsd bursts, the bulk of any busy receiver's traffic, are read as one text: lines stand
     on their own in that format, so it gives what parsing each payload would, for a fraction of the
-    calls. The rest is parsed payload by payload.
+    calls. A burst that is not valid UTF-8, or has a line that may start another format's document,
+    is parsed payload by payload.
     """
-    text = _plain_statsd(payloads)
-    if text is None:
-        for payload in payloads:
-            samples: list[Sample] = []
-            parse_datagram(payload, defaults, samples, bad)
-            tally.add(samples)
-        return
-    missed = statsd.count_remembered(text.split("\n"), defaults, tally)
-    if missed:
+    text = _joined_text(payloads)
+    if text is not None:
+        known, missed = statsd.split_remembered(text.split("\n"), defaults)
+        # A JSON payload begins with a line no statsd memory holds: only the lines missed need a look.
+        if not any(map(json_original.accepts, missed)):
+            if known:
+                tally.add_counted(known)
+            if missed:
+                samples: list[Sample] = []
+                statsd.parse("\n".join(missed), defaults, samples, bad)
+                tally.add(samples)
+            return
+    for payload in payloads:
         samples = []
-        statsd.parse("\n".join(missed), defaults, samples, bad)
+        parse_datagram(payload, defaults, samples, bad)
         tally.add(samples)
 
 
-def _plain_statsd(payloads: list[bytes]) -> str | None:
-    """The payloads as one text if they are valid UTF-8 and no line of them can be another format."""
+def _joined_text(payloads: list[bytes]) -> str | None:
+    """The payloads as one text of lines, or None where they are not valid UTF-8."""
     try:
-        firsts = bytes(map(_FIRST_BYTE, payloads))
         text = b"\n".join(payloads).decode("utf-8")
-    except (IndexError, UnicodeDecodeError):
-        return None
-    if _OTHER_FORMAT_START.search(firsts) or _JSON_LINE_START.search(text):
+    except UnicodeDecodeError:
         return None
     if "\n\n" in text:
-        # Lines ended by newline (what streams carry): the empty lines between would only be skipped.
+        # Lines ended by newline (what streams and some clients send): the empty lines between would only be skipped.
         text = text.replace("\n\n", "\n")
     return text[:-1] if text[-1:] == "\n" else text
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from itertools import compress
 from operator import not_
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stages.model import MetricType, Sample, Tags, tag_tuple
 from stages.receiver.parsers.base import (
@@ -22,9 +22,6 @@ from stages.receiver.parsers.base import (
     number,
     sample_rate,
 )
-
-if TYPE_CHECKING:
-    from stages.receiver.tally import Tally
 
 SET = int(MetricType.SET)
 GAUGE = int(MetricType.GAUGE)
@@ -65,23 +62,28 @@ def accepts(text: str) -> bool:
     return True
 
 
-def count_remembered(lines: list[str], defaults: dict[str, str], tally: Tally) -> list[str]:
-    """Count the samples of every line seen before (gauges aside) into ``tally``; the other lines, in order.
+def split_remembered(lines: list[str], defaults: dict[str, str]) -> tuple[list[Sample], list[str]]:
+    """The samples of every line seen before (gauges aside), and the other lines, in order.
 
-    The hot path of a busy receiver, in C but for a few calls. What it returns goes to :func:`parse`:
-    new lines, bad lines, empty lines and gauges (whose order counting would lose).
+    The hot path of a busy receiver, in C but for a few calls. The other lines go to :func:`parse`:
+    new lines, bad lines, empty lines and gauges (whose order counting would lose). No remembered
+    line starts with ``{``, ``[`` or whitespace (see :func:`_remember_line`), so none of them can be
+    where another format's document begins.
     """
     if defaults is not _Memory.defaults:
-        return lines
+        return [], lines
     # Remembered lines passed every check when first parsed, control characters included.
     samples = list(map(_Memory.lines.get, lines))
     if None not in samples:
-        tally.add_counted(samples)  # type: ignore[arg-type]
-        return []
-    missed = list(compress(lines, map(not_, samples)))
-    if len(missed) < len(samples):
-        tally.add_counted(list(filter(None, samples)))  # type: ignore[arg-type]
-    return missed
+        return samples, []  # type: ignore[return-value]
+    return list(filter(None, samples)), list(compress(lines, map(not_, samples)))  # type: ignore[arg-type]
+
+
+def _remember_line(table: dict[str, Sample], line: str, sample: Sample) -> None:
+    """Remember a line's sample, unless it starts with ``{``, ``[`` or whitespace (where a JSON payload may)."""
+    first = line[:1]
+    if not (first == "{" or first == "[" or first.isspace()):
+        _remember(table, line, sample)
 
 
 def parse(text: str, defaults: dict[str, str], out: list[Sample], bad: dict[str, int]) -> None:
@@ -111,7 +113,7 @@ def parse(text: str, defaults: dict[str, str], out: list[Sample], bad: dict[str,
                     if value:
                         sample = (meta[0], mtype, value, meta[2], meta[3])
                         append(sample)
-                        _remember(lines, line, sample)
+                        _remember_line(lines, line, sample)
                         continue
                 else:
                     number_value = numbers.get(value)
@@ -120,10 +122,10 @@ def parse(text: str, defaults: dict[str, str], out: list[Sample], bad: dict[str,
                             if value[0] in "+-":
                                 mtype = GAUGE_DELTA
                             sample = (meta[0], mtype, number_value, meta[2], meta[3])
-                            _remember(gauge_lines, line, sample)
+                            _remember_line(gauge_lines, line, sample)
                         else:
                             sample = (meta[0], mtype, number_value, meta[2], meta[3])
-                            _remember(lines, line, sample)
+                            _remember_line(lines, line, sample)
                         append(sample)
                         continue
         if line.endswith("\r"):
