@@ -54,6 +54,7 @@ struct opts {
     uint64_t seed;
     const char *report;
     int sockets;                /* source sockets, used in turn per sendmmsg */
+    int untagged;               /* lines without the DogStatsD tags */
 };
 
 struct ring {
@@ -101,7 +102,7 @@ static void usage(void)
             "usage: loadgen --host 127.0.0.1 --port P --rate METRICS_PER_SEC\n"
             "               --duration SECS --per-datagram K --series N\n"
             "               --mode counters|mix --seed S [--sockets N]\n"
-            "               [--report out.json]\n");
+            "               [--report out.json] [--untagged]\n");
     exit(2);
 }
 
@@ -155,9 +156,10 @@ static struct opts parse_args(int argc, char **argv)
         {"seed", required_argument, 0, 's'},
         {"report", required_argument, 0, 'o'},
         {"sockets", required_argument, 0, 'S'},
+        {"untagged", no_argument, 0, 'u'},
         {0, 0, 0, 0},
     };
-    struct opts o = {"127.0.0.1", 0, 0, 0, 1, 1, MODE_COUNTERS, 1, NULL, 1};
+    struct opts o = {"127.0.0.1", 0, 0, 0, 1, 1, MODE_COUNTERS, 1, NULL, 1, 0};
     int c;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
@@ -170,6 +172,7 @@ static struct opts parse_args(int argc, char **argv)
         case 's': o.seed = (uint64_t)parse_int(optarg, "seed", LLONG_MAX); break;
         case 'o': o.report = optarg; break;
         case 'S': o.sockets = (int)parse_int(optarg, "sockets", MAX_SOCKETS); break;
+        case 'u': o.untagged = 1; break;
         case 'm':
             if (strcmp(optarg, "counters") == 0) o.mode = MODE_COUNTERS;
             else if (strcmp(optarg, "mix") == 0) o.mode = MODE_MIX;
@@ -227,11 +230,12 @@ static int render_line(const struct opts *o, uint64_t *rng, char *out,
                        uint32_t *csum)
 {
     long i = (long)(splitmix64(rng) % (uint64_t)o->series);
-    int shard = (int)(i % 8);
+    char tags[32] = "";
+    if (!o->untagged)
+        snprintf(tags, sizeof(tags), "|#env:bench,shard:%d", (int)(i % 8));
     if (o->mode == MODE_COUNTERS) {
         *csum += 1;
-        return snprintf(out, MAX_LINE, "bench.c%ld:1|c|#env:bench,shard:%d",
-                        i, shard);
+        return snprintf(out, MAX_LINE, "bench.c%ld:1|c%s", i, tags);
     }
     /* mix: 50% counters, 25% timers, 15% gauges, 10% sets */
     uint64_t r = splitmix64(rng);
@@ -240,17 +244,15 @@ static int render_line(const struct opts *o, uint64_t *rng, char *out,
     if (pick < 50) {
         unsigned inc = 1 + val % 5;
         *csum += inc;
-        return snprintf(out, MAX_LINE, "bench.c%ld:%u|c|#env:bench,shard:%d",
-                        i, inc, shard);
+        return snprintf(out, MAX_LINE, "bench.c%ld:%u|c%s", i, inc, tags);
     }
     if (pick < 75)
-        return snprintf(out, MAX_LINE, "bench.t%ld:%u.%u|ms|#env:bench,shard:%d",
-                        i, val, (unsigned)(r >> 20) % 10, shard);
+        return snprintf(out, MAX_LINE, "bench.t%ld:%u.%u|ms%s",
+                        i, val, (unsigned)(r >> 20) % 10, tags);
     if (pick < 90)
-        return snprintf(out, MAX_LINE, "bench.g%ld:%u|g|#env:bench,shard:%d",
-                        i, val, shard);
-    return snprintf(out, MAX_LINE, "bench.s%ld:u%u|s|#env:bench,shard:%d",
-                    i, (unsigned)((r >> 16) % 10000), shard);
+        return snprintf(out, MAX_LINE, "bench.g%ld:%u|g%s", i, val, tags);
+    return snprintf(out, MAX_LINE, "bench.s%ld:u%u|s%s",
+                    i, (unsigned)((r >> 16) % 10000), tags);
 }
 
 /* Enough datagrams to touch every series at least once, within a byte cap. */

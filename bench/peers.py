@@ -428,11 +428,13 @@ def run_loadgen(
     seed: int = 1,
     cpu: int | None = None,
     sockets: int = 1,
+    untagged: bool = False,
 ) -> dict:
     """Runs the C load generator against 127.0.0.1:port and returns its JSON report.
 
     With cpu, the generator is pinned to that core so it never competes with the daemon under test;
-    ``sockets`` source sockets take turns (receivers sharing a port get a share of the flows each).
+    ``sockets`` source sockets take turns (receivers sharing a port get a share of the flows each);
+    ``untagged`` leaves the DogStatsD tags off every line.
     """
     pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
     subprocess.run(
@@ -459,6 +461,7 @@ def run_loadgen(
             str(report),
             "--sockets",
             str(sockets),
+            *(["--untagged"] if untagged else []),
         ],
         check=True,
         timeout=duration + 30,

@@ -93,6 +93,7 @@ def machine(args: argparse.Namespace, command: str, system_cpus: list[int]) -> d
         "repeats": args.repeats,
         "series": args.series,
         "mode": args.mode,
+        "untagged": args.untagged,
         "flush_interval": args.flush_interval,
         "shards": args.shards,
         "sink": args.sink,
@@ -328,7 +329,7 @@ def generated(results: BenchResults, plot_name: str) -> list[str]:
         f"{', '.join(f'{x:.2f}' if isinstance(x, float) else x for x in load_after)} after.",
         f"- The load generator runs on core {meta['load_cpu']} (`taskset`); every system under test, all its "
         f"processes, on cores {meta['system_cpus']}. {LOAD_MODES[meta.get('mode', 'counters')]} over "
-        f"{meta['series']:,} series, "
+        f"{meta['series']:,} series, {'untagged' if meta.get('untagged') else 'each line with two DogStatsD tags'}, "
         f"{meta['duration']} s of load per run from {meta.get('client_sockets', 1)} source sockets, "
         f"{meta['repeats']} runs per rate (the median decides), flush interval "
         f"{meta['flush_interval']} s everywhere, pystatsd with {meta['shards']} shards and its {meta['sink']} sink.",

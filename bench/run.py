@@ -86,6 +86,8 @@ class Plan:
     client_sockets: int = 8
     #: "counters" (what the peers are compared on) or "mix" (counters, timers, gauges and sets)
     mode: str = "counters"
+    #: lines without their two DogStatsD tags
+    untagged: bool = False
 
 
 def read_system(system: System, cpus: list[int]) -> Reading:
@@ -135,7 +137,7 @@ def measure_run(system: System, plan: Plan, rate: float, per_datagram: int, shar
     before = read_system(system, plan.system_cpus)
     sent = peers.run_loadgen(system.target_port(), rate, plan.duration, per_datagram, plan.series,
                              plan.workdir / "loadgen.json", mode=plan.mode, cpu=plan.load_cpu,
-                             sockets=plan.client_sockets)
+                             sockets=plan.client_sockets, untagged=plan.untagged)
     settled = settle(system, before.delivered + sent["counter_total"], quiet_secs)
     after = read_system(system, plan.system_cpus)
     delivered = after.delivered - before.delivered
@@ -403,6 +405,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mode", choices=("counters", "mix"), default="counters",
                         help="the load: counters only, or 50 %% counters, 25 %% timers, 15 %% gauges and 10 %% "
                              "sets (loss is still judged on the counters)")
+    parser.add_argument("--untagged", action="store_true",
+                        help="lines without their DogStatsD tags (|#env:bench,shard:N), as plain Etsy clients send")
     parser.add_argument("--flush-interval", type=float, default=1.0, help="flush interval of every system")
     parser.add_argument("--shards", type=int, default=2, help="pystatsd's shards in the sweep")
     parser.add_argument("--scaling-shards", type=comma_list(int), default=[1, 2, 4],
@@ -472,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     system_cpus = pin_systems_away_from(args.load_cpu)
     with tempfile.TemporaryDirectory(prefix="pstbench") as workdir:
         plan = Plan(args.duration, args.series, args.repeats, args.load_cpu, system_cpus, Path(workdir),
-                    args.client_sockets, args.mode)
+                    args.client_sockets, args.mode, args.untagged)
         results = BenchResults(report.machine(args, command_line(), system_cpus))
         bench = Bench(args, plan)
         if args.smoke:
