@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from stages import contract
 from stages.model import MetricType, Sample
 from stages.receiver.batcher import WINDOW_BATCHES, Batcher
-from stages.receiver.parsers import parse_datagram, tally_payloads
+from stages.receiver.parsers import parse_datagram, statsd, tally_payloads
 from stages.receiver.tally import Tally
 from stages.sharding import shard_for
 
@@ -184,7 +184,7 @@ def test_a_line_read_as_statsd_inside_a_payload_is_json_where_it_starts_one(line
 
 
 def test_a_remembered_burst_is_counted_without_parsing(monkeypatch) -> None:
-    burst = [b"hits:1|c\nlat:3.5|ms", b"hits:1|c\n"]
+    burst = [b"hits:1|c\nerrors:3|c|#env:prod", b"hits:1|c\n"]
     tally_payloads(burst, DEFAULTS, Tally(), {})
     tally_payloads(burst, DEFAULTS, Tally(), {})  # every line is remembered now
 
@@ -195,3 +195,11 @@ def test_a_remembered_burst_is_counted_without_parsing(monkeypatch) -> None:
     tally = Tally()
     tally_payloads(burst, DEFAULTS, tally, {})
     assert (tally.metrics, tally.counts[("hits", C, 1.0, 1.0, ())], tally.ordered) == (3, 2, [])
+
+
+def test_timer_values_and_set_members_are_not_remembered_as_lines_but_their_identities_are() -> None:
+    # Their values vary from line to line: remembering each line would churn out the counters.
+    lines = [f"lat:{i}.5|ms|#env:prod" for i in range(50)] + [f"users:u{i}|s" for i in range(50)]
+    tally_payloads(["\n".join(lines).encode()] * 2, DEFAULTS, Tally(), {})
+    assert not set(lines) & set(statsd._Memory.lines)
+    assert {("lat", "ms|#env:prod"), ("users", "s")} <= set(statsd._Memory.identities)

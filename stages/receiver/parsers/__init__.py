@@ -7,11 +7,16 @@ one is a file plus an entry here. Bursts of plain statsd lines take a faster pat
 
 from __future__ import annotations
 
+import re
 from types import ModuleType
 
 from stages.model import Sample
 from stages.receiver.parsers import json_original, statsd
 from stages.receiver.tally import Tally
+
+#: A line that starts, after any whitespace, like a JSON document (what json_original.accepts says
+#: of a payload starting with that line); one pass over the text, whitespace-only lines included.
+_DOCUMENT_START = re.compile(r"^\s*[{\[]", re.MULTILINE)
 
 PARSERS: dict[str, ModuleType] = {
     "json": json_original,
@@ -30,13 +35,14 @@ def tally_payloads(payloads: list[bytes], defaults: dict[str, str], tally: Tally
     text = _joined_text(payloads)
     if text is not None:
         known, missed = statsd.split_remembered(text.split("\n"), defaults)
+        rest = "\n".join(missed)
         # A JSON payload begins with a line no statsd memory holds: only the lines missed need a look.
-        if not any(map(json_original.accepts, missed)):
+        if _DOCUMENT_START.search(rest) is None:
             if known:
                 tally.add_counted(known)
-            if missed:
+            if rest:
                 samples: list[Sample] = []
-                statsd.parse("\n".join(missed), defaults, samples, bad)
+                statsd.parse(rest, defaults, samples, bad)
                 tally.add(samples)
             return
     for payload in payloads:

@@ -23,9 +23,11 @@ from stages.receiver.parsers.base import (
     sample_rate,
 )
 
+COUNTER = int(MetricType.COUNTER)
 SET = int(MetricType.SET)
 GAUGE = int(MetricType.GAUGE)
 GAUGE_DELTA = int(MetricType.GAUGE_DELTA)
+GAUGE_TYPES = (GAUGE, GAUGE_DELTA)
 #: Distinct lines, and line identities (all but the value), remembered; past this they start afresh.
 MAX_REMEMBERED = 20_000
 
@@ -34,8 +36,9 @@ class _Memory:
     """What earlier lines taught, valid for one set of default tags (the receiver has one)."""
 
     defaults: dict[str, str] | None = None
-    #: whole line → its sample, for samples whose order does not matter (immutable tuples: one can
-    #: stand for every repeat)
+    #: whole line → its sample, for counters (immutable tuples: one can stand for every repeat).
+    #: Timer values and set members vary from line to line: remembering them would only churn the
+    #: table, clearing the counters that do repeat; their identities are remembered instead.
     lines: dict[str, Sample] = {}
     #: whole line → its sample, for gauges (kept apart: a datagram of them cannot be just counted)
     gauge_lines: dict[str, Sample] = {}
@@ -111,21 +114,16 @@ def parse(text: str, defaults: dict[str, str], out: list[Sample], bad: dict[str,
                 mtype = meta[1]
                 if mtype == SET:
                     if value:
-                        sample = (meta[0], mtype, value, meta[2], meta[3])
-                        append(sample)
-                        _remember_line(lines, line, sample)
+                        append((meta[0], mtype, value, meta[2], meta[3]))
                         continue
                 else:
                     number_value = numbers.get(value)
                     if number_value is not None:
-                        if mtype == GAUGE:
-                            if value[0] in "+-":
-                                mtype = GAUGE_DELTA
-                            sample = (meta[0], mtype, number_value, meta[2], meta[3])
-                            _remember_line(gauge_lines, line, sample)
-                        else:
-                            sample = (meta[0], mtype, number_value, meta[2], meta[3])
-                            _remember_line(lines, line, sample)
+                        if mtype == GAUGE and value[0] in "+-":
+                            mtype = GAUGE_DELTA
+                        sample = (meta[0], mtype, number_value, meta[2], meta[3])
+                        if mtype == COUNTER or mtype in GAUGE_TYPES:
+                            _remember_line(lines if mtype == COUNTER else gauge_lines, line, sample)
                         append(sample)
                         continue
         if line.endswith("\r"):
