@@ -197,9 +197,11 @@ def test_a_remembered_burst_is_counted_without_parsing(monkeypatch) -> None:
     assert (tally.metrics, tally.counts[("hits", C, 1.0, 1.0, ())], tally.ordered) == (3, 2, [])
 
 
-def test_timer_values_and_set_members_are_not_remembered_as_lines_but_their_identities_are() -> None:
-    # Their values vary from line to line: remembering each line would churn out the counters.
-    lines = [f"lat:{i}.5|ms|#env:prod" for i in range(50)] + [f"users:u{i}|s" for i in range(50)]
-    tally_payloads(["\n".join(lines).encode()] * 2, DEFAULTS, Tally(), {})
-    assert not set(lines) & set(statsd._Memory.lines)
-    assert {("lat", "ms|#env:prod"), ("users", "s")} <= set(statsd._Memory.identities)
+def test_a_full_line_memory_keeps_its_counters_and_forgets_timer_values(monkeypatch) -> None:
+    monkeypatch.setattr(statsd, "MAX_REMEMBERED", 100)
+    counters = [f"hits{i}:1|c" for i in range(20)]
+    timers = [f"lat:{i}.5|ms" for i in range(200)]
+    for burst in (counters, counters, timers, timers):  # a line is remembered once its identity is known
+        tally_payloads(["\n".join(burst).encode()], DEFAULTS, Tally(), {})
+    assert set(counters) <= set(statsd._Memory.lines)
+    assert len(statsd._Memory.lines) <= 100

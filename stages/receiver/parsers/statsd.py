@@ -36,9 +36,8 @@ class _Memory:
     """What earlier lines taught, valid for one set of default tags (the receiver has one)."""
 
     defaults: dict[str, str] | None = None
-    #: whole line → its sample, for counters (immutable tuples: one can stand for every repeat).
-    #: Timer values and set members vary from line to line: remembering them would only churn the
-    #: table, clearing the counters that do repeat; their identities are remembered instead.
+    #: whole line → its sample, for samples whose order does not matter (immutable tuples: one can
+    #: stand for every repeat); see _remember_line for what a full table keeps
     lines: dict[str, Sample] = {}
     #: whole line → its sample, for gauges (kept apart: a datagram of them cannot be just counted)
     gauge_lines: dict[str, Sample] = {}
@@ -83,10 +82,20 @@ def split_remembered(lines: list[str], defaults: dict[str, str]) -> tuple[list[S
 
 
 def _remember_line(table: dict[str, Sample], line: str, sample: Sample) -> None:
-    """Remember a line's sample, unless it starts with ``{``, ``[`` or whitespace (where a JSON payload may)."""
+    """Remember a line's sample, unless it starts with ``{``, ``[`` or whitespace (where a JSON payload may).
+
+    A full table keeps its counter lines (while they fill at most half of it) and forgets the rest:
+    timer values and set members vary and would otherwise clear out the counters that repeat.
+    """
     first = line[:1]
-    if not (first == "{" or first == "[" or first.isspace()):
-        _remember(table, line, sample)
+    if first == "{" or first == "[" or first.isspace():
+        return
+    if len(table) >= MAX_REMEMBERED:
+        counters = {known: kept for known, kept in table.items() if kept[1] == COUNTER}
+        table.clear()
+        if len(counters) <= MAX_REMEMBERED // 2:
+            table.update(counters)
+    table[line] = sample
 
 
 def parse(text: str, defaults: dict[str, str], out: list[Sample], bad: dict[str, int]) -> None:
@@ -114,7 +123,9 @@ def parse(text: str, defaults: dict[str, str], out: list[Sample], bad: dict[str,
                 mtype = meta[1]
                 if mtype == SET:
                     if value:
-                        append((meta[0], mtype, value, meta[2], meta[3]))
+                        sample = (meta[0], mtype, value, meta[2], meta[3])
+                        append(sample)
+                        _remember_line(lines, line, sample)
                         continue
                 else:
                     number_value = numbers.get(value)
@@ -122,8 +133,7 @@ def parse(text: str, defaults: dict[str, str], out: list[Sample], bad: dict[str,
                         if mtype == GAUGE and value[0] in "+-":
                             mtype = GAUGE_DELTA
                         sample = (meta[0], mtype, number_value, meta[2], meta[3])
-                        if mtype == COUNTER or mtype in GAUGE_TYPES:
-                            _remember_line(lines if mtype == COUNTER else gauge_lines, line, sample)
+                        _remember_line(gauge_lines if mtype in GAUGE_TYPES else lines, line, sample)
                         append(sample)
                         continue
         if line.endswith("\r"):
