@@ -36,8 +36,9 @@ $(BENCH_STAMP): pyproject.toml | $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	touch $(BENCH_STAMP)
 
-# pystatsd vs Etsy statsd (as shipped and tuned) and statsd_exporter, about 12 minutes on 2 cores;
-# writes bench/RESULTS.md and bench/results.png.
+# pystatsd vs Etsy statsd (as shipped and tuned) and statsd_exporter, then the flush benchmark:
+# about 15 minutes on 2 cores (more on the first run, which installs the peers); writes
+# bench/RESULTS.md and bench/results.png.
 bench: install $(BENCH_STAMP)
 	sh bench/build.sh
 	$(PY) bench/run.py --json bench/.build/results.json
