@@ -22,12 +22,12 @@ from stages.receiver.parsers.base import (
     number,
     sample_rate,
 )
+from stages.receiver.tally import ORDERED_TYPES
 
 COUNTER = int(MetricType.COUNTER)
 SET = int(MetricType.SET)
 GAUGE = int(MetricType.GAUGE)
 GAUGE_DELTA = int(MetricType.GAUGE_DELTA)
-GAUGE_TYPES = (GAUGE, GAUGE_DELTA)
 #: Distinct lines, and line identities (all but the value), remembered; past this they start afresh.
 MAX_REMEMBERED = 20_000
 
@@ -133,7 +133,7 @@ def parse(text: str, defaults: dict[str, str], out: list[Sample], bad: dict[str,
                         if mtype == GAUGE and value[0] in "+-":
                             mtype = GAUGE_DELTA
                         sample = (meta[0], mtype, number_value, meta[2], meta[3])
-                        _remember_line(gauge_lines if mtype in GAUGE_TYPES else lines, line, sample)
+                        _remember_line(gauge_lines if mtype in ORDERED_TYPES else lines, line, sample)
                         append(sample)
                         continue
         if line.endswith("\r"):
