@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP) run/log
 
-$(STAMP): pyproject.toml stages/receiver/listeners/recv_many.c
+$(STAMP): pyproject.toml stages/receiver/listeners/recv_many.c stages/receiver/window.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'

@@ -6,12 +6,29 @@ Every message is three ZeroMQ frames (the ZeroMQ Guide's versioned framing):
 1. a header, a msgpack map, small and read first;
 2. the body, a msgpack array.
 
-``pystatsd.batch.v1`` (receiver → shard K): header ``src`` (sender instance), ``epoch`` (ns at the
+``pystatsd.batch.v2`` (receiver → shard K): header ``src`` (sender instance), ``epoch`` (ns at the
 sender's start; a restart changes it), ``seq`` (+1 per batch per (src, epoch, shard)), ``ts`` (unix
-time the batch's first datagram was read; it decides the interval), ``n`` (samples in the body),
-``metrics`` (metrics the batch stands for: the receiver sums a counter's repeats into one sample, so
-it can be more than ``n``; ``n`` when absent), ``sent_before`` (metrics of earlier batches in the
-same stream); body a list of samples ``[name, type, value, rate, tags]`` (see :mod:`stages.model`).
+time the batch's first datagram was read; it decides the interval), ``n`` (series entries in the
+body), ``metrics`` (metrics the batch stands for: every sample the receiver accumulated into its
+entries), ``sent_before`` (metrics of earlier batches in the same stream). The body is columnar:
+each series once per batch, accumulated over the receiver's batch window. It is an array of five
+flat arrays (see :class:`BatchBody`), each entry's fields one after another:
+
+- ``counters``: key, sum of value / sample rate (float);
+- ``gauges``: key, was set (bool: a plain value came, then the changes after it are folded in),
+  value (float: the last value set plus later changes, or the sum of changes alone);
+- ``sampled`` (timers, histograms, distributions): key, type (4, 5, 6), count (the sum of
+  1 / sample rate), values (bin: float64 little-endian, in arrival order);
+- ``sets``: key, members (array of str, each once, in arrival order);
+- ``traces``: key, count (the sum of 1 / sample rate).
+
+A key is :func:`stages.model.series_key`: the name and the sorted flat tags joined by ``\x1f``. A
+shard merges entries in body order; a key may appear in more than one entry of a section (as v1
+batches become, one entry per sample).
+
+``pystatsd.batch.v1`` (older receivers; read for one release): the same header, with ``n`` the
+samples in the body; body a list of samples ``[name, type, value, rate, tags]`` (see
+:mod:`stages.model`), read as a v2 body of one entry per sample.
 
 ``pystatsd.flush.v1`` (shard K → forwarder): header ``shard``, ``shards``, ``epoch``, ``seq`` (+1 per
 flush per shard epoch), ``interval_start``, ``interval``, ``n`` (aggregates), ``final`` (true on the
@@ -27,14 +44,18 @@ retyping a key or changing a body layout makes v2; readers then accept v2 and v1
 from __future__ import annotations
 
 import gc
+import sys
+from array import array
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
-from stages.model import Sample
+from stages.model import MetricType, series_key
 
 BATCH_V1 = b"pystatsd.batch.v1"
+BATCH_V2 = b"pystatsd.batch.v2"
 FLUSH_V1 = b"pystatsd.flush.v1"
 
 #: A frame larger than this is refused before unpacking (msgpack sizes its limits from the input).
@@ -55,10 +76,11 @@ class BatchHeader:
     epoch: int
     seq: int
     ts: float
+    #: Entries in the body (v1: samples).
     n: int
     #: Metrics handed on in this (src, epoch) stream to this shard before this batch.
     sent_before: int = 0
-    #: Metrics this batch stands for (its samples, with the repeats summed into them); ``n`` if absent.
+    #: Metrics this batch stands for (every sample accumulated into its entries); ``n`` if absent.
     metrics: int = -1
 
     def __post_init__(self) -> None:
@@ -86,14 +108,14 @@ def _pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
 
 
-def _unpack(frame: bytes, *, tuples: bool = False) -> Any:
+def _unpack(frame: bytes) -> Any:
     if len(frame) > MAX_FRAME_BYTES:
         raise DecodeError("frame_too_large", f"{len(frame)} bytes")
     # A flush body is 100,000 maps: collections during the unpack cost a third of it and find nothing.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return msgpack.unpackb(frame, raw=False, strict_map_key=True, use_list=not tuples)
+        return msgpack.unpackb(frame, raw=False, strict_map_key=True, use_list=True)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise DecodeError("bad_msgpack", type(exc).__name__) from exc
     finally:
@@ -131,17 +153,91 @@ _FIELD_TYPES: dict[type, dict[str, type | tuple[type, ...]]] = {
 }
 
 
-def encode_batch(header: BatchHeader, samples: list[Sample]) -> list[bytes]:
-    return [BATCH_V1, _pack(asdict(header)), _pack(samples)]
+class BatchBody(NamedTuple):
+    """The five flat sections of a ``pystatsd.batch.v2`` body (see the module docstring)."""
+
+    counters: list[Any]
+    gauges: list[Any]
+    sampled: list[Any]
+    sets: list[Any]
+    traces: list[Any]
+
+    @classmethod
+    def empty(cls) -> BatchBody:
+        return cls([], [], [], [], [])
 
 
-def decode_batch(frames: list[bytes]) -> tuple[BatchHeader, list[Sample]]:
-    """Header and samples of a batch; samples come back as tuples (hashable tags)."""
-    header: BatchHeader = _header(frames, BATCH_V1, BatchHeader)
-    body = _unpack(frames[2], tuples=True)
-    if not isinstance(body, tuple):
-        raise DecodeError("bad_body", "not an array")
-    return header, list(body)
+#: Fields per entry, section by section.
+BODY_STRIDES = BatchBody(2, 3, 4, 2, 2)
+_BIG_ENDIAN = sys.byteorder == "big"
+
+
+def pack_values(values: Sequence[float]) -> bytes:
+    """Timer values as a body carries them: float64, little-endian."""
+    packed = array("d", values)
+    if _BIG_ENDIAN:
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def unpack_values(data: bytes) -> array[float]:
+    packed = array("d")
+    packed.frombytes(data)
+    if _BIG_ENDIAN:
+        packed.byteswap()
+    return packed
+
+
+def pack_batch_body(body: BatchBody) -> bytes:
+    """The body frame; the compiled window (stages/window.c) writes the same bytes itself."""
+    return _pack(list(body))
+
+
+def encode_batch(header: BatchHeader, body: bytes) -> list[bytes]:
+    """A batch of a packed body (:func:`pack_batch_body`, or the compiled window's own)."""
+    return [BATCH_V2, _pack(asdict(header)), body]
+
+
+def decode_batch(frames: list[bytes]) -> tuple[BatchHeader, BatchBody]:
+    """Header and body of a batch; a v1 batch comes back as a v2 body of one entry per sample."""
+    kind = frames[0] if frames else b""
+    header: BatchHeader = _header(frames, BATCH_V1 if kind == BATCH_V1 else BATCH_V2, BatchHeader)
+    if kind == BATCH_V1:
+        body = _unpack(frames[2])
+        if not isinstance(body, list):
+            raise DecodeError("bad_body", "not an array")
+        return header, _v1_body(body)
+    return header, decode_batch_body(frames[2])
+
+
+def decode_batch_body(frame: bytes) -> BatchBody:
+    """A v2 body frame, its sections checked for whole entries (their fields are checked as merged)."""
+    body = _unpack(frame)
+    if not isinstance(body, list) or len(body) != len(BODY_STRIDES) or not all(
+            isinstance(section, list) and len(section) % stride == 0
+            for section, stride in zip(body, BODY_STRIDES, strict=True)):
+        raise DecodeError("bad_body", "not five sections of whole entries")
+    return BatchBody(*body)
+
+
+def _v1_body(samples: list[Any]) -> BatchBody:
+    body = BatchBody.empty()
+    try:
+        for name, mtype, value, rate, tags in samples:
+            key = series_key(name, tuple(tags))
+            if mtype == MetricType.COUNTER:
+                body.counters.extend((key, value / rate))
+            elif mtype in (MetricType.GAUGE, MetricType.GAUGE_DELTA):
+                body.gauges.extend((key, mtype == MetricType.GAUGE, float(value)))
+            elif mtype == MetricType.SET:
+                body.sets.extend((key, [str(value)]))
+            elif mtype == MetricType.TRACE:
+                body.traces.extend((key, 1.0 / rate))
+            else:
+                body.sampled.extend((key, mtype, 1.0 / rate, pack_values([value])))
+    except (TypeError, ValueError, ZeroDivisionError) as exc:
+        raise DecodeError("bad_body", f"v1 sample: {exc}") from exc
+    return body
 
 
 def encode_flush(header: FlushHeader, aggregates: list[dict[str, Any]]) -> list[bytes]:

@@ -1,8 +1,9 @@
 """The domain shared by every stage: metric types, the sample tuple and series keys.
 
-A sample travels as a plain tuple ``(name, type, value, rate, tags)`` because the receiver builds
-hundreds of thousands a second; ``tags`` is a flat tuple ``(k1, v1, k2, v2, ...)`` sorted by key,
-so a sample's series key is simply ``(name, tags)``.
+A parsed sample is a plain tuple ``(name, type, value, rate, tags)``; ``tags`` is a flat tuple
+``(k1, v1, k2, v2, ...)`` sorted by key. Batches and shards name a series by one string, its
+:func:`series_key`: the name and the flat tags joined by :data:`KEY_SEPARATOR`, a control character
+that no parser lets into a name or tag, so the key splits back exactly.
 """
 
 from __future__ import annotations
@@ -42,6 +43,26 @@ OUTPUT_TYPE_NAMES: dict[int, str] = {
 
 #: Types whose aggregate carries ``stats`` instead of ``value``.
 SAMPLED_TYPES = frozenset({MetricType.TIMER, MetricType.HISTOGRAM, MetricType.DISTRIBUTION})
+
+
+#: Between the name and each tag key and value in a series key (the compiled window writes it too).
+KEY_SEPARATOR = "\x1f"
+
+
+def series_key(name: str, tags: Tags) -> str:
+    """One string for a series: ``name`` alone, or ``name\x1fk1\x1fv1...``."""
+    return KEY_SEPARATOR.join((name, *tags)) if tags else name
+
+
+def split_series_key(key: str) -> tuple[str, Tags]:
+    """The name and flat tags of a :func:`series_key`."""
+    name, *tags = key.split(KEY_SEPARATOR)
+    return name, tuple(tags)
+
+
+def series_name(key: str) -> str:
+    """The name of a :func:`series_key` (what picks its shard and counts against its series limit)."""
+    return key.partition(KEY_SEPARATOR)[0]
 
 
 def tag_tuple(tags: dict[str, str], defaults: dict[str, str]) -> Tags:
@@ -90,6 +111,11 @@ class IntervalAggregates:
             mapping = self._tags[tags] = tags_dict(tags)
         return {"name": name, "type": OUTPUT_TYPE_NAMES[mtype], "tags": mapping,
                 "timestamp": self.timestamp, "interval": self.interval, **fields}
+
+    def make_keyed(self, key: str, mtype: int, fields: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`make` for the series :func:`series_key` names."""
+        name, tags = split_series_key(key)
+        return self.make(name, mtype, tags, fields)
 
 
 def whole(seconds: float) -> float | int:

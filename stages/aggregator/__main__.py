@@ -95,12 +95,12 @@ class ShardLoop:
                 break
             received += 1
             try:
-                header, samples = contract.decode_batch(frames)
-                self.state.add_batch(header, samples)
+                header, body = contract.decode_batch(frames)
+                self.state.add_batch(header, body)
             except contract.DecodeError as exc:
                 self.count_bad_message(exc.reason, exc)
-            except (TypeError, ValueError, IndexError) as exc:
-                # Samples of the wrong shape: only a broken or foreign sender on the ipc socket sends them.
+            except (TypeError, ValueError, IndexError, AttributeError) as exc:
+                # Entries of the wrong shape: only a broken or foreign sender on the ipc socket sends them.
                 self.count_bad_message("bad_body", exc)
         return received
 

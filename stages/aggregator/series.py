@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from stages.aggregator.stats import summary
-from stages.model import IntervalAggregates, MetricType, Sample, Tags
+from stages.contract import BatchBody, unpack_values
+from stages.model import SAMPLED_TYPES, IntervalAggregates, MetricType, Tags, series_key, series_name
 
 COUNTER = int(MetricType.COUNTER)
 GAUGE = int(MetricType.GAUGE)
-GAUGE_DELTA = int(MetricType.GAUGE_DELTA)
 SET = int(MetricType.SET)
 TRACE = int(MetricType.TRACE)
 
-SeriesKey = tuple[str, Tags]
+#: A series is named by its :func:`stages.model.series_key`.
+SeriesKey = str
 
 
 class SeriesLimit:
@@ -29,14 +31,17 @@ class SeriesLimit:
         self.per_name: dict[str, int] = {}
         self.folded: dict[str, int] = {}
 
-    def admit(self, name: str, tags: Tags) -> SeriesKey:
-        """The key a new series of ``name`` is kept under: its own, or the overflow series."""
+    def admit(self, key: SeriesKey) -> SeriesKey:
+        """The key a new series is kept under: its own, or its name's overflow series."""
+        name = series_name(key)
         count = self.per_name.get(name, 0)
-        if count >= self.limit and tags != self.overflow_tags:
-            self.folded[name] = self.folded.get(name, 0) + 1
-            return (name, self.overflow_tags)
+        if count >= self.limit:
+            overflow = series_key(name, self.overflow_tags)
+            if key != overflow:
+                self.folded[name] = self.folded.get(name, 0) + 1
+                return overflow
         self.per_name[name] = count + 1
-        return (name, tags)
+        return key
 
     def release(self, name: str) -> None:
         """One series of ``name`` is gone (an expired gauge)."""
@@ -54,62 +59,100 @@ class IntervalBucket:
 
     def __init__(self, limit: SeriesLimit) -> None:
         self.counters: dict[SeriesKey, float] = {}
-        #: key → [was set, value]: a set replaces the gauge, a delta adds to what it was.
+        #: key → [was set, value]: a set replaces the gauge, a change adds to what it was.
         self.gauge_changes: dict[SeriesKey, list[Any]] = {}
-        #: (name, tags, type) → [values, sample-rate-corrected count]
-        self.sampled: dict[tuple[str, Tags, int], list[Any]] = {}
+        #: type → key → [the batches' packed values, sample-rate-corrected count]: unpacked at the flush
+        self.sampled: dict[int, dict[SeriesKey, list[Any]]] = {}
         self.sets: dict[SeriesKey, set[str]] = {}
         self.traces: dict[SeriesKey, float] = {}
-        #: metrics the batches added stood for (a batch's samples may carry summed repeats)
+        #: metrics the batches merged stood for
         self.samples = 0
         #: Every series seen in this interval, as admitted by ``limit`` (which counts them per name).
         self.known: dict[SeriesKey, SeriesKey] = {}
         self.limit = limit
-        #: "src@epoch" → [first seq, sent_before, last seq, sent through last] of the batches added
+        #: "src@epoch" → [first seq, sent_before, last seq, sent through last] of the batches merged
         self.covers: dict[str, list[int]] = {}
 
-    def add(self, samples: list[Sample]) -> None:
-        counters, traces, known = self.counters, self.traces, self.known
-        for name, mtype, value, rate, tags in samples:
-            key = known.get((name, tags))  # type: ignore[assignment]
-            if key is None:
-                key = known[(name, tags)] = self.limit.admit(name, tags)
-            if mtype == COUNTER:
-                counters[key] = counters.get(key, 0.0) + value / rate  # type: ignore[operator]
-            elif mtype == GAUGE:
-                self.gauge_changes[key] = [True, value]
-            elif mtype == GAUGE_DELTA:
-                change = self.gauge_changes.get(key)
-                if change is None:
-                    self.gauge_changes[key] = [False, value]
-                else:
-                    change[1] += value
-            elif mtype == SET:
-                members = self.sets.get(key)
-                if members is None:
-                    self.sets[key] = {str(value)}
-                else:
-                    members.add(str(value))
-            elif mtype == TRACE:
-                traces[key] = traces.get(key, 0.0) + 1.0 / rate
+    def merge(self, body: BatchBody) -> None:
+        """Add a batch's entries, series by series (see :mod:`stages.contract` for their fields).
+
+        A key already held in its type's table was admitted as itself: only the others go through
+        ``known`` (and the series limit), which saves a lookup per entry on the hot path.
+        """
+        self._merge_sums(self.counters, body.counters)
+        self._merge_gauges(body.gauges)
+        self._merge_sampled(body.sampled)
+        self._merge_sets(body.sets)
+        self._merge_sums(self.traces, body.traces)
+
+    def _merge_sums(self, totals: dict[SeriesKey, float], section: Sequence[Any]) -> None:
+        entries = iter(section)
+        for key, value in zip(entries, entries, strict=True):
+            total = totals.get(key)
+            if total is None:
+                key = self._series(key)
+                total = totals.get(key, 0.0)
+            totals[key] = total + value
+
+    def _merge_gauges(self, section: Sequence[Any]) -> None:
+        gauges = self.gauge_changes
+        entries = iter(section)
+        for key, was_set, value in zip(entries, entries, entries, strict=True):
+            change = gauges.get(key)
+            if change is None:
+                key = self._series(key)
+                change = gauges.get(key)
+            if was_set or change is None:
+                gauges[key] = [was_set, value]
             else:
-                skey = (name, key[1], mtype)
-                entry = self.sampled.get(skey)
+                change[1] += value
+
+    def _merge_sampled(self, section: Sequence[Any]) -> None:
+        entries = iter(section)
+        for key, mtype, count, values in zip(entries, entries, entries, entries, strict=True):
+            of_type = self.sampled.get(mtype)
+            if of_type is None:
+                if mtype not in SAMPLED_TYPES:
+                    raise ValueError(f"sampled entry of type {mtype!r}")
+                of_type = self.sampled[mtype] = {}
+            entry = of_type.get(key)
+            if entry is None:
+                key = self._series(key)
+                entry = of_type.get(key)
                 if entry is None:
-                    self.sampled[skey] = [[value], 1.0 / rate]
-                else:
-                    entry[0].append(value)
-                    entry[1] += 1.0 / rate
+                    of_type[key] = [[values], count]
+                    continue
+            entry[0].append(values)
+            entry[1] += count
+
+    def _merge_sets(self, section: Sequence[Any]) -> None:
+        sets = self.sets
+        entries = iter(section)
+        for key, members in zip(entries, entries, strict=True):
+            kept = sets.get(key)
+            if kept is None:
+                key = self._series(key)
+                kept = sets.get(key)
+                if kept is None:
+                    sets[key] = set(members)
+                    continue
+            kept.update(members)
+
+    def _series(self, key: SeriesKey) -> SeriesKey:
+        """The key a series is kept under in this interval (its own, or its name's overflow series)."""
+        series = self.known.get(key)
+        if series is None:
+            series = self.known[key] = self.limit.admit(key)
+        return series
 
     def aggregates(self, timestamp: float, interval: float, percentiles: list[float]) -> list[dict[str, Any]]:
         """Counters, timer-likes, sets and traces of this interval (gauges are kept by :class:`Gauges`)."""
-        make = IntervalAggregates(timestamp, interval).make
-        out = [make(name, COUNTER, tags, {"value": value, "rate": value / interval})
-               for (name, tags), value in self.counters.items()]
-        out.extend(make(name, mtype, tags, {"stats": summary(values, count, percentiles)})
-                   for (name, tags, mtype), (values, count) in self.sampled.items())
-        out.extend(make(name, SET, tags, {"value": float(len(members))}) for (name, tags), members in self.sets.items())
-        out.extend(make(name, TRACE, tags, {"value": value}) for (name, tags), value in self.traces.items())
+        make = IntervalAggregates(timestamp, interval).make_keyed
+        out = [make(key, COUNTER, {"value": value, "rate": value / interval}) for key, value in self.counters.items()]
+        out.extend(make(key, mtype, {"stats": summary(list(unpack_values(b"".join(packed))), count, percentiles)})
+                   for mtype, of_type in self.sampled.items() for key, (packed, count) in of_type.items())
+        out.extend(make(key, SET, {"value": float(len(members))}) for key, members in self.sets.items())
+        out.extend(make(key, TRACE, {"value": value}) for key, value in self.traces.items())
         return out
 
 
@@ -126,7 +169,7 @@ class Gauges:
         for key, (was_set, value) in changes.items():
             current = self.values.get(key)
             if current is None:
-                key = self.limit.admit(*key)
+                key = self.limit.admit(key)
                 current = self.values.get(key)
             if was_set or current is None:
                 self.values[key] = [value, index]
@@ -139,6 +182,6 @@ class Gauges:
         expired = [key for key, (_, seen) in self.values.items() if index - seen >= self.expire_after]
         for key in expired:
             del self.values[key]
-            self.limit.release(key[0])
-        make = IntervalAggregates(timestamp, interval).make
-        return [make(name, GAUGE, tags, {"value": value}) for (name, tags), (value, _) in self.values.items()]
+            self.limit.release(series_name(key))
+        make = IntervalAggregates(timestamp, interval).make_keyed
+        return [make(key, GAUGE, {"value": value}) for key, (value, _) in self.values.items()]

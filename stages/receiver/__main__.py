@@ -30,7 +30,8 @@ from stages.figures import publish
 from stages.model import MetricType, Sample, tag_tuple
 from stages.receiver.batcher import Batcher
 from stages.receiver.listeners import open_listener, shares_port
-from stages.receiver.parsers import tally_payloads
+from stages.receiver.parsers import payload_parser, statsd_lines
+from stages.receiver.window import new_window, take_payloads
 from stages.runtime import EXIT_CONFIG, EXIT_OK, StopSignal, load_stage_config, run_dir, setup_logging, stage_arguments
 from stages.sharding import shard_endpoint
 
@@ -74,7 +75,9 @@ class Receiver:
             push.setsockopt(zmq.SNDHWM, config.queues.shard_batches)
             push.connect(shard_endpoint(run, shard))  # type: ignore[arg-type]
             pushes.append(push)
-        self.batcher = Batcher(pushes, name, config.batch_max_samples, config.batch_max_age_ms / 1000,
+        window = new_window(shards, tag_tuple({}, self.defaults), statsd_lines(self.defaults))
+        self.parse_payload = payload_parser(self.defaults)
+        self.batcher = Batcher(pushes, name, window, config.batch_max_samples, config.batch_max_age_ms / 1000,
                                config.flush_interval)
         self.name = name
         self.run_dir = Path(run)
@@ -135,11 +138,11 @@ class Receiver:
         """Parse datagrams (or complete lines from a stream) into the open batch window."""
         if not payloads:
             return
-        tally = self.batcher.open(time.time())
-        before = tally.metrics
-        tally_payloads(payloads, self.defaults, tally, self.bad)
+        window = self.batcher.open(time.time())
+        before = window.metrics
+        take_payloads(window, payloads, self.parse_payload, self.bad)
         self.datagrams += len(payloads)
-        self.metrics += tally.metrics - before
+        self.metrics += window.metrics - before
         self.batcher.send_if_full()
 
     def report(self, now: float) -> None:

@@ -1,11 +1,10 @@
-"""The receiver's open window: it leaves as one batch per shard when full, when old, or at an interval edge.
+"""When the receiver's batch window leaves: when old, at an interval edge, or when full.
 
-The window is a :class:`Tally`: it leaves at ``batch_max_age_ms``, at an interval edge, or when it
-holds :data:`WINDOW_BATCHES` full batches per shard; each shard's part goes in batches of at most
-``max_samples`` samples. Repeats of a sample are counted, and the batch carries each
-distinct sample once (a counter's repeats summed into one value, a set member once; timer values
-and gauges as many times, and in the order, they came). A batch's header says how many metrics it
-stands for, so the shards and the forwarder's ledger count metrics, not entries.
+The window (:mod:`.window`) accumulates each series into one entry; it leaves at
+``batch_max_age_ms``, at an interval edge, or when it holds :data:`WINDOW_BATCHES` full batches per
+shard; each shard's part goes in batches of at most ``max_entries`` series entries. A batch's
+header says how many metrics it stands for, so the shards and the forwarder's ledger count
+metrics, not entries.
 
 Sends never block: a shard whose queue is full (dead, stopped or slow) costs the batch, and the
 metrics it stood for are counted as dropped for that shard.
@@ -20,34 +19,29 @@ import time
 import zmq
 
 from stages import contract
-from stages.model import MetricType, Sample
-from stages.receiver.tally import Tally
-from stages.sharding import shard_for
+from stages.model import Sample
+from stages.receiver.window import Window
 
 log = logging.getLogger(__name__)
 
 #: How often at most a warning about a full shard queue is logged.
 DROP_LOG_EVERY_SECS = 10.0
-COUNTER = int(MetricType.COUNTER)
-SET = int(MetricType.SET)
-#: Names whose shard is remembered; past this the memory starts afresh.
-MAX_REMEMBERED_NAMES = 100_000
-#: A window leaves early when it holds this many full batches per shard: repeats are only summed
-#: within a window, so one cut at a single batch's worth would sum little when the series about
-#: fill a batch, while this bounds the window's memory (a few MiB).
+#: A window leaves early when it holds this many full batches per shard: samples of a series are
+#: only accumulated within a window, so one cut at a single batch's worth would accumulate little
+#: when the series about fill a batch, while this bounds the window's memory (a few MiB).
 WINDOW_BATCHES = 8
 
 
 class Batcher:
-    def __init__(self, pushes: list[zmq.Socket[bytes]], src: str, max_samples: int, max_age_secs: float,
-                 interval: float) -> None:
+    def __init__(self, pushes: list[zmq.Socket[bytes]], src: str, window: Window, max_entries: int,
+                 max_age_secs: float, interval: float) -> None:
         self.pushes = pushes
         self.src = src
         self.epoch = time.time_ns()
-        self.max_samples = max_samples
+        self.window = window
+        self.max_entries = max_entries
         self.max_age_secs = max_age_secs
         self.interval = interval
-        self.tally = Tally()
         #: Unix time the window's first datagram was read.
         self.opened_at = 0.0
         shards = len(pushes)
@@ -57,81 +51,51 @@ class Batcher:
         self.dropped = [0] * shards
         self.sent_samples = 0
         self.next_edge = 0.0
-        self._shard_of: dict[str, int] = {}
         self._last_drop_log = 0.0
 
-    def open(self, now: float) -> Tally:
-        """The tally for samples read at ``now``: a new window when an interval edge has passed."""
+    def open(self, now: float) -> Window:
+        """The window for samples read at ``now``: a new one when an interval edge has passed."""
         if now >= self.next_edge:
             self.send_all()
             self.next_edge = (math.floor(now / self.interval) + 1) * self.interval
-        if not self.tally:
+        if not self.window.metrics:
             self.opened_at = now
-        return self.tally
+        return self.window
 
     def add(self, samples: list[Sample], now: float) -> None:
         """File ``samples`` (read at ``now``) into the window."""
-        self.open(now).add(samples)
+        window = self.open(now)
+        for sample in samples:
+            window.add(sample)
         self.send_if_full()
 
     def send_if_full(self) -> None:
-        if self.tally.entries() >= WINDOW_BATCHES * self.max_samples * len(self.pushes):
+        if self.window.entries >= WINDOW_BATCHES * self.max_entries * len(self.pushes):
             self.send_all()
 
     def send_due(self, now: float) -> None:
         """Send the window if it is old enough, or its interval has ended."""
-        if now >= self.next_edge or (self.tally and now - self.opened_at >= self.max_age_secs):
+        if now >= self.next_edge or (self.window.metrics and now - self.opened_at >= self.max_age_secs):
             self.send_all()
 
     def next_due(self) -> float | None:
         """Unix time the open window is due, or None when nothing is open."""
-        if not self.tally:
+        if not self.window.metrics:
             return None
         return min(self.opened_at + self.max_age_secs, self.next_edge)
 
     def send_all(self) -> None:
-        """Send what the window holds, one batch per shard (more when one holds over ``max_samples``)."""
-        tally, self.tally = self.tally, Tally()
+        """Send what the window holds, one batch per shard (more when one holds over ``max_entries``)."""
         opened_at, self.opened_at = self.opened_at, 0.0
-        if not tally:
+        if not self.window.metrics:
             return
-        shards = len(self.pushes)
-        bodies: list[list[Sample]] = [[] for _ in range(shards)]
-        #: metrics each body entry stands for
-        weights: list[list[int]] = [[] for _ in range(shards)]
-        shard_of = self._shard_of
-        if len(shard_of) > MAX_REMEMBERED_NAMES:
-            shard_of.clear()
-        for sample, count in tally.counts.items():
-            name = sample[0]
-            shard = shard_of.get(name)
-            if shard is None:
-                shard = shard_of[name] = shard_for(name, shards)
-            if count == 1 or sample[1] == SET:
-                bodies[shard].append(sample)
-                weights[shard].append(count)
-            elif sample[1] == COUNTER:
-                # value/rate once, then times count: what the shard would have summed, in one entry
-                bodies[shard].append((name, COUNTER, sample[2] / sample[3] * count, 1.0, sample[4]))  # type: ignore[operator]
-                weights[shard].append(count)
-            else:
-                bodies[shard].extend([sample] * count)
-                weights[shard].extend([1] * count)
-        for sample in tally.ordered:
-            name = sample[0]
-            shard = shard_of.get(name)
-            if shard is None:
-                shard = shard_of[name] = shard_for(name, shards)
-            bodies[shard].append(sample)
-            weights[shard].append(1)
-        step = self.max_samples
-        for shard, body in enumerate(bodies):
-            for start in range(0, len(body), step):
-                self.send(shard, body[start:start + step], sum(weights[shard][start:start + step]), opened_at)
+        for shard, batches in enumerate(self.window.take(self.max_entries)):
+            for body, entries, metrics in batches:
+                self.send(shard, body, entries, metrics, opened_at)
 
-    def send(self, shard: int, body: list[Sample], metrics: int, opened_at: float) -> None:
+    def send(self, shard: int, body: bytes, entries: int, metrics: int, opened_at: float) -> None:
         header = contract.BatchHeader(src=self.src, epoch=self.epoch, seq=self.seq[shard], ts=opened_at,
-                                      n=len(body), sent_before=self.handed_on[shard], metrics=metrics)
+                                      n=entries, sent_before=self.handed_on[shard], metrics=metrics)
         try:
             self.pushes[shard].send_multipart(contract.encode_batch(header, body), zmq.NOBLOCK)
         except zmq.Again:

@@ -1,11 +1,12 @@
-"""The wire contract: round trips, v1 golden bytes, and the DecodeError reason for each malformed message.
+"""The wire contract: round trips, golden bytes, and the DecodeError reason for each malformed message.
 
 tests/data/contract/{batch,flush}.v1.bin are the three frames of BATCH/FLUSH below, concatenated,
-written once when v1 was fixed. Within v1 header keys may only be added: each addition gets golden
-files of its own ({batch,flush}.v1.1.bin: ``sent_before`` and ``covers``; batch.v1.2.bin: ``metrics``),
-writers produce the newest,
-and readers keep decoding every older file, the added keys taking their defaults. Any other change to
-the bytes for the same message is a wire-format change (a new major version).
+written once when v1 was fixed; batch.v2.bin likewise when the columnar batch v2 was fixed. Within a
+version header keys may only be added: each addition gets golden files of its own
+({batch,flush}.v1.1.bin: ``sent_before`` and ``covers``; batch.v1.2.bin: ``metrics``), writers produce
+the newest, and readers keep decoding every older file, the added keys taking their defaults. Any
+other change to the bytes for the same message is a wire-format change (a new major version). Batch
+v1 is still read (one release after v2), as a v2 body of one entry per sample.
 """
 
 from __future__ import annotations
@@ -16,12 +17,24 @@ import msgpack
 import pytest
 
 from stages import contract
-from stages.contract import BATCH_V1, FLUSH_V1, BatchHeader, DecodeError, FlushHeader
+from stages.contract import BATCH_V1, BATCH_V2, FLUSH_V1, BatchBody, BatchHeader, DecodeError, FlushHeader
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "contract"
 
 BATCH_HEADER = BatchHeader(src="receiver-1", epoch=1_700_000_000_000_000_000, seq=7, ts=1700000000.5, n=2)
 SAMPLES = [("api.hits", 1, 3.0, 0.5, ("env", "prod")), ("api.users", 7, "u42", 1.0, ())]
+#: What SAMPLES become when read from a v1 batch: one v2 entry per sample.
+SAMPLES_AS_BODY = BatchBody(["api.hits\x1fenv\x1fprod", 6.0], [], [], ["api.users", ["u42"]], [])
+#: A v2 batch of every section: 9 metrics in 6 entries.
+BATCH_HEADER_V2 = BatchHeader(src="receiver-1", epoch=1_700_000_000_000_000_000, seq=7, ts=1700000000.5, n=6,
+                              sent_before=40, metrics=9)
+BODY_V2 = BatchBody(
+    counters=["api.hits\x1fenv\x1fprod", 6.0],
+    gauges=["queue.depth", True, 12.0, "pool.free\x1fdb\x1fmain", False, -2.5],
+    sampled=["api.latency\x1fenv\x1fprod", 4, 3.0, contract.pack_values([37.8, 12.25, 1000.0])],
+    sets=["api.users", ["u42", "u7"]],
+    traces=["checkout", 1.0],
+)
 FLUSH_HEADER = FlushHeader(shard=1, shards=4, epoch=1_700_000_000_000_000_000, seq=3,
                            interval_start=1700000000.0, interval=10.0, n=1, final=False,
                            seq_gaps={"receiver-1": 2})
@@ -49,14 +62,24 @@ def golden_frames(name: str, kind: bytes) -> list[bytes]:
 
 
 def batch_frames() -> list[bytes]:
-    return contract.encode_batch(BATCH_HEADER, SAMPLES)
+    return contract.encode_batch(BATCH_HEADER_V2, contract.pack_batch_body(BODY_V2))
 
 
-def test_batch_encodes_to_the_newest_v1_golden_bytes() -> None:
-    frames = contract.encode_batch(BATCH_HEADER_2, SAMPLES)
+def test_batch_encodes_to_the_v2_golden_bytes() -> None:
+    frames = batch_frames()
     assert len(frames) == 3
-    assert frames[0] == b"pystatsd.batch.v1"
-    assert b"".join(frames) == (GOLDEN / "batch.v1.2.bin").read_bytes()
+    assert frames[0] == b"pystatsd.batch.v2"
+    assert b"".join(frames) == (GOLDEN / "batch.v2.bin").read_bytes()
+
+
+def test_golden_v2_batch_decodes_to_the_message() -> None:
+    header, body = contract.decode_batch(golden_frames("batch.v2.bin", BATCH_V2))
+    assert (header, body) == (BATCH_HEADER_V2, BODY_V2)
+    assert list(contract.unpack_values(body.sampled[3])) == [37.8, 12.25, 1000.0]
+
+
+def test_timer_values_are_little_endian_float64() -> None:
+    assert contract.pack_values([1.0, -2.5]) == bytes.fromhex("000000000000f03f00000000000004c0")
 
 
 def test_flush_encodes_to_the_newest_v1_golden_bytes() -> None:
@@ -66,17 +89,26 @@ def test_flush_encodes_to_the_newest_v1_golden_bytes() -> None:
     assert b"".join(frames) == (GOLDEN / "flush.v1.1.bin").read_bytes()
 
 
-def test_newest_golden_files_decode_with_the_added_keys() -> None:
-    assert contract.decode_batch(golden_frames("batch.v1.2.bin", BATCH_V1)) == (BATCH_HEADER_2, SAMPLES)
-    assert contract.decode_batch(golden_frames("batch.v1.1.bin", BATCH_V1)) == (BATCH_HEADER_1, SAMPLES)
+def test_v1_golden_files_decode_with_the_added_keys() -> None:
+    assert contract.decode_batch(golden_frames("batch.v1.2.bin", BATCH_V1)) == (BATCH_HEADER_2, SAMPLES_AS_BODY)
+    assert contract.decode_batch(golden_frames("batch.v1.1.bin", BATCH_V1)) == (BATCH_HEADER_1, SAMPLES_AS_BODY)
     assert contract.decode_flush_header(golden_frames("flush.v1.1.bin", FLUSH_V1)) == FLUSH_HEADER_1
 
 
-def test_golden_batch_decodes_to_the_message() -> None:
-    header, samples = contract.decode_batch(golden_frames("batch.v1.bin", BATCH_V1))
-    assert (header, samples) == (BATCH_HEADER, SAMPLES)
+def test_golden_v1_batch_decodes_to_one_entry_per_sample() -> None:
+    header, body = contract.decode_batch(golden_frames("batch.v1.bin", BATCH_V1))
+    assert (header, body) == (BATCH_HEADER, SAMPLES_AS_BODY)
     # Before ``metrics`` existed a batch stood for exactly its samples.
     assert header.metrics == header.n == 2
+
+
+def test_every_v1_sample_type_becomes_its_v2_entry() -> None:
+    samples = [["g", 2, 5.0, 1.0, []], ["g", 3, -1.0, 1.0, []], ["t", 4, 7.5, 0.25, ["k", "v"]],
+               ["h", 5, 1.0, 1.0, []], ["tr", 8, 1.0, 0.5, []]]
+    frames = [BATCH_V1, msgpack.packb({"src": "r", "epoch": 1, "seq": 0, "ts": 1.0, "n": 5}), msgpack.packb(samples)]
+    _, body = contract.decode_batch(frames)
+    sampled = ["t\x1fk\x1fv", 4, 4.0, contract.pack_values([7.5]), "h", 5, 1.0, contract.pack_values([1.0])]
+    assert body == BatchBody([], ["g", True, 5.0, "g", False, -1.0], sampled, [], ["tr", 2.0])
 
 
 def test_golden_flush_decodes_to_the_message() -> None:
@@ -85,11 +117,8 @@ def test_golden_flush_decodes_to_the_message() -> None:
     assert contract.decode_flush_body(frames) == AGGREGATES
 
 
-def test_batch_round_trip_gives_hashable_tag_tuples() -> None:
-    header, samples = contract.decode_batch(batch_frames())
-    assert (header, samples) == (BATCH_HEADER, SAMPLES)
-    # The shard keys series by (name, tags): tags must come back as a tuple, not a list.
-    assert {(name, tags) for name, _, _, _, tags in samples} == {("api.hits", ("env", "prod")), ("api.users", ())}
+def test_batch_round_trip() -> None:
+    assert contract.decode_batch(batch_frames()) == (BATCH_HEADER_V2, BODY_V2)
 
 
 def test_flush_round_trip_keeps_final_and_seq_gaps() -> None:
@@ -104,7 +133,7 @@ def test_unknown_header_keys_are_ignored() -> None:
     # v1 lets a writer add header keys; an older reader must still take the message.
     frames = batch_frames()
     frames[1] = msgpack.packb({**msgpack.unpackb(frames[1]), "zone": "eu-1"})
-    assert contract.decode_batch(frames)[0] == BATCH_HEADER
+    assert contract.decode_batch(frames)[0] == BATCH_HEADER_V2
 
 
 def decode_error(frames: list[bytes]) -> str:
@@ -126,21 +155,21 @@ def test_wrong_frame_count_is_bad_frame_count(count: int) -> None:
 @pytest.mark.parametrize("garbage", [b"\xc1", b"\x92\x01", b"\x01\x02", b""])
 def test_garbage_header_is_bad_msgpack(garbage: bytes) -> None:
     # 0xc1 is never used; 0x92 0x01 is a truncated array; 0x01 0x02 has trailing data; b"" is nothing.
-    assert decode_error([BATCH_V1, garbage, batch_frames()[2]]) == "bad_msgpack"
+    assert decode_error([BATCH_V2, garbage, batch_frames()[2]]) == "bad_msgpack"
 
 
 def test_garbage_body_is_bad_msgpack() -> None:
-    assert decode_error([BATCH_V1, batch_frames()[1], b"\xc1"]) == "bad_msgpack"
+    assert decode_error([BATCH_V2, batch_frames()[1], b"\xc1"]) == "bad_msgpack"
 
 
 def test_header_that_is_not_a_map_is_bad_header() -> None:
-    assert decode_error([BATCH_V1, msgpack.packb([1, 2]), batch_frames()[2]]) == "bad_header"
+    assert decode_error([BATCH_V2, msgpack.packb([1, 2]), batch_frames()[2]]) == "bad_header"
 
 
 def test_header_missing_a_key_is_bad_header() -> None:
     header = msgpack.unpackb(batch_frames()[1])
     del header["seq"]
-    assert decode_error([BATCH_V1, msgpack.packb(header), batch_frames()[2]]) == "bad_header"
+    assert decode_error([BATCH_V2, msgpack.packb(header), batch_frames()[2]]) == "bad_header"
 
 
 @pytest.mark.parametrize(("key", "value"), [("ts", "soon"), ("seq", "7"), ("epoch", None)])
@@ -148,11 +177,19 @@ def test_header_with_a_wrongly_typed_key_is_bad_header(key: str, value: object) 
     # A retyped key is a contract break; let through, it crashes the shard in add_batch.
     header = msgpack.unpackb(batch_frames()[1])
     header[key] = value
-    assert decode_error([BATCH_V1, msgpack.packb(header), batch_frames()[2]]) == "bad_header"
+    assert decode_error([BATCH_V2, msgpack.packb(header), batch_frames()[2]]) == "bad_header"
 
 
-def test_body_that_is_not_an_array_is_bad_body() -> None:
-    assert decode_error([BATCH_V1, batch_frames()[1], msgpack.packb({"a": 1})]) == "bad_body"
+@pytest.mark.parametrize("body", [{"a": 1}, [[], [], [], []], [["k"], [], [], [], []], [[], ["k", True], [], [], []],
+                                  [[], [], [], [], 5]])
+def test_body_that_is_not_five_sections_of_whole_entries_is_bad_body(body: object) -> None:
+    assert decode_error([BATCH_V2, batch_frames()[1], msgpack.packb(body)]) == "bad_body"
+
+
+def test_v1_body_that_is_not_samples_is_bad_body() -> None:
+    header = golden_frames("batch.v1.bin", BATCH_V1)[1]
+    assert decode_error([BATCH_V1, header, msgpack.packb({"a": 1})]) == "bad_body"
+    assert decode_error([BATCH_V1, header, msgpack.packb([["a", 1, "x", 1.0, []]])]) == "bad_body"
 
 
 def test_flush_body_that_is_not_maps_is_bad_body() -> None:
@@ -172,4 +209,4 @@ def test_oversize_frame_is_refused_before_unpacking(monkeypatch: pytest.MonkeyPa
 def test_frame_at_the_size_limit_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     frames = batch_frames()
     monkeypatch.setattr(contract, "MAX_FRAME_BYTES", max(len(frames[1]), len(frames[2])))
-    assert contract.decode_batch(frames) == (BATCH_HEADER, SAMPLES)
+    assert contract.decode_batch(frames) == (BATCH_HEADER_V2, BODY_V2)

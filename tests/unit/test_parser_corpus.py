@@ -1,4 +1,4 @@
-"""Every datagram in tests/data/datagrams through ``parse_datagram``, against its hand-written expectation.
+"""Every datagram in tests/data/datagrams through ``parse_payload``, against its hand-written expectation.
 
 ``valid/NNN.txt`` (or ``.bin`` when it holds invalid UTF-8 or control bytes, CR included) is one raw
 datagram; ``NNN.json`` beside it holds ``samples`` as ``[name, type, value, rate, [k1, v1, ...]]``,
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.receiver.parsers import parse_datagram
+from stages.receiver.parsers import parse_payload
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "datagrams"
 
@@ -52,7 +52,7 @@ def test_datagram_parses_as_expected(kind: str, data_files: list[Path], expected
 
     out: list[tuple] = []
     bad: dict[str, int] = {}
-    parse_datagram(data_files[0].read_bytes(), expected.get("defaults", {}), out, bad)
+    parse_payload(data_files[0].read_bytes(), expected.get("defaults", {}), out, bad)
 
     want = [(name, mtype, value, rate, tuple(tags)) for name, mtype, value, rate, tags in expected["samples"]]
     assert out == want

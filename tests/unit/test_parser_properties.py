@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stages.model import MetricType
-from stages.receiver.parsers import parse_datagram
+from stages.receiver.parsers import parse_payload
 
 NAME = st.from_regex(r"[a-z][a-z0-9_.-]{0,20}", fullmatch=True)
 TAG_TEXT = st.from_regex(r"[a-z0-9_.-]{1,10}", fullmatch=True)
@@ -36,7 +36,7 @@ def statsd_lines(draw: st.DrawFn) -> tuple[str, tuple]:
 def parse(data: bytes) -> tuple[list, dict[str, int]]:
     out: list = []
     bad: dict[str, int] = {}
-    parse_datagram(data, {}, out, bad)
+    parse_payload(data, {}, out, bad)
     return out, bad
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from stages.aggregator.series import Gauges, IntervalBucket, SeriesLimit
-from stages.model import MetricType
+from stages.model import MetricType, series_key, split_series_key
+from tests.unit.bodies import bodies_of
 
 C, G, GD, T, S, TR = (int(MetricType.COUNTER), int(MetricType.GAUGE), int(MetricType.GAUGE_DELTA),
                       int(MetricType.TIMER), int(MetricType.SET), int(MetricType.TRACE))
@@ -17,7 +18,8 @@ def unlimited() -> SeriesLimit:
 
 def bucket_with(*samples: tuple, limit: SeriesLimit | None = None) -> IntervalBucket:
     bucket = IntervalBucket(limit or unlimited())
-    bucket.add(list(samples))
+    for body in bodies_of(list(samples)):
+        bucket.merge(body)
     return bucket
 
 
@@ -26,7 +28,7 @@ def gauge_after(*intervals: list[tuple]) -> dict:
     gauges = Gauges(expire_after=30, limit=unlimited())
     for index, samples in enumerate(intervals):
         gauges.apply(bucket_with(*samples).gauge_changes, index)
-    return {key: value for key, (value, _) in gauges.values.items()}
+    return {split_series_key(key): value for key, (value, _) in gauges.values.items()}
 
 
 def test_counter_under_sample_rate_counts_value_over_rate() -> None:
@@ -40,7 +42,7 @@ def test_counter_under_sample_rate_counts_value_over_rate() -> None:
 
 def test_counters_with_different_tags_are_different_series() -> None:
     bucket = bucket_with(("hits", C, 1.0, 1.0, ENV), ("hits", C, 2.0, 1.0, ()))
-    assert bucket.counters == {("hits", ENV): 1.0, ("hits", ()): 2.0}
+    assert bucket.counters == {series_key("hits", ENV): 1.0, series_key("hits", ()): 2.0}
 
 
 def test_timer_count_is_corrected_by_rate_and_stats_use_values_received() -> None:
@@ -100,7 +102,7 @@ def test_gauge_ignores_sample_rate() -> None:
 
 def test_gauge_is_reported_until_idle_for_expire_after_intervals() -> None:
     gauges = Gauges(expire_after=3, limit=unlimited())
-    gauges.apply({("temp", ()): [True, 5.0]}, 5)
+    gauges.apply({"temp": [True, 5.0]}, 5)
     # Set in interval 5: reported at 5, 6, 7 (idle 0, 1, 2); idle 3 at interval 8 -> gone and forgotten.
     for index in (5, 6, 7):
         assert [a["value"] for a in gauges.aggregates(index, float(index), 1.0)] == [5.0]
@@ -110,8 +112,8 @@ def test_gauge_is_reported_until_idle_for_expire_after_intervals() -> None:
 
 def test_gauge_update_restarts_its_expiry() -> None:
     gauges = Gauges(expire_after=3, limit=unlimited())
-    gauges.apply({("temp", ()): [True, 5.0]}, 5)
-    gauges.apply({("temp", ()): [False, 1.0]}, 7)
+    gauges.apply({"temp": [True, 5.0]}, 5)
+    gauges.apply({"temp": [False, 1.0]}, 7)
     # Last changed at 7: still there at 9, gone at 10.
     assert gauges.aggregates(9, 9.0, 1.0) == [
         {"name": "temp", "type": "gauge", "tags": {}, "timestamp": 9, "interval": 1, "value": 6.0},
@@ -140,8 +142,8 @@ def test_gauges_are_limited_per_name_and_expiry_frees_room() -> None:
     gauges = Gauges(expire_after=2, limit=limit)
     gauges.apply(bucket_with(("g", G, 1.0, 1.0, ("h", "a"))).gauge_changes, 0)
     gauges.apply(bucket_with(("g", G, 2.0, 1.0, ("h", "b"))).gauge_changes, 1)
-    assert {key: value for key, (value, _) in gauges.values.items()} == {("g", ("h", "a")): 1.0,
-                                                                         ("g", OVERFLOW): 2.0}
+    assert {key: value for key, (value, _) in gauges.values.items()} == {series_key("g", ("h", "a")): 1.0,
+                                                                         series_key("g", OVERFLOW): 2.0}
     gauges.aggregates(2, 30.0, 10.0)  # a (idle since 0) expires; the overflow gauge was seen at 1
     gauges.apply(bucket_with(("g", G, 3.0, 1.0, ("h", "c"))).gauge_changes, 2)
-    assert ("g", ("h", "c")) in gauges.values
+    assert series_key("g", ("h", "c")) in gauges.values

@@ -11,6 +11,7 @@ from typing import Any
 from stages.aggregator.shard import FLUSH_GRACE_SECS, ClosedInterval, ShardState
 from stages.contract import BatchHeader
 from stages.model import MetricType
+from tests.unit.bodies import one_body
 
 C, G = int(MetricType.COUNTER), int(MetricType.GAUGE)
 
@@ -21,7 +22,7 @@ def make_state(prefix: str = "", interval: float = 10.0, default_tags: dict[str,
 
 
 def send(state: ShardState, ts: float, samples: list[tuple], src: str = "r1", epoch: int = 1, seq: int = 0) -> None:
-    state.add_batch(BatchHeader(src=src, epoch=epoch, seq=seq, ts=ts, n=len(samples)), samples)
+    state.add_batch(BatchHeader(src=src, epoch=epoch, seq=seq, ts=ts, n=len(samples)), one_body(samples))
 
 
 def hits(value: float) -> tuple:
@@ -140,9 +141,9 @@ def test_batches_of_summed_repeats_count_the_metrics_they_stand_for() -> None:
     # The receiver sent "hits:1|c" 500 times as one sample of 500, then 20 metrics as 2 samples; a
     # batch of 30 metrics between them never arrived.
     state = make_state(prefix="pystatsd.")
-    state.add_batch(BatchHeader(src="r1", epoch=1, seq=0, ts=1001.0, n=1, metrics=500), [hits(500.0)])
+    state.add_batch(BatchHeader(src="r1", epoch=1, seq=0, ts=1001.0, n=1, metrics=500), one_body([hits(500.0)]))
     state.add_batch(BatchHeader(src="r1", epoch=1, seq=2, ts=1002.0, n=2, sent_before=530, metrics=20),
-                    [hits(10.0), hits(10.0)])
+                    one_body([hits(10.0), hits(10.0)]))
     (closed,) = state.due(1010.0 + FLUSH_GRACE_SECS)
     assert closed.aggregates[0] == counter("hits", 520.0, 1010)
     assert closed.covers == {"r1@1": [0, 0, 2, 550]}

@@ -1,105 +1,64 @@
-"""Input formats, tried in order per datagram: the first whose ``accepts`` says yes parses it.
+"""Input formats, and the one rule that says which format each part of a payload is in.
 
-A format is a module with ``accepts(text) -> bool`` and ``parse(text, defaults, out, bad)``; adding
-one is a file plus an entry here. Bursts of plain statsd lines take a faster path (see
-:func:`tally_payloads`).
+The rule: a JSON document (the original daemon's format, :mod:`.json_original`) is a whole payload,
+or else one line; a line is JSON when its first non-whitespace character is ``{`` or ``[``; every
+other line is a statsd line (:mod:`.statsd`). So a payload may mix the two, in any order, and a bad
+line costs only itself. A new format is a module with ``starts_document``-style routing added here.
 """
 
 from __future__ import annotations
 
-import re
-from types import ModuleType
+from collections.abc import Callable
+from itertools import groupby
 
 from stages.model import Sample
 from stages.receiver.parsers import json_original, statsd
-from stages.receiver.tally import Tally
-
-#: A line that starts, after any whitespace, like a JSON document (what json_original.accepts says
-#: of a payload starting with that line); one pass over the text, whitespace-only lines included.
-_DOCUMENT_START = re.compile(r"^\s*[{\[]", re.MULTILINE)
-
-PARSERS: dict[str, ModuleType] = {
-    "json": json_original,
-    "statsd": statsd,
-}
+from stages.receiver.parsers.base import ParseError
 
 
-def tally_payloads(payloads: list[bytes], defaults: dict[str, str], tally: Tally, bad: dict[str, int]) -> None:
-    """Parse a burst of datagrams (or chunks of complete lines from a stream) into ``tally``.
-
-    Plain statsd bursts, the bulk of any busy receiver's traffic, are read as one text: lines stand
-    on their own in that format, so it gives what parsing each payload would, for a fraction of the
-    calls. A burst that is not valid UTF-8, or has a line that may start another format's document,
-    is parsed payload by payload.
-    """
-    text = _joined_text(payloads)
-    if text is not None:
-        known, missed = statsd.split_remembered(text.split("\n"), defaults)
-        rest = "\n".join(missed)
-        # A JSON payload begins with a line no statsd memory holds: only the lines missed need a look.
-        if _DOCUMENT_START.search(rest) is None:
-            if known:
-                tally.add_counted(known)
-            if rest:
-                samples: list[Sample] = []
-                statsd.parse(rest, defaults, samples, bad)
-                tally.add(samples)
+def parse_payload(data: bytes, defaults: dict[str, str], out: list[Sample], bad: dict[str, int]) -> None:
+    """Parse one datagram (or chunk of complete stream lines) into ``out``, counting bad lines in ``bad``."""
+    text = decode_lines(data, bad)
+    if json_original.starts_document(text):
+        try:
+            document = json_original.load(text)
+        except ParseError:
+            pass  # not one document: line by line below, where each bad line is counted
+        else:
+            json_original.add_objects(document, defaults, out, bad)
             return
-    for payload in payloads:
-        samples = []
-        parse_datagram(payload, defaults, samples, bad)
-        tally.add(samples)
+    for is_json, lines in groupby(text.split("\n"), json_original.starts_document):
+        if is_json:
+            for line in lines:
+                json_original.parse(line, defaults, out, bad)
+        else:
+            statsd.parse("\n".join(lines), defaults, out, bad)
 
 
-def _joined_text(payloads: list[bytes]) -> str | None:
-    """The payloads as one text of lines, or None where they are not valid UTF-8."""
+def statsd_lines(defaults: dict[str, str]) -> Callable[[bytes, list[Sample], dict[str, int]], None]:
+    """The batch window's parser: the statsd lines of ``data``, with ``defaults`` merged into their tags."""
+
+    def parse_lines(data: bytes, out: list[Sample], bad: dict[str, int]) -> None:
+        statsd.parse(decode_lines(data, bad), defaults, out, bad)
+
+    return parse_lines
+
+
+def payload_parser(defaults: dict[str, str]) -> Callable[[bytes, list[Sample], dict[str, int]], None]:
+    """:func:`parse_payload` with ``defaults`` bound, as the receiver hands it payloads the window leaves."""
+
+    def parse(data: bytes, out: list[Sample], bad: dict[str, int]) -> None:
+        parse_payload(data, defaults, out, bad)
+
+    return parse
+
+
+def decode_lines(data: bytes, bad: dict[str, int]) -> str:
+    """The text of ``data``; a line that is not valid UTF-8 is counted and left out, so its neighbours survive."""
     try:
-        text = b"\n".join(payloads).decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        return None
-    if "\n\n" in text:
-        # Lines ended by newline (what streams and some clients send): the empty lines between would only be skipped.
-        text = text.replace("\n\n", "\n")
-    return text[:-1] if text[-1:] == "\n" else text
-
-
-def parse_datagram(data: bytes, defaults: dict[str, str], out: list[Sample], bad: dict[str, int]) -> None:
-    """Parse one datagram into ``out``, counting bad lines by reason in ``bad``."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = _valid_lines(data, bad)
-    if "\n{" in text and not json_original.accepts(text):
-        # Lines of different formats in one payload (a stream carries whatever its clients wrote).
-        _parse_runs(text, defaults, out, bad)
-        return
-    _parser_for(text).parse(text, defaults, out, bad)
-
-
-def _parser_for(text: str) -> ModuleType:
-    for parser in PARSERS.values():
-        if parser.accepts(text):
-            return parser
-    raise AssertionError("the last format in PARSERS must accept anything")
-
-
-def _parse_runs(text: str, defaults: dict[str, str], out: list[Sample], bad: dict[str, int]) -> None:
-    """Parse each run of consecutive lines of one format with that format's parser."""
-    run: list[str] = []
-    run_parser: ModuleType | None = None
-    for line in text.split("\n"):
-        parser = _parser_for(line)
-        if parser is not run_parser and run:
-            run_parser.parse("\n".join(run), defaults, out, bad)  # type: ignore[union-attr]
-            run = []
-        run_parser = parser
-        run.append(line)
-    if run and run_parser is not None:
-        run_parser.parse("\n".join(run), defaults, out, bad)
-
-
-def _valid_lines(data: bytes, bad: dict[str, int]) -> str:
-    """The lines that are valid UTF-8; each other line is counted, so its neighbours survive."""
+        pass
     kept = []
     for line in data.split(b"\n"):
         try:

@@ -35,16 +35,8 @@ def metric_name(raw: str) -> str:
     return name
 
 
-#: Number texts already checked, and their values: most lines repeat a few values (a counter's 1).
-NUMBERS: dict[str, float] = {}
-MAX_NUMBERS = 10_000
-
-
 def number(text: str) -> float:
     """A finite decimal number, stricter than ``float()``: no ``_``, padding, hex or non-ASCII digits."""
-    cached = NUMBERS.get(text)
-    if cached is not None:
-        return cached
     try:
         value = float(text)
     except (ValueError, OverflowError):
@@ -54,16 +46,20 @@ def number(text: str) -> float:
     if (len(text) > MAX_NUMBER_CHARS or "_" in text or not text.isascii()
             or text[0] <= " " or text[-1] <= " "):
         raise ParseError("bad_value")
-    if len(NUMBERS) >= MAX_NUMBERS:
-        NUMBERS.clear()
-    NUMBERS[text] = value
     return value
 
 
 def sample_rate(value: float) -> float:
-    if not 0.0 < value <= 1.0:
+    """A rate in (0, 1] whose inverse (what one sample counts for) is finite."""
+    if not 0.0 < value <= 1.0 or not math.isfinite(1.0 / value):
         raise ParseError("bad_sample_rate")
     return value
+
+
+def check_counted(value: float, rate: float) -> None:
+    """A counter's value over its rate (what it adds) must be finite too."""
+    if not math.isfinite(value / rate):
+        raise ParseError("non_finite")
 
 
 def check_tag(key: str, value: str, tags: dict[str, str]) -> None:

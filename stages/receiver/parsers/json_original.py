@@ -12,7 +12,8 @@ import json
 from typing import Any
 
 from stages.model import MetricType, Sample, tag_tuple
-from stages.receiver.parsers.base import CONTROL_CHARS, ParseError, check_tag, metric_name, number, sample_rate
+from stages.receiver.parsers import base
+from stages.receiver.parsers.base import ParseError
 
 JSON_TYPES: dict[str, int] = {
     "counter": int(MetricType.COUNTER),
@@ -30,7 +31,8 @@ JSON_TYPES: dict[str, int] = {
 RESERVED = frozenset({"metric_name", "metric_type", "value", "count", "sample_rate"})
 
 
-def accepts(text: str) -> bool:
+def starts_document(text: str) -> bool:
+    """Whether ``text`` starts like a JSON document: ``{`` or ``[`` after any whitespace."""
     first = text[:1]
     if first.isspace():
         # Stripping the whole datagram costs more than parsing a statsd line: only when needed.
@@ -39,30 +41,26 @@ def accepts(text: str) -> bool:
 
 
 def parse(text: str, defaults: dict[str, str], out: list[Sample], bad: dict[str, int]) -> None:
-    """Append the samples of every good object to ``out``; count each bad one in ``bad``."""
+    """One document: append the samples of every good object to ``out``; count each bad one in ``bad``."""
     try:
-        documents = [_load(text)]
+        document = load(text)
     except ParseError as exc:
-        if "\n" not in text.strip():
+        bad[exc.reason] = bad.get(exc.reason, 0) + 1
+        return
+    add_objects(document, defaults, out, bad)
+
+
+def add_objects(document: Any, defaults: dict[str, str], out: list[Sample], bad: dict[str, int]) -> None:
+    """The samples of a loaded document: one object, or an array of them; each bad one counted."""
+    for obj in document if isinstance(document, list) else (document,):
+        try:
+            out.append(sample_from_object(obj, defaults))
+        except ParseError as exc:
             bad[exc.reason] = bad.get(exc.reason, 0) + 1
-            return
-        # One object per line: each line stands or falls on its own.
-        documents = []
-        for line in text.split("\n"):
-            if line.strip():
-                try:
-                    documents.append(_load(line))
-                except ParseError as line_exc:
-                    bad[line_exc.reason] = bad.get(line_exc.reason, 0) + 1
-    for document in documents:
-        for obj in document if isinstance(document, list) else (document,):
-            try:
-                out.append(sample_from_object(obj, defaults))
-            except ParseError as exc:
-                bad[exc.reason] = bad.get(exc.reason, 0) + 1
 
 
-def _load(text: str) -> Any:
+def load(text: str) -> Any:
+    """The JSON document ``text``, or ParseError with the reason it is not one."""
     try:
         return json.loads(text, object_pairs_hook=_object_without_duplicates, parse_constant=_no_constants)
     except RecursionError:
@@ -95,28 +93,40 @@ def sample_from_object(obj: Any, defaults: dict[str, str]) -> Sample:
     mtype = JSON_TYPES.get(kind.lower())
     if mtype is None:
         raise ParseError("unknown_type")
-    if CONTROL_CHARS.search(name):
-        raise ParseError("control_char")
+    _check_text(name)
     tags: dict[str, str] = {}
     for key, raw in obj.items():
         if key not in RESERVED:
             text = _tag_text(raw)
-            if CONTROL_CHARS.search(key) or CONTROL_CHARS.search(text):
-                raise ParseError("control_char")
-            check_tag(key, text, tags)
-    rate = sample_rate(_json_number(obj["sample_rate"])) if "sample_rate" in obj else 1.0
+            _check_text(key)
+            _check_text(text)
+            base.check_tag(key, text, tags)
+    rate = base.sample_rate(_json_number(obj["sample_rate"])) if "sample_rate" in obj else 1.0
     value: float | str
     if mtype == MetricType.TRACE:
         value = 1.0
     elif mtype == MetricType.COUNTER:
         value = _json_number(obj.get("value", obj.get("count", 1)))
+        base.check_counted(value, rate)
     elif "value" not in obj:
         raise ParseError("missing_field")
     elif mtype == MetricType.SET:
         value = _tag_text(obj["value"])
+        _check_text(value)
     else:
         value = _json_number(obj["value"])
-    return (metric_name(name), mtype, value, rate, tag_tuple(tags, defaults))
+    return (base.metric_name(name), mtype, value, rate, tag_tuple(tags, defaults))
+
+
+def _check_text(text: str) -> None:
+    """No control characters, and no lone surrogate (a JSON ``\\ud800`` escape) that UTF-8 cannot carry."""
+    if base.CONTROL_CHARS.search(text):
+        raise ParseError("control_char")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ParseError("invalid_utf8") from None
 
 
 def _json_number(raw: Any) -> float:
@@ -128,9 +138,9 @@ def _json_number(raw: Any) -> float:
         except OverflowError:
             raise ParseError("non_finite") from None
     if isinstance(raw, float):
-        return number(repr(raw))
+        return base.number(repr(raw))
     if isinstance(raw, str):
-        return number(raw)
+        return base.number(raw)
     raise ParseError("bad_value")
 
 

@@ -1,0 +1,186 @@
+"""The receiver's batch window: samples accumulated per series until they leave as ``pystatsd.batch.v2``.
+
+Within a window each series is one entry: a counter's sum of value / rate, a gauge's last value with
+the changes after it (or the sum of changes alone), a timer's values in arrival order with its
+rate-corrected count, a set's members once each. :meth:`PyWindow.take` cuts each shard's entries
+into batch bodies (see :mod:`stages.contract`) and leaves the window empty.
+
+:class:`PyWindow` is the specification. ``stages.receiver._window.Window`` (window.c, built by
+``pip install`` where a C compiler is found) is the same, compiled: it parses plain statsd lines
+itself and hands every other line to the same ``parse_lines`` callable. :func:`new_window` picks it
+when it was built; the property tests prove both give the same batches.
+
+A window neither reads sockets nor parses anything itself: its ``parse_lines`` (the statsd parser,
+see :func:`stages.receiver.parsers.statsd_lines`) is given to it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from stages import contract
+from stages.model import MetricType, Sample, Tags, series_key
+from stages.sharding import shard_for
+
+try:
+    from stages.receiver._window import Window as CompiledWindow
+except ImportError:  # built by pip install where a C compiler is found; PyWindow does the same job
+    CompiledWindow = None
+
+log = logging.getLogger(__name__)
+
+COUNTER = int(MetricType.COUNTER)
+GAUGE = int(MetricType.GAUGE)
+GAUGE_DELTA = int(MetricType.GAUGE_DELTA)
+SET = int(MetricType.SET)
+TRACE = int(MetricType.TRACE)
+
+#: ``parse_lines(data, out, bad)``: the samples of every good statsd line in ``data`` appended to
+#: ``out``, each bad line counted in ``bad`` by reason.
+LineParser = Callable[[bytes, list[Sample], dict[str, int]], None]
+#: ``parse_payload(data, out, bad)``: the samples of one payload in any format (the parsers' routing rule).
+PayloadParser = Callable[[bytes, list[Sample], dict[str, int]], None]
+#: (body, entries, metrics) of one batch
+Batch = tuple[bytes, int, int]
+
+
+class Window(Protocol):
+    """What the receiver uses of a window; both implementations have exactly this."""
+
+    @property
+    def metrics(self) -> int:
+        """Samples taken in since the last :meth:`take`."""
+
+    @property
+    def entries(self) -> int:
+        """Distinct series entries held."""
+
+    def feed(self, payloads: list[bytes], start: int, bad: dict[str, int]) -> int:
+        """Take ``payloads[start:]`` as statsd lines, up to the first holding ``{`` or ``[`` (it may
+        hold a JSON document: the caller routes it); returns that payload's index, or the length."""
+
+    def add(self, sample: Sample) -> None:
+        """Take one sample a parser made."""
+
+    def take(self, max_entries: int) -> list[list[Batch]]:
+        """Per shard, its entries cut into batches of at most ``max_entries``; the window is empty after."""
+
+
+class _Entry:
+    __slots__ = ("kind", "key", "metrics", "was_set", "value", "values", "members")
+
+    def __init__(self, kind: int, key: str) -> None:
+        self.kind = kind
+        self.key = key
+        self.metrics = 0
+        self.was_set = False
+        #: counter sum, gauge value, timer or trace count
+        self.value = 0.0
+        self.values: list[float] = []
+        self.members: dict[str, None] = {}
+
+
+class PyWindow:
+    def __init__(self, shards: int, defaults: Tags, parse_lines: LineParser) -> None:
+        if shards < 1:
+            raise ValueError("shards: at least 1")
+        self.shards = shards
+        #: The agent's default tags; the compiled window merges them itself, here parse_lines does.
+        self.defaults = defaults
+        self.parse_lines = parse_lines
+        self.metrics = 0
+        self._entries: dict[tuple[int, str], _Entry] = {}
+        self._by_shard: list[list[_Entry]] = [[] for _ in range(shards)]
+
+    @property
+    def entries(self) -> int:
+        return len(self._entries)
+
+    def feed(self, payloads: list[bytes], start: int, bad: dict[str, int]) -> int:
+        end = max(start, 0)
+        while end < len(payloads) and b"{" not in payloads[end] and b"[" not in payloads[end]:
+            end += 1
+        if end > start:
+            # Lines stand on their own: one call for the whole run of payloads.
+            samples: list[Sample] = []
+            self.parse_lines(b"\n".join(payloads[start:end]), samples, bad)
+            for sample in samples:
+                self.add(sample)
+        return end
+
+    def add(self, sample: Sample) -> None:
+        name, mtype, value, rate, tags = sample
+        kind = GAUGE if mtype == GAUGE_DELTA else mtype
+        key = series_key(name, tags)
+        entry = self._entries.get((kind, key))
+        if entry is None:
+            entry = self._entries[(kind, key)] = _Entry(kind, key)
+            self._by_shard[shard_for(name, self.shards)].append(entry)
+        entry.metrics += 1
+        self.metrics += 1
+        if kind == COUNTER:
+            entry.value += value / rate  # type: ignore[operator]
+        elif mtype == GAUGE:
+            entry.was_set = True
+            entry.value = float(value)
+        elif mtype == GAUGE_DELTA:
+            entry.value += value  # type: ignore[operator]
+        elif kind == SET:
+            entry.members.setdefault(value, None)  # type: ignore[arg-type]
+        elif kind == TRACE:
+            entry.value += 1.0 / rate
+        else:
+            entry.values.append(float(value))
+            entry.value += 1.0 / rate
+
+    def take(self, max_entries: int) -> list[list[Batch]]:
+        if max_entries < 1:
+            raise ValueError("take: max_entries must be at least 1")
+        out = []
+        for entries in self._by_shard:
+            out.append([_batch(entries[start:start + max_entries]) for start in range(0, len(entries), max_entries)])
+        self._entries = {}
+        self._by_shard = [[] for _ in range(self.shards)]
+        self.metrics = 0
+        return out
+
+
+def _batch(entries: list[_Entry]) -> Batch:
+    body = contract.BatchBody.empty()
+    for entry in entries:
+        kind = entry.kind
+        if kind == COUNTER:
+            body.counters.extend((entry.key, entry.value))
+        elif kind == GAUGE:
+            body.gauges.extend((entry.key, entry.was_set, entry.value))
+        elif kind == SET:
+            body.sets.extend((entry.key, list(entry.members)))
+        elif kind == TRACE:
+            body.traces.extend((entry.key, entry.value))
+        else:
+            body.sampled.extend((entry.key, kind, entry.value, contract.pack_values(entry.values)))
+    return contract.pack_batch_body(body), len(entries), sum(entry.metrics for entry in entries)
+
+
+def take_payloads(window: Window, payloads: list[bytes], parse_payload: PayloadParser, bad: dict[str, int]) -> None:
+    """Every payload into ``window``, in order: statsd runs by the window itself, the rest by ``parse_payload``."""
+    taken = 0
+    while taken < len(payloads):
+        taken = window.feed(payloads, taken, bad)
+        if taken < len(payloads):
+            samples: list[Sample] = []
+            parse_payload(payloads[taken], samples, bad)
+            for sample in samples:
+                window.add(sample)
+            taken += 1
+
+
+def new_window(shards: int, defaults: Tags, parse_lines: LineParser, compiled: bool = True) -> Window:
+    """The compiled window where it was built (and ``compiled`` is not turned off), else :class:`PyWindow`."""
+    if compiled and CompiledWindow is not None:
+        return CompiledWindow(shards, defaults, parse_lines)  # type: ignore[no-any-return]
+    if compiled:
+        log.info("Parsing in Python: the compiled window was not built when pystatsd was installed")
+    return PyWindow(shards, defaults, parse_lines)

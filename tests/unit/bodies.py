@@ -1,0 +1,26 @@
+"""Batch bodies for shard tests, made the way a receiver makes them: samples through a window."""
+
+from __future__ import annotations
+
+from stages import contract
+from stages.contract import BatchBody
+from stages.model import Sample
+from stages.receiver.window import PyWindow
+
+
+def _no_lines(data: bytes, out: list[Sample], bad: dict[str, int]) -> None:
+    raise AssertionError("these windows are only given samples")
+
+
+def bodies_of(samples: list[Sample]) -> list[BatchBody]:
+    """The bodies one shard gets for ``samples`` read in one batch window."""
+    window = PyWindow(1, (), _no_lines)
+    for sample in samples:
+        window.add(sample)
+    return [contract.decode_batch_body(body) for body, _, _ in window.take(1_000_000)[0]]
+
+
+def one_body(samples: list[Sample]) -> BatchBody:
+    """The single body of ``samples`` (an empty one when there are none)."""
+    bodies = bodies_of(samples)
+    return bodies[0] if bodies else BatchBody.empty()
