@@ -198,16 +198,21 @@ def encode_batch(header: BatchHeader, body: bytes) -> list[bytes]:
     return [BATCH_V2, _pack(asdict(header)), body]
 
 
-def decode_batch(frames: list[bytes]) -> tuple[BatchHeader, BatchBody]:
-    """Header and body of a batch; a v1 batch comes back as a v2 body of one entry per sample."""
+def decode_batch(frames: list[bytes]) -> tuple[BatchHeader, bytes]:
+    """The header of a batch, and its v2 body frame (a v1 batch's samples packed as one entry each).
+
+    The body is checked as it is merged (:func:`decode_batch_body`, or the compiled bucket).
+    """
     kind = frames[0] if frames else b""
     header: BatchHeader = _header(frames, BATCH_V1 if kind == BATCH_V1 else BATCH_V2, BatchHeader)
+    if len(frames[2]) > MAX_FRAME_BYTES:
+        raise DecodeError("frame_too_large", f"{len(frames[2])} bytes")
     if kind == BATCH_V1:
         body = _unpack(frames[2])
         if not isinstance(body, list):
             raise DecodeError("bad_body", "not an array")
-        return header, _v1_body(body)
-    return header, decode_batch_body(frames[2])
+        return header, pack_batch_body(_v1_body(body))
+    return header, frames[2]
 
 
 def decode_batch_body(frame: bytes) -> BatchBody:

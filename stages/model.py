@@ -97,12 +97,14 @@ class IntervalAggregates:
     Aggregates with the same tags share one tags mapping: they are only ever encoded, never changed.
     """
 
-    __slots__ = ("timestamp", "interval", "_tags")
+    __slots__ = ("timestamp", "interval", "_tags", "_tag_texts")
 
     def __init__(self, timestamp: float, interval: float) -> None:
         self.timestamp = whole(timestamp)
         self.interval = whole(interval)
         self._tags: dict[Tags, dict[str, str]] = {}
+        #: the tags part of a series key → its mapping
+        self._tag_texts: dict[str, dict[str, str]] = {}
 
     def make(self, name: str, mtype: int, tags: Tags, fields: dict[str, Any]) -> dict[str, Any]:
         """One aggregate in the output contract's key order; ``fields`` follow the common keys."""
@@ -112,10 +114,17 @@ class IntervalAggregates:
         return {"name": name, "type": OUTPUT_TYPE_NAMES[mtype], "tags": mapping,
                 "timestamp": self.timestamp, "interval": self.interval, **fields}
 
-    def make_keyed(self, key: str, mtype: int, fields: dict[str, Any]) -> dict[str, Any]:
-        """:meth:`make` for the series :func:`series_key` names."""
-        name, tags = split_series_key(key)
-        return self.make(name, mtype, tags, fields)
+    def make_keyed(self, key: str, type_name: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`make` for the series :func:`series_key` names, of the output type ``type_name``.
+
+        The flush's hot loop: the key is cut once, and its tags are looked up by their text.
+        """
+        name, _, tag_text = key.partition(KEY_SEPARATOR)
+        mapping = self._tag_texts.get(tag_text)
+        if mapping is None:
+            mapping = self._tag_texts[tag_text] = tags_dict(tuple(tag_text.split(KEY_SEPARATOR)) if tag_text else ())
+        return {"name": name, "type": type_name, "tags": mapping, "timestamp": self.timestamp,
+                "interval": self.interval, **fields}
 
 
 def whole(seconds: float) -> float | int:

@@ -19,7 +19,9 @@ from pathlib import Path
 import zmq
 
 from stages import contract
+from stages.aggregator.series import CompiledBucket
 from stages.aggregator.shard import ClosedInterval, ShardState
+from stages.compiled import wanted as use_compiled
 from stages.config import Config
 from stages.figures import publish
 from stages.runtime import (
@@ -100,7 +102,7 @@ class ShardLoop:
             except contract.DecodeError as exc:
                 self.count_bad_message(exc.reason, exc)
             except (TypeError, ValueError, IndexError, AttributeError) as exc:
-                # Entries of the wrong shape: only a broken or foreign sender on the ipc socket sends them.
+                # A body of the wrong shape: only a broken or foreign sender on the ipc socket sends one.
                 self.count_bad_message("bad_body", exc)
         return received
 
@@ -186,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopSignal()
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     loop = ShardLoop(config, args.shard, args.shards, ctx, run)
-    log.info("Shard %d of %d listening on %s", args.shard, args.shards, loop.endpoint)
+    log.info("Shard %d of %d listening on %s; batches merged in %s", args.shard, args.shards, loop.endpoint,
+             "C" if CompiledBucket is not None and use_compiled() else "Python")
     loop.run(stop)
     ctx.term()
     lock.close()

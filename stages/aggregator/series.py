@@ -6,8 +6,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from stages.aggregator.stats import summary
-from stages.contract import BatchBody, unpack_values
-from stages.model import SAMPLED_TYPES, IntervalAggregates, MetricType, Tags, series_key, series_name
+from stages.compiled import wanted as use_compiled
+from stages.contract import BatchBody, decode_batch_body, unpack_values
+
+try:
+    from stages.aggregator._bucket import Bucket as CompiledBucket
+except ImportError:  # built by pip install where a C compiler is found; merge() does the same job
+    CompiledBucket = None
+from stages.model import OUTPUT_TYPE_NAMES, SAMPLED_TYPES, IntervalAggregates, MetricType, Tags, series_key, series_name
 
 COUNTER = int(MetricType.COUNTER)
 GAUGE = int(MetricType.GAUGE)
@@ -53,11 +59,17 @@ class SeriesLimit:
 
 
 class IntervalBucket:
-    """Everything one shard received for one interval."""
+    """Everything one shard received for one interval.
 
-    __slots__ = ("counters", "gauge_changes", "sampled", "sets", "traces", "samples", "known", "limit", "covers")
+    Batch bodies come in through :meth:`merge_frame`: into the compiled bucket (bucket.c) where it
+    was built, which keeps them until :meth:`close` turns them into the tables below; else through
+    :meth:`merge`, the specification, straight into them.
+    """
 
-    def __init__(self, limit: SeriesLimit) -> None:
+    __slots__ = ("counters", "gauge_changes", "sampled", "sets", "traces", "samples", "known", "limit", "covers",
+                 "_compiled")
+
+    def __init__(self, limit: SeriesLimit, compiled: bool | None = None) -> None:
         self.counters: dict[SeriesKey, float] = {}
         #: key → [was set, value]: a set replaces the gauge, a change adds to what it was.
         self.gauge_changes: dict[SeriesKey, list[Any]] = {}
@@ -72,6 +84,22 @@ class IntervalBucket:
         self.limit = limit
         #: "src@epoch" → [first seq, sent_before, last seq, sent through last] of the batches merged
         self.covers: dict[str, list[int]] = {}
+        if compiled is None:
+            compiled = use_compiled()
+        self._compiled = CompiledBucket(limit.admit) if compiled and CompiledBucket is not None else None
+
+    def merge_frame(self, frame: bytes) -> None:
+        """Add a batch's body frame (ValueError or DecodeError when it is not one)."""
+        if self._compiled is not None:
+            self._compiled.merge(frame)
+        else:
+            self.merge(decode_batch_body(frame))
+
+    def close(self) -> None:
+        """Ready the tables for the flush; no batch is merged after."""
+        if self._compiled is not None:
+            self.counters, self.gauge_changes, self.sampled, self.sets, self.traces = self._compiled.contents()
+            self._compiled = None
 
     def merge(self, body: BatchBody) -> None:
         """Add a batch's entries, series by series (see :mod:`stages.contract` for their fields).
@@ -115,6 +143,8 @@ class IntervalBucket:
                 if mtype not in SAMPLED_TYPES:
                     raise ValueError(f"sampled entry of type {mtype!r}")
                 of_type = self.sampled[mtype] = {}
+            if len(values) % 8:
+                raise ValueError("sampled values are not whole float64s")
             entry = of_type.get(key)
             if entry is None:
                 key = self._series(key)
@@ -148,11 +178,14 @@ class IntervalBucket:
     def aggregates(self, timestamp: float, interval: float, percentiles: list[float]) -> list[dict[str, Any]]:
         """Counters, timer-likes, sets and traces of this interval (gauges are kept by :class:`Gauges`)."""
         make = IntervalAggregates(timestamp, interval).make_keyed
-        out = [make(key, COUNTER, {"value": value, "rate": value / interval}) for key, value in self.counters.items()]
-        out.extend(make(key, mtype, {"stats": summary(list(unpack_values(b"".join(packed))), count, percentiles)})
-                   for mtype, of_type in self.sampled.items() for key, (packed, count) in of_type.items())
-        out.extend(make(key, SET, {"value": float(len(members))}) for key, members in self.sets.items())
-        out.extend(make(key, TRACE, {"value": value}) for key, value in self.traces.items())
+        out = [make(key, "counter", {"value": value, "rate": value / interval}) for key, value in self.counters.items()]
+        for mtype, of_type in self.sampled.items():
+            type_name = OUTPUT_TYPE_NAMES[mtype]
+            out.extend(make(key, type_name, {"stats": summary(list(unpack_values(b"".join(packed))), count,
+                                                              percentiles)})
+                       for key, (packed, count) in of_type.items())
+        out.extend(make(key, "set", {"value": float(len(members))}) for key, members in self.sets.items())
+        out.extend(make(key, "trace", {"value": value}) for key, value in self.traces.items())
         return out
 
 
@@ -184,4 +217,4 @@ class Gauges:
             del self.values[key]
             self.limit.release(series_name(key))
         make = IntervalAggregates(timestamp, interval).make_keyed
-        return [make(key, GAUGE, {"value": value}) for key, (value, _) in self.values.items()]
+        return [make(key, "gauge", {"value": value}) for key, (value, _) in self.values.items()]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stages.aggregator.series import COUNTER, GAUGE, Gauges, IntervalBucket, SeriesLimit
-from stages.contract import BatchBody, BatchHeader
+from stages.contract import BatchHeader
 from stages.model import Tags, aggregate, tag_tuple
 
 #: How long after an interval's end its flush waits for batches still in flight.
@@ -72,7 +72,7 @@ class ShardState:
     def start_of(self, index: int) -> float:
         return round(index * self.interval, 6)
 
-    def add_batch(self, header: BatchHeader, body: BatchBody) -> None:
+    def add_batch(self, header: BatchHeader, body: bytes) -> None:
         self._account(header)
         index = self.index_of(header.ts)
         if index <= self.closed_through:
@@ -81,7 +81,7 @@ class ShardState:
         bucket = self.buckets.get(index)
         if bucket is None:
             bucket = self.buckets[index] = self._new_bucket()
-        bucket.merge(body)
+        bucket.merge_frame(body)
         bucket.samples += header.metrics
         # Per bucket, so a flush claims exactly the batches whose samples are in it: a crash before
         # the next flush then shows as a gap in the forwarder's ledger.
@@ -142,6 +142,7 @@ class ShardState:
     def _build(self, index: int) -> ClosedInterval:
         started = time.perf_counter()
         bucket = self.buckets.pop(index, None) or self._new_bucket()
+        bucket.close()
         start = self.start_of(index)
         end = self.start_of(index + 1)
         self.gauges.apply(bucket.gauge_changes, index)

@@ -34,7 +34,10 @@ def summary(values: list[float], count: float, percentiles: list[float]) -> dict
     """
     values.sort()
     n = len(values)
-    total = math.fsum(values)
+    try:
+        total = math.fsum(values)
+    except OverflowError:  # beyond the parsers' bound on values only after some 1e8 samples of 1e300
+        total = math.inf if values[-1] > 0 else -math.inf
     mean = total / n
     middle = n // 2
     median = values[middle] if n % 2 else (values[middle - 1] + values[middle]) / 2

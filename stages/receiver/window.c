@@ -19,14 +19,9 @@
  * a time, so bad-line reasons and exotic input are decided by the specification itself. A payload
  * holding '{' or '[' anywhere may hold a JSON document: `feed` stops there and the caller routes it.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "keytable.h"
 
 #include <math.h>
-#include <stdint.h>
-#include <string.h>
-#include <sys/random.h>
-#include <time.h>
 
 /* stages.model.MetricType */
 enum { COUNTER = 1, GAUGE = 2, GAUGE_DELTA = 3, TIMER = 4, HISTOGRAM = 5, DISTRIBUTION = 6, SET = 7,
@@ -37,41 +32,9 @@ enum { COUNTER = 1, GAUGE = 2, GAUGE_DELTA = 3, TIMER = 4, HISTOGRAM = 5, DISTRI
 #define MAX_TAG_CHARS 1024
 #define MAX_TAGS 64
 #define MAX_NUMBER_CHARS 64
+#define MAX_MAGNITUDE 1e300
 /* stages.model.KEY_SEPARATOR: never in a name or tag (parsers refuse control characters). */
 #define KEY_SEPARATOR '\x1f'
-
-/* ---- growable byte buffer ---------------------------------------------------------------- */
-
-typedef struct {
-    char *data;
-    Py_ssize_t len, cap;
-} buffer;
-
-static int buffer_reserve(buffer *b, Py_ssize_t more)
-{
-    if (b->len + more <= b->cap)
-        return 0;
-    Py_ssize_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + more)
-        cap *= 2;
-    char *data = PyMem_Realloc(b->data, (size_t)cap);
-    if (data == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    b->data = data;
-    b->cap = cap;
-    return 0;
-}
-
-static int buffer_put(buffer *b, const void *bytes, Py_ssize_t n)
-{
-    if (buffer_reserve(b, n) < 0)
-        return -1;
-    memcpy(b->data + b->len, bytes, (size_t)n);
-    b->len += n;
-    return 0;
-}
 
 /* ---- msgpack, only the forms msgpack.packb(use_bin_type=True) writes for a batch body ------ */
 
@@ -157,9 +120,8 @@ static int pack_values(buffer *b, const double *values, Py_ssize_t n)
 
 /* ---- the series a window holds ------------------------------------------------------------ */
 
+/* The payload of a key table item (its key: the series key; its kind: the type). */
 typedef struct {
-    uint64_t hash;
-    Py_ssize_t key_offset, key_len;   /* the series key, in the window's key arena */
     int kind;                         /* the type, a gauge delta filed as GAUGE */
     int shard;
     long long metrics;                /* samples added */
@@ -188,16 +150,11 @@ typedef struct {
     tag *defaults;
     Py_ssize_t n_defaults;
     tag *tags;               /* a line's tags, then the defaults it lacks: MAX_TAGS + n_defaults + 1 */
-    entry *entries;          /* in arrival order */
-    Py_ssize_t n_entries, cap_entries;
-    Py_ssize_t *slots;       /* open addressing: entry index + 1, 0 for an empty slot */
-    Py_ssize_t n_slots;      /* a power of two, at least twice cap_entries */
-    buffer keys;             /* every entry's series key, back to back */
+    key_table table;         /* (type, series key) -> entry, in arrival order */
     buffer scratch;          /* the key being looked up; a normalised name */
     double *numbers;         /* a line's values */
     Py_ssize_t cap_numbers;
     long long metrics;
-    uint64_t seed;
 } Window;
 
 static uint32_t crc_table[256];
@@ -221,98 +178,19 @@ static uint32_t crc32_of(const char *p, Py_ssize_t n)
     return c ^ 0xFFFFFFFFu;
 }
 
-/* FNV-1a, seeded per process so that keys chosen to collide do not stay colliding. */
-static uint64_t hash_key(uint64_t seed, int kind, const char *p, Py_ssize_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ULL ^ seed;
-    h = (h ^ (uint64_t)kind) * 0x100000001b3ULL;
-    for (Py_ssize_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)p[i]) * 0x100000001b3ULL;
-    return h ^ (h >> 29);
-}
-
-static int grow_slots(Window *w)
-{
-    Py_ssize_t n_slots = w->n_slots ? w->n_slots * 2 : 1024;
-    Py_ssize_t *slots = PyMem_Calloc((size_t)n_slots, sizeof(Py_ssize_t));
-    if (slots == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < w->n_entries; i++) {
-        Py_ssize_t s = (Py_ssize_t)(w->entries[i].hash & (uint64_t)(n_slots - 1));
-        while (slots[s])
-            s = (s + 1) & (n_slots - 1);
-        slots[s] = i + 1;
-    }
-    PyMem_Free(w->slots);
-    w->slots = slots;
-    w->n_slots = n_slots;
-    return 0;
-}
-
 /* The entry of (kind, key), made if new; the name (key up to its first separator) picks the shard. */
 static entry *find_entry(Window *w, int kind, const char *key, Py_ssize_t key_len, Py_ssize_t name_len)
 {
-    uint64_t hash = hash_key(w->seed, kind, key, key_len);
-    Py_ssize_t mask = w->n_slots - 1;
-    Py_ssize_t s = (Py_ssize_t)(hash & (uint64_t)mask);
-    while (w->slots[s]) {
-        entry *e = &w->entries[w->slots[s] - 1];
-        if (e->hash == hash && e->kind == kind && e->key_len == key_len
-                && memcmp(w->keys.data + e->key_offset, key, (size_t)key_len) == 0)
-            return e;
-        s = (s + 1) & mask;
-    }
-    if (w->n_entries == w->cap_entries) {
-        Py_ssize_t cap = w->cap_entries * 2;
-        entry *entries = PyMem_Realloc(w->entries, (size_t)cap * sizeof(entry));
-        if (entries == NULL) {
-            PyErr_NoMemory();
-            return NULL;
-        }
-        w->entries = entries;
-        w->cap_entries = cap;
-    }
-    if (w->n_entries * 2 >= w->n_slots) {
-        if (grow_slots(w) < 0)
-            return NULL;
-        mask = w->n_slots - 1;
-        s = (Py_ssize_t)(hash & (uint64_t)mask);
-        while (w->slots[s])
-            s = (s + 1) & mask;
-    }
-    Py_ssize_t offset = w->keys.len;
-    if (buffer_put(&w->keys, key, key_len) < 0)
+    int created;
+    Py_ssize_t i = table_find(&w->table, kind, key, key_len, &created);
+    if (i < 0)
         return NULL;
-    entry *e = &w->entries[w->n_entries];
-    memset(e, 0, sizeof(*e));
-    e->hash = hash;
-    e->key_offset = offset;
-    e->key_len = key_len;
-    e->kind = kind;
-    e->shard = (int)(crc32_of(key, name_len) % (uint32_t)w->shards);
-    if (kind == SET) {
-        e->members = PyDict_New();
-        if (e->members == NULL)
-            return NULL;
+    entry *e = table_item(&w->table, i);
+    if (created) {
+        e->kind = kind;
+        e->shard = (int)(crc32_of(key, name_len) % (uint32_t)w->shards);
     }
-    w->slots[s] = ++w->n_entries;
     return e;
-}
-
-/* Doubles the room of a growable array of doubles (from 4 when empty). */
-static int grow_doubles(double **array, Py_ssize_t *cap)
-{
-    Py_ssize_t more = *cap ? *cap * 2 : 4;
-    double *grown = PyMem_Realloc(*array, (size_t)more * sizeof(double));
-    if (grown == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    *array = grown;
-    *cap = more;
-    return 0;
 }
 
 static int add_value(entry *e, int mtype, double value, double rate)
@@ -343,6 +221,8 @@ static int add_value(entry *e, int mtype, double value, double rate)
 
 static int add_member(entry *e, PyObject *member)
 {
+    if (e->members == NULL && (e->members = PyDict_New()) == NULL)
+        return -1;
     e->metrics++;
     return PyDict_SetDefault(e->members, member, Py_None) == NULL ? -1 : 0;
 }
@@ -351,7 +231,7 @@ static int add_member(entry *e, PyObject *member)
 
 /*
  * A decimal number as float() reads it and stages.receiver.parsers.base.number accepts it:
- * [+-]? (digits [. digits*] | . digits) ([eE] [+-]? digits)?, at most MAX_NUMBER_CHARS, finite.
+ * [+-]? (digits [. digits*] | . digits) ([eE] [+-]? digits)?, at most MAX_NUMBER_CHARS, within MAX_MAGNITUDE.
  * Up to 15 significant digits and 22 fraction digits the value is one exact division (correctly
  * rounded, as float() is); beyond, Python's own string-to-double. 1 with *out set, or 0: not sure.
  */
@@ -417,10 +297,10 @@ static int strict_number(const char *p, Py_ssize_t n, double *out)
         if (end != text + n)
             return 0;
         *out = value;
-        return isfinite(value) ? 1 : 0;
+        return fabs(value) <= MAX_MAGNITUDE;  /* NaN and infinities fail too */
     }
     *out = negative ? -value : value;
-    return 1;
+    return 1;  /* at most 15 digits and no exponent: far within MAX_MAGNITUDE */
 }
 
 static int same(span a, const char *s, Py_ssize_t n) { return a.n == n && memcmp(a.p, s, (size_t)n) == 0; }
@@ -460,7 +340,7 @@ static int extension_fields(const char *p, const char *end, tag *tags, Py_ssize_
             field_end = end;
         if (field_end > p && *p == '@') {
             if (!strict_number(p + 1, field_end - p - 1, rate) || !(*rate > 0.0 && *rate <= 1.0)
-                    || !isfinite(1.0 / *rate))
+                    || 1.0 / *rate > MAX_MAGNITUDE)
                 return 0;
         } else if (field_end > p && *p == '#') {
             const char *item = p + 1;
@@ -649,8 +529,8 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n)
         if (got <= 0)
             return got;
         for (Py_ssize_t i = 0; mtype == COUNTER && i < count; i++)
-            if (!isfinite(w->numbers[i] / rate))
-                return 0;  /* what it adds would not be finite */
+            if (fabs(w->numbers[i] / rate) > MAX_MAGNITUDE)
+                return 0;  /* what it adds would be out of range */
     }
     entry *e = find_entry(w, mtype, w->scratch.data, w->scratch.len, name_len);
     if (e == NULL)
@@ -788,15 +668,14 @@ static int feed_payload(Window *w, const char *p, Py_ssize_t n, PyObject *bad)
 
 static void clear_entries(Window *w)
 {
-    for (Py_ssize_t i = 0; i < w->n_entries; i++) {
-        PyMem_Free(w->entries[i].values);
-        Py_XDECREF(w->entries[i].members);
+    for (Py_ssize_t i = 0; i < w->table.n; i++) {
+        entry *e = table_item(&w->table, i);
+        PyMem_Free(e->values);
+        Py_XDECREF(e->members);
     }
-    w->n_entries = 0;
-    w->keys.len = 0;
+    if (w->table.slots)
+        table_clear(&w->table);
     w->metrics = 0;
-    if (w->slots)
-        memset(w->slots, 0, (size_t)w->n_slots * sizeof(Py_ssize_t));
 }
 
 static int Window_init(Window *w, PyObject *args, PyObject *kwargs)
@@ -815,7 +694,7 @@ static int Window_init(Window *w, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_TypeError, "defaults: a flat (k1, v1, ...) tuple; fallback: a callable");
         return -1;
     }
-    if (w->entries != NULL) {
+    if (w->table.slots != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Window is initialised once");
         return -1;
     }
@@ -850,12 +729,10 @@ static int Window_init(Window *w, PyObject *args, PyObject *kwargs)
     w->defaults_bytes = joined;
     w->defaults = PyMem_Calloc((size_t)w->n_defaults + 1, sizeof(tag));
     w->tags = PyMem_Calloc((size_t)(MAX_TAGS + w->n_defaults + 1), sizeof(tag));
-    w->cap_entries = 256;
-    w->entries = PyMem_Malloc((size_t)w->cap_entries * sizeof(entry));
     w->cap_numbers = 16;
     w->numbers = PyMem_Malloc((size_t)w->cap_numbers * sizeof(double));
     w->fallback_out = PyList_New(0);
-    if (w->defaults == NULL || w->tags == NULL || w->entries == NULL || w->numbers == NULL) {
+    if (w->defaults == NULL || w->tags == NULL || w->numbers == NULL) {
         PyMem_Free(lengths);
         PyErr_NoMemory();
         return -1;
@@ -874,19 +751,13 @@ static int Window_init(Window *w, PyObject *args, PyObject *kwargs)
     PyMem_Free(lengths);
     Py_INCREF(fallback);
     w->fallback = fallback;
-    uint64_t seed = (uint64_t)(uintptr_t)w * 0x9E3779B97F4A7C15ULL;
-    if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed))
-        seed ^= (uint64_t)time(NULL);
-    w->seed = seed;
-    return grow_slots(w);
+    return table_init(&w->table, sizeof(entry), w);
 }
 
 static void Window_dealloc(Window *w)
 {
     clear_entries(w);
-    PyMem_Free(w->entries);
-    PyMem_Free(w->slots);
-    PyMem_Free(w->keys.data);
+    table_free(&w->table);
     PyMem_Free(w->scratch.data);
     PyMem_Free(w->numbers);
     PyMem_Free(w->defaults);
@@ -899,7 +770,7 @@ static void Window_dealloc(Window *w)
 
 static int ready(Window *w)
 {
-    if (w->entries == NULL) {
+    if (w->table.slots == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Window not initialised");
         return -1;
     }
@@ -946,7 +817,7 @@ static PyObject *body_of(Window *w, const Py_ssize_t *order, Py_ssize_t n)
     static const int stride[] = {2, 3, 4, 2, 2};
     Py_ssize_t per_section[5] = {0, 0, 0, 0, 0};
     for (Py_ssize_t i = 0; i < n; i++)
-        per_section[section_of[w->entries[order[i]].kind]]++;
+        per_section[section_of[((entry *)table_item(&w->table, order[i]))->kind]]++;
     buffer b = {NULL, 0, 0};
     if (pack_array(&b, 5) < 0)
         goto fail;
@@ -954,10 +825,12 @@ static PyObject *body_of(Window *w, const Py_ssize_t *order, Py_ssize_t n)
         if (pack_array(&b, per_section[section] * stride[section]) < 0)
             goto fail;
         for (Py_ssize_t i = 0; i < n; i++) {
-            entry *e = &w->entries[order[i]];
+            entry *e = table_item(&w->table, order[i]);
             if (section_of[e->kind] != section)
                 continue;
-            if (pack_str(&b, w->keys.data + e->key_offset, e->key_len) < 0)
+            Py_ssize_t key_len;
+            const char *key = table_key(&w->table, order[i], &key_len);
+            if (pack_str(&b, key, key_len) < 0)
                 goto fail;
             int failed;
             switch (section) {
@@ -973,10 +846,10 @@ static PyObject *body_of(Window *w, const Py_ssize_t *order, Py_ssize_t n)
                          || pack_values(&b, e->values, e->n_values) < 0;
                 break;
             default: {  /* sets: key, [members] */
-                failed = pack_array(&b, PyDict_GET_SIZE(e->members)) < 0;
+                failed = pack_array(&b, e->members ? PyDict_GET_SIZE(e->members) : 0) < 0;
                 Py_ssize_t pos = 0;
                 PyObject *member, *ignored;
-                while (!failed && PyDict_Next(e->members, &pos, &member, &ignored)) {
+                while (!failed && e->members && PyDict_Next(e->members, &pos, &member, &ignored)) {
                     const char *p;
                     Py_ssize_t len;
                     failed = utf8_of(member, &p, &len) < 0 || pack_str(&b, p, len) < 0;
@@ -1005,7 +878,7 @@ static PyObject *Window_take(Window *w, PyObject *arg)
         return NULL;
     }
     PyObject *out = PyList_New(w->shards);
-    Py_ssize_t *order = PyMem_Malloc(((size_t)w->n_entries + 1) * sizeof(Py_ssize_t));
+    Py_ssize_t *order = PyMem_Malloc(((size_t)w->table.n + 1) * sizeof(Py_ssize_t));
     if (out == NULL || order == NULL) {
         Py_XDECREF(out);
         PyMem_Free(order);
@@ -1013,8 +886,8 @@ static PyObject *Window_take(Window *w, PyObject *arg)
     }
     for (int shard = 0; shard < w->shards; shard++) {
         Py_ssize_t n = 0;
-        for (Py_ssize_t i = 0; i < w->n_entries; i++)
-            if (w->entries[i].shard == shard)
+        for (Py_ssize_t i = 0; i < w->table.n; i++)
+            if (((entry *)table_item(&w->table, i))->shard == shard)
                 order[n++] = i;
         PyObject *batches = PyList_New(0);
         if (batches == NULL)
@@ -1024,7 +897,7 @@ static PyObject *Window_take(Window *w, PyObject *arg)
             Py_ssize_t count = n - start < max_entries ? n - start : max_entries;
             long long metrics = 0;
             for (Py_ssize_t i = start; i < start + count; i++)
-                metrics += w->entries[order[i]].metrics;
+                metrics += ((entry *)table_item(&w->table, order[i]))->metrics;
             PyObject *body = body_of(w, order + start, count);
             if (body == NULL)
                 goto fail;
@@ -1046,7 +919,7 @@ fail:
 }
 
 static PyObject *Window_get_metrics(Window *w, void *closure) { return PyLong_FromLongLong(w->metrics); }
-static PyObject *Window_get_entries(Window *w, void *closure) { return PyLong_FromSsize_t(w->n_entries); }
+static PyObject *Window_get_entries(Window *w, void *closure) { return PyLong_FromSsize_t(w->table.n); }
 
 static PyMethodDef Window_methods[] = {
     {"feed", (PyCFunction)Window_feed, METH_VARARGS,
@@ -1083,16 +956,5 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC PyInit__window(void)
 {
     crc_init();
-    if (PyType_Ready(&WindowType) < 0)
-        return NULL;
-    PyObject *module = PyModule_Create(&module_def);
-    if (module == NULL)
-        return NULL;
-    Py_INCREF(&WindowType);
-    if (PyModule_AddObject(module, "Window", (PyObject *)&WindowType) < 0) {
-        Py_DECREF(&WindowType);
-        Py_DECREF(module);
-        return NULL;
-    }
-    return module;
+    return module_with_type(&module_def, &WindowType, "Window");
 }

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from stages import contract
+from stages import compiled, contract
 from stages.model import MetricType, Sample, Tags, series_key
 from stages.sharding import shard_for
 
@@ -177,10 +177,12 @@ def take_payloads(window: Window, payloads: list[bytes], parse_payload: PayloadP
             taken += 1
 
 
-def new_window(shards: int, defaults: Tags, parse_lines: LineParser, compiled: bool = True) -> Window:
-    """The compiled window where it was built (and ``compiled`` is not turned off), else :class:`PyWindow`."""
-    if compiled and CompiledWindow is not None:
+def new_window(shards: int, defaults: Tags, parse_lines: LineParser) -> Window:
+    """The compiled window where it was built (see :mod:`stages.compiled`), else :class:`PyWindow`."""
+    if compiled.wanted() and CompiledWindow is not None:
         return CompiledWindow(shards, defaults, parse_lines)  # type: ignore[no-any-return]
-    if compiled:
+    if CompiledWindow is None:
         log.info("Parsing in Python: the compiled window was not built when pystatsd was installed")
+    else:
+        log.info("Parsing in Python: PYSTATSD_PURE_PYTHON is set")
     return PyWindow(shards, defaults, parse_lines)

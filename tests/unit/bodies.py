@@ -20,7 +20,7 @@ def bodies_of(samples: list[Sample]) -> list[BatchBody]:
     return [contract.decode_batch_body(body) for body, _, _ in window.take(1_000_000)[0]]
 
 
-def one_body(samples: list[Sample]) -> BatchBody:
-    """The single body of ``samples`` (an empty one when there are none)."""
+def one_body(samples: list[Sample]) -> bytes:
+    """The single body frame of ``samples`` (an empty one when there are none)."""
     bodies = bodies_of(samples)
-    return bodies[0] if bodies else BatchBody.empty()
+    return contract.pack_batch_body(bodies[0] if bodies else BatchBody.empty())

@@ -54,7 +54,8 @@ def batcher_for(window_type: type, pushes: list[zmq.Socket[bytes]], max_entries:
 def received(pull: zmq.Socket[bytes]) -> list[tuple[contract.BatchHeader, contract.BatchBody]]:
     batches = []
     while pull.poll(0):
-        batches.append(contract.decode_batch(pull.recv_multipart()))
+        header, body = contract.decode_batch(pull.recv_multipart())
+        batches.append((header, contract.decode_batch_body(body)))
     return batches
 
 

@@ -61,6 +61,12 @@ def golden_frames(name: str, kind: bytes) -> list[bytes]:
     return [kind, rest[:cut], rest[cut:]]
 
 
+def decoded(frames: list[bytes]) -> tuple[BatchHeader, BatchBody]:
+    """What a shard reads of a batch: the header, and the body its merge checks and unpacks."""
+    header, body = contract.decode_batch(frames)
+    return header, contract.decode_batch_body(body)
+
+
 def batch_frames() -> list[bytes]:
     return contract.encode_batch(BATCH_HEADER_V2, contract.pack_batch_body(BODY_V2))
 
@@ -73,7 +79,7 @@ def test_batch_encodes_to_the_v2_golden_bytes() -> None:
 
 
 def test_golden_v2_batch_decodes_to_the_message() -> None:
-    header, body = contract.decode_batch(golden_frames("batch.v2.bin", BATCH_V2))
+    header, body = decoded(golden_frames("batch.v2.bin", BATCH_V2))
     assert (header, body) == (BATCH_HEADER_V2, BODY_V2)
     assert list(contract.unpack_values(body.sampled[3])) == [37.8, 12.25, 1000.0]
 
@@ -90,13 +96,13 @@ def test_flush_encodes_to_the_newest_v1_golden_bytes() -> None:
 
 
 def test_v1_golden_files_decode_with_the_added_keys() -> None:
-    assert contract.decode_batch(golden_frames("batch.v1.2.bin", BATCH_V1)) == (BATCH_HEADER_2, SAMPLES_AS_BODY)
-    assert contract.decode_batch(golden_frames("batch.v1.1.bin", BATCH_V1)) == (BATCH_HEADER_1, SAMPLES_AS_BODY)
+    assert decoded(golden_frames("batch.v1.2.bin", BATCH_V1)) == (BATCH_HEADER_2, SAMPLES_AS_BODY)
+    assert decoded(golden_frames("batch.v1.1.bin", BATCH_V1)) == (BATCH_HEADER_1, SAMPLES_AS_BODY)
     assert contract.decode_flush_header(golden_frames("flush.v1.1.bin", FLUSH_V1)) == FLUSH_HEADER_1
 
 
 def test_golden_v1_batch_decodes_to_one_entry_per_sample() -> None:
-    header, body = contract.decode_batch(golden_frames("batch.v1.bin", BATCH_V1))
+    header, body = decoded(golden_frames("batch.v1.bin", BATCH_V1))
     assert (header, body) == (BATCH_HEADER, SAMPLES_AS_BODY)
     # Before ``metrics`` existed a batch stood for exactly its samples.
     assert header.metrics == header.n == 2
@@ -106,7 +112,7 @@ def test_every_v1_sample_type_becomes_its_v2_entry() -> None:
     samples = [["g", 2, 5.0, 1.0, []], ["g", 3, -1.0, 1.0, []], ["t", 4, 7.5, 0.25, ["k", "v"]],
                ["h", 5, 1.0, 1.0, []], ["tr", 8, 1.0, 0.5, []]]
     frames = [BATCH_V1, msgpack.packb({"src": "r", "epoch": 1, "seq": 0, "ts": 1.0, "n": 5}), msgpack.packb(samples)]
-    _, body = contract.decode_batch(frames)
+    _, body = decoded(frames)
     sampled = ["t\x1fk\x1fv", 4, 4.0, contract.pack_values([7.5]), "h", 5, 1.0, contract.pack_values([1.0])]
     assert body == BatchBody([], ["g", True, 5.0, "g", False, -1.0], sampled, [], ["tr", 2.0])
 
@@ -118,7 +124,7 @@ def test_golden_flush_decodes_to_the_message() -> None:
 
 
 def test_batch_round_trip() -> None:
-    assert contract.decode_batch(batch_frames()) == (BATCH_HEADER_V2, BODY_V2)
+    assert decoded(batch_frames()) == (BATCH_HEADER_V2, BODY_V2)
 
 
 def test_flush_round_trip_keeps_final_and_seq_gaps() -> None:
@@ -138,7 +144,7 @@ def test_unknown_header_keys_are_ignored() -> None:
 
 def decode_error(frames: list[bytes]) -> str:
     with pytest.raises(DecodeError) as info:
-        contract.decode_batch(frames)
+        decoded(frames)
     return info.value.reason
 
 
@@ -209,4 +215,4 @@ def test_oversize_frame_is_refused_before_unpacking(monkeypatch: pytest.MonkeyPa
 def test_frame_at_the_size_limit_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     frames = batch_frames()
     monkeypatch.setattr(contract, "MAX_FRAME_BYTES", max(len(frames[1]), len(frames[2])))
-    assert contract.decode_batch(frames) == (BATCH_HEADER_V2, BODY_V2)
+    assert decoded(frames) == (BATCH_HEADER_V2, BODY_V2)

@@ -17,7 +17,7 @@ def unlimited() -> SeriesLimit:
 
 
 def bucket_with(*samples: tuple, limit: SeriesLimit | None = None) -> IntervalBucket:
-    bucket = IntervalBucket(limit or unlimited())
+    bucket = IntervalBucket(limit or unlimited(), compiled=False)
     for body in bodies_of(list(samples)):
         bucket.merge(body)
     return bucket

@@ -10,6 +10,9 @@ MAX_NAME_CHARS = 1024
 MAX_TAG_CHARS = 1024
 MAX_TAGS = 64
 MAX_NUMBER_CHARS = 64
+#: The largest magnitude a value (or a counter's value over its rate, or one sample's weight) may
+#: have: far below the largest float, so that the sums of an interval stay finite.
+MAX_MAGNITUDE = 1e300
 
 _NAME_FIXES = re.compile(r"[\s/]")
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -36,7 +39,8 @@ def metric_name(raw: str) -> str:
 
 
 def number(text: str) -> float:
-    """A finite decimal number, stricter than ``float()``: no ``_``, padding, hex or non-ASCII digits."""
+    """A finite decimal number within MAX_MAGNITUDE, stricter than ``float()``: no ``_``, padding, hex or
+    non-ASCII digits."""
     try:
         value = float(text)
     except (ValueError, OverflowError):
@@ -46,20 +50,25 @@ def number(text: str) -> float:
     if (len(text) > MAX_NUMBER_CHARS or "_" in text or not text.isascii()
             or text[0] <= " " or text[-1] <= " "):
         raise ParseError("bad_value")
+    return check_magnitude(value)
+
+
+def check_magnitude(value: float) -> float:
+    if abs(value) > MAX_MAGNITUDE:
+        raise ParseError("out_of_range")
     return value
 
 
 def sample_rate(value: float) -> float:
-    """A rate in (0, 1] whose inverse (what one sample counts for) is finite."""
-    if not 0.0 < value <= 1.0 or not math.isfinite(1.0 / value):
+    """A rate in (0, 1] whose inverse (what one sample counts for) is at most MAX_MAGNITUDE."""
+    if not 0.0 < value <= 1.0 or 1.0 / value > MAX_MAGNITUDE:
         raise ParseError("bad_sample_rate")
     return value
 
 
 def check_counted(value: float, rate: float) -> None:
-    """A counter's value over its rate (what it adds) must be finite too."""
-    if not math.isfinite(value / rate):
-        raise ParseError("non_finite")
+    """What a counter adds, its value over its rate, must be within MAX_MAGNITUDE too."""
+    check_magnitude(value / rate)
 
 
 def check_tag(key: str, value: str, tags: dict[str, str]) -> None:

@@ -134,7 +134,7 @@ def _json_number(raw: Any) -> float:
         raise ParseError("bad_value")
     if isinstance(raw, int):
         try:
-            return float(raw)
+            return base.check_magnitude(float(raw))
         except OverflowError:
             raise ParseError("non_finite") from None
     if isinstance(raw, float):
