@@ -3,4 +3,4 @@
 set -eu
 cd "$(dirname "$0")/.."
 mkdir -p bench/.build
-gcc -O2 -o bench/.build/loadgen bench/loadgen.c
+gcc -O2 -Wall -Wextra -o bench/.build/loadgen bench/loadgen.c -lm

@@ -51,7 +51,8 @@ if str(REPO) not in sys.path:  # run as a script: bench/ is sys.path[0], the rep
 from bench import procstat  # noqa: E402
 from bench.report import table  # noqa: E402
 from bench.run import exit_on_sigterm  # noqa: E402
-from bench.systems import LOAD_PREFIX, SELF_PREFIX, AggregateTally  # noqa: E402
+from bench.systems import SELF_PREFIX, AggregateTally  # noqa: E402
+from bench.tally import LOAD_PREFIX  # noqa: E402
 from stages.aggregator.shard import FLUSH_GRACE_SECS  # noqa: E402
 from stages.sharding import shard_for  # noqa: E402
 from tests.harness import Pipeline  # noqa: E402
@@ -231,23 +232,10 @@ def shard_of(aggregate: dict[str, Any], shards: int) -> int | None:
     return shard_for(name, shards)
 
 
-class LoadTally(AggregateTally):
-    """The run's counter total and loss counters, and the samples its timers counted."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.timer_samples = 0.0
-
-    def add(self, aggregate: dict[str, Any]) -> None:
-        super().add(aggregate)
-        if aggregate["name"].startswith(TIMER_PREFIX):
-            self.timer_samples += aggregate["stats"]["count"]
-
-
 def read_back(path: Path, watch: FileWatch, flushes: dict[tuple[int, int], ShardFlush], load: Load,
-              interval: float) -> LoadTally:
+              interval: float) -> AggregateTally:
     """Fills ``flushes`` from the file sink's output; returns the tally of the whole run."""
-    tally = LoadTally()
+    tally = AggregateTally()
     offset = 0
     with open(path, "rb") as handle:
         for line in handle:
@@ -272,7 +260,7 @@ def read_back(path: Path, watch: FileWatch, flushes: dict[tuple[int, int], Shard
     return tally
 
 
-def run(args: argparse.Namespace, load: Load) -> tuple[list[ShardFlush], LoadTally, int]:
+def run(args: argparse.Namespace, load: Load) -> tuple[list[ShardFlush], AggregateTally, int]:
     """Offers the load for the warm-up and measured intervals; returns every flush, the run's tally and
     the samples sent."""
     interval = args.flush_interval
@@ -333,11 +321,11 @@ def worst(values: list[float | None]) -> float | None:
     return max(known) if known and len(known) == len(values) else None
 
 
-def summarize(args: argparse.Namespace, flushes: list[ShardFlush], tally: LoadTally, sent: int) -> dict[str, Any]:
+def summarize(args: argparse.Namespace, flushes: list[ShardFlush], tally: AggregateTally, sent: int) -> dict[str, Any]:
     """Medians, worst cases and the verdict, as printed and as written with --json."""
     measured = [row for row in flushes if not row.warmup]
     per_shard = {shard: [row for row in measured if row.shard == shard] for shard in range(args.shards)}
-    delivered = tally.counter_total + tally.timer_samples
+    delivered = tally.delivered
     losses = {name: value for name, value in tally.losses.items() if value}
     short_timers = sum(row.short_timers for row in flushes)
     worst_flush = worst(figures(measured, "flush_ms"))

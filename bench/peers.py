@@ -1,22 +1,26 @@
-"""Peer statsd daemons for the benchmark: install, run, and read delivered counter totals.
+"""Peer statsd daemons for the benchmark: install, run, and read back what they delivered.
 
-Peers are installed under <repo>/.cache/bench/ (outside git) on first use:
+Peers are installed under <repo>/.cache/bench/ (outside git) on first use, and reused after:
 
 * "etsy":        Etsy statsd 0.9.0 as shipped (node).
 * "etsy-tuned":  the same with an 8 MiB UDP receive buffer requested in servers/udp.js.
+* "telegraf":    Telegraf's statsd input (Go), built with only the plugins it needs, writing
+  JSON lines with its file output.
 * "statsd_exporter": Prometheus statsd_exporter (Go).  The brief asked for gostatsd,
   but the Go module proxy reachable here refuses every gostatsd version, so the Go
   peer is statsd_exporter, which the proxy does serve.
 
-Every peer is told to listen on 127.0.0.1 only.
+Every peer is told to listen on 127.0.0.1 only. Each reads back as bench.tally.Totals: the
+counter increments and timer samples of the load's names it delivered, and the heartbeat.
 
-Usage: python bench/peers.py smoke
+Usage: python bench/peers.py install [NAME ...]    (bench/run.py --smoke runs them)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -27,42 +31,56 @@ import time
 import urllib.request
 from pathlib import Path
 
-try:
-    from . import procstat  # imported as bench.peers
-except ImportError:
-    import procstat  # run as a script, bench/ is sys.path[0]
+try:  # imported as bench.peers
+    from . import procstat
+    from .tally import COUNTER_PREFIX, HEARTBEAT, TIMER_PREFIX, JsonLinesTail, Totals, underscored
+except ImportError:  # run as a script, bench/ is sys.path[0]
+    import procstat
+    from tally import COUNTER_PREFIX, HEARTBEAT, TIMER_PREFIX, JsonLinesTail, Totals, underscored
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache" / "bench"
 LOADGEN = REPO / "bench" / ".build" / "loadgen"
 
 ETSY_VERSION = "0.9.0"
-EXPORTER_MODULE = "github.com/prometheus/statsd_exporter"
-EXPORTER_VERSION = "v0.31.0"
+EXPORTER_PACKAGE = "github.com/prometheus/statsd_exporter@v0.31.0"
+#: Telegraf with only the plugins the benchmark uses (its own plugin-selection build tags).
+TELEGRAF_PACKAGE = "github.com/influxdata/telegraf/cmd/telegraf@v1.37.2"
+TELEGRAF_TAGS = "custom,inputs.statsd,outputs.file,serializers.json"
 
 UDP_JS_ANCHOR = "dgram.createSocket(udp_version, callback)"
 UDP_JS_TUNED = "dgram.createSocket({type: udp_version, recvBufferSize: 8 * 1024 * 1024}, callback)"
 TUNED_RCVBUF = 8 * 1024 * 1024
 
-# A statsd backend that keeps a running sum of every counter over all flushes:
-# statsd zeroes counters after each flush, so only a backend sees every increment.
+# A statsd backend that keeps running sums over all flushes: statsd zeroes counters and timers
+# after each flush, so only a backend sees every increment and every sample.
 COUNT_BACKEND_JS = """\
-// Written by bench/peers.py: sums counter values over all flushes into a JSON file.
+// Written by bench/peers.py: sums counter increments and timer samples over all flushes into a JSON file.
 const fs = require('fs');
 
 exports.init = function (startupTime, config, events) {
   const out = config.benchTotalsFile;
   const prefix = (config.prefixStats !== undefined ? config.prefixStats : 'statsd') + '.';
-  const totals = {counter_total: 0, flushes: 0,
+  const heartbeat = config.benchHeartbeat;
+  const totals = {counters: 0, timer_samples: 0, heartbeat: 0, flushes: 0,
                   packets_received: 0, metrics_received: 0, bad_lines_seen: 0};
   events.on('flush', function (timestamp, metrics) {
     for (const key in metrics.counters) {
       const value = metrics.counters[key];
       if (!key.startsWith(prefix)) {
-        totals.counter_total += value;
+        totals.counters += value;
       } else if (key.slice(prefix.length) in totals) {
         totals[key.slice(prefix.length)] += value;
       }
+    }
+    // samples per timer, sample rates accounted for
+    for (const key in metrics.timer_counters) {
+      if (!key.startsWith(prefix)) {
+        totals.timer_samples += metrics.timer_counters[key];
+      }
+    }
+    if (heartbeat in metrics.gauges) {
+      totals.heartbeat = Math.max(totals.heartbeat, metrics.gauges[heartbeat]);
     }
     totals.flushes += 1;
     // write-then-rename so a reader never sees a half-written file
@@ -72,6 +90,9 @@ exports.init = function (startupTime, config, events) {
   return true;
 };
 """
+
+#: The backend's names for the fields of Totals, in their order.
+TOTALS_KEYS = ("counters", "timer_samples", "heartbeat")
 
 # HELP text statsd_exporter gives families it creates from unmapped client metrics;
 # its own families (statsd_exporter_*, statsd_metric_mapper_*, go_*, ...) differ.
@@ -105,6 +126,8 @@ class Peer:
     """One peer daemon: subclasses say how to install, launch and read it."""
 
     name = ""
+    #: how often the benchmark reads totals() while it waits for a flush
+    poll_secs = 0.1
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
@@ -119,19 +142,25 @@ class Peer:
         raise NotImplementedError
 
     def _ready(self) -> bool:
-        """True once the daemon can take traffic and answer counter_total()."""
+        """True once the daemon can take traffic and answer totals()."""
         return self._owns_udp_port()
 
-    def counter_total(self) -> float:
+    def totals(self) -> Totals:
+        """What the peer delivered since it started."""
         raise NotImplementedError
 
     def stats(self) -> dict[str, float]:
         """Peer-specific diagnostics (packets seen, internal drops, flushes...)."""
         return {}
 
-    def _wait_snapshot(self, timeout: float) -> None:
-        """Blocks until counter_total() may have moved on from its last value."""
-        time.sleep(min(timeout, 0.5))
+    def read(self) -> tuple[Totals, dict[str, float]]:
+        """totals() and stats() at once."""
+        return self.totals(), self.stats()
+
+    def flush_phase(self) -> float | None:
+        """A unix time at which the peer flushed, or will: its flushes come every flush_interval from it.
+        The default is the wall clock's own intervals; None for a peer without flushes."""
+        return 0.0
 
     def start(self, port: int, flush_interval: float, workdir: Path) -> None:
         if self.running():
@@ -190,22 +219,6 @@ class Peer:
     def log_tail(self, chars: int = 2000) -> str:
         log = self.workdir / f"{self.name}.log"
         return log.read_text(errors="replace")[-chars:] if log.exists() else ""
-
-    def settle(self, timeout: float = 30.0) -> float:
-        """Waits until nothing is queued and the total held still twice; returns it."""
-        deadline = time.monotonic() + timeout
-        last, still = None, 0
-        while time.monotonic() < deadline:
-            self._wait_snapshot(deadline - time.monotonic())
-            total = self.counter_total()
-            if total == last and procstat.udp_rx_queue(self.port) == 0:
-                still += 1
-                if still >= 2:
-                    return total
-            else:
-                still = 0
-            last = total
-        raise TimeoutError(f"{self.name} counter total still moving after {timeout}s")
 
 
 class EtsyPeer(Peer):
@@ -271,6 +284,7 @@ class EtsyPeer(Peer):
             # statsd otherwise re-reads its config whenever the file changes
             "automaticConfigReload": False,
             "benchTotalsFile": str(self.totals_file),
+            "benchHeartbeat": HEARTBEAT,
         }
 
     def _command(self) -> list[str]:
@@ -287,18 +301,19 @@ class EtsyPeer(Peer):
         except FileNotFoundError:  # no flush yet
             return {}
 
-    def counter_total(self) -> float:
-        return float(self._totals().get("counter_total", 0))
+    def totals(self) -> Totals:
+        sums = self._totals()
+        return Totals(*(float(sums.get(key, 0)) for key in TOTALS_KEYS))
 
     def stats(self) -> dict[str, float]:
-        return {k: v for k, v in self._totals().items() if k != "counter_total"}
+        return {k: v for k, v in self._totals().items() if k not in TOTALS_KEYS}
 
-    def _wait_snapshot(self, timeout: float) -> None:
-        """Blocks until the backend has written one more flush."""
-        seen = self._totals().get("flushes", 0)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self._totals().get("flushes", 0) == seen:
-            time.sleep(0.05)
+    def flush_phase(self) -> float | None:
+        """Etsy flushes every flushInterval from its start: when the backend last wrote its totals."""
+        try:
+            return self.totals_file.stat().st_mtime
+        except FileNotFoundError:  # no flush yet
+            return None
 
 
 class EtsyTunedPeer(EtsyPeer):
@@ -320,33 +335,57 @@ class EtsyTunedPeer(EtsyPeer):
         os.rename(tmp, self.home)
 
 
-class ExporterPeer(Peer):
-    """Prometheus statsd_exporter: counters are cumulative, read from /metrics.
+class GoPeer(Peer):
+    """A peer built from the Go module proxy with ``go install`` into CACHE/bin, once: a stamp beside
+    the binary names what it was built from, so a new version or tag set builds again."""
+
+    package = ""
+    build_tags = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.binary = CACHE / "bin" / self.package.split("@")[0].rsplit("/", 1)[-1]
+
+    @property
+    def build(self) -> str:
+        return f"{self.package} -tags {self.build_tags}" if self.build_tags else self.package
+
+    @property
+    def stamp(self) -> Path:
+        return self.binary.with_name(f"{self.binary.name}.installed")
+
+    def installed(self) -> bool:
+        return self.binary.exists() and self.stamp.exists() and self.stamp.read_text().strip() == self.build
+
+    def install(self) -> None:
+        if self.installed():
+            return
+        CACHE.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        env = dict(os.environ, GOBIN=str(self.binary.parent))
+        tags = ["-tags", self.build_tags] if self.build_tags else []
+        _run_logged(["go", "install", *tags, self.package], CACHE / f"install-{self.name}.log", env)
+        # go install writes the binary last, so its presence means a complete build
+        self.stamp.write_text(self.build + "\n")
+        _report_install(self.name, t0)
+
+
+class ExporterPeer(GoPeer):
+    """Prometheus statsd_exporter: counters are cumulative, read from /metrics; timers are summaries,
+    whose ``_count`` is the samples taken.
 
     It has no flush: every event is applied within --statsd.event-flush-interval
     (200 ms by default), so flush_interval is not used.
     """
 
     name = "statsd_exporter"
+    package = EXPORTER_PACKAGE
+    #: a scrape renders every series: each costs the exporter CPU
+    poll_secs = 0.5
 
     def __init__(self) -> None:
         super().__init__()
-        self.binary = CACHE / "bin" / "statsd_exporter"
         self.web_port = 0
-
-    def install(self) -> None:
-        if self.binary.exists():
-            return
-        CACHE.mkdir(parents=True, exist_ok=True)
-        t0 = time.monotonic()
-        # go install writes the binary last, so its presence means a complete build
-        env = dict(os.environ, GOBIN=str(CACHE / "bin"))
-        _run_logged(
-            ["go", "install", f"{EXPORTER_MODULE}@{EXPORTER_VERSION}"],
-            CACHE / f"install-{self.name}.log",
-            env,
-        )
-        _report_install(self.name, t0)
 
     def _command(self) -> list[str]:
         self.web_port = free_port(socket.SOCK_STREAM)
@@ -374,40 +413,170 @@ class ExporterPeer(Peer):
         with urllib.request.urlopen(url, timeout=10) as resp:
             return resp.read().decode()
 
-    def _sums(self) -> dict[tuple[str, str, str], float]:
-        """One scrape, samples summed per (family, TYPE, HELP); labels are dropped."""
+    def _sums(self) -> dict[tuple[str, str, str, str], float]:
+        """One scrape, samples summed per (family, TYPE, HELP, suffix); labels are dropped.
+
+        A summary's or histogram's samples are its family's name with a suffix (``_count``, ``_sum``,
+        ``_bucket``); every other sample has the empty suffix.
+        """
         meta: dict[str, dict[str, str]] = {}
-        sums: dict[tuple[str, str, str], float] = {}
+        sums: dict[tuple[str, str, str, str], float] = {}
         for line in self._scrape().splitlines():
             if line.startswith(("# HELP ", "# TYPE ")):
                 _, field, family, text = line.split(" ", 3)
                 meta.setdefault(family, {})[field] = text
             elif line and not line.startswith("#"):
-                family = line.split("{", 1)[0].split(" ", 1)[0]
+                family, suffix = line.split("{", 1)[0].split(" ", 1)[0], ""
+                for ending in ("_count", "_sum", "_bucket"):
+                    if family not in meta and family.endswith(ending) and family[: -len(ending)] in meta:
+                        family, suffix = family[: -len(ending)], ending
                 info = meta.get(family, {})
-                key = (family, info.get("TYPE", ""), info.get("HELP", ""))
+                key = (family, info.get("TYPE", ""), info.get("HELP", ""), suffix)
                 sums[key] = sums.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
         return sums
 
-    def counter_total(self) -> float:
-        return sum(
-            value
-            for (_, kind, help_text), value in self._sums().items()
-            if kind == "counter" and help_text == EXPORTER_CLIENT_HELP
-        )
+    def read(self) -> tuple[Totals, dict[str, float]]:
+        """From one scrape: the load's counters and timer samples, the heartbeat, and the exporter's own
+        statsd_exporter_* counters (packets, drops, errors...)."""
+        totals, stats = Totals(), {}
+        for (family, kind, help_text, suffix), value in self._sums().items():
+            if family == underscored(HEARTBEAT):
+                totals.saw_heartbeat(value)
+            elif kind == "counter" and family.startswith("statsd_exporter_"):
+                stats[family] = value
+            elif help_text != EXPORTER_CLIENT_HELP:
+                continue
+            elif kind == "counter" and family.startswith(underscored(COUNTER_PREFIX)):
+                totals.counters += value
+            elif kind in ("summary", "histogram") and suffix == "_count" and family.startswith(
+                    underscored(TIMER_PREFIX)):
+                totals.timer_samples += value
+        return totals, stats
+
+    def totals(self) -> Totals:
+        return self.read()[0]
 
     def stats(self) -> dict[str, float]:
-        """The exporter's own statsd_exporter_* counters (packets, drops, errors...)."""
-        return {
-            family: value
-            for (family, kind, _), value in self._sums().items()
-            if kind == "counter" and family.startswith("statsd_exporter_")
-        }
+        return self.read()[1]
+
+    def flush_phase(self) -> float | None:
+        return None
+
+
+class TelegrafTally(Totals):
+    """Telegraf's JSON lines (``{"name": "bench_c17", "fields": {"value": 3}, "tags": …}``): a counter's
+    ``value`` is its increments in the interval, a timer's ``count`` its samples."""
+
+    def add(self, metric: dict) -> None:
+        name, fields = metric["name"], metric["fields"]
+        if name.startswith(underscored(COUNTER_PREFIX)):
+            self.counters += fields["value"]
+        elif name.startswith(underscored(TIMER_PREFIX)):
+            self.timer_samples += fields["count"]
+        elif name == underscored(HEARTBEAT):
+            self.saw_heartbeat(fields["value"])
+
+
+#: Telegraf's config: the run's flush interval for both its statsd aggregation and its output, buffers
+#: large enough that nothing is dropped by design (the input's queue of datagrams, the socket's
+#: buffer, the output's buffer), and one write per flush.
+TELEGRAF_CONF = """\
+# Written by bench/peers.py.
+[agent]
+  interval = "{interval}"
+  round_interval = true
+  collection_jitter = "0s"
+  flush_interval = "{interval}"
+  flush_jitter = "0s"
+  ## a flush writes every metric the interval made in one batch: none waits for a later flush
+  metric_batch_size = 1000000
+  metric_buffer_limit = 10000000
+  omit_hostname = true
+  quiet = true
+
+[[inputs.statsd]]
+  protocol = "udp"
+  service_address = "127.0.0.1:{port}"
+  delete_gauges = true
+  delete_counters = true
+  delete_sets = true
+  delete_timings = true
+  percentiles = [50.0, 90.0, 99.0]
+  metric_separator = "_"
+  datadog_extensions = true
+  ## datagrams queued between the socket reader and the parsers (default 10,000)
+  allowed_pending_messages = {pending}
+  ## the kernel caps it at net.core.rmem_max
+  read_buffer_size = {rcvbuf}
+
+[[outputs.file]]
+  files = ["{out}"]
+  data_format = "json"
+  json_timestamp_units = "1ms"
+"""
+#: Ten times the default: at one line per datagram, 10,000 datagrams are what arrives while the input's
+#: aggregation (flushes, under the lock the parsers need) stalls them for a tenth of a second. Whatever it
+#: holds at the end of a run it must work off within results.MAX_CATCH_UP_S for the run to pass.
+TELEGRAF_PENDING_MESSAGES = 100_000
+#: Telegraf's output flushes on a ticker of its own that starts with the agent, while round_interval aligns
+#: the aggregation to the wall clock: started this long after an interval boundary, it writes each
+#: interval's metrics about half a second after they are made (as the other systems flush), instead of
+#: anywhere up to an interval later.
+TELEGRAF_START_AFTER_BOUNDARY_S = 0.5
+#: What Telegraf logs when it drops (the drop counts are logged, not exported, in this build).
+TELEGRAF_QUEUE_FULL = re.compile(r"We have dropped (\d+) messages so far")
+TELEGRAF_BUFFER_OVERFLOW = re.compile(r"Metric buffer overflow; (\d+) metrics have been dropped")
+
+
+class TelegrafPeer(GoPeer):
+    """Telegraf's statsd input, read back from the JSON lines of its file output."""
+
+    name = "telegraf"
+    package = TELEGRAF_PACKAGE
+    build_tags = TELEGRAF_TAGS
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tally = TelegrafTally()
+        self.tail: JsonLinesTail | None = None
+
+    @property
+    def out_file(self) -> Path:
+        return self.workdir / "telegraf-out.json"
+
+    def start(self, port: int, flush_interval: float, workdir: Path) -> None:
+        time.sleep((TELEGRAF_START_AFTER_BOUNDARY_S - time.time()) % flush_interval)
+        super().start(port, flush_interval, workdir)
+
+    def _command(self) -> list[str]:
+        self.out_file.unlink(missing_ok=True)
+        self.tally = TelegrafTally()
+        self.tail = JsonLinesTail(self.out_file, self.tally.add)
+        config = self.workdir / "telegraf.conf"
+        config.write_text(TELEGRAF_CONF.format(interval=f"{self.flush_interval:g}s", port=self.port,
+                                               pending=TELEGRAF_PENDING_MESSAGES, rcvbuf=TUNED_RCVBUF,
+                                               out=self.out_file))
+        return [str(self.binary), "--config", str(config)]
+
+    def totals(self) -> Totals:
+        assert self.tail is not None
+        self.tail.poll()
+        return Totals(self.tally.counters, self.tally.timer_samples, self.tally.heartbeat)
+
+    def stats(self) -> dict[str, float]:
+        """Drops as Telegraf logs them: the input's queue (a running total, logged at the first drop and
+        every allowed_pending_messages drops after, so a lower bound) and the output's buffer."""
+        log = self.log_tail(chars=1 << 20)
+        queue = [int(n) for n in TELEGRAF_QUEUE_FULL.findall(log)]
+        overflow = [int(n) for n in TELEGRAF_BUFFER_OVERFLOW.findall(log)]
+        return {"udp_queue_dropped_logged": float(max(queue, default=0)),
+                "output_buffer_dropped": float(sum(overflow))}
 
 
 PEERS: dict[str, Peer] = {
     "etsy": EtsyPeer("etsy", "etsy"),
     "etsy-tuned": EtsyTunedPeer(),
+    "telegraf": TelegrafPeer(),
     "statsd_exporter": ExporterPeer(),
 }
 
@@ -429,12 +598,14 @@ def run_loadgen(
     cpu: int | None = None,
     sockets: int = 1,
     untagged: bool = False,
+    start_at: float | None = None,
 ) -> dict:
     """Runs the C load generator against 127.0.0.1:port and returns its JSON report.
 
     With cpu, the generator is pinned to that core so it never competes with the daemon under test;
     ``sockets`` source sockets take turns (receivers sharing a port get a share of the flows each);
-    ``untagged`` leaves the DogStatsD tags off every line.
+    ``untagged`` leaves the DogStatsD tags off every line; with ``start_at`` (a unix time) it renders the
+    run's traffic first and starts sending then.
     """
     pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
     subprocess.run(
@@ -462,47 +633,21 @@ def run_loadgen(
             "--sockets",
             str(sockets),
             *(["--untagged"] if untagged else []),
+            *(["--start-at", f"{start_at:.6f}"] if start_at else []),
         ],
         check=True,
-        timeout=duration + 30,
+        timeout=duration + 30 + max(0.0, (start_at or 0.0) - time.time()),
     )
     return json.loads(report.read_text())
 
 
-def smoke_one(peer: Peer, workdir: Path) -> bool:
-    """Offers a modest load to one peer; True if every counter increment arrived."""
-    port = free_port()
-    peer.start(port, 1.0, workdir)
-    try:
-        sent = run_loadgen(port, 50_000, 3, 20, 1000, workdir / "loadgen.json")
-        delivered = peer.settle()
-        cpu = sum(procstat.cpu_seconds(p) for p in peer.pids())
-        rss = max(procstat.peak_rss_kib(p) for p in peer.pids())
-        drops = procstat.udp_drops(port)
-        stats = peer.stats()
-    finally:
-        peer.stop()
-    ok = delivered == sent["counter_total"]
-    print(
-        f"{peer.name:16s} sent={sent['counter_total']:>9d} delivered={delivered:>11.0f} "
-        f"{'OK' if ok else 'MISMATCH'}  offered={sent['achieved_metrics_per_sec']:.0f}/s "
-        f"udp_drops={drops} cpu={cpu:.2f}s peak_rss={rss}KiB"
-    )
-    print(f"{'':16s} {stats}")
-    return ok
-
-
-def smoke() -> int:
-    build_loadgen()
-    for peer in PEERS.values():
-        peer.install()
-    root = CACHE / "smoke"
-    root.mkdir(exist_ok=True)
-    results = [smoke_one(p, Path(tempfile.mkdtemp(prefix=f"{p.name}-", dir=root))) for p in PEERS.values()]
-    return 0 if all(results) else 1
+def install(names: list[str]) -> None:
+    """Installs the named peers (every one without names) into CACHE, or finds them there."""
+    for name in names or list(PEERS):
+        PEERS[name].install()
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["smoke"]:
+    if sys.argv[1:2] != ["install"] or not set(sys.argv[2:]) <= set(PEERS):
         sys.exit(__doc__)
-    sys.exit(smoke())
+    install(sys.argv[2:])

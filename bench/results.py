@@ -7,12 +7,48 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-#: A rate passes when the median loss of its runs is under this.
+#: A rate passes when the median loss of its runs is under this ...
 MAX_LOSS_PCT = 0.1
+#: ... and the system, in the median, had read and processed everything it was sent within this long
+#: after the load ended: one that needs longer holds a backlog in a queue of its own (Telegraf's input
+#: queues up to 100,000 datagrams) and could not have taken the rate for longer than the run. A flush
+#: that falls right after the load takes some of it.
+MAX_CATCH_UP_S = 1.0
 #: The generator counts as keeping up when it offered at least this share of the target rate.
 GENERATOR_SHARE = 0.97
 #: A run during which other processes took more than this share of the system's cores is disturbed.
 DISTURBED_SHARE = 0.05
+
+
+@dataclass(frozen=True)
+class Load:
+    """One load of the sweep: what the generator sends and the flush interval every system runs with."""
+
+    name: str
+    #: "mix" (the realistic mix) or "counters" (the repeated-counter load); see bench/loadgen.c
+    mode: str
+    per_datagram: int
+    series: int
+    flush_interval: float
+    untagged: bool = False
+
+    def describe(self) -> str:
+        kind = "the mix" if self.mode == "mix" else "repeated counters"
+        lines = f"{self.per_datagram} line{'s' if self.per_datagram > 1 else ''} per datagram"
+        tags = ", untagged" if self.untagged else ""
+        return f"{kind}, {lines}, {self.series:,} series, {self.flush_interval:g} s flush{tags}"
+
+
+#: The loads of the default sweep, headline first: the realistic mix, then the repeated counters.
+LOADS = {load.name: load for load in (
+    Load("mix-20", "mix", 20, 20_000, 10.0),
+    Load("mix-1", "mix", 1, 20_000, 10.0),
+    Load("mix-20-100k", "mix", 20, 100_000, 10.0),
+    Load("mix-20-1s", "mix", 20, 20_000, 1.0),
+    Load("counters-20", "counters", 20, 1_000, 1.0),
+    Load("counters-1", "counters", 1, 1_000, 1.0),
+)}
+HEADLINE = "mix-20"
 
 
 @dataclass
@@ -33,6 +69,16 @@ class RunResult:
     settled: bool
     #: the share of the system's cores other processes took during the run (a shared machine)
     foreign_cpu_share: float = 0.0
+    #: the Load's name
+    load: str = ""
+    #: lines of every kind sent; ``sent`` and ``delivered`` count counter increments and timer samples
+    metrics_sent: float = 0.0
+    #: the load generator could not hold the run's traffic and sent part of it again
+    ring_wrapped: bool = False
+    #: seconds from the end of the load until the system had read and processed everything
+    catch_up_s: float = 0.0
+    #: a run over one whole flush interval, aligned to the system's flushes (see RatePoint.deciding_runs)
+    whole_interval: bool = False
 
     @property
     def loss_pct(self) -> float:
@@ -43,12 +89,24 @@ class RunResult:
         return self.offered_per_sec < GENERATOR_SHARE * self.target_rate
 
     @property
+    def kept_up(self) -> bool:
+        return self.catch_up_s <= MAX_CATCH_UP_S
+
+    @property
     def disturbed(self) -> bool:
         return self.foreign_cpu_share > DISTURBED_SHARE
 
+    @property
+    def metrics_delivered(self) -> float:
+        """Lines of every kind delivered, as far as the counted ones tell: the metrics sent less the loss."""
+        if not self.metrics_sent or not self.sent:
+            return self.delivered
+        return self.metrics_sent * self.delivered / self.sent
+
     def cpu_per_million(self) -> float:
         """CPU seconds of every process of the system per million metrics it delivered."""
-        return 1e6 * sum(self.cpu_seconds.values()) / self.delivered if self.delivered else math.inf
+        delivered = self.metrics_delivered
+        return 1e6 * sum(self.cpu_seconds.values()) / delivered if delivered else math.inf
 
 
 @dataclass
@@ -62,13 +120,27 @@ class RatePoint:
     runs: list[RunResult] = field(default_factory=list)
     #: pystatsd's receivers (the first and its SO_REUSEPORT copies)
     receivers: int = 1
+    #: the Load's name
+    load: str = ""
+
+    @property
+    def deciding_runs(self) -> list[RunResult]:
+        """The runs the point's figures come from: its whole-interval runs if it has any, else every run.
+
+        A short run under a long flush interval shares one or two flushes among a few seconds of data, so
+        its CPU per metric carries several times the flush cost a steady load does; a run over a whole
+        interval carries one flush's.
+        """
+        whole = [run for run in self.runs if run.whole_interval]
+        return whole or self.runs
 
     def median(self, figure: Callable[[RunResult], float]) -> float:
-        return statistics.median(figure(run) for run in self.runs)
+        return statistics.median(figure(run) for run in self.deciding_runs)
 
     @property
     def passed(self) -> bool:
-        return self.median(lambda run: run.loss_pct) < MAX_LOSS_PCT
+        return (self.median(lambda run: run.loss_pct) < MAX_LOSS_PCT
+                and self.median(lambda run: run.catch_up_s) <= MAX_CATCH_UP_S)
 
     @property
     def generator_limited(self) -> bool:
@@ -76,7 +148,8 @@ class RatePoint:
 
     def median_run(self) -> RunResult:
         """The run whose loss is the median: its loss breakdown stands for the point's."""
-        return sorted(self.runs, key=lambda run: run.loss_pct)[len(self.runs) // 2]
+        runs = self.deciding_runs
+        return sorted(runs, key=lambda run: run.loss_pct)[len(runs) // 2]
 
 
 @dataclass
@@ -95,18 +168,17 @@ class BenchResults:
     idle: list[IdleResult] = field(default_factory=list)
 
 
-def points_of(points: list[RatePoint], system: str, per_datagram: int) -> list[RatePoint]:
-    """The system's points at this datagram size, by rate."""
-    return sorted((p for p in points if p.system == system and p.per_datagram == per_datagram),
-                  key=lambda p: p.target_rate)
+def points_of(points: list[RatePoint], system: str, load: str) -> list[RatePoint]:
+    """The system's points under this load, by rate."""
+    return sorted((p for p in points if p.system == system and p.load == load), key=lambda p: p.target_rate)
 
 
-def highest_pass(points: list[RatePoint], system: str, per_datagram: int) -> float:
+def highest_pass(points: list[RatePoint], system: str, load: str) -> float:
     """The highest passing rate below the lowest failing one (a lucky pass above a fail does not count).
 
     0 when none passed.
     """
-    mine = points_of(points, system, per_datagram)
+    mine = points_of(points, system, load)
     first_fail = min((p.target_rate for p in mine if not p.passed), default=math.inf)
     return max((p.target_rate for p in mine if p.passed and p.target_rate < first_fail), default=0.0)
 
@@ -130,5 +202,10 @@ def load_results(data: dict[str, object]) -> BenchResults:
     )
 
 
-def point_at(points: list[RatePoint], system: str, per_datagram: int, rate: float) -> RatePoint | None:
-    return next((p for p in points_of(points, system, per_datagram) if p.target_rate == rate), None)
+def point_at(points: list[RatePoint], system: str, load: str, rate: float) -> RatePoint | None:
+    return next((p for p in points_of(points, system, load) if p.target_rate == rate), None)
+
+
+def loads_of(meta: dict[str, object]) -> list[Load]:
+    """The loads a run measured, in the order it measured them."""
+    return [Load(**item) for item in meta.get("loads", [])]  # type: ignore[attr-defined]

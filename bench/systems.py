@@ -1,8 +1,9 @@
 """The systems the benchmark drives, behind one interface: pystatsd under supervisord, and the peers.
 
 Each system says where to send, which processes are its stages, and two cumulative readings:
-the counter total it delivered for the load's names, and its own loss counters. The runner
-measures a run as the difference of two readings, so one running system serves many runs.
+what it delivered for the load's names (bench.tally.Totals: counter increments, timer samples, the
+heartbeat), and its own loss counters. The runner measures a run as the difference of two
+readings, so one running system serves many runs.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench import peers, procstat
+from bench.tally import COUNTER_PREFIX, HEARTBEAT, LOAD_PREFIX, TIMER_PREFIX, JsonLinesTail, Totals
 from tests.harness import Pipeline
 
-#: Every metric the load generator and the RSS probe send is named ``bench.*``.
-LOAD_PREFIX = "bench."
 SELF_PREFIX = "pystatsd."
 #: pystatsd's own counters that say where samples, batches or aggregates were lost.
 LOSS_METRICS = (
@@ -32,6 +32,8 @@ LOSS_METRICS = (
 
 class System(Protocol):
     name: str
+    #: how often settle() looks at the output
+    poll_secs: float
 
     def start(self) -> None: ...
 
@@ -43,47 +45,46 @@ class System(Protocol):
 
     def stage_pids(self) -> dict[str, int]: ...
 
-    def delivered(self) -> float: ...
+    def read(self) -> tuple[Totals, dict[str, float]]:
+        """What it delivered so far, and its own loss counters so far."""
+        ...
 
-    def loss_counters(self) -> dict[str, float]: ...
+    def flush_phase(self) -> float | None:
+        """A unix time at which it flushed, or will: its flushes come every flush interval from it (None:
+        it has no flushes, or none known yet)."""
+        ...
 
 
-class AggregateTally:
-    """Running sums over a stream of aggregates: load counters, and pystatsd's loss counters."""
+class AggregateTally(Totals):
+    """Running sums over a stream of pystatsd's aggregates: the load's counters and timer samples, the
+    heartbeat, and pystatsd's own loss counters."""
 
     def __init__(self) -> None:
-        self.counter_total = 0.0
+        super().__init__()
         self.losses = dict.fromkeys(LOSS_METRICS, 0.0)
 
     def add(self, aggregate: dict[str, Any]) -> None:
-        name = aggregate["name"]
-        if aggregate["type"] != "counter":
-            return
+        name, kind = aggregate["name"], aggregate["type"]
         if name.startswith(LOAD_PREFIX):
-            self.counter_total += aggregate["value"]
-        elif name in self.losses:
+            if kind == "counter":
+                self.counters += aggregate["value"]
+            elif kind == "timer":
+                self.timer_samples += aggregate["stats"]["count"]
+        elif kind == "counter" and name in self.losses:
             self.losses[name] += aggregate["value"]
+        elif kind == "gauge" and name == HEARTBEAT:
+            self.saw_heartbeat(aggregate["value"])
 
 
 class FileTail:
-    """Reads a growing JSON-lines file from where it left off, so a long sweep never re-reads it."""
+    """pystatsd's file sink read as it grows."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
         self.tally = AggregateTally()
+        self.lines = JsonLinesTail(path, self.tally.add)
 
     def poll(self) -> AggregateTally:
-        if not self.path.exists():
-            return self.tally
-        with open(self.path, "rb") as handle:
-            handle.seek(self.offset)
-            data = handle.read()
-        complete = data[: data.rfind(b"\n") + 1]  # a line being written is read next time
-        self.offset += len(complete)
-        for line in complete.splitlines():
-            if line:
-                self.tally.add(json.loads(line))
+        self.lines.poll()
         return self.tally
 
 
@@ -130,6 +131,7 @@ class PystatsdSystem:
     def __init__(self, shards: int, flush_interval: float, kafka_broker: str | None = None,
                  extra_receivers: int = 0) -> None:
         self.name = "pystatsd"
+        self.poll_secs = 0.1
         self.shards = shards
         self.extra_receivers = extra_receivers
         self.flush_interval = flush_interval
@@ -188,13 +190,13 @@ class PystatsdSystem:
     def stage_pids(self) -> dict[str, int]:
         return dict(self.pids)
 
-    def delivered(self) -> float:
+    def read(self) -> tuple[Totals, dict[str, float]]:
         assert self.tail is not None
-        return self.tail.poll().counter_total
+        tally = self.tail.poll()
+        return Totals(tally.counters, tally.timer_samples, tally.heartbeat), dict(tally.losses)
 
-    def loss_counters(self) -> dict[str, float]:
-        assert self.tail is not None
-        return dict(self.tail.poll().losses)
+    def flush_phase(self) -> float | None:
+        return 0.0  # intervals of the wall clock (a shard flushes FLUSH_GRACE_SECS after each ends)
 
 
 class PeerSystem:
@@ -203,6 +205,7 @@ class PeerSystem:
     def __init__(self, peer: peers.Peer, flush_interval: float, workdir: Path) -> None:
         self.peer = peer
         self.name = peer.name
+        self.poll_secs = peer.poll_secs
         self.flush_interval = flush_interval
         self.workdir = workdir / peer.name
 
@@ -223,11 +226,12 @@ class PeerSystem:
         pids = self.peer.pids()
         return {self.name: pids[0]} if pids else {}
 
-    def delivered(self) -> float:
-        return self.peer.counter_total()
+    def read(self) -> tuple[Totals, dict[str, float]]:
+        totals, stats = self.peer.read()
+        return totals, {key: float(value) for key, value in stats.items()}
 
-    def loss_counters(self) -> dict[str, float]:
-        return {key: float(value) for key, value in self.peer.stats().items()}
+    def flush_phase(self) -> float | None:
+        return self.peer.flush_phase()
 
 
 def udp_drops(system: System) -> int:
@@ -238,16 +242,29 @@ def udp_backlog(system: System) -> int:
     return sum(procstat.udp_rx_queue(port) for port in system.udp_ports())
 
 
-def send_series_once(system: System, series: int, per_datagram: int = 20) -> int:
-    """Sends ``series`` distinct series, a quarter each counters, gauges, timers and sets, once.
-
-    Returns the counter total sent, for the caller to wait on.
-    """
-    kinds = (("c", "1"), ("g", "42"), ("ms", "12.5"), ("s", "member"))
-    lines = [f"{LOAD_PREFIX}rss.{code}{i}:{value}|{code}|#env:bench"
-             for i in range(series) for code, value in [kinds[i % 4]]]
+def send(system: System, datagrams: list[bytes]) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for start in range(0, len(lines), per_datagram):
-            sock.sendto("\n".join(lines[start:start + per_datagram]).encode(), ("127.0.0.1", system.target_port()))
-            time.sleep(0.001)  # 50 small datagrams: pacing keeps them clear of any receive buffer limit
-    return sum(1 for i in range(series) if i % 4 == 0)
+        for datagram in datagrams:
+            sock.sendto(datagram, ("127.0.0.1", system.target_port()))
+            if len(datagrams) > 1:
+                time.sleep(0.001)  # paced: clear of any receive buffer's limit
+
+
+def send_heartbeat(system: System, value: int) -> None:
+    """The gauge whose delivery says the system delivered everything it took in before it."""
+    send(system, [f"{HEARTBEAT}:{value}|g".encode()])
+
+
+def send_series_once(system: System, series: int, per_datagram: int = 20) -> float:
+    """Sends ``series`` distinct series, a quarter each counters, gauges, timers and sets, once, named as
+    the load generator names each kind.
+
+    Returns the counter increments and timer samples sent, for the caller to wait on.
+    """
+    kinds = ((COUNTER_PREFIX, "c", "1"), (f"{LOAD_PREFIX}g", "g", "42"), (TIMER_PREFIX, "ms", "12.5"),
+             (f"{LOAD_PREFIX}s", "s", "member"))
+    lines = [f"{prefix}rss{i}:{value}|{code}|#env:bench"
+             for i in range(series) for prefix, code, value in [kinds[i % 4]]]
+    send(system, ["\n".join(lines[start:start + per_datagram]).encode()
+                  for start in range(0, len(lines), per_datagram)])
+    return float(sum(1 for i in range(series) if i % 4 in (0, 2)))
