@@ -21,6 +21,7 @@ from stages.aggregator.series import IntervalBucket, SeriesLimit
 from stages.model import MetricType, Sample, series_key, tag_tuple
 from stages.receiver.parsers import parse_payload, payload_parser, statsd_lines
 from stages.receiver.window import CompiledWindow, PyWindow, take_payloads
+from tests.unit import parser_benchmarks
 from tests.unit.lines import BYTES, LINES, OTHER, STATSD_ALPHABET, generated_lines, payload
 
 pytestmark = pytest.mark.skipif(CompiledWindow is None, reason="the compiled window was not built")
@@ -195,3 +196,10 @@ def test_a_sample_the_window_cannot_take_is_an_error_not_a_crash() -> None:
     for sample in [("x", 99, 1.0, 1.0, ()), ("x", 1, "one", 1.0, ()), ("x", 7, 1.0, 1.0, ()), ("x", 1, 1.0, 1.0, [])]:
         with pytest.raises((TypeError, ValueError)):
             compiled.add(sample)  # type: ignore[attr-defined]
+
+
+def test_the_micro_benchmarks_run() -> None:
+    # What they print is no test result (timings live outside the tests); that they run is.
+    figures = parser_benchmarks.benchmark(series=200, datagrams=40)
+    assert {"window, compiled", "window, python", "bucket merge, python"} <= set(figures)
+    assert all(nanoseconds > 0 for nanoseconds in figures.values())
