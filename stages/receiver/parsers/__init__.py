@@ -37,9 +37,10 @@ def parse_payload(data: bytes, defaults: dict[str, str], out: list[Sample], bad:
 
 def statsd_lines(defaults: dict[str, str]) -> Callable[[bytes, list[Sample], dict[str, int]], None]:
     """The batch window's parser: the statsd lines of ``data``, with ``defaults`` merged into their tags."""
+    parser = statsd.Parser(defaults)
 
     def parse_lines(data: bytes, out: list[Sample], bad: dict[str, int]) -> None:
-        statsd.parse(decode_lines(data, bad), defaults, out, bad)
+        parser.parse(decode_lines(data, bad), out, bad)
 
     return parse_lines
 

@@ -32,31 +32,62 @@ TYPE_CODES: dict[str, int] = {
 }
 
 
+#: Line identities a parser remembers before it starts afresh: a busy host's series, many times over.
+MAX_IDENTITIES = 100_000
+
+Identity = tuple[str, int, float, Tags]
+
+
+class Parser:
+    """The statsd parser of one receiver: its agent's default tags, and what the lines' identities
+    (everything but the value: name, type, rate, tags) were found to mean, so a series seen before
+    is not taken apart again. Only good identities are remembered; what a line means never depends
+    on it (the compiled window, which remembers nothing, gives the same)."""
+
+    def __init__(self, defaults: dict[str, str]) -> None:
+        self.defaults = defaults
+        self.identities: dict[tuple[str, str], Identity] = {}
+
+    def parse(self, text: str, out: list[Sample], bad: dict[str, int]) -> None:
+        """Append every good line's samples to ``out``; count each bad line in ``bad`` by reason."""
+        check_controls = CONTROL_CHARS.search(text) is not None
+        for line in text.split("\n"):
+            if line.endswith("\r"):
+                line = line[:-1]
+            if not line:
+                continue
+            try:
+                if check_controls and CONTROL_CHARS.search(line):
+                    raise ParseError("control_char")
+                self.parse_line(line, out)
+            except ParseError as exc:
+                bad[exc.reason] = bad.get(exc.reason, 0) + 1
+
+    def parse_line(self, line: str, out: list[Sample]) -> None:
+        """Parse one line into ``out`` (several samples for DogStatsD multi-value packing)."""
+        head, sep, rest = line.partition(":")
+        if not sep:
+            raise ParseError("service_check_unsupported" if line.startswith("_sc|") else "no_value")
+        text, bar, tail = rest.partition("|")
+        if not bar:
+            raise ParseError("no_type")
+        identity = self.identities.get((head, tail))
+        if identity is None:
+            identity = _identity(head, tail, self.defaults)
+            if len(self.identities) >= MAX_IDENTITIES:
+                self.identities.clear()
+            self.identities[(head, tail)] = identity
+        _samples(identity, text, out)
+
+
 def parse(text: str, defaults: dict[str, str], out: list[Sample], bad: dict[str, int]) -> None:
-    """Append every good line's samples to ``out``; count each bad line in ``bad`` by reason."""
-    check_controls = CONTROL_CHARS.search(text) is not None
-    for line in text.split("\n"):
-        if line.endswith("\r"):
-            line = line[:-1]
-        if not line:
-            continue
-        try:
-            if check_controls and CONTROL_CHARS.search(line):
-                raise ParseError("control_char")
-            parse_line(line, defaults, out)
-        except ParseError as exc:
-            bad[exc.reason] = bad.get(exc.reason, 0) + 1
+    """:meth:`Parser.parse` for text that needs no parser of its own (it remembers nothing after)."""
+    Parser(defaults).parse(text, out, bad)
 
 
-def parse_line(line: str, defaults: dict[str, str], out: list[Sample]) -> None:
-    """Parse one line into ``out`` (several samples for DogStatsD multi-value packing)."""
-    head, sep, rest = line.partition(":")
-    if not sep:
-        raise ParseError("service_check_unsupported" if line.startswith("_sc|") else "no_value")
-    text, bar, tail = rest.partition("|")
-    if not bar:
-        raise ParseError("no_type")
-    name, mtype, rate, flat = _identity(head, tail, defaults)
+def _samples(identity: Identity, text: str, out: list[Sample]) -> None:
+    """The samples of a line's value text (``v[:v...]``, or a set member)."""
+    name, mtype, rate, flat = identity
     if mtype == SET:
         if not text:
             raise ParseError("bad_value")
