@@ -10,8 +10,9 @@ into batch bodies (see :mod:`stages.contract`) and leaves the window empty.
 itself and hands every other line to the same ``parse_lines`` callable. :func:`new_window` picks it
 when it was built; the property tests prove both give the same batches.
 
-A window neither reads sockets nor parses anything itself: its ``parse_lines`` (the statsd parser,
-see :func:`stages.receiver.parsers.statsd_lines`) is given to it.
+A window reads no socket, and imports no parser: its ``parse_lines`` (the statsd parser, see
+:func:`stages.receiver.parsers.statsd_lines`) is given to it, and the Python window hands it every
+line.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ class PyWindow:
         if shards < 1:
             raise ValueError("shards: at least 1")
         self.shards = shards
-        #: The agent's default tags; the compiled window merges them itself, here parse_lines does.
+        #: The agent's default tags: the compiled window merges them into the lines it parses itself;
+        #: here parse_lines, which parses every line, does (the two take the same arguments).
         self.defaults = defaults
         self.parse_lines = parse_lines
         self.metrics = 0
