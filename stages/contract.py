@@ -205,13 +205,14 @@ def decode_batch(frames: list[bytes]) -> tuple[BatchHeader, bytes]:
     """
     kind = frames[0] if frames else b""
     header: BatchHeader = _header(frames, BATCH_V1 if kind == BATCH_V1 else BATCH_V2, BatchHeader)
-    if len(frames[2]) > MAX_FRAME_BYTES:
-        raise DecodeError("frame_too_large", f"{len(frames[2])} bytes")
     if kind == BATCH_V1:
         body = _unpack(frames[2])
         if not isinstance(body, list):
             raise DecodeError("bad_body", "not an array")
         return header, pack_batch_body(_v1_body(body))
+    # Not unpacked here, but refused at the same size an unpack would refuse.
+    if len(frames[2]) > MAX_FRAME_BYTES:
+        raise DecodeError("frame_too_large", f"{len(frames[2])} bytes")
     return header, frames[2]
 
 

@@ -111,8 +111,7 @@ class IntervalAggregates:
         mapping = self._tags.get(tags)
         if mapping is None:
             mapping = self._tags[tags] = tags_dict(tags)
-        return {"name": name, "type": OUTPUT_TYPE_NAMES[mtype], "tags": mapping,
-                "timestamp": self.timestamp, "interval": self.interval, **fields}
+        return self._aggregate(name, OUTPUT_TYPE_NAMES[mtype], mapping, fields)
 
     def make_keyed(self, key: str, type_name: str, fields: dict[str, Any]) -> dict[str, Any]:
         """:meth:`make` for the series :func:`series_key` names, of the output type ``type_name``.
@@ -123,7 +122,11 @@ class IntervalAggregates:
         mapping = self._tag_texts.get(tag_text)
         if mapping is None:
             mapping = self._tag_texts[tag_text] = tags_dict(tuple(tag_text.split(KEY_SEPARATOR)) if tag_text else ())
-        return {"name": name, "type": type_name, "tags": mapping, "timestamp": self.timestamp,
+        return self._aggregate(name, type_name, mapping, fields)
+
+    def _aggregate(self, name: str, type_name: str, tags: dict[str, str], fields: dict[str, Any]) -> dict[str, Any]:
+        """The output contract's key order: the common keys, then ``fields``."""
+        return {"name": name, "type": type_name, "tags": tags, "timestamp": self.timestamp,
                 "interval": self.interval, **fields}
 
 
