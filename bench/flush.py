@@ -90,8 +90,6 @@ class ShardFlush:
     written_at: float | None = None
     counter_sum: float = 0.0
     timer_samples: float = 0.0
-    #: timers whose count is not the samples sent for each
-    short_timers: int = 0
     #: share of the machine's cores other processes took (user mode) from the interval end to the next one
     others_cpu_pct: float | None = None
 
@@ -233,15 +231,20 @@ def shard_of(aggregate: dict[str, Any], shards: int) -> int | None:
 
 
 def read_back(path: Path, watch: FileWatch, flushes: dict[tuple[int, int], ShardFlush], load: Load,
-              interval: float) -> AggregateTally:
-    """Fills ``flushes`` from the file sink's output; returns the tally of the whole run."""
+              interval: float) -> tuple[AggregateTally, Counter[str]]:
+    """Fills ``flushes`` from the file sink's output; returns the tally of the whole run and each timer's
+    samples over the whole run (a sample the receiver read after its interval's end is counted in the
+    next interval: moved, not lost)."""
     tally = AggregateTally()
+    timer_samples: Counter[str] = Counter()
     offset = 0
     with open(path, "rb") as handle:
         for line in handle:
             offset += len(line)
             aggregate = json.loads(line)
             tally.add(aggregate)
+            if aggregate["name"].startswith(TIMER_PREFIX):
+                timer_samples[aggregate["name"]] += aggregate["stats"]["count"]
             shard = shard_of(aggregate, load.shards)
             flush = flushes.get((round(aggregate["timestamp"] / interval) - 1, shard)) if shard is not None else None
             if flush is None:
@@ -256,13 +259,12 @@ def read_back(path: Path, watch: FileWatch, flushes: dict[tuple[int, int], Shard
                 flush.counter_sum += aggregate["value"]
             elif name.startswith(TIMER_PREFIX):
                 flush.timer_samples += aggregate["stats"]["count"]
-                flush.short_timers += aggregate["stats"]["count"] != load.samples
-    return tally
+    return tally, timer_samples
 
 
 def run(args: argparse.Namespace, load: Load) -> tuple[list[ShardFlush], AggregateTally, int]:
     """Offers the load for the warm-up and measured intervals; returns every flush, the run's tally and
-    the samples sent."""
+    the timers whose samples over the run are not all that were sent."""
     interval = args.flush_interval
     flushes: dict[tuple[int, int], ShardFlush] = {}
     #: interval index → the reading at its start
@@ -295,10 +297,12 @@ def run(args: argparse.Namespace, load: Load) -> tuple[list[ShardFlush], Aggrega
             readings[k + 2] = read_cpu(pids)
             # a planned stop hands on every open interval and counter, so the loss counters are complete
             pipeline.stop()
-        tally = read_back(pipeline.out_path, watch, flushes, load, interval)
+        tally, timer_samples = read_back(pipeline.out_path, watch, flushes, load, interval)
     for (k, _), flush in flushes.items():
         flush.others_cpu_pct = others_cpu_pct(readings[k + 1], readings[k + 2])
-    return list(flushes.values()), tally, (args.warmup + args.intervals) * load.per_interval
+    sent_each = (args.warmup + args.intervals) * load.samples
+    short_timers = sum(timer_samples[f"{TIMER_PREFIX}{i}"] != sent_each for i in range(load.timers))
+    return list(flushes.values()), tally, short_timers
 
 
 def fmt(value: float | None, digits: int = 0) -> str:
@@ -321,13 +325,15 @@ def worst(values: list[float | None]) -> float | None:
     return max(known) if known and len(known) == len(values) else None
 
 
-def summarize(args: argparse.Namespace, flushes: list[ShardFlush], tally: AggregateTally, sent: int) -> dict[str, Any]:
+def summarize(args: argparse.Namespace, flushes: list[ShardFlush], tally: AggregateTally, sent: int,
+              short_timers: int) -> dict[str, Any]:
     """Medians, worst cases and the verdict, as printed and as written with --json."""
     measured = [row for row in flushes if not row.warmup]
     per_shard = {shard: [row for row in measured if row.shard == shard] for shard in range(args.shards)}
     delivered = tally.delivered
     losses = {name: value for name, value in tally.losses.items() if value}
-    short_timers = sum(row.short_timers for row in flushes)
+    # samples the receiver read after their interval's end, counted in the next one: moved, not lost
+    moved = sum(max(0.0, row.missing) for row in flushes)
     worst_flush = worst(figures(measured, "flush_ms"))
     worst_latency = worst(figures(measured, "latency_ms"))
     return {
@@ -339,6 +345,7 @@ def summarize(args: argparse.Namespace, flushes: list[ShardFlush], tally: Aggreg
         "delivered": delivered,
         "loss_counters": losses,
         "short_timers": short_timers,
+        "moved_to_next_interval": moved,
         "flush_met": worst_flush is not None and worst_flush <= FLUSH_TARGET_MS,
         "delivery_met": worst_latency is not None and worst_latency <= DELIVERY_TARGET_MS,
         "lossless": delivered == sent and not losses and not short_timers,
@@ -354,7 +361,7 @@ def report(args: argparse.Namespace, load: Load, flushes: list[ShardFlush], summ
     lines = [f"flush: {load.counters:,} counters + {load.timers:,} timers x {load.samples} samples per "
              f"{args.flush_interval:g} s interval, {args.shards} shards, {load.per_datagram} lines per datagram", ""]
     lines += table(["interval end", "shard", "series flushed", "flush_ms", "last written after end (ms)",
-                    "samples missing", "others' CPU %"], rows)
+                    "samples not in it", "others' CPU %"], rows)
     lines.append("")
     for shard, medians in summary["medians"].items():
         lines.append(f"median shard {shard}: flush_ms {fmt(medians['flush_ms'], 1)}, "
@@ -367,6 +374,9 @@ def report(args: argparse.Namespace, load: Load, flushes: list[ShardFlush], summ
         f"{'met' if summary['flush_met'] else 'MISSED'}; delivery worst {fmt(summary['worst_latency_ms'])} ms vs "
         f"{DELIVERY_TARGET_MS:.0f} ms {'met' if summary['delivery_met'] else 'MISSED'} "
         f"(includes the shards' {FLUSH_GRACE_SECS * 1000:.0f} ms grace); loss: {loss}")
+    if summary["moved_to_next_interval"]:
+        lines.append(f"{summary['moved_to_next_interval']:,.0f} samples were read after their interval's end and "
+                     "are counted in the next one (late, not lost)")
     return "\n".join(lines)
 
 
@@ -403,8 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     load = Load(args.counters, args.timers, args.samples, args.per_datagram, args.shards)
     load_before = os.getloadavg()
-    flushes, tally, sent = run(args, load)
-    summary = summarize(args, flushes, tally, sent)
+    flushes, tally, short_timers = run(args, load)
+    summary = summarize(args, flushes, tally, (args.warmup + args.intervals) * load.per_interval, short_timers)
     print(report(args, load, flushes, summary), flush=True)
     if args.json:
         meta = {"command": command_line(sys.argv[1:] if argv is None else argv), "nproc": os.cpu_count(),
