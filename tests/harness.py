@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from stages.supervisord_conf import REPO_TEMPLATE, render_supervisord_conf
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
@@ -109,14 +112,9 @@ class Pipeline:
         self.config_path.write_text(yaml.safe_dump(self.config))
 
     def _supervisord_conf(self) -> str:
-        text = (REPO / "supervisord.conf").read_text()
-        text = text.replace("%(here)s/run", str(self.run_dir)).replace("%(here)s", str(REPO))
-        text, n = re.subn(r'PYSTATSD_SHARDS="\d+"', f'PYSTATSD_SHARDS="{self.shards}"', text)
-        assert n == 1, "supervisord.conf no longer sets PYSTATSD_SHARDS in one place"
-        text, n = re.subn(r'PYSTATSD_EXTRA_RECEIVERS="\d+"', f'PYSTATSD_EXTRA_RECEIVERS="{self.extra_receivers}"',
-                          text)
-        assert n == 1, "supervisord.conf no longer sets PYSTATSD_EXTRA_RECEIVERS in one place"
-        return text
+        return render_supervisord_conf(REPO_TEMPLATE.read_text(), REPO, sys.executable, self.run_dir,
+                                       {"shards": self.shards, "extra_receivers": self.extra_receivers},
+                                       logs_to_terminal=False)
 
     def start(self, wait_running: bool = True) -> Pipeline:
         subprocess.run([VENV_BIN / "supervisord", "-c", self.conf_path], env=self.env, check=True)

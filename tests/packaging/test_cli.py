@@ -11,7 +11,8 @@ import pytest
 
 import stages
 import stages.config
-from stages.cli import main, render_supervisord_conf
+from stages.cli import main
+from stages.supervisord_conf import render_supervisord_conf
 from tests.harness import REPO, VENV_BIN, Pipeline, wait_for
 
 BAD_CONFIG = """\

@@ -1,0 +1,68 @@
+"""The repo's ``supervisord.conf`` made into the one a running instance uses: one function, for
+``pystatsd run`` and for the tests' pipelines alike.
+
+The template is the one source of truth for the programs and their options; rendering moves its
+paths (the interpreter, the run directory, the home) and may change its process counts.
+"""
+
+from __future__ import annotations
+
+import configparser
+import io
+import re
+import sys
+from pathlib import Path
+
+#: The repo's supervisord.conf.
+REPO_TEMPLATE = Path(__file__).resolve().parent.parent / "supervisord.conf"
+#: Where a package (etc/packaging/build_tree.sh) puts its copy, inside the virtualenv.
+INSTALLED_TEMPLATE = Path(sys.prefix) / "share" / "pystatsd" / "supervisord.conf"
+
+#: The process counts a render can override, as the template's [supervisord] environment names them.
+PROCESS_COUNTS = {"shards": "PYSTATSD_SHARDS", "extra_receivers": "PYSTATSD_EXTRA_RECEIVERS"}
+
+
+def supervisord_template() -> Path:
+    """The repo's supervisord.conf when running from a checkout, else the installed package's copy."""
+    return REPO_TEMPLATE if REPO_TEMPLATE.exists() else INSTALLED_TEMPLATE
+
+
+def render_supervisord_conf(template: str, home: Path, python: str, run_dir: Path,
+                            counts: dict[str, int | None], logs_to_terminal: bool = True) -> str:
+    """``template`` with its paths made absolute for this install.
+
+    ``%(here)s/.venv/bin/python`` becomes ``python``, ``%(here)s/run`` becomes ``run_dir`` and any
+    other ``%(here)s`` becomes ``home``. With ``logs_to_terminal`` program log files become
+    ``/dev/stdout`` and ``/dev/stderr`` (a foreground daemon's logs belong to whoever runs it: the
+    journal under systemd); without, they stay the template's files under the run directory.
+    ``counts`` (keys of :data:`PROCESS_COUNTS`) replace the template's process counts where not None.
+    """
+    parser = configparser.RawConfigParser(comment_prefixes=(";", "#"), inline_comment_prefixes=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(template)
+    # supervisord expands %(name)s in values: a literal % in a path is written %%.
+    substitutions = [("%(here)s/.venv/bin/python", python), ("%(here)s/run", str(run_dir)), ("%(here)s", str(home))]
+    substitutions = [(old, new.replace("%", "%%")) for old, new in substitutions]
+    for section in parser.sections():
+        for key, value in parser.items(section):
+            for old, new in substitutions:
+                value = value.replace(old, new)
+            parser.set(section, key, value)
+        if logs_to_terminal and section.startswith("program:"):
+            for stream in ("stdout", "stderr"):
+                if parser.has_option(section, f"{stream}_logfile"):
+                    # /dev/stdout cannot rotate: supervisord wants maxbytes 0 for it.
+                    parser.set(section, f"{stream}_logfile", f"/dev/{stream}")
+                    parser.set(section, f"{stream}_logfile_maxbytes", "0")
+    environment = parser.get("supervisord", "environment")
+    for key, count in counts.items():
+        if count is not None:
+            variable = PROCESS_COUNTS[key]
+            environment, found = re.subn(f'{variable}="\\d+"', f'{variable}="{count}"', environment)
+            if not found:
+                raise ValueError(f"supervisord.conf no longer sets {variable} in [supervisord] environment")
+    parser.set("supervisord", "environment", environment)
+    out = io.StringIO()
+    out.write("; Generated from pystatsd's supervisord.conf; edits are overwritten.\n")
+    parser.write(out)
+    return out.getvalue()
