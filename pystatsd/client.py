@@ -40,6 +40,8 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
+from stages.ports import check_port
+
 log = logging.getLogger(__name__)
 
 #: Fits an Ethernet frame (1500) after IPv6 and UDP headers with room to spare.
@@ -101,8 +103,7 @@ class Client:
         own tags win over them."""
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
-        if not 0 < port < 65536:
-            raise ValueError(f"port must be between 1 and 65535, not {port}")
+        check_port(port, "port")
         if not 64 <= max_datagram <= MAX_UDP_PAYLOAD:
             raise ValueError(f"max_datagram must be between 64 and {MAX_UDP_PAYLOAD}, not {max_datagram}")
         default_tags: dict[str, str] = {}

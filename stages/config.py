@@ -22,8 +22,9 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
-from stages.receiver.listeners import parse_listener
-from stages.receiver.listeners.inet import inet_address
+from stages.listeners import parse_listener
+from stages.listeners.inet import inet_address
+from stages.ports import check_port
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,7 @@ class Config:
     def __post_init__(self) -> None:
         if not (0 < self.flush_interval <= 3600) or not math.isfinite(self.flush_interval):
             raise ValueError("flush_interval: must be more than 0 and at most 3600 seconds")
-        if not 0 < self.bind_port < 65536:
-            raise ValueError("bind_port: must be between 1 and 65535")
+        check_port(self.bind_port, "bind_port")
         for pct in self.percentiles:
             if not 0 < pct <= 100:
                 raise ValueError(f"percentiles: {pct} is not in (0, 100]")

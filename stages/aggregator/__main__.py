@@ -24,6 +24,7 @@ from stages.aggregator.shard import ClosedInterval, ShardState
 from stages.compiled import wanted as use_compiled
 from stages.config import Config
 from stages.figures import publish
+from stages.log_throttle import LogThrottle
 from stages.runtime import (
     EXIT_CONFIG,
     EXIT_OK,
@@ -44,8 +45,6 @@ DRAIN_QUIET_SECS = 0.2
 STOP_LINGER_MS = 5000
 #: Batches read per wake-up before the loop checks the clock again.
 RECV_BURST = 200
-#: How often at most the series-limit warning is logged.
-FOLD_LOG_EVERY_SECS = 60.0
 
 
 class ShardLoop:
@@ -69,7 +68,7 @@ class ShardLoop:
         self.push.setsockopt(zmq.SNDHWM, config.queues.forwarder_flushes)
         self.push.connect(forwarder_endpoint(run))  # type: ignore[arg-type]
         self.decode_errors: collections.Counter[str] = collections.Counter()
-        self.last_fold_log = -FOLD_LOG_EVERY_SECS
+        self.fold_log = LogThrottle()
 
     def run(self, stop: StopSignal) -> None:
         poller = zmq.Poller()
@@ -129,8 +128,7 @@ class ShardLoop:
         for src, batches in closed.seq_gaps.items():
             log.error("Lost %d samples (%d batches from %s) on the way to this shard",
                       closed.gap_samples.get(src, 0), batches, src)
-        if closed.folded and time.monotonic() - self.last_fold_log >= FOLD_LOG_EVERY_SECS:
-            self.last_fold_log = time.monotonic()
+        if closed.folded and self.fold_log.ready():
             worst = max(closed.folded, key=closed.folded.__getitem__)
             log.warning("series_limit_per_name (%d) reached for %d names, e.g. %r: %d series folded into its "
                         "overflow series", self.state.series_limit, len(closed.folded), worst, closed.folded[worst])

@@ -30,8 +30,8 @@ from stages.forwarder.health import HealthServer
 from stages.forwarder.ledger import CoverageLedger
 from stages.forwarder.sinks import build_sinks, config_secrets
 from stages.forwarder.sinks.base import Completion, Flush
+from stages.listeners.inet import inet_address
 from stages.model import MetricType, aggregate, tag_tuple
-from stages.receiver.listeners.inet import inet_address
 from stages.runtime import (
     EXIT_CONFIG,
     EXIT_OK,

@@ -14,13 +14,12 @@ import threading
 import time
 
 from stages.forwarder.sinks.base import BufferConfig, Flush, Sink, SinkError
+from stages.log_throttle import LogThrottle
 
 log = logging.getLogger(__name__)
 
 RETRY_FIRST_SECS = 0.5
 RETRY_MAX_SECS = 5.0
-#: How often at most one sink's repeated failure, or its drops, are logged.
-ERROR_LOG_EVERY_SECS = 60.0
 
 
 class SinkRunner:
@@ -42,8 +41,8 @@ class SinkRunner:
         self.errors = 0
         #: Why the flush being written failed last, while it keeps failing; None once delivering again.
         self.last_error: str | None = None
-        self._last_error_log = -ERROR_LOG_EVERY_SECS
-        self._last_drop_log = -ERROR_LOG_EVERY_SECS
+        self._error_log = LogThrottle()
+        self._drop_log = LogThrottle()
         self._drops_logged = 0
         self.thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
 
@@ -73,12 +72,10 @@ class SinkRunner:
     def _log_drops(self, final: bool = False) -> None:
         """Say how many were dropped: at most once a minute, and once more at the stop."""
         dropped = self.dropped["buffer_full"]
-        now = time.monotonic()
-        if dropped > self._drops_logged and (final or now - self._last_drop_log >= ERROR_LOG_EVERY_SECS):
+        if dropped > self._drops_logged and (self._drop_log.ready() or final):
             log.warning("Sink %s is behind and its buffer is full: dropped the oldest %d aggregates (%d in all)",
                         self.name, dropped - self._drops_logged, dropped)
             self._drops_logged = dropped
-            self._last_drop_log = now
 
     def pending(self) -> int:
         """Aggregates queued or being written."""
@@ -165,9 +162,7 @@ class SinkRunner:
         log.error("Sink %s dropped a flush of %d aggregates: %s", self.name, len(flush.aggregates), exc)
 
     def _log_error(self, exc: Exception) -> None:
-        now = time.monotonic()
-        if now - self._last_error_log >= ERROR_LOG_EVERY_SECS:
-            self._last_error_log = now
+        if self._error_log.ready():
             log.error("Sink %s cannot deliver, will retry: %s (%d aggregates waiting)", self.name, exc, self.pending())
 
 

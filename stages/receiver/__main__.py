@@ -1,7 +1,7 @@
 """Receiver: ``python -m stages.receiver --shards N``.
 
 Reads UDP on ``bind_address:bind_port`` and every ``listeners`` entry (udp, tcp, unixgram, unix; see
-:mod:`stages.receiver.listeners`); parses each datagram or each run of complete lines from a stream
+:mod:`stages.listeners`); parses each datagram or each run of complete lines from a stream
 (JSON or statsd lines, detected per payload) into its batch window (see :mod:`.batcher`).
 Several receivers can run side by side (``--extra-receivers``, ``--index``): they share the UDP and
 TCP ports through ``SO_REUSEPORT`` and the first alone serves Unix sockets. Connects one PUSH per
@@ -27,9 +27,10 @@ import zmq
 
 from stages.config import Config
 from stages.figures import publish
+from stages.listeners import open_listener, shares_port
+from stages.log_throttle import INPUT_LOG_EVERY_SECS, LogThrottle
 from stages.model import MetricType, Sample, tag_tuple
 from stages.receiver.batcher import Batcher
-from stages.receiver.listeners import open_listener, shares_port
 from stages.receiver.parsers import payload_parser, statsd_lines
 from stages.receiver.window import new_window, take_payloads
 from stages.runtime import EXIT_CONFIG, EXIT_OK, StopSignal, load_stage_config, run_dir, setup_logging, stage_arguments
@@ -46,8 +47,6 @@ COALESCE_BELOW = 128
 COALESCE_SECS = 0.001
 #: How long a stopping receiver waits for ZeroMQ to hand its last batches to the shards.
 STOP_LINGER_MS = 2000
-#: How often at most the bad-line summary is logged.
-BAD_LOG_EVERY_SECS = 10.0
 COUNTER = int(MetricType.COUNTER)
 
 
@@ -86,7 +85,7 @@ class Receiver:
         self.bad: dict[str, int] = {}
         self._reported: dict[str, float] = {}
         self._bad_logged = 0
-        self._last_bad_log = 0.0
+        self._bad_log = LogThrottle(INPUT_LOG_EVERY_SECS)
         self.next_report = self._report_time(time.time())
 
     def _report_time(self, now: float) -> float:
@@ -169,11 +168,10 @@ class Receiver:
             "metrics": self.metrics, "bad_lines": dict(self.bad), "kernel_drops": int(totals["kernel_drops"]),
             "dropped_shard_full": {str(shard): n for shard, n in enumerate(self.batcher.dropped) if n}})
         bad_total = sum(self.bad.values())
-        if bad_total > self._bad_logged and time.monotonic() - self._last_bad_log >= BAD_LOG_EVERY_SECS:
+        if bad_total > self._bad_logged and self._bad_log.ready():
             log.warning("Dropped %d bad lines so far: %s", bad_total,
                         ", ".join(f"{reason}={n}" for reason, n in sorted(self.bad.items())))
             self._bad_logged = bad_total
-            self._last_bad_log = time.monotonic()
 
     def stop(self) -> None:
         log.info("Stopping: reading what the kernel holds, then handing every open batch on")

@@ -19,13 +19,12 @@ import time
 import zmq
 
 from stages import contract
+from stages.log_throttle import INPUT_LOG_EVERY_SECS, LogThrottle
 from stages.model import Sample
 from stages.receiver.window import Window
 
 log = logging.getLogger(__name__)
 
-#: How often at most a warning about a full shard queue is logged.
-DROP_LOG_EVERY_SECS = 10.0
 #: A window leaves early when it holds this many full batches per shard: samples of a series are
 #: only accumulated within a window, so one cut at a single batch's worth would accumulate little
 #: when the series about fill a batch, while this bounds the window's memory (a few MiB).
@@ -51,7 +50,7 @@ class Batcher:
         self.dropped = [0] * shards
         self.sent_samples = 0
         self.next_edge = 0.0
-        self._last_drop_log = 0.0
+        self._drop_log = LogThrottle(INPUT_LOG_EVERY_SECS)
 
     def open(self, now: float) -> Window:
         """The window for samples read at ``now``: a new one when an interval edge has passed."""
@@ -101,9 +100,7 @@ class Batcher:
             self.pushes[shard].send_multipart(contract.encode_batch(header, body), zmq.NOBLOCK, copy=False)
         except zmq.Again:
             self.dropped[shard] += metrics
-            now = time.monotonic()
-            if now - self._last_drop_log >= DROP_LOG_EVERY_SECS:
-                self._last_drop_log = now
+            if self._drop_log.ready():
                 log.warning("Shard %d is not taking batches (queue full): %d metrics dropped for it so far",
                             shard, self.dropped[shard])
             return

@@ -11,7 +11,7 @@ from stages.config import REPO_CONFIG, Config, ConfigError, QueueConfig, Secret,
 from stages.forwarder.sinks import build_sinks
 from stages.forwarder.sinks.console import ConsoleSink
 from stages.forwarder.sinks.file import FileSink
-from stages.receiver.listeners import parse_listener
+from stages.listeners import parse_listener
 
 ORIGINAL = Path(__file__).resolve().parent.parent / "data" / "configs" / "original.yaml"
 ORIGINAL_APIKEY = "74444444444x6xxxxxxxxxxxxxxxxxxxxx"

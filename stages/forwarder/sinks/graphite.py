@@ -22,13 +22,14 @@ import logging
 import re
 import select
 import socket
-import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from stages.forwarder.encoders.options import EncoderOptions
 from stages.forwarder.sinks.base import BufferConfig, Flush, SinkError
+from stages.log_throttle import LogThrottle
 from stages.model import whole
+from stages.ports import check_port
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ TAG_STYLES = ("graphite", "path")
 #: Carbon's line receiver (Twisted's LineOnlyReceiver) closes the connection on a longer line.
 MAX_LINE_BYTES = 16384
 #: How often at most left-out lines are logged.
-LOG_EVERY_SECS = 60.0
 #: Types whose one value is a count of something in the interval, sent as ``<name>.count``.
 COUNT_TYPES = frozenset({"counter", "set", "trace"})
 
@@ -84,8 +84,7 @@ class GraphiteConfig(BufferConfig):
         super().__post_init__()
         if not self.host:
             raise ValueError("host: must not be empty")
-        if not 0 < self.port < 65536:
-            raise ValueError("port: must be between 1 and 65535")
+        check_port(self.port, "port")
         if self.prefix and path_name(self.prefix) != self.prefix.strip("."):
             raise ValueError(f"prefix: {self.prefix!r} may hold only letters, digits, '_', '-' and single dots")
         if self.tag_style not in TAG_STYLES:
@@ -149,7 +148,7 @@ class GraphiteSink:
         #: The flush being written and its lines, encoded once however often it is retried.
         self.pending: tuple[Flush, bytes] | None = None
         self.too_long = 0
-        self.last_too_long_log = -LOG_EVERY_SECS
+        self.too_long_log = LogThrottle()
 
     def open(self) -> None:
         try:
@@ -168,12 +167,10 @@ class GraphiteSink:
                     self.too_long += 1
                     continue
                 lines.append(data + b"\n")
-        now = time.monotonic()
-        if self.too_long and now - self.last_too_long_log >= LOG_EVERY_SECS:
+        if self.too_long and self.too_long_log.ready():
             log.warning("Left out %d lines longer than carbon takes (%d bytes): shorten those names or tags",
                         self.too_long, MAX_LINE_BYTES)
             self.too_long = 0
-            self.last_too_long_log = now
         return b"".join(lines)
 
     def write(self, flush: Flush) -> None:

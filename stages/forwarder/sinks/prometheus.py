@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector
 
 from stages.forwarder.encoders.options import EncoderOptions
 from stages.forwarder.sinks.base import BufferConfig, Flush, SinkError
+from stages.ports import check_port
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,7 @@ class PrometheusConfig(BufferConfig):
         super().__post_init__()
         if not self.listen_address:
             raise ValueError("listen_address: must not be empty")
-        if not 0 < self.port < 65536:
-            raise ValueError("port: must be between 1 and 65535")
+        check_port(self.port, "port")
         if self.expire_after_secs <= 0:
             raise ValueError("expire_after_secs: must be more than 0")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import socket
 
-from stages.receiver.listeners.datagram import DatagramListener, set_receive_buffer
-from stages.receiver.listeners.unix_path import bind_unix, unix_path
+from stages.listeners.datagram import DatagramListener, set_receive_buffer
+from stages.listeners.unix_path import bind_unix, unix_path
 
 
 class UnixgramListener(DatagramListener):

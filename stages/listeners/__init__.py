@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from stages.receiver.listeners.tcp import TcpListener
-from stages.receiver.listeners.udp import UdpListener
-from stages.receiver.listeners.unix import UnixStreamListener
-from stages.receiver.listeners.unixgram import UnixgramListener
+from stages.listeners.tcp import TcpListener
+from stages.listeners.udp import UdpListener
+from stages.listeners.unix import UnixStreamListener
+from stages.listeners.unixgram import UnixgramListener
 
 LISTENERS: dict[str, Any] = {
     "udp": UdpListener,

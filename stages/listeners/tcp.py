@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import socket
 
-from stages.receiver.listeners.inet import bind_inet, inet_address
-from stages.receiver.listeners.stream import StreamListener
+from stages.listeners.inet import bind_inet, inet_address
+from stages.listeners.stream import StreamListener
 
 
 class TcpListener(StreamListener):

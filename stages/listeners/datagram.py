@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import socket
 
-from stages.receiver.listeners.kernel_drops import socket_drops
+from stages.listeners.kernel_drops import socket_drops
 
 try:
-    from stages.receiver.listeners._recv_many import recv_many
+    from stages.listeners._recv_many import recv_many
 except ImportError:  # built by pip install where a C compiler is found; sock.recv does the same job
     recv_many = None
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import socket
 
-from stages.receiver.listeners.stream import StreamListener
-from stages.receiver.listeners.unix_path import bind_unix, unix_path
+from stages.listeners.stream import StreamListener
+from stages.listeners.unix_path import bind_unix, unix_path
 
 
 class UnixStreamListener(StreamListener):

@@ -7,6 +7,8 @@ import logging
 import socket
 from collections.abc import Callable
 
+from stages.ports import PORTS
+
 log = logging.getLogger(__name__)
 
 
@@ -14,8 +16,8 @@ def inet_address(rest: str) -> tuple[str, int]:
     """``host:port`` → (host, port); ``[::1]:8125`` for IPv6. ValueError says what is wrong."""
     host, colon, port = rest.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("expected host:port with a port from 1 to 65535")
+    if not colon or not host or not port.isdigit() or int(port) not in PORTS:
+        raise ValueError(f"expected host:port with a port from {PORTS[0]} to {PORTS[-1]}")
     return host, int(port)
 
 

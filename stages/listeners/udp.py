@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import socket
 
-from stages.receiver.listeners.datagram import DatagramListener, set_receive_buffer
-from stages.receiver.listeners.inet import bind_inet, inet_address
+from stages.listeners.datagram import DatagramListener, set_receive_buffer
+from stages.listeners.inet import bind_inet, inet_address
 
 log = logging.getLogger(__name__)
 
