@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit lint clean bench bench-quick
+.PHONY: install run test test-unit lint types check clean bench bench-quick
 
 install: $(STAMP) run/log
 
@@ -53,6 +53,14 @@ bench-quick: install $(BENCH_STAMP)
 
 lint: install
 	$(VENV)/bin/ruff check stages tests pystatsd bench
+
+# The type checker on the daemon and the client library (pyproject.toml's [tool.mypy]).
+types: install
+	$(VENV)/bin/mypy
+
+# The fast loop: lint, types and the unit tests, in under a minute.
+check: lint types
+	$(PY) -m pytest -q tests/unit
 
 clean:
 	rm -rf $(VENV) run dist .pytest_cache

@@ -339,10 +339,10 @@ def _number(name: str, value: Any) -> int | float:
         raise InvalidMetric(f"{name}: value {value!r} is not a number")
     if isinstance(value, int):
         return value
-    value = float(value)
-    if not math.isfinite(value):
+    number = float(value)
+    if not math.isfinite(number):
         raise InvalidMetric(f"{name}: value {value!r} is not finite")
-    return value
+    return number
 
 
 def _tag_text(value: Any) -> str:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stages.aggregator.stats import summary
 from stages.compiled import wanted as use_compiled
 from stages.contract import BatchBody, decode_batch_body, unpack_values
+from stages.model import OUTPUT_TYPE_NAMES, SAMPLED_TYPES, IntervalAggregates, MetricType, Tags, series_key, series_name
 
+if TYPE_CHECKING:
+    from stages.aggregator import _bucket
+CompiledBucket: type[_bucket.Bucket] | None
 try:
     from stages.aggregator._bucket import Bucket as CompiledBucket
 except ImportError:  # built by pip install where a C compiler is found; merge() does the same job
     CompiledBucket = None
-from stages.model import OUTPUT_TYPE_NAMES, SAMPLED_TYPES, IntervalAggregates, MetricType, Tags, series_key, series_name
 
 COUNTER = int(MetricType.COUNTER)
 GAUGE = int(MetricType.GAUGE)

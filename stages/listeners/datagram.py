@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 
 from stages.listeners.kernel_drops import socket_drops
 
+recv_many: Callable[[int, int], list[bytes]] | None
 try:
     from stages.listeners._recv_many import recv_many
 except ImportError:  # built by pip install where a C compiler is found; sock.recv does the same job

@@ -42,7 +42,7 @@ def bind_inet(address: tuple[str, int], kind: int, url: str, reuse_port: bool,
         sock.close()
         raise OSError(exc.errno, f"cannot listen on {url}: {exc.strerror}") from None
     try:
-        loopback = ipaddress.ip_address(sockaddr[0].split("%")[0]).is_loopback
+        loopback = ipaddress.ip_address(str(sockaddr[0]).split("%")[0]).is_loopback
     except ValueError:
         loopback = False
     if not loopback:

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from stages import compiled, contract
 from stages.model import MetricType, Sample, Tags, series_key
 from stages.sharding import shard_for
 
+if TYPE_CHECKING:
+    from stages.receiver import _window
+CompiledWindow: type[_window.Window] | None
 try:
     from stages.receiver._window import Window as CompiledWindow
 except ImportError:  # built by pip install where a C compiler is found; PyWindow does the same job
@@ -182,7 +185,7 @@ def take_payloads(window: Window, payloads: list[bytes], parse_payload: PayloadP
 def new_window(shards: int, defaults: Tags, parse_lines: LineParser) -> Window:
     """The compiled window where it was built (see :mod:`stages.compiled`), else :class:`PyWindow`."""
     if compiled.wanted() and CompiledWindow is not None:
-        return CompiledWindow(shards, defaults, parse_lines)  # type: ignore[no-any-return]
+        return CompiledWindow(shards, defaults, parse_lines)
     if CompiledWindow is None:
         log.info("Parsing in Python: the compiled window was not built when pystatsd was installed")
     else:

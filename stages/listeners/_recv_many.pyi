@@ -1,0 +1,3 @@
+# The types of recv_many.c's module, for the type checker.
+
+def recv_many(fd: int, limit: int, /) -> list[bytes]: ...
