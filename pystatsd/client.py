@@ -177,6 +177,14 @@ class Client:
         """Add ``member`` to a set: the aggregate counts the distinct members of each interval."""
         self._metric("set", name, member, 1.0, tags)
 
+    def send_raw(self, lines: list[str]) -> bool:
+        """Send ``lines`` as they are (statsd lines or the original JSON), one datagram, whatever the
+        client's prefix, tags and protocol; True when the datagram left (else counted in ``errors``)."""
+        errors = self.errors
+        with self._lock:
+            self._send([line.encode() for line in lines])
+        return self.errors == errors
+
     # Batching and lifetime.
 
     def flush(self) -> None:

@@ -1,5 +1,5 @@
 """The ``pystatsd`` command: ``run`` (the whole pipeline under supervisord), ``check-config``, ``status``,
-``version``.
+``send`` (metrics to a running instance, as written), ``version``.
 
 ``run`` checks the config, renders the repo's ``supervisord.conf`` (or the copy an installed package
 ships) into the run directory with this interpreter and that run directory filled in, then becomes
@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from pystatsd.client import Client
 from stages import __version__, status
 from stages.config import Config, ConfigError, config_path, load_config, load_section
 from stages.figures import read_all
@@ -56,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument("-c", "--config", help=config_help)
     status.add_argument("--run-dir", help="the running instance's run directory (default: as for run)")
     status.add_argument("--json", action="store_true", help="print JSON for machines instead of a table")
+    send = commands.add_parser("send", help="send metrics as they are written, one datagram, to a running instance")
+    send.add_argument("lines", nargs="*", metavar="line",
+                      help="statsd lines (page.views:1|c|#page:home) or the original JSON; read from stdin if none")
+    send.add_argument("-c", "--config", help=config_help)
+    send.add_argument("--host", help="where to send (default: the config's bind_address, loopback if it binds all)")
+    send.add_argument("--port", type=int, help="UDP port (default: the config's bind_port)")
     commands.add_parser("version", help="print the version")
     args = parser.parse_args(argv)
     if args.command == "version":
@@ -66,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         return check_config(path)
     if args.command == "status":
         return show_status(path, args.run_dir, args.json)
+    if args.command == "send":
+        return send_lines(path, args.lines or sys.stdin.read().splitlines(), args.host, args.port)
     return run_pipeline(path, args.run_dir, {"shards": args.shards, "extra_receivers": args.extra_receivers})
 
 
@@ -83,6 +92,39 @@ def show_status(path: Path, run_dir_arg: str | None, as_json: bool) -> int:
     report = status.collect(run_dir, shards, config.flush_interval)
     print(json.dumps(report, indent=2, sort_keys=True) if as_json else status.render(report))
     return EXIT_OK if report["healthy"] else EXIT_UNHEALTHY
+
+
+def send_lines(path: Path, lines: list[str], host: str | None, port: int | None) -> int:
+    """Send ``lines`` with the client library's sender to the instance the config at ``path`` describes."""
+    if host is None or port is None:
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            print(f"{path}: {exc} (or give --host and --port)", file=sys.stderr)
+            return EXIT_CONFIG
+        host = host or loopback_if_any(config.bind_address)
+        port = port or config.bind_port
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        print("nothing to send: give lines as arguments or on stdin", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        client = Client(host, port)
+    except ValueError as exc:
+        print(f"--{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    # A failure is the client's own warning, on stderr through logging's last-resort handler.
+    sent = client.send_raw(lines)
+    client.close()
+    if not sent:
+        return EXIT_UNHEALTHY
+    print(f"sent {len(lines)} line{'s' if len(lines) > 1 else ''} to {host}:{port} (udp)")
+    return EXIT_OK
+
+
+def loopback_if_any(address: str) -> str:
+    """Where to reach a daemon bound to ``address``: a wildcard bind is reached on loopback."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(address, address)
 
 
 def check_config(path: Path) -> int:
