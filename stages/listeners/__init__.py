@@ -1,8 +1,10 @@
 """Listener kinds by URL scheme. A new kind is a file plus an entry here.
 
-A kind is a class with ``parse_address(rest)`` (pure; ValueError says what is wrong),
-``shares_port`` (True when several receivers can listen on the same address with ``SO_REUSEPORT``)
-and ``open(url, address, receive_buffer_bytes, socket_mode, reuse_port)``; an opened listener offers ``fds()``,
+A kind is a transport (:class:`~stages.listeners.datagram.DatagramListener` or
+:class:`~stages.listeners.stream.StreamListener`) with a ``family`` of addresses
+(:class:`~stages.listeners.family.AddressFamily`: how the address is parsed and bound, whether
+receivers share it), opened by ``open(url, address, receive_buffer_bytes, socket_mode, reuse_port)``;
+an opened listener offers ``fds()``,
 ``read(fd, limit, bad)`` → payloads to parse, ``drain(bad)``, ``kernel_drops()``, ``close()``
 and a ``changed`` flag for when its set of sockets changed.
 """
@@ -31,7 +33,7 @@ def parse_listener(url: str) -> tuple[str, Any]:
     if not sep or kind is None:
         raise ValueError(f"{url!r} is not a listener URL (one of {', '.join(f'{s}://' for s in LISTENERS)})")
     try:
-        return scheme, kind.parse_address(rest)
+        return scheme, kind.family.parse_address(rest)
     except ValueError as exc:
         raise ValueError(f"{url!r}: {exc}") from None
 
@@ -44,4 +46,4 @@ def open_listener(url: str, receive_buffer_bytes: int, socket_mode: int, reuse_p
 
 def shares_port(url: str) -> bool:
     """Whether several receivers can listen on ``url`` at once (the kernel spreads the clients)."""
-    return bool(LISTENERS[parse_listener(url)[0]].shares_port)
+    return bool(LISTENERS[parse_listener(url)[0]].family.shares_port)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
+from typing import Any, ClassVar, Self
 
+from stages.listeners.family import AddressFamily
 from stages.listeners.kernel_drops import socket_drops
 
 recv_many: Callable[[int, int], list[bytes]] | None
@@ -35,7 +37,14 @@ def set_receive_buffer(sock: socket.socket, requested: int, url: str) -> None:
 
 
 class DatagramListener:
-    """One bound, non-blocking datagram socket."""
+    """One bound, non-blocking datagram socket; a kind of it names its :attr:`family` of addresses."""
+
+    family: ClassVar[AddressFamily]
+
+    @classmethod
+    def open(cls, url: str, address: Any, receive_buffer_bytes: int, socket_mode: int, reuse_port: bool) -> Self:
+        return cls(url, cls.family.bind(address, socket.SOCK_DGRAM, url, reuse_port, socket_mode,
+                                        lambda sock: set_receive_buffer(sock, receive_buffer_bytes, url)))
 
     def __init__(self, url: str, sock: socket.socket) -> None:
         self.url = url

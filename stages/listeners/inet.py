@@ -21,6 +21,22 @@ def inet_address(rest: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class InetAddresses:
+    """``host:port``: several receivers may share one (``SO_REUSEPORT``), the kernel spreading clients."""
+
+    shares_port = True
+
+    def parse_address(self, rest: str) -> tuple[str, int]:
+        return inet_address(rest)
+
+    def bind(self, address: tuple[str, int], kind: int, url: str, reuse_port: bool, socket_mode: int,
+             before_bind: Callable[[socket.socket], None]) -> socket.socket:
+        return bind_inet(address, kind, url, reuse_port, before_bind)
+
+
+INET_ADDRESSES = InetAddresses()
+
+
 def bind_inet(address: tuple[str, int], kind: int, url: str, reuse_port: bool,
               before_bind: Callable[[socket.socket], None] | None = None) -> socket.socket:
     """A socket of ``kind`` bound to ``address``; warns when it accepts traffic from other hosts.

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import logging
 import socket
+from typing import Any, ClassVar, Self
+
+from stages.listeners.family import AddressFamily
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,16 @@ class Connection:
 
 
 class StreamListener:
+    """A listening stream socket and its connections; a kind of it names its :attr:`family` of addresses."""
+
+    family: ClassVar[AddressFamily]
+
+    @classmethod
+    def open(cls, url: str, address: Any, receive_buffer_bytes: int, socket_mode: int, reuse_port: bool) -> Self:
+        # SO_REUSEADDR: a restarted receiver can bind while the last one's connections sit in TIME_WAIT.
+        return cls(url, cls.family.bind(address, socket.SOCK_STREAM, url, reuse_port, socket_mode,
+                                        lambda sock: sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)))
+
     def __init__(self, url: str, server: socket.socket) -> None:
         self.url = url
         self.server = server

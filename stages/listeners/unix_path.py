@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+from collections.abc import Callable
 
 
 def unix_path(rest: str) -> str:
@@ -14,7 +15,24 @@ def unix_path(rest: str) -> str:
     return rest
 
 
-def bind_unix(path: str, kind: int, mode: int, url: str) -> socket.socket:
+class UnixPaths:
+    """``/path``: a path has one owner, so the first receiver alone serves it."""
+
+    shares_port = False
+
+    def parse_address(self, rest: str) -> str:
+        return unix_path(rest)
+
+    def bind(self, address: str, kind: int, url: str, reuse_port: bool, socket_mode: int,
+             before_bind: Callable[[socket.socket], None]) -> socket.socket:
+        return bind_unix(address, kind, socket_mode, url, before_bind)
+
+
+UNIX_PATHS = UnixPaths()
+
+
+def bind_unix(path: str, kind: int, mode: int, url: str,
+              before_bind: Callable[[socket.socket], None] | None = None) -> socket.socket:
     """A Unix socket bound at ``path`` with permissions ``mode``; a stale socket there is replaced."""
     try:
         if stat.S_ISSOCK(os.lstat(path).st_mode):
@@ -22,6 +40,8 @@ def bind_unix(path: str, kind: int, mode: int, url: str) -> socket.socket:
     except FileNotFoundError:
         pass
     sock = socket.socket(socket.AF_UNIX, kind)
+    if before_bind is not None:
+        before_bind(sock)
     # Bind under a private umask, then open up to exactly ``mode``: no window with wider permissions.
     old_umask = os.umask(0o177)
     try:
