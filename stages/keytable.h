@@ -198,12 +198,27 @@ static inline void table_free(key_table *t)
     memset(t, 0, sizeof(*t));
 }
 
-/* A module of one type, for PyInit_: the type readied and added under `name`. */
-static inline PyObject *module_with_type(PyModuleDef *def, PyTypeObject *type, const char *name)
+/* The one type each compiled part defines: a plain object made by __init__, not subclassable, no GC. */
+#define ONE_TYPE(qualified_name, doc, object, init, dealloc, methods, getset) {                          \
+    PyVarObject_HEAD_INIT(NULL, 0)                                                                    \
+    .tp_name = qualified_name, .tp_doc = doc, .tp_basicsize = sizeof(object),                         \
+    .tp_flags = Py_TPFLAGS_DEFAULT, .tp_new = PyType_GenericNew, .tp_init = (initproc)(init),         \
+    .tp_dealloc = (destructor)(dealloc), .tp_methods = methods, .tp_getset = getset,                  \
+}
+
+/* Each compiled part is a module of one type; each includes this header once, so this is its own. */
+static PyModuleDef one_type_module = {PyModuleDef_HEAD_INIT};
+
+/* The module `module_name` (for PyInit_) holding `type`, readied, under `name`. */
+static inline PyObject *module_with_type(const char *module_name, const char *doc, PyTypeObject *type,
+                                         const char *name)
 {
     if (PyType_Ready(type) < 0)
         return NULL;
-    PyObject *module = PyModule_Create(def);
+    one_type_module.m_name = module_name;
+    one_type_module.m_doc = doc;
+    one_type_module.m_size = -1;
+    PyObject *module = PyModule_Create(&one_type_module);
     if (module == NULL)
         return NULL;
     Py_INCREF(type);

@@ -259,103 +259,103 @@ static accumulator *accumulator_of(Bucket *b, int kind, const char *key, Py_ssiz
     return a;
 }
 
-/* Counters and traces (key, sum) or gauges (key, was set, value). */
-static int merge_scalars(Bucket *b, reader *r, int kind)
+/* Counters and traces (key, sum) or gauges (key, was set, value): one entry after its key. */
+static int merge_scalar(Bucket *b, reader *r, int kind, const char *key, Py_ssize_t len)
 {
     int gauge = kind == GAUGE;
-    Py_ssize_t n = read_section(r, gauge ? 3 : 2);
+    double value;
+    int was_set = 0, is_int, created;
+    if ((gauge && read_bool(r, &was_set) < 0) || read_number(r, &value, &is_int) < 0)
+        return -1;
+    accumulator *a = accumulator_of(b, kind, key, len, &created);
+    if (a == NULL)
+        return -1;
+    if (gauge && (was_set || created)) {
+        a->was_set = was_set;
+        a->value = value;
+    } else {
+        a->value += value;
+    }
+    return 0;
+}
+
+/* Timers, histograms, distributions (key, type, count, packed values): one entry after its key. */
+static int merge_sampled(Bucket *b, reader *r, int unused, const char *key, Py_ssize_t len)
+{
+    const char *packed;
+    Py_ssize_t packed_len;
+    double type, count;
+    int is_int, created;
+    if (read_number(r, &type, &is_int) < 0)
+        return -1;
+    if (!is_int || (type != TIMER && type != HISTOGRAM && type != DISTRIBUTION))
+        return bad_body("a sampled entry of another type");
+    if (read_number(r, &count, &is_int) < 0 || read_bin(r, &packed, &packed_len) < 0)
+        return -1;
+    if (packed_len % 8)
+        return bad_body("values not whole float64s");
+    int kind = (int)type;
+    int seen = 0;
+    for (int t = 0; t < b->n_sampled_types; t++)
+        seen |= b->sampled_order[t] == kind;
+    accumulator *a = accumulator_of(b, kind, key, len, &created);
+    if (a == NULL)
+        return -1;
+    if (!seen)
+        b->sampled_order[b->n_sampled_types++] = kind;
+    a->value = created ? count : a->value + count;
+    for (Py_ssize_t v = 0; v < packed_len; v += 8) {
+        if (a->n_values == a->cap_values && grow_doubles(&a->values, &a->cap_values) < 0)
+            return -1;
+        uint64_t bits = 0;
+        for (int j = 7; j >= 0; j--)
+            bits = (bits << 8) | (unsigned char)packed[v + j];
+        memcpy(&a->values[a->n_values++], &bits, 8);
+    }
+    return 0;
+}
+
+/* Sets (key, [members]): one entry after its key. */
+static int merge_set(Bucket *b, reader *r, int unused, const char *key, Py_ssize_t len)
+{
+    Py_ssize_t members;
+    int created;
+    if ((members = read_array(r)) < 0)
+        return -1;
+    accumulator *a = accumulator_of(b, SET, key, len, &created);
+    if (a == NULL)
+        return -1;
+    if (a->members == NULL && (a->members = PySet_New(NULL)) == NULL)
+        return -1;
+    for (Py_ssize_t m = 0; m < members; m++) {
+        const char *text;
+        Py_ssize_t text_len;
+        if (read_str(r, &text, &text_len) < 0)
+            return -1;
+        PyObject *member = PyUnicode_DecodeUTF8(text, text_len, NULL);
+        if (member == NULL)
+            return -1;
+        int failed = PySet_Add(a->members, member);
+        Py_DECREF(member);
+        if (failed)
+            return -1;
+    }
+    return 0;
+}
+
+typedef int (*entry_merger)(Bucket *b, reader *r, int kind, const char *key, Py_ssize_t len);
+
+/* A section of entries of ``stride`` fields each: every entry's key read here, the rest by ``merge``. */
+static int merge_section(Bucket *b, reader *r, Py_ssize_t stride, int kind, entry_merger merge)
+{
+    Py_ssize_t n = read_section(r, stride);
     if (n < 0)
         return -1;
     for (Py_ssize_t i = 0; i < n; i++) {
         const char *key;
         Py_ssize_t len;
-        double value;
-        int was_set = 0, is_int, created;
-        if (read_str(r, &key, &len) < 0 || (gauge && read_bool(r, &was_set) < 0)
-                || read_number(r, &value, &is_int) < 0)
+        if (read_str(r, &key, &len) < 0 || merge(b, r, kind, key, len) < 0)
             return -1;
-        accumulator *a = accumulator_of(b, kind, key, len, &created);
-        if (a == NULL)
-            return -1;
-        if (gauge && (was_set || created)) {
-            a->was_set = was_set;
-            a->value = value;
-        } else {
-            a->value += value;
-        }
-    }
-    return 0;
-}
-
-static int merge_sampled(Bucket *b, reader *r)
-{
-    Py_ssize_t n = read_section(r, 4);
-    if (n < 0)
-        return -1;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        const char *key, *packed;
-        Py_ssize_t len, packed_len;
-        double type, count;
-        int is_int, created;
-        if (read_str(r, &key, &len) < 0 || read_number(r, &type, &is_int) < 0)
-            return -1;
-        if (!is_int || (type != TIMER && type != HISTOGRAM && type != DISTRIBUTION))
-            return bad_body("a sampled entry of another type");
-        if (read_number(r, &count, &is_int) < 0 || read_bin(r, &packed, &packed_len) < 0)
-            return -1;
-        if (packed_len % 8)
-            return bad_body("values not whole float64s");
-        int kind = (int)type;
-        int seen = 0;
-        for (int t = 0; t < b->n_sampled_types; t++)
-            seen |= b->sampled_order[t] == kind;
-        accumulator *a = accumulator_of(b, kind, key, len, &created);
-        if (a == NULL)
-            return -1;
-        if (!seen)
-            b->sampled_order[b->n_sampled_types++] = kind;
-        a->value = created ? count : a->value + count;
-        for (Py_ssize_t v = 0; v < packed_len; v += 8) {
-            if (a->n_values == a->cap_values && grow_doubles(&a->values, &a->cap_values) < 0)
-                return -1;
-            uint64_t bits = 0;
-            for (int j = 7; j >= 0; j--)
-                bits = (bits << 8) | (unsigned char)packed[v + j];
-            memcpy(&a->values[a->n_values++], &bits, 8);
-        }
-    }
-    return 0;
-}
-
-static int merge_sets(Bucket *b, reader *r)
-{
-    Py_ssize_t n = read_section(r, 2);
-    if (n < 0)
-        return -1;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        const char *key;
-        Py_ssize_t len, members;
-        int created;
-        if (read_str(r, &key, &len) < 0 || (members = read_array(r)) < 0)
-            return -1;
-        accumulator *a = accumulator_of(b, SET, key, len, &created);
-        if (a == NULL)
-            return -1;
-        if (a->members == NULL && (a->members = PySet_New(NULL)) == NULL)
-            return -1;
-        for (Py_ssize_t m = 0; m < members; m++) {
-            const char *text;
-            Py_ssize_t text_len;
-            if (read_str(r, &text, &text_len) < 0)
-                return -1;
-            PyObject *member = PyUnicode_DecodeUTF8(text, text_len, NULL);
-            if (member == NULL)
-                return -1;
-            int failed = PySet_Add(a->members, member);
-            Py_DECREF(member);
-            if (failed)
-                return -1;
-        }
     }
     return 0;
 }
@@ -405,8 +405,11 @@ static PyObject *Bucket_merge(Bucket *b, PyObject *body)
     reader r = {view.buf, (const unsigned char *)view.buf + view.len};
     Py_ssize_t sections = read_array(&r);
     int failed = sections < 0 || (sections != 5 && bad_body("not five sections") < 0)
-                 || merge_scalars(b, &r, COUNTER) < 0 || merge_scalars(b, &r, GAUGE) < 0 || merge_sampled(b, &r) < 0
-                 || merge_sets(b, &r) < 0 || merge_scalars(b, &r, TRACE) < 0
+                 || merge_section(b, &r, 2, COUNTER, merge_scalar) < 0
+                 || merge_section(b, &r, 3, GAUGE, merge_scalar) < 0
+                 || merge_section(b, &r, 4, 0, merge_sampled) < 0
+                 || merge_section(b, &r, 2, SET, merge_set) < 0
+                 || merge_section(b, &r, 2, TRACE, merge_scalar) < 0
                  || (r.p != r.end && bad_body("bytes after the body") < 0);
     PyBuffer_Release(&view);
     if (failed)
@@ -495,23 +498,12 @@ static PyMethodDef Bucket_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyTypeObject BucketType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "stages.aggregator._bucket.Bucket",
-    .tp_doc = "One interval's accumulators of a shard, compiled: see stages.aggregator.series.IntervalBucket.",
-    .tp_basicsize = sizeof(Bucket),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)Bucket_init,
-    .tp_dealloc = (destructor)Bucket_dealloc,
-    .tp_methods = Bucket_methods,
-};
-
-static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "_bucket", "One interval's accumulators of a shard, compiled (see series.py).", -1, NULL,
-};
+static PyTypeObject BucketType = ONE_TYPE(
+    "stages.aggregator._bucket.Bucket",
+    "One interval's accumulators of a shard, compiled: see stages.aggregator.series.IntervalBucket.",
+    Bucket, Bucket_init, Bucket_dealloc, Bucket_methods, NULL);
 
 PyMODINIT_FUNC PyInit__bucket(void)
 {
-    return module_with_type(&module_def, &BucketType, "Bucket");
+    return module_with_type("_bucket", "One interval's accumulators of a shard, compiled (see series.py).", &BucketType, "Bucket");
 }

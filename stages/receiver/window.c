@@ -936,25 +936,13 @@ static PyGetSetDef Window_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyTypeObject WindowType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "stages.receiver._window.Window",
-    .tp_doc = "The receiver's batch window, compiled: see stages.receiver.window.PyWindow.",
-    .tp_basicsize = sizeof(Window),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)Window_init,
-    .tp_dealloc = (destructor)Window_dealloc,
-    .tp_methods = Window_methods,
-    .tp_getset = Window_getset,
-};
-
-static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "_window", "The receiver's batch window, compiled (see window.py).", -1, NULL,
-};
+static PyTypeObject WindowType = ONE_TYPE(
+    "stages.receiver._window.Window",
+    "The receiver's batch window, compiled: see stages.receiver.window.PyWindow.",
+    Window, Window_init, Window_dealloc, Window_methods, Window_getset);
 
 PyMODINIT_FUNC PyInit__window(void)
 {
     crc_init();
-    return module_with_type(&module_def, &WindowType, "Window");
+    return module_with_type("_window", "The receiver's batch window, compiled (see window.py).", &WindowType, "Window");
 }
