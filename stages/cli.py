@@ -223,7 +223,12 @@ def run_pipeline(path: Path, run_dir_arg: str | None, counts: dict[str, int | No
               file=sys.stderr)
         return EXIT_SOFTWARE
     run_dir = Path(run_dir_arg).absolute() if run_dir_arg else default_run_dir(template)
-    (run_dir / "log").mkdir(mode=0o700, parents=True, exist_ok=True)
+    # supervisord applies its umask=077 only when it daemonizes: in the foreground (systemd, a
+    # terminal) every stage would inherit the caller's, and write sockets, logs and aggregates 0644.
+    os.umask(0o077)
+    # Parents as they are; the run directory itself and its log/ private.
+    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (run_dir / "log").mkdir(mode=0o700, exist_ok=True)
     conf = run_dir / "supervisord.conf"
     text = render_supervisord_conf(template.read_text(encoding="utf-8"), template.parent, sys.executable,
                                    run_dir, counts)
