@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 import pytest
@@ -90,7 +91,7 @@ def test_a_stopped_server_loses_nothing(carbon: CarbonServer) -> None:
                 # Just after the next interval edge, wait for the interval that ended there to be in whisper.
                 edge = (time.time() // interval + 1) * interval
                 time.sleep(edge - time.time() + 0.1 * interval)
-                wait_for(lambda stamp=int(edge): written(stamp), interval, "carbon to write the last interval",
+                wait_for(functools.partial(written, int(edge)), interval, "carbon to write the last interval",
                          every=0.1)
                 if time.time() - edge < 0.7 * interval:
                     break

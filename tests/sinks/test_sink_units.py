@@ -9,7 +9,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from prometheus_client import generate_latest
@@ -361,4 +361,5 @@ def test_debug_mode_prints_instead_of_sending(tmp_path: Path) -> None:
     forwarders = {"influxdb": {"database": "db"}, "graphite": {}, "prometheus": {}}
     sinks = build_sinks(Config(debug_mode=True, forwarders=forwarders))
     assert [type(sink) for sink, _ in sinks] == [ConsoleSink] * 3
-    assert [type(sink.encoder).__name__ for sink, _ in sinks] == ["InfluxEncoder", "JsonEncoder", "JsonEncoder"]
+    assert [type(cast(ConsoleSink, sink).encoder).__name__ for sink, _ in sinks] == [
+        "InfluxEncoder", "JsonEncoder", "JsonEncoder"]

@@ -10,7 +10,7 @@ import json
 import math
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -18,7 +18,7 @@ from stages.contract import FlushHeader
 from stages.forwarder import fanout
 from stages.forwarder.encoders import make_encoder
 from stages.forwarder.fanout import Fanout, SinkRunner
-from stages.forwarder.sinks.base import BufferConfig, Flush, SinkError
+from stages.forwarder.sinks.base import BufferConfig, Flush, SinkConfig, SinkError
 from stages.forwarder.sinks.file import FileConfig, FileSink
 
 WAIT_SECS = 5.0
@@ -42,8 +42,9 @@ class RecordingSink:
     """Records the seq of every flush written; fails the first ``failures`` writes (retriable);
     with ``block`` set, the first write waits for ``release``."""
 
-    name = "recording"
-    remote = False
+    name: ClassVar[str] = "recording"
+    config_type: ClassVar[type[SinkConfig]] = SinkConfig
+    remote: ClassVar[bool] = False
 
     def __init__(self, failures: int = 0, block: bool = False) -> None:
         self.failures = failures

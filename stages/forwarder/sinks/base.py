@@ -1,19 +1,58 @@
-"""What a sink is and what it promises.
+"""The sink contract: what a sink is handed, what it may and may not do, and what its config offers.
 
-A sink only writes. The forwarder gives each sink its own thread, bounded queue, retries and drop
-counting, so a sink never buffers across flushes and never sees another sink. ``write`` must not
-change the aggregates it is given: every sink shares them. To be retried, ``write`` raises
-:class:`SinkError` with ``retriable=True``; any other failure drops that flush (counted).
+A sink only writes. The forwarder's :class:`~stages.forwarder.fanout.SinkRunner` gives each sink
+its own thread, bounded buffer, retries and drop counting; a sink never sees another sink.
+
+**What it is handed.** :meth:`Sink.write` gets one :class:`Flush`: the ``header`` of one shard's
+interval (:class:`~stages.contract.FlushHeader`), its ``aggregates`` (the contract's aggregate
+objects) and their ``size`` on the wire. The same aggregate objects go to every sink, so a sink
+**must not mutate them** (nor keep them once ``write`` returned): it reads them, encodes them, and
+keeps only what it made itself.
+
+**What the runner guarantees.**
+
+- ``open`` and ``write`` are called on the sink's own thread, one at a time; anything else of the
+  sink that runs on another thread (a server answering scrapes) locks what it shares with
+  ``write``. ``close`` is called once, on the thread that stops the forwarder, after the sink's
+  thread ended, whether or not ``open`` ever succeeded; a ``write`` still blocked a second past
+  the stop deadline is abandoned, and ``close`` then runs beside it.
+- ``open`` is called before the first ``write``, and again after each failure until it succeeds;
+  after that, never again: a ``write`` that finds its connection lost opens a new one itself.
+- Flushes come in order, one at a time. A ``write`` that raises a *retriable* :class:`SinkError`
+  is called again with backoff (0.5 s doubling to 5 s) with **the very same** :class:`Flush`
+  object, and with nothing else until it is delivered or dropped: a sink that delivers part of a
+  flush before failing resumes where it stopped (:class:`~stages.forwarder.sinks.progress.FlushProgress`),
+  encoding once and sending nothing twice that was delivered. A different object is a new flush.
+- A ``SinkError(retriable=False)`` drops that flush (counted as ``rejected``): the destination
+  refuses the data itself, and sending it again would fail forever. Any other exception drops it
+  too (counted as ``error``, logged with its traceback), and the next flush is written as usual.
+  Retries stop at the stop deadline; what is left is counted as ``shutdown``.
+- The error's message is logged (a retriable one at most once a minute while it repeats) and
+  shown by ``pystatsd status`` until the sink delivers again: it says what to check, and never
+  holds a secret.
+
+**What it must not do.** Buffer across flushes: ``write`` returns once the flush is delivered
+(or raises); what waits is the runner's buffer, bounded by the sink's ``buffer_max_aggregates``
+and ``buffer_max_bytes``. Block forever: every network call has a timeout, so a stop is not held up.
+
+**Its config** is a frozen dataclass derived from :class:`SinkConfig`, loaded from the sink's
+section under ``forwarders:`` (:func:`stages.config.load_section`: its fields are the keys, a field
+without a default is a required key, ``__post_init__`` raises ValueError naming a bad key). It
+offers the buffer bounds, ``format`` and ``encoder_options`` (what ``debug_mode`` prints in place
+of a remote sink) with defaults most sinks keep.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from stages.contract import FlushHeader
+from stages.forwarder.encoders import check_format
+from stages.forwarder.encoders.options import EncoderOptions
 
 
 @dataclass(frozen=True)
@@ -21,10 +60,11 @@ class Flush:
     """One shard's aggregates for one interval, as the forwarder received them."""
 
     header: FlushHeader
+    #: Shared by every sink: read, never changed.
     aggregates: list[dict[str, Any]]
     #: Bytes of the aggregates on the wire: what the sink buffers are bounded by.
     size: int
-    #: Told when every sink is done with this flush (delivered, or dropped and counted).
+    #: Told when every sink is done with this flush (delivered, or dropped and counted); the runner's, not the sink's.
     completion: Completion | None = None
 
 
@@ -58,25 +98,99 @@ class BufferConfig:
             raise ValueError("buffer_max_bytes: must be at least 1")
 
 
+@dataclass(frozen=True)
+class SinkConfig(BufferConfig):
+    """What every sink's config offers the forwarder, with the defaults most sinks keep."""
+
+    @property
+    def format(self) -> str:
+        """The encoder format ``debug_mode`` prints this sink's flushes in.
+
+        A sink that writes one of the formats has a ``format`` key instead (a field of that name);
+        one that writes its own protocol says which format shows best what it would send.
+        """
+        return "json"
+
+    def encoder_options(self, masked: bool = False) -> EncoderOptions:
+        """What the sink tells its encoder; ``masked`` for ``debug_mode``'s printout, every secret as ``***``."""
+        return EncoderOptions()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_format(self.format)
+
+
+def not_empty(value: str, key: str) -> None:
+    """Raise ValueError naming ``key`` when a key that must say something is empty."""
+    if not value:
+        raise ValueError(f"{key}: must not be empty")
+
+
 class SinkError(Exception):
+    """A write or open that failed; ``retriable`` says whether the same flush may be tried again."""
+
     def __init__(self, message: str, retriable: bool = True) -> None:
         super().__init__(message)
         self.retriable = retriable
 
 
 class Sink(Protocol):
+    """What the forwarder needs of a sink (the module docstring says what each call may do)."""
+
     #: The key under ``forwarders:`` that selects this sink.
     name: ClassVar[str]
     #: The frozen dataclass its config section is loaded into.
-    config_type: ClassVar[type[Any]]
+    config_type: ClassVar[type[SinkConfig]]
     #: A remote sink is replaced by the console sink when ``debug_mode`` is on.
     remote: ClassVar[bool]
+
+    def __init__(self, config: Any) -> None:
+        """Built from its loaded config; connects nothing yet (that is ``open``'s)."""
 
     def open(self) -> None:
         """Connect or open files; raise SinkError(retriable=True) while the destination is away."""
 
     def write(self, flush: Flush) -> None:
-        """Deliver one flush completely, or raise SinkError."""
+        """Deliver one flush completely, or raise SinkError; the aggregates are left as they came."""
 
     def close(self) -> None:
         """Release what ``open`` took; everything written must be out by then."""
+
+
+C = TypeVar("C", bound=SinkConfig)
+
+
+class BaseSink(Generic[C]):
+    """What every sink declares, said once in its class line, and its config kept as ``self.config``.
+
+    ``class GraphiteSink(BaseSink[GraphiteConfig], name="graphite", config_type=GraphiteConfig,
+    remote=True)``; the sink then writes ``write`` (and ``open`` and ``close`` when it holds anything).
+    """
+
+    name: ClassVar[str]
+    config_type: ClassVar[type[SinkConfig]]
+    remote: ClassVar[bool]
+
+    def __init_subclass__(cls, *, name: str, config_type: type[SinkConfig], remote: bool, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name, cls.config_type, cls.remote = name, config_type, remote
+
+    def __init__(self, config: C) -> None:
+        self.config = config
+
+    def open(self) -> None:
+        """Nothing to connect or open."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def close_quietly(resource: _Closable | None) -> None:
+    """Close a file or socket a sink holds; an error in closing it loses nothing more, so it is not one."""
+    if resource is not None:
+        with contextlib.suppress(OSError):
+            resource.close()

@@ -4,32 +4,22 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import ClassVar
 
-from stages.forwarder.encoders import check_format, make_encoder
+from stages.forwarder.encoders import make_encoder
 from stages.forwarder.encoders.options import EncoderOptions
-from stages.forwarder.sinks.base import BufferConfig, Flush
+from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig
 
 
 @dataclass(frozen=True)
-class ConsoleConfig(BufferConfig):
+class ConsoleConfig(SinkConfig):
     format: str = "json"
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_format(self.format)
 
-
-class ConsoleSink:
-    name: ClassVar[str] = "console"
-    config_type: ClassVar[type[ConsoleConfig]] = ConsoleConfig
-    remote: ClassVar[bool] = False
-
+class ConsoleSink(BaseSink[ConsoleConfig], name="console", config_type=ConsoleConfig, remote=False):
     def __init__(self, config: ConsoleConfig, options: EncoderOptions | None = None) -> None:
+        super().__init__(config)
+        # ``options`` are a remote sink's when this prints in its place (debug_mode).
         self.encoder = make_encoder(config.format, options)
-
-    def open(self) -> None:
-        pass
 
     def write(self, flush: Flush) -> None:
         out = sys.stdout.buffer

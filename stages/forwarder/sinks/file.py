@@ -7,30 +7,25 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import IO, ClassVar
+from typing import IO
 
-from stages.forwarder.encoders import check_format, make_encoder
-from stages.forwarder.sinks.base import BufferConfig, Flush, SinkError
+from stages.forwarder.encoders import make_encoder
+from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError, close_quietly, not_empty
 
 
 @dataclass(frozen=True)
-class FileConfig(BufferConfig):
+class FileConfig(SinkConfig):
     path: str
     format: str = "json"
 
     def __post_init__(self) -> None:
-        if not self.path:
-            raise ValueError("path: must not be empty")
+        not_empty(self.path, "path")
         super().__post_init__()
-        check_format(self.format)
 
 
-class FileSink:
-    name: ClassVar[str] = "file"
-    config_type: ClassVar[type[FileConfig]] = FileConfig
-    remote: ClassVar[bool] = False
-
+class FileSink(BaseSink[FileConfig], name="file", config_type=FileConfig, remote=False):
     def __init__(self, config: FileConfig) -> None:
+        super().__init__(config)
         self.path = config.path
         self.encoder = make_encoder(config.format)
         self.handle: IO[bytes] | None = None
@@ -63,9 +58,5 @@ class FileSink:
             raise SinkError(f"cannot write {self.path}: {exc.strerror}") from None
 
     def close(self) -> None:
-        if self.handle is not None:
-            try:
-                self.handle.close()
-            except OSError:
-                pass
-            self.handle = None
+        close_quietly(self.handle)
+        self.handle = None

@@ -22,11 +22,11 @@ import logging
 import re
 import select
 import socket
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
-from stages.forwarder.encoders.options import EncoderOptions
-from stages.forwarder.sinks.base import BufferConfig, Flush, SinkError
+from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError, close_quietly, not_empty
+from stages.forwarder.sinks.progress import FlushProgress
 from stages.log_throttle import LogThrottle
 from stages.model import whole
 from stages.ports import check_port
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 TAG_STYLES = ("graphite", "path")
 #: Carbon's line receiver (Twisted's LineOnlyReceiver) closes the connection on a longer line.
 MAX_LINE_BYTES = 16384
-#: How often at most left-out lines are logged.
 #: Types whose one value is a count of something in the interval, sent as ``<name>.count``.
 COUNT_TYPES = frozenset({"counter", "set", "trace"})
 
@@ -71,19 +70,16 @@ def graphite_tag(key: str, value: str) -> str:
 
 
 @dataclass(frozen=True)
-class GraphiteConfig(BufferConfig):
+class GraphiteConfig(SinkConfig):
     host: str = "127.0.0.1"
     port: int = 2003
     prefix: str = ""
     tag_style: str = "graphite"
     timeout_secs: float = 10.0
-    #: What ``debug_mode`` prints instead (carbon's lines are not one of the encoder formats).
-    format: str = field(init=False, default="json")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.host:
-            raise ValueError("host: must not be empty")
+        not_empty(self.host, "host")
         check_port(self.port, "port")
         if self.prefix and path_name(self.prefix) != self.prefix.strip("."):
             raise ValueError(f"prefix: {self.prefix!r} may hold only letters, digits, '_', '-' and single dots")
@@ -91,9 +87,6 @@ class GraphiteConfig(BufferConfig):
             raise ValueError(f"tag_style: must be one of {', '.join(TAG_STYLES)}, got {self.tag_style!r}")
         if not 0 < self.timeout_secs <= 600:
             raise ValueError("timeout_secs: must be more than 0 and at most 600")
-
-    def encoder_options(self, masked: bool = False) -> EncoderOptions:
-        return EncoderOptions()
 
 
 class GraphiteLines:
@@ -135,18 +128,14 @@ def _peer_closed(sock: socket.socket) -> bool:
     return bool(poller.poll(0))
 
 
-class GraphiteSink:
-    name: ClassVar[str] = "graphite"
-    config_type: ClassVar[type[GraphiteConfig]] = GraphiteConfig
-    remote: ClassVar[bool] = True
-
+class GraphiteSink(BaseSink[GraphiteConfig], name="graphite", config_type=GraphiteConfig, remote=True):
     def __init__(self, config: GraphiteConfig) -> None:
-        self.config = config
+        super().__init__(config)
         self.address = f"{config.host}:{config.port}"
         self.formatter = GraphiteLines(config.prefix, config.tag_style)
         self.sock: socket.socket | None = None
-        #: The flush being written and its lines, encoded once however often it is retried.
-        self.pending: tuple[Flush, bytes] | None = None
+        # One part, the whole payload: it is sent again whole after a failure (see write).
+        self.progress: FlushProgress[bytes] = FlushProgress(lambda flush: [self._payload(flush)])
         self.too_long = 0
         self.too_long_log = LogThrottle()
 
@@ -174,9 +163,7 @@ class GraphiteSink:
         return b"".join(lines)
 
     def write(self, flush: Flush) -> None:
-        if self.pending is None or self.pending[0] is not flush:
-            self.pending = (flush, self._payload(flush))
-        payload = self.pending[1]
+        (payload,) = self.progress.resume(flush)
         if self.sock is not None and _peer_closed(self.sock):
             log.info("Carbon at %s closed the connection; reconnecting", self.address)
             self.close()
@@ -190,12 +177,8 @@ class GraphiteSink:
         except OSError as exc:
             self.close()
             raise SinkError(f"cannot send to carbon at {self.address}: {exc}") from None
-        self.pending = None
+        self.progress.finish()
 
     def close(self) -> None:
-        if self.sock is not None:
-            try:
-                self.sock.close()
-            except OSError:
-                pass
-            self.sock = None
+        close_quietly(self.sock)
+        self.sock = None

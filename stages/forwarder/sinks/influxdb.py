@@ -18,13 +18,12 @@ import http.client
 import json
 import logging
 import urllib.parse
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass
 
 from stages.config import Secret, resolve_secret
 from stages.forwarder.encoders import make_encoder
-from stages.forwarder.encoders.options import EncoderOptions
-from stages.forwarder.sinks.base import BufferConfig, Flush, SinkError
+from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError, not_empty
+from stages.forwarder.sinks.progress import FlushProgress
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +37,7 @@ ERROR_TEXT_CHARS = 300
 
 
 @dataclass(frozen=True)
-class InfluxDBConfig(BufferConfig):
+class InfluxDBConfig(SinkConfig):
     database: str
     url: str = "http://127.0.0.1:8086"
     retention_policy: str | None = None
@@ -49,13 +48,15 @@ class InfluxDBConfig(BufferConfig):
     precision: str = "ns"
     timeout_secs: float = 10.0
     create_database: bool = False
-    #: What ``debug_mode`` prints instead: the lines this sink would send.
-    format: str = field(init=False, default="influx")
+
+    @property
+    def format(self) -> str:
+        """The lines this sink sends: what ``debug_mode`` prints instead."""
+        return "influx"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.database:
-            raise ValueError("database: must not be empty")
+        not_empty(self.database, "database")
         parts = urllib.parse.urlsplit(self.url)
         # Checked first, and the URL not quoted: it would show the password.
         if parts.username is not None or parts.password is not None:
@@ -75,9 +76,6 @@ class InfluxDBConfig(BufferConfig):
         if password is not None and not self.username:
             raise ValueError("username: a password needs a username")
 
-    def encoder_options(self, masked: bool = False) -> EncoderOptions:
-        return EncoderOptions()
-
 
 def _quote_identifier(name: str) -> str:
     """An InfluxQL identifier in double quotes."""
@@ -94,23 +92,10 @@ def _error_text(body: bytes) -> str:
     return text.strip()[:ERROR_TEXT_CHARS]
 
 
-@dataclass
-class _Progress:
-    """The flush being written: its lines and how many of them InfluxDB has accepted."""
-
-    flush: Flush
-    lines: list[bytes]
-    done: int = 0
-
-
-class InfluxDBSink:
-    name: ClassVar[str] = "influxdb"
-    config_type: ClassVar[type[InfluxDBConfig]] = InfluxDBConfig
-    remote: ClassVar[bool] = True
-
+class InfluxDBSink(BaseSink[InfluxDBConfig], name="influxdb", config_type=InfluxDBConfig, remote=True):
     def __init__(self, config: InfluxDBConfig) -> None:
-        self.config = config
-        self.encoder = make_encoder("influx")
+        super().__init__(config)
+        self.encoder = make_encoder(config.format)
         self.divisor = PRECISIONS[config.precision]
         parts = urllib.parse.urlsplit(config.url)
         self.scheme, self.host, self.port = parts.scheme, parts.hostname or "", parts.port
@@ -127,7 +112,8 @@ class InfluxDBSink:
             token = base64.b64encode(f"{config.username}:{password}".encode()).decode("ascii")
             self.auth = Secret(f"Basic {token}")
         self.conn: http.client.HTTPConnection | None = None
-        self.progress: _Progress | None = None
+        #: A part is a line: a flush resumes at the first line of the request that failed.
+        self.progress: FlushProgress[bytes] = FlushProgress(self._lines)
 
     def open(self) -> None:
         if self.config.create_database:
@@ -192,11 +178,9 @@ class InfluxDBSink:
         return adapted
 
     def write(self, flush: Flush) -> None:
-        if self.progress is None or self.progress.flush is not flush:
-            self.progress = _Progress(flush, self._lines(flush))
-        progress = self.progress
-        while progress.done < len(progress.lines):
-            chunk = progress.lines[progress.done:progress.done + LINES_PER_REQUEST]
+        lines = self.progress.resume(flush)
+        for start in range(0, len(lines), LINES_PER_REQUEST):
+            chunk = lines[start:start + LINES_PER_REQUEST]
             body = b"\n".join(chunk)
             status, answer = self._request(self.write_path, body, LINE_PROTOCOL)
             if status == 404 and self.config.create_database:
@@ -204,8 +188,8 @@ class InfluxDBSink:
                 self._create_database()
                 status, answer = self._request(self.write_path, body, LINE_PROTOCOL)
             self._check(status, answer)
-            progress.done += len(chunk)
-        self.progress = None
+            self.progress.delivered(len(chunk))
+        self.progress.finish()
 
     def _check(self, status: int, body: bytes) -> None:
         if 200 <= status < 300:

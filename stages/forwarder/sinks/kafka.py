@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import itertools
 import logging
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from stages.config import Secret, resolve_secret
-from stages.forwarder.encoders import check_format, make_encoder
+from stages.forwarder.encoders import make_encoder
 from stages.forwarder.encoders.options import EncoderOptions
-from stages.forwarder.sinks.base import BufferConfig, Flush, SinkError
+from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError, not_empty
+from stages.forwarder.sinks.progress import FlushProgress
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ BOOTSTRAP_TIMEOUT_MS = 5000
 
 
 @dataclass(frozen=True)
-class KafkaConfig(BufferConfig):
+class KafkaConfig(SinkConfig):
     kafka_broker: str
     kafka_topic: str
     kafka_apikey: Secret | None = None
@@ -72,13 +74,11 @@ class KafkaConfig(BufferConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_format(self.format)
         brokers = [b.strip() for b in self.kafka_broker.split(",") if b.strip()]
         if not brokers or any(":" not in b for b in brokers):
             raise ValueError(f"kafka_broker: expected host:port[,host:port...], got {self.kafka_broker!r}")
         object.__setattr__(self, "brokers", brokers)
-        if not self.kafka_topic:
-            raise ValueError("kafka_topic: must not be empty")
+        not_empty(self.kafka_topic, "kafka_topic")
         if self.security_protocol not in SECURITY_PROTOCOLS:
             raise ValueError(f"security_protocol: must be one of {', '.join(SECURITY_PROTOCOLS)}")
         if self.sasl_mechanism not in SASL_MECHANISMS:
@@ -138,14 +138,18 @@ def _accepts_tcp(broker: str) -> bool:
         return False
 
 
-@dataclass
-class _Progress:
-    """How far the flush being written has got: encoded records, their futures, which are done."""
+@dataclass(slots=True)
+class _Record:
+    """One message of the flush being written, and its delivery once it is sent."""
 
-    flush: Flush
-    records: list[tuple[bytes, bytes, bytes]]
-    futures: dict[int, Any] = field(default_factory=dict)
-    done: set[int] = field(default_factory=set)
+    key: bytes
+    value: bytes
+    id: bytes
+    #: kafka-python's FutureRecordMetadata (the library has no types).
+    future: Any = None
+
+    def delivered(self) -> bool:
+        return self.future is not None and bool(self.future.succeeded())
 
 
 def record_id(aggregate: dict[str, Any], index: int, count: int) -> bytes:
@@ -157,16 +161,14 @@ def record_id(aggregate: dict[str, Any], index: int, count: int) -> bytes:
     return f"{digest}@{aggregate['timestamp']}{suffix}".encode()
 
 
-class KafkaSink:
-    name: ClassVar[str] = "kafka"
-    config_type: ClassVar[type[KafkaConfig]] = KafkaConfig
-    remote: ClassVar[bool] = True
-
+class KafkaSink(BaseSink[KafkaConfig], name="kafka", config_type=KafkaConfig, remote=True):
     def __init__(self, config: KafkaConfig) -> None:
-        self.config = config
+        super().__init__(config)
         self.encoder = make_encoder(config.format, config.encoder_options())
+        #: kafka-python's KafkaProducer once open (the library has no types).
         self.producer: Any = None
-        self.progress: _Progress | None = None
+        #: A part is a record, which keeps its own delivery: records are acknowledged out of order.
+        self.progress: FlushProgress[_Record] = FlushProgress(self._encode)
         if config.security_protocol == "SASL_PLAINTEXT":
             log.warning("Kafka SASL over SASL_PLAINTEXT sends the password unencrypted; use SASL_SSL")
         if config.format == "original" and config.include_apikey and config.kafka_apikey is not None:
@@ -187,28 +189,25 @@ class KafkaSink:
         gc.collect()
         raise SinkError(message)
 
-    def _encode(self, flush: Flush) -> list[tuple[bytes, bytes, bytes]]:
-        records = []
+    def _encode(self, flush: Flush) -> list[_Record]:
+        records: list[_Record] = []
         for aggregate in flush.aggregates:
             key = aggregate["name"].encode("utf-8")
             values = list(self.encoder.encode(aggregate))
-            records.extend((key, value, record_id(aggregate, i, len(values))) for i, value in enumerate(values))
+            records.extend(_Record(key, value, record_id(aggregate, i, len(values))) for i, value in enumerate(values))
         return records
 
     def write(self, flush: Flush) -> None:
         from kafka.errors import KafkaError, KafkaTimeoutError
 
-        if self.progress is None or self.progress.flush is not flush:
-            self.progress = _Progress(flush, self._encode(flush))
-        progress = self.progress
+        records = self.progress.resume(flush)
         error: Exception | None = None
-        for index, (key, value, rid) in enumerate(progress.records):
-            previous = progress.futures.get(index)
-            if index in progress.done or (previous is not None and not previous.failed()):
-                continue
+        for record in records:
+            if record.future is not None and not record.future.failed():
+                continue  # delivered, or in flight: waited for below, never sent twice
             try:
-                progress.futures[index] = self.producer.send(self.config.kafka_topic, value=value, key=key,
-                                                             headers=[(ID_HEADER, rid)])
+                record.future = self.producer.send(self.config.kafka_topic, value=record.value, key=record.key,
+                                                   headers=[(ID_HEADER, record.id)])
             except KafkaError as exc:
                 error = exc
                 break
@@ -216,14 +215,12 @@ class KafkaSink:
             self.producer.flush(timeout=WRITE_WAIT_SECS)
         except KafkaTimeoutError as exc:
             error = error or exc
-        for index, future in progress.futures.items():
-            if future.is_done:
-                if future.succeeded():
-                    progress.done.add(index)
-                elif error is None:
-                    error = future.exception
-        if len(progress.done) == len(progress.records):
-            self.progress = None
+        if error is None:
+            error = next((r.future.exception for r in records if r.future is not None and r.future.failed()), None)
+        delivered = sum(1 for _ in itertools.takewhile(_Record.delivered, records))
+        self.progress.delivered(delivered)
+        if delivered == len(records):
+            self.progress.finish()
             return
         raise SinkError(self._explain(error), retriable=True)
 

@@ -28,14 +28,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from stages.forwarder.encoders.options import EncoderOptions
-from stages.forwarder.sinks.base import BufferConfig, Flush, SinkError
+from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError, not_empty
 from stages.ports import check_port
 
 log = logging.getLogger(__name__)
@@ -74,23 +73,17 @@ def quantile(stat: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class PrometheusConfig(BufferConfig):
+class PrometheusConfig(SinkConfig):
     listen_address: str = "127.0.0.1"
     port: int = 9102
     expire_after_secs: float = 300.0
-    #: What ``debug_mode`` prints instead of serving.
-    format: str = field(init=False, default="json")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.listen_address:
-            raise ValueError("listen_address: must not be empty")
+        not_empty(self.listen_address, "listen_address")
         check_port(self.port, "port")
         if self.expire_after_secs <= 0:
             raise ValueError("expire_after_secs: must be more than 0")
-
-    def encoder_options(self, masked: bool = False) -> EncoderOptions:
-        return EncoderOptions()
 
 
 @dataclass
@@ -191,13 +184,9 @@ class StoreCollector(Collector):
             yield family
 
 
-class PrometheusSink:
-    name: ClassVar[str] = "prometheus"
-    config_type: ClassVar[type[PrometheusConfig]] = PrometheusConfig
-    remote: ClassVar[bool] = True
-
+class PrometheusSink(BaseSink[PrometheusConfig], name="prometheus", config_type=PrometheusConfig, remote=True):
     def __init__(self, config: PrometheusConfig) -> None:
-        self.config = config
+        super().__init__(config)
         self.store = SeriesStore(config.expire_after_secs)
         # A registry of its own: only the aggregates are served, not this process's own metrics.
         self.registry = CollectorRegistry(auto_describe=False)
