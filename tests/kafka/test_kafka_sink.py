@@ -1,4 +1,4 @@
-"""The Kafka sink against the real broker: each format, the original daemon's config, SASL."""
+"""The Kafka sink against the real broker: each format, the original daemon's config, SASL, the sink contract."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ import pytest
 import yaml
 
 from stages.config import load_section
+from stages.forwarder.sinks import SINKS
 from stages.forwarder.sinks import kafka as kafka_sink
 from stages.forwarder.sinks.base import SinkError
 from stages.forwarder.sinks.kafka import KafkaConfig, KafkaSink
 from tests.harness import Pipeline, free_tcp_port, wait_for
+from tests.unit.test_sink_conformance import minimal_config, sinks_with_key, write_leaves_the_aggregates_alone
 
 pytestmark = pytest.mark.kafka
 
@@ -50,8 +52,20 @@ def own(records: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 
 
 def wait_records(broker: Any, topic: str, count: int) -> list[Any]:
-    return wait_for(lambda: len(own(broker.consume_all(topic))) >= count and own(broker.consume_all(topic)),
-                    20, f"{count} records in {topic}", every=0.5)
+    records: list[Any] = wait_for(lambda: len(own(broker.consume_all(topic))) >= count
+                                  and own(broker.consume_all(topic)), 20, f"{count} records in {topic}", every=0.5)
+    return records
+
+
+def corpus_records(pipeline: Pipeline, broker: Any, topic: str, count: int) -> list[Any]:
+    """The corpus through a whole run of ``pipeline``: the first ``count`` records of it in ``topic``."""
+    try:
+        pipeline.start()
+        send_corpus(pipeline)
+        return wait_records(broker, topic, count)
+    finally:
+        pipeline.stop()
+        pipeline.cleanup()
 
 
 def test_json_format_is_the_file_sinks_aggregates_and_kcat_agrees(kafka_broker: Any) -> None:
@@ -79,13 +93,7 @@ def test_json_format_is_the_file_sinks_aggregates_and_kcat_agrees(kafka_broker: 
 
 def test_original_format_flattens_tags_and_splits_timer_stats(kafka_broker: Any) -> None:
     pipeline = kafka_pipeline(kafka_broker, "fmt-original", kafka_apikey="key-1", kafka_tenant_id="tenant-9")
-    try:
-        pipeline.start()
-        send_corpus(pipeline)
-        records = wait_records(kafka_broker, "fmt-original", 4 + 11)
-    finally:
-        pipeline.stop()
-        pipeline.cleanup()
+    records = corpus_records(pipeline, kafka_broker, "fmt-original", 4 + 11)
     events = {json.loads(v)["name"]: json.loads(v) for _, v, _ in records}
     counter = events["k.c"]
     assert TIMESTAMP.match(counter.pop("@timestamp"))
@@ -99,14 +107,7 @@ def test_original_format_flattens_tags_and_splits_timer_stats(kafka_broker: Any)
 
 
 def test_influx_format_is_line_protocol(kafka_broker: Any) -> None:
-    pipeline = kafka_pipeline(kafka_broker, "fmt-influx", format="influx")
-    try:
-        pipeline.start()
-        send_corpus(pipeline)
-        records = wait_records(kafka_broker, "fmt-influx", 4)
-    finally:
-        pipeline.stop()
-        pipeline.cleanup()
+    records = corpus_records(kafka_pipeline(kafka_broker, "fmt-influx", format="influx"), kafka_broker, "fmt-influx", 4)
     lines = {v.decode().split(" ")[0].split(",")[0]: v.decode() for _, v, _ in records}
     assert re.fullmatch(r"k\.c,env=prod value=6\.0,rate=6\.0 \d{19}", lines["k.c"])
     assert re.fullmatch(r"k\.trace,host=h1 value=1\.0 \d{19}", lines["k.trace"])
@@ -157,14 +158,7 @@ def sasl_pipeline(broker: Any, topic: str, apikey: str) -> Pipeline:
 
 
 def test_sasl_plain_with_the_api_key(kafka_broker: Any) -> None:
-    pipeline = sasl_pipeline(kafka_broker, "sasl-ok", "test-api-key-123")
-    try:
-        pipeline.start()
-        send_corpus(pipeline)
-        records = wait_records(kafka_broker, "sasl-ok", 4)
-    finally:
-        pipeline.stop()
-        pipeline.cleanup()
+    records = corpus_records(sasl_pipeline(kafka_broker, "sasl-ok", "test-api-key-123"), kafka_broker, "sasl-ok", 4)
     assert any(json.loads(v)["name"] == "k.c" and json.loads(v)["value"] == 6 for _, v, _ in records)
 
 
@@ -215,3 +209,9 @@ def test_retrying_an_unreachable_broker_costs_no_file_descriptors(monkeypatch: p
             with pytest.raises(SinkError, match="no Kafka broker reachable"):
                 sink.open()
         assert open_fds() <= before
+
+
+@pytest.mark.parametrize("name", sinks_with_key({"kafka_broker"}))
+def test_writing_a_flush_leaves_the_aggregates_alone(kafka_broker: Any, name: str) -> None:
+    # The conformance test's write (tests/unit/test_sink_conformance.py), for the sinks only a real broker can take.
+    write_leaves_the_aggregates_alone(SINKS[name], minimal_config(name, kafka_broker=kafka_broker.bootstrap))
