@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 import threading
 from pathlib import Path
 from typing import Any, ClassVar
@@ -108,6 +110,28 @@ def test_file_sink_reopens_the_path_after_rotation(tmp_path: Path, rotator_creat
     sink.close()
     assert [a["name"] for a in lines(tmp_path / "aggregates.jsonl.1")] == ["m1.0"]
     assert [a["name"] for a in lines(path)] == ["m2.0"]
+
+
+def test_file_sink_creates_its_file_with_its_mode_whatever_the_umask(tmp_path: Path) -> None:
+    old_umask = os.umask(0o022)
+    try:
+        for name, config in (("default.jsonl", {}), ("shared.jsonl", {"mode": "0640"})):
+            sink = FileSink(FileConfig(path=str(tmp_path / name), **config))
+            sink.open()
+            sink.write(make_flush(1))
+            sink.close()
+        existing = tmp_path / "existing.jsonl"
+        existing.touch(mode=0o644)
+        sink = FileSink(FileConfig(path=str(existing)))
+        sink.open()
+        sink.close()
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((tmp_path / "default.jsonl").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "shared.jsonl").stat().st_mode) == 0o640
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o644  # a file the user made keeps its own
+    with pytest.raises(ValueError, match="mode: expected an octal mode"):
+        FileConfig(path="x", mode="rw-r-----")
 
 
 def test_file_sink_that_cannot_open_raises_a_retriable_error(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ If the file is moved away (log rotation), the next write reopens the path.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import IO
 
@@ -17,10 +18,25 @@ from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError, 
 class FileConfig(SinkConfig):
     path: str
     format: str = "json"
+    #: The permissions of a file the sink creates (octal, as chmod takes them); an existing file keeps its own.
+    mode: str = "0600"
 
     def __post_init__(self) -> None:
         not_empty(self.path, "path")
+        if not re.fullmatch(r"0?[0-7]{3}", self.mode):
+            raise ValueError(f"mode: expected an octal mode such as \"0640\", got {self.mode!r}")
         super().__post_init__()
+
+
+def open_for_append(path: str, mode: int) -> int:
+    """A descriptor appending to ``path``; a file made here gets ``mode`` exactly, whatever the umask."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return os.open(path, flags)
+    os.fchmod(fd, mode)
+    return fd
 
 
 class FileSink(BaseSink[FileConfig], name="file", config_type=FileConfig, remote=False):
@@ -33,7 +49,7 @@ class FileSink(BaseSink[FileConfig], name="file", config_type=FileConfig, remote
 
     def open(self) -> None:
         try:
-            self.handle = open(self.path, "ab")  # noqa: SIM115 - kept open across writes
+            self.handle = os.fdopen(open_for_append(self.path, int(self.config.mode, 8)), "ab")
         except OSError as exc:
             raise SinkError(f"cannot open {self.path}: {exc.strerror}") from None
         self.inode = os.fstat(self.handle.fileno()).st_ino
