@@ -176,6 +176,8 @@ class Fanout:
 
     def __init__(self, sinks: list[tuple[Sink, BufferConfig]]) -> None:
         self.runners = [SinkRunner(sink, bounds) for sink, bounds in sinks]
+        #: Runners a reload replaced, delivering what they still held; each with its deadline.
+        self.retiring: list[tuple[SinkRunner, float]] = []
 
     def start(self) -> None:
         for runner in self.runners:
@@ -185,9 +187,49 @@ class Fanout:
         for runner in self.runners:
             runner.put(flush)
 
+    def reconfigure(self, sinks: list[tuple[Sink, BufferConfig]], drain_secs: float) -> list[str]:
+        """Take ``sinks`` as the sinks from the next flush on; what changed, in words.
+
+        A sink whose config is the same keeps its runner and all it holds. A removed sink, and the
+        old instance of a changed one, delivers what it holds (within ``drain_secs``, as at a stop)
+        and then closes, while the new instance already takes the flushes that follow.
+        """
+        current = {runner.name: runner for runner in self.runners}
+        runners, retired, changes = [], [], []
+        for sink, bounds in sinks:
+            old = current.pop(sink.name, None)
+            if old is not None and type(old.sink) is type(sink) and old.bounds == bounds:
+                runners.append(old)
+                continue
+            if old is not None:
+                retired.append(old)
+            changes.append(f"sink {sink.name} {'changed' if old is not None else 'added'}")
+            runner = SinkRunner(sink, bounds)
+            runner.start()
+            runners.append(runner)
+        changes += [f"sink {name} removed" for name in current]
+        retired += current.values()
+        self.runners = runners
+        deadline = time.monotonic() + drain_secs
+        for runner in retired:
+            runner.request_stop(deadline)
+            self.retiring.append((runner, deadline))
+        return changes
+
+    def finish_retired(self, wait: bool = False) -> None:
+        """Close the replaced runners that are done (all of them, waiting up to their deadlines, with ``wait``)."""
+        still = []
+        for runner, deadline in self.retiring:
+            if wait or not runner.thread.is_alive():
+                runner.finish(deadline)
+            else:
+                still.append((runner, deadline))
+        self.retiring = still
+
     def stop(self, timeout_secs: float) -> None:
         deadline = time.monotonic() + timeout_secs
         for runner in self.runners:
             runner.request_stop(deadline)
         for runner in self.runners:
             runner.finish(deadline)
+        self.finish_retired(wait=True)

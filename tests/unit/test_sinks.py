@@ -243,3 +243,32 @@ def test_a_blocked_sink_does_not_delay_another_sink() -> None:
     slow.release.set()
     out.stop(WAIT_SECS)
     assert (slow.written, fast.written) == ([1], [1])
+
+
+
+SINK_TYPES: dict[str, type[RecordingSink]] = {}
+
+
+def named_sink(sink_name: str, **options: Any) -> RecordingSink:
+    """A recording sink registered as ``sink_name``: one class per name, as in the registry."""
+    sink_type = SINK_TYPES.setdefault(sink_name, type(f"Sink_{sink_name}", (RecordingSink,), {"name": sink_name}))
+    return sink_type(**options)
+
+
+def test_reconfigure_keeps_an_unchanged_sink_and_drains_a_removed_or_changed_one() -> None:
+    kept, removed, old = named_sink("kept"), named_sink("removed", block=True), named_sink("changed")
+    out = Fanout([(kept, SinkConfig()), (removed, SinkConfig()), (old, SinkConfig())])
+    out.start()
+    out.put(make_flush(1))
+    assert removed.entered.wait(WAIT_SECS) and old.wrote.wait(WAIT_SECS)  # "removed" is stuck in a write
+    new, added = named_sink("changed"), named_sink("added")
+    kept_again = named_sink("kept")  # the same name and config: the running one stays, this is not used
+    changes = out.reconfigure([(kept_again, SinkConfig()), (new, SinkConfig(buffer_max_aggregates=5)),
+                               (added, SinkConfig())], drain_secs=WAIT_SECS)
+    assert changes == ["sink changed changed", "sink added added", "sink removed removed"]
+    out.put(make_flush(2))
+    removed.release.set()  # what the removed sink held is still delivered, after the reload
+    out.stop(WAIT_SECS)
+    assert (kept.written, kept_again.opened) == ([1, 2], 0)
+    assert (removed.written, old.written) == ([1], [1])
+    assert (new.written, added.written) == ([2], [2])
