@@ -6,10 +6,14 @@ Every message is three ZeroMQ frames (the ZeroMQ Guide's versioned framing):
 1. a header, a msgpack map, small and read first;
 2. the body, a msgpack array.
 
+Two words count two things throughout: a *metric* is one value a client sent (one statsd line,
+one JSON object, one value of a packed DogStatsD line), and an *entry* is one series' accumulated
+values in a batch body, which may stand for many metrics.
+
 ``pystatsd.batch.v2`` (receiver → shard K): header ``src`` (sender instance), ``epoch`` (ns at the
 sender's start; a restart changes it), ``seq`` (+1 per batch per (src, epoch, shard)), ``ts`` (unix
-time the batch's first datagram was read; it decides the interval), ``n`` (series entries in the
-body), ``metrics`` (metrics the batch stands for: every sample the receiver accumulated into its
+time the batch's first datagram was read; it decides the interval), ``n`` (entries in the body),
+``metrics`` (metrics the batch stands for: every metric the receiver accumulated into its
 entries), ``sent_before`` (metrics of earlier batches in the same stream). The body is columnar:
 each series once per batch, accumulated over the receiver's batch window. It is an array of five
 flat arrays (see :class:`BatchBody`), each entry's fields one after another:
@@ -27,15 +31,24 @@ shard merges entries in body order; a key may appear in more than one entry of a
 batches become, one entry per sample).
 
 ``pystatsd.batch.v1`` (older receivers; read for one release): the same header, with ``n`` the
-samples in the body; body a list of samples ``[name, type, value, rate, tags]`` (see
-:mod:`stages.model`), read as a v2 body of one entry per sample.
+metrics in the body; body a list of metrics, each a sample ``[name, type, value, rate, tags]`` (see
+:mod:`stages.model`), read as a v2 body of one entry per metric.
 
 ``pystatsd.flush.v1`` (shard K → forwarder): header ``shard``, ``shards``, ``epoch``, ``seq`` (+1 per
 flush per shard epoch), ``interval_start``, ``interval``, ``n`` (aggregates), ``final`` (true on the
 last flush before a planned stop), ``seq_gaps`` (batches the shard found missing since its previous
-flush), ``covers`` (per receiver stream, the first and last batch whose samples the flush holds, with
-their running sample counts); body a list of aggregates, each a map with exactly the
+flush), ``covers`` (per receiver stream, the first and last batch whose metrics the flush holds, with
+their running metric counts); body a list of aggregates, each a map with exactly the
 output-contract keys.
+
+The forwarder's own metrics (``<self_metrics_prefix>forwarder.*``) reach its sinks as a flush too,
+built in the forwarder and never sent over a socket: its header has ``shard`` =
+:data:`SELF_FLUSH_SHARD` (-1: no shard made it), ``shards`` (the running shard count), ``epoch`` 0,
+``seq`` 0 (it is in no sequence: the forwarder's ledger never sees it), ``interval_start`` and
+``interval`` (the interval the figures describe), ``n`` (its aggregates), ``final`` false and empty
+``seq_gaps`` and ``covers`` (it holds no receiver batch). :func:`self_flush_header` makes it; a sink
+may tell it by :attr:`FlushHeader.from_forwarder`. The receiver's and the shards' own metrics need
+nothing of the kind: the receiver's go into its batches as any metric, a shard's into its flush.
 
 Versioning: within v1 header keys may be added and readers ignore keys they do not know. Removing or
 retyping a key or changing a body layout makes v2; readers then accept v2 and v1 for one release.
@@ -76,11 +89,11 @@ class BatchHeader:
     epoch: int
     seq: int
     ts: float
-    #: Entries in the body (v1: samples).
+    #: Entries in the body (v1: metrics, one entry each).
     n: int
     #: Metrics handed on in this (src, epoch) stream to this shard before this batch.
     sent_before: int = 0
-    #: Metrics this batch stands for (every sample accumulated into its entries); ``n`` if absent.
+    #: Metrics this batch stands for (every metric accumulated into its entries); ``n`` if absent.
     metrics: int = -1
 
     def __post_init__(self) -> None:
@@ -99,9 +112,24 @@ class FlushHeader:
     n: int
     final: bool = False
     seq_gaps: dict[str, int] = field(default_factory=dict)
-    #: ``"src@epoch"`` → [first seq, sent_before of it, last seq, samples sent through it]: the
-    #: batches whose samples this flush holds, so the forwarder can count what a crash lost.
+    #: ``"src@epoch"`` → [first seq, sent_before of it, last seq, metrics sent through it]: the
+    #: batches whose metrics this flush holds, so the forwarder can count what a crash lost.
     covers: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def from_forwarder(self) -> bool:
+        """Whether this is the forwarder's own flush (:func:`self_flush_header`), not a shard's."""
+        return self.shard == SELF_FLUSH_SHARD
+
+
+#: The ``shard`` of the forwarder's own flush (see the module docstring): no shard is numbered below 0.
+SELF_FLUSH_SHARD = -1
+
+
+def self_flush_header(shards: int, interval_start: float, interval: float, n: int) -> FlushHeader:
+    """The header of the flush that carries the forwarder's own ``n`` aggregates for one interval."""
+    return FlushHeader(shard=SELF_FLUSH_SHARD, shards=shards, epoch=0, seq=0, interval_start=interval_start,
+                       interval=interval, n=n)
 
 
 def _pack(obj: Any) -> bytes:
@@ -167,8 +195,8 @@ class BatchBody(NamedTuple):
         return cls([], [], [], [], [])
 
 
-#: Fields per entry, section by section.
-BODY_STRIDES = BatchBody(2, 3, 4, 2, 2)
+#: Fields per entry, section by section, in BatchBody's order.
+BODY_STRIDES: tuple[int, ...] = (2, 3, 4, 2, 2)
 _BIG_ENDIAN = sys.byteorder == "big"
 
 
@@ -199,7 +227,7 @@ def encode_batch(header: BatchHeader, body: bytes) -> list[bytes]:
 
 
 def decode_batch(frames: list[bytes]) -> tuple[BatchHeader, bytes]:
-    """The header of a batch, and its v2 body frame (a v1 batch's samples packed as one entry each).
+    """The header of a batch, and its v2 body frame (a v1 batch's metrics packed as one entry each).
 
     The body is checked as it is merged (:func:`decode_batch_body`, or the compiled bucket).
     """

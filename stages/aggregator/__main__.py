@@ -9,6 +9,7 @@ already arrived, flush every open interval as ``final``, hand everything on, exi
 
 from __future__ import annotations
 
+import argparse
 import collections
 import logging
 import os
@@ -24,25 +25,12 @@ from stages.aggregator.shard import ClosedInterval, ShardState
 from stages.compiled import wanted as use_compiled
 from stages.config import Config
 from stages.figures import publish
+from stages.lifecycle import SHARD_STOP, Loop, Stage, StartError, StopSignal, run_stage
 from stages.log_throttle import LogThrottle
-from stages.runtime import (
-    EXIT_CONFIG,
-    EXIT_OK,
-    StopSignal,
-    load_stage_config,
-    run_dir,
-    setup_logging,
-    stage_arguments,
-    take_lock,
-)
 from stages.sharding import forwarder_endpoint, shard_endpoint
 
 log = logging.getLogger("stages.aggregator")
 
-#: How long a stopping shard keeps draining after the last batch arrived.
-DRAIN_QUIET_SECS = 0.2
-#: How long a stopping shard keeps trying to hand its last flushes to the forwarder.
-STOP_LINGER_MS = 5000
 #: Batches read per wake-up before the loop checks the clock again.
 RECV_BURST = 200
 
@@ -78,7 +66,7 @@ class ShardLoop:
             wait_ms = max(0.0, (self.state.next_deadline() - time.time()) * 1000)
             if self.hold:
                 wait_ms = min(wait_ms, 100.0)
-            events = dict(poller.poll(wait_ms))
+            events = dict(poller.poll(int(wait_ms)))
             if stop.fileno() in events:
                 stop.drain()
             if self.pull in events:
@@ -98,6 +86,7 @@ class ShardLoop:
             try:
                 header, body = contract.decode_batch(frames)
                 self.state.add_batch(header, body)
+                log.debug("Merged a batch from %s: seq %d, %d metrics", header.src, header.seq, header.metrics)
             except contract.DecodeError as exc:
                 self.count_bad_message(exc.reason, exc)
             except (TypeError, ValueError, IndexError, AttributeError) as exc:
@@ -120,14 +109,14 @@ class ShardLoop:
 
     def publish_figures(self, closed: ClosedInterval) -> None:
         publish(self.run_dir, f"aggregator-{self.shard}", {
-            "shard": self.shard, "aggregates": len(closed.aggregates), "samples": self.state.samples,
+            "shard": self.shard, "aggregates": len(closed.aggregates), "metrics": self.state.metrics,
             "gauges": len(self.state.gauges.values), "held_flushes": len(self.hold),
             "dropped_flushes": self.dropped_flushes, "bad_messages": dict(self.decode_errors)})
 
     def queue_flush(self, closed: ClosedInterval, final: bool) -> None:
         for src, batches in closed.seq_gaps.items():
-            log.error("Lost %d samples (%d batches from %s) on the way to this shard",
-                      closed.gap_samples.get(src, 0), batches, src)
+            log.error("Lost %d metrics (%d batches from %s) on the way to this shard",
+                      closed.gap_metrics.get(src, 0), batches, src)
         if closed.folded and self.fold_log.ready():
             worst = max(closed.folded, key=closed.folded.__getitem__)
             log.warning("series_limit_per_name (%d) reached for %d names, e.g. %r: %d series folded into its "
@@ -136,6 +125,8 @@ class ShardLoop:
             shard=self.shard, shards=self.shards, epoch=self.epoch, seq=self.seq,
             interval_start=closed.start, interval=closed.interval, n=len(closed.aggregates),
             final=final, seq_gaps=closed.seq_gaps, covers=closed.covers)
+        log.debug("Flushed the interval from %s (%s s): %d aggregates%s, seq %d, built in %.1f ms", closed.start,
+                  closed.interval, len(closed.aggregates), ", final" if final else "", self.seq, closed.flush_ms)
         self.seq += 1
         if len(self.hold) >= self.hold_max:
             self.hold.popleft()
@@ -155,13 +146,14 @@ class ShardLoop:
     def stop(self) -> None:
         log.info("Stopping: draining batches, then flushing every open interval")
         self.pull.unbind(self.endpoint)
-        while self.pull.poll(DRAIN_QUIET_SECS * 1000):
+        while self.pull.poll(int(SHARD_STOP.drain_quiet_secs * 1000)):
             self.receive_burst()
         closed = self.state.close_all()
         for i, interval in enumerate(closed):
             self.queue_flush(interval, final=i == len(closed) - 1)
-        self.push.setsockopt(zmq.LINGER, STOP_LINGER_MS)
-        deadline = time.monotonic() + STOP_LINGER_MS / 1000
+        # Both waits count in lifecycle.ShardStop.budget_secs: this one, then the linger at ctx.term().
+        self.push.setsockopt(zmq.LINGER, SHARD_STOP.linger_ms)
+        deadline = time.monotonic() + SHARD_STOP.linger_ms / 1000
         while self.hold and time.monotonic() < deadline:
             self.send_held()
             if self.hold:
@@ -172,27 +164,33 @@ class ShardLoop:
         self.push.close()
 
 
+class ShardStage(Stage):
+    stage = "aggregator"
+    description = "One aggregator shard of pystatsd."
+    log = log
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--shard", type=int, required=True, help="this shard's number, 0..shards-1")
+
+    def name(self, args: argparse.Namespace) -> str:
+        return f"aggregator-{args.shard}"
+
+    def lock_name(self, args: argparse.Namespace) -> str:
+        return f"shard-{args.shard}"
+
+    def check(self, args: argparse.Namespace, config: Config) -> None:
+        if not 0 <= args.shard < args.shards:
+            raise StartError("Config error: --shard %d is not in 0..%d", args.shard, args.shards - 1)
+
+    def start(self, args: argparse.Namespace, config: Config, run: Path, ctx: zmq.Context[zmq.Socket[bytes]]) -> Loop:
+        loop = ShardLoop(config, args.shard, args.shards, ctx, run)
+        log.info("Shard %d of %d listening on %s; batches merged in %s", args.shard, args.shards, loop.endpoint,
+                 "C" if CompiledBucket is not None and use_compiled() else "Python")
+        return loop
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = stage_arguments("One aggregator shard of pystatsd.")
-    parser.add_argument("--shard", type=int, required=True, help="this shard's number, 0..shards-1")
-    args = parser.parse_args(argv)
-    setup_logging(f"aggregator-{args.shard}")
-    config = load_stage_config(args)
-    if not 0 <= args.shard < args.shards:
-        log.error("Config error: --shard %d is not in 0..%d", args.shard, args.shards - 1)
-        return EXIT_CONFIG
-    run = run_dir(args, config)
-    lock = take_lock(run, f"shard-{args.shard}")
-    stop = StopSignal()
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    loop = ShardLoop(config, args.shard, args.shards, ctx, run)
-    log.info("Shard %d of %d listening on %s; batches merged in %s", args.shard, args.shards, loop.endpoint,
-             "C" if CompiledBucket is not None and use_compiled() else "Python")
-    loop.run(stop)
-    ctx.term()
-    lock.close()
-    log.info("Stopped")
-    return EXIT_OK
+    return run_stage(ShardStage(), argv)
 
 
 if __name__ == "__main__":

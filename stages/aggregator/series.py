@@ -69,7 +69,7 @@ class IntervalBucket:
     :meth:`merge`, the specification, straight into them.
     """
 
-    __slots__ = ("counters", "gauge_changes", "sampled", "sets", "traces", "samples", "known", "limit", "covers",
+    __slots__ = ("counters", "gauge_changes", "sampled", "sets", "traces", "metrics", "known", "limit", "covers",
                  "_compiled")
 
     def __init__(self, limit: SeriesLimit, compiled: bool | None = None) -> None:
@@ -81,7 +81,7 @@ class IntervalBucket:
         self.sets: dict[SeriesKey, set[str]] = {}
         self.traces: dict[SeriesKey, float] = {}
         #: metrics the batches merged stood for
-        self.samples = 0
+        self.metrics = 0
         #: Every series seen in this interval, as admitted by ``limit`` (which counts them per name).
         self.known: dict[SeriesKey, SeriesKey] = {}
         self.limit = limit

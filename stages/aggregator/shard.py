@@ -5,6 +5,9 @@ Interval ``k`` covers ``[k·I, (k+1)·I)`` of unix time; a batch belongs to the 
 is flushed once the clock passes its end plus :data:`FLUSH_GRACE_SECS`, so batches still in flight
 land in it. A batch for an interval already flushed is folded into the oldest open interval and
 counted as late: a closed interval is never reopened, and nothing is lost.
+
+Counts here are of metrics (what clients sent, as each batch's header says how many it stands
+for), never of a batch's entries (one per series).
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from stages.aggregator.series import COUNTER, GAUGE, Gauges, IntervalBucket, SeriesLimit
+from stages.aggregator.series import Gauges, IntervalBucket, SeriesLimit
 from stages.contract import BatchHeader
-from stages.model import Tags, aggregate, tag_tuple
+from stages.model import tag_tuple
+from stages.selfstats import SelfStats
 
 #: How long after an interval's end its flush waits for batches still in flight.
 FLUSH_GRACE_SECS = 0.25
@@ -36,12 +40,14 @@ class ClosedInterval:
     interval: float
     aggregates: list[dict[str, Any]]
     seq_gaps: dict[str, int]
-    #: src → samples in the batches of ``seq_gaps``
-    gap_samples: dict[str, int]
+    #: src → metrics in the batches of ``seq_gaps``
+    gap_metrics: dict[str, int]
     #: name → series folded into its overflow series in this interval
     folded: dict[str, int]
-    #: per receiver stream, the batches whose samples this interval holds (see FlushHeader.covers)
+    #: per receiver stream, the batches whose metrics this interval holds (see FlushHeader.covers)
     covers: dict[str, list[int]]
+    #: how long building the aggregates took
+    flush_ms: float = 0.0
 
 
 class ShardState:
@@ -51,20 +57,21 @@ class ShardState:
         self.shard = shard
         self.interval = interval
         self.percentiles = percentiles
-        self.self_prefix = self_prefix
-        self.default_tags = default_tags
+        self.stats = SelfStats(self_prefix, "aggregator", {"shard": str(shard)}, default_tags)
         self.series_limit = series_limit
         self.overflow_tags = tag_tuple({OVERFLOW_TAG: "true"}, default_tags)
         self.buckets: dict[int, IntervalBucket] = {}
         self.gauges = Gauges(expire_after, SeriesLimit(series_limit, self.overflow_tags))
         #: Every interval up to this one has been flushed.
         self.closed_through = self.index_of(time.time() if now is None else now) - 1
-        #: (src, epoch) → (last batch seq seen, samples sent through it): a jump counts what was lost between.
+        #: (src, epoch) → (last batch seq seen, metrics sent through it): a jump counts what was lost between.
         self.last_seq: dict[tuple[str, int], tuple[int, int]] = {}
         self.seq_gaps: dict[str, int] = {}
-        self.gap_samples: dict[str, int] = {}
-        self.late_samples = 0
-        self.samples = 0
+        self.gap_metrics: dict[str, int] = {}
+        #: metrics of batches that came after their interval was flushed, since the last flush
+        self.late_metrics = 0
+        #: metrics of every batch merged since the start
+        self.metrics = 0
 
     def index_of(self, ts: float) -> int:
         return math.floor(ts / self.interval)
@@ -77,13 +84,13 @@ class ShardState:
         index = self.index_of(header.ts)
         if index <= self.closed_through:
             index = self.closed_through + 1
-            self.late_samples += header.metrics
+            self.late_metrics += header.metrics
         bucket = self.buckets.get(index)
         if bucket is None:
             bucket = self.buckets[index] = self._new_bucket()
         bucket.merge_frame(body)
-        bucket.samples += header.metrics
-        # Per bucket, so a flush claims exactly the batches whose samples are in it: a crash before
+        bucket.metrics += header.metrics
+        # Per bucket, so a flush claims exactly the batches whose metrics are in it: a crash before
         # the next flush then shows as a gap in the forwarder's ledger.
         stream = f"{header.src}@{header.epoch}"
         through = header.sent_before + header.metrics
@@ -92,7 +99,7 @@ class ShardState:
             bucket.covers[stream] = [header.seq, header.sent_before, header.seq, through]
         else:
             cover[2], cover[3] = header.seq, through
-        self.samples += header.metrics
+        self.metrics += header.metrics
 
     def _new_bucket(self) -> IntervalBucket:
         return IntervalBucket(SeriesLimit(self.series_limit, self.overflow_tags))
@@ -103,7 +110,7 @@ class ShardState:
         through = header.sent_before + header.metrics
         if last is not None and header.seq > last[0] + 1:
             self.seq_gaps[header.src] = self.seq_gaps.get(header.src, 0) + header.seq - last[0] - 1
-            self.gap_samples[header.src] = self.gap_samples.get(header.src, 0) + header.sent_before - last[1]
+            self.gap_metrics[header.src] = self.gap_metrics.get(header.src, 0) + header.sent_before - last[1]
         self.last_seq[stream] = (header.seq, through)
 
     def next_deadline(self) -> float:
@@ -150,45 +157,33 @@ class ShardState:
         aggregates.extend(self.gauges.aggregates(index, end, self.interval))
         self.closed_through = max(self.closed_through, index)
         gaps, self.seq_gaps = self.seq_gaps, {}
-        gap_samples, self.gap_samples = self.gap_samples, {}
+        gap_metrics, self.gap_metrics = self.gap_metrics, {}
         folded = dict(bucket.limit.folded)
         for name, count in self.gauges.limit.folded.items():
             folded[name] = folded.get(name, 0) + count
         self.gauges.limit.folded.clear()
-        if self.self_prefix:
-            aggregates.extend(self._self_metrics(bucket, len(aggregates), gaps, gap_samples, folded, end,
-                                                 time.perf_counter() - started))
-        return ClosedInterval(index, start, self.interval, aggregates, gaps, gap_samples, folded, bucket.covers)
+        flush_ms = round((time.perf_counter() - started) * 1000, 3)
+        if self.stats.enabled:
+            aggregates.extend(self._self_metrics(bucket, len(aggregates), gaps, gap_metrics, folded, end, flush_ms))
+        return ClosedInterval(index, start, self.interval, aggregates, gaps, gap_metrics, folded, bucket.covers,
+                              flush_ms)
 
-    def _self_metrics(self, bucket: IntervalBucket, series: int, gaps: dict[str, int], gap_samples: dict[str, int],
-                      folded: dict[str, int], end: float, flush_secs: float) -> list[dict[str, Any]]:
-        tags = self._self_tags({"shard": str(self.shard)})
-        prefix = f"{self.self_prefix}aggregator."
-        out = [
-            aggregate(f"{prefix}series", GAUGE, tags, end, self.interval, value=float(series)),
-            aggregate(f"{prefix}gauges", GAUGE, tags, end, self.interval, value=float(len(self.gauges.values))),
-            aggregate(f"{prefix}flush_ms", GAUGE, tags, end, self.interval, value=round(flush_secs * 1000, 3)),
-        ]
-        if bucket.samples:
-            out.append(aggregate(f"{prefix}samples", COUNTER, tags, end, self.interval,
-                                 value=float(bucket.samples), rate=bucket.samples / self.interval))
-        if self.late_samples:
-            out.append(aggregate(f"{prefix}late_samples", COUNTER, tags, end, self.interval,
-                                 value=float(self.late_samples), rate=self.late_samples / self.interval))
-            self.late_samples = 0
+    def _self_metrics(self, bucket: IntervalBucket, series: int, gaps: dict[str, int], gap_metrics: dict[str, int],
+                      folded: dict[str, int], end: float, flush_ms: float) -> list[dict[str, Any]]:
+        """``<prefix>aggregator.*`` of the interval ending at ``end``, each tagged with this shard."""
+        stats = self.stats
+        stats.gauge("series", series)
+        stats.gauge("gauges", len(self.gauges.values))
+        stats.gauge("flush_ms", flush_ms)
+        if bucket.metrics:
+            stats.add("metrics", bucket.metrics)
+        if self.late_metrics:
+            stats.add("late_metrics", self.late_metrics)
+            self.late_metrics = 0
         for name in sorted(folded, key=folded.__getitem__, reverse=True)[:OVERFLOW_REPORT_NAMES]:
-            out.append(aggregate(f"{prefix}overflow_series", COUNTER, self._self_tags({"shard": str(self.shard),
-                                 "metric": name}), end, self.interval, value=float(folded[name]),
-                                 rate=folded[name] / self.interval))
+            stats.add("overflow_series", folded[name], {"metric": name})
         for src, lost in gaps.items():
-            gap_tags = self._self_tags({"shard": str(self.shard), "src": src})
-            out.append(aggregate(f"{prefix}lost_batches", COUNTER, gap_tags, end, self.interval,
-                                 value=float(lost), rate=lost / self.interval))
-        for src, lost in gap_samples.items():
-            gap_tags = self._self_tags({"shard": str(self.shard), "src": src})
-            out.append(aggregate(f"{prefix}lost_samples", COUNTER, gap_tags, end, self.interval,
-                                 value=float(lost), rate=lost / self.interval))
-        return out
-
-    def _self_tags(self, tags: dict[str, str]) -> Tags:
-        return tag_tuple(tags, self.default_tags)
+            stats.add("lost_batches", lost, {"src": src})
+        for src, lost in gap_metrics.items():
+            stats.add("lost_metrics", lost, {"src": src})
+        return stats.aggregates(end, self.interval)

@@ -4,13 +4,15 @@ Binds PULL ``ipc://<run>/forwarder.sock`` (the stable end: every shard connects 
 ``pystatsd.flush.v1`` per shard per interval. It reads the header first and keeps a ledger of each
 shard's flush sequence, so a flush that never arrived is counted. Each flush then goes to every sink
 through :mod:`stages.forwarder.fanout`. Every interval it sends its own figures (per sink: delivered,
-dropped, waiting; flushes lost) to every sink as ``<self_metrics_prefix>forwarder.*``.
+dropped, waiting; flushes and metrics lost) to every sink as ``<self_metrics_prefix>forwarder.*``, in
+a flush of its own (:func:`stages.contract.self_flush_header`: shard -1).
 On SIGTERM: keeps taking flushes until every shard sent its final one or none came for a second,
 unbinds, and gives the sinks until the stop deadline to deliver everything.
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import logging
 import math
@@ -18,7 +20,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import zmq
 
@@ -29,33 +30,13 @@ from stages.forwarder.fanout import Fanout
 from stages.forwarder.health import HealthServer
 from stages.forwarder.ledger import CoverageLedger
 from stages.forwarder.sinks import build_sinks, config_secrets
-from stages.forwarder.sinks.base import Completion, Flush
+from stages.forwarder.sinks.base import BufferConfig, Completion, Flush, Sink
+from stages.lifecycle import FORWARDER_STOP, Loop, Stage, StartError, StopSignal, redact_in_logs, run_stage
 from stages.listeners.inet import inet_address
-from stages.model import MetricType, aggregate, tag_tuple
-from stages.runtime import (
-    EXIT_CONFIG,
-    EXIT_OK,
-    StopSignal,
-    load_stage_config,
-    redact_in_logs,
-    run_dir,
-    setup_logging,
-    stage_arguments,
-    take_lock,
-)
+from stages.selfstats import SelfStats
 from stages.sharding import forwarder_endpoint
 
 log = logging.getLogger("stages.forwarder")
-
-COUNTER = int(MetricType.COUNTER)
-GAUGE = int(MetricType.GAUGE)
-
-#: After SIGTERM, how long without a flush means no shard is still stopping.
-STOP_QUIET_SECS = 1.0
-#: The longest a stopping forwarder waits for shards' final flushes.
-STOP_WAIT_FINALS_SECS = 10.0
-#: What the sinks get to deliver their queues once the forwarder stops taking flushes.
-SINK_DRAIN_SECS = 20.0
 
 
 class Forwarder:
@@ -75,7 +56,7 @@ class Forwarder:
         self.ledger = CoverageLedger(self.run_dir / "forwarder-ledger.json")
         self.bad_messages = 0
         self.finals: set[int] = set()
-        self._reported: dict[str, float] = {}
+        self.stats = SelfStats(config.self_metrics_prefix, "forwarder", {}, config.agent.tags)
         self.next_report = self._report_time(time.time())
 
     def _report_time(self, now: float) -> float:
@@ -87,7 +68,7 @@ class Forwarder:
         poller.register(self.pull, zmq.POLLIN)
         poller.register(stop.fileno(), zmq.POLLIN)
         while not stop.requested:
-            events = dict(poller.poll(max(0.0, (self.next_report - time.time()) * 1000)))
+            events = dict(poller.poll(int(max(0.0, (self.next_report - time.time()) * 1000))))
             if stop.fileno() in events:
                 stop.drain()
             if self.pull in events:
@@ -127,6 +108,8 @@ class Forwarder:
         completion = Completion(len(self.fanout.runners),
                                 functools.partial(self.ledger.record, header.shard, header.covers))
         self.fanout.put(Flush(header, aggregates, len(frames[2]), completion))
+        log.debug("Took flush %d of shard %d: %d aggregates, handed to %d sinks", header.seq, header.shard,
+                  len(aggregates), len(self.fanout.runners))
 
     def report(self) -> None:
         """Send this stage's own figures to every sink, stamped with the interval that just ended."""
@@ -136,89 +119,87 @@ class Forwarder:
             "sinks": {runner.name: {"delivered": runner.delivered, "waiting": runner.pending(),
                                     "dropped": dict(runner.dropped), "errors": runner.errors,
                                     "failing": runner.last_error} for runner in self.fanout.runners},
-            "lost_samples": sum(self.ledger.lost_samples.values()), "lost_flushes": self.lost_flushes,
+            "lost_metrics": sum(self.ledger.lost_metrics.values()), "lost_flushes": self.lost_flushes,
             "bad_messages": self.bad_messages})
-        prefix = self.config.self_metrics_prefix
-        if not prefix:
+        stats = self.stats
+        if not stats.enabled:
             return
-        interval = self.config.flush_interval
-        defaults = self.config.agent.tags
-        out: list[dict[str, Any]] = []
-
-        def counter(name: str, total: float, **tags: str) -> None:
-            key = name + repr(sorted(tags.items()))
-            delta = total - self._reported.get(key, 0.0)
-            self._reported[key] = total
-            if delta:
-                out.append(aggregate(f"{prefix}forwarder.{name}", COUNTER, tag_tuple(tags, defaults), end, interval,
-                                     value=delta, rate=delta / interval))
-
         for runner in self.fanout.runners:
-            counter("delivered", float(runner.delivered), sink=runner.name)
-            counter("errors", float(runner.errors), sink=runner.name)
+            sink = {"sink": runner.name}
+            stats.total("delivered", runner.delivered, sink)
+            stats.total("errors", runner.errors, sink)
             for reason, n in runner.dropped.items():
-                counter("dropped", float(n), sink=runner.name, reason=reason)
-            out.append(aggregate(f"{prefix}forwarder.waiting", GAUGE, tag_tuple({"sink": runner.name}, defaults),
-                                 end, interval, value=float(runner.pending())))
-        counter("lost_flushes", float(self.lost_flushes))
-        for shard, samples in self.ledger.lost_samples.items():
-            counter("lost_samples", float(samples), shard=str(shard))
-            counter("lost_batches", float(self.ledger.lost_batches[shard]), shard=str(shard))
-        header = contract.FlushHeader(shard=-1, shards=self.shards, epoch=0, seq=0, interval_start=end - interval,
-                                      interval=interval, n=len(out))
-        self.fanout.put(Flush(header, out, 0))
+                stats.total("dropped", n, {"sink": runner.name, "reason": reason})
+            stats.gauge("waiting", runner.pending(), sink)
+        stats.total("lost_flushes", self.lost_flushes)
+        for shard, metrics in self.ledger.lost_metrics.items():
+            stats.total("lost_metrics", metrics, {"shard": str(shard)})
+            stats.total("lost_batches", self.ledger.lost_batches[shard], {"shard": str(shard)})
+        interval = self.config.flush_interval
+        out = stats.aggregates(end, interval)
+        self.fanout.put(Flush(contract.self_flush_header(self.shards, end - interval, interval, len(out)), out, 0))
+        log.debug("Own metrics: %d aggregates handed to %d sinks", len(out), len(self.fanout.runners))
 
     def stop(self) -> None:
         log.info("Stopping: taking the shards' last flushes")
         started = time.monotonic()
         quiet_since = started
-        while len(self.finals) < self.shards and time.monotonic() - started < STOP_WAIT_FINALS_SECS:
+        while len(self.finals) < self.shards and time.monotonic() - started < FORWARDER_STOP.wait_finals_secs:
             if self.pull.poll(100):
                 self.receive_all()
                 quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since >= STOP_QUIET_SECS:
+            elif time.monotonic() - quiet_since >= FORWARDER_STOP.quiet_secs:
                 break
         self.pull.unbind(self.endpoint)
         self.receive_all()
         self.pull.close(linger=0)
-        self.fanout.stop(SINK_DRAIN_SECS)
+        self.fanout.stop(FORWARDER_STOP.sink_drain_secs)
+
+
+class ForwarderStage(Stage):
+    stage = "forwarder"
+    description = "The pystatsd forwarder: flushes in, every configured sink out."
+    log = log
+
+    def __init__(self) -> None:
+        self.sinks: list[tuple[Sink, BufferConfig]] = []
+        self.health_server: HealthServer | None = None
+
+    def name(self, args: argparse.Namespace) -> str:
+        return "forwarder"
+
+    def lock_name(self, args: argparse.Namespace) -> str:
+        return "forwarder"
+
+    def check(self, args: argparse.Namespace, config: Config) -> None:
+        try:
+            redact_in_logs(config_secrets(config))
+            self.sinks = build_sinks(config)
+        except ConfigError as exc:
+            raise StartError("Config error: %s", exc) from exc
+
+    def start(self, args: argparse.Namespace, config: Config, run: Path, ctx: zmq.Context[zmq.Socket[bytes]]) -> Loop:
+        if config.health_address:
+            try:
+                self.health_server = HealthServer(inet_address(config.health_address), run, args.shards,
+                                                  config.flush_interval)
+            except OSError as exc:
+                raise StartError("Cannot serve health on %s: %s", config.health_address, exc.strerror) from exc
+        fanout = Fanout(self.sinks)
+        fanout.start()
+        forwarder = Forwarder(config, args.shards, fanout, ctx, run)
+        log.info("Forwarding to %s on %s", ", ".join(s.name for s, _ in self.sinks), forwarder.endpoint)
+        if self.health_server is not None:
+            self.health_server.start()
+        return forwarder
+
+    def close(self) -> None:
+        if self.health_server is not None:
+            self.health_server.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = stage_arguments("The pystatsd forwarder: flushes in, every configured sink out.")
-    args = parser.parse_args(argv)
-    setup_logging("forwarder")
-    config = load_stage_config(args)
-    try:
-        redact_in_logs(config_secrets(config))
-        sinks = build_sinks(config)
-    except ConfigError as exc:
-        log.error("Config error: %s", exc)
-        return EXIT_CONFIG
-    run = run_dir(args, config)
-    lock = take_lock(run, "forwarder")
-    health_server = None
-    if config.health_address:
-        try:
-            health_server = HealthServer(inet_address(config.health_address), run, args.shards, config.flush_interval)
-        except OSError as exc:
-            log.error("Cannot serve health on %s: %s", config.health_address, exc.strerror)
-            return EXIT_CONFIG
-    stop = StopSignal()
-    fanout = Fanout(sinks)
-    fanout.start()
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    forwarder = Forwarder(config, args.shards, fanout, ctx, run)
-    log.info("Forwarding to %s on %s", ", ".join(s.name for s, _ in sinks), forwarder.endpoint)
-    if health_server is not None:
-        health_server.start()
-    forwarder.run(stop)
-    if health_server is not None:
-        health_server.close()
-    ctx.term()
-    lock.close()
-    log.info("Stopped")
-    return EXIT_OK
+    return run_stage(ForwarderStage(), argv)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,18 @@
 """Which receiver batches reached the sinks inside a flush, per shard; what never did is counted.
 
-Every batch a receiver hands on carries its stream (receiver and epoch), its seq and the samples sent
+Every batch a receiver hands on carries its stream (receiver and epoch), its seq and the metrics sent
 before it in that stream; every flush says which batches of each stream its aggregates hold. A flush
 whose first batch is not the one after the previous flush's last means the batches in between were
 lost: in a shard that crashed with them, on the way, or in a forwarder that crashed with their flush.
-The samples they carried are known exactly from the running counts. A flush is recorded once every
+The metrics they carried are known exactly from the running counts. A flush is recorded once every
 sink is done with it (delivered, or dropped and counted there), so what a forwarder crash takes from
 its sink buffers is counted too. The ledger is kept in the run directory, so a restarted forwarder
-goes on counting where the last one stopped.
+goes on counting where the last one stopped. The forwarder's own flush
+(:func:`stages.contract.self_flush_header`) holds no batch and is never recorded.
+
+The file, ``forwarder-ledger.json``, maps ``"shard|src@epoch"`` to ``[last seq, metrics sent
+through it, unix time seen]``; it has had this one shape since it was introduced, so a file any
+earlier forwarder wrote loads as it is.
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ FORGET_AFTER_SECS = 86_400.0
 class CoverageLedger:
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        #: "shard|src@epoch" → [last seq flushed, samples sent through it, unix time seen]
+        #: "shard|src@epoch" → [last seq flushed, metrics sent through it, unix time seen]
         self.last: dict[str, list[float]] = self._load()
         self.lost_batches: dict[int, int] = {}
-        self.lost_samples: dict[int, int] = {}
+        #: shard → metrics that never reached the sinks, and the batches they were in
+        self.lost_metrics: dict[int, int] = {}
         self.lock = threading.Lock()
 
     def _load(self) -> dict[str, list[float]]:
@@ -58,11 +64,11 @@ class CoverageLedger:
             # A stream's batches to a shard are numbered from 0, so one first seen past 0 lost its start.
             previous = self.last.get(key) or [-1, 0, 0.0]
             if first > previous[0] + 1:
-                batches, samples = first - int(previous[0]) - 1, sent_before - int(previous[1])
+                batches, metrics = first - int(previous[0]) - 1, sent_before - int(previous[1])
                 self.lost_batches[shard] = self.lost_batches.get(shard, 0) + batches
-                self.lost_samples[shard] = self.lost_samples.get(shard, 0) + samples
-                log.error("Lost %d samples (%d batches from %s) of shard %d: they never reached the sinks (a "
-                          "shard or forwarder crash, or lost on the way)", samples, batches, stream, shard)
+                self.lost_metrics[shard] = self.lost_metrics.get(shard, 0) + metrics
+                log.error("Lost %d metrics (%d batches from %s) of shard %d: they never reached the sinks (a "
+                          "shard or forwarder crash, or lost on the way)", metrics, batches, stream, shard)
             if last > previous[0]:
                 self.last[key] = [last, sent_through, time.time()]
         if covers:

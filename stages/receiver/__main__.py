@@ -5,15 +5,16 @@ Reads UDP on ``bind_address:bind_port`` and every ``listeners`` entry (udp, tcp,
 (JSON or statsd lines, detected per payload) into its batch window (see :mod:`.batcher`).
 Several receivers can run side by side (``--extra-receivers``, ``--index``): they share the UDP and
 TCP ports through ``SO_REUSEPORT`` and the first alone serves Unix sockets. Connects one PUSH per
-shard to ``ipc://<run>/shard-K.sock`` and sends ``pystatsd.batch.v1`` without ever blocking.
+shard to ``ipc://<run>/shard-K.sock`` and sends ``pystatsd.batch.v2`` without ever blocking.
 Every interval it adds its own counters (datagrams, metrics, bad lines by reason, metrics dropped
 per shard, datagrams the kernel dropped on its sockets) to the stream as
-``<self_metrics_prefix>receiver.*`` counters.
+``<self_metrics_prefix>receiver.*`` counters (see :mod:`stages.selfstats`).
 On SIGTERM: reads what the kernel already holds, sends every open batch, exits 0.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import os
@@ -27,13 +28,14 @@ import zmq
 
 from stages.config import Config
 from stages.figures import publish
+from stages.lifecycle import RECEIVER_STOP, Loop, Stage, StartError, StopSignal, run_stage
 from stages.listeners import open_listener, shares_port
 from stages.log_throttle import INPUT_LOG_EVERY_SECS, LogThrottle
-from stages.model import MetricType, Sample, tag_tuple
+from stages.model import tag_tuple
 from stages.receiver.batcher import Batcher
 from stages.receiver.parsers import payload_parser, statsd_lines
 from stages.receiver.window import new_window, take_payloads
-from stages.runtime import EXIT_CONFIG, EXIT_OK, StopSignal, load_stage_config, run_dir, setup_logging, stage_arguments
+from stages.selfstats import SelfStats
 from stages.sharding import shard_endpoint
 
 log = logging.getLogger("stages.receiver")
@@ -45,9 +47,6 @@ READ_BURST = 256
 #: most a few hundred datagrams arrive meanwhile, far less than a receive buffer holds.
 COALESCE_BELOW = 128
 COALESCE_SECS = 0.001
-#: How long a stopping receiver waits for ZeroMQ to hand its last batches to the shards.
-STOP_LINGER_MS = 2000
-COUNTER = int(MetricType.COUNTER)
 
 
 class Receiver:
@@ -83,7 +82,7 @@ class Receiver:
         self.datagrams = 0
         self.metrics = 0
         self.bad: dict[str, int] = {}
-        self._reported: dict[str, float] = {}
+        self.stats = SelfStats(config.self_metrics_prefix, "receiver", {"receiver": name}, self.defaults)
         self._bad_logged = 0
         self._bad_log = LogThrottle(INPUT_LOG_EVERY_SECS)
         self.next_report = self._report_time(time.time())
@@ -147,25 +146,22 @@ class Receiver:
     def report(self, now: float) -> None:
         """Hand this interval's own counters to the pipeline; log bad lines at most every 10 s."""
         self.next_report = self._report_time(now + 0.2)
-        totals = {"datagrams": float(self.datagrams), "metrics": float(self.metrics),
-                  "kernel_drops": float(sum(listener.kernel_drops() for listener in self.listeners))}
-        totals.update({f"bad_lines|reason|{reason}": float(n) for reason, n in self.bad.items()})
-        totals.update({f"dropped|reason|shard_full|shard|{shard}": float(n)
-                       for shard, n in enumerate(self.batcher.dropped) if n})
-        prefix = self.config.self_metrics_prefix
-        samples: list[Sample] = []
-        for key, total in totals.items():
-            delta = total - self._reported.get(key, 0.0)
-            self._reported[key] = total
-            if delta and prefix:
-                name, *tag_pairs = key.split("|")
-                tags = dict(zip(tag_pairs[0::2], tag_pairs[1::2], strict=True), receiver=self.name)
-                samples.append((f"{prefix}receiver.{name}", COUNTER, delta, 1.0, tag_tuple(tags, self.defaults)))
+        kernel_drops = sum(listener.kernel_drops() for listener in self.listeners)
+        stats = self.stats
+        stats.total("datagrams", self.datagrams)
+        stats.total("metrics", self.metrics)
+        stats.total("kernel_drops", kernel_drops)
+        for reason, n in self.bad.items():
+            stats.total("bad_lines", n, {"reason": reason})
+        for shard, n in enumerate(self.batcher.dropped):
+            if n:
+                stats.total("dropped", n, {"reason": "shard_full", "shard": str(shard)})
+        samples = stats.samples()
         if samples:
             self.batcher.add(samples, now)
         publish(self.run_dir, self.name, {
             "listeners": [listener.url for listener in self.listeners], "datagrams": self.datagrams,
-            "metrics": self.metrics, "bad_lines": dict(self.bad), "kernel_drops": int(totals["kernel_drops"]),
+            "metrics": self.metrics, "bad_lines": dict(self.bad), "kernel_drops": kernel_drops,
             "dropped_shard_full": {str(shard): n for shard, n in enumerate(self.batcher.dropped) if n}})
         bad_total = sum(self.bad.values())
         if bad_total > self._bad_logged and self._bad_log.ready():
@@ -180,33 +176,42 @@ class Receiver:
             listener.close()
         self.batcher.send_all()
         for push in self.batcher.pushes:
-            push.close(linger=STOP_LINGER_MS)
+            push.close(linger=RECEIVER_STOP.linger_ms)
+
+
+class ReceiverStage(Stage):
+    stage = "receiver"
+    description = "The pystatsd receiver: UDP, TCP and Unix sockets in, batches out to the shards."
+    log = log
+
+    def __init__(self) -> None:
+        self.receiver: Receiver | None = None
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--name", default="receiver", help="this receiver's name in batches and self-metrics")
+        parser.add_argument("--extra-receivers", type=int, default=0,
+                            help="receivers beyond the first; with any, every receiver binds its UDP and TCP "
+                                 "ports with SO_REUSEPORT so they share them")
+        parser.add_argument("--index", type=int, default=0,
+                            help="this receiver's number, 0 for the first (only it serves Unix sockets)")
+
+    def name(self, args: argparse.Namespace) -> str:
+        return str(args.name)
+
+    def start(self, args: argparse.Namespace, config: Config, run: Path, ctx: zmq.Context[zmq.Socket[bytes]]) -> Loop:
+        try:
+            self.receiver = Receiver(config, args.shards, ctx, run, args.name, args.extra_receivers, args.index)
+        except (OSError, ValueError) as exc:
+            raise StartError("Cannot start: %s", exc) from exc
+        return self.receiver
+
+    def stopped(self) -> None:
+        assert self.receiver is not None
+        log.info("Stopped after %d datagrams, %d metrics", self.receiver.datagrams, self.receiver.metrics)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = stage_arguments("The pystatsd receiver: UDP, TCP and Unix sockets in, batches out to the shards.")
-    parser.add_argument("--name", default="receiver", help="this receiver's name in batches and self-metrics")
-    parser.add_argument("--extra-receivers", type=int, default=0,
-                        help="receivers beyond the first; with any, every receiver binds its UDP and TCP "
-                             "ports with SO_REUSEPORT so they share them")
-    parser.add_argument("--index", type=int, default=0,
-                        help="this receiver's number, 0 for the first (only it serves Unix sockets)")
-    args = parser.parse_args(argv)
-    setup_logging(args.name)
-    config = load_stage_config(args)
-    run = run_dir(args, config)
-    stop = StopSignal()
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    try:
-        receiver = Receiver(config, args.shards, ctx, run, args.name, args.extra_receivers, args.index)
-    except (OSError, ValueError) as exc:
-        log.error("Cannot start: %s", exc)
-        ctx.destroy(linger=0)
-        return EXIT_CONFIG
-    receiver.run(stop)
-    ctx.term()
-    log.info("Stopped after %d datagrams, %d metrics", receiver.datagrams, receiver.metrics)
-    return EXIT_OK
+    return run_stage(ReceiverStage(), argv)
 
 
 if __name__ == "__main__":

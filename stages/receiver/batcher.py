@@ -25,7 +25,7 @@ from stages.receiver.window import Window
 
 log = logging.getLogger(__name__)
 
-#: A window leaves early when it holds this many full batches per shard: samples of a series are
+#: A window leaves early when it holds this many full batches per shard: metrics of a series are
 #: only accumulated within a window, so one cut at a single batch's worth would accumulate little
 #: when the series about fill a batch, while this bounds the window's memory (a few MiB).
 WINDOW_BATCHES = 8
@@ -48,12 +48,12 @@ class Batcher:
         #: Metrics handed to ZeroMQ per shard: each batch says how many came before it.
         self.handed_on = [0] * shards
         self.dropped = [0] * shards
-        self.sent_samples = 0
+        self.sent_metrics = 0
         self.next_edge = 0.0
         self._drop_log = LogThrottle(INPUT_LOG_EVERY_SECS)
 
     def open(self, now: float) -> Window:
-        """The window for samples read at ``now``: a new one when an interval edge has passed."""
+        """The window for metrics read at ``now``: a new one when an interval edge has passed."""
         if now >= self.next_edge:
             self.send_all()
             self.next_edge = (math.floor(now / self.interval) + 1) * self.interval
@@ -100,11 +100,14 @@ class Batcher:
             self.pushes[shard].send_multipart(contract.encode_batch(header, body), zmq.NOBLOCK, copy=False)
         except zmq.Again:
             self.dropped[shard] += metrics
+            log.debug("Dropped a batch for shard %d (queue full): %d entries, %d metrics", shard, entries, metrics)
             if self._drop_log.ready():
                 log.warning("Shard %d is not taking batches (queue full): %d metrics dropped for it so far",
                             shard, self.dropped[shard])
             return
+        log.debug("Sent a batch to shard %d: %d entries, %d metrics, seq %d", shard, entries, metrics,
+                  self.seq[shard])
         # Only a batch ZeroMQ took uses up a seq, so a gap the shard sees is a loss in transit.
         self.seq[shard] += 1
         self.handed_on[shard] += metrics
-        self.sent_samples += metrics
+        self.sent_metrics += metrics

@@ -60,8 +60,8 @@ def test_shutdown_mid_interval_and_start_again_loses_nothing() -> None:
 
 
 def logged_losses(pipeline: Pipeline, program: str, shard: int | None = None) -> int:
-    """Samples a stage's log says were lost (the ledger's own words)."""
-    pattern = r"Lost (\d+) samples \(\d+ batches from \S+\)" + (f" of shard {shard}:" if shard is not None else "")
+    """Metrics a stage's log says were lost (the ledger's own words)."""
+    pattern = r"Lost (\d+) metrics \(\d+ batches from \S+\)" + (f" of shard {shard}:" if shard is not None else "")
     return sum(int(n) for n in re.findall(pattern, pipeline.log(program)))
 
 

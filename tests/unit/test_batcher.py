@@ -87,7 +87,7 @@ def test_a_series_leaves_as_one_entry_of_everything_it_received(window_type: typ
     assert gauges == {"temp": (True, 7.0), "depth": (False, -3.0)}  # the last value set, plus the change after
     headers = [header for got in batches.values() for header, _ in got]
     assert all(header.ts == NOW for header in headers)
-    assert sum(header.metrics for header in headers) == len(samples) == batcher.sent_samples
+    assert sum(header.metrics for header in headers) == len(samples) == batcher.sent_metrics
     assert sum(header.n for header in headers) == 5
 
 
@@ -122,7 +122,7 @@ def test_a_full_shard_queue_counts_the_metrics_the_lost_batch_stood_for(window_t
         batcher = batcher_for(window_type, [push])
         batcher.add([("hits", C, 1.0, 1.0, ())] * 50, NOW)
         batcher.send_all()
-        assert (batcher.dropped, batcher.sent_samples, batcher.seq) == ([50], 0, [0])
+        assert (batcher.dropped, batcher.sent_metrics, batcher.seq) == ([50], 0, [0])
     finally:
         ctx.destroy(linger=0)
 

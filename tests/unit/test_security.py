@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from stages.config import REPO_CONFIG, load_config
+from stages.lifecycle import EXIT_CONFIG, run_dir
 from stages.listeners import parse_listener
 from stages.listeners.inet import bind_inet
-from stages.runtime import EXIT_CONFIG, run_dir
 
 REPO = Path(__file__).resolve().parents[2]
 

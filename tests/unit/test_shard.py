@@ -97,18 +97,18 @@ def test_late_batch_is_folded_into_the_oldest_open_interval_and_counted() -> Non
          "interval": 10, "value": 1.0},
         {"name": "pystatsd.aggregator.gauges", "type": "gauge", "tags": shard_tags, "timestamp": 1020,
          "interval": 10, "value": 0.0},
-        counter("pystatsd.aggregator.samples", 3.0, 1020, shard_tags),
-        counter("pystatsd.aggregator.late_samples", 2.0, 1020, shard_tags),
+        counter("pystatsd.aggregator.metrics", 3.0, 1020, shard_tags),
+        counter("pystatsd.aggregator.late_metrics", 2.0, 1020, shard_tags),
     ]
 
 
-def test_late_samples_are_reported_once() -> None:
+def test_late_metrics_are_reported_once() -> None:
     state = make_state(prefix="pystatsd.")
     state.due(1010.0 + FLUSH_GRACE_SECS)
     send(state, 1009.0, [hits(1.0)])
     state.due(1020.0 + FLUSH_GRACE_SECS)
     (closed,) = state.due(1030.0 + FLUSH_GRACE_SECS)
-    assert "pystatsd.aggregator.late_samples" not in [a["name"] for a in closed.aggregates]
+    assert "pystatsd.aggregator.late_metrics" not in [a["name"] for a in closed.aggregates]
 
 
 def test_seq_gaps_are_counted_per_src_and_epoch() -> None:
@@ -148,8 +148,8 @@ def test_batches_of_summed_repeats_count_the_metrics_they_stand_for() -> None:
     assert closed.aggregates[0] == counter("hits", 520.0, 1010)
     assert closed.covers == {"r1@1": [0, 0, 2, 550]}
     figures = {a["name"]: a["value"] for a in self_metrics(closed)}
-    assert figures["pystatsd.aggregator.samples"] == 520.0
-    assert figures["pystatsd.aggregator.lost_samples"] == 30.0
+    assert figures["pystatsd.aggregator.metrics"] == 520.0
+    assert figures["pystatsd.aggregator.lost_metrics"] == 30.0
 
 
 def test_close_all_closes_open_intervals_before_they_are_due() -> None:

@@ -1,0 +1,332 @@
+"""One stage process from start to exit: the lifecycle the receiver, each shard and the forwarder share.
+
+A stage is a :class:`Stage` subclass that says only what is its own: its name, its extra
+arguments, the checks its arguments need, the lock it holds, and how to build its loop (an object
+with ``run(stop)``, which runs until the stop signal and then stops itself). :func:`run_stage` does
+everything else, once for every stage, in this order:
+
+1. the common arguments (``--config``, ``--shards``, ``--run-dir``) and the stage's own;
+2. logging on stderr, one line per record, named after the stage (``PYSTATSD_LOG_LEVEL``);
+3. the config, validated: a problem is one line and exit 78 (:data:`EXIT_CONFIG`);
+4. the stage's own checks (:meth:`Stage.check`);
+5. the run directory, private to this user;
+6. the stage's lock, when it binds a socket another copy must not steal;
+7. SIGTERM and SIGINT, which only set a flag the loop polls (:class:`StopSignal`);
+8. a ZeroMQ context and the stage's loop on it (:meth:`Stage.start`);
+9. the loop, until the stop signal, and its own stop;
+10. :meth:`Stage.close`, the context (which waits out the sockets' linger), a last line, the lock,
+    exit 0.
+
+A stage that cannot start raises :class:`StartError` from :meth:`Stage.check` or
+:meth:`Stage.start`: its message is logged by the stage's own logger and the process exits 78, so
+supervisord gives up on it (FATAL) instead of restarting it in a loop.
+
+How long a stop may take is the sum of the timeouts it is made of: :data:`STOP_BUDGET_SECS` adds
+them up per stage, and supervisord's ``stopwaitsecs`` for the stage's programs must leave at least
+:data:`STOP_MARGIN_SECS` beyond (``tests/unit/test_lifecycle.py`` checks ``supervisord.conf``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import os
+import signal
+import socket
+import sys
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, ClassVar, Protocol
+
+import zmq
+
+from stages.config import Config, ConfigError, config_path, load_config
+
+EXIT_OK = 0
+EXIT_SOFTWARE = 70
+#: os.EX_CONFIG: supervisord sees a quick non-zero exit and ends in FATAL instead of looping.
+EXIT_CONFIG = 78
+
+log = logging.getLogger(__name__)
+
+#: The run directory when neither ``--run-dir`` nor the config's ``run_dir`` says.
+DEFAULT_RUN_DIR = Path(__file__).resolve().parent.parent / "run"
+
+# --- Stop budgets -------------------------------------------------------------------------------
+# The timeouts each stage's stop is made of, each stage's beside the sum of them. They live here, by
+# the table below, so a change to one shows against supervisord.conf's stopwaitsecs (past which
+# supervisord SIGKILLs the stage, and what it still held is lost).
+
+
+@dataclass(frozen=True)
+class ReceiverStop:
+    #: How long ZeroMQ may take to hand the last batches to the shards (every socket lingers at
+    #: once, in ZeroMQ's I/O thread, while the context terminates).
+    linger_ms: int = 2000
+
+    @property
+    def budget_secs(self) -> float:
+        return self.linger_ms / 1000
+
+
+@dataclass(frozen=True)
+class ShardStop:
+    #: How long without a batch ends the drain of what had arrived before the unbind.
+    drain_quiet_secs: float = 0.2
+    #: How long it keeps trying to hand its last flushes to the forwarder; and again how long
+    #: ZeroMQ then lingers on what it took of them while the context terminates.
+    linger_ms: int = 5000
+
+    @property
+    def budget_secs(self) -> float:
+        return self.drain_quiet_secs + 2 * self.linger_ms / 1000
+
+
+@dataclass(frozen=True)
+class ForwarderStop:
+    #: How long without a flush means no shard is still stopping (within ``wait_finals_secs``).
+    quiet_secs: float = 1.0
+    #: The longest it waits for the shards' final flushes.
+    wait_finals_secs: float = 10.0
+    #: What the sinks get to deliver their queues once it stops taking flushes.
+    sink_drain_secs: float = 20.0
+    #: What a sink's thread gets past that deadline before it is abandoned (the ``+ 1.0`` in
+    #: ``SinkRunner.finish``, stages/forwarder/fanout.py). It is per sink whose thread is stuck in a
+    #: write: one such sink adds 1 s, each more another.
+    sink_join_slack_secs: float = 1.0
+
+    @property
+    def budget_secs(self) -> float:
+        return self.wait_finals_secs + self.sink_drain_secs + self.sink_join_slack_secs
+
+
+RECEIVER_STOP = ReceiverStop()
+SHARD_STOP = ShardStop()
+FORWARDER_STOP = ForwarderStop()
+
+#: Stage (its ``python -m stages.<stage>``) → the longest its stop takes by its timeouts, in
+#: seconds. Each [program:*] of that stage in supervisord.conf has stopwaitsecs of at least this
+#: plus STOP_MARGIN_SECS (tests/unit/test_lifecycle.py reads the file and checks).
+STOP_BUDGET_SECS: dict[str, float] = {
+    "receiver": RECEIVER_STOP.budget_secs,
+    "aggregator": SHARD_STOP.budget_secs,
+    "forwarder": FORWARDER_STOP.budget_secs,
+}
+#: What stopwaitsecs leaves beyond a stage's budget for the work no timeout bounds: the receiver
+#: reading what the kernel holds, a shard merging what had arrived and building its final flushes,
+#: the interpreter's exit.
+STOP_MARGIN_SECS = 3.0
+
+
+class StartError(Exception):
+    """The stage cannot start; ``message % args`` is logged by the stage's logger, the exit is 78."""
+
+    def __init__(self, message: str, *args: object) -> None:
+        super().__init__(message % args if args else message)
+        self.message = message
+        self.args_ = args
+
+
+class Loop(Protocol):
+    """What a stage runs: its work until ``stop.requested``, then its own stop (handing on what it holds)."""
+
+    def run(self, stop: StopSignal) -> None: ...
+
+
+class Stage(ABC):
+    """One kind of stage process: only what is its own; :func:`run_stage` does the rest."""
+
+    #: Its ``python -m stages.<stage>``: the key of its row in STOP_BUDGET_SECS.
+    stage: ClassVar[str]
+    #: The help text of its command line.
+    description: ClassVar[str]
+    #: Its module's logger: the lifecycle's lines about this stage (start errors, stopped) go there.
+    log: ClassVar[logging.Logger]
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:  # noqa: B027 - an optional hook, empty by design
+        """Arguments beyond the common ones; none unless a stage says."""
+
+    @abstractmethod
+    def name(self, args: argparse.Namespace) -> str:
+        """This process's name in its log lines (and figures)."""
+
+    def lock_name(self, args: argparse.Namespace) -> str | None:
+        """The lock file (``<name>.lock`` in the run directory) it holds while it lives; None: no lock."""
+        return None
+
+    def check(self, args: argparse.Namespace, config: Config) -> None:  # noqa: B027 - an optional hook, empty by design
+        """Refuse arguments or config this stage cannot run with (raise StartError); before any resource."""
+
+    @abstractmethod
+    def start(self, args: argparse.Namespace, config: Config, run: Path, ctx: zmq.Context[zmq.Socket[bytes]]) -> Loop:
+        """Open this stage's sockets and build its loop; raise StartError when it cannot."""
+
+    def close(self) -> None:  # noqa: B027 - an optional hook, empty by design
+        """Release what :meth:`start` opened beside the loop, once the loop has stopped."""
+
+    def stopped(self) -> None:
+        """The last line of its log."""
+        self.log.info("Stopped")
+
+
+def run_stage(stage: Stage, argv: list[str] | None = None) -> int:
+    """Run ``stage`` from its command line to its exit code (see the module docstring for the steps)."""
+    parser = stage_arguments(stage.description)
+    stage.add_arguments(parser)
+    args = parser.parse_args(argv)
+    setup_logging(stage.name(args))
+    config = load_stage_config(args)
+    try:
+        stage.check(args, config)
+    except StartError as exc:
+        stage.log.error(exc.message, *exc.args_)
+        return EXIT_CONFIG
+    run = run_dir(args, config)
+    lock_name = stage.lock_name(args)
+    lock = take_lock(run, lock_name) if lock_name is not None else None
+    stop = StopSignal()
+    try:
+        return _run(stage, args, config, run, stop)
+    finally:
+        stop.close()
+        if lock is not None:
+            lock.close()
+
+
+def _run(stage: Stage, args: argparse.Namespace, config: Config, run: Path, stop: StopSignal) -> int:
+    """Steps 8 to 10: the stage's loop on a ZeroMQ context, until the stop signal."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        loop = stage.start(args, config, run, ctx)
+    except StartError as exc:
+        stage.log.error(exc.message, *exc.args_)
+        ctx.destroy(linger=0)
+        return EXIT_CONFIG
+    loop.run(stop)
+    stage.close()
+    # Waits until every socket's last messages are handed on or its linger has passed.
+    ctx.term()
+    stage.stopped()
+    return EXIT_OK
+
+
+def stage_arguments(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("-c", "--config", help="config file (default: $PYSTATSD_CONFIG, "
+                        "/etc/pystatsd/pystatsd.conf, then the repo's etc/pystatsd.yaml)")
+    parser.add_argument("--shards", type=int, required=True, help="number of aggregator shards")
+    parser.add_argument("--run-dir", help="directory for ipc sockets and lock files")
+    return parser
+
+
+def setup_logging(stage: str) -> None:
+    """One line per record on stderr, which supervisord captures per program."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s {stage} %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    level = os.environ.get("PYSTATSD_LOG_LEVEL", "INFO").upper()
+    root.setLevel(level)
+    # kafka-python logs every reconnect attempt; the Kafka sink reports outages itself, once a minute.
+    if level != "DEBUG":
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+
+class RedactSecrets(logging.Filter):
+    """The second net behind the Secret type: masks known secret values in every record."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = message
+        for secret in self.secrets:
+            masked = masked.replace(secret, "***")
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
+def redact_in_logs(secrets: list[str]) -> None:
+    """Mask ``secrets`` in everything any logger writes from now on."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactSecrets(secrets))
+
+
+def load_stage_config(args: argparse.Namespace) -> Config:
+    """The validated config; a problem is logged as one line and exits with EXIT_CONFIG."""
+    path = config_path(args.config)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        log.error("Config error in %s: %s", path, exc)
+        raise SystemExit(EXIT_CONFIG) from None
+    if args.shards < 1:
+        log.error("Config error: --shards must be at least 1, got %d", args.shards)
+        raise SystemExit(EXIT_CONFIG)
+    log.info("Loaded config %s (flush_interval=%ss, shards=%d)", path, config.flush_interval, args.shards)
+    return config
+
+
+def run_dir(args: argparse.Namespace, config: Config) -> Path:
+    """The run directory, created private (0700): ipc sockets are guarded by file permissions."""
+    path = Path(config.run_dir or args.run_dir or DEFAULT_RUN_DIR)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    # Whoever can write here can replace a socket and feed or read the pipeline.
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        log.error("Config error: run directory %s must belong to this user and not be writable by group or "
+                  "others (chmod 700 it)", path)
+        raise SystemExit(EXIT_CONFIG)
+    return path
+
+
+def take_lock(directory: Path, name: str) -> IO[str]:
+    """Hold ``name.lock`` for the life of the process: an ipc bind would silently steal a live one."""
+    handle = open(directory / f"{name}.lock", "w")  # noqa: SIM115 - held until exit
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        log.error("Another %s is already running with run directory %s", name, directory)
+        raise SystemExit(EXIT_CONFIG) from None
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+class StopSignal:
+    """SIGTERM/SIGINT only set a flag and wake the loop through a socket it polls."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._reader, self._writer = socket.socketpair()
+        self._reader.setblocking(False)
+        self._writer.setblocking(False)
+        signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+    def fileno(self) -> int:
+        return self._reader.fileno()
+
+    def drain(self) -> None:
+        """Empty the wakeup socket after the poller reported it readable."""
+        try:
+            while self._reader.recv(64):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        """Stop waking anything (the signals keep only setting the flag); close the wakeup socket."""
+        signal.set_wakeup_fd(-1)
+        self._reader.close()
+        self._writer.close()

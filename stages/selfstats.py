@@ -1,0 +1,104 @@
+"""A stage's own metrics (``<self_metrics_prefix><stage>.*``): one registry for every stage.
+
+Each self-metric is a name, its tags as a mapping, and a kind, as Telegraf's ``selfstat.Register``
+has them. A stage keeps its figures in its own plain counters on the hot path and says, once per
+report, what they are:
+
+- :meth:`SelfStats.total`: a counter from its running total; the report carries the change since
+  the last report, and nothing while it did not change;
+- :meth:`SelfStats.add`: a counter's amount for this report (an interval's own count), reported as
+  it is, even 0;
+- :meth:`SelfStats.gauge`: a value, reported as it is.
+
+Values are reported as floats, whatever number they were given as. The readings leave in the
+order they were given, as what the pipeline takes from a stage: the
+receiver's as samples into its batch window (:meth:`SelfStats.samples`), a shard's and the
+forwarder's as aggregates of the interval just ended (:meth:`SelfStats.aggregates`). With an empty
+prefix nothing is reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from stages.model import IntervalAggregates, MetricType, Sample, Tags, tag_tuple
+
+COUNTER = int(MetricType.COUNTER)
+GAUGE = int(MetricType.GAUGE)
+
+
+class Reading(NamedTuple):
+    """One self-metric's value for one report."""
+
+    #: The full name, prefix included.
+    name: str
+    #: COUNTER (the amount since the previous report) or GAUGE.
+    kind: int
+    tags: Tags
+    value: float
+
+
+class SelfStats:
+    """The self-metrics of one stage process, named ``<prefix><stage>.<name>``.
+
+    ``tags`` go on every one of them (``receiver=<name>``, ``shard=<K>``), and ``defaults`` (the
+    config's ``agent.tags``) wherever a metric does not set that tag itself, as on every series.
+    """
+
+    def __init__(self, prefix: str, stage: str, tags: Mapping[str, str], defaults: Mapping[str, str]) -> None:
+        self.enabled = bool(prefix)
+        self.prefix = f"{prefix}{stage}."
+        self.tags = dict(tags)
+        self.defaults = dict(defaults)
+        #: (name, tags) → the running total of a counter, as of the last report
+        self._totals: dict[tuple[str, Tags], float] = {}
+        #: (name, tags) → [kind, value] for the next report, in the order given
+        self._pending: dict[tuple[str, Tags], list[Any]] = {}
+
+    def total(self, name: str, total: float, tags: Mapping[str, str] | None = None) -> None:
+        """Counter ``name`` has counted ``total`` so far: the next report carries what it added since the last."""
+        key = self._key(name, tags)
+        delta = float(total) - self._totals.get(key, 0.0)
+        self._totals[key] = float(total)
+        if delta:
+            self._count(key, delta)
+
+    def add(self, name: str, amount: float, tags: Mapping[str, str] | None = None) -> None:
+        """Counter ``name`` counted ``amount`` in this report's interval (reported even when 0)."""
+        self._count(self._key(name, tags), float(amount))
+
+    def gauge(self, name: str, value: float, tags: Mapping[str, str] | None = None) -> None:
+        """Gauge ``name`` is ``value`` now."""
+        self._pending[self._key(name, tags)] = [GAUGE, float(value)]
+
+    def take(self) -> list[Reading]:
+        """Every reading given since the last take, in the order given; none with an empty prefix."""
+        pending, self._pending = self._pending, {}
+        if not self.enabled:
+            return []
+        return [Reading(f"{self.prefix}{name}", kind, tags, value) for (name, tags), (kind, value) in pending.items()]
+
+    def samples(self) -> list[Sample]:
+        """:meth:`take`, as samples for the receiver's batch window (a counter's amount at rate 1)."""
+        return [(reading.name, reading.kind, reading.value, 1.0, reading.tags) for reading in self.take()]
+
+    def aggregates(self, end: float, interval: float) -> list[dict[str, Any]]:
+        """:meth:`take`, as aggregates of the interval that ends at ``end`` (a counter with its rate)."""
+        make = IntervalAggregates(end, interval).make
+        out = []
+        for name, kind, tags, value in self.take():
+            fields = {"value": value, "rate": value / interval} if kind == COUNTER else {"value": value}
+            out.append(make(name, kind, tags, fields))
+        return out
+
+    def _key(self, name: str, tags: Mapping[str, str] | None) -> tuple[str, Tags]:
+        merged = {**self.tags, **tags} if tags else self.tags
+        return name, tag_tuple(merged, self.defaults)
+
+    def _count(self, key: tuple[str, Tags], amount: float) -> None:
+        reading = self._pending.get(key)
+        if reading is None:
+            self._pending[key] = [COUNTER, amount]
+        else:
+            reading[1] += amount
