@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import time
 import xmlrpc.client
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from stages.figures import read_all
 
@@ -28,7 +29,8 @@ def supervisor_processes(run_dir: Path) -> dict[str, dict[str, Any]]:
     transport = SupervisorTransport(None, None, f"unix://{socket_path}")
     proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
     try:
-        infos = proxy.supervisor.getAllProcessInfo()
+        # supervisord's XML-RPC answer: one struct per process (xmlrpc.client types it as any value).
+        infos = cast(list[dict[str, Any]], proxy.supervisor.getAllProcessInfo())
     except (OSError, xmlrpc.client.Error):
         return {}
     finally:
@@ -43,7 +45,7 @@ def health(records: dict[str, dict[str, Any]], shards: int, interval: float,
     """Why the instance is not healthy (empty when it is): a stage silent too long, a sink failing."""
     now = time.time() if now is None else now
     stale_after = STALE_AFTER_INTERVALS * interval + STALE_GRACE_SECS
-    reasons = []
+    reasons: list[str] = []
     expected = ["forwarder", *(f"aggregator-{k}" for k in range(shards))]
     if not any(name.startswith("receiver") for name in records):
         reasons.append("receiver: no figures published yet")
@@ -75,7 +77,7 @@ def render(report: dict[str, Any], now: float | None = None) -> str:
     now = time.time() if now is None else now
     lines = [f"pystatsd at {report['run_dir']}: {'healthy' if report['healthy'] else 'UNHEALTHY'}"]
     lines += [f"  ! {reason}" for reason in report["reasons"]]
-    rows = [("PROCESS", "STATE", "PID", "UPTIME", "UPDATED", "FIGURES")]
+    rows: list[tuple[str, ...]] = [("PROCESS", "STATE", "PID", "UPTIME", "UPDATED", "FIGURES")]
     stages = report["stages"]
     names = sorted(set(report["processes"]) | set(stages), key=_stage_order)
     for name in names:
@@ -89,7 +91,7 @@ def render(report: dict[str, Any], now: float | None = None) -> str:
     lines += _table(rows)
     sinks = stages.get("forwarder", {}).get("figures", {}).get("sinks", {})
     if sinks:
-        sink_rows = [("SINK", "DELIVERED", "WAITING", "DROPPED", "ERRORS", "STATE")]
+        sink_rows: list[tuple[str, ...]] = [("SINK", "DELIVERED", "WAITING", "DROPPED", "ERRORS", "STATE")]
         for sink, figures in sorted(sinks.items()):
             sink_rows.append((sink, f"{figures['delivered']:,}", f"{figures['waiting']:,}",
                               f"{sum(figures['dropped'].values()):,}", f"{figures['errors']:,}",
@@ -108,13 +110,17 @@ def _stage_order(name: str) -> tuple[int, str]:
 def _summary(figures: dict[str, Any]) -> str:
     """The figures a person looks for first, one short phrase each."""
     parts = []
-    for key in ("datagrams", "metrics", "kernel_drops", "samples", "aggregates", "gauges", "held_flushes",
-                "lost_samples", "lost_flushes"):
+    for key in ("datagrams", "metrics", "kernel_drops", "aggregates", "gauges", "held_flushes",
+                "lost_metrics", "lost_flushes"):
         if key in figures:
             parts.append(f"{key} {figures[key]:,}")
-    for key in ("bad_lines", "dropped_shard_full"):
-        if figures.get(key):
-            parts.append(f"{key} {sum(figures[key].values()):,}")
+    if figures.get("bad_lines"):
+        # By reason too, as the log's summary says them: the total alone does not say what to fix.
+        bad: dict[str, int] = figures["bad_lines"]
+        reasons = ", ".join(f"{reason}={n:,}" for reason, n in sorted(bad.items()))
+        parts.append(f"bad_lines {sum(bad.values()):,} ({reasons})")
+    if figures.get("dropped_shard_full"):
+        parts.append(f"dropped_shard_full {sum(figures['dropped_shard_full'].values()):,}")
     return "  ".join(parts)
 
 
@@ -123,6 +129,6 @@ def _duration(secs: int) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]

@@ -1,0 +1,41 @@
+"""``pystatsd status``'s table, from a report as collect() makes it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stages.status import render
+
+NOW = 1000.0
+
+
+def record(figures: dict[str, Any]) -> dict[str, Any]:
+    return {"stage": "x", "pid": 1, "updated": NOW - 1, "figures": figures}
+
+
+def report() -> dict[str, Any]:
+    return {"run_dir": "/run/pystatsd", "healthy": True, "reasons": [],
+            "processes": {"receiver": {"state": "RUNNING", "pid": 10, "uptime_secs": 5}},
+            "stages": {
+                "receiver": record({"datagrams": 12, "metrics": 1500, "kernel_drops": 0,
+                                    "bad_lines": {"no_value": 2, "bad_type": 1}, "dropped_shard_full": {}}),
+                "aggregator-0": record({"shard": 0, "aggregates": 3, "metrics": 1500, "gauges": 0,
+                                        "held_flushes": 0, "dropped_flushes": 0, "bad_messages": {}}),
+                "forwarder": record({"sinks": {"file": {"delivered": 23, "waiting": 0, "dropped": {}, "errors": 0,
+                                                        "failing": None}},
+                                     "lost_metrics": 0, "lost_flushes": 0, "bad_messages": 0})}}
+
+
+def test_bad_lines_are_shown_by_reason_beside_their_total() -> None:
+    (line,) = [line for line in render(report(), NOW).splitlines() if line.startswith("receiver")]
+    assert line.endswith("datagrams 12  metrics 1,500  kernel_drops 0  bad_lines 3 (bad_type=1, no_value=2)")
+
+
+def test_each_stage_s_figures_in_metrics() -> None:
+    lines = render(report(), NOW).splitlines()
+    assert lines[0] == "pystatsd at /run/pystatsd: healthy"
+    (shard,) = [line for line in lines if line.startswith("aggregator-0")]
+    assert shard.endswith("metrics 1,500  aggregates 3  gauges 0  held_flushes 0")
+    (forwarder,) = [line for line in lines if line.startswith("forwarder")]
+    assert forwarder.endswith("lost_metrics 0  lost_flushes 0")
+    assert lines[-1].split() == ["file", "23", "0", "0", "0", "ok"]
