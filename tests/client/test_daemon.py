@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from harness.pipeline import Pipeline, running_pipeline, total
 from pystatsd.client import Client
-from tests.harness import Pipeline, running_pipeline, total
 
 pytestmark = pytest.mark.e2e
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from harness.paths import REPO
 from pystatsd.client import Client
-from tests.harness import REPO
 
 ORIGINAL_CONFIG = REPO / "tests" / "data" / "configs" / "original.yaml"
 

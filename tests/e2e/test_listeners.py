@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from datadog.dogstatsd import DogStatsd
 
-from tests.harness import Pipeline, free_tcp_port, total, wait_for
+from harness.pipeline import Pipeline, total
+from harness.ports import free_tcp_port
+from harness.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 

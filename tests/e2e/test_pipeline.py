@@ -11,7 +11,8 @@ import pytest
 import statsd
 from datadog.dogstatsd import DogStatsd
 
-from tests.harness import Pipeline, running_pipeline, total, wait_for
+from harness.pipeline import Pipeline, running_pipeline, total
+from harness.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from harness.pipeline import Pipeline
+from harness.wait import wait_for
 from stages.receiver.window import CompiledWindow
-from tests.harness import Pipeline, wait_for
 from tests.unit.lines import BYTES, LINES, OTHER
 
 pytestmark = [pytest.mark.e2e,

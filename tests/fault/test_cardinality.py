@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Pipeline, total, wait_for
+from harness.pipeline import Pipeline, total
+from harness.wait import wait_for
 
 pytestmark = pytest.mark.fault
 

@@ -9,8 +9,10 @@ import time
 
 import pytest
 
+from harness.pipeline import Pipeline, total
+from harness.traffic import SteadyTraffic, counter_increments
+from harness.wait import wait_for
 from stages.sharding import shard_for
-from tests.harness import Pipeline, SteadyTraffic, total, wait_for
 
 pytestmark = pytest.mark.fault
 
@@ -19,8 +21,8 @@ pytestmark = pytest.mark.fault
 NAMES = [f"fault.c{i}" for i in range(6)]
 
 
-def traffic(pipeline: Pipeline) -> SteadyTraffic:
-    return SteadyTraffic(pipeline, NAMES, every_secs=0.005, max_secs=120)
+def traffic(pipeline: Pipeline) -> SteadyTraffic[str]:
+    return SteadyTraffic(pipeline.statsd_port, counter_increments(NAMES), every_secs=0.005, max_secs=120)
 
 
 def kill_9(pipeline: Pipeline, program: str) -> float:

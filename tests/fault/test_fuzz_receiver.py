@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from tests.harness import Pipeline, total, wait_for
+from harness.pipeline import Pipeline, total
+from harness.wait import wait_for
 
 pytestmark = pytest.mark.fault
 

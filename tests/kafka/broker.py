@@ -10,16 +10,15 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
-from collections import deque
 from pathlib import Path
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from tests.harness import accepts_tcp, die_with_parent
+from harness.ports import accepts_tcp, free_ports
+from harness.process import ChildProcess, ProcessError
 
 log = logging.getLogger(__name__)
 
@@ -57,23 +56,8 @@ LOG4J2_XML = """\
 _USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _PASSWORD_FORBIDDEN = set('"\\\n\r;')
 
-class BrokerError(RuntimeError):
+class BrokerError(ProcessError):
     """The broker failed to start or to answer; the message carries the tail of its log."""
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ask the kernel for `count` distinct free loopback ports."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
 
 
 class KafkaBroker:
@@ -99,9 +83,11 @@ class KafkaBroker:
             if _PASSWORD_FORBIDDEN & set(password):
                 raise ValueError(f"SASL password of {user!r} contains a quote, backslash, ';' or newline")
         self.data_dir = self.work_dir / "data"
-        self.log_path = self.work_dir / "broker.log"
+        self.process = ChildProcess("broker", self.work_dir)
+        self.log_path = self.process.log_path
         self._ports: dict[str, int] = {}
-        self._proc: subprocess.Popen[bytes] | None = None
+        #: what the last metadata request that failed during start-up raised, for the error message
+        self._last_error: Exception | None = None
 
     # ----- addresses and state -------------------------------------------------------------
 
@@ -118,7 +104,7 @@ class KafkaBroker:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        return self.process.pid
 
     def _port(self, listener: str) -> int:
         if listener not in self._ports:
@@ -129,14 +115,14 @@ class KafkaBroker:
 
     def start(self, timeout: float = 90) -> None:
         """Start the JVM and return once it answers a metadata request."""
-        if self._proc is not None and self._proc.poll() is None:
-            raise BrokerError(f"broker already running as pid {self._proc.pid}")
+        if self.process.running():
+            raise BrokerError(f"broker already running as pid {self.process.pid}")
         if not any(self.jars_dir.glob("kafka_2.13-*.jar")):
             raise BrokerError(f"no Kafka jars in {self.jars_dir}; run tests/kafka/fetch_jars.sh")
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if not self._ports:
             names = ["PLAINTEXT", "CONTROLLER"] + (["SASL_PLAINTEXT"] if self.sasl_users else [])
-            self._ports = dict(zip(names, _free_ports(len(names)), strict=True))
+            self._ports = dict(zip(names, free_ports(len(names)), strict=True))
         props = self.work_dir / "server.properties"
         props.write_text(self._server_properties())
         log4j = self.work_dir / "log4j2.xml"
@@ -158,58 +144,37 @@ class KafkaBroker:
         ]
         log.info("starting Kafka broker on %s (log: %s)", self.bootstrap, self.log_path)
         started = time.monotonic()
-        with open(self.log_path, "ab") as out:
-            self._proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.work_dir,
-                preexec_fn=die_with_parent,
-            )
+        self._last_error = None
         try:
-            self._wait_ready(started + timeout)
-        except BaseException:
-            self.kill()
-            raise
-        log.info("Kafka broker pid %d ready after %.1fs", self._proc.pid, time.monotonic() - started)
+            self.process.start(cmd, self._answers_metadata, f"a metadata answer on {self.bootstrap}", timeout,
+                               every=0.2)
+        except ProcessError as exc:
+            last = f"\n(last error: {self._last_error!r})" if self._last_error else ""
+            raise BrokerError(f"{exc}{last}") from None
+        log.info("Kafka broker pid %d ready after %.1fs", self.process.pid, time.monotonic() - started)
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM for a clean shutdown; SIGKILL if it has not exited after `timeout` seconds."""
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        # A paused JVM cannot handle SIGTERM until it is continued.
-        self._proc.send_signal(signal.SIGCONT)
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("broker pid %d ignored SIGTERM for %ss; killing it", self._proc.pid, timeout)
-            self.kill()
+        if self.process.running():
+            # A paused JVM cannot handle SIGTERM until it is continued.
+            self.process.send_signal(signal.SIGCONT)
+        self.process.stop(timeout)
 
     def kill(self) -> None:
         """SIGKILL the broker at once, as a crash would."""
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        self._proc.kill()
-        self._proc.wait()
+        self.process.kill()
 
     def pause(self) -> None:
         """SIGSTOP: the broker keeps its sockets open but answers nothing, like a hung host."""
-        self._running_proc().send_signal(signal.SIGSTOP)
+        self.process.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
-        self._running_proc().send_signal(signal.SIGCONT)
+        self.process.send_signal(signal.SIGCONT)
 
     def restart(self, timeout: float = 90) -> None:
         """Stop cleanly, then start again on the same ports with the same data."""
         self.stop()
         self.start(timeout)
-
-    def _running_proc(self) -> subprocess.Popen[bytes]:
-        if self._proc is None or self._proc.poll() is not None:
-            raise BrokerError("broker is not running")
-        return self._proc
 
     # ----- topics and reading back ---------------------------------------------------------
 
@@ -349,44 +314,26 @@ class KafkaBroker:
             raise BrokerError(f"{' '.join(cmd[-3:])} exited {result.returncode}:\n{result.stdout}{result.stderr}")
         return result.stdout
 
-    def _wait_ready(self, deadline: float) -> None:
-        """Poll with a real metadata request: a listening socket alone does not mean it serves."""
-        assert self._proc is not None
-        last_error: Exception | None = None
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise BrokerError(f"broker exited with {self._proc.returncode} during start-up\n{self.log_tail()}")
-            # kafka-python 3.0.12 leaks a socket (ResourceWarning) on every refused connection,
-            # so wait for the port to accept before sending it the real request.
-            if not accepts_tcp(self._ports["PLAINTEXT"]):
-                time.sleep(0.2)
-                continue
-            try:
-                admin = KafkaAdminClient(
-                    bootstrap_servers=self.bootstrap,
-                    bootstrap_timeout_ms=2000,
-                    request_timeout_ms=5000,
-                    reconnect_backoff_max_ms=500,
-                )
-                try:
-                    if admin.describe_cluster()["brokers"]:
-                        return
-                finally:
-                    admin.close()
-            except KafkaError as exc:
-                last_error = exc
-            time.sleep(0.5)
-        raise BrokerError(
-            f"broker not ready on {self.bootstrap} in time (last error: {last_error!r})\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last lines of the broker's log, for error messages."""
+    def _answers_metadata(self) -> bool:
+        """A real metadata request: a listening socket alone does not mean it serves."""
+        # kafka-python 3.0.12 leaks a socket (ResourceWarning) on every refused connection,
+        # so wait for the port to accept before sending it the real request.
+        if not accepts_tcp(self._ports["PLAINTEXT"]):
+            return False
         try:
-            with open(self.log_path, errors="replace") as f:
-                tail = deque(f, maxlen=lines)
-        except FileNotFoundError:
-            return f"(no broker log at {self.log_path})"
-        return f"--- last {len(tail)} lines of {self.log_path} ---\n" + "".join(tail)
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.bootstrap,
+                bootstrap_timeout_ms=2000,
+                request_timeout_ms=5000,
+                reconnect_backoff_max_ms=500,
+            )
+            try:
+                return bool(admin.describe_cluster()["brokers"])
+            finally:
+                admin.close()
+        except KafkaError as exc:
+            self._last_error = exc
+            return False
 
 
 def _parse_kcat_framed(out: bytes) -> list[bytes | None]:

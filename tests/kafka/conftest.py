@@ -5,25 +5,21 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-# broker.py sits beside this file; put it on sys.path ourselves so the import also works
-# under --import-mode=importlib, which does not.
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+from harness.paths import REPO
 
 # kafka-python 3.0.12 calls importlib.resources.read_text(), deprecated since Python 3.11, while
 # it is imported (only then); under filterwarnings=error that would fail collection.
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
-    from broker import KafkaBroker  # noqa: E402
+    from tests.kafka.broker import KafkaBroker
+
+HERE = Path(__file__).resolve().parent
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,9 @@ import sys
 import uuid
 
 import pytest
-from broker import KafkaBroker
 from kafka import KafkaProducer
+
+from tests.kafka.broker import KafkaBroker
 
 # The first test also pays for fetch_jars.sh and broker start-up, hence the generous limit.
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import REPO
+from harness.paths import REPO
 
 PACKAGING = REPO / "etc" / "packaging"
 #: Both builds together, on a 2-core machine with the pip cache warm, take about 30 s.

@@ -11,9 +11,11 @@ import pytest
 
 import stages
 import stages.config
+from harness.paths import REPO, VENV_BIN
+from harness.pipeline import Pipeline
+from harness.wait import wait_for
 from stages.cli import main
 from stages.supervisord_conf import render_supervisord_conf
-from tests.harness import REPO, VENV_BIN, Pipeline, wait_for
 
 BAD_CONFIG = """\
 flush_intervall: 10

@@ -32,7 +32,9 @@ import pytest
 import yaml
 
 import stages
-from tests.harness import REPO, Pipeline, wait_for
+from harness.paths import REPO
+from harness.pipeline import Pipeline
+from harness.wait import wait_for
 from tests.packaging.conftest import Packages
 
 pytestmark = pytest.mark.packaging
@@ -183,6 +185,7 @@ def test_unit(packages: Packages, tmp_path: Path) -> None:
     assert service["Restart"] == "on-failure"
     assert service["RestartPreventExitStatus"] == "78"
     assert service["RuntimeDirectory"] == "pystatsd"
+    assert service["UMask"] == "0077"
     assert (service["StandardOutput"], service["StandardError"]) == ("journal", "journal")
     assert unit["Install"]["WantedBy"] == "multi-user.target"
     if not shutil.which("systemd-analyze"):

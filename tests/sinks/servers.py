@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import subprocess
 import textwrap
-import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.harness import Pipeline, accepts_tcp, die_with_parent, free_tcp_port, wait_for
+from harness import traffic
+from harness.pipeline import Pipeline
+from harness.ports import accepts_tcp, free_tcp_port
+from harness.process import ChildProcess
 
 #: The system Python carbon runs on: it has the whisper library the tests read carbon's files with.
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -33,8 +33,8 @@ class Server:
     def __init__(self, work_dir: Path) -> None:
         self.dir = work_dir
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.dir / f"{self.name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process = ChildProcess(self.name, self.dir)
+        self.log_path = self.process.log_path
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -43,36 +43,11 @@ class Server:
         raise NotImplementedError
 
     def start(self, timeout: float = 30) -> None:
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, cwd=self.dir, preexec_fn=die_with_parent)
-        try:
-            wait_for(lambda: self._alive() and self.ready(), timeout, f"{self.name} to be ready", every=0.1)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _alive(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-        return True
+        self.process.start(self.command(), self.ready, "to answer", timeout)
 
     def stop(self, timeout: float = 20) -> None:
         """SIGTERM, as a service manager stops it; SIGKILL if it is still there after ``timeout``."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def log_tail(self, lines: int = 30) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
+        self.process.stop(timeout)
 
 
 class InfluxServer(Server):
@@ -257,25 +232,8 @@ def own(aggregates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [a for a in aggregates if not a["name"].startswith("pystatsd.")]
 
 
-class SteadyTraffic:
-    """Sends ``payload`` to a pipeline every ``every`` seconds on a thread, until stopped (at most ``limit_secs``)."""
-
-    def __init__(self, pipeline: Pipeline, payload: str, every: float = 0.1, limit_secs: float = 60.0) -> None:
-        self.pipeline, self.payload, self.every, self.limit_secs = pipeline, payload, every, limit_secs
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="steady-traffic", daemon=True)
-
-    def _run(self) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            deadline = time.monotonic() + self.limit_secs
-            while not self.done.is_set() and time.monotonic() < deadline:
-                sock.sendto(self.payload.encode(), ("127.0.0.1", self.pipeline.statsd_port))
-                self.done.wait(self.every)
-
-    def __enter__(self) -> SteadyTraffic:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        self.thread.join(5)
+def SteadyTraffic(pipeline: Pipeline, payload: str, every: float = 0.1,
+                  limit_secs: float = 60.0) -> traffic.SteadyTraffic[str]:
+    """The old class's call (``payload`` sent to ``pipeline`` again and again), as a function for the sink
+    tests that call it so: new code calls ``traffic.SteadyTraffic(pipeline.statsd_port, {payload: payload}, ...)``."""
+    return traffic.SteadyTraffic(pipeline.statsd_port, {payload: payload}, every, limit_secs)

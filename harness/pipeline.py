@@ -1,0 +1,167 @@
+"""The real pipeline under supervisord, for tests and the benchmark: the repo's own supervisord.conf,
+paths moved to a temp dir.
+
+Only the run directory (sockets, logs, supervisord's own files) moves; the programs, their
+options and the shard-count variable are the ones the repo ships.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.paths import REPO, VENV_BIN
+from harness.ports import free_udp_port
+from harness.wait import wait_for
+from stages.supervisord_conf import REPO_TEMPLATE, render_supervisord_conf
+
+
+class Pipeline:
+    """One running copy of pystatsd with a file sink, on free ports, in its own short temp dir."""
+
+    def __init__(self, config: dict[str, Any] | None = None, shards: int = 2, flush_interval: float = 1.0,
+                 test_defaults: bool = True, extra_receivers: int = 0) -> None:
+        """``config`` is laid over the test defaults (free ports, 1 s interval, a file sink), or used
+        as it is with ``test_defaults=False``."""
+        # Short: ipc socket paths must stay under ~100 characters.
+        self.dir = Path(tempfile.mkdtemp(prefix="pst"))
+        self.run_dir = self.dir / "run"
+        (self.run_dir / "log").mkdir(parents=True, mode=0o700)
+        self.out_path = self.dir / "aggregates.jsonl"
+        self.port = free_udp_port()
+        self.statsd_port = free_udp_port()
+        self.shards = shards
+        self.extra_receivers = extra_receivers
+        self.flush_interval = flush_interval
+        base: dict[str, Any] = {
+            "bind_address": "127.0.0.1",
+            "bind_port": self.port,
+            "listeners": [f"udp://127.0.0.1:{self.statsd_port}"],
+            "flush_interval": flush_interval,
+            "forwarders": {"file": {"path": str(self.out_path)}},
+        } if test_defaults else {}
+        base.update(config or {})
+        self.config = base
+        self.config_path = self.dir / "pystatsd.yaml"
+        self.save_config()
+        self.conf_path = self.dir / "supervisord.conf"
+        self.conf_path.write_text(self._supervisord_conf())
+        self.env = dict(os.environ, PYSTATSD_CONFIG=str(self.config_path))
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def save_config(self) -> None:
+        """Write ``self.config`` (after a test changed it) to the file the stages read at start."""
+        self.config_path.write_text(yaml.safe_dump(self.config))
+
+    def _supervisord_conf(self) -> str:
+        return render_supervisord_conf(REPO_TEMPLATE.read_text(), REPO, sys.executable, self.run_dir,
+                                       {"shards": self.shards, "extra_receivers": self.extra_receivers},
+                                       logs_to_terminal=False)
+
+    def start(self, wait_running: bool = True) -> Pipeline:
+        subprocess.run([VENV_BIN / "supervisord", "-c", self.conf_path], env=self.env, check=True)
+        if wait_running:
+            wait_for(lambda: self.all_running(), 30, "every stage to be RUNNING")
+        return self
+
+    def __enter__(self) -> Pipeline:
+        """Start it (every stage RUNNING); leaving the block stops it and removes its files."""
+        try:
+            return self.start()
+        except BaseException:
+            # A start that failed half way may have left supervisord and some stages running.
+            self.ctl("shutdown")
+            self.cleanup()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stop()
+        finally:
+            self.cleanup()
+
+    def ctl(self, *args: str, check: bool = False) -> str:
+        result = subprocess.run([VENV_BIN / "supervisorctl", "-c", self.conf_path, *args],
+                                env=self.env, capture_output=True, text=True, timeout=60)
+        if check and result.returncode != 0:
+            raise AssertionError(f"supervisorctl {' '.join(args)} failed: {result.stdout}{result.stderr}")
+        return result.stdout
+
+    def status(self) -> dict[str, tuple[str, int | None]]:
+        """Program name → (state, pid)."""
+        states = {}
+        for line in self.ctl("status").splitlines():
+            parts = line.split()
+            if len(parts) >= 2:
+                pid = re.search(r"pid (\d+)", line)
+                states[parts[0]] = (parts[1], int(pid.group(1)) if pid else None)
+        return states
+
+    def all_running(self) -> bool:
+        states = self.status()
+        expected = self.shards + 2 + self.extra_receivers
+        return len(states) == expected and all(state == "RUNNING" for state, _ in states.values())
+
+    def stop(self) -> None:
+        self.ctl("shutdown")
+        pid_file = self.run_dir / "supervisord.pid"
+        wait_for(lambda: not pid_file.exists(), 60, "supervisord to exit")
+        self.sock.close()
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def send(self, payload: bytes | str, port: int | None = None) -> None:
+        data = payload.encode() if isinstance(payload, str) else payload
+        self.sock.sendto(data, ("127.0.0.1", port or self.port))
+
+    def wait_interval_start(self) -> None:
+        """Sleep until just after an interval edge, so what is sent next lands in one interval."""
+        interval = self.flush_interval
+        phase = time.time() % interval
+        if not 0.05 * interval <= phase <= 0.4 * interval:
+            time.sleep((interval - phase) + 0.05 * interval)
+
+    def aggregates(self) -> list[dict[str, Any]]:
+        if not self.out_path.exists():
+            return []
+        lines = self.out_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line]
+
+    def series(self, name: str, **tags: str) -> list[dict[str, Any]]:
+        """Every aggregate of ``name`` whose tags include ``tags``."""
+        return [a for a in self.aggregates()
+                if a["name"] == name and all(a["tags"].get(k) == v for k, v in tags.items())]
+
+    def wait_series(self, name: str, timeout: float = 10.0, settle: bool = True, **tags: str) -> list[dict[str, Any]]:
+        """The aggregates of a series once one has arrived (plus one more interval for stragglers)."""
+        wait_for(lambda: self.series(name, **tags), timeout, f"an aggregate of {name} {tags}")
+        if settle:
+            time.sleep(self.flush_interval + 0.5)
+        return self.series(name, **tags)
+
+    def log(self, program: str) -> str:
+        path = self.run_dir / "log" / f"{program}.log"
+        return path.read_text() if path.exists() else ""
+
+
+def total(aggregates: list[dict[str, Any]]) -> float:
+    return sum(a["value"] for a in aggregates)
+
+
+def running_pipeline(config: dict[str, Any] | None = None, shards: int = 2, **options: Any) -> Iterator[Pipeline]:
+    """Start a pipeline, yield it, always stop and remove it (for fixtures)."""
+    with Pipeline(config, shards=shards, **options) as pipeline:
+        yield pipeline
