@@ -43,13 +43,13 @@ $(BENCH_STAMP): pyproject.toml | $(STAMP)
 # bench/RESULTS.md and bench/results.png.
 bench: install $(BENCH_STAMP)
 	sh bench/build.sh
-	$(PY) bench/run.py --json bench/.build/results.json
-	$(PY) bench/flush.py --json bench/.build/flush.json
+	$(PY) -m bench.run --json bench/.build/results.json
+	$(PY) -m bench.flush --json bench/.build/flush.json
 
 # The two 20,000-series headline loads only, into bench/.build/ (RESULTS.md is left alone): about 10 minutes.
 bench-quick: install $(BENCH_STAMP)
 	sh bench/build.sh
-	$(PY) bench/run.py --quick --json bench/.build/results-quick.json --out bench/.build/RESULTS-quick.md
+	$(PY) -m bench.run --quick --json bench/.build/results-quick.json --out bench/.build/RESULTS-quick.md
 
 lint: install
 	$(VENV)/bin/ruff check stages tests pystatsd bench

@@ -4,7 +4,7 @@ The issue's target: with 100,000 live series (10,000 of them timers with 100 sam
 shard's flush takes at most 150 ms and adds no loss; aggregates leave the forwarder within 1 s of
 the interval end.
 
-It starts the real pipeline under supervisord with a file sink (tests/harness.py's Pipeline) and,
+It starts the real pipeline under supervisord with a file sink (harness/pipeline.py's Pipeline) and,
 in every interval, offers each series from Python at a paced rate: 90,000 counters once and 10,000
 timers 100 times, 1,090,000 samples in datagrams of 20 lines. For every shard and interval it
 reports the shard's own ``pystatsd.aggregator.flush_ms`` gauge (building the aggregates) and the
@@ -16,9 +16,11 @@ line cache and the shards' allocations; it is shown but left out of the medians.
 how much of the machine other processes took while that flush was built and written, since on a
 shared machine a slow flush then says little about pystatsd.
 
-    .venv/bin/python bench/flush.py                    # about a minute: 1 warm-up and 4 measured intervals
-    .venv/bin/python bench/flush.py --smoke            # seconds, few series; exit 1 if anything was lost
-    .venv/bin/python bench/flush.py --shards 4 --flush-interval 5 --json flush.json
+From the repo root (bench/ and harness/ are imported from there):
+
+    .venv/bin/python -m bench.flush                    # about a minute: 1 warm-up and 4 measured intervals
+    .venv/bin/python -m bench.flush --smoke            # seconds, few series; exit 1 if anything was lost
+    .venv/bin/python -m bench.flush --shards 4 --flush-interval 5 --json flush.json
 
 Exits 1 when anything was lost; a missed time target shows in the verdict line only.
 """
@@ -31,7 +33,6 @@ import json
 import logging
 import os
 import platform
-import shlex
 import signal
 import statistics
 import sys
@@ -44,18 +45,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as a script: bench/ is sys.path[0], the repo is not
-    sys.path.insert(0, str(REPO))
-
-from bench import procstat  # noqa: E402
-from bench.report import table  # noqa: E402
-from bench.run import exit_on_sigterm  # noqa: E402
-from bench.systems import SELF_PREFIX, AggregateTally  # noqa: E402
-from bench.tally import LOAD_PREFIX  # noqa: E402
-from stages.aggregator.shard import FLUSH_GRACE_SECS  # noqa: E402
-from stages.sharding import shard_for  # noqa: E402
-from tests.harness import Pipeline  # noqa: E402
+from bench import procstat
+from bench.report import table
+from bench.run import command_line, exit_on_sigterm
+from bench.systems import SELF_PREFIX, AggregateTally
+from bench.tally import LOAD_PREFIX
+from harness.pipeline import Pipeline
+from stages.aggregator.shard import FLUSH_GRACE_SECS
+from stages.sharding import shard_for
 
 log = logging.getLogger("bench.flush")
 
@@ -402,11 +399,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def command_line(argv: list[str]) -> str:
-    """The command as typed from the repo root, to re-run it."""
-    return shlex.join([os.path.relpath(sys.executable, REPO), os.path.relpath(__file__, REPO), *argv])
-
-
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
@@ -417,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(args, flushes, tally, (args.warmup + args.intervals) * load.per_interval, short_timers)
     print(report(args, load, flushes, summary), flush=True)
     if args.json:
-        meta = {"command": command_line(sys.argv[1:] if argv is None else argv), "nproc": os.cpu_count(),
+        meta = {"command": command_line("bench.flush", sys.argv[1:] if argv is None else argv), "nproc": os.cpu_count(),
                 "python": platform.python_version(), "load_average_before": load_before,
                 "load_average_after": os.getloadavg(), **{key: getattr(args, key) for key in
                 ("counters", "timers", "samples", "per_datagram", "flush_interval", "shards", "intervals", "warmup")}}

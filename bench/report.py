@@ -1,11 +1,11 @@
 """The benchmark's report: the machine, the realistic mix first, the targets, the rest, and a plot.
 
 bench/RESULTS.md keeps hand-written analysis (the profile) below the generated part: only the text
-between the two markers is replaced, so a new run never loses what a person wrote. Run as a script
+between the two markers is replaced, so a new run never loses what a person wrote. Run as a module
 it renders the report again from what ``run.py --json`` saved, without measuring anything:
 
-    .venv/bin/python bench/report.py bench/.build/results.json
-    .venv/bin/python bench/report.py smoke.json --out /tmp/RESULTS.md     # anywhere else
+    .venv/bin/python -m bench.report bench/.build/results.json
+    .venv/bin/python -m bench.report smoke.json --out /tmp/RESULTS.md     # anywhere else
 """
 
 from __future__ import annotations
@@ -22,12 +22,8 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as a script: bench/ is sys.path[0], the repo is not
-    sys.path.insert(0, str(REPO))
-
-from bench import peers  # noqa: E402
-from bench.results import (  # noqa: E402
+from bench import peers
+from bench.results import (
     DISTURBED_SHARE,
     HEADLINE,
     LOADS,
@@ -45,6 +41,7 @@ from bench.results import (  # noqa: E402
     points_of,
     proven_rate,
 )
+from harness.paths import REPO
 
 BEGIN = "<!-- bench/run.py writes from here to the end marker; edit outside the markers -->"
 END = "<!-- end of what bench/run.py writes -->"

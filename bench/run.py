@@ -27,11 +27,13 @@ run by run; a run during which other processes took the systems' core is repeate
 pystatsd over shard and receiver counts, measures idle CPU and memory with 1,000 series, and writes
 a report and a plot.
 
-    .venv/bin/python bench/run.py                      # the full sweep (make bench); writes bench/RESULTS.md
-    .venv/bin/python bench/run.py --quick              # the two headline loads, no confirmation runs
-    .venv/bin/python bench/run.py --smoke              # seconds per system: one low-rate run of the mix
-    .venv/bin/python bench/run.py --loads mix-20-1s --systems pystatsd,telegraf
-    .venv/bin/python bench/run.py --systems pystatsd,etsy-tuned --per-datagram 20 --rates 400k,566k
+From the repo root (bench/ and harness/ are imported from there):
+
+    .venv/bin/python -m bench.run                      # the full sweep (make bench); writes bench/RESULTS.md
+    .venv/bin/python -m bench.run --quick              # the two headline loads, no confirmation runs
+    .venv/bin/python -m bench.run --smoke              # seconds per system: one low-rate run of the mix
+    .venv/bin/python -m bench.run --loads mix-20-1s --systems pystatsd,telegraf
+    .venv/bin/python -m bench.run --systems pystatsd,etsy-tuned --per-datagram 20 --rates 400k,566k
 """
 
 from __future__ import annotations
@@ -52,22 +54,9 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as a script: bench/ is sys.path[0], the repo is not
-    sys.path.insert(0, str(REPO))
-
-from bench import peers, procstat, report  # noqa: E402
-from bench.results import (  # noqa: E402
-    HEADLINE,
-    LOADS,
-    BenchResults,
-    IdleResult,
-    Load,
-    RatePoint,
-    RunResult,
-    highest_pass,
-)
-from bench.systems import (  # noqa: E402
+from bench import peers, procstat, report
+from bench.results import HEADLINE, LOADS, BenchResults, IdleResult, Load, RatePoint, RunResult, highest_pass
+from bench.systems import (
     PeerSystem,
     PystatsdSystem,
     System,
@@ -76,7 +65,8 @@ from bench.systems import (  # noqa: E402
     udp_backlog,
     udp_drops,
 )
-from bench.tally import Totals  # noqa: E402
+from bench.tally import Totals
+from harness.paths import REPO
 
 ALL_SYSTEMS = ("pystatsd", "etsy", "etsy-tuned", "telegraf", "statsd_exporter")
 QUICK_LOADS = ("mix-20", "mix-1")
@@ -749,11 +739,9 @@ def pin_systems_away_from(load_cpu: int) -> list[int]:
     return others
 
 
-def command_line() -> str:
-    """The command as typed from the repo root, to re-run it."""
-    python = os.path.relpath(sys.executable, REPO)
-    script = os.path.relpath(Path(__file__).resolve(), REPO)
-    return shlex.join([python, script, *sys.argv[1:]])
+def command_line(module: str, argv: list[str]) -> str:
+    """The command as typed from the repo root, to re-run it: ``.venv/bin/python -m <module> <argv>``."""
+    return shlex.join([os.path.relpath(sys.executable, REPO), "-m", module, *argv])
 
 
 def exit_on_sigterm(signum: int, frame: object) -> None:
@@ -772,7 +760,7 @@ def main(argv: list[str] | None = None) -> int:
     system_cpus = pin_systems_away_from(args.load_cpu)
     with tempfile.TemporaryDirectory(prefix="pstbench") as workdir:
         plan = Plan(args.duration, args.repeats, args.load_cpu, system_cpus, Path(workdir), args.client_sockets)
-        results = BenchResults(report.machine(args, command_line(), system_cpus))
+        results = BenchResults(report.machine(args, command_line("bench.run", sys.argv[1:]), system_cpus))
         bench = Bench(args, plan)
         if args.smoke:
             ok = bench.smoke(results)

@@ -5,7 +5,7 @@ with py-spy for the same seconds. Prints, per stage, the functions with the most
 of the stack (self time) and in the stack (inclusive time), as a share of the stage's busy
 samples (py-spy leaves idle threads out). Needs py-spy in the venv (`pip install py-spy`).
 
-    .venv/bin/python bench/stage_profile.py --rate 200k --per-datagram 20
+    .venv/bin/python -m bench.stage_profile --rate 200k --per-datagram 20
 """
 
 from __future__ import annotations
@@ -18,15 +18,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as a script: bench/ is sys.path[0], the repo is not
-    sys.path.insert(0, str(REPO))
+from bench import peers
+from bench.run import parse_rate, pin_systems_away_from
+from bench.systems import PystatsdSystem
+from harness.paths import VENV_BIN
 
-from bench import peers  # noqa: E402
-from bench.run import parse_rate, pin_systems_away_from  # noqa: E402
-from bench.systems import PystatsdSystem  # noqa: E402
-
-PY_SPY = REPO / ".venv" / "bin" / "py-spy"
+PY_SPY = VENV_BIN / "py-spy"
 #: py-spy needs a moment to attach before the load it is to see starts.
 ATTACH_SECS = 1.0
 

@@ -9,14 +9,15 @@ readings, so one running system serves many runs.
 from __future__ import annotations
 
 import json
-import socket
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
 from bench import peers, procstat
 from bench.tally import COUNTER_PREFIX, HEARTBEAT, LOAD_PREFIX, TIMER_PREFIX, JsonLinesTail, Totals
-from tests.harness import Pipeline
+from harness.pipeline import Pipeline
+from harness.ports import free_udp_port
+from harness.traffic import SteadyTraffic
 
 SELF_PREFIX = "pystatsd."
 #: pystatsd's own counters that say where samples, batches or aggregates were lost.
@@ -126,7 +127,7 @@ def kafka_topic(broker: str, name: str) -> str:
 
 
 class PystatsdSystem:
-    """The real pipeline under supervisord (tests/harness.py), read back from its file or Kafka sink."""
+    """The real pipeline under supervisord (harness/pipeline.py), read back from its file or Kafka sink."""
 
     def __init__(self, shards: int, flush_interval: float, kafka_broker: str | None = None,
                  extra_receivers: int = 0) -> None:
@@ -211,7 +212,7 @@ class PeerSystem:
 
     def start(self) -> None:
         self.peer.install()
-        self.peer.start(peers.free_port(), self.flush_interval, self.workdir)
+        self.peer.start(free_udp_port(), self.flush_interval, self.workdir)
 
     def stop(self) -> None:
         self.peer.stop()
@@ -243,11 +244,8 @@ def udp_backlog(system: System) -> int:
 
 
 def send(system: System, datagrams: list[bytes]) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for datagram in datagrams:
-            sock.sendto(datagram, ("127.0.0.1", system.target_port()))
-            if len(datagrams) > 1:
-                time.sleep(0.001)  # paced: clear of any receive buffer's limit
+    """Each datagram once, 1 ms apart: paced, clear of any receive buffer's limit."""
+    SteadyTraffic(system.target_port(), dict(enumerate(datagrams)), every_secs=0.001, count=len(datagrams)).run()
 
 
 def send_heartbeat(system: System, value: int) -> None:

@@ -1,4 +1,4 @@
-"""The benchmark's smoke run (bench/run.py --smoke): each system delivers exactly what was sent of the
+"""The benchmark's smoke run (python -m bench.run --smoke): each system delivers exactly what was sent of the
 realistic mix, counter increments plus timer samples."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench import peers
-from tests.harness import REPO
+from harness.paths import REPO
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +30,7 @@ def smoke_systems() -> list[str]:
 def test_bench_smoke_delivers_exactly_what_was_sent(tmp_path: Path) -> None:
     report = tmp_path / "smoke.json"
     result = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "run.py"), "--smoke", "--systems", ",".join(smoke_systems()),
+        [sys.executable, "-m", "bench.run", "--smoke", "--systems", ",".join(smoke_systems()),
          "--json", str(report)],
         cwd=REPO, capture_output=True, text=True, timeout=100,
     )

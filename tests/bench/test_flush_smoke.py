@@ -1,4 +1,4 @@
-"""The flush benchmark's smoke run (bench/flush.py --smoke): nothing lost, and a row per shard and interval."""
+"""The flush benchmark's smoke run (python -m bench.flush --smoke): nothing lost, and a row per shard and interval."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from tests.harness import REPO
+from harness.paths import REPO
 
 pytestmark = pytest.mark.e2e
 
 
 def test_flush_smoke_loses_nothing_and_reports_every_flush() -> None:
-    result = subprocess.run([sys.executable, str(REPO / "bench" / "flush.py"), "--smoke"],
+    result = subprocess.run([sys.executable, "-m", "bench.flush", "--smoke"],
                             cwd=REPO, capture_output=True, text=True, timeout=100)
     assert result.returncode == 0, result.stdout + result.stderr
     # one row per shard (2) and interval (1 warm-up, 2 measured), under the table's header and rule
