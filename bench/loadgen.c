@@ -190,21 +190,16 @@ static void check_opts(const struct opts *o)
 
 static struct opts parse_args(int argc, char **argv)
 {
+    /* Every option but --untagged takes a value. */
+#define WITH_VALUE(name, letter) {name, required_argument, 0, letter}
     static const struct option longopts[] = {
-        {"host", required_argument, 0, 'h'},
-        {"port", required_argument, 0, 'p'},
-        {"rate", required_argument, 0, 'r'},
-        {"duration", required_argument, 0, 'd'},
-        {"per-datagram", required_argument, 0, 'k'},
-        {"series", required_argument, 0, 'n'},
-        {"mode", required_argument, 0, 'm'},
-        {"seed", required_argument, 0, 's'},
-        {"report", required_argument, 0, 'o'},
-        {"sockets", required_argument, 0, 'S'},
-        {"untagged", no_argument, 0, 'u'},
-        {"start-at", required_argument, 0, 'a'},
+        WITH_VALUE("host", 'h'), WITH_VALUE("port", 'p'), WITH_VALUE("rate", 'r'),
+        WITH_VALUE("duration", 'd'), WITH_VALUE("per-datagram", 'k'), WITH_VALUE("series", 'n'),
+        WITH_VALUE("mode", 'm'), WITH_VALUE("seed", 's'), WITH_VALUE("report", 'o'),
+        WITH_VALUE("sockets", 'S'), {"untagged", no_argument, 0, 'u'}, WITH_VALUE("start-at", 'a'),
         {0, 0, 0, 0},
     };
+#undef WITH_VALUE
     struct opts o = {"127.0.0.1", 0, 0, 0, 1, 1, MODE_COUNTERS, 1, NULL, 1, 0, 0};
     int c;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {

@@ -57,39 +57,31 @@ def test_empty_file_gives_the_documented_defaults(write_config) -> None:
     assert config.agent.tags == {}
 
 
-def test_misspelt_key_suggests_the_right_one(write_config) -> None:
-    assert config_error(write_config("flush_intervall: 10\n")) == \
-        "flush_intervall: unknown key (did you mean 'flush_interval'?)"
+#: (test id, config text, the whole error message it gets)
+CONFIG_MISTAKES = [
+    ("misspelt_key_suggests_the_right_one", "flush_intervall: 10\n",
+     "flush_intervall: unknown key (did you mean 'flush_interval'?)"),
+    ("wrong_type_names_the_dotted_key", "queues:\n  shard_batches: lots\n",
+     "queues.shard_batches: expected a whole number, got a string ('lots')"),
+    # YAML makes `yes`/`true` booleans, and bool is an int subclass in Python.
+    ("boolean_is_not_a_whole_number", "bind_port: true\n", "bind_port: expected a whole number, got a boolean (True)"),
+    ("zero_flush_interval_is_refused", "flush_interval: 0\n",
+     "flush_interval: must be more than 0 and at most 3600 seconds"),
+    ("bad_nested_value_names_the_dotted_key", "queues:\n  forwarder_flushes: 0\n",
+     "queues.forwarder_flushes: must be at least 1"),
+    ("percentile_out_of_range_is_refused", "percentiles: [50, 101]\n", "percentiles: 101.0 is not in (0, 100]"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), [case[1:] for case in CONFIG_MISTAKES],
+                         ids=[case[0] for case in CONFIG_MISTAKES])
+def test_a_mistake_gets_its_message(write_config, text: str, message: str) -> None:
+    assert config_error(write_config(text)) == message
 
 
 def test_unknown_key_without_a_close_match_lists_the_known_keys(write_config) -> None:
     message = config_error(write_config("zzz: 1\n"))
     assert message.startswith("zzz: unknown key (known keys: agent, batch_max_age_ms, ")
-
-
-def test_wrong_type_names_the_dotted_key(write_config) -> None:
-    assert config_error(write_config("queues:\n  shard_batches: lots\n")) == \
-        "queues.shard_batches: expected a whole number, got a string ('lots')"
-
-
-def test_boolean_is_not_a_whole_number(write_config) -> None:
-    # YAML makes `yes`/`true` booleans, and bool is an int subclass in Python.
-    assert config_error(write_config("bind_port: true\n")) == \
-        "bind_port: expected a whole number, got a boolean (True)"
-
-
-def test_zero_flush_interval_is_refused(write_config) -> None:
-    assert config_error(write_config("flush_interval: 0\n")) == \
-        "flush_interval: must be more than 0 and at most 3600 seconds"
-
-
-def test_bad_nested_value_names_the_dotted_key(write_config) -> None:
-    assert config_error(write_config("queues:\n  forwarder_flushes: 0\n")) == \
-        "queues.forwarder_flushes: must be at least 1"
-
-
-def test_percentile_out_of_range_is_refused(write_config) -> None:
-    assert config_error(write_config("percentiles: [50, 101]\n")) == "percentiles: 101.0 is not in (0, 100]"
 
 
 def test_top_level_must_be_a_map(write_config) -> None:
