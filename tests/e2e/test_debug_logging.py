@@ -6,8 +6,9 @@ import re
 
 import pytest
 
+from harness.pipeline import Pipeline
+from harness.wait import wait_for
 from stages.sharding import shard_for
-from tests.harness import Pipeline, wait_for
 
 pytestmark = pytest.mark.e2e
 

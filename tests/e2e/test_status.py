@@ -10,7 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import VENV_BIN, Pipeline, free_tcp_port, wait_for
+from harness.paths import VENV_BIN
+from harness.pipeline import Pipeline
+from harness.ports import free_tcp_port
+from harness.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 
