@@ -28,7 +28,7 @@ flat arrays (see :class:`BatchBody`), each entry's fields one after another:
 
 A key is :func:`stages.model.series_key`: the name and the sorted flat tags joined by ``\x1f``. A
 shard merges entries in body order; a key may appear in more than one entry of a section (as v1
-batches become, one entry per sample).
+batches become, one entry per metric).
 
 ``pystatsd.batch.v1`` (older receivers; read for one release): the same header, with ``n`` the
 metrics in the body; body a list of metrics, each a sample ``[name, type, value, rate, tags]`` (see
