@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from tests.harness import VENV_BIN, Pipeline
+from harness.paths import VENV_BIN
+from harness.pipeline import Pipeline
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Pipeline, SteadyTraffic, wait_for
+from harness.pipeline import Pipeline
+from harness.traffic import SteadyTraffic, counter_increments
+from harness.wait import wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -33,7 +35,7 @@ def test_broker_outage_of_30s_loses_nothing_and_duplicates_nothing(kafka_broker:
     pipeline = kafka_pipeline(kafka_broker, "outage")
     try:
         pipeline.start()
-        with SteadyTraffic(pipeline, ["outage.c"]) as traffic:
+        with SteadyTraffic(pipeline.statsd_port, counter_increments(["outage.c"])) as traffic:
             time.sleep(5)
             kafka_broker.stop()
             time.sleep(30)
@@ -62,7 +64,7 @@ def test_buffer_too_small_for_the_outage_drops_oldest_and_counts_exactly(kafka_b
                               sink={"buffer_max_aggregates": 3})
     try:
         pipeline.start()
-        with SteadyTraffic(pipeline, ["small.c"]):
+        with SteadyTraffic(pipeline.statsd_port, counter_increments(["small.c"])):
             time.sleep(3)
             kafka_broker.stop()
             time.sleep(12)

@@ -14,12 +14,14 @@ from typing import Any
 import pytest
 import yaml
 
+from harness.pipeline import Pipeline
+from harness.ports import free_tcp_port
+from harness.wait import wait_for
 from stages.config import load_section
 from stages.forwarder.sinks import SINKS
 from stages.forwarder.sinks import kafka as kafka_sink
 from stages.forwarder.sinks.base import SinkError
 from stages.forwarder.sinks.kafka import KafkaConfig, KafkaSink
-from tests.harness import Pipeline, free_tcp_port, wait_for
 from tests.unit.test_sink_conformance import minimal_config, sinks_with_key, write_leaves_the_aggregates_alone
 
 pytestmark = pytest.mark.kafka

@@ -17,7 +17,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from harness import traffic
 from harness.pipeline import Pipeline
 from harness.ports import accepts_tcp, free_tcp_port
 from harness.process import ChildProcess
@@ -232,8 +231,5 @@ def own(aggregates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [a for a in aggregates if not a["name"].startswith("pystatsd.")]
 
 
-def SteadyTraffic(pipeline: Pipeline, payload: str, every: float = 0.1,
-                  limit_secs: float = 60.0) -> traffic.SteadyTraffic[str]:
-    """The old class's call (``payload`` sent to ``pipeline`` again and again), as a function for the sink
-    tests that call it so: new code calls ``traffic.SteadyTraffic(pipeline.statsd_port, {payload: payload}, ...)``."""
-    return traffic.SteadyTraffic(pipeline.statsd_port, {payload: payload}, every, limit_secs)
+#: What the sink outage tests send throughout: a counter and a gauge in one datagram.
+OUTAGE_LOAD = {"outage": "o.c:1|c|#run:outage\no.g:7|g"}

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from tests.harness import wait_for
-from tests.sinks.servers import CarbonServer, SteadyTraffic, own, sink_pipeline
+from harness.traffic import SteadyTraffic
+from harness.wait import wait_for
+from tests.sinks.servers import OUTAGE_LOAD, CarbonServer, own, sink_pipeline
 
 pytestmark = pytest.mark.servers
 
@@ -85,7 +86,7 @@ def test_a_stopped_server_loses_nothing(carbon: CarbonServer) -> None:
 
     try:
         pipeline.start()
-        with SteadyTraffic(pipeline, "o.c:1|c|#run:outage\no.g:7|g", every=0.05):
+        with SteadyTraffic(pipeline.statsd_port, OUTAGE_LOAD, every_secs=0.05, max_secs=60):
             wait_for(lambda: pipeline.series("o.c"), 10, "the first interval")
             for _ in range(5):
                 # Just after the next interval edge, wait for the interval that ended there to be in whisper.

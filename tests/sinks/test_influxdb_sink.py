@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from tests.harness import wait_for
+from harness.traffic import SteadyTraffic
+from harness.wait import wait_for
 from tests.sinks.conftest import INFLUX_ADMIN
-from tests.sinks.servers import InfluxServer, SteadyTraffic, own, sink_pipeline
+from tests.sinks.servers import OUTAGE_LOAD, InfluxServer, own, sink_pipeline
 
 pytestmark = pytest.mark.servers
 
@@ -90,7 +91,7 @@ def test_a_stopped_server_loses_nothing_and_holds_up_no_other_sink(influx: Influ
                                           "password": PASSWORD, "create_database": True})
     try:
         pipeline.start()
-        with SteadyTraffic(pipeline, "o.c:1|c|#run:outage\no.g:7|g", every=0.05):
+        with SteadyTraffic(pipeline.statsd_port, OUTAGE_LOAD, every_secs=0.05, max_secs=60):
             wait_for(lambda: points(influx, "outage", "o.c"), 15, "the first points", every=0.5)
             time.sleep(1.5)
             influx.stop()

@@ -9,7 +9,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import free_tcp_port, wait_for
+from harness.ports import free_tcp_port
+from harness.wait import wait_for
 from tests.sinks.servers import sink_pipeline
 
 
