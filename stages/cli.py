@@ -25,9 +25,10 @@ import yaml
 from pystatsd.client import Client
 from stages import __version__, status
 from stages.config import Config, ConfigError, config_path, load_config, load_section
+from stages.config_diff import config_changes
 from stages.figures import read_all
 from stages.forwarder.sinks import load_sink_configs
-from stages.runtime import DEFAULT_RUN_DIR, EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE
+from stages.lifecycle import DEFAULT_RUN_DIR, EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE
 from stages.supervisord_conf import INSTALLED_TEMPLATE, REPO_TEMPLATE, render_supervisord_conf, supervisord_template
 
 #: ``pystatsd status`` of an instance that is running but not healthy (or not running).
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                           "(default: supervisord.conf's PYSTATSD_EXTRA_RECEIVERS)")
     check = commands.add_parser("check-config", help="validate a config and print every problem")
     check.add_argument("-c", "--config", help=config_help)
+    check.add_argument("--diff", metavar="NEW", help="also check NEW and print what it changes against the config, "
+                       "key by key, and whether a reload applies each change")
     status = commands.add_parser("status", help="each stage's state and figures, and whether all is healthy")
     status.add_argument("-c", "--config", help=config_help)
     status.add_argument("--run-dir", help="the running instance's run directory (default: as for run)")
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     path = config_path(args.config).absolute()
     if args.command == "check-config":
-        return check_config(path)
+        return check_config(path) if args.diff is None else diff_configs(path, Path(args.diff).absolute())
     if args.command == "status":
         return show_status(path, args.run_dir, args.json)
     if args.command == "send":
@@ -137,6 +140,22 @@ def check_config(path: Path) -> int:
     for problem in problems:
         print(f"  {problem}", file=sys.stderr)
     return EXIT_CONFIG
+
+
+def diff_configs(path: Path, new_path: Path) -> int:
+    """Check both configs, then print what ``new_path`` changes against ``path``; EXIT_CONFIG if either is bad."""
+    for checked in (path, new_path):
+        if check_config(checked) != EXIT_OK:
+            return EXIT_CONFIG
+    changes = config_changes(load_config(path), load_config(new_path))
+    if not changes:
+        print(f"{new_path}: no change against {path}")
+        return EXIT_OK
+    print(f"{new_path} against {path}: {len(changes)} change{'s' if len(changes) > 1 else ''}")
+    width = max(len(change.key) for change in changes)
+    for change in changes:
+        print(f"  {change.key:<{width}}  {change.old} -> {change.new}  (applies {change.applies})")
+    return EXIT_OK
 
 
 def config_problems(path: Path) -> list[str]:

@@ -1,0 +1,82 @@
+"""What changes between two configs, key by key, and how each change takes effect.
+
+``pystatsd check-config --diff NEW`` prints it before a reload; the stages apply what a reload can
+apply (see the README's "Reload") and name the rest, which waits for a restart of the pipeline.
+Secret values never show: a changed secret reads ``(secret changed)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+from stages.config import Config, Secret
+from stages.forwarder.sinks import load_sink_configs
+
+#: Top-level keys a reload cannot apply: every stage would have to agree on them at one instant.
+RESTART_KEYS = frozenset({"flush_interval", "run_dir", "health_address", "queues"})
+ON_RELOAD = "on reload"
+AT_RESTART = "at the next pystatsd run"
+
+
+class Change(NamedTuple):
+    key: str
+    old: str
+    new: str
+    applies: str
+
+
+def config_changes(old: Config, new: Config) -> list[Change]:
+    """Every dotted key whose value differs, sinks by their validated configs (defaults filled in)."""
+    old_sinks, new_sinks = load_sink_configs(old), load_sink_configs(new)
+    before = dict(_flatten(_without_sinks(old), "")) | _sink_keys(old_sinks, new_sinks)
+    after = dict(_flatten(_without_sinks(new), "")) | _sink_keys(new_sinks, old_sinks)
+    changes = []
+    for key in sorted(before.keys() | after.keys()):
+        was, now = before.get(key, _ABSENT), after.get(key, _ABSENT)
+        if was != now or type(was) is not type(now):
+            top = key.split(".", 1)[0].split("[", 1)[0]
+            changes.append(Change(key, _show(was), _show(now), AT_RESTART if top in RESTART_KEYS else ON_RELOAD))
+    return changes
+
+
+_ABSENT = object()
+_CONFIGURED = object()
+
+
+def _show(value: Any) -> str:
+    if value is _ABSENT:
+        return "(not set)"
+    if value is _CONFIGURED:
+        return "(a sink)"
+    if isinstance(value, Secret):
+        return "(a secret)"
+    return repr(value)
+
+
+def _without_sinks(config: Config) -> Config:
+    return dataclasses.replace(config, forwarders={})
+
+
+def _sink_keys(sinks: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """Each sink's keys where the other config has that sink too; a sink only one has is one key."""
+    keys: dict[str, Any] = {}
+    for sink, sink_config in sinks.items():
+        if sink in other:
+            keys.update(_flatten(sink_config, f"forwarders.{sink}."))
+        else:
+            keys[f"forwarders.{sink}"] = _CONFIGURED
+    return keys
+
+
+def _flatten(value: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            if field.name != "forwarders" or prefix:
+                yield from _flatten(getattr(value, field.name), f"{prefix}{field.name}.")
+    elif isinstance(value, dict):
+        for key, item in sorted(value.items()):
+            yield from _flatten(item, f"{prefix}{key}.")
+    else:
+        yield prefix.rstrip("."), value

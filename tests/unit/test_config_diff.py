@@ -1,0 +1,59 @@
+"""What ``pystatsd check-config --diff`` reports: each changed key once, how it applies, no secret shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages.cli import main
+from stages.config import Config, load_section
+from stages.config_diff import AT_RESTART, ON_RELOAD, Change, config_changes
+
+BASE = {"bind_port": 5090, "percentiles": [50, 99], "agent": {"tags": {"dc": "a"}},
+        "forwarders": {"file": {"path": "/tmp/x.jsonl"},
+                       "influxdb": {"url": "http://127.0.0.1:8086", "database": "m", "username": "u",
+                                    "password": "hunter2"}}}
+
+
+def config(**changes: object) -> Config:
+    return load_section(Config, {**BASE, **changes}, "")
+
+
+def test_the_same_config_changes_nothing() -> None:
+    assert config_changes(config(), config()) == []
+
+
+def test_each_changed_key_once_with_how_it_applies() -> None:
+    new = config(flush_interval=5, agent={"tags": {"team": "core"}}, percentiles=[50, 99],
+                 forwarders={"influxdb": {**BASE["forwarders"]["influxdb"], "database": "n"},  # type: ignore[index]
+                             "graphite": {"host": "127.0.0.1"}})
+    assert config_changes(config(), new) == [
+        Change("agent.tags.dc", "'a'", "(not set)", ON_RELOAD),
+        Change("agent.tags.team", "(not set)", "'core'", ON_RELOAD),
+        Change("flush_interval", "10.0", "5.0", AT_RESTART),
+        Change("forwarders.file", "(a sink)", "(not set)", ON_RELOAD),
+        Change("forwarders.graphite", "(not set)", "(a sink)", ON_RELOAD),
+        Change("forwarders.influxdb.database", "'m'", "'n'", ON_RELOAD),
+    ]
+
+
+def test_a_changed_secret_is_named_never_shown() -> None:
+    forwarders = {**BASE["forwarders"], "influxdb": {**BASE["forwarders"]["influxdb"],  # type: ignore[dict-item]
+                                                      "password": "correct-horse"}}
+    (change,) = config_changes(config(), config(forwarders=forwarders))
+    assert change == Change("forwarders.influxdb.password", "(a secret)", "(a secret)", ON_RELOAD)
+
+
+def test_the_command_checks_both_and_prints_the_changes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old, new, bad = tmp_path / "old.yaml", tmp_path / "new.yaml", tmp_path / "bad.yaml"
+    old.write_text(yaml.safe_dump(BASE))
+    new.write_text(yaml.safe_dump({**BASE, "bind_port": 6000}))
+    bad.write_text(yaml.safe_dump({**BASE, "bind_prot": 6000}))
+    assert main(["check-config", "-c", str(old), "--diff", str(new)]) == 0
+    out = capsys.readouterr().out
+    assert "1 change\n" in out and "bind_port  5090 -> 6000  (applies on reload)" in out
+    assert "hunter2" not in out
+    assert main(["check-config", "-c", str(old), "--diff", str(bad)]) == 78
+    assert "bind_prot: unknown key (did you mean 'bind_port'?)" in capsys.readouterr().err
