@@ -92,9 +92,8 @@ class ForwarderStop:
     wait_finals_secs: float = 10.0
     #: What the sinks get to deliver their queues once it stops taking flushes.
     sink_drain_secs: float = 20.0
-    #: What a sink's thread gets past that deadline before it is abandoned (the ``+ 1.0`` in
-    #: ``SinkRunner.finish``, stages/forwarder/fanout.py). It is per sink whose thread is stuck in a
-    #: write: one such sink adds 1 s, each more another.
+    #: What the sinks' threads get past that deadline before those still stuck in a write are
+    #: abandoned: one deadline for all of them (``Fanout.stop``), however many are stuck.
     sink_join_slack_secs: float = 1.0
 
     @property

@@ -153,7 +153,7 @@ class Forwarder:
         self.pull.unbind(self.endpoint)
         self.receive_all()
         self.pull.close(linger=0)
-        self.fanout.stop(FORWARDER_STOP.sink_drain_secs)
+        self.fanout.stop(FORWARDER_STOP.sink_drain_secs, FORWARDER_STOP.sink_join_slack_secs)
 
 
 class ForwarderStage(Stage):

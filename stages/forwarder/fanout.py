@@ -89,9 +89,9 @@ class SinkRunner:
             self.deadline = deadline
             self.cond.notify()
 
-    def finish(self, deadline: float) -> None:
-        """Wait for the thread, count what it could not deliver, close the sink."""
-        self.thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
+    def finish(self, abandon_at: float) -> None:
+        """Wait for the thread until ``abandon_at`` (monotonic), count what it could not deliver, close the sink."""
+        self.thread.join(max(0.0, abandon_at - time.monotonic()))
         left = self.pending()
         with self.cond:
             abandoned = [*self.queue, *([self.current] if self.current else [])]
@@ -216,20 +216,23 @@ class Fanout:
             self.retiring.append((runner, deadline))
         return changes
 
-    def finish_retired(self, wait: bool = False) -> None:
-        """Close the replaced runners that are done (all of them, waiting up to their deadlines, with ``wait``)."""
+    def finish_retired(self, abandon_at: float | None = None) -> None:
+        """Close the replaced runners that are done; with ``abandon_at``, all of them, waiting until then."""
         still = []
         for runner, deadline in self.retiring:
-            if wait or not runner.thread.is_alive():
-                runner.finish(deadline)
+            if abandon_at is not None or not runner.thread.is_alive():
+                runner.finish(time.monotonic() if abandon_at is None else abandon_at)
             else:
                 still.append((runner, deadline))
         self.retiring = still
 
-    def stop(self, timeout_secs: float) -> None:
+    def stop(self, timeout_secs: float, abandon_after_secs: float) -> None:
+        """Let every sink deliver for ``timeout_secs``; a thread still stuck in a write ``abandon_after_secs``
+        later is left behind (one shared deadline, however many sinks are stuck)."""
         deadline = time.monotonic() + timeout_secs
         for runner in self.runners:
             runner.request_stop(deadline)
+        abandon_at = deadline + abandon_after_secs
         for runner in self.runners:
-            runner.finish(deadline)
-        self.finish_retired(wait=True)
+            runner.finish(abandon_at)
+        self.finish_retired(abandon_at)

@@ -11,6 +11,7 @@ import math
 import os
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -78,7 +79,7 @@ class RecordingSink:
 
 def stop(runner: SinkRunner) -> None:
     runner.request_stop(float("inf"))
-    runner.finish(0.0)
+    runner.finish(time.monotonic() + WAIT_SECS)
 
 
 def test_file_sink_appends_one_compact_json_object_per_line(tmp_path: Path) -> None:
@@ -241,7 +242,7 @@ def test_a_blocked_sink_does_not_delay_another_sink() -> None:
     assert fast.wrote.wait(WAIT_SECS)
     assert slow.written == []
     slow.release.set()
-    out.stop(WAIT_SECS)
+    out.stop(WAIT_SECS, 1.0)
     assert (slow.written, fast.written) == ([1], [1])
 
 
@@ -268,7 +269,22 @@ def test_reconfigure_keeps_an_unchanged_sink_and_drains_a_removed_or_changed_one
     assert changes == ["sink changed changed", "sink added added", "sink removed removed"]
     out.put(make_flush(2))
     removed.release.set()  # what the removed sink held is still delivered, after the reload
-    out.stop(WAIT_SECS)
+    out.stop(WAIT_SECS, 1.0)
     assert (kept.written, kept_again.opened) == ([1, 2], 0)
     assert (removed.written, old.written) == ([1], [1])
     assert (new.written, added.written) == ([2], [2])
+
+
+def test_sinks_stuck_in_a_write_are_abandoned_together_at_one_deadline() -> None:
+    stuck = [named_sink(f"stuck{i}", block=True) for i in range(5)]
+    out = Fanout([(sink, SinkConfig()) for sink in stuck])
+    out.start()
+    out.put(make_flush(1))
+    assert all(sink.entered.wait(WAIT_SECS) for sink in stuck)
+    started = time.monotonic()
+    out.stop(0.1, 0.5)
+    # One shared deadline (0.1 + 0.5 s), not half a second more for each stuck sink (2.6 s).
+    assert time.monotonic() - started < 2.0
+    assert all(out_runner.dropped["shutdown"] == 1 for out_runner in out.runners)
+    for sink in stuck:
+        sink.release.set()
