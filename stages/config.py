@@ -108,7 +108,9 @@ class Config:
     expire_after_intervals: int = 30
     series_limit_per_name: int = 10_000
     receive_buffer_bytes: int = 8 * 1024 * 1024
-    batch_max_samples: int = 1000
+    batch_max_entries: int = 1000
+    #: The name batch_max_entries had (it counts series entries, not metrics); still read.
+    batch_max_samples: int | None = dataclasses.field(default=None, repr=False)
     batch_max_age_ms: float = 50.0
     self_metrics_prefix: str = "pystatsd."
     run_dir: str = ""
@@ -128,8 +130,9 @@ class Config:
             raise ValueError("series_limit_per_name: must be at least 1")
         if self.receive_buffer_bytes < 0:
             raise ValueError("receive_buffer_bytes: must not be negative")
-        if self.batch_max_samples < 1:
-            raise ValueError("batch_max_samples: must be at least 1")
+        self._read_old_names()
+        if self.batch_max_entries < 1:
+            raise ValueError("batch_max_entries: must be at least 1")
         if not 0 < self.batch_max_age_ms <= 1000:
             raise ValueError("batch_max_age_ms: must be more than 0 and at most 1000")
         for i, url in enumerate(self.listeners):
@@ -145,6 +148,13 @@ class Config:
         if not re.fullmatch(r"0?[0-7]{3}", self.unix_socket_mode):
             raise ValueError(
                 f"unix_socket_mode: expected an octal mode such as \"0660\", got {self.unix_socket_mode!r}")
+
+    def _read_old_names(self) -> None:
+        if self.batch_max_samples is not None:
+            if self.batch_max_entries != 1000:
+                raise ValueError("batch_max_samples: is the old name of batch_max_entries; set only batch_max_entries")
+            log.warning("Config key batch_max_samples is now called batch_max_entries (it counts series entries)")
+            object.__setattr__(self, "batch_max_entries", self.batch_max_samples)
 
     def listener_urls(self) -> list[str]:
         """Every listener: ``udp://bind_address:bind_port`` first, then ``listeners`` (each once)."""

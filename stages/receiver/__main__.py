@@ -75,7 +75,7 @@ class Receiver:
             pushes.append(push)
         window = new_window(shards, tag_tuple({}, self.defaults), statsd_lines(self.defaults))
         self.parse_payload = payload_parser(self.defaults)
-        self.batcher = Batcher(pushes, name, window, config.batch_max_samples, config.batch_max_age_ms / 1000,
+        self.batcher = Batcher(pushes, name, window, config.batch_max_entries, config.batch_max_age_ms / 1000,
                                config.flush_interval)
         self.name = name
         self.run_dir = Path(run)

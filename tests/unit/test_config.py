@@ -52,7 +52,7 @@ def test_empty_file_gives_the_documented_defaults(write_config) -> None:
     assert (config.bind_address, config.bind_port, config.debug_mode) == ("127.0.0.1", 5090, False)
     assert (config.flush_interval, config.percentiles, config.expire_after_intervals) == (10.0, [50, 90, 95, 99], 30)
     assert (config.self_metrics_prefix, config.listeners, config.forwarders) == ("pystatsd.", [], {})
-    assert (config.batch_max_samples, config.batch_max_age_ms) == (1000, 50.0)
+    assert (config.batch_max_entries, config.batch_max_age_ms) == (1000, 50.0)
     assert config.queues == QueueConfig(shard_batches=2000, forwarder_flushes=1000)
     assert config.agent.tags == {}
 
@@ -220,3 +220,10 @@ def test_secret_hides_in_a_log_record(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO):
         logging.getLogger("test").info("connecting with %s / %r", Secret("hunter2"), Secret("hunter2"))
     assert caplog.messages == ["connecting with *** / '***'"]
+
+
+def test_batch_max_samples_is_still_read_as_batch_max_entries(write_config, caplog) -> None:
+    assert load_config(write_config("batch_max_samples: 200\n")).batch_max_entries == 200
+    assert "batch_max_samples is now called batch_max_entries" in caplog.text
+    with pytest.raises(ConfigError, match="batch_max_samples: is the old name of batch_max_entries"):
+        load_config(write_config("batch_max_samples: 200\nbatch_max_entries: 300\n"))
