@@ -96,7 +96,11 @@ class Pipeline:
         result = subprocess.run([VENV_BIN / "supervisorctl", "-c", self.conf_path, *args],
                                 env=self.env, capture_output=True, text=True, timeout=60)
         if check and result.returncode != 0:
-            raise AssertionError(f"supervisorctl {' '.join(args)} failed: {result.stdout}{result.stderr}")
+            # What a program that failed to start said last is what explains the failure.
+            failed = re.findall(r"^(?:\S+:)?(\S+): ERROR", result.stdout, re.MULTILINE)
+            tails = "".join(f"\n--- {name}.log, last lines:\n" + "\n".join(self.log(name).splitlines()[-15:])
+                            for name in failed)
+            raise AssertionError(f"supervisorctl {' '.join(args)} failed: {result.stdout}{result.stderr}{tails}")
         return result.stdout
 
     def status(self) -> dict[str, tuple[str, int | None]]:
