@@ -7,11 +7,11 @@ only the run directory: supervisord's control socket and the figures the stages 
 from __future__ import annotations
 
 import time
-import xmlrpc.client
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
+from stages import supervisor_rpc
 from stages.figures import read_all
 
 #: A stage whose figures are older than this many intervals (plus a few seconds) is not working.
@@ -21,20 +21,9 @@ STALE_GRACE_SECS = 5.0
 
 def supervisor_processes(run_dir: Path) -> dict[str, dict[str, Any]]:
     """Process name → state, pid and uptime, from supervisord's socket in ``run_dir``; empty if it is down."""
-    from supervisor.xmlrpc import SupervisorTransport
-
-    socket_path = run_dir / "supervisor.sock"
-    if not socket_path.exists():
+    infos = supervisor_rpc.call(run_dir, "getAllProcessInfo")
+    if not isinstance(infos, list):
         return {}
-    transport = SupervisorTransport(None, None, f"unix://{socket_path}")
-    proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
-    try:
-        # supervisord's XML-RPC answer: one struct per process (xmlrpc.client types it as any value).
-        infos = cast(list[dict[str, Any]], proxy.supervisor.getAllProcessInfo())
-    except (OSError, xmlrpc.client.Error):
-        return {}
-    finally:
-        transport.close()
     return {info["name"]: {"state": info["statename"], "pid": info["pid"] or None,
                            "uptime_secs": max(0, info["now"] - info["start"]) if info["pid"] else 0}
             for info in infos}

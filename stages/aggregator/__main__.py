@@ -4,7 +4,10 @@ Binds PULL ``ipc://<run>/shard-K.sock`` (the stable end: every receiver connects
 Connects PUSH to ``ipc://<run>/forwarder.sock`` and sends one ``pystatsd.flush.v1`` per interval.
 Flushes the forwarder cannot take yet wait in a bounded hold queue (oldest dropped and counted).
 On SIGTERM: unbind (new batches wait in the receivers' pipes for the next instance), drain what
-already arrived, flush every open interval as ``final``, hand everything on, exit 0.
+already arrived and flush what is due. Then, when this shard is stopped alone (supervisord and the
+receiver run on: a restart), write the open intervals to the run directory for the next instance
+(:mod:`.handoff`), so that each interval is flushed once, whole. When the pipeline stops, flush
+every open interval as ``final`` instead. Hand every flush on, exit 0.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from pathlib import Path
 
 import zmq
 
-from stages import contract
+from stages import contract, supervisor_rpc
+from stages.aggregator.handoff import HandoffRefused, capture, handoff_path, restore, take_handoff, write_handoff
 from stages.aggregator.series import CompiledBucket
 from stages.aggregator.shard import ClosedInterval, ShardState
 from stages.compiled import wanted as use_compiled
@@ -57,6 +61,23 @@ class ShardLoop:
         self.push.connect(forwarder_endpoint(run))  # type: ignore[arg-type]
         self.decode_errors: collections.Counter[str] = collections.Counter()
         self.fold_log = LogThrottle()
+        self.handoff_path = handoff_path(self.run_dir, shard, shards)
+        # Before the first batch is taken: the last instance's intervals are the ones it merges into.
+        self.take_over(config.expire_after_intervals * config.flush_interval)
+
+    def take_over(self, max_age_secs: float) -> None:
+        """Continue what the last instance handed on, if it did; a refused hand-off is logged and counted."""
+        try:
+            handoff = take_handoff(self.handoff_path)
+            if handoff is None:
+                return
+            self.epoch, self.seq = restore(self.state, handoff, self.shards, time.time(), max_age_secs)
+        except HandoffRefused as exc:
+            self.state.stats.add("handoffs_refused", 1)
+            log.error("Refused the hand-off in %s: %s; what it held counts as lost", self.handoff_path, exc)
+            return
+        log.info("Took over from the last instance: %d open intervals, %d gauges, flush seq %d",
+                 len(handoff.buckets), len(handoff.gauges), self.seq)
 
     def run(self, stop: StopSignal) -> None:
         poller = zmq.Poller()
@@ -135,6 +156,19 @@ class ShardLoop:
                         self.dropped_flushes)
         self.hold.append(contract.encode_flush(header, closed.aggregates))
 
+    def hand_off(self) -> bool:
+        """Write the open intervals for the next instance (supervisord restarts this shard alone); False
+        when that failed, and the caller flushes them after all (capture leaves the state whole)."""
+        handoff = capture(self.state, self.shards, self.epoch, self.seq)
+        try:
+            write_handoff(self.handoff_path, handoff)
+        except OSError as exc:
+            log.error("Cannot write the hand-off %s (%s): flushing the open intervals instead", self.handoff_path,
+                      exc.strerror)
+            return False
+        log.info("Handed %d open intervals on to the next instance (%s)", len(handoff.buckets), self.handoff_path)
+        return True
+
     def send_held(self) -> None:
         while self.hold:
             try:
@@ -144,13 +178,16 @@ class ShardLoop:
             self.hold.popleft()
 
     def stop(self) -> None:
-        log.info("Stopping: draining batches, then flushing every open interval")
+        log.info("Stopping: draining batches")
         self.pull.unbind(self.endpoint)
         while self.pull.poll(int(SHARD_STOP.drain_quiet_secs * 1000)):
             self.receive_burst()
-        closed = self.state.close_all()
-        for i, interval in enumerate(closed):
-            self.queue_flush(interval, final=i == len(closed) - 1)
+        self.flush_due()
+        if not supervisor_rpc.runs_on_without(self.run_dir) or not self.hand_off():
+            closed = self.state.close_all()
+            log.info("Flushing every open interval (%d)", len(closed))
+            for i, interval in enumerate(closed):
+                self.queue_flush(interval, final=i == len(closed) - 1)
         # Both waits count in lifecycle.ShardStop.budget_secs: this one, then the linger at ctx.term().
         self.push.setsockopt(zmq.LINGER, SHARD_STOP.linger_ms)
         deadline = time.monotonic() + SHARD_STOP.linger_ms / 1000

@@ -87,7 +87,7 @@ class ShardState:
             self.late_metrics += header.metrics
         bucket = self.buckets.get(index)
         if bucket is None:
-            bucket = self.buckets[index] = self._new_bucket()
+            bucket = self.buckets[index] = self.new_bucket()
         bucket.merge_frame(body)
         bucket.metrics += header.metrics
         # Per bucket, so a flush claims exactly the batches whose metrics are in it: a crash before
@@ -101,7 +101,7 @@ class ShardState:
             cover[2], cover[3] = header.seq, through
         self.metrics += header.metrics
 
-    def _new_bucket(self) -> IntervalBucket:
+    def new_bucket(self) -> IntervalBucket:
         return IntervalBucket(SeriesLimit(self.series_limit, self.overflow_tags))
 
     def _account(self, header: BatchHeader) -> None:
@@ -148,7 +148,7 @@ class ShardState:
 
     def _build(self, index: int) -> ClosedInterval:
         started = time.perf_counter()
-        bucket = self.buckets.pop(index, None) or self._new_bucket()
+        bucket = self.buckets.pop(index, None) or self.new_bucket()
         bucket.close()
         start = self.start_of(index)
         end = self.start_of(index + 1)

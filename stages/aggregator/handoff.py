@@ -1,0 +1,174 @@
+"""A restarting shard's open intervals, handed to its next instance through the run directory.
+
+A shard stopped on its own (a restart, while supervisord runs on) does not flush its open
+intervals as partial ones: that would give a series two records for one interval, one from each
+instance. It writes them here instead, with the rest of what continues across the restart (the
+gauges, the receivers' batch sequences, its flush stream), and its next instance reads them
+before it takes a batch: the interval is flushed once, whole, by whichever instance is running
+when it is due. An interval that ended while no instance ran is flushed by the next one as soon as
+it starts, with its own timestamp.
+
+The file is written atomically (a private temporary file, renamed) and removed by the instance
+that takes it before anything of it is merged, so it is merged once at most. One that is not this
+shard's (another shard count, interval or format) or is older than the gauges' expiry horizon is
+refused, logged and counted; the forwarder's ledger then counts the metrics it held as lost, as
+for a crash. A killed shard writes nothing: its open interval is lost and counted, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from stages.aggregator.series import IntervalBucket, SeriesKey
+from stages.aggregator.shard import ShardState
+from stages.contract import BatchBody, pack_batch_body
+from stages.model import series_key, series_name
+
+log = logging.getLogger(__name__)
+
+HANDOFF_V1 = "pystatsd.handoff.v1"
+
+
+class HandoffRefused(Exception):
+    """A hand-off file that must not be merged; the message says why."""
+
+
+@dataclass
+class Handoff:
+    """What a stopping shard hands on; :func:`capture` makes it, :func:`restore` applies it."""
+
+    shard: int
+    shards: int
+    interval: float
+    written_at: float
+    #: The shard's flush stream to the forwarder, continued by the next instance.
+    epoch: int
+    seq: int
+    closed_through: int
+    #: index → (the bucket as a batch body, metrics it holds, its covers, series it folded per name)
+    buckets: dict[int, tuple[bytes, int, dict[str, list[int]], dict[str, int]]] = field(default_factory=dict)
+    #: [key, value, index of the last interval that changed it], overflow series last
+    gauges: list[list[Any]] = field(default_factory=list)
+    #: gauge series folded per name since the last flush
+    gauges_folded: dict[str, int] = field(default_factory=dict)
+    #: [src, epoch, last seq, metrics sent through it] per receiver stream
+    streams: list[list[Any]] = field(default_factory=list)
+    seq_gaps: dict[str, int] = field(default_factory=dict)
+    gap_metrics: dict[str, int] = field(default_factory=dict)
+    late_metrics: int = 0
+    metrics: int = 0
+
+    def encode(self) -> bytes:
+        return bytes(msgpack.packb({"kind": HANDOFF_V1, **self.__dict__}, use_bin_type=True))
+
+    @classmethod
+    def decode(cls, data: bytes) -> Handoff:
+        try:
+            raw = msgpack.unpackb(data, raw=False, strict_map_key=False)
+            if not isinstance(raw, dict) or raw.pop("kind", None) != HANDOFF_V1:
+                raise HandoffRefused("not a pystatsd.handoff.v1 file")
+            raw["buckets"] = {int(index): (bytes(body), int(metrics), dict(covers), dict(folded))
+                              for index, (body, metrics, covers, folded) in raw["buckets"].items()}
+            return cls(**raw)
+        except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+            raise HandoffRefused(f"unreadable ({exc})") from None
+
+
+def handoff_path(run_dir: Path, shard: int, shards: int) -> Path:
+    """Per shard and shard count: after a reshard, shard K of another count is another shard."""
+    return run_dir / f"handoff-shard-{shard}-of-{shards}.msgpack"
+
+
+def capture(state: ShardState, shards: int, epoch: int, seq: int) -> Handoff:
+    """Everything of ``state`` that continues in the next instance (its buckets closed, ready to flush)."""
+    handoff = Handoff(state.shard, shards, state.interval, time.time(), epoch, seq, state.closed_through,
+                      seq_gaps=state.seq_gaps, gap_metrics=state.gap_metrics, late_metrics=state.late_metrics,
+                      metrics=state.metrics)
+    overflow = state.overflow_tags
+    for index, bucket in state.buckets.items():
+        bucket.close()
+        handoff.buckets[index] = (pack_batch_body(bucket_body(bucket, overflow)), bucket.metrics, bucket.covers,
+                                  bucket.limit.folded)
+    handoff.gauges = [[key, value, seen] for key, (value, seen) in overflow_last(state.gauges.values, overflow)]
+    handoff.gauges_folded = state.gauges.limit.folded
+    handoff.streams = [[src, epoch_, last, through] for (src, epoch_), (last, through) in state.last_seq.items()]
+    return handoff
+
+
+def bucket_body(bucket: IntervalBucket, overflow: tuple[str, ...]) -> BatchBody:
+    """A closed bucket's tables as one batch body, each name's overflow series after its own series,
+    so that merging it into an empty bucket admits every series as it was admitted here."""
+    body = BatchBody.empty()
+    for key, total in overflow_last(bucket.counters, overflow):
+        body.counters.extend((key, total))
+    for key, (was_set, value) in overflow_last(bucket.gauge_changes, overflow):
+        body.gauges.extend((key, was_set, value))
+    for mtype, of_type in bucket.sampled.items():
+        for key, (packed, count) in overflow_last(of_type, overflow):
+            body.sampled.extend((key, mtype, count, b"".join(packed)))
+    for key, members in overflow_last(bucket.sets, overflow):
+        body.sets.extend((key, sorted(members)))
+    for key, total in overflow_last(bucket.traces, overflow):
+        body.traces.extend((key, total))
+    return body
+
+
+def overflow_last(table: dict[SeriesKey, Any], overflow: tuple[str, ...]) -> list[tuple[SeriesKey, Any]]:
+    return sorted(table.items(), key=lambda item: item[0] == series_key(series_name(item[0]), overflow))
+
+
+def restore(state: ShardState, handoff: Handoff, shards: int, now: float, max_age_secs: float) -> tuple[int, int]:
+    """Continue ``handoff`` in the fresh ``state``; returns the flush stream (epoch, seq) to go on with.
+
+    HandoffRefused when it is not this shard's or is older than ``max_age_secs``.
+    """
+    if (handoff.shard, handoff.shards, handoff.interval) != (state.shard, shards, state.interval):
+        raise HandoffRefused(f"it is shard {handoff.shard} of {handoff.shards} at {handoff.interval:g} s, "
+                             f"this is shard {state.shard} of {shards} at {state.interval:g} s")
+    age = now - handoff.written_at
+    if age > max_age_secs:
+        raise HandoffRefused(f"written {age:.0f} s ago, more than {max_age_secs:.0f} s")
+    state.closed_through = min(state.closed_through, handoff.closed_through)
+    for index, (body, metrics, covers, folded) in sorted(handoff.buckets.items()):
+        bucket = state.buckets[index] = state.new_bucket()
+        # Each series is admitted here as it was there (overflow series last): nothing folds anew.
+        bucket.merge_frame(body)
+        bucket.metrics, bucket.covers, bucket.limit.folded = metrics, covers, folded
+    for key, value, seen in handoff.gauges:
+        state.gauges.values[state.gauges.limit.admit(key)] = [value, seen]
+    state.gauges.limit.folded = handoff.gauges_folded
+    state.last_seq = {(src, epoch): (last, through) for src, epoch, last, through in handoff.streams}
+    state.seq_gaps, state.gap_metrics = handoff.seq_gaps, handoff.gap_metrics
+    state.late_metrics, state.metrics = handoff.late_metrics, handoff.metrics
+    return handoff.epoch, handoff.seq
+
+
+def write_handoff(path: Path, handoff: Handoff) -> None:
+    """Atomically: the next instance sees the whole file or none."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(handoff.encode())
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def take_handoff(path: Path) -> Handoff | None:
+    """The hand-off at ``path``, removed first so that it is merged once at most; None if there is none.
+
+    HandoffRefused when it cannot be read.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    path.unlink()
+    return Handoff.decode(data)
