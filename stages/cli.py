@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from pystatsd.client import Client
-from stages import __version__, status
+from stages import __version__, operations, status
 from stages.config import Config, ConfigError, config_path, load_config, load_section
 from stages.config_diff import config_changes
 from stages.figures import read_all
@@ -66,29 +66,68 @@ def main(argv: list[str] | None = None) -> int:
     send.add_argument("-c", "--config", help=config_help)
     send.add_argument("--host", help="where to send (default: the config's bind_address, loopback if it binds all)")
     send.add_argument("--port", type=int, help="UDP port (default: the config's bind_port)")
+    restart = commands.add_parser("restart", help="restart a stage of the running instance, losing nothing")
+    restart.add_argument("target", help="receiver (in place, sockets kept open), aggregator (every shard, one "
+                         "after the other), aggregator-K, or forwarder")
+    restart.add_argument("-c", "--config", help=config_help)
+    restart.add_argument("--run-dir", help="the running instance's run directory (default: as for run)")
     commands.add_parser("version", help="print the version")
     args = parser.parse_args(argv)
     if args.command == "version":
         print(f"pystatsd {__version__}")
         return EXIT_OK
-    path = config_path(args.config).absolute()
+    try:
+        return command(args, config_path(args.config).absolute())
+    except Refused as exc:
+        print(exc, file=sys.stderr)
+        return exc.code
+
+
+def command(args: argparse.Namespace, path: Path) -> int:
+    """The subcommand ``args`` names, with the config at ``path``; its exit status."""
     if args.command == "check-config":
         return check_config(path) if args.diff is None else diff_configs(path, Path(args.diff).absolute())
     if args.command == "status":
         return show_status(path, args.run_dir, args.json)
+    if args.command == "restart":
+        return restart_stage(path, args.run_dir, args.target)
     if args.command == "send":
         return send_lines(path, args.lines or sys.stdin.read().splitlines(), args.host, args.port)
     return run_pipeline(path, args.run_dir, {"shards": args.shards, "extra_receivers": args.extra_receivers})
 
 
-def show_status(path: Path, run_dir_arg: str | None, as_json: bool) -> int:
-    """Print the running instance's status; EXIT_OK when healthy, EXIT_UNHEALTHY when not."""
+class Refused(Exception):
+    """A command cannot go on: the message goes to stderr and ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_CONFIG) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def instance(path: Path, run_dir_arg: str | None) -> tuple[Config, Path]:
+    """The config at ``path`` and the run directory of the instance it runs (``--run-dir``, the
+    config's, else the default)."""
     try:
         config = load_config(path)
     except ConfigError as exc:
-        print(f"{path}: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    run_dir = Path(run_dir_arg or config.run_dir or default_run_dir(supervisord_template())).absolute()
+        raise Refused(f"{path}: {exc}") from None
+    return config, Path(run_dir_arg or config.run_dir or default_run_dir(supervisord_template())).absolute()
+
+
+def restart_stage(path: Path, run_dir_arg: str | None, target: str) -> int:
+    """Restart ``target`` in the running instance; EXIT_OK when done, EXIT_UNHEALTHY when not."""
+    _, run_dir = instance(path, run_dir_arg)
+    try:
+        done = operations.restart(run_dir, target)
+    except operations.OperationError as exc:
+        raise Refused(f"restart {target}: {exc}", EXIT_UNHEALTHY) from None
+    print("\n".join(done))
+    return EXIT_OK
+
+
+def show_status(path: Path, run_dir_arg: str | None, as_json: bool) -> int:
+    """Print the running instance's status; EXIT_OK when healthy, EXIT_UNHEALTHY when not."""
+    config, run_dir = instance(path, run_dir_arg)
     processes = status.supervisor_processes(run_dir)
     shards = sum(1 for name in processes if name.startswith("aggregator-")) or sum(
         1 for name in read_all(run_dir) if name.startswith("aggregator-"))

@@ -17,12 +17,14 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 FIGURES_DIR = "figures"
+#: When this process image started: a stage restarted in place (an exec, the same pid) starts anew.
+STARTED = time.time()
 
 
 def publish(run_dir: Path, stage: str, figures: dict[str, Any]) -> None:
     """Replace ``stage``'s figures; a failure is logged, never raised (figures must not stop a stage)."""
     directory = run_dir / FIGURES_DIR
-    record = {"stage": stage, "pid": os.getpid(), "updated": time.time(), "figures": figures}
+    record = {"stage": stage, "pid": os.getpid(), "started": STARTED, "updated": time.time(), "figures": figures}
     try:
         directory.mkdir(mode=0o700, exist_ok=True)
         temporary = directory / f".{stage}.tmp"

@@ -5,17 +5,20 @@ arguments, the checks its arguments need, the lock it holds, and how to build it
 with ``run(stop)``, which runs until the stop signal and then stops itself). :func:`run_stage` does
 everything else, once for every stage, in this order:
 
+0. umask 077, whatever started the process;
 1. the common arguments (``--config``, ``--shards``, ``--run-dir``) and the stage's own;
 2. logging on stderr, one line per record, named after the stage (``PYSTATSD_LOG_LEVEL``);
 3. the config, validated: a problem is one line and exit 78 (:data:`EXIT_CONFIG`);
 4. the stage's own checks (:meth:`Stage.check`);
 5. the run directory, private to this user;
 6. the stage's lock, when it binds a socket another copy must not steal;
-7. SIGTERM and SIGINT, which only set a flag the loop polls (:class:`StopSignal`);
+7. SIGTERM and SIGINT (stop) and SIGHUP (reload), which only set a flag the loop polls
+   (:class:`StopSignal`);
 8. a ZeroMQ context and the stage's loop on it (:meth:`Stage.start`);
 9. the loop, until the stop signal, and its own stop;
 10. :meth:`Stage.close`, the context (which waits out the sockets' linger), a last line, the lock,
-    exit 0.
+    exit 0; or, when the loop ended to restart in place (:meth:`Stage.restart_in_place`), an exec
+    of the stage anew in the same process.
 
 A stage that cannot start raises :class:`StartError` from :meth:`Stage.check` or
 :meth:`Stage.start`: its message is logged by the stage's own logger and the process exits 78, so
@@ -38,7 +41,7 @@ import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, ClassVar, Protocol
+from typing import IO, ClassVar, NoReturn, Protocol
 
 import zmq
 
@@ -165,6 +168,11 @@ class Stage(ABC):
     def close(self) -> None:  # noqa: B027 - an optional hook, empty by design
         """Release what :meth:`start` opened beside the loop, once the loop has stopped."""
 
+    def restart_in_place(self) -> bool:
+        """True when its loop ended to be replaced by a new image of this process (same pid, so
+        supervisord sees no exit; descriptors the loop made inheritable stay open)."""
+        return False
+
     def stopped(self) -> None:
         """The last line of its log."""
         self.log.info("Stopped")
@@ -172,6 +180,9 @@ class Stage(ABC):
 
 def run_stage(stage: Stage, argv: list[str] | None = None) -> int:
     """Run ``stage`` from its command line to its exit code (see the module docstring for the steps)."""
+    # Whatever started it (supervisord as a daemon, in the foreground, by hand): sockets, logs, the
+    # ledger, hand-offs and a file sink's output are this user's alone.
+    os.umask(0o077)
     parser = stage_arguments(stage.description)
     stage.add_arguments(parser)
     args = parser.parse_args(argv)
@@ -187,11 +198,21 @@ def run_stage(stage: Stage, argv: list[str] | None = None) -> int:
     lock = take_lock(run, lock_name) if lock_name is not None else None
     stop = StopSignal()
     try:
-        return _run(stage, args, config, run, stop)
+        code = _run(stage, args, config, run, stop)
     finally:
         stop.close()
         if lock is not None:
             lock.close()
+    if code == EXIT_OK and stage.restart_in_place():
+        become_again(stage, sys.argv[1:] if argv is None else argv)
+    return code
+
+
+def become_again(stage: Stage, argv: list[str]) -> NoReturn:
+    """Exec this stage anew in this process: new code and config, the same pid and inherited sockets."""
+    stage.log.info("Restarting in place")
+    logging.shutdown()
+    os.execv(sys.executable, [sys.executable, "-m", f"stages.{stage.stage}", *argv])
 
 
 def _run(stage: Stage, args: argparse.Namespace, config: Config, run: Path, stop: StopSignal) -> int:
@@ -299,19 +320,29 @@ def take_lock(directory: Path, name: str) -> IO[str]:
 
 
 class StopSignal:
-    """SIGTERM/SIGINT only set a flag and wake the loop through a socket it polls."""
+    """SIGTERM/SIGINT (stop) and SIGHUP (reload) only set a flag and wake the loop through a socket it polls."""
 
     def __init__(self) -> None:
         self.requested = False
+        #: SIGHUP came: the stage re-reads its config (the receiver restarts in place to do so).
+        self.reload_requested = False
         self._reader, self._writer = socket.socketpair()
         self._reader.setblocking(False)
         self._writer.setblocking(False)
         signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._handle)
 
     def _handle(self, signum: int, frame: object) -> None:
-        self.requested = True
+        if signum == signal.SIGHUP:
+            self.reload_requested = True
+        else:
+            self.requested = True
+
+    def take_reload(self) -> bool:
+        """Whether a SIGHUP came since the last call."""
+        reload, self.reload_requested = self.reload_requested, False
+        return reload
 
     def fileno(self) -> int:
         return self._reader.fileno()

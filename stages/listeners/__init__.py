@@ -44,6 +44,11 @@ def open_listener(url: str, receive_buffer_bytes: int, socket_mode: int, reuse_p
     return LISTENERS[scheme].open(url, address, receive_buffer_bytes, socket_mode, reuse_port)
 
 
+def adopt_listener(url: str, held: dict[str, Any], receive_buffer_bytes: int) -> Any:
+    """The listener ``url`` that a previous receiver of this process handed over (``hand_over()``)."""
+    return LISTENERS[parse_listener(url)[0]].adopt(url, held, receive_buffer_bytes)
+
+
 def shares_port(url: str) -> bool:
     """Whether several receivers can listen on ``url`` at once (the kernel spreads the clients)."""
     return bool(LISTENERS[parse_listener(url)[0]].family.shares_port)

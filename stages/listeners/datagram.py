@@ -46,6 +46,19 @@ class DatagramListener:
         return cls(url, cls.family.bind(address, socket.SOCK_DGRAM, url, reuse_port, socket_mode,
                                         lambda sock: set_receive_buffer(sock, receive_buffer_bytes, url)))
 
+    @classmethod
+    def adopt(cls, url: str, held: dict[str, Any], receive_buffer_bytes: int) -> Self:
+        """The listener a previous receiver of this process handed over (:meth:`hand_over`): the same
+        bound socket, with what the kernel queued on it meanwhile."""
+        sock = socket.socket(fileno=held["fd"])
+        set_receive_buffer(sock, receive_buffer_bytes, url)
+        return cls(url, sock)
+
+    def hand_over(self) -> dict[str, Any]:
+        """Keep the socket open across an exec (its queue with it); what :meth:`adopt` needs."""
+        self.sock.set_inheritable(True)
+        return {"fd": self.sock.fileno()}
+
     def __init__(self, url: str, sock: socket.socket) -> None:
         self.url = url
         self.sock = sock

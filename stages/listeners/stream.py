@@ -76,6 +76,25 @@ class StreamListener:
         return cls(url, cls.family.bind(address, socket.SOCK_STREAM, url, reuse_port, socket_mode,
                                         lambda sock: sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)))
 
+    @classmethod
+    def adopt(cls, url: str, held: dict[str, Any], receive_buffer_bytes: int) -> Self:
+        """The listener a previous receiver of this process handed over (:meth:`hand_over`): the same
+        listening socket and connections, each with the part of a line it had sent."""
+        listener = cls(url, socket.socket(fileno=held["server"]))
+        for fd, pending, discarding in held["connections"]:
+            connection = Connection(socket.socket(fileno=fd))
+            connection.pending, connection.discarding = bytes.fromhex(pending), discarding
+            listener.connections[fd] = connection
+        return listener
+
+    def hand_over(self) -> dict[str, Any]:
+        """Keep the sockets open across an exec (connections and queued data with them); what :meth:`adopt` needs."""
+        self.server.set_inheritable(True)
+        for connection in self.connections.values():
+            connection.sock.set_inheritable(True)
+        return {"server": self.server.fileno(),
+                "connections": [[fd, c.pending.hex(), c.discarding] for fd, c in self.connections.items()]}
+
     def __init__(self, url: str, server: socket.socket) -> None:
         self.url = url
         self.server = server

@@ -29,10 +29,11 @@ import zmq
 from stages.config import Config
 from stages.figures import publish
 from stages.lifecycle import RECEIVER_STOP, Loop, Stage, StartError, StopSignal, run_stage
-from stages.listeners import open_listener, shares_port
+from stages.listeners import adopt_listener, open_listener, shares_port
 from stages.log_throttle import INPUT_LOG_EVERY_SECS, LogThrottle
 from stages.model import tag_tuple
 from stages.receiver.batcher import Batcher
+from stages.receiver.handover import close_held, hand_over, take_over
 from stages.receiver.parsers import payload_parser, statsd_lines
 from stages.receiver.window import new_window, take_payloads
 from stages.selfstats import SelfStats
@@ -59,14 +60,24 @@ class Receiver:
         if index > 0:
             # Receivers beyond the first share its UDP and TCP ports; a Unix socket path has one owner.
             urls = [url for url in urls if shares_port(url)]
+        handed = take_over()
+        held: dict[str, Any] = handed["listeners"] if handed else {}
+        opened_anew = 0
         try:
             for url in urls:
-                self.listeners.append(open_listener(url, config.receive_buffer_bytes, config.socket_mode(),
-                                                    reuse_port=extra_receivers > 0))
+                if url in held:
+                    self.listeners.append(adopt_listener(url, held.pop(url), config.receive_buffer_bytes))
+                else:
+                    self.listeners.append(open_listener(url, config.receive_buffer_bytes, config.socket_mode(),
+                                                        reuse_port=extra_receivers > 0))
+                    opened_anew += 1
         except OSError:
             for listener in self.listeners:
                 listener.close()
             raise
+        for url, gone in held.items():
+            close_held(gone)
+            log.info("Closed %s: the config no longer lists it", url)
         pushes = []
         for shard in range(shards):
             push = ctx.socket(zmq.PUSH)
@@ -86,6 +97,15 @@ class Receiver:
         self._bad_logged = 0
         self._bad_log = LogThrottle(INPUT_LOG_EVERY_SECS)
         self.next_report = self._report_time(time.time())
+        if handed:
+            # The kernel's drop counters belong to the sockets, which lived on: count on from them.
+            self.stats.total("kernel_drops", handed["kernel_drops"])
+            self.stats.take()
+            log.info("Restarted in place: took over %d listeners", len(self.listeners) - opened_anew)
+        #: True once the loop ended for a restart in place (SIGHUP), not a stop.
+        self.restarting = False
+        # At once, not at the first report: `pystatsd restart` waits for this image's figures.
+        self.publish_figures(self.kernel_drops())
 
     def _report_time(self, now: float) -> float:
         """Just before the current interval ends, so the figures land in the interval they describe."""
@@ -99,7 +119,7 @@ class Receiver:
         poller.register(stop.fileno(), select.POLLIN)
         by_fd: dict[int, Any] = {}
         self.watch(poller, by_fd)
-        while not stop.requested:
+        while not stop.requested and not stop.reload_requested:
             now = time.time()
             due = self.batcher.next_due()
             wake = self.next_report if due is None else min(due, self.next_report)
@@ -120,7 +140,10 @@ class Receiver:
             self.batcher.send_due(now)
             if now >= self.next_report:
                 self.report(now)
-        self.stop()
+        if stop.requested:
+            self.stop()
+        else:
+            self.restart_in_place()
 
     def watch(self, poller: select.poll, by_fd: dict[int, Any]) -> None:
         """Poll exactly the listeners' current sockets (stream listeners gain and lose connections)."""
@@ -146,7 +169,7 @@ class Receiver:
     def report(self, now: float) -> None:
         """Hand this interval's own counters to the pipeline; log bad lines at most every 10 s."""
         self.next_report = self._report_time(now + 0.2)
-        kernel_drops = sum(listener.kernel_drops() for listener in self.listeners)
+        kernel_drops = self.kernel_drops()
         stats = self.stats
         stats.total("datagrams", self.datagrams)
         stats.total("metrics", self.metrics)
@@ -159,15 +182,30 @@ class Receiver:
         samples = stats.samples()
         if samples:
             self.batcher.add(samples, now)
-        publish(self.run_dir, self.name, {
-            "listeners": [listener.url for listener in self.listeners], "datagrams": self.datagrams,
-            "metrics": self.metrics, "bad_lines": dict(self.bad), "kernel_drops": kernel_drops,
-            "dropped_shard_full": {str(shard): n for shard, n in enumerate(self.batcher.dropped) if n}})
+        self.publish_figures(kernel_drops)
         bad_total = sum(self.bad.values())
         if bad_total > self._bad_logged and self._bad_log.ready():
             log.warning("Dropped %d bad lines so far: %s", bad_total,
                         ", ".join(f"{reason}={n}" for reason, n in sorted(self.bad.items())))
             self._bad_logged = bad_total
+
+    def publish_figures(self, kernel_drops: int) -> None:
+        publish(self.run_dir, self.name, {
+            "listeners": [listener.url for listener in self.listeners], "datagrams": self.datagrams,
+            "metrics": self.metrics, "bad_lines": dict(self.bad), "kernel_drops": kernel_drops,
+            "dropped_shard_full": {str(shard): n for shard, n in enumerate(self.batcher.dropped) if n}})
+
+    def restart_in_place(self) -> None:
+        """SIGHUP: every open batch to the shards, every socket kept open for the next image of this process."""
+        log.info("Restarting in place: handing every open batch on, keeping every socket open")
+        self.batcher.send_all()
+        for push in self.batcher.pushes:
+            push.close(linger=RECEIVER_STOP.linger_ms)
+        hand_over(self.listeners, self.run_dir, self.name, self.kernel_drops())
+        self.restarting = True
+
+    def kernel_drops(self) -> int:
+        return sum(listener.kernel_drops() for listener in self.listeners)
 
     def stop(self) -> None:
         log.info("Stopping: reading what the kernel holds, then handing every open batch on")
@@ -204,6 +242,9 @@ class ReceiverStage(Stage):
         except (OSError, ValueError) as exc:
             raise StartError("Cannot start: %s", exc) from exc
         return self.receiver
+
+    def restart_in_place(self) -> bool:
+        return self.receiver is not None and self.receiver.restarting
 
     def stopped(self) -> None:
         assert self.receiver is not None

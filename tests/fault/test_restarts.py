@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import socket
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from harness.paths import VENV_BIN
 from harness.pipeline import Pipeline
+from harness.ports import free_tcp_port
 from harness.traffic import SteadyTraffic
 from harness.wait import WaitTimeout, wait_for
 
@@ -78,3 +82,39 @@ def test_every_shard_restarted_at_the_start_middle_and_end_of_an_interval() -> N
         for shard in (0, 1):
             log = pipeline.log(f"aggregator-{shard}")
             assert log.count("Handed ") == 3 and log.count("Took over from the last instance") == 3, log
+
+
+def pystatsd(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([VENV_BIN / "pystatsd", *args, "-c", str(pipeline.config_path), "--run-dir",
+                           str(pipeline.run_dir)], capture_output=True, text=True, timeout=60, env=pipeline.env)
+
+
+def test_a_receiver_restarted_in_place_keeps_its_sockets_and_loses_nothing() -> None:
+    # UDP on both listeners and a TCP connection that stays open across the restarts, mid-line too.
+    pipeline = Pipeline(flush_interval=2.0)
+    tcp_port = free_tcp_port()
+    pipeline.config["listeners"].append(f"tcp://127.0.0.1:{tcp_port}")
+    pipeline.save_config()
+    with pipeline:
+        pid = pipeline.status()["receiver"][1]
+        stream = socket.create_connection(("127.0.0.1", tcp_port))
+        with traffic(pipeline) as load:
+            for _ in range(3):
+                time.sleep(1.0)
+                stream.sendall(b"rs.tcp:1|c\nrs.tcp:")  # the second line's end comes after the restart
+                result = pystatsd(pipeline, "restart", "receiver")
+                assert result.returncode == 0, result.stderr
+                assert f"receiver restarted in place (pid {pid}" in result.stdout
+                stream.sendall(b"2|c\n")
+            time.sleep(1.0)
+        stream.close()
+        sent = dict(load.sent)
+        settled(lambda: per_key(records(pipeline)) == (sent, sent), 15)
+        assert per_key(records(pipeline)) == (sent, sent)
+        settled(lambda: sum(a["value"] for a in pipeline.series("rs.tcp")) == 9, 5)
+        assert sum(a["value"] for a in pipeline.series("rs.tcp")) == 9
+        assert pipeline.status()["receiver"][1] == pid
+        log = pipeline.log("receiver")
+        assert log.count("Restarted in place: took over 3 listeners") == 3, log
+        drops = [a["value"] for a in pipeline.series("pystatsd.receiver.kernel_drops")]
+        assert sum(drops) == 0
