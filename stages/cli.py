@@ -25,6 +25,7 @@ import yaml
 from pystatsd.client import Client
 from stages import __version__, operations, status
 from stages.config import Config, ConfigError, config_path, load_config, load_section
+from stages.config_copies import source_of
 from stages.config_diff import config_changes
 from stages.figures import read_all
 from stages.forwarder.sinks import load_sink_configs
@@ -71,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
                          "after the other), aggregator-K, or forwarder")
     restart.add_argument("-c", "--config", help=config_help)
     restart.add_argument("--run-dir", help="the running instance's run directory (default: as for run)")
+    reload = commands.add_parser("reload", help="re-read the config in every stage of the running instance, "
+                                 "losing nothing")
+    reload.add_argument("-c", "--config", help="the config the instance reads (default: the one it started with)")
+    reload.add_argument("--run-dir", help="the running instance's run directory (default: as for run)")
     commands.add_parser("version", help="print the version")
     args = parser.parse_args(argv)
     if args.command == "version":
@@ -91,9 +96,14 @@ def command(args: argparse.Namespace, path: Path) -> int:
         return show_status(path, args.run_dir, args.json)
     if args.command == "restart":
         return restart_stage(path, args.run_dir, args.target)
+    if args.command == "reload":
+        return reload_instance(path, args.config is not None, args.run_dir)
     if args.command == "send":
         return send_lines(path, args.lines or sys.stdin.read().splitlines(), args.host, args.port)
     return run_pipeline(path, args.run_dir, {"shards": args.shards, "extra_receivers": args.extra_receivers})
+
+
+NOT_RELOADED = "nothing was reloaded: the running config is kept"
 
 
 class Refused(Exception):
@@ -122,6 +132,31 @@ def restart_stage(path: Path, run_dir_arg: str | None, target: str) -> int:
     except operations.OperationError as exc:
         raise Refused(f"restart {target}: {exc}", EXIT_UNHEALTHY) from None
     print("\n".join(done))
+    return EXIT_OK
+
+
+def reload_instance(path: Path, explicit: bool, run_dir_arg: str | None) -> int:
+    """Check the config the running instance reads, then have every stage re-read it."""
+    try:
+        _, run_dir = instance(path, run_dir_arg)
+    except Refused:
+        if run_dir_arg is None:  # the run directory may be in the config: it must be valid to find it
+            check_config(path)
+            raise Refused(NOT_RELOADED) from None
+        run_dir = Path(run_dir_arg).absolute()
+    source = source_of(run_dir)
+    if source is not None and source != path:
+        if explicit:
+            raise Refused(f"the instance in {run_dir} reads {source}, not {path}: edit that file, then run "
+                          "pystatsd reload without -c")
+        path = source
+    if check_config(path) != EXIT_OK:
+        raise Refused(NOT_RELOADED)
+    try:
+        lines = operations.reload(run_dir, load_config(path))
+    except operations.OperationError as exc:
+        raise Refused(f"reload: {exc}", EXIT_UNHEALTHY) from None
+    print("\n".join(lines))
     return EXIT_OK
 
 

@@ -151,10 +151,12 @@ class Config:
 
     def _read_old_names(self) -> None:
         if self.batch_max_samples is not None:
-            if self.batch_max_entries != 1000:
+            if self.batch_max_entries not in (1000, self.batch_max_samples):
                 raise ValueError("batch_max_samples: is the old name of batch_max_entries; set only batch_max_entries")
             log.warning("Config key batch_max_samples is now called batch_max_entries (it counts series entries)")
             object.__setattr__(self, "batch_max_entries", self.batch_max_samples)
+            # Read once: a copy (dataclasses.replace) holds only the new name.
+            object.__setattr__(self, "batch_max_samples", None)
 
     def listener_urls(self) -> list[str]:
         """Every listener: ``udp://bind_address:bind_port`` first, then ``listeners`` (each once)."""

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from stages.config import Config, Secret
-from stages.forwarder.sinks import load_sink_configs
 
 #: Top-level keys a reload cannot apply: every stage would have to agree on them at one instant.
 RESTART_KEYS = frozenset({"flush_interval", "run_dir", "health_address", "queues"})
@@ -27,8 +26,20 @@ class Change(NamedTuple):
     applies: str
 
 
+def reloadable(running: Config, new: Config) -> tuple[Config, list[Change]]:
+    """What a reload applies (``new``, with the keys only a restart applies kept as they run) and the
+    changes to those keys, which wait for the next ``pystatsd run``."""
+    waiting = [Change(key, _show(getattr(running, key)), _show(getattr(new, key)), AT_RESTART)
+               for key in sorted(RESTART_KEYS) if getattr(running, key) != getattr(new, key)]
+    return dataclasses.replace(new, **{key: getattr(running, key) for key in RESTART_KEYS}), waiting
+
+
 def config_changes(old: Config, new: Config) -> list[Change]:
     """Every dotted key whose value differs, sinks by their validated configs (defaults filled in)."""
+    # Here, not at the top: every stage reloads through reloadable(), and only the forwarder and the
+    # pystatsd command need the sink registry (which imports every sink's client library).
+    from stages.forwarder.sinks import load_sink_configs
+
     old_sinks, new_sinks = load_sink_configs(old), load_sink_configs(new)
     before = dict(_flatten(_without_sinks(old), "")) | _sink_keys(old_sinks, new_sinks)
     after = dict(_flatten(_without_sinks(new), "")) | _sink_keys(new_sinks, old_sinks)

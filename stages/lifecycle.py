@@ -46,6 +46,7 @@ from typing import IO, ClassVar, NoReturn, Protocol
 import zmq
 
 from stages.config import Config, ConfigError, config_path, load_config
+from stages.config_diff import reloadable
 
 EXIT_OK = 0
 EXIT_SOFTWARE = 70
@@ -290,6 +291,28 @@ def load_stage_config(args: argparse.Namespace) -> Config:
         raise SystemExit(EXIT_CONFIG)
     log.info("Loaded config %s (flush_interval=%ss, shards=%d)", path, config.flush_interval, args.shards)
     return config
+
+
+def reread_config(path: Path, running: Config, stage_log: logging.Logger) -> Config | None:
+    """The config at ``path`` as a reload applies it over ``running``; None when it is not valid (the
+    running config is kept). Both, and every change that waits for a restart, are logged."""
+    try:
+        new = load_config(path)
+    except ConfigError as exc:
+        stage_log.error("Reload refused, the running config is kept: %s", exc)
+        return None
+    applied = reloaded(running, new, stage_log)
+    stage_log.info("Reloaded config %s", path)
+    return applied
+
+
+def reloaded(running: Config, new: Config, stage_log: logging.Logger) -> Config:
+    """``new`` as a reload applies it over ``running``; each change that waits for a restart logged."""
+    applied, waiting = reloadable(running, new)
+    for change in waiting:
+        stage_log.warning("Reload: %s changed (%s -> %s); it applies at the next pystatsd run, not now",
+                          change.key, change.old, change.new)
+    return applied
 
 
 def run_dir(args: argparse.Namespace, config: Config) -> Path:

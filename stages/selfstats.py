@@ -48,6 +48,7 @@ class SelfStats:
 
     def __init__(self, prefix: str, stage: str, tags: Mapping[str, str], defaults: Mapping[str, str]) -> None:
         self.enabled = bool(prefix)
+        self.stage = stage
         self.prefix = f"{prefix}{stage}."
         self.tags = dict(tags)
         self.defaults = dict(defaults)
@@ -55,6 +56,12 @@ class SelfStats:
         self._totals: dict[tuple[str, Tags], float] = {}
         #: (name, tags) → [kind, value] for the next report, in the order given
         self._pending: dict[tuple[str, Tags], list[Any]] = {}
+
+    def retag(self, prefix: str, defaults: Mapping[str, str]) -> None:
+        """A reload's prefix and default tags, from the next report on (running totals carry on)."""
+        self.enabled = bool(prefix)
+        self.prefix = f"{prefix}{self.stage}."
+        self.defaults = dict(defaults)
 
     def total(self, name: str, total: float, tags: Mapping[str, str] | None = None) -> None:
         """Counter ``name`` has counted ``total`` so far: the next report carries what it added since the last."""

@@ -14,10 +14,12 @@ from typing import Any
 
 #: How long one question may take: a stopping stage asks, and must not hang on the answer.
 TIMEOUT_SECS = 2.0
+#: How long a stop or start that waits for the process may take: past the longest stopwaitsecs.
+WAIT_TIMEOUT_SECS = 120.0
 
 
-def call(run_dir: Path, method: str, *args: Any) -> Any | None:
-    """``supervisor.<method>(*args)``'s answer, or None when supervisord is not there to answer."""
+def call(run_dir: Path, method: str, *args: Any, timeout: float = TIMEOUT_SECS) -> Any | None:
+    """``supervisor.<method>(*args)``'s answer, or None when supervisord is not there to answer in ``timeout``."""
     from supervisor.xmlrpc import SupervisorTransport
 
     socket_path = run_dir / "supervisor.sock"
@@ -27,7 +29,7 @@ def call(run_dir: Path, method: str, *args: Any) -> Any | None:
     proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
     # The transport's Unix socket takes the default timeout when it is made; it has no setting of its own.
     previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(TIMEOUT_SECS)
+    socket.setdefaulttimeout(timeout)
     try:
         return getattr(proxy.supervisor, method)(*args)
     except (OSError, xmlrpc.client.Error):

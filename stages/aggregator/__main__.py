@@ -27,9 +27,9 @@ from stages.aggregator.handoff import HandoffRefused, capture, handoff_path, res
 from stages.aggregator.series import CompiledBucket
 from stages.aggregator.shard import ClosedInterval, ShardState
 from stages.compiled import wanted as use_compiled
-from stages.config import Config
+from stages.config import Config, config_path
 from stages.figures import publish
-from stages.lifecycle import SHARD_STOP, Loop, Stage, StartError, StopSignal, run_stage
+from stages.lifecycle import SHARD_STOP, Loop, Stage, StartError, StopSignal, reread_config, run_stage
 from stages.log_throttle import LogThrottle
 from stages.sharding import forwarder_endpoint, shard_endpoint
 
@@ -41,7 +41,10 @@ RECV_BURST = 200
 
 class ShardLoop:
     def __init__(self, config: Config, shard: int, shards: int, ctx: zmq.Context[zmq.Socket[bytes]],
-                 run: os.PathLike[str] | str) -> None:
+                 run: os.PathLike[str] | str, config_file: Path) -> None:
+        self.config, self.config_file = config, config_file
+        #: A reloaded config, and the interval after which it applies (the one open when it came).
+        self.reloaded: tuple[Config, int] | None = None
         self.state = ShardState(
             shard, config.flush_interval, config.percentiles, config.expire_after_intervals,
             config.self_metrics_prefix, config.agent.tags, series_limit=config.series_limit_per_name)
@@ -92,6 +95,8 @@ class ShardLoop:
                 stop.drain()
             if self.pull in events:
                 self.receive_burst()
+            if stop.take_reload():
+                self.reload()
             self.flush_due()
             self.send_held()
         self.stop()
@@ -120,10 +125,22 @@ class ShardLoop:
         log.warning("Dropped a message that is not a valid batch (%s: %s); %d so far",
                     reason, exc, sum(self.decode_errors.values()))
 
+    def reload(self) -> None:
+        """SIGHUP: the config as it is now, from the next interval on (the open one ends as it began)."""
+        config = reread_config(self.config_file, self.config, log)
+        if config is not None:
+            self.reloaded = (config, self.state.index_of(time.time()))
+
     def flush_due(self) -> None:
         closed_now = self.state.due(time.time())
         for closed in closed_now:
             self.queue_flush(closed, final=False)
+        if self.reloaded is not None and self.state.closed_through >= self.reloaded[1]:
+            config, self.reloaded = self.reloaded[0], None
+            self.state.reconfigure(config.percentiles, config.expire_after_intervals, config.series_limit_per_name,
+                                   config.self_metrics_prefix, config.agent.tags)
+            self.config = config
+            log.info("The reloaded config applies from this interval on")
         if closed_now:
             self.send_held()
             self.publish_figures(closed_now[-1])
@@ -220,7 +237,7 @@ class ShardStage(Stage):
             raise StartError("Config error: --shard %d is not in 0..%d", args.shard, args.shards - 1)
 
     def start(self, args: argparse.Namespace, config: Config, run: Path, ctx: zmq.Context[zmq.Socket[bytes]]) -> Loop:
-        loop = ShardLoop(config, args.shard, args.shards, ctx, run)
+        loop = ShardLoop(config, args.shard, args.shards, ctx, run, config_path(args.config))
         log.info("Shard %d of %d listening on %s; batches merged in %s", args.shard, args.shards, loop.endpoint,
                  "C" if CompiledBucket is not None and use_compiled() else "Python")
         return loop

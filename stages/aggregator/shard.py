@@ -73,6 +73,16 @@ class ShardState:
         #: metrics of every batch merged since the start
         self.metrics = 0
 
+    def reconfigure(self, percentiles: list[float], expire_after: int, series_limit: int, self_prefix: str,
+                    default_tags: dict[str, str]) -> None:
+        """A reload's settings, for the intervals not yet open (buckets already open keep their limit)."""
+        self.percentiles = percentiles
+        self.gauges.expire_after = expire_after
+        self.series_limit = series_limit
+        self.overflow_tags = tag_tuple({OVERFLOW_TAG: "true"}, default_tags)
+        self.gauges.limit.limit, self.gauges.limit.overflow_tags = series_limit, self.overflow_tags
+        self.stats.retag(self_prefix, default_tags)
+
     def index_of(self, ts: float) -> int:
         return math.floor(ts / self.interval)
 

@@ -24,14 +24,24 @@ from pathlib import Path
 import zmq
 
 from stages import contract
-from stages.config import Config, ConfigError
+from stages.config import Config, ConfigError, config_path
+from stages.config_copies import RUNNING, STARTED, keep_copy
 from stages.figures import publish
 from stages.forwarder.fanout import Fanout
 from stages.forwarder.health import HealthServer
 from stages.forwarder.ledger import CoverageLedger
 from stages.forwarder.sinks import build_sinks, config_secrets
 from stages.forwarder.sinks.base import BufferConfig, Completion, Flush, Sink
-from stages.lifecycle import FORWARDER_STOP, Loop, Stage, StartError, StopSignal, redact_in_logs, run_stage
+from stages.lifecycle import (
+    FORWARDER_STOP,
+    Loop,
+    Stage,
+    StartError,
+    StopSignal,
+    redact_in_logs,
+    reread_config,
+    run_stage,
+)
 from stages.listeners.inet import inet_address
 from stages.selfstats import SelfStats
 from stages.sharding import forwarder_endpoint
@@ -41,8 +51,9 @@ log = logging.getLogger("stages.forwarder")
 
 class Forwarder:
     def __init__(self, config: Config, shards: int, fanout: Fanout, ctx: zmq.Context[zmq.Socket[bytes]],
-                 run: os.PathLike[str] | str) -> None:
+                 run: os.PathLike[str] | str, config_file: Path) -> None:
         self.config = config
+        self.config_file = config_file
         self.shards = shards
         self.fanout = fanout
         self.endpoint = forwarder_endpoint(run)  # type: ignore[arg-type]
@@ -73,9 +84,30 @@ class Forwarder:
                 stop.drain()
             if self.pull in events:
                 self.receive_all()
+            if stop.take_reload():
+                self.reload()
             if time.time() >= self.next_report:
                 self.report()
         self.stop()
+
+    def reload(self) -> None:
+        """SIGHUP: the sinks as the config now says, from the next flush on; a sink removed or changed
+        delivers what it still holds first. A config that is not valid changes nothing."""
+        config = reread_config(self.config_file, self.config, log)
+        if config is None:
+            return
+        try:
+            sinks = build_sinks(config)
+            redact_in_logs(config_secrets(config))
+        except ConfigError as exc:
+            log.error("Reload refused, the running config is kept: %s", exc)
+            return
+        changes = self.fanout.reconfigure(sinks, FORWARDER_STOP.sink_drain_secs)
+        self.stats.retag(config.self_metrics_prefix, config.agent.tags)
+        self.config = config
+        keep_copy(self.run_dir, RUNNING, self.config_file)
+        log.info("Sinks after the reload: %s (%s)", ", ".join(runner.name for runner in self.fanout.runners),
+                 "; ".join(changes) or "none changed")
 
     def receive_all(self) -> int:
         received = 0
@@ -115,6 +147,7 @@ class Forwarder:
         """Send this stage's own figures to every sink, stamped with the interval that just ended."""
         end = self.next_report
         self.next_report = self._report_time(time.time() + 0.001)
+        self.fanout.finish_retired()
         publish(self.run_dir, "forwarder", {
             "sinks": {runner.name: {"delivered": runner.delivered, "waiting": runner.pending(),
                                     "dropped": dict(runner.dropped), "errors": runner.errors,
@@ -187,7 +220,10 @@ class ForwarderStage(Stage):
                 raise StartError("Cannot serve health on %s: %s", config.health_address, exc.strerror) from exc
         fanout = Fanout(self.sinks)
         fanout.start()
-        forwarder = Forwarder(config, args.shards, fanout, ctx, run)
+        config_file = config_path(args.config)
+        forwarder = Forwarder(config, args.shards, fanout, ctx, run, config_file)
+        for copy in (STARTED, RUNNING):
+            keep_copy(run, copy, config_file)
         log.info("Forwarding to %s on %s", ", ".join(s.name for s, _ in self.sinks), forwarder.endpoint)
         if self.health_server is not None:
             self.health_server.start()

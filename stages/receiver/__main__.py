@@ -28,12 +28,12 @@ import zmq
 
 from stages.config import Config
 from stages.figures import publish
-from stages.lifecycle import RECEIVER_STOP, Loop, Stage, StartError, StopSignal, run_stage
+from stages.lifecycle import RECEIVER_STOP, Loop, Stage, StartError, StopSignal, reloaded, run_stage
 from stages.listeners import adopt_listener, open_listener, shares_port
 from stages.log_throttle import INPUT_LOG_EVERY_SECS, LogThrottle
 from stages.model import tag_tuple
 from stages.receiver.batcher import Batcher
-from stages.receiver.handover import close_held, hand_over, take_over
+from stages.receiver.handover import close_held, hand_over, running_config, take_over
 from stages.receiver.parsers import payload_parser, statsd_lines
 from stages.receiver.window import new_window, take_payloads
 from stages.selfstats import SelfStats
@@ -61,6 +61,10 @@ class Receiver:
             # Receivers beyond the first share its UDP and TCP ports; a Unix socket path has one owner.
             urls = [url for url in urls if shares_port(url)]
         handed = take_over()
+        if handed:
+            # A reload restarts the receiver in place: what only a pipeline restart applies stays as it runs.
+            config = reloaded(running_config(config, handed), config, log)
+            self.config = config
         held: dict[str, Any] = handed["listeners"] if handed else {}
         opened_anew = 0
         try:
@@ -201,7 +205,7 @@ class Receiver:
         self.batcher.send_all()
         for push in self.batcher.pushes:
             push.close(linger=RECEIVER_STOP.linger_ms)
-        hand_over(self.listeners, self.run_dir, self.name, self.kernel_drops())
+        hand_over(self.listeners, self.run_dir, self.name, self.kernel_drops(), self.config)
         self.restarting = True
 
     def kernel_drops(self) -> int:

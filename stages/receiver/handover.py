@@ -11,6 +11,7 @@ image; only what overflows a queue is lost, and that is counted (``kernel_drops`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,16 +19,20 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from stages.config import Config, QueueConfig
+
 log = logging.getLogger(__name__)
 
 #: Where the new image finds the hand-over file: set by the old image just before its exec.
 HANDOVER_ENV = "PYSTATSD_RECEIVER_HANDOVER"
 
 
-def hand_over(listeners: list[Any], run_dir: Path, name: str, kernel_drops: int) -> None:
-    """Ready ``listeners`` to outlive an exec of this process and describe them for the next image."""
+def hand_over(listeners: list[Any], run_dir: Path, name: str, kernel_drops: int, config: Config) -> None:
+    """Ready ``listeners`` to outlive an exec of this process and describe them for the next image,
+    with the settings the pipeline runs on that only a restart of it may change."""
     record = {"pid": os.getpid(), "kernel_drops": kernel_drops,
-              "listeners": {listener.url: listener.hand_over() for listener in listeners}}
+              "listeners": {listener.url: listener.hand_over() for listener in listeners},
+              "running": {"flush_interval": config.flush_interval, "queues": dataclasses.asdict(config.queues)}}
     path = run_dir / f"{name}.handover.json"
     temporary = path.with_name(f".{path.name}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -53,6 +58,13 @@ def take_over() -> dict[str, Any] | None:
         log.error("The hand-over %s is another process's: opening every listener anew", path)
         return None
     return record
+
+
+def running_config(config: Config, record: dict[str, Any]) -> Config:
+    """``config`` (read anew) with the settings the pipeline runs on as the last image ran them."""
+    running = record["running"]
+    queues = QueueConfig(**running["queues"])
+    return dataclasses.replace(config, flush_interval=running["flush_interval"], queues=queues)
 
 
 def close_held(held: dict[str, Any]) -> None:

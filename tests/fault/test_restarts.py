@@ -118,3 +118,49 @@ def test_a_receiver_restarted_in_place_keeps_its_sockets_and_loses_nothing() -> 
         assert log.count("Restarted in place: took over 3 listeners") == 3, log
         drops = [a["value"] for a in pipeline.series("pystatsd.receiver.kernel_drops")]
         assert sum(drops) == 0
+
+
+def test_the_forwarder_restarted_under_traffic() -> None:
+    with Pipeline(flush_interval=1.0) as pipeline:
+        with traffic(pipeline) as load:
+            for _ in range(2):
+                time.sleep(1.2)
+                result = pystatsd(pipeline, "restart", "forwarder")
+                assert (result.returncode, result.stdout.strip()) == (0, "forwarder restarted"), result.stderr
+            time.sleep(1.0)
+        sent = dict(load.sent)
+        settled(lambda: per_key(records(pipeline)) == (sent, sent), 15)
+        assert per_key(records(pipeline)) == (sent, sent)
+        assert twice(records(pipeline)) == []
+
+
+def test_a_reload_refuses_a_bad_config_and_names_what_waits_for_a_restart() -> None:
+    with Pipeline(flush_interval=2.0) as pipeline:
+        before = pipeline.status()
+        pipeline.config["percentiles"] = [50, 99.9]
+        pipeline.config["flush_intervall"] = 5
+        pipeline.save_config()
+        refused = pystatsd(pipeline, "reload")
+        assert refused.returncode == 78
+        assert "flush_intervall: unknown key (did you mean 'flush_interval'?)" in refused.stderr
+        assert "nothing was reloaded: the running config is kept" in refused.stderr
+        assert pipeline.status() == before
+        del pipeline.config["flush_intervall"]
+        pipeline.config["flush_interval"] = 5
+        pipeline.save_config()
+        done = pystatsd(pipeline, "reload")
+        assert done.returncode == 0, done.stderr
+        assert "percentiles: [50.0, 90.0, 95.0, 99.0] -> [50.0, 99.9]" in done.stdout
+        assert "flush_interval: 2.0 -> 5.0 (waits for the next pystatsd run)" in done.stdout
+        # The same processes: a reload restarts nothing (the receiver restarted in place).
+        assert {name: pid for name, (_, pid) in pipeline.status().items()} == \
+            {name: pid for name, (_, pid) in before.items()}
+        pipeline.wait_interval_start()
+        pipeline.send("rl.t:1|ms\nrl.t:2|ms", pipeline.statsd_port)
+        (timer,) = pipeline.wait_series("rl.t")
+        # The new percentiles from the next interval on, the interval as it ran.
+        assert ("p99_9" in timer["stats"], "p90" in timer["stats"]) == (True, False), timer
+        assert timer["interval"] == 2
+        for program in ("aggregator-0", "forwarder", "receiver"):
+            assert "flush_interval changed (2.0 -> 5.0); it applies at the next pystatsd run" in \
+                pipeline.log(program), program

@@ -186,6 +186,7 @@ def test_unit(packages: Packages, tmp_path: Path) -> None:
     assert service["RestartPreventExitStatus"] == "78"
     assert service["RuntimeDirectory"] == "pystatsd"
     assert service["UMask"] == "0077"
+    assert service["ExecReload"] == "/usr/bin/pystatsd reload"
     assert (service["StandardOutput"], service["StandardError"]) == ("journal", "journal")
     assert unit["Install"]["WantedBy"] == "multi-user.target"
     if not shutil.which("systemd-analyze"):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from harness.paths import VENV_BIN
+from harness.pipeline import Pipeline
 from harness.traffic import SteadyTraffic
 from harness.wait import wait_for
 from tests.sinks.conftest import INFLUX_ADMIN
@@ -140,3 +143,34 @@ def test_a_counters_sum_in_influxdb_is_what_was_sent_after_three_shard_restarts(
     finally:
         pipeline.stop()
         pipeline.cleanup()
+
+
+def test_a_reload_that_adds_influxdb_and_removes_the_file_sink_loses_and_repeats_nothing(
+        influx: InfluxServer) -> None:
+    pipeline = Pipeline(flush_interval=1.0)
+    load = {key: f"rl.c:1|c|#key:{key}\nrl.t:{i}|ms|#key:{key}" for i, key in enumerate("abcd")}
+    with pipeline:
+        with SteadyTraffic(pipeline.statsd_port, load, every_secs=0.005, max_secs=60) as traffic:
+            time.sleep(2.5)
+            pipeline.config["forwarders"] = {"influxdb": {"url": influx.url, "database": "reload", "username": USER,
+                                                          "password": PASSWORD, "create_database": True}}
+            pipeline.save_config()
+            result = subprocess.run([VENV_BIN / "pystatsd", "reload", "--run-dir", str(pipeline.run_dir)],
+                                    capture_output=True, text=True, timeout=60, env=pipeline.env)
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert "forwarders.file: (a sink) -> (not set)" in result.stdout
+            assert "forwarders.influxdb: (not set) -> (a sink)" in result.stdout
+            assert PASSWORD not in result.stdout + result.stderr
+            time.sleep(2.5)
+        sent = dict(traffic.sent)
+        time.sleep(pipeline.flush_interval + 1.0)
+        from_file = [(a["tags"]["key"], a["timestamp"], a["value"] if a["name"] == "rl.c" else a["stats"]["count"],
+                      a["name"]) for a in pipeline.aggregates() if a["name"] in ("rl.c", "rl.t")]
+    from_influx = [(p["key"], p["time"], p["value"], "rl.c") for p in points(influx, "reload", "rl.c")]
+    from_influx += [(p["key"], p["time"], p["count"], "rl.t") for p in points(influx, "reload", "rl.t")]
+    assert from_file and from_influx
+    both = from_file + from_influx
+    # Every interval of every series in exactly one of the two sinks, and together all that was sent.
+    assert len({(key, ts, name) for key, ts, _, name in both}) == len(both)
+    for name in ("rl.c", "rl.t"):
+        assert {key: sum(n for k, _, n, m in both if k == key and m == name) for key in sent} == sent

@@ -1,0 +1,63 @@
+"""The running instance's config, as copies in its run directory: what it started with and what it
+runs now (after reloads), so that ``pystatsd reload`` can say what a new config changes.
+
+The forwarder keeps them (it runs for as long as the instance does); they hold secrets, so they
+are private, in the private run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from stages.config import Config, ConfigError, load_config
+
+log = logging.getLogger(__name__)
+
+STARTED = "config.started.yaml"
+RUNNING = "config.running.yaml"
+#: The path of the file the stages read (at start and at every reload).
+SOURCE = "config.source"
+
+
+def keep_copy(run_dir: Path, name: str, source: Path) -> None:
+    """Copy the config file ``source`` to ``name`` in ``run_dir`` (atomically; a failure is logged)."""
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        log.warning("Cannot keep a copy of the config %s: %s", source, exc.strerror)
+        return
+    write_private(run_dir / name, data)
+    write_private(run_dir / SOURCE, str(source.absolute()).encode())
+
+
+def source_of(run_dir: Path) -> Path | None:
+    """The config file the instance in ``run_dir`` reads, if it said."""
+    try:
+        return Path((run_dir / SOURCE).read_text())
+    except OSError:
+        return None
+
+
+def write_private(target: Path, data: bytes) -> None:
+    temporary = target.with_name(f".{target.name}.tmp")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, target)
+    except OSError as exc:
+        log.warning("Cannot keep a copy of the config in %s: %s", target, exc.strerror)
+
+
+def load_copy(run_dir: Path, name: str) -> Config | None:
+    """The config copy ``name`` of the instance in ``run_dir``; None when there is none to read."""
+    path = run_dir / name
+    if not path.exists():
+        return None
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        log.warning("Cannot read %s: %s", path, exc)
+        return None
