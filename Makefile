@@ -21,7 +21,7 @@ run/log:
 	mkdir -p -m 700 run run/log
 
 run: install
-	$(VENV)/bin/supervisord -n -c supervisord.conf
+	umask 077 && $(VENV)/bin/supervisord -n -c supervisord.conf
 
 test: install
 	bash tests/kafka/fetch_jars.sh

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -38,7 +39,8 @@ class Pipeline:
         # Short: ipc socket paths must stay under ~100 characters.
         self.dir = Path(tempfile.mkdtemp(prefix="pst"))
         self.run_dir = self.dir / "run"
-        (self.run_dir / "log").mkdir(parents=True, mode=0o700)
+        self.run_dir.mkdir(mode=0o700)
+        (self.run_dir / "log").mkdir(mode=0o700)
         self.out_path = self.dir / "aggregates.jsonl"
         self.port = free_udp_port()
         self.statsd_port = free_udp_port()
@@ -155,6 +157,13 @@ class Pipeline:
         if settle:
             time.sleep(self.flush_interval + 0.5)
         return self.series(name, **tags)
+
+    def loose_modes(self) -> dict[str, str]:
+        """Every file, socket and directory of the run directory (and the file sink's output) that
+        others than its owner may read or write: path → its mode, as ls shows it."""
+        paths = [self.run_dir, *self.run_dir.rglob("*"), self.out_path]
+        return {str(path): stat.filemode(path.lstat().st_mode) for path in paths
+                if path.exists() and path.lstat().st_mode & 0o077}
 
     def log(self, program: str) -> str:
         path = self.run_dir / "log" / f"{program}.log"

@@ -137,6 +137,8 @@ def test_run_from_the_repo() -> None:
         pipeline.send("cli.run:2|c|#via:cli", pipeline.statsd_port)
         (aggregate,) = pipeline.wait_series("cli.run", settle=False)
         assert (aggregate["value"], aggregate["tags"]) == (2.0, {"via": "cli"})
+        # In the foreground supervisord applies no umask of its own: pystatsd run sets 077 for everything.
+        assert pipeline.loose_modes() == {}
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
         text = output.read_text()
