@@ -52,7 +52,7 @@ bench-quick: install $(BENCH_STAMP)
 	$(PY) -m bench.run --quick --json bench/.build/results-quick.json --out bench/.build/RESULTS-quick.md
 
 lint: install
-	$(VENV)/bin/ruff check stages tests pystatsd bench
+	$(VENV)/bin/ruff check stages tests pystatsd bench harness
 
 # The type checker on the daemon and the client library (pyproject.toml's [tool.mypy]).
 types: install
