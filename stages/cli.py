@@ -127,6 +127,10 @@ def instance(path: Path, run_dir_arg: str | None) -> tuple[Config, Path]:
 def restart_stage(path: Path, run_dir_arg: str | None, target: str) -> int:
     """Restart ``target`` in the running instance; EXIT_OK when done, EXIT_UNHEALTHY when not."""
     _, run_dir = instance(path, run_dir_arg)
+    # A restarted stage reads the config the instance reads: one with a problem would not start.
+    source = source_of(run_dir) or path
+    if check_config(source) != EXIT_OK:
+        raise Refused(f"nothing was restarted: {source} has a problem")
     try:
         done = operations.restart(run_dir, target)
     except operations.OperationError as exc:

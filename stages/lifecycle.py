@@ -229,7 +229,8 @@ def _run(stage: Stage, args: argparse.Namespace, config: Config, run: Path, stop
     stage.close()
     # Waits until every socket's last messages are handed on or its linger has passed.
     ctx.term()
-    stage.stopped()
+    if not stage.restart_in_place():
+        stage.stopped()
     return EXIT_OK
 
 

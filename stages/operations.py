@@ -46,7 +46,7 @@ def restart(run_dir: Path, target: str) -> list[str]:
         names = ", ".join(sorted({"receiver", "aggregator", "forwarder", *(i["name"] for i in infos)}))
         raise OperationError(f"no process {target!r} here (one of: {names})")
     done = []
-    for info in sorted(chosen, key=lambda i: i["name"]):
+    for info in sorted(chosen, key=lambda i: (len(i["name"]), i["name"])):
         full = f"{info['group']}:{info['name']}"
         methods = ("stopProcess", "startProcess") if info["statename"] == "RUNNING" else ("startProcess",)
         for method in methods:

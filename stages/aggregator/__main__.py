@@ -37,6 +37,10 @@ log = logging.getLogger("stages.aggregator")
 
 #: Batches read per wake-up before the loop checks the clock again.
 RECV_BURST = 200
+#: After taking over, how long the shard waits before flushing an interval that is already due: the
+#: receivers reconnect within ZeroMQ's reconnect interval (0.1 s) and hand on the batches they queued
+#: for it meanwhile, which belong in that interval.
+TAKEOVER_GRACE_SECS = 0.5
 
 
 class ShardLoop:
@@ -65,6 +69,8 @@ class ShardLoop:
         self.decode_errors: collections.Counter[str] = collections.Counter()
         self.fold_log = LogThrottle()
         self.handoff_path = handoff_path(self.run_dir, shard, shards)
+        #: No interval is flushed before this (unix time): see TAKEOVER_GRACE_SECS.
+        self.flush_not_before = 0.0
         # Before the first batch is taken: the last instance's intervals are the ones it merges into.
         self.take_over(config.expire_after_intervals * config.flush_interval)
 
@@ -79,6 +85,7 @@ class ShardLoop:
             self.state.stats.add("handoffs_refused", 1)
             log.error("Refused the hand-off in %s: %s; what it held counts as lost", self.handoff_path, exc)
             return
+        self.flush_not_before = time.time() + TAKEOVER_GRACE_SECS
         log.info("Took over from the last instance: %d open intervals, %d gauges, flush seq %d",
                  len(handoff.buckets), len(handoff.gauges), self.seq)
 
@@ -87,7 +94,7 @@ class ShardLoop:
         poller.register(self.pull, zmq.POLLIN)
         poller.register(stop.fileno(), zmq.POLLIN)
         while not stop.requested:
-            wait_ms = max(0.0, (self.state.next_deadline() - time.time()) * 1000)
+            wait_ms = max(0.0, (max(self.state.next_deadline(), self.flush_not_before) - time.time()) * 1000)
             if self.hold:
                 wait_ms = min(wait_ms, 100.0)
             events = dict(poller.poll(int(wait_ms)))
@@ -132,6 +139,8 @@ class ShardLoop:
             self.reloaded = (config, self.state.index_of(time.time()))
 
     def flush_due(self) -> None:
+        if time.time() < self.flush_not_before:
+            return
         closed_now = self.state.due(time.time())
         for closed in closed_now:
             self.queue_flush(closed, final=False)

@@ -194,10 +194,14 @@ class Fanout:
         old instance of a changed one, delivers what it holds (within ``drain_secs``, as at a stop)
         and then closes, while the new instance already takes the flushes that follow.
         """
-        current = {runner.name: runner for runner in self.runners}
+        # By name, in order: debug_mode makes a console stand-in of every remote sink, all named console.
+        current: dict[str, list[SinkRunner]] = {}
+        for running in self.runners:
+            current.setdefault(running.name, []).append(running)
         runners, retired, changes = [], [], []
         for sink, bounds in sinks:
-            old = current.pop(sink.name, None)
+            same_name = current.get(sink.name)
+            old = same_name.pop(0) if same_name else None
             if old is not None and type(old.sink) is type(sink) and old.bounds == bounds:
                 runners.append(old)
                 continue
@@ -207,8 +211,9 @@ class Fanout:
             runner = SinkRunner(sink, bounds)
             runner.start()
             runners.append(runner)
-        changes += [f"sink {name} removed" for name in current]
-        retired += current.values()
+        gone = [runner for left in current.values() for runner in left]
+        changes += [f"sink {runner.name} removed" for runner in gone]
+        retired += gone
         self.runners = runners
         deadline = time.monotonic() + drain_secs
         for runner in retired:

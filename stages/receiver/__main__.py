@@ -26,9 +26,18 @@ from typing import Any
 
 import zmq
 
-from stages.config import Config
+from stages.config import Config, config_path
 from stages.figures import publish
-from stages.lifecycle import RECEIVER_STOP, Loop, Stage, StartError, StopSignal, reloaded, run_stage
+from stages.lifecycle import (
+    RECEIVER_STOP,
+    Loop,
+    Stage,
+    StartError,
+    StopSignal,
+    reloaded,
+    reread_config,
+    run_stage,
+)
 from stages.listeners import adopt_listener, open_listener, shares_port
 from stages.log_throttle import INPUT_LOG_EVERY_SECS, LogThrottle
 from stages.model import tag_tuple
@@ -52,8 +61,11 @@ COALESCE_SECS = 0.001
 
 class Receiver:
     def __init__(self, config: Config, shards: int, ctx: zmq.Context[zmq.Socket[bytes]],
-                 run: os.PathLike[str] | str, name: str, extra_receivers: int = 0, index: int = 0) -> None:
+                 run: os.PathLike[str] | str, name: str, extra_receivers: int = 0, index: int = 0,
+                 config_file: Path | None = None) -> None:
         self.config = config
+        #: What a restart in place reads; it is checked first, so that a bad edit cannot stop the receiver.
+        self.config_file = config_file
         self.defaults = config.agent.tags
         self.listeners: list[Any] = []
         urls = config.listener_urls()
@@ -123,7 +135,7 @@ class Receiver:
         poller.register(stop.fileno(), select.POLLIN)
         by_fd: dict[int, Any] = {}
         self.watch(poller, by_fd)
-        while not stop.requested and not stop.reload_requested:
+        while not stop.requested and not self.restart_wanted(stop):
             now = time.time()
             due = self.batcher.next_due()
             wake = self.next_report if due is None else min(due, self.next_report)
@@ -193,6 +205,12 @@ class Receiver:
                         ", ".join(f"{reason}={n}" for reason, n in sorted(self.bad.items())))
             self._bad_logged = bad_total
 
+    def restart_wanted(self, stop: StopSignal) -> bool:
+        """Whether a SIGHUP came and the config the new image would read is valid (else it is logged)."""
+        if not stop.take_reload():
+            return False
+        return self.config_file is None or reread_config(self.config_file, self.config, log) is not None
+
     def publish_figures(self, kernel_drops: int) -> None:
         publish(self.run_dir, self.name, {
             "listeners": [listener.url for listener in self.listeners], "datagrams": self.datagrams,
@@ -242,7 +260,8 @@ class ReceiverStage(Stage):
 
     def start(self, args: argparse.Namespace, config: Config, run: Path, ctx: zmq.Context[zmq.Socket[bytes]]) -> Loop:
         try:
-            self.receiver = Receiver(config, args.shards, ctx, run, args.name, args.extra_receivers, args.index)
+            self.receiver = Receiver(config, args.shards, ctx, run, args.name, args.extra_receivers, args.index,
+                                     config_path(args.config))
         except (OSError, ValueError) as exc:
             raise StartError("Cannot start: %s", exc) from exc
         return self.receiver

@@ -288,3 +288,15 @@ def test_sinks_stuck_in_a_write_are_abandoned_together_at_one_deadline() -> None
     assert all(out_runner.dropped["shutdown"] == 1 for out_runner in out.runners)
     for sink in stuck:
         sink.release.set()
+
+
+def test_reconfigure_tells_apart_sinks_of_one_name() -> None:
+    # debug_mode stands a console sink in for every remote one: several runners share a name.
+    first, second = named_sink("console"), named_sink("console")
+    out = Fanout([(first, SinkConfig()), (second, SinkConfig())])
+    out.start()
+    changes = out.reconfigure([(named_sink("console"), SinkConfig())], drain_secs=WAIT_SECS)
+    assert changes == ["sink console removed"]
+    assert out.runners[0].sink is first
+    out.stop(WAIT_SECS, 1.0)
+    assert out.retiring == []
