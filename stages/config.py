@@ -215,6 +215,7 @@ def load_section(cls: type[T], raw: Any, path: str) -> T:
         raw = {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path or 'config'}: expected a map of keys, got {_type_word(raw)}")
+    # ``cls`` is a dataclass (every section is): a TypeVar cannot say so to the checker.
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
@@ -252,7 +253,7 @@ def _convert(hint: Any, value: Any, dotted: str) -> Any:
             return None
         return _convert(options[0], value, dotted)
     if dataclasses.is_dataclass(hint):
-        return load_section(hint, value, dotted)  # type: ignore[arg-type]
+        return load_section(hint, value, dotted)  # type: ignore[arg-type]  # is_dataclass narrows to an instance
     if hint is Any:
         return value
     if origin is list:

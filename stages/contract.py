@@ -61,7 +61,7 @@ import sys
 from array import array
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import msgpack
 
@@ -133,7 +133,8 @@ def self_flush_header(shards: int, interval_start: float, interval: float, n: in
 
 
 def _pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+    # msgpack has no type information: packb returns bytes.
+    return cast(bytes, msgpack.packb(obj, use_bin_type=True))
 
 
 def _unpack(frame: bytes) -> Any:

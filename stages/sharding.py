@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zlib
 from pathlib import Path
 
@@ -21,9 +22,9 @@ def _ipc(path: Path) -> str:
     return f"ipc://{text}"
 
 
-def shard_endpoint(run_dir: Path, shard: int) -> str:
-    return _ipc(run_dir / f"shard-{shard}.sock")
+def shard_endpoint(run_dir: os.PathLike[str] | str, shard: int) -> str:
+    return _ipc(Path(run_dir) / f"shard-{shard}.sock")
 
 
-def forwarder_endpoint(run_dir: Path) -> str:
-    return _ipc(run_dir / "forwarder.sock")
+def forwarder_endpoint(run_dir: os.PathLike[str] | str) -> str:
+    return _ipc(Path(run_dir) / "forwarder.sock")

@@ -38,6 +38,7 @@ def render_supervisord_conf(template: str, home: Path, python: str, run_dir: Pat
     ``counts`` (keys of :data:`PROCESS_COUNTS`) replace the template's process counts where not None.
     """
     parser = configparser.RawConfigParser(comment_prefixes=(";", "#"), inline_comment_prefixes=None)
+    # configparser's documented way to keep keys' case; typeshed declares optionxform a method.
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     parser.read_string(template)
     # supervisord expands %(name)s in values: a literal % in a path is written %%.

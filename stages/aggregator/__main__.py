@@ -59,13 +59,13 @@ class ShardLoop:
         self.hold: collections.deque[list[bytes]] = collections.deque()
         self.hold_max = config.queues.forwarder_flushes
         self.dropped_flushes = 0
-        self.endpoint = shard_endpoint(run, shard)  # type: ignore[arg-type]
+        self.endpoint = shard_endpoint(run, shard)
         self.pull = ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.RCVHWM, config.queues.shard_batches)
         self.pull.bind(self.endpoint)
         self.push = ctx.socket(zmq.PUSH)
         self.push.setsockopt(zmq.SNDHWM, config.queues.forwarder_flushes)
-        self.push.connect(forwarder_endpoint(run))  # type: ignore[arg-type]
+        self.push.connect(forwarder_endpoint(run))
         self.decode_errors: collections.Counter[str] = collections.Counter()
         self.fold_log = LogThrottle()
         self.handoff_path = handoff_path(self.run_dir, shard, shards)

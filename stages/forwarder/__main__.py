@@ -56,7 +56,7 @@ class Forwarder:
         self.config_file = config_file
         self.shards = shards
         self.fanout = fanout
-        self.endpoint = forwarder_endpoint(run)  # type: ignore[arg-type]
+        self.endpoint = forwarder_endpoint(run)
         self.pull = ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.RCVHWM, config.queues.forwarder_flushes)
         self.pull.bind(self.endpoint)

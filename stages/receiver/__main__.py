@@ -98,7 +98,7 @@ class Receiver:
         for shard in range(shards):
             push = ctx.socket(zmq.PUSH)
             push.setsockopt(zmq.SNDHWM, config.queues.shard_batches)
-            push.connect(shard_endpoint(run, shard))  # type: ignore[arg-type]
+            push.connect(shard_endpoint(run, shard))
             pushes.append(push)
         window = new_window(shards, tag_tuple({}, self.defaults), statsd_lines(self.defaults))
         self.parse_payload = payload_parser(self.defaults)

@@ -125,6 +125,8 @@ class PyWindow:
             self._by_shard[shard_for(name, self.shards)].append(entry)
         entry.metrics += 1
         self.metrics += 1
+        # A sample's value is a float for every kind but a set's member (the parser makes it so); the
+        # checker cannot follow the kind, and a cast per sample would cost this fallback path a call.
         if kind == COUNTER:
             entry.value += value / rate  # type: ignore[operator]
         elif mtype == GAUGE:
