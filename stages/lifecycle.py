@@ -343,6 +343,23 @@ def take_lock(directory: Path, name: str) -> IO[str]:
     return handle
 
 
+class PullWakeups:
+    """What a stage that takes messages on a PULL socket waits on: that socket and its signals."""
+
+    def __init__(self, pull: zmq.Socket[bytes], stop: StopSignal) -> None:
+        self.pull, self.stop = pull, stop
+        self.poller = zmq.Poller()
+        self.poller.register(pull, zmq.POLLIN)
+        self.poller.register(stop.fileno(), zmq.POLLIN)
+
+    def wait(self, timeout_ms: float) -> bool:
+        """Wait up to ``timeout_ms`` for a message or a signal; whether messages are waiting."""
+        events = dict(self.poller.poll(int(max(0.0, timeout_ms))))
+        if self.stop.fileno() in events:
+            self.stop.drain()
+        return self.pull in events
+
+
 class StopSignal:
     """SIGTERM/SIGINT (stop) and SIGHUP (reload) only set a flag and wake the loop through a socket it polls."""
 

@@ -29,7 +29,16 @@ from stages.aggregator.shard import ClosedInterval, ShardState
 from stages.compiled import wanted as use_compiled
 from stages.config import Config, config_path
 from stages.figures import publish
-from stages.lifecycle import SHARD_STOP, Loop, Stage, StartError, StopSignal, reread_config, run_stage
+from stages.lifecycle import (
+    SHARD_STOP,
+    Loop,
+    PullWakeups,
+    Stage,
+    StartError,
+    StopSignal,
+    reread_config,
+    run_stage,
+)
 from stages.log_throttle import LogThrottle
 from stages.sharding import forwarder_endpoint, shard_endpoint
 
@@ -90,17 +99,10 @@ class ShardLoop:
                  len(handoff.buckets), len(handoff.gauges), self.seq)
 
     def run(self, stop: StopSignal) -> None:
-        poller = zmq.Poller()
-        poller.register(self.pull, zmq.POLLIN)
-        poller.register(stop.fileno(), zmq.POLLIN)
+        wakeups = PullWakeups(self.pull, stop)
         while not stop.requested:
-            wait_ms = max(0.0, (max(self.state.next_deadline(), self.flush_not_before) - time.time()) * 1000)
-            if self.hold:
-                wait_ms = min(wait_ms, 100.0)
-            events = dict(poller.poll(int(wait_ms)))
-            if stop.fileno() in events:
-                stop.drain()
-            if self.pull in events:
+            wait_ms = (max(self.state.next_deadline(), self.flush_not_before) - time.time()) * 1000
+            if wakeups.wait(min(wait_ms, 100.0) if self.hold else wait_ms):
                 self.receive_burst()
             if stop.take_reload():
                 self.reload()

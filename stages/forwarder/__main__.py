@@ -35,6 +35,7 @@ from stages.forwarder.sinks.base import BufferConfig, Completion, Flush, Sink
 from stages.lifecycle import (
     FORWARDER_STOP,
     Loop,
+    PullWakeups,
     Stage,
     StartError,
     StopSignal,
@@ -75,14 +76,9 @@ class Forwarder:
         return (math.floor(now / interval) + 1) * interval
 
     def run(self, stop: StopSignal) -> None:
-        poller = zmq.Poller()
-        poller.register(self.pull, zmq.POLLIN)
-        poller.register(stop.fileno(), zmq.POLLIN)
+        wakeups = PullWakeups(self.pull, stop)
         while not stop.requested:
-            events = dict(poller.poll(int(max(0.0, (self.next_report - time.time()) * 1000))))
-            if stop.fileno() in events:
-                stop.drain()
-            if self.pull in events:
+            if wakeups.wait((self.next_report - time.time()) * 1000):
                 self.receive_all()
             if stop.take_reload():
                 self.reload()
