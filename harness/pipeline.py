@@ -58,7 +58,9 @@ class Pipeline:
         self.config = base
         self.config_path = self.dir / "pystatsd.yaml"
         self.save_config()
-        self.conf_path = self.dir / "supervisord.conf"
+        # Where pystatsd run writes it, private: pystatsd reshard edits the one in the run directory.
+        self.conf_path = self.run_dir / "supervisord.conf"
+        self.conf_path.touch(mode=0o600)
         self.conf_path.write_text(self._supervisord_conf())
         self.env = dict(os.environ, PYSTATSD_CONFIG=str(self.config_path))
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

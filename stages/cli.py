@@ -30,6 +30,7 @@ from stages.config_diff import config_changes
 from stages.figures import read_all
 from stages.forwarder.sinks import load_sink_configs
 from stages.lifecycle import DEFAULT_RUN_DIR, EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE
+from stages.ring import RING_FILE, read_ring
 from stages.supervisord_conf import INSTALLED_TEMPLATE, REPO_TEMPLATE, render_supervisord_conf, supervisord_template
 
 #: ``pystatsd status`` of an instance that is running but not healthy (or not running).
@@ -72,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
                          "after the other), aggregator-K, or forwarder")
     restart.add_argument("-c", "--config", help=config_help)
     restart.add_argument("--run-dir", help="the running instance's run directory (default: as for run)")
+    reshard = commands.add_parser("reshard", help="change the shard count of the running instance under traffic")
+    reshard.add_argument("shards", type=int, help="the new number of shards")
+    reshard.add_argument("-c", "--config", help=config_help)
+    reshard.add_argument("--run-dir", help="the running instance's run directory (default: as for run)")
     reload = commands.add_parser("reload", help="re-read the config in every stage of the running instance, "
                                  "losing nothing")
     reload.add_argument("-c", "--config", help="the config the instance reads (default: the one it started with)")
@@ -96,6 +101,8 @@ def command(args: argparse.Namespace, path: Path) -> int:
         return show_status(path, args.run_dir, args.json)
     if args.command == "restart":
         return restart_stage(path, args.run_dir, args.target)
+    if args.command == "reshard":
+        return reshard_instance(path, args.run_dir, args.shards)
     if args.command == "reload":
         return reload_instance(path, args.config is not None, args.run_dir)
     if args.command == "send":
@@ -136,6 +143,19 @@ def restart_stage(path: Path, run_dir_arg: str | None, target: str) -> int:
     except operations.OperationError as exc:
         raise Refused(f"restart {target}: {exc}", EXIT_UNHEALTHY) from None
     print("\n".join(done))
+    return EXIT_OK
+
+
+def reshard_instance(path: Path, run_dir_arg: str | None, shards: int) -> int:
+    """Change the running instance's shard count to ``shards``; EXIT_OK when done."""
+    if shards < 1:
+        raise Refused(f"the shard count must be at least 1, got {shards}")
+    config, run_dir = instance(path, run_dir_arg)
+    try:
+        lines = operations.reshard(run_dir, shards, config.flush_interval)
+    except operations.OperationError as exc:
+        raise Refused(f"reshard: {exc}", EXIT_UNHEALTHY) from None
+    print("\n".join(lines))
     return EXIT_OK
 
 
@@ -326,6 +346,12 @@ def run_pipeline(path: Path, run_dir_arg: str | None, counts: dict[str, int | No
     # Parents as they are; the run directory itself and its log/ private.
     run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     (run_dir / "log").mkdir(mode=0o700, exist_ok=True)
+    ring = read_ring(run_dir)
+    if counts.get("shards") is not None:
+        # The count given is the ring now: every stage must take it, not a past reshard's.
+        (run_dir / RING_FILE).unlink(missing_ok=True)
+    elif ring is not None:
+        counts = {**counts, "shards": ring.shards}  # what the last pystatsd reshard left
     conf = run_dir / "supervisord.conf"
     text = render_supervisord_conf(template.read_text(encoding="utf-8"), template.parent, sys.executable,
                                    run_dir, counts)

@@ -11,18 +11,29 @@ swaps its sinks from the next flush on, the shards take the new settings from th
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 from stages import supervisor_rpc
+from stages.aggregator.shard import FLUSH_GRACE_SECS
 from stages.config import Config
 from stages.config_copies import RUNNING, STARTED, load_copy
 from stages.config_diff import ON_RELOAD, config_changes, reloadable
 from stages.figures import read_all
+from stages.ring import Ring, ring_shards, write_ring
+from stages.supervisord_conf import GENERATED, conf_parser, conf_text
 
 #: How long a receiver may take to come back in place before the command calls it failed.
 IN_PLACE_TIMEOUT_SECS = 20.0
+#: How long new shards may take to run before a reshard gives up (and the old ring runs on).
+START_TIMEOUT_SECS = 30.0
+#: The ring file is written at least this long before the edge it applies from: every receiver
+#: looks at it ten times a second, so each knows well before its first batch of the new ring.
+RING_LEAD_SECS = 1.5
+#: How long after the old ring's last flush its shards are stopped: stragglers land meanwhile.
+RETIRE_AFTER_SECS = 1.0
 
 
 class OperationError(Exception):
@@ -41,7 +52,8 @@ def restart(run_dir: Path, target: str) -> list[str]:
     infos = processes(run_dir)
     if target == "receiver":
         return restart_receivers(run_dir, [i for i in infos if i["name"].startswith("receiver")])
-    chosen = [i for i in infos if i["name"] == target or (target == "aggregator" and i["group"] == "aggregator")]
+    every_shard = target == "aggregator"
+    chosen = [i for i in infos if i["name"] == target or (every_shard and i["name"].startswith("aggregator-"))]
     if not chosen:
         names = ", ".join(sorted({"receiver", "aggregator", "forwarder", *(i["name"] for i in infos)}))
         raise OperationError(f"no process {target!r} here (one of: {names})")
@@ -115,3 +127,66 @@ def describe_reload(run_dir: Path, new: Config) -> list[str]:
     lines = [f"{c.key}: {c.old} -> {c.new}" for c in changes] or ["no change that a reload applies"]
     lines += [f"{c.key}: {c.old} -> {c.new} (waits for the next pystatsd run)" for c in reloadable(started, new)[1]]
     return lines
+
+
+def reshard(run_dir: Path, shards: int, interval: float) -> list[str]:
+    """Change the ring to ``shards`` under traffic: start the new shards, switch the receivers at an
+    interval edge, retire the old shards once they flushed their last interval; what was done."""
+    conf_path = run_dir / "supervisord.conf"
+    text = conf_path.read_text() if conf_path.exists() else ""
+    if not text.startswith(GENERATED):
+        raise OperationError(f"{conf_path} is not one pystatsd run wrote (this instance was started another way, "
+                             "as make run does): change PYSTATSD_SHARDS in supervisord.conf and restart it instead")
+    old = [i for i in processes(run_dir) if i["name"].startswith("aggregator-")]
+    groups = sorted({i["group"] for i in old})
+    if len(groups) != 1:
+        raise OperationError(f"the shards are in {len(groups)} groups ({', '.join(groups)}): a reshard is under way")
+    (old_group,) = groups
+    current = ring_shards(run_dir, len(old))
+    if shards == current:
+        return [f"already {shards} shards: nothing to do"]
+    new_group = f"aggregator-of-{shards}"
+    parser = conf_parser(text)
+    parser[f"program:{new_group}"] = {**parser[f"program:{old_group}"], "numprocs": str(shards)}
+    conf_path.write_text(conf_text(parser))
+    if not start_group(run_dir, new_group, shards):
+        stop_group(run_dir, new_group)
+        conf_path.write_text(text)
+        supervisor_rpc.call(run_dir, "reloadConfig")
+        raise OperationError(f"the {shards} new shards did not start (see their logs in {run_dir / 'log'}): "
+                             f"the {current} shards keep running")
+    since = (math.floor((time.time() + RING_LEAD_SECS) / interval) + 1) * interval
+    write_ring(run_dir, Ring(shards, since))
+    # The old ring flushes its last interval at its end plus the grace; what is late after that is
+    # flushed by its retiring shards as they stop.
+    time.sleep(max(0.0, since + FLUSH_GRACE_SECS + RETIRE_AFTER_SECS - time.time()))
+    stop_group(run_dir, old_group)
+    del parser[f"program:{old_group}"]
+    conf_path.write_text(conf_text(parser))
+    supervisor_rpc.call(run_dir, "reloadConfig")
+    for stale in range(shards, current):  # figures of shard numbers the new ring has not
+        (run_dir / "figures" / f"aggregator-{stale}.json").unlink(missing_ok=True)
+    return [f"{shards} shards from {time.strftime('%H:%M:%S', time.localtime(since))} on "
+            f"(were {current}); the next pystatsd run in {run_dir} starts {shards}"]
+
+
+def start_group(run_dir: Path, group: str, count: int) -> bool:
+    """Add the config's program ``group`` to supervisord and wait until its ``count`` processes run."""
+    changes = supervisor_rpc.call(run_dir, "reloadConfig")
+    if not changes or group not in changes[0][0]:
+        return False
+    supervisor_rpc.call(run_dir, "addProcessGroup", group, timeout=supervisor_rpc.WAIT_TIMEOUT_SECS)
+    deadline = time.monotonic() + START_TIMEOUT_SECS
+    while time.monotonic() < deadline:
+        states = [i["statename"] for i in processes(run_dir) if i["group"] == group]
+        if len(states) == count and all(state == "RUNNING" for state in states):
+            return True
+        if any(state in ("FATAL", "BACKOFF", "EXITED") for state in states):
+            return False
+        time.sleep(0.2)
+    return False
+
+
+def stop_group(run_dir: Path, group: str) -> None:
+    supervisor_rpc.call(run_dir, "stopProcessGroup", group, True, timeout=supervisor_rpc.WAIT_TIMEOUT_SECS)
+    supervisor_rpc.call(run_dir, "removeProcessGroup", group)

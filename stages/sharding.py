@@ -22,8 +22,9 @@ def _ipc(path: Path) -> str:
     return f"ipc://{text}"
 
 
-def shard_endpoint(run_dir: os.PathLike[str] | str, shard: int) -> str:
-    return _ipc(Path(run_dir) / f"shard-{shard}.sock")
+def shard_endpoint(run_dir: os.PathLike[str] | str, shard: int, shards: int) -> str:
+    """Shard K of a ring of N: two rings run side by side while a reshard switches between them."""
+    return _ipc(Path(run_dir) / f"shard-{shard}-of-{shards}.sock")
 
 
 def forwarder_endpoint(run_dir: os.PathLike[str] | str) -> str:

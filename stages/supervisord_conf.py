@@ -18,6 +18,8 @@ REPO_TEMPLATE = Path(__file__).resolve().parent.parent / "supervisord.conf"
 #: Where a package (etc/packaging/build_tree.sh) puts its copy, inside the virtualenv.
 INSTALLED_TEMPLATE = Path(sys.prefix) / "share" / "pystatsd" / "supervisord.conf"
 
+#: The first line of a rendered config: what pystatsd reshard looks for before it edits one.
+GENERATED = "; Generated from pystatsd's supervisord.conf"
 #: The process counts a render can override, as the template's [supervisord] environment names them.
 PROCESS_COUNTS = {"shards": "PYSTATSD_SHARDS", "extra_receivers": "PYSTATSD_EXTRA_RECEIVERS"}
 
@@ -25,6 +27,15 @@ PROCESS_COUNTS = {"shards": "PYSTATSD_SHARDS", "extra_receivers": "PYSTATSD_EXTR
 def supervisord_template() -> Path:
     """The repo's supervisord.conf when running from a checkout, else the installed package's copy."""
     return REPO_TEMPLATE if REPO_TEMPLATE.exists() else INSTALLED_TEMPLATE
+
+
+def conf_parser(text: str) -> configparser.RawConfigParser:
+    """``text`` parsed as supervisord reads it: keys' case kept, ``%`` left alone."""
+    parser = configparser.RawConfigParser(comment_prefixes=(";", "#"), inline_comment_prefixes=None)
+    # configparser's documented way to keep keys' case; typeshed declares optionxform a method.
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(text)
+    return parser
 
 
 def render_supervisord_conf(template: str, home: Path, python: str, run_dir: Path,
@@ -37,10 +48,7 @@ def render_supervisord_conf(template: str, home: Path, python: str, run_dir: Pat
     journal under systemd); without, they stay the template's files under the run directory.
     ``counts`` (keys of :data:`PROCESS_COUNTS`) replace the template's process counts where not None.
     """
-    parser = configparser.RawConfigParser(comment_prefixes=(";", "#"), inline_comment_prefixes=None)
-    # configparser's documented way to keep keys' case; typeshed declares optionxform a method.
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read_string(template)
+    parser = conf_parser(template)
     # supervisord expands %(name)s in values: a literal % in a path is written %%.
     substitutions = [("%(here)s/.venv/bin/python", python), ("%(here)s/run", str(run_dir)), ("%(here)s", str(home))]
     substitutions = [(old, new.replace("%", "%%")) for old, new in substitutions]
@@ -63,7 +71,12 @@ def render_supervisord_conf(template: str, home: Path, python: str, run_dir: Pat
             if not found:
                 raise ValueError(f"supervisord.conf no longer sets {variable} in [supervisord] environment")
     parser.set("supervisord", "environment", environment)
+    return conf_text(parser)
+
+
+def conf_text(parser: configparser.RawConfigParser) -> str:
+    """A rendered config's text, marked as pystatsd's (``pystatsd run`` writes it, ``pystatsd reshard`` edits it)."""
     out = io.StringIO()
-    out.write("; Generated from pystatsd's supervisord.conf; edits are overwritten.\n")
+    out.write(f"{GENERATED}; edits are overwritten.\n")
     parser.write(out)
     return out.getvalue()

@@ -40,6 +40,7 @@ from stages.lifecycle import (
     run_stage,
 )
 from stages.log_throttle import LogThrottle
+from stages.ring import ring_shards
 from stages.sharding import forwarder_endpoint, shard_endpoint
 
 log = logging.getLogger("stages.aggregator")
@@ -68,7 +69,7 @@ class ShardLoop:
         self.hold: collections.deque[list[bytes]] = collections.deque()
         self.hold_max = config.queues.forwarder_flushes
         self.dropped_flushes = 0
-        self.endpoint = shard_endpoint(run, shard)
+        self.endpoint = shard_endpoint(run, shard, shards)
         self.pull = ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.RCVHWM, config.queues.shard_batches)
         self.pull.bind(self.endpoint)
@@ -211,9 +212,11 @@ class ShardLoop:
         while self.pull.poll(int(SHARD_STOP.drain_quiet_secs * 1000)):
             self.receive_burst()
         self.flush_due()
-        if not supervisor_rpc.runs_on_without(self.run_dir) or not self.hand_off():
-            closed = self.state.close_all()
-            log.info("Flushing every open interval (%d)", len(closed))
+        # Retired by a reshard: the next instance of this shard number is another ring's.
+        retiring = ring_shards(self.run_dir, self.shards) != self.shards
+        if retiring or not supervisor_rpc.runs_on_without(self.run_dir) or not self.hand_off():
+            closed = self.state.close_all(retiring)
+            log.info("Flushing every open interval (%d)%s", len(closed), ": retired by a reshard" if retiring else "")
             for i, interval in enumerate(closed):
                 self.queue_flush(interval, final=i == len(closed) - 1)
         # Both waits count in lifecycle.ShardStop.budget_secs: this one, then the linger at ctx.term().
@@ -241,7 +244,8 @@ class ShardStage(Stage):
         return f"aggregator-{args.shard}"
 
     def lock_name(self, args: argparse.Namespace) -> str:
-        return f"shard-{args.shard}"
+        # Per ring, as the socket: shard K of the old ring and of the new one run side by side in a reshard.
+        return f"shard-{args.shard}-of-{args.shards}"
 
     def check(self, args: argparse.Namespace, config: Config) -> None:
         if not 0 <= args.shard < args.shards:

@@ -138,10 +138,12 @@ class ShardState:
             indexes.append(last_due)
         return [self._close(index) for index in indexes]
 
-    def close_all(self) -> list[ClosedInterval]:
-        """Close every open interval now, partial ones included (a planned stop)."""
+    def close_all(self, retiring: bool = False) -> list[ClosedInterval]:
+        """Close every open interval now, partial ones included (a planned stop). Without any, the next
+        interval is flushed with the live gauges, unless ``retiring`` (a reshard: another ring has
+        taken this shard's names, and reports their intervals from now on)."""
         indexes = sorted(self.buckets)
-        if not indexes:
+        if not indexes and not retiring:
             indexes = [self.closed_through + 1]
         return [self._close(index) for index in indexes]
 

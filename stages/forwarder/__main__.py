@@ -44,6 +44,7 @@ from stages.lifecycle import (
     run_stage,
 )
 from stages.listeners.inet import inet_address
+from stages.ring import ring_shards
 from stages.selfstats import SelfStats
 from stages.sharding import forwarder_endpoint
 
@@ -67,7 +68,8 @@ class Forwarder:
         self.run_dir = Path(run)
         self.ledger = CoverageLedger(self.run_dir / "forwarder-ledger.json")
         self.bad_messages = 0
-        self.finals: set[int] = set()
+        #: (shard, shards) of every final flush: a ring retired by a reshard sent its own.
+        self.finals: set[tuple[int, int]] = set()
         self.stats = SelfStats(config.self_metrics_prefix, "forwarder", {}, config.agent.tags)
         self.next_report = self._report_time(time.time())
 
@@ -131,7 +133,7 @@ class Forwarder:
             log.error("Lost %d flushes from shard %d between the shard and the forwarder", lost, header.shard)
         self.last_seq[stream] = header.seq
         if header.final:
-            self.finals.add(header.shard)
+            self.finals.add((header.shard, header.shards))
         # The ledger counts a flush once every sink is done with it: a crash before then shows as a gap.
         completion = Completion(len(self.fanout.runners),
                                 functools.partial(self.ledger.record, header.shard, header.covers))
@@ -173,7 +175,9 @@ class Forwarder:
         log.info("Stopping: taking the shards' last flushes")
         started = time.monotonic()
         quiet_since = started
-        while len(self.finals) < self.shards and time.monotonic() - started < FORWARDER_STOP.wait_finals_secs:
+        shards = ring_shards(self.run_dir, self.shards)  # after a reshard, the ring file's count
+        while (sum(ring == shards for _, ring in self.finals) < shards
+               and time.monotonic() - started < FORWARDER_STOP.wait_finals_secs):
             if self.pull.poll(100):
                 self.receive_all()
                 quiet_since = time.monotonic()

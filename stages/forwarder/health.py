@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from stages.figures import read_all
+from stages.ring import ring_shards
 from stages.status import health
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 class HealthServer:
     def __init__(self, address: tuple[str, int], run_dir: Path, shards: int, interval: float) -> None:
         def answer() -> tuple[int, bytes]:
-            reasons = health(read_all(run_dir), shards, interval)
+            reasons = health(read_all(run_dir), ring_shards(run_dir, shards), interval)
             body = {"status": "unhealthy" if reasons else "ok", "reasons": reasons}
             return (503 if reasons else 200), json.dumps(body).encode()
 

@@ -44,7 +44,8 @@ from stages.model import tag_tuple
 from stages.receiver.batcher import Batcher
 from stages.receiver.handover import close_held, hand_over, running_config, take_over
 from stages.receiver.parsers import payload_parser, statsd_lines
-from stages.receiver.window import new_window, take_payloads
+from stages.receiver.window import Window, new_window, take_payloads
+from stages.ring import RingWatch, ring_shards
 from stages.selfstats import SelfStats
 from stages.sharding import shard_endpoint
 
@@ -94,18 +95,15 @@ class Receiver:
         for url, gone in held.items():
             close_held(gone)
             log.info("Closed %s: the config no longer lists it", url)
-        pushes = []
-        for shard in range(shards):
-            push = ctx.socket(zmq.PUSH)
-            push.setsockopt(zmq.SNDHWM, config.queues.shard_batches)
-            push.connect(shard_endpoint(run, shard))
-            pushes.append(push)
-        window = new_window(shards, tag_tuple({}, self.defaults), statsd_lines(self.defaults))
-        self.parse_payload = payload_parser(self.defaults)
-        self.batcher = Batcher(pushes, name, window, config.batch_max_entries, config.batch_max_age_ms / 1000,
-                               config.flush_interval)
-        self.name = name
+        self.ctx = ctx
         self.run_dir = Path(run)
+        self.ring = RingWatch(self.run_dir)
+        # After a reshard the ring file, not the command line, says how many shards there are.
+        self.shards = ring_shards(self.run_dir, shards)
+        self.parse_payload = payload_parser(self.defaults)
+        self.batcher = Batcher(self.connect_shards(self.shards), name, self.new_window(self.shards),
+                               config.batch_max_entries, config.batch_max_age_ms / 1000, config.flush_interval)
+        self.name = name
         self.datagrams = 0
         self.metrics = 0
         self.bad: dict[str, int] = {}
@@ -122,6 +120,28 @@ class Receiver:
         self.restarting = False
         # At once, not at the first report: `pystatsd restart` waits for this image's figures.
         self.publish_figures(self.kernel_drops())
+
+    def connect_shards(self, shards: int) -> list[zmq.Socket[bytes]]:
+        pushes = []
+        for shard in range(shards):
+            push = self.ctx.socket(zmq.PUSH)
+            push.setsockopt(zmq.SNDHWM, self.config.queues.shard_batches)
+            push.connect(shard_endpoint(self.run_dir, shard, shards))
+            pushes.append(push)
+        return pushes
+
+    def new_window(self, shards: int) -> Window:
+        return new_window(shards, tag_tuple({}, self.defaults), statsd_lines(self.defaults))
+
+    def follow_ring(self, now: float) -> None:
+        """Switch to the ring the run directory's ring file names once its time has come (a reshard)."""
+        ring = self.ring.current(now)
+        if ring is None or ring.shards == self.shards or now < ring.since:
+            return
+        for push in self.batcher.switch(self.connect_shards(ring.shards), self.new_window(ring.shards)):
+            push.close(linger=RECEIVER_STOP.linger_ms)
+        log.info("Switched from %d shards to %d", self.shards, ring.shards)
+        self.shards = ring.shards
 
     def _report_time(self, now: float) -> float:
         """Just before the current interval ends, so the figures land in the interval they describe."""
@@ -175,7 +195,9 @@ class Receiver:
         """Parse datagrams (or complete lines from a stream) into the open batch window."""
         if not payloads:
             return
-        window = self.batcher.open(time.time())
+        now = time.time()
+        self.follow_ring(now)
+        window = self.batcher.open(now)
         before = window.metrics
         take_payloads(window, payloads, self.parse_payload, self.bad)
         self.datagrams += len(payloads)
@@ -185,6 +207,7 @@ class Receiver:
     def report(self, now: float) -> None:
         """Hand this interval's own counters to the pipeline; log bad lines at most every 10 s."""
         self.next_report = self._report_time(now + 0.2)
+        self.follow_ring(now)
         kernel_drops = self.kernel_drops()
         stats = self.stats
         stats.total("datagrams", self.datagrams)

@@ -52,6 +52,19 @@ class Batcher:
         self.next_edge = 0.0
         self._drop_log = LogThrottle(INPUT_LOG_EVERY_SECS)
 
+    def switch(self, pushes: list[zmq.Socket[bytes]], window: Window) -> list[zmq.Socket[bytes]]:
+        """Another ring: what the window holds goes to the old one, the next batches to ``pushes``, as
+        a new stream (epoch) of this receiver; returns the old ring's sockets, for the caller to close."""
+        self.send_all()
+        old, self.pushes, self.window = self.pushes, pushes, window
+        shards = len(pushes)
+        self.epoch = time.time_ns()
+        self.seq = [0] * shards
+        self.handed_on = [0] * shards
+        # Counts per shard number go on (the self-metrics report running totals).
+        self.dropped += [0] * (shards - len(self.dropped))
+        return old
+
     def open(self, now: float) -> Window:
         """The window for metrics read at ``now``: a new one when an interval edge has passed."""
         if now >= self.next_edge:

@@ -183,3 +183,25 @@ def test_a_config_with_a_problem_restarts_nothing() -> None:
         pipeline.wait_interval_start()
         pipeline.send("still.c:1|c", pipeline.statsd_port)
         assert [a["value"] for a in pipeline.wait_series("still.c", settle=False)] == [1.0]
+
+
+def test_reshard_2_to_4_to_3_under_traffic() -> None:
+    with Pipeline(flush_interval=1.0) as pipeline:
+        with traffic(pipeline) as load:
+            time.sleep(1.0)
+            for shards in (4, 3):
+                result = pystatsd(pipeline, "reshard", str(shards))
+                assert result.returncode == 0, result.stdout + result.stderr
+                assert f"{shards} shards from " in result.stdout
+                running = sorted(name.split(":")[-1] for name, (state, _) in pipeline.status().items()
+                                 if ":aggregator-" in name and state == "RUNNING")
+                assert running == [f"aggregator-{k}" for k in range(shards)]
+            time.sleep(1.5)
+        sent = dict(load.sent)
+        settled(lambda: per_key(records(pipeline)) == (sent, sent), 15)
+        assert per_key(records(pipeline)) == (sent, sent)
+        assert twice(records(pipeline)) == []
+        assert "Switched from 2 shards to 4" in pipeline.log("receiver")
+        assert "Switched from 4 shards to 3" in pipeline.log("receiver")
+        again = pystatsd(pipeline, "reshard", "3")
+        assert (again.returncode, again.stdout.strip()) == (0, "already 3 shards: nothing to do")
