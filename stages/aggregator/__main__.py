@@ -1,6 +1,6 @@
 """Aggregator shard K: ``python -m stages.aggregator --shard K --shards N``.
 
-Binds PULL ``ipc://<run>/shard-K.sock`` (the stable end: every receiver connects to it).
+Binds PULL ``ipc://<run>/shard-K-of-N.sock`` (the stable end: every receiver connects to it).
 Connects PUSH to ``ipc://<run>/forwarder.sock`` and sends one ``pystatsd.flush.v1`` per interval.
 Flushes the forwarder cannot take yet wait in a bounded hold queue (oldest dropped and counted).
 On SIGTERM: unbind (new batches wait in the receivers' pipes for the next instance), drain what

@@ -5,7 +5,8 @@ Reads UDP on ``bind_address:bind_port`` and every ``listeners`` entry (udp, tcp,
 (JSON or statsd lines, detected per payload) into its batch window (see :mod:`.batcher`).
 Several receivers can run side by side (``--extra-receivers``, ``--index``): they share the UDP and
 TCP ports through ``SO_REUSEPORT`` and the first alone serves Unix sockets. Connects one PUSH per
-shard to ``ipc://<run>/shard-K.sock`` and sends ``pystatsd.batch.v2`` without ever blocking.
+shard to ``ipc://<run>/shard-K-of-N.sock`` (the ring of ``ring.json`` after a reshard) and sends
+``pystatsd.batch.v2`` without ever blocking.
 Every interval it adds its own counters (datagrams, metrics, bad lines by reason, metrics dropped
 per shard, datagrams the kernel dropped on its sockets) to the stream as
 ``<self_metrics_prefix>receiver.*`` counters (see :mod:`stages.selfstats`).
