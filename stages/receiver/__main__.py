@@ -10,7 +10,9 @@ shard to ``ipc://<run>/shard-K-of-N.sock`` (the ring of ``ring.json`` after a re
 Every interval it adds its own counters (datagrams, metrics, bad lines by reason, metrics dropped
 per shard, datagrams the kernel dropped on its sockets) to the stream as
 ``<self_metrics_prefix>receiver.*`` counters (see :mod:`stages.selfstats`).
-On SIGTERM: reads what the kernel already holds, sends every open batch, exits 0.
+On SIGTERM: reads what the kernel already holds, sends every open batch, exits 0. On SIGHUP
+(``pystatsd restart receiver``, ``pystatsd reload``): restarts in place with its sockets open
+(:mod:`.handover`).
 """
 
 from __future__ import annotations
