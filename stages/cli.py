@@ -30,6 +30,7 @@ from stages.config_diff import config_changes
 from stages.figures import read_all
 from stages.forwarder.sinks import load_sink_configs
 from stages.lifecycle import DEFAULT_RUN_DIR, EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE
+from stages.private_file import write_private
 from stages.ring import RING_FILE, read_ring
 from stages.supervisord_conf import INSTALLED_TEMPLATE, REPO_TEMPLATE, render_supervisord_conf, supervisord_template
 
@@ -355,9 +356,7 @@ def run_pipeline(path: Path, run_dir_arg: str | None, counts: dict[str, int | No
     conf = run_dir / "supervisord.conf"
     text = render_supervisord_conf(template.read_text(encoding="utf-8"), template.parent, sys.executable,
                                    run_dir, counts)
-    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    write_private(conf, text.encode("utf-8"))
     os.environ["PYSTATSD_CONFIG"] = str(path)
     sys.stdout.flush()
     sys.stderr.flush()

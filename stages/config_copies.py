@@ -8,10 +8,10 @@ are private, in the private run directory.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from stages.config import Config, ConfigError, load_config
+from stages.private_file import write_private
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,8 @@ def keep_copy(run_dir: Path, name: str, source: Path) -> None:
     except OSError as exc:
         log.warning("Cannot keep a copy of the config %s: %s", source, exc.strerror)
         return
-    write_private(run_dir / name, data)
-    write_private(run_dir / SOURCE, str(source.absolute()).encode())
+    keep(run_dir / name, data)
+    keep(run_dir / SOURCE, str(source.absolute()).encode())
 
 
 def source_of(run_dir: Path) -> Path | None:
@@ -40,13 +40,9 @@ def source_of(run_dir: Path) -> Path | None:
         return None
 
 
-def write_private(target: Path, data: bytes) -> None:
-    temporary = target.with_name(f".{target.name}.tmp")
+def keep(target: Path, data: bytes) -> None:
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, target)
+        write_private(target, data)
     except OSError as exc:
         log.warning("Cannot keep a copy of the config in %s: %s", target, exc.strerror)
 

@@ -11,10 +11,11 @@ it on; the forwarder counts the shards it waits for from it; ``pystatsd run`` st
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import NamedTuple
+
+from stages.private_file import write_private
 
 RING_FILE = "ring.json"
 #: How often at most a receiver looks at the file: ``pystatsd reshard`` writes it well ahead of T.
@@ -38,12 +39,7 @@ def read_ring(run_dir: Path) -> Ring | None:
 
 def write_ring(run_dir: Path, ring: Ring) -> None:
     """Atomically: a receiver reads the old ring or the new one, never half of one."""
-    path = run_dir / RING_FILE
-    temporary = path.with_name(f".{RING_FILE}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"shards": ring.shards, "from": ring.since}, handle)
-    os.replace(temporary, path)
+    write_private(run_dir / RING_FILE, json.dumps({"shards": ring.shards, "from": ring.since}).encode())
 
 
 def ring_shards(run_dir: Path, default: int, now: float | None = None) -> int:

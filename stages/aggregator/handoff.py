@@ -18,7 +18,6 @@ for a crash. A killed shard writes nothing: its open interval is lost and counte
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from stages.aggregator.series import IntervalBucket, SeriesKey
 from stages.aggregator.shard import ShardState
 from stages.contract import BatchBody, pack_batch_body
 from stages.model import series_key, series_name
+from stages.private_file import write_private
 
 log = logging.getLogger(__name__)
 
@@ -152,13 +152,7 @@ def restore(state: ShardState, handoff: Handoff, shards: int, now: float, max_ag
 
 def write_handoff(path: Path, handoff: Handoff) -> None:
     """Atomically: the next instance sees the whole file or none."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(handoff.encode())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    write_private(path, handoff.encode(), durable=True)
 
 
 def take_handoff(path: Path) -> Handoff | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.config import Config, QueueConfig
+from stages.private_file import write_private
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,7 @@ def hand_over(listeners: list[Any], run_dir: Path, name: str, kernel_drops: int,
               "listeners": {listener.url: listener.hand_over() for listener in listeners},
               "running": {"flush_interval": config.flush_interval, "queues": dataclasses.asdict(config.queues)}}
     path = run_dir / f"{name}.handover.json"
-    temporary = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(record, handle)
-    os.replace(temporary, path)
+    write_private(path, json.dumps(record).encode())
     os.environ[HANDOVER_ENV] = str(path)
 
 
