@@ -167,11 +167,6 @@ class Pipeline:
         return {str(path): stat.filemode(path.lstat().st_mode) for path in paths
                 if path.exists() and path.lstat().st_mode & 0o077}
 
-    def lost_on_the_way(self) -> int:
-        """Metrics the shards' logs say never reached them (gaps in a receiver's batch sequence)."""
-        return sum(int(n) for shard in range(self.shards) for n in re.findall(
-            r"Lost (\d+) metrics \(\d+ batches from \S+\) on the way to this shard", self.log(f"aggregator-{shard}")))
-
     def log(self, program: str) -> str:
         path = self.run_dir / "log" / f"{program}.log"
         return path.read_text() if path.exists() else ""

@@ -14,7 +14,9 @@ values in a batch body, which may stand for many metrics.
 sender's start; a restart changes it), ``seq`` (+1 per batch per (src, epoch, shard)), ``ts`` (unix
 time the batch's first datagram was read; it decides the interval), ``n`` (entries in the body),
 ``metrics`` (metrics the batch stands for: every metric the receiver accumulated into its
-entries), ``sent_before`` (metrics of earlier batches in the same stream). The body is columnar:
+entries), ``sent_before`` (metrics of earlier batches in the same stream), ``paused`` (true on the
+empty batch a receiver sends a stopping shard when it begins to hold that shard's batches: nothing of
+that stream comes after it, see :mod:`stages.pause`). The body is columnar:
 each series once per batch, accumulated over the receiver's batch window. It is an array of five
 flat arrays (see :class:`BatchBody`), each entry's fields one after another:
 
@@ -95,6 +97,8 @@ class BatchHeader:
     sent_before: int = 0
     #: Metrics this batch stands for (every metric accumulated into its entries); ``n`` if absent.
     metrics: int = -1
+    #: The sender's last batch to this shard instance: it holds the later ones (:mod:`stages.pause`).
+    paused: bool = False
 
     def __post_init__(self) -> None:
         if self.metrics < 0:
@@ -176,7 +180,7 @@ def _header(frames: list[bytes], kind: bytes, cls: type[Any]) -> Any:
 #: What each header key must be: a wrongly typed value is refused here, not crashed on downstream.
 _FIELD_TYPES: dict[type, dict[str, type | tuple[type, ...]]] = {
     BatchHeader: {"src": str, "epoch": int, "seq": int, "ts": (int, float), "n": int, "sent_before": int,
-                  "metrics": int},
+                  "metrics": int, "paused": bool},
     FlushHeader: {"shard": int, "shards": int, "epoch": int, "seq": int, "interval_start": (int, float),
                   "interval": (int, float), "n": int, "final": bool, "seq_gaps": dict, "covers": dict},
 }

@@ -77,6 +77,8 @@ class ReceiverStop:
 
 @dataclass(frozen=True)
 class ShardStop:
+    #: How long a shard stopping for a restart waits at most for the receivers to pause (stages.pause).
+    pause_max_secs: float = 1.0
     #: How long without a batch ends the drain of what had arrived before the unbind.
     drain_quiet_secs: float = 0.2
     #: How long it keeps trying to hand its last flushes to the forwarder; and again how long
@@ -85,7 +87,13 @@ class ShardStop:
 
     @property
     def budget_secs(self) -> float:
-        return self.drain_quiet_secs + 2 * self.linger_ms / 1000
+        return self.pause_max_secs + self.drain_quiet_secs + 2 * self.linger_ms / 1000
+
+    @property
+    def hold_secs(self) -> float:
+        """How long the receivers hold a stopping shard's batches at most: its pause, drain and hand-off
+        with room to spare (the shard ends the pause sooner, once it has closed its socket)."""
+        return self.pause_max_secs + self.drain_quiet_secs + 3.0
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,12 @@
 Binds PULL ``ipc://<run>/shard-K-of-N.sock`` (the stable end: every receiver connects to it).
 Connects PUSH to ``ipc://<run>/forwarder.sock`` and sends one ``pystatsd.flush.v1`` per interval.
 Flushes the forwarder cannot take yet wait in a bounded hold queue (oldest dropped and counted).
-On SIGTERM: unbind (new batches wait in the receivers' pipes for the next instance), drain what
-already arrived and flush what is due. Then, when this shard is stopped alone (supervisord and the
-receiver run on: a restart), write the open intervals to the run directory for the next instance
-(:mod:`.handoff`), so that each interval is flushed once, whole. When the pipeline stops, flush
-every open interval as ``final`` instead. Hand every flush on, exit 0.
+On SIGTERM when this shard is stopped alone (supervisord and the receiver run on: a restart): pause
+the receivers (:mod:`stages.pause`: they hold its batches, so none is in flight when it unbinds),
+unbind, drain what already arrived, flush what is due and write the open intervals to the run
+directory for the next instance (:mod:`.handoff`), so that each interval is flushed once, whole.
+When the pipeline stops, unbind, drain and flush every open interval as ``final`` instead. Hand
+every flush on, exit 0.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from stages.lifecycle import (
     run_stage,
 )
 from stages.log_throttle import LogThrottle
+from stages.pause import CHECK_EVERY_SECS, begin_pause, end_pause
 from stages.ring import ring_shards
 from stages.sharding import forwarder_endpoint, shard_endpoint
 
@@ -51,6 +53,12 @@ RECV_BURST = 200
 #: receivers reconnect within ZeroMQ's reconnect interval (0.1 s) and hand on the batches they queued
 #: for it meanwhile, which belong in that interval.
 TAKEOVER_GRACE_SECS = 0.5
+#: A stopping shard waits for the ``paused`` batch of every receiver it heard from this recently
+#: (one with traffic sends a batch every ``batch_max_age_ms``); the others have nothing on the way.
+PAUSE_EXPECT_WITHIN_SECS = 1.0
+#: ... and waits at least this long: a receiver may have looked at the pause files just before the
+#: file was written, and send one batch more before it looks again.
+PAUSE_MIN_SECS = CHECK_EVERY_SECS + 0.1
 
 
 class ShardLoop:
@@ -70,6 +78,11 @@ class ShardLoop:
         self.hold_max = config.queues.forwarder_flushes
         self.dropped_flushes = 0
         self.endpoint = shard_endpoint(run, shard, shards)
+        #: receiver → time.monotonic() of its last batch, and the receivers that sent ``paused`` in a stop
+        self.heard: dict[str, float] = {}
+        self.paused: set[str] = set()
+        # A pause left by an instance killed while it stopped: the receivers must not hold batches for this one.
+        end_pause(self.run_dir, shard, shards)
         self.pull = ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.RCVHWM, config.queues.shard_batches)
         self.pull.bind(self.endpoint)
@@ -113,6 +126,7 @@ class ShardLoop:
 
     def receive_burst(self) -> int:
         received = 0
+        now = time.monotonic()
         while received < RECV_BURST:
             try:
                 frames = self.pull.recv_multipart(zmq.NOBLOCK)
@@ -122,6 +136,9 @@ class ShardLoop:
             try:
                 header, body = contract.decode_batch(frames)
                 self.state.add_batch(header, body)
+                self.heard[header.src] = now
+                if header.paused:
+                    self.paused.add(header.src)
                 log.debug("Merged a batch from %s: seq %d, %d metrics", header.src, header.seq, header.metrics)
             except contract.DecodeError as exc:
                 self.count_bad_message(exc.reason, exc)
@@ -206,15 +223,41 @@ class ShardLoop:
                 return
             self.hold.popleft()
 
+    def pause_receivers(self) -> None:
+        """Until every receiver heard from lately holds this shard's batches (each sent ``paused`` last),
+        merging what comes meanwhile; at most SHARD_STOP.pause_max_secs."""
+        try:
+            begin_pause(self.run_dir, self.shard, self.shards, os.getpid(), SHARD_STOP.hold_secs)
+        except OSError as exc:
+            log.error("Cannot write the pause for the receivers (%s): batches on the way when this shard "
+                      "unbinds may be lost (counted)", exc.strerror)
+            return
+        started = time.monotonic()
+        expected = {src for src, seen in self.heard.items() if started - seen < PAUSE_EXPECT_WITHIN_SECS}
+        deadline = started + SHARD_STOP.pause_max_secs
+        while (now := time.monotonic()) < deadline and (now - started < PAUSE_MIN_SECS or expected - self.paused):
+            if self.pull.poll(max(1, int(min(deadline - now, 0.05) * 1000))):
+                self.receive_burst()
+            self.flush_due()
+        missing = expected - self.paused
+        if missing:
+            log.warning("No pause from %s within %.1f s: what it had on the way when this shard unbinds may be lost "
+                        "(counted by the next instance)", ", ".join(sorted(missing)), SHARD_STOP.pause_max_secs)
+        log.info("Receivers paused in %.2f s (%d of %d heard from lately)", time.monotonic() - started,
+                 len(expected & self.paused), len(expected))
+
     def stop(self) -> None:
+        # Retired by a reshard: the next instance of this shard number is another ring's.
+        retiring = ring_shards(self.run_dir, self.shards) != self.shards
+        restarting = not retiring and supervisor_rpc.runs_on_without(self.run_dir)
+        if restarting:
+            self.pause_receivers()
         log.info("Stopping: draining batches")
         self.pull.unbind(self.endpoint)
         while self.pull.poll(int(SHARD_STOP.drain_quiet_secs * 1000)):
             self.receive_burst()
         self.flush_due()
-        # Retired by a reshard: the next instance of this shard number is another ring's.
-        retiring = ring_shards(self.run_dir, self.shards) != self.shards
-        if retiring or not supervisor_rpc.runs_on_without(self.run_dir) or not self.hand_off():
+        if not restarting or not self.hand_off():
             closed = self.state.close_all(retiring)
             log.info("Flushing every open interval (%d)%s", len(closed), ": retired by a reshard" if retiring else "")
             for i, interval in enumerate(closed):
@@ -229,6 +272,9 @@ class ShardLoop:
         if self.hold:
             log.error("Forwarder unreachable at stop: %d flushes not delivered", len(self.hold))
         self.pull.close(linger=0)
+        if restarting:
+            # Closed: what the receivers send now waits in their queues for the next instance.
+            end_pause(self.run_dir, self.shard, self.shards)
         self.push.close()
 
 

@@ -44,6 +44,7 @@ from stages.lifecycle import (
 from stages.listeners import adopt_listener, open_listener, shares_port
 from stages.log_throttle import INPUT_LOG_EVERY_SECS, LogThrottle
 from stages.model import tag_tuple
+from stages.pause import PauseWatch
 from stages.receiver.batcher import Batcher
 from stages.receiver.handover import close_held, hand_over, running_config, take_over
 from stages.receiver.parsers import payload_parser, statsd_lines
@@ -105,7 +106,8 @@ class Receiver:
         self.shards = ring_shards(self.run_dir, shards)
         self.parse_payload = payload_parser(self.defaults)
         self.batcher = Batcher(self.connect_shards(self.shards), name, self.new_window(self.shards),
-                               config.batch_max_entries, config.batch_max_age_ms / 1000, config.flush_interval)
+                               config.batch_max_entries, config.batch_max_age_ms / 1000, config.flush_interval,
+                               PauseWatch(self.run_dir, self.shards), config.queues.shard_batches)
         self.name = name
         self.datagrams = 0
         self.metrics = 0
@@ -141,7 +143,8 @@ class Receiver:
         ring = self.ring.current(now)
         if ring is None or ring.shards == self.shards or now < ring.since:
             return
-        for push in self.batcher.switch(self.connect_shards(ring.shards), self.new_window(ring.shards)):
+        for push in self.batcher.switch(self.connect_shards(ring.shards), self.new_window(ring.shards),
+                                        PauseWatch(self.run_dir, ring.shards)):
             push.close(linger=RECEIVER_STOP.linger_ms)
         log.info("Switched from %d shards to %d", self.shards, ring.shards)
         self.shards = ring.shards
@@ -247,6 +250,7 @@ class Receiver:
         """SIGHUP: every open batch to the shards, every socket kept open for the next image of this process."""
         log.info("Restarting in place: handing every open batch on, keeping every socket open")
         self.batcher.send_all()
+        self.batcher.release_all()
         for push in self.batcher.pushes:
             push.close(linger=RECEIVER_STOP.linger_ms)
         hand_over(self.listeners, self.run_dir, self.name, self.kernel_drops(), self.config)
@@ -261,6 +265,7 @@ class Receiver:
             self.receive(listener.drain(self.bad))
             listener.close()
         self.batcher.send_all()
+        self.batcher.release_all()
         for push in self.batcher.pushes:
             push.close(linger=RECEIVER_STOP.linger_ms)
 

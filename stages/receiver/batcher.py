@@ -8,6 +8,11 @@ metrics, not entries.
 
 Sends never block: a shard whose queue is full (dead, stopped or slow) costs the batch, and the
 metrics it stood for are counted as dropped for that shard.
+
+A shard that pauses while it stops for a restart (:mod:`stages.pause`) gets one empty ``paused``
+batch, then nothing: its batches are held here, in order, until the pause ends, and then sent. At
+most ``hold_max`` batches are held per shard; what comes beyond is dropped and counted as for a full
+queue.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ import time
 import zmq
 
 from stages import contract
+from stages.contract import BatchBody, BatchHeader
 from stages.log_throttle import INPUT_LOG_EVERY_SECS, LogThrottle
 from stages.model import Sample
+from stages.pause import PauseWatch
 from stages.receiver.window import Window
 
 log = logging.getLogger(__name__)
@@ -29,11 +36,13 @@ log = logging.getLogger(__name__)
 #: only accumulated within a window, so one cut at a single batch's worth would accumulate little
 #: when the series about fill a batch, while this bounds the window's memory (a few MiB).
 WINDOW_BATCHES = 8
+#: The body of the ``paused`` batch: it stands for no metric.
+EMPTY_BODY = contract.pack_batch_body(BatchBody.empty())
 
 
 class Batcher:
     def __init__(self, pushes: list[zmq.Socket[bytes]], src: str, window: Window, max_entries: int,
-                 max_age_secs: float, interval: float) -> None:
+                 max_age_secs: float, interval: float, pauses: PauseWatch, hold_max: int) -> None:
         self.pushes = pushes
         self.src = src
         self.epoch = time.time_ns()
@@ -51,12 +60,18 @@ class Batcher:
         self.sent_metrics = 0
         self.next_edge = 0.0
         self._drop_log = LogThrottle(INPUT_LOG_EVERY_SECS)
+        self.pauses = pauses
+        self.hold_max = hold_max
+        #: shard → (body, entries, metrics, ts) of the batches held for it while it pauses, oldest first
+        self.held: dict[int, list[tuple[bytes, int, int, float]]] = {}
 
-    def switch(self, pushes: list[zmq.Socket[bytes]], window: Window) -> list[zmq.Socket[bytes]]:
+    def switch(self, pushes: list[zmq.Socket[bytes]], window: Window,
+               pauses: PauseWatch) -> list[zmq.Socket[bytes]]:
         """Another ring: what the window holds goes to the old one, the next batches to ``pushes``, as
         a new stream (epoch) of this receiver; returns the old ring's sockets, for the caller to close."""
         self.send_all()
-        old, self.pushes, self.window = self.pushes, pushes, window
+        self.release_all()
+        old, self.pushes, self.window, self.pauses = self.pushes, pushes, window, pauses
         shards = len(pushes)
         self.epoch = time.time_ns()
         self.seq = [0] * shards
@@ -86,37 +101,66 @@ class Batcher:
             self.send_all()
 
     def send_due(self, now: float) -> None:
-        """Send the window if it is old enough, or its interval has ended."""
+        """Send the window if it is old enough, or its interval has ended; held batches once their
+        shard's pause has ended."""
+        if self.held:
+            self.follow_pauses(now)
         if now >= self.next_edge or (self.window.metrics and now - self.opened_at >= self.max_age_secs):
             self.send_all()
 
     def next_due(self) -> float | None:
-        """Unix time the open window is due, or None when nothing is open."""
-        if not self.window.metrics:
-            return None
-        return min(self.opened_at + self.max_age_secs, self.next_edge)
+        """Unix time the open window is due (or a held shard's pause is looked at again), or None."""
+        due = min(self.opened_at + self.max_age_secs, self.next_edge) if self.window.metrics else None
+        if self.held:
+            return self.pauses.next_check if due is None else min(due, self.pauses.next_check)
+        return due
+
+    def follow_pauses(self, now: float) -> None:
+        """Hold the batches of a shard that began a pause (after one ``paused`` batch), send a shard's
+        held batches once its pause has ended."""
+        paused = self.pauses.current(now)
+        for shard in paused - self.held.keys():
+            self.held[shard] = []
+            self._push(shard, EMPTY_BODY, 0, 0, now, paused=True)
+            log.info("Shard %d is stopping: holding its batches until it has", shard)
+        for shard in self.held.keys() - paused:
+            self.release(shard)
+
+    def release(self, shard: int) -> None:
+        held = self.held.pop(shard)
+        for batch in held:
+            self._push(shard, *batch)
+        log.info("Shard %d's pause ended: sent the %d batches held for it", shard, len(held))
+
+    def release_all(self) -> None:
+        """Every held batch on to ZeroMQ (before the sockets close: a stop, a restart, another ring)."""
+        for shard in list(self.held):
+            self.release(shard)
 
     def send_all(self) -> None:
         """Send what the window holds, one batch per shard (more when one holds over ``max_entries``)."""
         opened_at, self.opened_at = self.opened_at, 0.0
         if not self.window.metrics:
             return
+        self.follow_pauses(time.time())
         for shard, batches in enumerate(self.window.take(self.max_entries)):
             for body, entries, metrics in batches:
-                self.send(shard, body, entries, metrics, opened_at)
+                held = self.held.get(shard)
+                if held is None:
+                    self._push(shard, body, entries, metrics, opened_at)
+                elif len(held) < self.hold_max:
+                    held.append((body, entries, metrics, opened_at))
+                else:
+                    self._drop(shard, entries, metrics)
 
-    def send(self, shard: int, body: bytes, entries: int, metrics: int, opened_at: float) -> None:
-        header = contract.BatchHeader(src=self.src, epoch=self.epoch, seq=self.seq[shard], ts=opened_at,
-                                      n=entries, sent_before=self.handed_on[shard], metrics=metrics)
+    def _push(self, shard: int, body: bytes, entries: int, metrics: int, ts: float, paused: bool = False) -> None:
+        header = BatchHeader(src=self.src, epoch=self.epoch, seq=self.seq[shard], ts=ts, n=entries,
+                             sent_before=self.handed_on[shard], metrics=metrics, paused=paused)
         try:
             # The body is not copied into ZeroMQ's own buffer: tens of KiB a batch.
             self.pushes[shard].send_multipart(contract.encode_batch(header, body), zmq.NOBLOCK, copy=False)
         except zmq.Again:
-            self.dropped[shard] += metrics
-            log.debug("Dropped a batch for shard %d (queue full): %d entries, %d metrics", shard, entries, metrics)
-            if self._drop_log.ready():
-                log.warning("Shard %d is not taking batches (queue full): %d metrics dropped for it so far",
-                            shard, self.dropped[shard])
+            self._drop(shard, entries, metrics)
             return
         log.debug("Sent a batch to shard %d: %d entries, %d metrics, seq %d", shard, entries, metrics,
                   self.seq[shard])
@@ -124,3 +168,10 @@ class Batcher:
         self.seq[shard] += 1
         self.handed_on[shard] += metrics
         self.sent_metrics += metrics
+
+    def _drop(self, shard: int, entries: int, metrics: int) -> None:
+        self.dropped[shard] += metrics
+        log.debug("Dropped a batch for shard %d (queue full): %d entries, %d metrics", shard, entries, metrics)
+        if self._drop_log.ready():
+            log.warning("Shard %d is not taking batches (queue full): %d metrics dropped for it so far",
+                        shard, self.dropped[shard])

@@ -6,13 +6,16 @@ Every test runs with the Python window and, where it was built, the compiled one
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import zmq
 
 from stages import contract
 from stages.model import MetricType, series_key
+from stages.pause import PauseWatch, begin_pause, end_pause
 from stages.receiver.batcher import WINDOW_BATCHES, Batcher
 from stages.receiver.parsers import statsd_lines
 from stages.receiver.window import CompiledWindow, PyWindow
@@ -46,9 +49,11 @@ def shards() -> Iterator[tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]]
     ctx.destroy(linger=0)
 
 
-def batcher_for(window_type: type, pushes: list[zmq.Socket[bytes]], max_entries: int = 1000) -> Batcher:
+def batcher_for(window_type: type, pushes: list[zmq.Socket[bytes]], run_dir: Path, max_entries: int = 1000,
+                hold_max: int = 100) -> Batcher:
     window = window_type(len(pushes), (), statsd_lines({}))
-    return Batcher(pushes, "r1", window, max_entries, max_age_secs=0.05, interval=10.0)
+    return Batcher(pushes, "r1", window, max_entries, max_age_secs=0.05, interval=10.0,
+                   pauses=PauseWatch(run_dir, len(pushes)), hold_max=hold_max)
 
 
 def received(pull: zmq.Socket[bytes]) -> list[tuple[contract.BatchHeader, contract.BatchBody]]:
@@ -59,9 +64,9 @@ def received(pull: zmq.Socket[bytes]) -> list[tuple[contract.BatchHeader, contra
     return batches
 
 
-def test_a_series_leaves_as_one_entry_of_everything_it_received(window_type: type, shards) -> None:
+def test_a_series_leaves_as_one_entry_of_everything_it_received(window_type: type, shards, tmp_path: Path) -> None:
     pushes, pulls = shards
-    batcher = batcher_for(window_type, pushes)
+    batcher = batcher_for(window_type, pushes, tmp_path)
     hits = ("hits", C, 1.0, 1.0, ("env", "prod"))
     sampled = ("hits", C, 2.0, 0.5, ("env", "prod"))
     samples = [hits] * 700 + [sampled] * 3 + [("lat", MS, 5.0, 0.5, ()), ("lat", MS, 1.5, 1.0, ())]
@@ -92,9 +97,10 @@ def test_a_series_leaves_as_one_entry_of_everything_it_received(window_type: typ
 
 
 def test_a_shard_holding_more_than_max_entries_gets_several_batches_whose_metrics_add_up(window_type: type,
+                                                                                         tmp_path: Path,
                                                                                          shards) -> None:
     pushes, pulls = shards
-    batcher = batcher_for(window_type, pushes[:1], max_entries=3)
+    batcher = batcher_for(window_type, pushes[:1], tmp_path, max_entries=3)
     samples = [("a", C, 1.0, 1.0, ())] * 10 + [(f"t{i}", MS, 1.0, 1.0, ()) for i in range(4)]
     batcher.add(samples, NOW)
     batcher.send_all()
@@ -103,9 +109,9 @@ def test_a_shard_holding_more_than_max_entries_gets_several_batches_whose_metric
         (0, 3, 12, 0), (1, 2, 2, 12)]
 
 
-def test_a_window_leaves_early_once_it_holds_its_full_batches(window_type: type, shards) -> None:
+def test_a_window_leaves_early_once_it_holds_its_full_batches(window_type: type, shards, tmp_path: Path) -> None:
     pushes, pulls = shards
-    batcher = batcher_for(window_type, pushes[:1], max_entries=2)
+    batcher = batcher_for(window_type, pushes[:1], tmp_path, max_entries=2)
     distinct = [(f"c{i}", C, 1.0, 1.0, ()) for i in range(WINDOW_BATCHES * 2)]
     batcher.add(distinct[:-1] * 3, NOW)  # repeats make no new entries
     assert received(pulls[0]) == []
@@ -115,11 +121,11 @@ def test_a_window_leaves_early_once_it_holds_its_full_batches(window_type: type,
     assert sum(header.metrics for header, _ in batches) == 3 * len(distinct) - 2
 
 
-def test_a_full_shard_queue_counts_the_metrics_the_lost_batch_stood_for(window_type: type) -> None:
+def test_a_full_shard_queue_counts_the_metrics_the_lost_batch_stood_for(window_type: type, tmp_path: Path) -> None:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     push = ctx.socket(zmq.PUSH)  # connected to nothing: every send finds no room, as with a full queue
     try:
-        batcher = batcher_for(window_type, [push])
+        batcher = batcher_for(window_type, [push], tmp_path)
         batcher.add([("hits", C, 1.0, 1.0, ())] * 50, NOW)
         batcher.send_all()
         assert (batcher.dropped, batcher.sent_metrics, batcher.seq) == ([50], 0, [0])
@@ -127,9 +133,9 @@ def test_a_full_shard_queue_counts_the_metrics_the_lost_batch_stood_for(window_t
         ctx.destroy(linger=0)
 
 
-def test_the_window_leaves_at_the_interval_edge_and_when_old(window_type: type, shards) -> None:
+def test_the_window_leaves_at_the_interval_edge_and_when_old(window_type: type, shards, tmp_path: Path) -> None:
     pushes, pulls = shards
-    batcher = batcher_for(window_type, pushes)
+    batcher = batcher_for(window_type, pushes, tmp_path)
     batcher.add([("hits", C, 1.0, 1.0, ())], 1009.9)
     assert batcher.next_due() == pytest.approx(1009.95)
     batcher.add([("hits", C, 1.0, 1.0, ())], 1009.99)
@@ -142,3 +148,58 @@ def test_the_window_leaves_at_the_interval_edge_and_when_old(window_type: type, 
     batcher.send_due(1010.06)
     assert [header.ts for pull in pulls for header, _ in received(pull)] == [1010.0]
     assert batcher.next_due() is None
+
+
+def shard_of(name: str) -> int:
+    return shard_for(name, 2)
+
+
+#: A counter of each shard (names chosen by their crc32).
+ON = {shard_of(name): name for name in ("a", "b", "c", "d")}
+
+
+def test_a_paused_shard_gets_one_paused_batch_then_its_batches_once_the_pause_ends(window_type: type, shards,
+                                                                                     tmp_path: Path) -> None:
+    pushes, pulls = shards
+    batcher = batcher_for(window_type, pushes, tmp_path)
+    paused, other = 1, 0
+    begin_pause(tmp_path, paused, 2, pid=1, hold_secs=5)
+    for n in range(3):
+        batcher.add([(ON[paused], C, 1.0, 1.0, ()), (ON[other], C, 1.0, 1.0, ())] * (n + 1), NOW)
+        batcher.send_all()
+    # The other shard gets its batches as ever; the paused one an empty batch marked paused, then nothing.
+    assert [h.metrics for h, _ in received(pulls[other])] == [1, 2, 3]
+    (ack, body), = received(pulls[paused])
+    assert (ack.paused, ack.n, ack.metrics, ack.seq, ack.sent_before) == (True, 0, 0, 0, 0)
+    assert body == contract.BatchBody.empty()
+    assert batcher.next_due() == pytest.approx(batcher.pauses.next_check)  # it looks again for the end
+
+    end_pause(tmp_path, paused, 2)
+    batcher.send_due(time.time() + 1)
+    got = received(pulls[paused])
+    # Held batches keep the time they were read at, and continue the stream's numbering after the paused one.
+    assert [(h.seq, h.sent_before, h.metrics, h.ts, h.paused) for h, _ in got] == [
+        (1, 0, 1, NOW, False), (2, 1, 2, NOW, False), (3, 3, 3, NOW, False)]
+    assert [body.counters for _, body in got] == [[ON[paused], 1.0], [ON[paused], 2.0], [ON[paused], 3.0]]
+    assert batcher.held == {} and batcher.next_due() is None
+
+
+def test_a_pause_past_its_until_holds_nothing(window_type: type, shards, tmp_path: Path) -> None:
+    pushes, pulls = shards
+    batcher = batcher_for(window_type, pushes, tmp_path)
+    begin_pause(tmp_path, 0, 2, pid=1, hold_secs=-1)  # a shard killed while it stopped left it behind
+    batcher.add([(ON[0], C, 1.0, 1.0, ())], NOW)
+    batcher.send_all()
+    assert [(h.paused, h.metrics) for h, _ in received(pulls[0])] == [(False, 1)]
+
+
+def test_what_a_paused_shard_cannot_hold_is_dropped_and_counted(window_type: type, shards, tmp_path: Path) -> None:
+    pushes, pulls = shards
+    batcher = batcher_for(window_type, pushes, tmp_path, hold_max=2)
+    begin_pause(tmp_path, 0, 2, pid=1, hold_secs=5)
+    for n in range(4):
+        batcher.add([(ON[0], C, 1.0, 1.0, ())] * (n + 1), NOW)
+        batcher.send_all()
+    assert batcher.dropped == [3 + 4, 0]
+    batcher.release_all()  # a stop or a restart in place: what is held goes on to ZeroMQ
+    assert [(h.paused, h.metrics) for h, _ in received(pulls[0])] == [(True, 0), (False, 1), (False, 2)]

@@ -3,7 +3,8 @@
 tests/data/contract/{batch,flush}.v1.bin are the three frames of BATCH/FLUSH below, concatenated,
 written once when v1 was fixed; batch.v2.bin likewise when the columnar batch v2 was fixed. Within a
 version header keys may only be added: each addition gets golden files of its own
-({batch,flush}.v1.1.bin: ``sent_before`` and ``covers``; batch.v1.2.bin: ``metrics``), writers produce
+({batch,flush}.v1.1.bin: ``sent_before`` and ``covers``; batch.v1.2.bin: ``metrics``; batch.v2.1.bin:
+``paused``), writers produce
 the newest, and readers keep decoding every older file, the added keys taking their defaults. Any
 other change to the bytes for the same message is a wire-format change (a new major version). Batch
 v1 is still read (one release after v2), as a v2 body of one entry per sample.
@@ -71,17 +72,25 @@ def batch_frames() -> list[bytes]:
     return contract.encode_batch(BATCH_HEADER_V2, contract.pack_batch_body(BODY_V2))
 
 
-def test_batch_encodes_to_the_v2_golden_bytes() -> None:
+def test_batch_encodes_to_the_newest_v2_golden_bytes() -> None:
     frames = batch_frames()
     assert len(frames) == 3
     assert frames[0] == b"pystatsd.batch.v2"
-    assert b"".join(frames) == (GOLDEN / "batch.v2.bin").read_bytes()
+    assert b"".join(frames) == (GOLDEN / "batch.v2.1.bin").read_bytes()
 
 
-def test_golden_v2_batch_decodes_to_the_message() -> None:
-    header, body = decoded(golden_frames("batch.v2.bin", BATCH_V2))
-    assert (header, body) == (BATCH_HEADER_V2, BODY_V2)
-    assert list(contract.unpack_values(body.sampled[3])) == [37.8, 12.25, 1000.0]
+def test_golden_v2_batches_decode_to_the_message() -> None:
+    for name in ("batch.v2.1.bin", "batch.v2.bin"):
+        header, body = decoded(golden_frames(name, BATCH_V2))
+        assert (header, body) == (BATCH_HEADER_V2, BODY_V2)
+        assert header.paused is False
+        assert list(contract.unpack_values(body.sampled[3])) == [37.8, 12.25, 1000.0]
+
+
+def test_a_paused_batch_round_trips() -> None:
+    header = BatchHeader(src="receiver", epoch=1, seq=4, ts=1.5, n=0, sent_before=12, metrics=0, paused=True)
+    frames = contract.encode_batch(header, contract.pack_batch_body(BatchBody.empty()))
+    assert decoded(frames) == (header, BatchBody.empty())
 
 
 def test_timer_values_are_little_endian_float64() -> None:
