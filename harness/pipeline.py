@@ -167,6 +167,16 @@ class Pipeline:
         return {str(path): stat.filemode(path.lstat().st_mode) for path in paths
                 if path.exists() and path.lstat().st_mode & 0o077}
 
+    def counted_losses(self) -> dict[str, float]:
+        """Every loss the pipeline counted in its own metrics (self-metric and tags → sum): what an
+        exact check that failed should be read with."""
+        counted: dict[str, float] = {}
+        for a in self.aggregates():
+            if a["name"].startswith("pystatsd.") and any(word in a["name"] for word in ("lost", "drop", "refused")):
+                key = f"{a['name']}{sorted(a['tags'].items())}"
+                counted[key] = counted.get(key, 0) + a["value"]
+        return counted
+
     def log(self, program: str) -> str:
         path = self.run_dir / "log" / f"{program}.log"
         return path.read_text() if path.exists() else ""

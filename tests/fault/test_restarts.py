@@ -79,20 +79,11 @@ def test_every_shard_restarted_at_the_start_middle_and_end_of_an_interval() -> N
         settled(lambda: per_key(records(pipeline)) == (sent, sent), 15)
         logs = {shard: pipeline.log(f"aggregator-{shard}") for shard in (0, 1)}
         # Each stopping shard paused the receiver, so nothing was on the way when it unbound.
-        assert per_key(records(pipeline)) == (sent, sent), (losses(pipeline), logs)
+        assert per_key(records(pipeline)) == (sent, sent), (pipeline.counted_losses(), logs)
         assert twice(records(pipeline)) == []
         for log in logs.values():
             assert log.count("Handed ") == 3 and log.count("Took over from the last instance") == 3, log
             assert log.count("Receivers paused in") == 3 and "(1 of 1 heard from lately)" in log, log
-
-
-def losses(pipeline: Pipeline) -> dict[str, float]:
-    """Every loss the pipeline counted in its own metrics: what a failed exact check should be read with."""
-    counted: dict[str, float] = collections.Counter()
-    for a in pipeline.aggregates():
-        if a["name"].startswith("pystatsd.") and any(word in a["name"] for word in ("lost", "drop", "refused")):
-            counted[f"{a['name']}{sorted(a['tags'].items())}"] += a["value"]
-    return dict(counted)
 
 
 def pystatsd(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
