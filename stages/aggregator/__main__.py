@@ -24,6 +24,7 @@ from pathlib import Path
 import zmq
 
 from stages import contract, supervisor_rpc
+from stages.aggregator.gauge_carry import take_carried, write_carried
 from stages.aggregator.handoff import HandoffRefused, capture, handoff_path, restore, take_handoff, write_handoff
 from stages.aggregator.series import CompiledBucket
 from stages.aggregator.shard import ClosedInterval, ShardState
@@ -42,7 +43,7 @@ from stages.lifecycle import (
 )
 from stages.log_throttle import LogThrottle
 from stages.pause import CHECK_EVERY_SECS, begin_pause, end_pause
-from stages.ring import ring_shards
+from stages.ring import read_ring, ring_shards
 from stages.sharding import forwarder_endpoint, shard_endpoint
 
 log = logging.getLogger("stages.aggregator")
@@ -94,6 +95,8 @@ class ShardLoop:
         self.handoff_path = handoff_path(self.run_dir, shard, shards)
         #: No interval is flushed before this (unix time): see TAKEOVER_GRACE_SECS.
         self.flush_not_before = 0.0
+        #: Whether this shard, retiring in a reshard, has carried its gauges to the new ring (gauge_carry).
+        self.gauges_carried = False
         # Before the first batch is taken: the last instance's intervals are the ones it merges into.
         self.take_over(config.expire_after_intervals * config.flush_interval)
 
@@ -159,11 +162,18 @@ class ShardLoop:
             self.reloaded = (config, self.state.index_of(time.time()))
 
     def flush_due(self) -> None:
-        if time.time() < self.flush_not_before:
+        now = time.time()
+        if now < self.flush_not_before:
             return
-        closed_now = self.state.due(time.time())
+        if now >= self.state.next_deadline():
+            adopted = take_carried(self.run_dir, self.state.gauges, self.shard, self.shards)
+            if adopted:
+                log.info("Adopted %d gauges from the retired ring", adopted)
+        closed_now = self.state.due(now)
         for closed in closed_now:
             self.queue_flush(closed, final=False)
+        if closed_now and not self.gauges_carried:
+            self.carry_gauges()
         if self.reloaded is not None and self.state.closed_through >= self.reloaded[1]:
             config, self.reloaded = self.reloaded[0], None
             self.state.reconfigure(config.percentiles, config.expire_after_intervals, config.series_limit_per_name,
@@ -173,6 +183,25 @@ class ShardLoop:
         if closed_now:
             self.send_held()
             self.publish_figures(closed_now[-1])
+
+    def carry_gauges(self) -> None:
+        """Once a reshard's switch has passed and this shard flushed the last interval before it: its
+        gauges to the new ring's shards, which report them from then on."""
+        ring = read_ring(self.run_dir)
+        if ring is None or ring.shards == self.shards:
+            return
+        if self.state.closed_through < self.state.index_of(ring.since) - 1:
+            return
+        self.gauges_carried = True
+        try:
+            carried = write_carried(self.run_dir, self.state.gauges, self.shard, self.shards, ring.shards)
+        except OSError as exc:
+            log.error("Cannot carry the gauges to the new ring (%s): they reappear with their next update",
+                      exc.strerror)
+            return
+        # The new ring reports them from the switch on: a straggler's interval flushed here must not too.
+        self.state.gauges.values.clear()
+        log.info("Carried %d gauges to the ring of %d shards", carried, ring.shards)
 
     def publish_figures(self, closed: ClosedInterval) -> None:
         publish(self.run_dir, f"aggregator-{self.shard}", {

@@ -188,8 +188,15 @@ def test_a_config_with_a_problem_restarts_nothing() -> None:
         assert [a["value"] for a in pipeline.wait_series("still.c", settle=False)] == [1.0]
 
 
+#: Gauges set once before the reshards and never again (names spread over every ring's shards).
+STILL_GAUGES = {f"rs.g{i}": float(i) for i in range(8)}
+
+
 def test_reshard_2_to_4_to_3_under_traffic() -> None:
     with Pipeline(flush_interval=1.0) as pipeline:
+        for name, value in STILL_GAUGES.items():
+            pipeline.send(f"{name}:{value}|g", pipeline.statsd_port)
+        pipeline.send("rs.delta:10|g", pipeline.statsd_port)
         with traffic(pipeline) as load:
             time.sleep(1.0)
             for shards in (4, 3):
@@ -199,11 +206,22 @@ def test_reshard_2_to_4_to_3_under_traffic() -> None:
                 running = sorted(name.split(":")[-1] for name, (state, _) in pipeline.status().items()
                                  if ":aggregator-" in name and state == "RUNNING")
                 assert running == [f"aggregator-{k}" for k in range(shards)]
+            # A change to a gauge whose value the new ring only has from the old one.
+            pipeline.send("rs.delta:+5|g", pipeline.statsd_port)
             time.sleep(1.5)
         sent = dict(load.sent)
         settled(lambda: per_key(records(pipeline)) == (sent, sent), 15)
         assert per_key(records(pipeline)) == (sent, sent)
         assert twice(records(pipeline)) == []
+        # Every gauge in every interval from its first to the last one flushed, once, with its value.
+        gauges = [a for a in pipeline.aggregates() if a["name"] in STILL_GAUGES or a["name"] == "rs.delta"]
+        assert twice(gauges) == []
+        last = max(a["timestamp"] for a in records(pipeline))
+        for name, value in STILL_GAUGES.items():
+            stamps = sorted(a["timestamp"] for a in gauges if a["name"] == name and a["timestamp"] <= last)
+            assert stamps == list(range(stamps[0], last + 1)), (name, stamps)
+            assert {a["value"] for a in gauges if a["name"] == name} == {value}
+        assert max(gauges, key=lambda a: a["timestamp"] if a["name"] == "rs.delta" else 0)["value"] == 15.0
         assert "Switched from 2 shards to 4" in pipeline.log("receiver")
         assert "Switched from 4 shards to 3" in pipeline.log("receiver")
         again = pystatsd(pipeline, "reshard", "3")

@@ -1,0 +1,66 @@
+"""Gauge values carried across a reshard, from the retiring ring's shards to the new ring's.
+
+A gauge is reported every interval until it expires, whether or not it was updated. Across
+``pystatsd reshard`` the new ring's shards start without the values the old ring held, so each
+retiring shard, once it has flushed the last interval it owns (the one before the switch), writes
+its gauges to ``gauges-shard-K-of-M-from-J-of-N.msgpack``: one file per new shard K with the gauges
+whose names the new ring gives it. The new shard takes every such file before it closes an interval
+and adopts a value only for a gauge it has not heard of since the switch: it becomes the base that
+the deltas already received apply to (they are applied when the interval closes), and a value set
+since the switch is newer and stays.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from stages.aggregator.series import Gauges
+from stages.model import series_name
+from stages.private_file import write_private
+from stages.sharding import shard_for
+
+log = logging.getLogger(__name__)
+
+GAUGES_V1 = "pystatsd.gauges.v1"
+
+
+def carry_path(run_dir: Path, shard: int, shards: int, from_shard: int, from_shards: int) -> Path:
+    return run_dir / f"gauges-shard-{shard}-of-{shards}-from-{from_shard}-of-{from_shards}.msgpack"
+
+
+def write_carried(run_dir: Path, gauges: Gauges, from_shard: int, from_shards: int, shards: int) -> int:
+    """Split ``gauges`` by the new ring's shard of each name, one file per new shard; the gauges written."""
+    split: dict[int, list[list[Any]]] = {shard: [] for shard in range(shards)}
+    for key, (value, seen) in gauges.values.items():
+        split[shard_for(series_name(key), shards)].append([key, value, seen])
+    for shard, carried in split.items():
+        if carried:
+            data = msgpack.packb({"kind": GAUGES_V1, "gauges": carried}, use_bin_type=True)
+            write_private(carry_path(run_dir, shard, shards, from_shard, from_shards), data, durable=True)
+    return len(gauges.values)
+
+
+def take_carried(run_dir: Path, gauges: Gauges, shard: int, shards: int) -> int:
+    """Adopt (and remove) every file carried to this shard; the gauges adopted. An unreadable file is
+    logged and removed: its gauges reappear with their next update."""
+    adopted = 0
+    for path in sorted(run_dir.glob(f"gauges-shard-{shard}-of-{shards}-from-*.msgpack")):
+        try:
+            data = msgpack.unpackb(path.read_bytes(), raw=False)
+            path.unlink()
+            if not isinstance(data, dict) or data.get("kind") != GAUGES_V1:
+                raise ValueError("not a pystatsd.gauges.v1 file")
+            for key, value, seen in data["gauges"]:
+                if key not in gauges.values:
+                    admitted = gauges.limit.admit(key)
+                    if admitted not in gauges.values:
+                        gauges.values[admitted] = [float(value), int(seen)]
+                        adopted += 1
+        except (OSError, ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+            path.unlink(missing_ok=True)
+            log.error("Dropped the gauges carried in %s (%s): they reappear with their next update", path, exc)
+    return adopted

@@ -1,0 +1,49 @@
+"""Gauges carried across a reshard: each new shard gets exactly its names, adopts what it has not heard of since."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stages.aggregator.gauge_carry import carry_path, take_carried, write_carried
+from stages.aggregator.series import Gauges, SeriesLimit
+from stages.model import series_key, series_name
+from stages.sharding import shard_for
+
+
+def gauges(values: dict[str, float], seen: int = 7) -> Gauges:
+    table = Gauges(30, SeriesLimit(1000, ()))
+    for key, value in values.items():
+        table.values[table.limit.admit(key)] = [value, seen]
+    return table
+
+
+OLD = {series_key(f"g{i}", ("host", "h1")): float(i) for i in range(12)}
+
+
+def test_each_new_shard_adopts_exactly_the_gauges_of_its_names(tmp_path: Path) -> None:
+    assert write_carried(tmp_path, gauges(OLD), from_shard=1, from_shards=2, shards=3) == 12
+    for shard in range(3):
+        new = gauges({})
+        mine = {key: value for key, value in OLD.items() if shard_for(series_name(key), 3) == shard}
+        assert take_carried(tmp_path, new, shard, 3) == len(mine)
+        assert new.values == {key: [value, 7] for key, value in mine.items()}
+        assert not carry_path(tmp_path, shard, 3, 1, 2).exists()
+    assert take_carried(tmp_path, gauges({}), 0, 3) == 0  # taken once
+
+
+def test_a_value_set_since_the_switch_stays_and_deltas_apply_on_the_carried_base(tmp_path: Path) -> None:
+    set_anew, delta_only = [key for key in OLD if shard_for(series_name(key), 2) == 0][:2]
+    write_carried(tmp_path, gauges(OLD), from_shard=0, from_shards=4, shards=2)
+    new = gauges({set_anew: 99.0}, seen=8)
+    take_carried(tmp_path, new, 0, 2)
+    assert new.values[set_anew] == [99.0, 8]
+    new.apply({delta_only: [False, 5.0]}, 8)  # a delta received since the switch, applied at the close
+    assert new.values[delta_only] == [OLD[delta_only] + 5.0, 8]
+
+
+def test_an_unreadable_file_is_removed_and_adopts_nothing(tmp_path: Path) -> None:
+    path = carry_path(tmp_path, 0, 2, 0, 4)
+    path.write_bytes(b"\x93not ours")
+    new = gauges({})
+    assert take_carried(tmp_path, new, 0, 2) == 0
+    assert new.values == {} and not path.exists()
