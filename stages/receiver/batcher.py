@@ -10,9 +10,9 @@ Sends never block: a shard whose queue is full (dead, stopped or slow) costs the
 metrics it stood for are counted as dropped for that shard.
 
 A shard that pauses while it stops for a restart (:mod:`stages.pause`) gets one empty ``paused``
-batch, then nothing: its batches are held here, in order, until the pause ends, and then sent. At
-most ``hold_max`` batches are held per shard; what comes beyond is dropped and counted as for a full
-queue.
+batch, then nothing: its batches are held here, in order, until the pause ends, and then sent
+(those ZeroMQ has no room for yet stay held until it has). At most ``hold_max`` batches are held
+per shard; what comes beyond is dropped and counted as for a full queue.
 """
 
 from __future__ import annotations
@@ -127,15 +127,26 @@ class Batcher:
             self.release(shard)
 
     def release(self, shard: int) -> None:
-        held = self.held.pop(shard)
-        for batch in held:
-            self._push(shard, *batch)
-        log.info("Shard %d's pause ended: sent the %d batches held for it", shard, len(held))
+        """Send a shard's held batches once its pause has ended. Those ZeroMQ has no room for yet (the
+        next instance not bound, no connection to queue on) stay held, in order, for the next look."""
+        held = self.held[shard]
+        sent = 0
+        while sent < len(held) and self._try_push(shard, *held[sent]):
+            sent += 1
+        del held[:sent]
+        if held:
+            log.debug("Shard %d's pause ended, but it takes no batches yet: %d still held", shard, len(held))
+            return
+        del self.held[shard]
+        log.info("Shard %d's pause ended: sent the batches held for it", shard)
 
     def release_all(self) -> None:
-        """Every held batch on to ZeroMQ (before the sockets close: a stop, a restart, another ring)."""
-        for shard in list(self.held):
-            self.release(shard)
+        """Every held batch on to ZeroMQ (before the sockets close: a stop, a restart, another ring);
+        what it has no room for is dropped and counted."""
+        for shard, held in self.held.items():
+            for batch in held:
+                self._push(shard, *batch)
+        self.held.clear()
 
     def send_all(self) -> None:
         """Send what the window holds, one batch per shard (more when one holds over ``max_entries``)."""
@@ -154,20 +165,25 @@ class Batcher:
                     self._drop(shard, entries, metrics)
 
     def _push(self, shard: int, body: bytes, entries: int, metrics: int, ts: float, paused: bool = False) -> None:
+        if not self._try_push(shard, body, entries, metrics, ts, paused):
+            self._drop(shard, entries, metrics)
+
+    def _try_push(self, shard: int, body: bytes, entries: int, metrics: int, ts: float, paused: bool = False) -> bool:
+        """Whether ZeroMQ took the batch (it never blocks)."""
         header = BatchHeader(src=self.src, epoch=self.epoch, seq=self.seq[shard], ts=ts, n=entries,
                              sent_before=self.handed_on[shard], metrics=metrics, paused=paused)
         try:
             # The body is not copied into ZeroMQ's own buffer: tens of KiB a batch.
             self.pushes[shard].send_multipart(contract.encode_batch(header, body), zmq.NOBLOCK, copy=False)
         except zmq.Again:
-            self._drop(shard, entries, metrics)
-            return
+            return False
         log.debug("Sent a batch to shard %d: %d entries, %d metrics, seq %d", shard, entries, metrics,
                   self.seq[shard])
         # Only a batch ZeroMQ took uses up a seq, so a gap the shard sees is a loss in transit.
         self.seq[shard] += 1
         self.handed_on[shard] += metrics
         self.sent_metrics += metrics
+        return True
 
     def _drop(self, shard: int, entries: int, metrics: int) -> None:
         self.dropped[shard] += metrics

@@ -203,3 +203,26 @@ def test_what_a_paused_shard_cannot_hold_is_dropped_and_counted(window_type: typ
     assert batcher.dropped == [3 + 4, 0]
     batcher.release_all()  # a stop or a restart in place: what is held goes on to ZeroMQ
     assert [(h.paused, h.metrics) for h, _ in received(pulls[0])] == [(True, 0), (False, 1), (False, 2)]
+
+
+def test_held_batches_zeromq_has_no_room_for_yet_stay_held_in_order(window_type: type, tmp_path: Path) -> None:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    push = ctx.socket(zmq.PUSH)  # connected to nothing yet: the next instance has not bound
+    try:
+        batcher = batcher_for(window_type, [push], tmp_path)
+        begin_pause(tmp_path, 0, 1, pid=1, hold_secs=5)
+        batcher.add([("hits", C, 1.0, 1.0, ())], NOW)
+        batcher.send_all()
+        end_pause(tmp_path, 0, 1)
+        batcher.send_due(time.time() + 1)
+        batcher.add([("hits", C, 1.0, 1.0, ())] * 2, NOW + 1)
+        batcher.send_all()  # after the held one, not before it
+        assert (batcher.dropped, [metrics for _, _, metrics, _ in batcher.held[0]]) == ([0], [1, 2])
+        pull = ctx.socket(zmq.PULL)
+        pull.bind("inproc://next-instance")
+        push.connect("inproc://next-instance")
+        batcher.send_due(time.time() + 2)
+        assert [(h.seq, h.metrics, h.ts) for h, _ in received(pull)] == [(0, 1, NOW), (1, 2, NOW + 1)]
+        assert batcher.held == {} and batcher.dropped == [0]
+    finally:
+        ctx.destroy(linger=0)
