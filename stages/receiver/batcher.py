@@ -121,7 +121,8 @@ class Batcher:
         paused = self.pauses.current(now)
         for shard in paused - self.held.keys():
             self.held[shard] = []
-            self._push(shard, EMPTY_BODY, 0, 0, now, paused=True)
+            # Not taken (no connection to queue on): nothing of this stream is on the way to it either.
+            self._try_push(shard, EMPTY_BODY, 0, 0, now, paused=True)
             log.info("Shard %d is stopping: holding its batches until it has", shard)
         for shard in self.held.keys() - paused:
             self.release(shard)
