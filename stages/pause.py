@@ -3,7 +3,7 @@
 ZeroMQ loses what is in flight on a connection (the kernel's buffers, the sender's engine) when the
 bound end closes it. So a shard restarting does not unbind while batches may still be on the way:
 it first writes ``pause-shard-K-of-N.json`` in the run directory. Every receiver looks at the pause
-files of its ring at least every :data:`CHECK_EVERY_SECS` and before each batch it sends; on seeing
+files of its ring at least every :data:`stages.ring.CHECK_EVERY_SECS` and before each batch it sends; on seeing
 one it sends that shard one last, empty batch marked ``paused`` (:class:`stages.contract.BatchHeader`)
 and holds every later batch for it. The shard merges batches as usual until each receiver it heard
 from lately has sent its ``paused`` batch, which comes after all its others on the same connection:
@@ -20,20 +20,9 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 from stages.private_file import write_private
-
-#: How often at most a receiver looks at the files while nothing else makes it look.
-CHECK_EVERY_SECS = 0.1
-#: A pause the receivers honour no longer than this after it was written, whatever the file says.
-HOLD_MAX_SECS = 10.0
-
-
-class Pause(NamedTuple):
-    pid: int
-    #: unix time after which the receivers send again even if the file is still there
-    until: float
+from stages.ring import CHECK_EVERY_SECS  # the receivers look at the pause files as often as at the ring file
 
 
 def pause_path(run_dir: Path, shard: int, shards: int) -> Path:
@@ -41,21 +30,19 @@ def pause_path(run_dir: Path, shard: int, shards: int) -> Path:
     return run_dir / f"pause-shard-{shard}-of-{shards}.json"
 
 
-def begin_pause(run_dir: Path, shard: int, shards: int, pid: int, hold_secs: float) -> None:
+def begin_pause(run_dir: Path, shard: int, shards: int, hold_secs: float) -> None:
     """Ask the receivers to hold shard K's batches for at most ``hold_secs``; OSError if it cannot be written."""
-    until = time.time() + min(hold_secs, HOLD_MAX_SECS)
-    write_private(pause_path(run_dir, shard, shards), json.dumps({"pid": pid, "until": until}).encode())
+    write_private(pause_path(run_dir, shard, shards), json.dumps({"until": time.time() + hold_secs}).encode())
 
 
 def end_pause(run_dir: Path, shard: int, shards: int) -> None:
     pause_path(run_dir, shard, shards).unlink(missing_ok=True)
 
 
-def read_pause(path: Path) -> Pause | None:
-    """The pause at ``path``, or None (no file, or not one pystatsd wrote)."""
+def read_pause(path: Path) -> float | None:
+    """Until when (unix time) the pause at ``path`` holds, or None (no file, or not one pystatsd wrote)."""
     try:
-        data = json.loads(path.read_text())
-        return Pause(int(data["pid"]), float(data["until"]))
+        return float(json.loads(path.read_text())["until"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -74,8 +61,8 @@ class PauseWatch:
             self.next_check = now + CHECK_EVERY_SECS
             paused = set()
             for shard, path in enumerate(self.paths):
-                pause = read_pause(path)
-                if pause is not None and now < pause.until:
+                until = read_pause(path)
+                if until is not None and now < until:
                     paused.add(shard)
             self.paused = frozenset(paused)
         return self.paused

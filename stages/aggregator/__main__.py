@@ -42,8 +42,8 @@ from stages.lifecycle import (
     run_stage,
 )
 from stages.log_throttle import LogThrottle
-from stages.pause import CHECK_EVERY_SECS, begin_pause, end_pause
-from stages.ring import read_ring, ring_shards
+from stages.pause import begin_pause, end_pause
+from stages.ring import CHECK_EVERY_SECS, read_ring, ring_shards
 from stages.sharding import forwarder_endpoint, shard_endpoint
 
 log = logging.getLogger("stages.aggregator")
@@ -256,7 +256,7 @@ class ShardLoop:
         """Until every receiver heard from lately holds this shard's batches (each sent ``paused`` last),
         merging what comes meanwhile; at most SHARD_STOP.pause_max_secs."""
         try:
-            begin_pause(self.run_dir, self.shard, self.shards, os.getpid(), SHARD_STOP.hold_secs)
+            begin_pause(self.run_dir, self.shard, self.shards, SHARD_STOP.hold_secs)
         except OSError as exc:
             log.error("Cannot write the pause for the receivers (%s): batches on the way when this shard "
                       "unbinds may be lost (counted)", exc.strerror)

@@ -221,7 +221,7 @@ def test_reshard_2_to_4_to_3_under_traffic() -> None:
             stamps = sorted(a["timestamp"] for a in gauges if a["name"] == name and a["timestamp"] <= last)
             assert stamps == list(range(stamps[0], last + 1)), (name, stamps)
             assert {a["value"] for a in gauges if a["name"] == name} == {value}
-        assert max(gauges, key=lambda a: a["timestamp"] if a["name"] == "rs.delta" else 0)["value"] == 15.0
+        assert max((a for a in gauges if a["name"] == "rs.delta"), key=lambda a: a["timestamp"])["value"] == 15.0
         assert "Switched from 2 shards to 4" in pipeline.log("receiver")
         assert "Switched from 4 shards to 3" in pipeline.log("receiver")
         again = pystatsd(pipeline, "reshard", "3")

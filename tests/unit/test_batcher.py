@@ -163,7 +163,7 @@ def test_a_paused_shard_gets_one_paused_batch_then_its_batches_once_the_pause_en
     pushes, pulls = shards
     batcher = batcher_for(window_type, pushes, tmp_path)
     paused, other = 1, 0
-    begin_pause(tmp_path, paused, 2, pid=1, hold_secs=5)
+    begin_pause(tmp_path, paused, 2, hold_secs=5)
     for n in range(3):
         batcher.add([(ON[paused], C, 1.0, 1.0, ()), (ON[other], C, 1.0, 1.0, ())] * (n + 1), NOW)
         batcher.send_all()
@@ -187,7 +187,7 @@ def test_a_paused_shard_gets_one_paused_batch_then_its_batches_once_the_pause_en
 def test_a_pause_past_its_until_holds_nothing(window_type: type, shards, tmp_path: Path) -> None:
     pushes, pulls = shards
     batcher = batcher_for(window_type, pushes, tmp_path)
-    begin_pause(tmp_path, 0, 2, pid=1, hold_secs=-1)  # a shard killed while it stopped left it behind
+    begin_pause(tmp_path, 0, 2, hold_secs=-1)  # a shard killed while it stopped left it behind
     batcher.add([(ON[0], C, 1.0, 1.0, ())], NOW)
     batcher.send_all()
     assert [(h.paused, h.metrics) for h, _ in received(pulls[0])] == [(False, 1)]
@@ -196,7 +196,7 @@ def test_a_pause_past_its_until_holds_nothing(window_type: type, shards, tmp_pat
 def test_what_a_paused_shard_cannot_hold_is_dropped_and_counted(window_type: type, shards, tmp_path: Path) -> None:
     pushes, pulls = shards
     batcher = batcher_for(window_type, pushes, tmp_path, hold_max=2)
-    begin_pause(tmp_path, 0, 2, pid=1, hold_secs=5)
+    begin_pause(tmp_path, 0, 2, hold_secs=5)
     for n in range(4):
         batcher.add([(ON[0], C, 1.0, 1.0, ())] * (n + 1), NOW)
         batcher.send_all()
@@ -210,7 +210,7 @@ def test_held_batches_zeromq_has_no_room_for_yet_stay_held_in_order(window_type:
     push = ctx.socket(zmq.PUSH)  # connected to nothing yet: the next instance has not bound
     try:
         batcher = batcher_for(window_type, [push], tmp_path)
-        begin_pause(tmp_path, 0, 1, pid=1, hold_secs=5)
+        begin_pause(tmp_path, 0, 1, hold_secs=5)
         batcher.add([("hits", C, 1.0, 1.0, ())], NOW)
         batcher.send_all()
         end_pause(tmp_path, 0, 1)
