@@ -56,6 +56,8 @@ class Pipeline:
         } if test_defaults else {}
         base.update(config or {})
         self.config = base
+        #: A fleet tier (an ``input:`` section) runs no receiver.
+        self.receivers = "input" not in self.config
         self.config_path = self.dir / "pystatsd.yaml"
         self.save_config()
         # Where pystatsd run writes it, private: pystatsd reshard edits the one in the run directory.
@@ -72,7 +74,7 @@ class Pipeline:
     def _supervisord_conf(self) -> str:
         return render_supervisord_conf(REPO_TEMPLATE.read_text(), REPO, sys.executable, self.run_dir,
                                        {"shards": self.shards, "extra_receivers": self.extra_receivers},
-                                       logs_to_terminal=False)
+                                       logs_to_terminal=False, receivers=self.receivers)
 
     def start(self, wait_running: bool = True) -> Pipeline:
         subprocess.run([VENV_BIN / "supervisord", "-c", self.conf_path], env=self.env, check=True)
@@ -119,7 +121,7 @@ class Pipeline:
 
     def all_running(self) -> bool:
         states = self.status()
-        expected = self.shards + 2 + self.extra_receivers
+        expected = self.shards + 1 + (1 + self.extra_receivers if self.receivers else 0)
         return len(states) == expected and all(state == "RUNNING" for state, _ in states.values())
 
     def stop(self) -> None:

@@ -354,8 +354,9 @@ def run_pipeline(path: Path, run_dir_arg: str | None, counts: dict[str, int | No
     elif ring is not None:
         counts = {**counts, "shards": ring.shards}  # what the last pystatsd reshard left
     conf = run_dir / "supervisord.conf"
+    fleet = load_config(path).fleet_input is not None
     text = render_supervisord_conf(template.read_text(encoding="utf-8"), template.parent, sys.executable,
-                                   run_dir, counts)
+                                   run_dir, counts, receivers=not fleet)
     write_private(conf, text.encode("utf-8"))
     os.environ["PYSTATSD_CONFIG"] = str(path)
     sys.stdout.flush()

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import re
+import socket
 import stat
 import types
 import typing
@@ -80,6 +81,69 @@ def resolve_secret(value: Secret | None, env: str | None, path: str | None, key:
 @dataclasses.dataclass(frozen=True)
 class AgentConfig:
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: The name this host's partials carry (format: partials); the system's host name when empty.
+    host: str = ""
+
+    @property
+    def host_name(self) -> str:
+        return self.host or socket.gethostname()
+
+
+def kafka_brokers(value: str) -> list[str]:
+    """``kafka_broker``'s comma-separated host:port list; ValueError naming the key when it is not one."""
+    brokers = [b.strip() for b in value.split(",") if b.strip()]
+    if not brokers or any(":" not in b for b in brokers):
+        raise ValueError(f"kafka_broker: expected host:port[,host:port...], got {value!r}")
+    return brokers
+
+
+#: What the fleet tier does with a partial whose interval it already flushed.
+LATE_POLICIES = ("merge", "drop")
+
+
+@dataclasses.dataclass(frozen=True)
+class KafkaInputConfig:
+    """The fleet tier's input: the edges' partials, read as one consumer group."""
+
+    kafka_broker: str
+    kafka_topic: str
+    group: str = "pystatsd-global"
+    #: An interval is flushed this long after its end: partials later than that are late.
+    lateness_seconds: float = 5.0
+    #: merge: a late partial is merged into its interval, whose touched series are flushed again as a
+    #: correction (revision 1, 2, ...); drop: it is counted and dropped.
+    late: str = "merge"
+    #: How long after its flush an interval still takes late partials (merge); later ones are dropped, counted.
+    late_max_seconds: float = 120.0
+    client_id: str = "pystatsd-fleet"
+
+    def __post_init__(self) -> None:
+        kafka_brokers(self.kafka_broker)
+        if not self.kafka_topic:
+            raise ValueError("kafka_topic: must not be empty")
+        if not self.group:
+            raise ValueError("group: must not be empty")
+        if not 0 <= self.lateness_seconds <= 3600:
+            raise ValueError("lateness_seconds: must be from 0 to 3600")
+        if self.late not in LATE_POLICIES:
+            raise ValueError(f"late: must be one of {', '.join(LATE_POLICIES)}, got {self.late!r}")
+        if not 0 <= self.late_max_seconds <= 86_400:
+            raise ValueError("late_max_seconds: must be from 0 to 86400")
+
+    @property
+    def brokers(self) -> list[str]:
+        return kafka_brokers(self.kafka_broker)
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+    """Where a fleet tier's shards take their input from instead of the receivers."""
+
+    kafka: KafkaInputConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.kafka is None:
+            raise ValueError("kafka: the one input there is; required in an input section")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +180,12 @@ class Config:
     run_dir: str = ""
     health_address: str = ""
     queues: QueueConfig = dataclasses.field(default_factory=QueueConfig)
+    #: Set on a fleet tier: its shards read the edges' partials from Kafka, and no receiver runs.
+    input: InputConfig | None = None
+
+    @property
+    def fleet_input(self) -> KafkaInputConfig | None:
+        return self.input.kafka if self.input is not None else None
 
     def __post_init__(self) -> None:
         if not (0 < self.flush_interval <= 3600) or not math.isfinite(self.flush_interval):

@@ -40,8 +40,24 @@ metrics in the body; body a list of metrics, each a sample ``[name, type, value,
 flush per shard epoch), ``interval_start``, ``interval``, ``n`` (aggregates), ``final`` (true on the
 last flush before a planned stop), ``seq_gaps`` (batches the shard found missing since its previous
 flush), ``covers`` (per receiver stream, the first and last batch whose metrics the flush holds, with
-their running metric counts); body a list of aggregates, each a map with exactly the
-output-contract keys.
+their running metric counts), ``ack`` (true when the shard wants to know that every sink is done
+with the flush: the forwarder then records it in :mod:`stages.delivery`; the fleet tier commits its
+Kafka offsets by it), ``revision`` (0 for an interval's flush; 1, 2, ... for each later correction
+of an interval the fleet tier already flushed: late partials merged in); body a list of aggregates,
+each a map with exactly the output-contract keys. An optional fourth frame holds the interval's
+partials (a shard whose config has a sink of ``format: partials``): a msgpack array of Kafka key,
+record value, key, value, ... with each value a ``pystatsd.partial.v1``.
+
+``pystatsd.partial.v1`` (the edge's kafka sink → the fleet tier, one Kafka record per series,
+interval and host): a msgpack array of the kind, a header map and a batch v2 body of one entry
+(the same body a receiver sends a shard, so a partial merges as a batch does). Header ``host``
+(where the edge runs: beside the series, never one of its tags), ``src`` (``shard@epoch`` of the
+edge shard's flush stream: with the host and key it names the partial, so a re-sent one is known),
+``interval_start``, ``interval``; for a gauge ``seen`` (end of the interval that last changed it:
+the fleet keeps the latest); for a timer-like entry with more values than the edge's bound, the
+entry's values are left out and ``stats`` ([values, sum, min, max, sum of squares]) and ``sketch``
+(:mod:`stages.aggregator.sketch`) stand for them; for a set with more members than the bound,
+``hll`` does.
 
 The forwarder's own metrics (``<self_metrics_prefix>forwarder.*``) reach its sinks as a flush too,
 built in the forwarder and never sent over a socket: its header has ``shard`` =
@@ -72,6 +88,7 @@ from stages.model import MetricType, series_key
 BATCH_V1 = b"pystatsd.batch.v1"
 BATCH_V2 = b"pystatsd.batch.v2"
 FLUSH_V1 = b"pystatsd.flush.v1"
+PARTIAL_V1 = "pystatsd.partial.v1"
 
 #: A frame larger than this is refused before unpacking (msgpack sizes its limits from the input).
 MAX_FRAME_BYTES = 256 * 1024 * 1024
@@ -119,6 +136,10 @@ class FlushHeader:
     #: ``"src@epoch"`` → [first seq, sent_before of it, last seq, metrics sent through it]: the
     #: batches whose metrics this flush holds, so the forwarder can count what a crash lost.
     covers: dict[str, list[int]] = field(default_factory=dict)
+    #: Record in the delivery file once every sink is done with it (:mod:`stages.delivery`).
+    ack: bool = False
+    #: 0, or the how-manieth correction of an interval already flushed.
+    revision: int = 0
 
     @property
     def from_forwarder(self) -> bool:
@@ -157,11 +178,14 @@ def _unpack(frame: bytes) -> Any:
 
 
 def _header(frames: list[bytes], kind: bytes, cls: type[Any]) -> Any:
-    if len(frames) != 3:
+    if len(frames) != 3 and not (cls is FlushHeader and len(frames) == 4):
         raise DecodeError("bad_frame_count", str(len(frames)))
     if frames[0] != kind:
         raise DecodeError("unknown_message", repr(frames[0][:40]))
-    raw = _unpack(frames[1])
+    return _checked_header(_unpack(frames[1]), cls)
+
+
+def _checked_header(raw: Any, cls: type[Any]) -> Any:
     if not isinstance(raw, dict):
         raise DecodeError("bad_header", "not a map")
     known = {}
@@ -182,7 +206,8 @@ _FIELD_TYPES: dict[type, dict[str, type | tuple[type, ...]]] = {
     BatchHeader: {"src": str, "epoch": int, "seq": int, "ts": (int, float), "n": int, "sent_before": int,
                   "metrics": int, "paused": bool},
     FlushHeader: {"shard": int, "shards": int, "epoch": int, "seq": int, "interval_start": (int, float),
-                  "interval": (int, float), "n": int, "final": bool, "seq_gaps": dict, "covers": dict},
+                  "interval": (int, float), "n": int, "final": bool, "seq_gaps": dict, "covers": dict,
+                  "ack": bool, "revision": int},
 }
 
 
@@ -279,8 +304,58 @@ def _v1_body(samples: list[Any]) -> BatchBody:
     return body
 
 
-def encode_flush(header: FlushHeader, aggregates: list[dict[str, Any]]) -> list[bytes]:
-    return [FLUSH_V1, _pack(asdict(header)), _pack(aggregates)]
+def encode_flush(header: FlushHeader, aggregates: list[dict[str, Any]],
+                 partials: list[bytes] | None = None) -> list[bytes]:
+    """The flush's frames; ``partials`` (Kafka key, value, key, value, ...) make a fourth."""
+    frames = [FLUSH_V1, _pack(asdict(header)), _pack(aggregates)]
+    if partials is not None:
+        frames.append(_pack(partials))
+    return frames
+
+
+def decode_flush_partials(frames: list[bytes]) -> list[bytes]:
+    """The flush's partials (Kafka key, value, ...), empty when it has none."""
+    if len(frames) < 4:
+        return []
+    partials = _unpack(frames[3])
+    if not isinstance(partials, list) or len(partials) % 2 or not all(isinstance(p, bytes) for p in partials):
+        raise DecodeError("bad_partials", "not an array of keys and values")
+    return partials
+
+
+@dataclass(frozen=True)
+class PartialHeader:
+    host: str
+    src: str
+    interval_start: float
+    interval: float
+    #: A gauge's: the end of the interval that last changed it.
+    seen: float = 0.0
+    #: A timer-like entry past the bound: [values, sum, min, max, sum of squares].
+    stats: list[float] = field(default_factory=list)
+    sketch: bytes = b""
+    hll: bytes = b""
+
+
+_FIELD_TYPES[PartialHeader] = {"host": str, "src": str, "interval_start": (int, float), "interval": (int, float),
+                               "seen": (int, float), "stats": list, "sketch": bytes, "hll": bytes}
+
+
+def encode_partial(header: PartialHeader, body: BatchBody) -> bytes:
+    """One Kafka record's value: the kind, the header (defaults left out) and a one-entry batch v2 body."""
+    fields = {k: v for k, v in asdict(header).items() if v or k in ("host", "src", "interval_start", "interval")}
+    return _pack([PARTIAL_V1, fields, pack_batch_body(body)])
+
+
+def decode_partial(value: bytes) -> tuple[PartialHeader, BatchBody]:
+    """A ``pystatsd.partial.v1`` record value; DecodeError when it is not one."""
+    record = _unpack(value)
+    if not isinstance(record, list) or len(record) != 3 or not isinstance(record[2], bytes):
+        raise DecodeError("bad_partial", "not [kind, header, body]")
+    if record[0] != PARTIAL_V1:
+        raise DecodeError("unknown_message", repr(record[0])[:40])
+    header: PartialHeader = _checked_header(record[1], PartialHeader)
+    return header, decode_batch_body(record[2])
 
 
 def decode_flush_header(frames: list[bytes]) -> FlushHeader:

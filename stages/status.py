@@ -36,7 +36,8 @@ def health(records: dict[str, dict[str, Any]], shards: int, interval: float,
     stale_after = STALE_AFTER_INTERVALS * interval + STALE_GRACE_SECS
     reasons: list[str] = []
     expected = ["forwarder", *(f"aggregator-{k}" for k in range(shards))]
-    if not any(name.startswith("receiver") for name in records):
+    fleet = any(record.get("figures", {}).get("input") == "kafka" for record in records.values())
+    if not fleet and not any(name.startswith("receiver") for name in records):
         reasons.append("receiver: no figures published yet")
     for name in expected + sorted(n for n in records if n.startswith("receiver")):
         record = records.get(name)
@@ -103,6 +104,18 @@ def _summary(figures: dict[str, Any]) -> str:
                 "lost_metrics", "lost_flushes"):
         if key in figures:
             parts.append(f"{key} {figures[key]:,}")
+    if "partitions" in figures:
+        # A fleet-tier shard: what it owns, how far behind it is, and who it hears from.
+        parts.append(f"partitions {','.join(map(str, figures['partitions'])) or 'none'}")
+        for key in ("lag", "open_intervals", "intervals_closed", "partials"):
+            parts.append(f"{key} {figures[key]:,}")
+        parts.append(f"hosts {len(figures['hosts'])}")
+        if figures["hosts_gone"]:
+            parts.append(f"hosts_gone {','.join(figures['hosts_gone'])}")
+        late = figures["late_partials"]
+        if late:
+            by_host = ", ".join(f"{host}={n:,}" for host, n in sorted(late.items()))
+            parts.append(f"late_partials {sum(late.values()):,} ({by_host})")
     if figures.get("bad_lines"):
         # By reason too, as the log's summary says them: the total alone does not say what to fix.
         bad: dict[str, int] = figures["bad_lines"]

@@ -38,8 +38,13 @@ def conf_parser(text: str) -> configparser.RawConfigParser:
     return parser
 
 
+#: The programs a fleet tier (a config with an ``input:`` section) does not run: its input is Kafka.
+RECEIVER_PROGRAMS = ("program:receiver", "program:receiver-extra")
+
+
 def render_supervisord_conf(template: str, home: Path, python: str, run_dir: Path,
-                            counts: dict[str, int | None], logs_to_terminal: bool = True) -> str:
+                            counts: dict[str, int | None], logs_to_terminal: bool = True,
+                            receivers: bool = True) -> str:
     """``template`` with its paths made absolute for this install.
 
     ``%(here)s/.venv/bin/python`` becomes ``python``, ``%(here)s/run`` becomes ``run_dir`` and any
@@ -47,8 +52,12 @@ def render_supervisord_conf(template: str, home: Path, python: str, run_dir: Pat
     ``/dev/stdout`` and ``/dev/stderr`` (a foreground daemon's logs belong to whoever runs it: the
     journal under systemd); without, they stay the template's files under the run directory.
     ``counts`` (keys of :data:`PROCESS_COUNTS`) replace the template's process counts where not None.
+    Without ``receivers`` the receiver programs are left out (a fleet tier).
     """
     parser = conf_parser(template)
+    if not receivers:
+        for section in RECEIVER_PROGRAMS:
+            parser.remove_section(section)
     # supervisord expands %(name)s in values: a literal % in a path is written %%.
     substitutions = [("%(here)s/.venv/bin/python", python), ("%(here)s/run", str(run_dir)), ("%(here)s", str(home))]
     substitutions = [(old, new.replace("%", "%%")) for old, new in substitutions]

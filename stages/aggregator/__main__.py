@@ -1,5 +1,8 @@
 """Aggregator shard K: ``python -m stages.aggregator --shard K --shards N``.
 
+With an ``input: kafka:`` section in the config the shard is a fleet-tier one instead
+(:mod:`.fleet_loop`): its input is the edges' partials in Kafka, not the receivers. Otherwise:
+
 Binds PULL ``ipc://<run>/shard-K-of-N.sock`` (the stable end: every receiver connects to it).
 Connects PUSH to ``ipc://<run>/forwarder.sock`` and sends one ``pystatsd.flush.v1`` per interval.
 Flushes the forwarder cannot take yet wait in a bounded hold queue (oldest dropped and counted).
@@ -24,8 +27,10 @@ from pathlib import Path
 import zmq
 
 from stages import contract, supervisor_rpc
+from stages.aggregator.fleet_loop import FleetLoop
 from stages.aggregator.gauge_carry import take_carried, write_carried
 from stages.aggregator.handoff import HandoffRefused, capture, handoff_path, restore, take_handoff, write_handoff
+from stages.aggregator.partials import PartialSource, partial_bounds
 from stages.aggregator.series import CompiledBucket
 from stages.aggregator.shard import ClosedInterval, ShardState
 from stages.compiled import wanted as use_compiled
@@ -99,6 +104,9 @@ class ShardLoop:
         self.gauges_carried = False
         # Before the first batch is taken: the last instance's intervals are the ones it merges into.
         self.take_over(config.expire_after_intervals * config.flush_interval)
+        bounds = partial_bounds(config)
+        if bounds is not None:
+            self.state.partials = PartialSource(config.agent.host_name, f"{shard}@{self.epoch}", bounds)
 
     def take_over(self, max_age_secs: float) -> None:
         """Continue what the last instance handed on, if it did; a refused hand-off is logged and counted."""
@@ -229,7 +237,7 @@ class ShardLoop:
             self.dropped_flushes += 1
             log.warning("Forwarder unreachable and hold queue full: dropped the oldest flush (%d so far)",
                         self.dropped_flushes)
-        self.hold.append(contract.encode_flush(header, closed.aggregates))
+        self.hold.append(contract.encode_flush(header, closed.aggregates, closed.partials))
 
     def hand_off(self) -> bool:
         """Write the open intervals for the next instance (supervisord restarts this shard alone); False
@@ -327,6 +335,11 @@ class ShardStage(Stage):
             raise StartError("Config error: --shard %d is not in 0..%d", args.shard, args.shards - 1)
 
     def start(self, args: argparse.Namespace, config: Config, run: Path, ctx: zmq.Context[zmq.Socket[bytes]]) -> Loop:
+        if config.fleet_input is not None:
+            fleet = FleetLoop(config, args.shard, args.shards, ctx, run)
+            log.info("Fleet shard %d of %d reading partials from Kafka topic %s as group %s", args.shard, args.shards,
+                     config.fleet_input.kafka_topic, config.fleet_input.group)
+            return fleet
         loop = ShardLoop(config, args.shard, args.shards, ctx, run, config_path(args.config))
         log.info("Shard %d of %d listening on %s; batches merged in %s", args.shard, args.shards, loop.endpoint,
                  "C" if CompiledBucket is not None and use_compiled() else "Python")

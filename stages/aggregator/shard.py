@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from stages.aggregator.partials import PartialSource, partial_records
 from stages.aggregator.series import Gauges, IntervalBucket, SeriesLimit
 from stages.contract import BatchHeader
 from stages.model import tag_tuple
@@ -48,6 +49,8 @@ class ClosedInterval:
     covers: dict[str, list[int]]
     #: how long building the aggregates took
     flush_ms: float = 0.0
+    #: the interval's partials (Kafka key, value, ...) when the shard makes them (``ShardState.partials``)
+    partials: list[bytes] | None = None
 
 
 class ShardState:
@@ -72,6 +75,8 @@ class ShardState:
         self.late_metrics = 0
         #: metrics of every batch merged since the start
         self.metrics = 0
+        #: Set when a sink takes partials (format: partials): each closed interval makes them too.
+        self.partials: PartialSource | None = None
 
     def reconfigure(self, percentiles: list[float], expire_after: int, series_limit: int, self_prefix: str,
                     default_tags: dict[str, str]) -> None:
@@ -170,6 +175,8 @@ class ShardState:
         self.closed_through = max(self.closed_through, index)
         gaps, self.seq_gaps = self.seq_gaps, {}
         gap_metrics, self.gap_metrics = self.gap_metrics, {}
+        partials = (None if self.partials is None else
+                    partial_records(bucket, self.gauges.values, start, self.interval, self.partials))
         folded = dict(bucket.limit.folded)
         for name, count in self.gauges.limit.folded.items():
             folded[name] = folded.get(name, 0) + count
@@ -178,7 +185,7 @@ class ShardState:
         if self.stats.enabled:
             aggregates.extend(self._self_metrics(bucket, len(aggregates), gaps, gap_metrics, folded, end, flush_ms))
         return ClosedInterval(index, start, self.interval, aggregates, gaps, gap_metrics, folded, bucket.covers,
-                              flush_ms)
+                              flush_ms, partials)
 
     def _self_metrics(self, bucket: IntervalBucket, series: int, gaps: dict[str, int], gap_metrics: dict[str, int],
                       folded: dict[str, int], end: float, flush_ms: float) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ import zmq
 from stages import contract
 from stages.config import Config, ConfigError, config_path
 from stages.config_copies import RUNNING, STARTED, keep_copy
+from stages.delivery import DeliveryRecorder, forwarder_identity
 from stages.figures import publish
 from stages.forwarder.fanout import Fanout
 from stages.forwarder.health import HealthServer
@@ -71,6 +72,9 @@ class Forwarder:
         #: (shard, shards) of every final flush: a ring retired by a reshard sent its own.
         self.finals: set[tuple[int, int]] = set()
         self.stats = SelfStats(config.self_metrics_prefix, "forwarder", {}, config.agent.tags)
+        self.delivery = DeliveryRecorder(self.run_dir, forwarder_identity(os.getpid()))
+        if config.fleet_input is not None:
+            self.delivery.announce(list(range(ring_shards(self.run_dir, shards))))
         self.next_report = self._report_time(time.time())
 
     def _report_time(self, now: float) -> float:
@@ -121,6 +125,7 @@ class Forwarder:
         try:
             header = contract.decode_flush_header(frames)
             aggregates = contract.decode_flush_body(frames)
+            partials = contract.decode_flush_partials(frames)
         except contract.DecodeError as exc:
             self.bad_messages += 1
             log.warning("Dropped a message that is not a valid flush (%s); %d so far", exc, self.bad_messages)
@@ -135,11 +140,17 @@ class Forwarder:
         if header.final:
             self.finals.add((header.shard, header.shards))
         # The ledger counts a flush once every sink is done with it: a crash before then shows as a gap.
-        completion = Completion(len(self.fanout.runners),
-                                functools.partial(self.ledger.record, header.shard, header.covers))
-        self.fanout.put(Flush(header, aggregates, len(frames[2]), completion))
+        completion = Completion(len(self.fanout.runners), functools.partial(self.flush_done, header))
+        self.fanout.put(Flush(header, aggregates, len(frames[2]) + (len(frames[3]) if partials else 0), completion,
+                              partials))
         log.debug("Took flush %d of shard %d: %d aggregates, handed to %d sinks", header.seq, header.shard,
                   len(aggregates), len(self.fanout.runners))
+
+    def flush_done(self, header: contract.FlushHeader) -> None:
+        """Every sink is done with the flush (on the last sink's thread)."""
+        self.ledger.record(header.shard, header.covers)
+        if header.ack:
+            self.delivery.record(header.shard, header.epoch, header.seq)
 
     def report(self) -> None:
         """Send this stage's own figures to every sink, stamped with the interval that just ended."""

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from stages.config import AgentConfig, Config, QueueConfig
+from stages.config import AgentConfig, Config, KafkaInputConfig, QueueConfig
 from stages.forwarder.sinks import SINKS
 from stages.forwarder.sinks.base import BufferConfig
 
@@ -17,7 +17,9 @@ NESTED = {"agent": AgentConfig, "queues": QueueConfig}
 
 def config_keys() -> Iterator[str]:
     for field in dataclasses.fields(Config):
-        if field.name in NESTED:
+        if field.name == "input":
+            yield from (f"input.kafka.{inner.name}" for inner in dataclasses.fields(KafkaInputConfig))
+        elif field.name in NESTED:
             yield from (f"{field.name}.{inner.name}" for inner in dataclasses.fields(NESTED[field.name]))
         else:
             yield field.name

@@ -57,7 +57,7 @@ def build_sinks(config: Config) -> list[tuple[Sink, BufferConfig]]:
     for key, sink_config in load_sink_configs(config).items():
         cls = SINKS[key]
         if config.debug_mode and cls.remote:
-            stand_in = ConsoleConfig(format=sink_config.format)
+            stand_in = ConsoleConfig(format=sink_config.printed_format)
             sinks.append((ConsoleSink(stand_in, sink_config.encoder_options(masked=True)), stand_in))
         else:
             sinks.append((cls(sink_config), sink_config))

@@ -47,7 +47,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from stages.contract import FlushHeader
@@ -66,6 +66,9 @@ class Flush:
     size: int
     #: Told when every sink is done with this flush (delivered, or dropped and counted); the runner's, not the sink's.
     completion: Completion | None = None
+    #: The interval's partials (Kafka key, value, ...: :mod:`stages.aggregator.partials`), for a sink of
+    #: ``format: partials``; empty unless some sink has that format.
+    partials: list[bytes] = field(default_factory=list)
 
 
 class Completion:
@@ -111,13 +114,22 @@ class SinkConfig(BufferConfig):
         """
         return "json"
 
+    @property
+    def printed_format(self) -> str:
+        """The encoder format ``debug_mode`` prints this sink's flushes in (its own, where it is an encoder's)."""
+        return self.format
+
     def encoder_options(self, masked: bool = False) -> EncoderOptions:
         """What the sink tells its encoder; ``masked`` for ``debug_mode``'s printout, every secret as ``***``."""
         return EncoderOptions()
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_format(self.format)
+        if self.format not in self.own_formats:
+            check_format(self.format)
+
+    #: Formats this sink writes itself, beside the encoders' (the kafka sink's ``partials``).
+    own_formats: ClassVar[tuple[str, ...]] = ()
 
 
 def not_empty(value: str, key: str) -> None:

@@ -10,6 +10,10 @@ record delivered once and in order. While the broker is away the forwarder's bou
 the flushes (kafka-python bounds nothing itself). Every message carries the header ``pystatsd-id``
 (series + interval, plus the statistic for per-statistic records) so a consumer can drop the
 duplicate that a forwarder restart may re-send.
+
+``format: partials`` sends the interval's partials instead of its aggregates (one record per
+series, keyed by the series: :mod:`stages.aggregator.partials`), for the fleet tier to merge; its
+``pystatsd-id`` names the series, interval, host and the edge shard's flush stream.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from stages.config import Secret, resolve_secret
+from stages.config import Secret, kafka_brokers, resolve_secret
 from stages.forwarder.encoders import make_encoder
 from stages.forwarder.encoders.options import EncoderOptions
 from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError, not_empty
@@ -32,6 +36,8 @@ from stages.forwarder.sinks.progress import FlushProgress
 log = logging.getLogger(__name__)
 
 ID_HEADER = "pystatsd-id"
+#: The format that sends mergeable partials for the fleet tier instead of aggregates.
+PARTIALS = "partials"
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 COMPRESSIONS = {"none": None, "gzip": "gzip", "lz4": "lz4", "zstd": "zstd"}
@@ -69,15 +75,17 @@ class KafkaConfig(SinkConfig):
     linger_ms: int = 20
     delivery_timeout_ms: int = 120_000
     client_id: str = "pystatsd"
+    #: format partials: a timer's values sent as they are up to this many, past it a sketch
+    partial_max_values: int = 1000
+    #: format partials: a set's members sent as they are up to this many, past it a HyperLogLog
+    partial_max_members: int = 1000
+    own_formats: ClassVar[tuple[str, ...]] = (PARTIALS,)
     #: Brokers as a list, from the comma-separated ``kafka_broker``.
     brokers: list[str] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        brokers = [b.strip() for b in self.kafka_broker.split(",") if b.strip()]
-        if not brokers or any(":" not in b for b in brokers):
-            raise ValueError(f"kafka_broker: expected host:port[,host:port...], got {self.kafka_broker!r}")
-        object.__setattr__(self, "brokers", brokers)
+        object.__setattr__(self, "brokers", kafka_brokers(self.kafka_broker))
         not_empty(self.kafka_topic, "kafka_topic")
         if self.security_protocol not in SECURITY_PROTOCOLS:
             raise ValueError(f"security_protocol: must be one of {', '.join(SECURITY_PROTOCOLS)}")
@@ -89,6 +97,8 @@ class KafkaConfig(SinkConfig):
             raise ValueError("acks: must be all, 1 or 0")
         if self.ssl_cafile is not None and not os.path.isfile(self.ssl_cafile):
             raise ValueError(f"ssl_cafile: no such file {self.ssl_cafile!r}")
+        if self.partial_max_values < 1 or self.partial_max_members < 1:
+            raise ValueError("partial_max_values and partial_max_members must be at least 1")
         if self.linger_ms < 0 or self.delivery_timeout_ms < 1000:
             raise ValueError("linger_ms must be >= 0 and delivery_timeout_ms >= 1000")
         apikey = resolve_secret(self.kafka_apikey, self.kafka_apikey_env, self.kafka_apikey_file, "kafka_apikey")
@@ -97,6 +107,11 @@ class KafkaConfig(SinkConfig):
         object.__setattr__(self, "sasl_password", password if password is not None else apikey)
         if self.security_protocol.startswith("SASL") and self.sasl_password is None:
             raise ValueError("sasl_password: SASL needs a password or kafka_apikey")
+
+    @property
+    def printed_format(self) -> str:
+        # Partials are binary: debug_mode prints the interval's aggregates instead.
+        return "json" if self.format == PARTIALS else self.format
 
     def encoder_options(self, masked: bool = False) -> EncoderOptions:
         apikey = Secret("***") if masked and self.kafka_apikey is not None else self.kafka_apikey
@@ -152,19 +167,27 @@ class _Record:
         return self.future is not None and bool(self.future.succeeded())
 
 
-def record_id(aggregate: dict[str, Any], index: int, count: int) -> bytes:
-    """Stable across restarts: the same series and interval always give the same id."""
+def record_id(aggregate: dict[str, Any], index: int, count: int, revision: int = 0) -> bytes:
+    """Stable across restarts: the same series and interval always give the same id; a fleet
+    correction of it (``revision`` 1, 2, ...) another, so that a consumer dropping duplicates keeps it."""
     series = "\x00".join([aggregate["name"], aggregate["type"], *sorted(f"{k}={v}" for k, v in
                                                                          aggregate["tags"].items())])
     digest = hashlib.blake2b(series.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
     suffix = f"/{index}" if count > 1 else ""
-    return f"{digest}@{aggregate['timestamp']}{suffix}".encode()
+    revised = f"~{revision}" if revision else ""
+    return f"{digest}@{aggregate['timestamp']}{suffix}{revised}".encode()
+
+
+def partial_id(key: bytes, value: bytes) -> bytes:
+    """A partial's value names its series (the key), interval, host and flush stream: the same partial
+    sent again has the same id."""
+    return hashlib.blake2b(key + b"\x00" + value, digest_size=16).hexdigest().encode()
 
 
 class KafkaSink(BaseSink[KafkaConfig], name="kafka", config_type=KafkaConfig, remote=True):
     def __init__(self, config: KafkaConfig) -> None:
         super().__init__(config)
-        self.encoder = make_encoder(config.format, config.encoder_options())
+        self.encoder = make_encoder(config.printed_format, config.encoder_options())
         #: kafka-python's KafkaProducer once open (the library has no types).
         self.producer: Any = None
         #: A part is a record, which keeps its own delivery: records are acknowledged out of order.
@@ -190,11 +213,15 @@ class KafkaSink(BaseSink[KafkaConfig], name="kafka", config_type=KafkaConfig, re
         raise SinkError(message)
 
     def _encode(self, flush: Flush) -> list[_Record]:
+        if self.config.format == PARTIALS:
+            keys, values = flush.partials[0::2], flush.partials[1::2]
+            return [_Record(key, value, partial_id(key, value)) for key, value in zip(keys, values, strict=True)]
         records: list[_Record] = []
         for aggregate in flush.aggregates:
             key = aggregate["name"].encode("utf-8")
             values = list(self.encoder.encode(aggregate))
-            records.extend(_Record(key, value, record_id(aggregate, i, len(values))) for i, value in enumerate(values))
+            records.extend(_Record(key, value, record_id(aggregate, i, len(values), flush.header.revision))
+                           for i, value in enumerate(values))
         return records
 
     def write(self, flush: Flush) -> None:

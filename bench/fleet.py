@@ -1,0 +1,123 @@
+"""The fleet benchmark: what ``format: partials`` costs an edge, and how fast one fleet process merges.
+
+In one process, no broker (so Kafka's own client costs are not in these figures):
+
+1. **Edge cost**: one closed interval of ``--series`` random series (70 % counters, 15 % timers
+   with 1 to 40 varying values, 10 % gauges, 5 % sets of 1 to 8 members), turned into partials
+   (:func:`stages.aggregator.partials.partial_records`) against the same interval's aggregates
+   encoded as ``json`` (the kafka sink's JSON records).
+2. **Fleet merge rate**: ``--hosts`` edges' partials of one interval (each host its own random
+   values of the same series), decoded and merged into one :class:`FleetBucket`, then its
+   aggregates built. The target: 200,000 partials of one 10 s interval merged, and the interval's
+   aggregates out, within the lateness window plus 2 s.
+
+    .venv/bin/python -m bench.fleet                      # 100 hosts x 2,000 series: 200,000 partials
+    .venv/bin/python -m bench.fleet --hosts 10 --series 500 --rounds 1   # seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+
+from stages import contract
+from stages.aggregator.fleet import FleetBucket
+from stages.aggregator.partials import PartialBounds, PartialSource, partial_records
+from stages.aggregator.series import IntervalBucket, SeriesLimit
+from stages.forwarder.encoders.json import JsonEncoder
+from stages.forwarder.encoders.options import EncoderOptions
+from stages.model import MetricType, series_key
+
+PERCENTILES = [50.0, 90.0, 95.0, 99.0]
+INTERVAL = 10.0
+
+
+def edge_bucket(series: int, rng: random.Random) -> tuple[IntervalBucket, dict]:
+    """One edge's closed interval: random tags, varying values."""
+    bucket = IntervalBucket(SeriesLimit(1_000_000, ("pystatsd_overflow", "true")), compiled=False)
+    body = contract.BatchBody.empty()
+    gauges = {}
+    for i in range(series):
+        key = series_key(f"svc.m{i % 200}", ("endpoint", f"e{i}", "region", f"r{i % 7}"))
+        kind = i % 20
+        if kind < 14:
+            body.counters.extend((key, float(rng.randint(1, 1000))))
+        elif kind < 17:
+            values = [rng.lognormvariate(3, 1) for _ in range(rng.randint(1, 40))]
+            body.sampled.extend((key, int(MetricType.TIMER), float(len(values)), contract.pack_values(values)))
+        elif kind < 19:
+            gauges[key] = [rng.uniform(0, 100), 9]
+        else:
+            body.sets.extend((key, [f"u{rng.randint(0, 10_000)}" for _ in range(rng.randint(1, 8))]))
+    bucket.merge(body)
+    bucket.close()
+    return bucket, gauges
+
+
+def edge_cost(series: int, rounds: int, rng: random.Random) -> tuple[float, float, int, int]:
+    """Median ms to make the partials, and to encode the same interval's aggregates as json; their bytes."""
+    bucket, gauges = edge_bucket(series, rng)
+    source = PartialSource("edge-1", "0@1", PartialBounds())
+    encoder = JsonEncoder(EncoderOptions())
+    partial_ms, json_ms = [], []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        records = partial_records(bucket, gauges, 100.0, INTERVAL, source)
+        partial_ms.append((time.perf_counter() - started) * 1000)
+        aggregates = bucket.aggregates(110.0, INTERVAL, PERCENTILES)
+        started = time.perf_counter()
+        encoded = [encoder.encode(a) for a in aggregates]
+        lines = [record for records_of in encoded for record in records_of]
+        json_ms.append((time.perf_counter() - started) * 1000)
+    return (statistics.median(partial_ms), statistics.median(json_ms), sum(map(len, records[1::2])),
+            sum(map(len, lines)))
+
+
+def merge_rate(hosts: int, series: int, rounds: int, rng: random.Random) -> tuple[float, float, int]:
+    """Median partials merged per second (decode included), median ms to build the aggregates, partials."""
+    values: list[bytes] = []
+    for host in range(hosts):
+        bucket, gauges = edge_bucket(series, rng)
+        values.extend(partial_records(bucket, gauges, 100.0, INTERVAL,
+                                      PartialSource(f"edge-{host}", "0@1", PartialBounds()))[1::2])
+    rates, build_ms = [], []
+    for _ in range(rounds):
+        fleet = FleetBucket()
+        started = time.perf_counter()
+        for value in values:
+            fleet.merge(*contract.decode_partial(value))
+        rates.append(len(values) / (time.perf_counter() - started))
+        started = time.perf_counter()
+        fleet.aggregates(110.0, INTERVAL, PERCENTILES)
+        build_ms.append((time.perf_counter() - started) * 1000)
+    return statistics.median(rates), statistics.median(build_ms), len(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hosts", type=int, default=100)
+    parser.add_argument("--series", type=int, default=2000, help="series per host")
+    parser.add_argument("--edge-series", type=int, default=20_000, help="series of the edge-cost interval")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--lateness", type=float, default=5.0, help="the window the target allows, seconds")
+    args = parser.parse_args(argv)
+    rng = random.Random(1)
+    partial_ms, json_ms, partial_bytes, json_bytes = edge_cost(args.edge_series, args.rounds, rng)
+    print(f"edge, {args.edge_series:,} series: partials {partial_ms:.0f} ms ({partial_bytes / 1e6:.1f} MB), "
+          f"json records {json_ms:.0f} ms ({json_bytes / 1e6:.1f} MB): {partial_ms / json_ms:.2f}x the json time")
+    rate, build, partials = merge_rate(args.hosts, args.series, args.rounds, rng)
+    merge_secs = partials / rate
+    total = merge_secs + build / 1000
+    print(f"fleet, {args.hosts} hosts x {args.series:,} series = {partials:,} partials: {rate:,.0f} partials/s "
+          f"merged ({merge_secs:.2f} s), aggregates built in {build:.0f} ms")
+    # Partials arrive over the interval; what must fit after its end is the last share plus the build.
+    verdict = "met" if merge_secs < INTERVAL and build / 1000 < 2.0 else "missed"
+    print(f"target (one interval's partials merged as they come, aggregates out within lateness + 2 s): {verdict} "
+          f"({total:.2f} s of work per {INTERVAL:.0f} s interval)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""An edge shard's closed interval as mergeable partials: one ``pystatsd.partial.v1`` per series.
+
+What the kafka sink's ``format: partials`` sends, and the fleet tier (:mod:`stages.aggregator.fleet`)
+merges. Each partial is the series' entry of the closed bucket as a one-entry batch v2 body, so the
+same sums, gauge values, timer values and set members that a receiver sends a shard go on to the
+fleet; past :class:`PartialBounds` a timer's values are replaced by their exact count, sum, min, max
+and sum of squares plus a DDSketch, and a set's members by a HyperLogLog.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from stages.aggregator.series import IntervalBucket, SeriesKey
+from stages.aggregator.sketch import hll_bytes, hll_of, sketch_bytes, sketch_of
+from stages.config import Config
+from stages.contract import BatchBody, PartialHeader, encode_partial, unpack_values
+from stages.forwarder.sinks import load_sink_configs
+from stages.forwarder.sinks.kafka import PARTIALS, KafkaConfig
+
+
+@dataclass(frozen=True)
+class PartialBounds:
+    """How much of a series a partial carries exactly (the kafka sink's keys of the same names)."""
+
+    partial_max_values: int = 1000
+    partial_max_members: int = 1000
+
+
+@dataclass(frozen=True)
+class PartialSource:
+    """Who an edge shard's partials say sent them, and how much they carry exactly."""
+
+    host: str
+    #: ``shard@epoch`` of the shard's flush stream
+    src: str
+    bounds: PartialBounds
+
+
+def partial_bounds(config: Config) -> PartialBounds | None:
+    """The bounds of the config's sink of ``format: partials``; None when it has none."""
+    for sink in load_sink_configs(config).values():
+        if isinstance(sink, KafkaConfig) and sink.format == PARTIALS:
+            return PartialBounds(sink.partial_max_values, sink.partial_max_members)
+    return None
+
+
+def partial_key(key: SeriesKey) -> bytes:
+    """The Kafka key: the series, so that every host's partials of it land in one partition."""
+    return key.encode("utf-8", "surrogatepass")
+
+
+def partial_records(bucket: IntervalBucket, gauges: dict[SeriesKey, list[Any]], start: float, interval: float,
+                    source: PartialSource) -> list[bytes]:
+    """Kafka key, value, key, value, ... for every series of the closed ``bucket`` and every live gauge
+    (``gauges``: key → [value, index of the interval that last changed it])."""
+    out: list[bytes] = []
+    host, src, bounds = source.host, source.src, source.bounds
+    plain = PartialHeader(host, src, start, interval)
+
+    def emit(key: SeriesKey, body: BatchBody, header: PartialHeader = plain) -> None:
+        out.append(partial_key(key))
+        out.append(encode_partial(header, body))
+
+    for key, total in bucket.counters.items():
+        emit(key, BatchBody([key, total], [], [], [], []))
+    for key, total in bucket.traces.items():
+        emit(key, BatchBody([], [], [], [], [key, total]))
+    for key, (value, seen) in gauges.items():
+        emit(key, BatchBody([], [key, True, value], [], [], []),
+             PartialHeader(host, src, start, interval, seen=round((seen + 1) * interval, 6)))
+    for mtype, of_type in bucket.sampled.items():
+        for key, (packed, count) in of_type.items():
+            data = b"".join(packed)
+            if len(data) // 8 <= bounds.partial_max_values:
+                emit(key, BatchBody([], [], [key, mtype, count, data], [], []))
+                continue
+            values = unpack_values(data)
+            n = len(values)
+            stats = [float(n), math.fsum(values), min(values), max(values), math.fsum(v * v for v in values)]
+            sketch = sketch_bytes(sketch_of(values, count / n))
+            emit(key, BatchBody([], [], [key, mtype, count, b""], [], []),
+                 PartialHeader(host, src, start, interval, stats=stats, sketch=sketch))
+    for key, members in bucket.sets.items():
+        if len(members) <= bounds.partial_max_members:
+            emit(key, BatchBody([], [], [], [key, sorted(members)], []))
+        else:
+            emit(key, BatchBody([], [], [], [key, []], []),
+                 PartialHeader(host, src, start, interval, hll=hll_bytes(hll_of(members))))
+    return out
