@@ -34,7 +34,7 @@ from stages.aggregator.partials import PartialSource, partial_bounds
 from stages.aggregator.series import CompiledBucket
 from stages.aggregator.shard import ClosedInterval, ShardState
 from stages.compiled import wanted as use_compiled
-from stages.config import Config, config_path
+from stages.config import Config, ConfigError, config_path
 from stages.figures import publish
 from stages.lifecycle import (
     SHARD_STOP,
@@ -333,6 +333,10 @@ class ShardStage(Stage):
     def check(self, args: argparse.Namespace, config: Config) -> None:
         if not 0 <= args.shard < args.shards:
             raise StartError("Config error: --shard %d is not in 0..%d", args.shard, args.shards - 1)
+        try:
+            partial_bounds(config)  # the sinks' configs, read here for format: partials
+        except ConfigError as exc:
+            raise StartError("Config error: %s", exc) from exc
 
     def start(self, args: argparse.Namespace, config: Config, run: Path, ctx: zmq.Context[zmq.Socket[bytes]]) -> Loop:
         if config.fleet_input is not None:

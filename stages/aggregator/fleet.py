@@ -30,7 +30,7 @@ from stages.aggregator.sketch import (
     sketch_of,
 )
 from stages.aggregator.stats import percentile_key, summary
-from stages.contract import BatchBody, PartialHeader, unpack_values
+from stages.contract import BODY_STRIDES, BatchBody, PartialHeader, unpack_values
 from stages.model import KEY_SEPARATOR, OUTPUT_TYPE_NAMES, IntervalAggregates
 
 #: The tag every fleet aggregate carries beside its own, so that it is never taken for one host's.
@@ -66,7 +66,7 @@ class FleetBucket:
         body or sketch is not what a partial holds."""
         counters, gauges, sampled, sets, traces = body
         section = next((i for i, part in enumerate(body) if part), -1)
-        if section < 0 or sum(len(part) for part in body) != len(body[section]):
+        if section < 0 or sum(len(part) for part in body) != BODY_STRIDES[section]:
             raise ValueError("a partial holds one entry")
         key = body[section][0]
         if not isinstance(key, str):

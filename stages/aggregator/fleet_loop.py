@@ -326,7 +326,9 @@ class FleetLoop:
                 if self.fleet.late == "merge":
                     bucket.take_touched()
                     self.kept[(state.partition, index)] = KeptInterval(bucket, now)
-        for key in [key for key, kept in self.kept.items() if now - kept.closed_at > self.fleet.late_max_seconds]:
+        # One with late partials not yet sent as a correction stays until it was (send_corrections).
+        for key in [key for key, kept in self.kept.items()
+                    if now - kept.closed_at > self.fleet.late_max_seconds and not kept.bucket.touched]:
             del self.kept[key]
         for index in sorted(closing):
             buckets = closing[index]

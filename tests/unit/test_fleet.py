@@ -132,3 +132,11 @@ def test_a_partial_record_round_trips_through_the_contract() -> None:
     assert contract.decode_partial(contract.encode_partial(header, body)) == (header, body)
     with pytest.raises(contract.DecodeError):
         contract.decode_partial(b"\x93\xa3abc\x80\xc4\x00")
+
+
+def test_a_record_of_more_than_one_entry_is_refused() -> None:
+    header = contract.PartialHeader("h", "0@1", 100.0, 10.0)
+    with pytest.raises(ValueError):
+        FleetBucket().merge(header, contract.BatchBody(["a", 1.0, "b", 2.0], [], [], [], []))
+    with pytest.raises(ValueError):
+        FleetBucket().merge(header, contract.BatchBody(["a", 1.0], ["g", True, 1.0], [], [], []))
