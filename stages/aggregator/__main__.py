@@ -30,7 +30,7 @@ from stages import contract, supervisor_rpc
 from stages.aggregator.fleet_loop import FleetLoop
 from stages.aggregator.gauge_carry import take_carried, write_carried
 from stages.aggregator.handoff import HandoffRefused, capture, handoff_path, restore, take_handoff, write_handoff
-from stages.aggregator.partials import PartialSource, partial_bounds
+from stages.aggregator.partials import PartialBounds, PartialSource, partial_bounds
 from stages.aggregator.series import CompiledBucket
 from stages.aggregator.shard import ClosedInterval, ShardState
 from stages.compiled import wanted as use_compiled
@@ -69,7 +69,7 @@ PAUSE_MIN_SECS = CHECK_EVERY_SECS + 0.1
 
 class ShardLoop:
     def __init__(self, config: Config, shard: int, shards: int, ctx: zmq.Context[zmq.Socket[bytes]],
-                 run: os.PathLike[str] | str, config_file: Path) -> None:
+                 run: os.PathLike[str] | str, config_file: Path, bounds: PartialBounds | None = None) -> None:
         self.config, self.config_file = config, config_file
         #: A reloaded config, and the interval after which it applies (the one open when it came).
         self.reloaded: tuple[Config, int] | None = None
@@ -104,7 +104,6 @@ class ShardLoop:
         self.gauges_carried = False
         # Before the first batch is taken: the last instance's intervals are the ones it merges into.
         self.take_over(config.expire_after_intervals * config.flush_interval)
-        bounds = partial_bounds(config)
         if bounds is not None:
             self.state.partials = PartialSource(config.agent.host_name, f"{shard}@{self.epoch}", bounds)
 
@@ -319,6 +318,8 @@ class ShardStage(Stage):
     stage = "aggregator"
     description = "One aggregator shard of pystatsd."
     log = log
+    #: What the config's sink of format: partials asks for, read by check (None: no such sink).
+    partial_bounds: PartialBounds | None = None
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--shard", type=int, required=True, help="this shard's number, 0..shards-1")
@@ -334,7 +335,7 @@ class ShardStage(Stage):
         if not 0 <= args.shard < args.shards:
             raise StartError("Config error: --shard %d is not in 0..%d", args.shard, args.shards - 1)
         try:
-            partial_bounds(config)  # the sinks' configs, read here for format: partials
+            self.partial_bounds = partial_bounds(config)  # the sinks' configs, read here for format: partials
         except ConfigError as exc:
             raise StartError("Config error: %s", exc) from exc
 
@@ -344,7 +345,7 @@ class ShardStage(Stage):
             log.info("Fleet shard %d of %d reading partials from Kafka topic %s as group %s", args.shard, args.shards,
                      config.fleet_input.kafka_topic, config.fleet_input.group)
             return fleet
-        loop = ShardLoop(config, args.shard, args.shards, ctx, run, config_path(args.config))
+        loop = ShardLoop(config, args.shard, args.shards, ctx, run, config_path(args.config), self.partial_bounds)
         log.info("Shard %d of %d listening on %s; batches merged in %s", args.shard, args.shards, loop.endpoint,
                  "C" if CompiledBucket is not None and use_compiled() else "Python")
         return loop

@@ -130,8 +130,9 @@ class FleetLoop:
         self.pending: collections.deque[PendingFlush] = collections.deque()
         self.stats = SelfStats(config.self_metrics_prefix, "fleet", {"shard": str(shard)}, config.agent.tags)
         self.late_by_host: collections.Counter[str] = collections.Counter()
-        self.too_late = 0
-        self.dropped_late = 0
+        #: late partials dropped (late: drop, or past late_max_seconds)
+        self.late_dropped = 0
+        #: partials re-read after a take-over that the last owner had delivered
         self.redelivered_skipped = 0
         self.bad_partials: collections.Counter[str] = collections.Counter()
         self.duplicates = 0
@@ -260,7 +261,7 @@ class FleetLoop:
                 if bucket is None:
                     bucket = self.open[(state.partition, index)] = FleetBucket()
                     state.first_offset[index] = offset
-                self.merged(bucket.merge(header, body), header)
+                self.count_merge(bucket.merge(header, body))
                 return
             if state.through is not None and index <= state.through and offset < state.delivered_before:
                 self.redelivered_skipped += 1  # delivered by the last owner before it went
@@ -269,32 +270,28 @@ class FleetLoop:
         except ValueError as exc:
             self.count_bad("bad_partial", exc)
 
-    def merged(self, merged: bool, header: contract.PartialHeader) -> None:
+    def count_merge(self, merged: bool) -> bool:
+        """Count a merge (a partial seen before counts as a duplicate); returns ``merged``."""
         if merged:
             self.partials += 1
         else:
             self.duplicates += 1
+        return merged
 
     def take_late(self, state: PartitionState, index: int, offset: int, header: contract.PartialHeader,
                   body: contract.BatchBody) -> None:
         self.late_by_host[header.host] += 1
         kept = self.kept.get((state.partition, index))
         if self.fleet.late == "drop" or kept is None:
-            if kept is None and self.fleet.late == "merge":
-                self.too_late += 1
-            else:
-                self.dropped_late += 1
+            self.late_dropped += 1
             if self.bad_log.ready():
                 log.warning("Dropped a late partial from %s for the interval at %s (%s); %d late in all",
                             header.host, header.interval_start,
                             "late: drop" if self.fleet.late == "drop" else "older than late_max_seconds",
                             sum(self.late_by_host.values()))
             return
-        if kept.bucket.merge(header, body):
-            self.partials += 1
+        if self.count_merge(kept.bucket.merge(header, body)):
             state.late_first_offset.setdefault(index, offset)
-        else:
-            self.duplicates += 1
 
     def count_bad(self, reason: str, exc: Exception) -> None:
         self.bad_partials[reason] += 1
@@ -438,7 +435,7 @@ class FleetLoop:
         stats.total("duplicate_partials", self.duplicates)
         for host, late in self.late_by_host.items():
             stats.total("late_partials", late, {"host": host})
-        stats.total("late_dropped", self.dropped_late + self.too_late)
+        stats.total("late_dropped", self.late_dropped)
         for reason, n in self.bad_partials.items():
             stats.total("bad_partials", n, {"reason": reason})
         return stats.aggregates(self.end_of(index), self.interval)
@@ -468,7 +465,8 @@ class FleetLoop:
             "hosts": sorted(current), "hosts_gone": sorted(recent - current),
             "hosts_per_interval": {str(index * self.interval): len(h) for index, h in sorted(self.hosts.items())},
             "partials": self.partials, "duplicate_partials": self.duplicates,
-            "late_partials": dict(self.late_by_host), "late_dropped": self.dropped_late + self.too_late,
+            "late_partials": dict(self.late_by_host), "late_dropped": self.late_dropped,
+            "redelivered_skipped": self.redelivered_skipped,
             "bad_partials": dict(self.bad_partials), "waiting_delivery": len(self.pending)})
 
     def stop(self) -> None:
