@@ -10,4 +10,5 @@ both put it on the path.
 - ``process``: a child process (a server, a broker, a peer daemon) started, waited for and stopped.
 - ``traffic``: steady statsd traffic to a port from a thread, paced, bounded and counted.
 - ``pipeline``: the real pipeline under supervisord in a temp dir.
+- ``netns``: hosts as network namespaces on one bridge, each link cut and restored at will.
 """

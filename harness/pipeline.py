@@ -33,9 +33,10 @@ class Pipeline:
     """One running copy of pystatsd with a file sink, on free ports, in its own short temp dir."""
 
     def __init__(self, config: dict[str, Any] | None = None, shards: int = 2, flush_interval: float = 1.0,
-                 test_defaults: bool = True, extra_receivers: int = 0) -> None:
+                 test_defaults: bool = True, extra_receivers: int = 0, exec_prefix: list[str] | None = None) -> None:
         """``config`` is laid over the test defaults (free ports, 1 s interval, a file sink), or used
-        as it is with ``test_defaults=False``."""
+        as it is with ``test_defaults=False``. ``exec_prefix`` starts supervisord through another
+        command (``HostNetwork.exec_prefix``: in a network namespace)."""
         # Short: ipc socket paths must stay under ~100 characters.
         self.dir = Path(tempfile.mkdtemp(prefix="pst"))
         self.run_dir = self.dir / "run"
@@ -47,6 +48,7 @@ class Pipeline:
         self.shards = shards
         self.extra_receivers = extra_receivers
         self.flush_interval = flush_interval
+        self.exec_prefix = list(exec_prefix or [])
         base: dict[str, Any] = {
             "bind_address": "127.0.0.1",
             "bind_port": self.port,
@@ -77,7 +79,7 @@ class Pipeline:
                                        logs_to_terminal=False, receivers=self.receivers)
 
     def start(self, wait_running: bool = True) -> Pipeline:
-        subprocess.run([VENV_BIN / "supervisord", "-c", self.conf_path], env=self.env, check=True)
+        subprocess.run([*self.exec_prefix, VENV_BIN / "supervisord", "-c", self.conf_path], env=self.env, check=True)
         if wait_running:
             wait_for(lambda: self.all_running(), 30, "every stage to be RUNNING")
         return self

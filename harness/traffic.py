@@ -7,7 +7,7 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -23,11 +23,13 @@ class SteadyTraffic(Generic[K]):
     ``every_secs``: from a thread while a ``with`` block lasts, or at once with run().
 
     Bounded whatever the caller does: at most ``count`` datagrams if given, and ``max_secs`` seconds.
-    ``sent[key]`` counts the datagrams sent of each key, ``total`` all of them.
+    ``sent[key]`` counts the datagrams sent of each key, ``total`` all of them. ``enter`` runs in the
+    sending thread before it opens its socket: a ``HostNetwork.enter`` sends from inside a host.
     """
 
     def __init__(self, port: int, datagrams: Mapping[K, str | bytes], every_secs: float = 0.01,
-                 max_secs: float = 300.0, count: int | None = None) -> None:
+                 max_secs: float = 300.0, count: int | None = None,
+                 enter: Callable[[], object] | None = None) -> None:
         if not datagrams:
             raise ValueError("SteadyTraffic needs at least one datagram to send")
         self.port, self.every_secs, self.max_secs = port, every_secs, max_secs
@@ -35,6 +37,7 @@ class SteadyTraffic(Generic[K]):
         self.datagrams = {key: d.encode() if isinstance(d, str) else d for key, d in datagrams.items()}
         self.sent: dict[K, int] = dict.fromkeys(self.datagrams, 0)
         self.total = 0
+        self._enter = enter
         self._done = threading.Event()
         self._thread = threading.Thread(target=self.run, name="steady-traffic", daemon=True)
 
@@ -42,6 +45,8 @@ class SteadyTraffic(Generic[K]):
         """Send until stopped, ``count`` datagrams were sent, or ``max_secs`` have passed."""
         deadline = time.monotonic() + self.max_secs
         turns = itertools.cycle(self.datagrams.items())
+        if self._enter is not None:
+            self._enter()
         # A socket of its own: the caller may close its own (a pipeline's, at stop) while this still runs.
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             while not self._done.is_set() and time.monotonic() < deadline and self.total < self.count:

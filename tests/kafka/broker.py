@@ -61,7 +61,7 @@ class BrokerError(ProcessError):
 
 
 class KafkaBroker:
-    """One Kafka JVM acting as broker and controller, listening on 127.0.0.1 only.
+    """One Kafka JVM acting as broker and controller, listening on 127.0.0.1 (and ``hosts_address``).
 
     The broker is killed by the kernel if the thread that called start() exits, so call
     start() from the main thread (pytest fixtures do).
@@ -72,11 +72,15 @@ class KafkaBroker:
         work_dir: Path,
         jars_dir: Path,
         sasl_users: dict[str, str] | None = None,
+        hosts_address: str | None = None,
     ) -> None:
+        """``hosts_address``: an address of this machine's (a ``HostNetwork`` gateway) where a
+        second plaintext listener serves the hosts in network namespaces."""
         # Absolute, because the JVM runs with work_dir as its current directory.
         self.work_dir = Path(work_dir).resolve()
         self.jars_dir = Path(jars_dir).resolve()
         self.sasl_users = dict(sasl_users or {})
+        self.hosts_address = hosts_address
         for user, password in self.sasl_users.items():
             if not _USERNAME_RE.match(user):
                 raise ValueError(f"SASL user name {user!r} must match {_USERNAME_RE.pattern}")
@@ -103,6 +107,13 @@ class KafkaBroker:
         return f"127.0.0.1:{self._port('SASL_PLAINTEXT')}"
 
     @property
+    def hosts_bootstrap(self) -> str:
+        """Address of the listener the hosts in network namespaces reach."""
+        if not self.hosts_address:
+            raise BrokerError("this broker was created without hosts_address, so it has no listener for them")
+        return f"{self.hosts_address}:{self._port('HOSTS')}"
+
+    @property
     def pid(self) -> int | None:
         return self.process.pid
 
@@ -121,7 +132,8 @@ class KafkaBroker:
             raise BrokerError(f"no Kafka jars in {self.jars_dir}; run tests/kafka/fetch_jars.sh")
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if not self._ports:
-            names = ["PLAINTEXT", "CONTROLLER"] + (["SASL_PLAINTEXT"] if self.sasl_users else [])
+            names = (["PLAINTEXT", "CONTROLLER"] + (["SASL_PLAINTEXT"] if self.sasl_users else [])
+                     + (["HOSTS"] if self.hosts_address else []))
             self._ports = dict(zip(names, free_ports(len(names)), strict=True))
         props = self.work_dir / "server.properties"
         props.write_text(self._server_properties())
@@ -259,6 +271,11 @@ class KafkaBroker:
         advertised = [f"PLAINTEXT://127.0.0.1:{p['PLAINTEXT']}"]
         protocol_map = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
         sasl_lines = []
+        if self.hosts_address:
+            # A client is told the addresses of the listener it asked, so the hosts are sent here.
+            listeners.append(f"HOSTS://{self.hosts_address}:{p['HOSTS']}")
+            advertised.append(f"HOSTS://{self.hosts_address}:{p['HOSTS']}")
+            protocol_map.append("HOSTS:PLAINTEXT")
         if self.sasl_users:
             listeners.append(f"SASL_PLAINTEXT://127.0.0.1:{p['SASL_PLAINTEXT']}")
             advertised.append(f"SASL_PLAINTEXT://127.0.0.1:{p['SASL_PLAINTEXT']}")

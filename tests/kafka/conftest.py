@@ -19,11 +19,16 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
     from tests.kafka.broker import KafkaBroker
 
+from harness.netns import HostNetwork
+
 HERE = Path(__file__).resolve().parent
 
 log = logging.getLogger(__name__)
 
 SASL_USERS = {"token": "test-api-key-123"}
+
+#: The hosts of the fleet tests, each a network namespace (tests/kafka/test_fleet.py).
+FLEET_HOSTS = ("edge-a", "edge-b", "edge-c")
 
 
 def kafka_cache_dir() -> Path:
@@ -36,8 +41,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    """A running single-node broker for the whole session, with SASL user `token`."""
+def host_network() -> Iterator[HostNetwork]:
+    """FLEET_HOSTS as network namespaces; the broker listens for them on the bridge's address."""
+    network = HostNetwork(list(FLEET_HOSTS)).create()
+    try:
+        yield network
+    finally:
+        network.remove()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory, host_network: HostNetwork) -> Iterator[KafkaBroker]:
+    """A running single-node broker for the whole session, with SASL user `token` and a listener
+    for the hosts of ``host_network``."""
     # A missing broker must fail the run, never skip it: skipped Kafka tests would pass CI
     # while testing nothing.
     fetch = subprocess.run(
@@ -57,6 +73,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
         work_dir=tmp_path_factory.mktemp("kafka"),
         jars_dir=kafka_cache_dir() / "libs",
         sasl_users=SASL_USERS,
+        hosts_address=host_network.gateway,
     )
     broker.start()
     try:
