@@ -10,17 +10,25 @@ In one process, no broker (so Kafka's own client costs are not in these figures)
    values of the same series), decoded and merged into one :class:`FleetBucket`, then its
    aggregates built. The target: 200,000 partials of one 10 s interval merged, and the interval's
    aggregates out, within the lateness window plus 2 s.
+3. **Through a real broker** (``--broker``): the same partials produced into a topic of four
+   partitions of the tests' KRaft broker during one 10 s interval, one fleet process (``pystatsd``
+   under supervisord, one shard, its file sink) consuming them; what is measured is how long after
+   the interval's end its aggregates are all written, against the lateness window plus 2 s.
 
     .venv/bin/python -m bench.fleet                      # 100 hosts x 2,000 series: 200,000 partials
+    .venv/bin/python -m bench.fleet --broker             # and the same through the broker
     .venv/bin/python -m bench.fleet --hosts 10 --series 500 --rounds 1   # seconds
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 from stages import contract
 from stages.aggregator.fleet import FleetBucket
@@ -95,6 +103,73 @@ def merge_rate(hosts: int, series: int, rounds: int, rng: random.Random) -> tupl
     return statistics.median(rates), statistics.median(build_ms), len(values)
 
 
+def host_partials(hosts: int, series: int, start: float, rng: random.Random) -> list[tuple[bytes, bytes]]:
+    """(key, value) of every host's partials of the interval at ``start``, as the edges' sinks send them."""
+    records: list[tuple[bytes, bytes]] = []
+    for host in range(hosts):
+        bucket, gauges = edge_bucket(series, rng)
+        flat = partial_records(bucket, gauges, start, INTERVAL, PartialSource(f"edge-{host}", "0@1", PartialBounds()))
+        records.extend(zip(flat[0::2], flat[1::2], strict=True))
+    return records
+
+
+def through_broker(hosts: int, series: int, lateness: float, rng: random.Random) -> tuple[int, float, float, float]:
+    """Partials produced, seconds producing them, partials/s the fleet merged (from the first produced
+    to its figures counting them all: figures come every 2 s, so a lower bound), and seconds from the
+    interval's end until its aggregates were all written."""
+    from kafka import KafkaProducer
+
+    from harness.paths import REPO
+    from harness.pipeline import Pipeline
+    from harness.wait import wait_for
+    from stages.figures import read_all
+    from tests.kafka.broker import KafkaBroker
+
+    broker = KafkaBroker(Path(tempfile.mkdtemp(prefix="pstbench")), REPO / ".cache" / "kafka" / "libs")
+    broker.start()
+    fleet = Pipeline({"input": {"kafka": {"kafka_broker": broker.bootstrap, "kafka_topic": "partials",
+                                          "lateness_seconds": lateness}}, "self_metrics_prefix": ""},
+                     shards=1, flush_interval=INTERVAL)
+    try:
+        broker.create_topic("partials", partitions=4)
+        fleet.start()
+        wait_for(lambda: "assigned (topic" in fleet.log("aggregator-0"), 60, "the fleet process to own the partitions")
+        # The interval after the one under way: building the partials takes seconds.
+        start = math.ceil(time.time() / INTERVAL) * INTERVAL + INTERVAL
+        records = host_partials(hosts, series, start, rng)
+        expected = len({key for key, _ in records})
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=20, batch_size=256 * 1024,
+                                 compression_type=None)
+        if time.time() > start + 1:
+            raise RuntimeError("building the partials took longer than the interval before theirs")
+        time.sleep(max(0.0, start + 1 - time.time()))  # as edges do: at the start of the next one
+        produce_started = time.time()
+        for key, value in records:
+            producer.send("partials", key=key, value=value)
+        producer.flush()
+        produce_secs = time.time() - produce_started
+        producer.close()
+
+        def merged() -> int:
+            return int(read_all(fleet.run_dir).get("aggregator-0", {}).get("figures", {}).get("partials", 0))
+
+        wait_for(lambda: merged() >= len(records), INTERVAL + 60, "the fleet process to merge every partial",
+                 every=0.05)
+        merge_rate = len(records) / (time.time() - produce_started)
+
+        def written() -> bool:
+            return sum(1 for a in fleet.aggregates() if a["name"].startswith("svc.")) >= expected
+
+        wait_for(written, INTERVAL + lateness + 60, "the fleet aggregates of the interval", every=0.05)
+        done = time.time()
+        # Produced after the interval they describe had begun; the end is what the target counts from.
+        return len(records), produce_secs, merge_rate, done - (start + INTERVAL)
+    finally:
+        fleet.stop()
+        fleet.cleanup()
+        broker.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hosts", type=int, default=100)
@@ -102,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edge-series", type=int, default=20_000, help="series of the edge-cost interval")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--lateness", type=float, default=5.0, help="the window the target allows, seconds")
+    parser.add_argument("--broker", action="store_true", help="also run the partials through a real broker")
     args = parser.parse_args(argv)
     rng = random.Random(1)
     partial_ms, json_ms, partial_bytes, json_bytes = edge_cost(args.edge_series, args.rounds, rng)
@@ -116,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "met" if merge_secs < INTERVAL and build / 1000 < 2.0 else "missed"
     print(f"target (one interval's partials merged as they come, aggregates out within lateness + 2 s): {verdict} "
           f"({total:.2f} s of work per {INTERVAL:.0f} s interval)")
+    if args.broker:
+        produced, produce_secs, taken_rate, delay = through_broker(args.hosts, args.series, args.lateness, rng)
+        print(f"through the broker: {produced:,} partials produced in {produce_secs:.1f} s, merged at "
+              f"{taken_rate:,.0f} partials/s or more; aggregates all written {delay:.2f} s after the interval's end "
+              f"(target: within {args.lateness:.0f} s + 2 s: {'met' if delay <= args.lateness + 2 else 'missed'})")
     return 0
 
 
