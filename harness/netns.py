@@ -38,9 +38,9 @@ def _remove_stale() -> None:
     names = [p.name for p in _NETNS_DIR.glob(f"{_PREFIX}*")] if _NETNS_DIR.exists() else []
     names += re.findall(rf"^\d+: ({_PREFIX}\d+br)\b", listed, re.MULTILINE)
     for name in names:
-        pid = int(re.match(rf"{_PREFIX}(\d+)", name).group(1))  # type: ignore[union-attr]
-        if not Path(f"/proc/{pid}").exists():
-            log.info("removing %s, left by run %d", name, pid)
+        ours = re.fullmatch(rf"{_PREFIX}(\d+)(?:-\d+|br)", name)
+        if ours and not Path(f"/proc/{ours.group(1)}").exists():
+            log.info("removing %s, left by run %s", name, ours.group(1))
             _ip(*(["link", "del", name] if name.endswith("br") else ["netns", "del", name]))
 
 
