@@ -83,13 +83,19 @@ def edge_cost(series: int, rounds: int, rng: random.Random) -> tuple[float, floa
             sum(map(len, lines)))
 
 
-def merge_rate(hosts: int, series: int, rounds: int, rng: random.Random) -> tuple[float, float, int]:
-    """Median partials merged per second (decode included), median ms to build the aggregates, partials."""
-    values: list[bytes] = []
+def host_partials(hosts: int, series: int, start: float, rng: random.Random) -> list[tuple[bytes, bytes]]:
+    """(key, value) of every host's partials of the interval at ``start``, as the edges' sinks send them."""
+    records: list[tuple[bytes, bytes]] = []
     for host in range(hosts):
         bucket, gauges = edge_bucket(series, rng)
-        values.extend(partial_records(bucket, gauges, 100.0, INTERVAL,
-                                      PartialSource(f"edge-{host}", "0@1", PartialBounds()))[1::2])
+        flat = partial_records(bucket, gauges, start, INTERVAL, PartialSource(f"edge-{host}", "0@1", PartialBounds()))
+        records.extend(zip(flat[0::2], flat[1::2], strict=True))
+    return records
+
+
+def merge_rate(hosts: int, series: int, rounds: int, rng: random.Random) -> tuple[float, float, int]:
+    """Median partials merged per second (decode included), median ms to build the aggregates, partials."""
+    values = [value for _, value in host_partials(hosts, series, 100.0, rng)]
     rates, build_ms = [], []
     for _ in range(rounds):
         fleet = FleetBucket()
@@ -103,29 +109,18 @@ def merge_rate(hosts: int, series: int, rounds: int, rng: random.Random) -> tupl
     return statistics.median(rates), statistics.median(build_ms), len(values)
 
 
-def host_partials(hosts: int, series: int, start: float, rng: random.Random) -> list[tuple[bytes, bytes]]:
-    """(key, value) of every host's partials of the interval at ``start``, as the edges' sinks send them."""
-    records: list[tuple[bytes, bytes]] = []
-    for host in range(hosts):
-        bucket, gauges = edge_bucket(series, rng)
-        flat = partial_records(bucket, gauges, start, INTERVAL, PartialSource(f"edge-{host}", "0@1", PartialBounds()))
-        records.extend(zip(flat[0::2], flat[1::2], strict=True))
-    return records
-
-
 def through_broker(hosts: int, series: int, lateness: float, rng: random.Random) -> tuple[int, float, float, float]:
     """Partials produced, seconds producing them, partials/s the fleet merged (from the first produced
     to its figures counting them all: figures come every 2 s, so a lower bound), and seconds from the
     interval's end until its aggregates were all written."""
     from kafka import KafkaProducer
 
-    from harness.paths import REPO
     from harness.pipeline import Pipeline
     from harness.wait import wait_for
     from stages.figures import read_all
-    from tests.kafka.broker import KafkaBroker
+    from tests.kafka.broker import KafkaBroker, kafka_cache_dir
 
-    broker = KafkaBroker(Path(tempfile.mkdtemp(prefix="pstbench")), REPO / ".cache" / "kafka" / "libs")
+    broker = KafkaBroker(Path(tempfile.mkdtemp(prefix="pstbench")), kafka_cache_dir() / "libs")
     broker.start()
     fleet = Pipeline({"input": {"kafka": {"kafka_broker": broker.bootstrap, "kafka_topic": "partials",
                                           "lateness_seconds": lateness}}, "self_metrics_prefix": ""},

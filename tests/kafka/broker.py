@@ -17,6 +17,7 @@ from pathlib import Path
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
+from harness.paths import REPO
 from harness.ports import accepts_tcp, free_ports
 from harness.process import ChildProcess, ProcessError
 
@@ -55,6 +56,11 @@ LOG4J2_XML = """\
 # simpler than escaping for both formats at once.
 _USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _PASSWORD_FORBIDDEN = set('"\\\n\r;')
+
+def kafka_cache_dir() -> Path:
+    """Where fetch_jars.sh keeps the broker's jars (PYSTATSD_KAFKA_CACHE overrides)."""
+    return Path(os.environ.get("PYSTATSD_KAFKA_CACHE", REPO / ".cache" / "kafka"))
+
 
 class BrokerError(ProcessError):
     """The broker failed to start or to answer; the message carries the tail of its log."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -11,13 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.paths import REPO
-
 # kafka-python 3.0.12 calls importlib.resources.read_text(), deprecated since Python 3.11, while
 # it is imported (only then); under filterwarnings=error that would fail collection.
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
-    from tests.kafka.broker import KafkaBroker
+    from tests.kafka.broker import KafkaBroker, kafka_cache_dir
 
 from harness.netns import HostNetwork
 
@@ -29,11 +26,6 @@ SASL_USERS = {"token": "test-api-key-123"}
 
 #: The hosts of the fleet tests, each a network namespace (tests/kafka/test_fleet.py).
 FLEET_HOSTS = ("edge-a", "edge-b", "edge-c")
-
-
-def kafka_cache_dir() -> Path:
-    """Where fetch_jars.sh keeps the broker's jars (PYSTATSD_KAFKA_CACHE overrides)."""
-    return Path(os.environ.get("PYSTATSD_KAFKA_CACHE", REPO / ".cache" / "kafka"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
