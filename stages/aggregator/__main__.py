@@ -28,7 +28,7 @@ import zmq
 
 from stages import contract, supervisor_rpc
 from stages.aggregator.fleet_loop import FleetLoop
-from stages.aggregator.gauge_carry import take_carried, write_carried
+from stages.aggregator.gauge_carry import next_ring, take_carried, write_carried
 from stages.aggregator.handoff import HandoffRefused, capture, handoff_path, restore, take_handoff, write_handoff
 from stages.aggregator.partials import PartialBounds, PartialSource, partial_bounds
 from stages.aggregator.series import CompiledBucket
@@ -48,7 +48,7 @@ from stages.lifecycle import (
 )
 from stages.log_throttle import LogThrottle
 from stages.pause import begin_pause, end_pause
-from stages.ring import CHECK_EVERY_SECS, read_ring, ring_shards
+from stages.ring import CHECK_EVERY_SECS, Ring, ring_shards
 from stages.sharding import forwarder_endpoint, shard_endpoint
 
 log = logging.getLogger("stages.aggregator")
@@ -100,6 +100,8 @@ class ShardLoop:
         self.handoff_path = handoff_path(self.run_dir, shard, shards)
         #: No interval is flushed before this (unix time): see TAKEOVER_GRACE_SECS.
         self.flush_not_before = 0.0
+        #: The ring of a reshard that retires this shard, once the ring file names it.
+        self.next_ring: Ring | None = None
         #: Whether this shard, retiring in a reshard, has carried its gauges to the new ring (gauge_carry).
         self.gauges_carried = False
         # Before the first batch is taken: the last instance's intervals are the ones it merges into.
@@ -176,6 +178,10 @@ class ShardLoop:
             adopted = take_carried(self.run_dir, self.state.gauges, self.shard, self.shards)
             if adopted:
                 log.info("Adopted %d gauges from the retired ring", adopted)
+            if self.next_ring is None:
+                self.next_ring = next_ring(self.run_dir, self.shards, self.epoch / 1e9)
+                if self.next_ring is not None:
+                    self.state.gauges_handed_at = self.state.index_of(self.next_ring.since)
         closed_now = self.state.due(now)
         for closed in closed_now:
             self.queue_flush(closed, final=False)
@@ -192,23 +198,21 @@ class ShardLoop:
             self.publish_figures(closed_now[-1])
 
     def carry_gauges(self) -> None:
-        """Once a reshard's switch has passed and this shard flushed the last interval before it: its
-        gauges to the new ring's shards, which report them from then on."""
-        ring = read_ring(self.run_dir)
-        if ring is None or ring.shards == self.shards:
-            return
-        if self.state.closed_through < self.state.index_of(ring.since) - 1:
+        """Once this shard, retiring in a reshard, flushed the last interval before the switch: its gauges
+        to the new ring's shards, which report them from then on."""
+        handed_at = self.state.gauges_handed_at
+        if self.next_ring is None or handed_at is None or self.state.closed_through < handed_at - 1:
             return
         self.gauges_carried = True
+        shards = self.next_ring.shards
         try:
-            carried = write_carried(self.run_dir, self.state.gauges, self.shard, self.shards, ring.shards)
+            carried = write_carried(self.run_dir, self.state.gauges, self.shard, self.shards, shards)
         except OSError as exc:
             log.error("Cannot carry the gauges to the new ring (%s): they reappear with their next update",
                       exc.strerror)
             return
-        # The new ring reports them from the switch on: a straggler's interval flushed here must not too.
         self.state.gauges.values.clear()
-        log.info("Carried %d gauges to the ring of %d shards", carried, ring.shards)
+        log.info("Carried %d gauges to the ring of %d shards", carried, shards)
 
     def publish_figures(self, closed: ClosedInterval) -> None:
         publish(self.run_dir, f"aggregator-{self.shard}", {

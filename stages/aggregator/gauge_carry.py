@@ -21,6 +21,7 @@ import msgpack
 from stages.aggregator.series import Gauges
 from stages.model import series_name
 from stages.private_file import write_private
+from stages.ring import Ring, read_ring
 from stages.sharding import shard_for
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,16 @@ GAUGES_V1 = "pystatsd.gauges.v1"
 
 def carry_path(run_dir: Path, shard: int, shards: int, from_shard: int, from_shards: int) -> Path:
     return run_dir / f"gauges-shard-{shard}-of-{shards}-from-{from_shard}-of-{from_shards}.msgpack"
+
+
+def next_ring(run_dir: Path, shards: int, started: float) -> Ring | None:
+    """The ring that takes over the names of a shard of ``shards`` started at ``started`` (unix time),
+    or None. A ring file older than the shard is not its retirement: a new ring's shards start before
+    ``pystatsd reshard`` writes their ring."""
+    ring = read_ring(run_dir)
+    if ring is None or ring.shards == shards or ring.since <= started:
+        return None
+    return ring
 
 
 def write_carried(run_dir: Path, gauges: Gauges, from_shard: int, from_shards: int, shards: int) -> int:

@@ -77,6 +77,9 @@ class ShardState:
         self.metrics = 0
         #: Set when a sink takes partials (format: partials): each closed interval makes them too.
         self.partials: PartialSource | None = None
+        #: Set in a reshard: from this interval on the new ring reports this shard's gauges (gauge_carry),
+        #: so an interval this shard closes from then on (after a stall, or of late batches) leaves them out.
+        self.gauges_handed_at: int | None = None
 
     def reconfigure(self, percentiles: list[float], expire_after: int, series_limit: int, self_prefix: str,
                     default_tags: dict[str, str]) -> None:
@@ -171,12 +174,15 @@ class ShardState:
         end = self.start_of(index + 1)
         self.gauges.apply(bucket.gauge_changes, index)
         aggregates = bucket.aggregates(end, self.interval, self.percentiles)
-        aggregates.extend(self.gauges.aggregates(index, end, self.interval))
+        reports_gauges = self.gauges_handed_at is None or index < self.gauges_handed_at
+        if reports_gauges:
+            aggregates.extend(self.gauges.aggregates(index, end, self.interval))
         self.closed_through = max(self.closed_through, index)
         gaps, self.seq_gaps = self.seq_gaps, {}
         gap_metrics, self.gap_metrics = self.gap_metrics, {}
         partials = (None if self.partials is None else
-                    partial_records(bucket, self.gauges.values, start, self.interval, self.partials))
+                    partial_records(bucket, self.gauges.values if reports_gauges else {}, start, self.interval,
+                                    self.partials))
         folded = dict(bucket.limit.folded)
         for name, count in self.gauges.limit.folded.items():
             folded[name] = folded.get(name, 0) + count

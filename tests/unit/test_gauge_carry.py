@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages.aggregator.gauge_carry import carry_path, take_carried, write_carried
+from stages.aggregator.gauge_carry import carry_path, next_ring, take_carried, write_carried
 from stages.aggregator.series import Gauges, SeriesLimit
 from stages.model import series_key, series_name
+from stages.ring import Ring, write_ring
 from stages.sharding import shard_for
 
 
@@ -47,3 +48,14 @@ def test_an_unreadable_file_is_removed_and_adopts_nothing(tmp_path: Path) -> Non
     new = gauges({})
     assert take_carried(tmp_path, new, 0, 2) == 0
     assert new.values == {} and not path.exists()
+
+
+def test_only_a_ring_written_after_the_shard_started_retires_it(tmp_path: Path) -> None:
+    assert next_ring(tmp_path, 2, started=100.0) is None  # no ring file
+    write_ring(tmp_path, Ring(2, 110.0))
+    assert next_ring(tmp_path, 2, started=100.0) is None  # its own ring
+    write_ring(tmp_path, Ring(4, 90.0))
+    # A new ring's shard starts before its ring is written: the old ring's file is not its retirement.
+    assert next_ring(tmp_path, 2, started=100.0) is None
+    write_ring(tmp_path, Ring(4, 110.0))
+    assert next_ring(tmp_path, 2, started=100.0) == Ring(4, 110.0)

@@ -193,6 +193,17 @@ def test_gauge_is_carried_until_idle_for_expire_after_intervals() -> None:
     assert values == [[21.5], [21.5], []]
 
 
+def test_a_shard_retired_by_a_reshard_leaves_its_gauges_out_of_the_intervals_from_the_switch() -> None:
+    state = make_state()
+    state.gauges_handed_at = 101  # the new ring reports this shard's gauges from [1010, 1020) on
+    send(state, 1005.0, [("temp", G, 21.5, 1.0, ())])
+    send(state, 1012.0, [hits(1.0)], seq=1)
+    # A stall: the last interval before the switch and the first after it close together.
+    closed = state.due(1020.0 + FLUSH_GRACE_SECS)
+    assert [(c.index, [a["name"] for a in c.aggregates]) for c in closed] == [(100, ["temp"]), (101, ["hits"])]
+    assert state.gauges.values  # still here for the carry, which the loop writes after this flush
+
+
 def test_empty_self_metrics_prefix_turns_self_metrics_off() -> None:
     state = make_state(prefix="")
     send(state, 1001.0, [hits(1.0)], seq=0)
