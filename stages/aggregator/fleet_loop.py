@@ -52,6 +52,8 @@ POLL_RECORDS = 5000
 POLL_MS = 200
 #: A partition assigned is read for at most this long before its intervals may close anyway.
 CATCH_UP_MAX_SECS = 30.0
+#: Longest wait for the broker to say where a partition without a commit has partials of open intervals.
+OFFSET_LOOKUP_MS = 5000
 #: How long a stop waits for the sinks to take what was flushed, so that it is committed.
 STOP_WAIT_SECS = 5.0
 #: Corrections of late partials go out at most this often.
@@ -150,6 +152,7 @@ class FleetLoop:
 
     def _consumer(self, fleet: KafkaInputConfig) -> Any:
         from kafka import ConsumerRebalanceListener, KafkaConsumer
+        from kafka.errors import KafkaError
 
         loop = self
 
@@ -166,6 +169,14 @@ class FleetLoop:
             enable_auto_commit=False, auto_offset_reset="latest", max_poll_records=POLL_RECORDS,
             # A process killed (kill -9) is noticed within this; the broker's least is 6 s.
             session_timeout_ms=6000, heartbeat_interval_ms=2000, reconnect_backoff_max_ms=2000)
+        # The topic's partitions known before the first join: a join without them assigns nothing and
+        # rejoins at once, and kafka-python 3.0 was seen to hang in that second join, never heartbeating.
+        try:
+            if not consumer.partitions_for_topic(fleet.kafka_topic):
+                log.warning("Topic %s has no partitions yet (not created?): waiting for it", fleet.kafka_topic)
+        except KafkaError as exc:
+            log.warning("Cannot read the metadata of topic %s yet (%s): joining the group anyway",
+                        fleet.kafka_topic, exc)
         consumer.subscribe([fleet.kafka_topic], listener=Listener())
         return consumer
 
@@ -194,6 +205,7 @@ class FleetLoop:
             log.warning("Cannot read the end offsets of %s (%s): intervals close after %.0f s", assigned, exc,
                         CATCH_UP_MAX_SECS)
             ends = {}
+        starts: dict[Any, int | None] = {}
         for tp in assigned:
             state = PartitionState(tp.partition, now_closed, assigned_at=time.monotonic(),
                                    catch_up_to=int(ends.get(tp, 0) or 0))
@@ -211,8 +223,53 @@ class FleetLoop:
                     log.warning("Partition %d: commit metadata %r is not pystatsd's", tp.partition,
                                 committed.metadata)
             self.parts[tp.partition] = state
+            starts[tp] = None if committed is None or committed.offset < 0 else committed.offset
+        self.seek_starts(starts, now_closed)
         log.info("Partitions %s assigned (topic %s, group %s)", sorted(tp.partition for tp in assigned),
                  self.fleet.kafka_topic, self.fleet.group)
+
+    def seek_starts(self, starts: dict[Any, int | None], now_closed: int) -> None:
+        """Each partition read from its commit, or without one from the first partial of an interval not
+        closed. Always a seek: a partition an eager rebalance gives back to this process keeps
+        kafka-python's position, past the partials of the intervals that ``revoke`` forgot."""
+        from kafka.errors import KafkaError
+
+        uncommitted = [tp for tp, start in starts.items() if start is None]
+        found: dict[Any, Any] = {}
+        if uncommitted:
+            # An edge stamps a partial when it sends it, after its interval ended by the same clock: none
+            # of an interval still open is older than the first open interval's end.
+            since_ms = int(self.end_of(now_closed + 1) * 1000)
+            try:
+                found = self.consumer.offsets_for_times({tp: since_ms for tp in uncommitted},
+                                                        timeout_ms=OFFSET_LOOKUP_MS)
+            except KafkaError as exc:
+                log.warning("Cannot look up where partitions %s have partials of open intervals (%s): read from "
+                            "where the consumer is (their end if new here)",
+                            sorted(tp.partition for tp in uncommitted), exc)
+        for tp, start in starts.items():
+            state = self.parts[tp.partition]
+            if start is not None:
+                since = "its commit"
+            elif found.get(tp) is not None:
+                start, since = found[tp].offset, "the first partial of an open interval (no commit yet)"
+            elif tp in found:
+                start, since = None, "no commit yet, no partial of an open interval"
+            else:
+                continue
+            try:
+                if start is None:
+                    self.consumer.seek_to_end(tp)
+                else:
+                    self.consumer.seek(tp, start)
+            except ValueError as exc:  # no longer assigned: a rebalance under way
+                log.warning("Partition %d: cannot seek to %s (%s)", tp.partition, since, exc)
+                continue
+            where = "its end" if start is None else f"offset {start}"
+            log.info("Partition %d: read from %s, %s%s", tp.partition, where, since,
+                     "" if state.through is None else
+                     f", after the interval at {self.end_of(state.through) - self.interval:g} "
+                     f"(delivered through offset {state.delivered_before})")
 
     # -- the loop -----------------------------------------------------------------------------------
 
@@ -226,12 +283,15 @@ class FleetLoop:
                 log.error("Kafka: %s; retrying", exc)
                 time.sleep(1)
                 polled = {}
+            sought: set[int] = set()
             if self.newly_assigned:
                 assigned, self.newly_assigned = self.newly_assigned, []
                 self.assign(assigned)
+                sought = {tp.partition for tp in assigned}
             for tp, records in polled.items():
                 state = self.parts.get(tp.partition)
-                if state is not None:
+                # Records of a partition just sought to its start were fetched before the seek: read again.
+                if state is not None and tp.partition not in sought:
                     for record in records:
                         self.take(state, record.offset, record.value)
             stop.take_reload()  # a reload applies at the next start: the fleet tier takes nothing live yet
