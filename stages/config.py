@@ -97,12 +97,60 @@ def kafka_brokers(value: str) -> list[str]:
     return brokers
 
 
+#: What kafka-python speaks: the kafka sink's and the fleet tier's input's ``security_protocol`` and ``sasl_mechanism``.
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class KafkaSecurity:
+    """How a Kafka client of pystatsd (the kafka sink, the fleet tier's input) reaches a secured broker."""
+
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str = "token"
+    sasl_password: Secret | None = None
+    sasl_password_env: str | None = None
+    sasl_password_file: str | None = None
+    ssl_cafile: str | None = None
+
+    def check_security(self, fallback: Secret | None = None, fallback_key: str | None = None) -> None:
+        """From the owner's ``__post_init__``: ValueError naming the key; the password resolved from its
+        ``_env`` or ``_file`` key, else ``fallback`` (the key ``fallback_key``)."""
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ValueError(f"security_protocol: must be one of {', '.join(SECURITY_PROTOCOLS)}")
+        if self.sasl_mechanism not in SASL_MECHANISMS:
+            raise ValueError(f"sasl_mechanism: must be one of {', '.join(SASL_MECHANISMS)}")
+        if self.ssl_cafile is not None and not os.path.isfile(self.ssl_cafile):
+            raise ValueError(f"ssl_cafile: no such file {self.ssl_cafile!r}")
+        password = resolve_secret(self.sasl_password, self.sasl_password_env, self.sasl_password_file, "sasl_password")
+        object.__setattr__(self, "sasl_password", password if password is not None else fallback)
+        if self.security_protocol.startswith("SASL") and self.sasl_password is None:
+            raise ValueError("sasl_password: SASL needs a password" + (f" or {fallback_key}" if fallback_key else ""))
+
+    def warn_insecure(self, logger: logging.Logger) -> None:
+        """Said once by each client at its start, in its own log."""
+        if self.security_protocol == "SASL_PLAINTEXT":
+            logger.warning("Kafka SASL over SASL_PLAINTEXT sends the password unencrypted; use SASL_SSL")
+
+    def security_settings(self) -> dict[str, Any]:
+        """kafka-python's settings for them: the only place a secret leaves its wrapper."""
+        settings: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL"):
+            assert self.sasl_password is not None
+            settings.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
+                            sasl_plain_password=self.sasl_password.reveal())
+        if self.ssl_cafile:
+            settings["ssl_cafile"] = self.ssl_cafile
+        return settings
+
+
 #: What the fleet tier does with a partial whose interval it already flushed.
 LATE_POLICIES = ("merge", "drop")
 
 
 @dataclasses.dataclass(frozen=True)
-class KafkaInputConfig:
+class KafkaInputConfig(KafkaSecurity):
     """The fleet tier's input: the edges' partials, read as one consumer group."""
 
     kafka_broker: str
@@ -119,6 +167,7 @@ class KafkaInputConfig:
 
     def __post_init__(self) -> None:
         kafka_brokers(self.kafka_broker)
+        self.check_security()
         if not self.kafka_topic:
             raise ValueError("kafka_topic: must not be empty")
         if not self.group:

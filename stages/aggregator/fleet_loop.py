@@ -155,6 +155,7 @@ class FleetLoop:
         from kafka.errors import KafkaError
 
         loop = self
+        fleet.warn_insecure(log)
 
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python has no types
             def on_partitions_revoked(self, revoked: Any) -> None:
@@ -168,7 +169,8 @@ class FleetLoop:
             bootstrap_servers=fleet.brokers, group_id=fleet.group, client_id=f"{fleet.client_id}-{self.shard}",
             enable_auto_commit=False, auto_offset_reset="latest", max_poll_records=POLL_RECORDS,
             # A process killed (kill -9) is noticed within this; the broker's least is 6 s.
-            session_timeout_ms=6000, heartbeat_interval_ms=2000, reconnect_backoff_max_ms=2000)
+            session_timeout_ms=6000, heartbeat_interval_ms=2000, reconnect_backoff_max_ms=2000,
+            **fleet.security_settings())
         # The topic's partitions known before the first join: a join without them assigns nothing and
         # rejoins at once, and kafka-python 3.0 was seen to hang in that second join, never heartbeating.
         try:

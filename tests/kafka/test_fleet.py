@@ -26,7 +26,7 @@ from harness.wait import wait_for
 from stages.aggregator.fleet import FLEET_TAG
 from stages.aggregator.stats import summary
 from stages.figures import read_all
-from tests.kafka.conftest import FLEET_HOSTS
+from tests.kafka.conftest import FLEET_HOSTS, SASL_USERS
 
 pytestmark = pytest.mark.kafka
 
@@ -182,12 +182,16 @@ def test_a_fleet_p99_is_the_p99_over_every_hosts_values(tier: tuple[Pipeline, li
 def test_a_host_cut_off_for_30s_is_merged_late_or_dropped_as_configured_and_counted(
         kafka_broker: Any, tier: tuple[Pipeline, list[Pipeline]], host_network: HostNetwork) -> None:
     fleet, edges = tier
-    # A second fleet tier on the same partials, in a group of its own, that drops late partials.
-    dropping = fleet_tier(kafka_broker, "group-fleet-drop", shards=1, late="drop")
+    # A second fleet tier on the same partials, in a group of its own, that drops late partials; it
+    # reads over the broker's SASL listener.
+    dropping = fleet_tier(kafka_broker, "group-fleet-drop", shards=1, late="drop",
+                          kafka_broker=kafka_broker.sasl_bootstrap, security_protocol="SASL_PLAINTEXT",
+                          sasl_password=SASL_USERS["token"])
     late_before = {k: dict(f["late_partials"]) for k, f in enumerate(figures(fleet))}
     try:
         dropping.start()
         wait_assigned(dropping)
+        assert "SASL_PLAINTEXT sends the password unencrypted" in dropping.log("aggregator-0")
         with HostTraffic(host_network, edges, "fleet.cut") as traffic:
             time.sleep(3)
             host_network.link("edge-c", up=False)

@@ -70,6 +70,12 @@ CONFIG_MISTAKES = [
     ("bad_nested_value_names_the_dotted_key", "queues:\n  forwarder_flushes: 0\n",
      "queues.forwarder_flushes: must be at least 1"),
     ("percentile_out_of_range_is_refused", "percentiles: [50, 101]\n", "percentiles: 101.0 is not in (0, 100]"),
+    ("fleet_input_over_sasl_needs_a_password",
+     "input:\n  kafka:\n    kafka_broker: 127.0.0.1:9092\n    kafka_topic: p\n    security_protocol: SASL_SSL\n",
+     "input.kafka.sasl_password: SASL needs a password"),
+    ("fleet_input_names_the_security_protocols",
+     "input:\n  kafka:\n    kafka_broker: 127.0.0.1:9092\n    kafka_topic: p\n    security_protocol: TLS\n",
+     "input.kafka.security_protocol: must be one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"),
 ]
 
 

@@ -22,12 +22,11 @@ import gc
 import hashlib
 import itertools
 import logging
-import os
 import socket
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from stages.config import Secret, kafka_brokers, resolve_secret
+from stages.config import KafkaSecurity, Secret, kafka_brokers, resolve_secret
 from stages.forwarder.encoders import make_encoder
 from stages.forwarder.encoders.options import EncoderOptions
 from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError, not_empty
@@ -38,8 +37,6 @@ log = logging.getLogger(__name__)
 ID_HEADER = "pystatsd-id"
 #: The format that sends mergeable partials for the fleet tier instead of aggregates.
 PARTIALS = "partials"
-SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 COMPRESSIONS = {"none": None, "gzip": "gzip", "lz4": "lz4", "zstd": "zstd"}
 ACKS = {"all": "all", "-1": "all", "1": 1, "0": 0}
 #: How long one write waits for the broker's acknowledgements before it reports and retries.
@@ -53,7 +50,7 @@ BOOTSTRAP_TIMEOUT_MS = 5000
 
 
 @dataclass(frozen=True)
-class KafkaConfig(SinkConfig):
+class KafkaConfig(SinkConfig, KafkaSecurity):
     kafka_broker: str
     kafka_topic: str
     kafka_apikey: Secret | None = None
@@ -63,13 +60,6 @@ class KafkaConfig(SinkConfig):
     format: str = "original"
     include_apikey: bool = True
     cumulative_traces: bool = False
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str = "PLAIN"
-    sasl_username: str = "token"
-    sasl_password: Secret | None = None
-    sasl_password_env: str | None = None
-    sasl_password_file: str | None = None
-    ssl_cafile: str | None = None
     compression: str = "none"
     acks: str = "all"
     linger_ms: int = 20
@@ -87,26 +77,17 @@ class KafkaConfig(SinkConfig):
         super().__post_init__()
         object.__setattr__(self, "brokers", kafka_brokers(self.kafka_broker))
         not_empty(self.kafka_topic, "kafka_topic")
-        if self.security_protocol not in SECURITY_PROTOCOLS:
-            raise ValueError(f"security_protocol: must be one of {', '.join(SECURITY_PROTOCOLS)}")
-        if self.sasl_mechanism not in SASL_MECHANISMS:
-            raise ValueError(f"sasl_mechanism: must be one of {', '.join(SASL_MECHANISMS)}")
         if self.compression not in COMPRESSIONS:
             raise ValueError(f"compression: must be one of {', '.join(COMPRESSIONS)}")
         if self.acks not in ACKS:
             raise ValueError("acks: must be all, 1 or 0")
-        if self.ssl_cafile is not None and not os.path.isfile(self.ssl_cafile):
-            raise ValueError(f"ssl_cafile: no such file {self.ssl_cafile!r}")
         if self.partial_max_values < 1 or self.partial_max_members < 1:
             raise ValueError("partial_max_values and partial_max_members must be at least 1")
         if self.linger_ms < 0 or self.delivery_timeout_ms < 1000:
             raise ValueError("linger_ms must be >= 0 and delivery_timeout_ms >= 1000")
         apikey = resolve_secret(self.kafka_apikey, self.kafka_apikey_env, self.kafka_apikey_file, "kafka_apikey")
-        password = resolve_secret(self.sasl_password, self.sasl_password_env, self.sasl_password_file, "sasl_password")
         object.__setattr__(self, "kafka_apikey", apikey)
-        object.__setattr__(self, "sasl_password", password if password is not None else apikey)
-        if self.security_protocol.startswith("SASL") and self.sasl_password is None:
-            raise ValueError("sasl_password: SASL needs a password or kafka_apikey")
+        self.check_security(apikey, "kafka_apikey")
 
     @property
     def printed_format(self) -> str:
@@ -119,7 +100,7 @@ class KafkaConfig(SinkConfig):
                               cumulative_traces=self.cumulative_traces)
 
     def producer_settings(self) -> dict[str, Any]:
-        """kafka-python settings; the only place a secret leaves its wrapper."""
+        """kafka-python settings (the secret from security_settings)."""
         acks = ACKS[self.acks]
         settings: dict[str, Any] = {
             "bootstrap_servers": self.brokers,
@@ -133,14 +114,8 @@ class KafkaConfig(SinkConfig):
             "max_block_ms": MAX_BLOCK_MS,
             "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
             "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
-            "security_protocol": self.security_protocol,
+            **self.security_settings(),
         }
-        if self.security_protocol.startswith("SASL"):
-            assert self.sasl_password is not None
-            settings.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
-                            sasl_plain_password=self.sasl_password.reveal())
-        if self.ssl_cafile:
-            settings["ssl_cafile"] = self.ssl_cafile
         return settings
 
 
@@ -192,8 +167,7 @@ class KafkaSink(BaseSink[KafkaConfig], name="kafka", config_type=KafkaConfig, re
         self.producer: Any = None
         #: A part is a record, which keeps its own delivery: records are acknowledged out of order.
         self.progress: FlushProgress[_Record] = FlushProgress(self._encode)
-        if config.security_protocol == "SASL_PLAINTEXT":
-            log.warning("Kafka SASL over SASL_PLAINTEXT sends the password unencrypted; use SASL_SSL")
+        config.warn_insecure(log)
         if config.format == "original" and config.include_apikey and config.kafka_apikey is not None:
             log.info("The original format copies kafka_apikey into every message (include_apikey: false stops it)")
 
