@@ -23,6 +23,7 @@ exact under failure:
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import math
@@ -50,6 +51,9 @@ log = logging.getLogger("stages.aggregator.fleet")
 POLL_RECORDS = 5000
 #: Longest wait in one poll: deliveries and deadlines are looked at this often.
 POLL_MS = 200
+#: A group join not done in this long is given up and made again (unstick_join): the broker's rebalance
+#: waits for members within their session (6 s), and these poll every POLL_MS.
+JOIN_STUCK_SECS = 30.0
 #: A partition assigned is read for at most this long before its intervals may close anyway.
 CATCH_UP_MAX_SECS = 30.0
 #: Longest wait for the broker to say where a partition without a commit has partials of open intervals.
@@ -148,6 +152,8 @@ class FleetLoop:
         self.bad_log = LogThrottle()
         #: partitions assigned in the last poll, not taken up yet
         self.newly_assigned: list[Any] = []
+        #: monotonic time a group join began (eager rebalances revoke first), None once it assigned
+        self.joining_since: float | None = None
         self.consumer = self._consumer(fleet)
 
     def _consumer(self, fleet: KafkaInputConfig) -> Any:
@@ -159,10 +165,12 @@ class FleetLoop:
 
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python has no types
             def on_partitions_revoked(self, revoked: Any) -> None:
+                loop.joining_since = time.monotonic()
                 loop.revoke([tp.partition for tp in revoked])
 
             def on_partitions_assigned(self, assigned: Any) -> None:
                 # Taken up after the poll returns: the consumer's own calls are not for its callbacks.
+                loop.joining_since = None
                 loop.newly_assigned.extend(assigned)
 
         consumer = KafkaConsumer(
@@ -286,6 +294,7 @@ class FleetLoop:
                 time.sleep(1)
                 polled = {}
             sought: set[int] = set()
+            self.unstick_join()
             if self.newly_assigned:
                 assigned, self.newly_assigned = self.newly_assigned, []
                 self.assign(assigned)
@@ -304,6 +313,26 @@ class FleetLoop:
             if time.monotonic() >= self.next_figures:
                 self.publish_figures()
         self.stop()
+
+    def unstick_join(self) -> None:
+        """A join that never completes gets a new consumer: kafka-python 3.0 was seen to stop in a second
+        join right after a first one, never heartbeating again, the process owning nothing for good."""
+        if self.joining_since is None or time.monotonic() - self.joining_since < JOIN_STUCK_SECS:
+            return
+        from kafka.errors import KafkaError
+
+        log.error("Joining group %s has not completed in %.0f s: joining again with a new consumer",
+                  self.fleet.group, JOIN_STUCK_SECS)
+        self.joining_since = time.monotonic()
+        try:
+            consumer = self._consumer(self.fleet)
+        except KafkaError as exc:  # the broker away: the next try in JOIN_STUCK_SECS
+            log.error("Cannot make a new consumer (%s): trying again in %.0f s", exc, JOIN_STUCK_SECS)
+            return
+        self.revoke(list(self.parts))
+        with contextlib.suppress(Exception):  # whatever state it is stuck in, this consumer is done with
+            self.consumer.close(autocommit=False)
+        self.consumer = consumer
 
     def take(self, state: PartitionState, offset: int, value: bytes) -> None:
         state.position = offset + 1
