@@ -200,11 +200,11 @@ class ShardLoop:
     def carry_gauges(self) -> None:
         """Once this shard, retiring in a reshard, flushed the last interval before the switch: its gauges
         to the new ring's shards, which report them from then on."""
-        handed_at = self.state.gauges_handed_at
-        if self.next_ring is None or handed_at is None or self.state.closed_through < handed_at - 1:
+        ring = self.next_ring
+        if ring is None or self.state.closed_through < self.state.index_of(ring.since) - 1:
             return
         self.gauges_carried = True
-        shards = self.next_ring.shards
+        shards = ring.shards
         try:
             carried = write_carried(self.run_dir, self.state.gauges, self.shard, self.shards, shards)
         except OSError as exc:
