@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -126,8 +127,20 @@ class Pipeline:
         expected = self.shards + 1 + (1 + self.extra_receivers if self.receivers else 0)
         return len(states) == expected and all(state == "RUNNING" for state, _ in states.values())
 
-    def stop(self) -> None:
+    def stop(self, sink_never_delivers: bool = False) -> None:
+        """Stop every process. With ``sink_never_delivers`` the forwarder is killed once every other
+        process has stopped: a graceful stop would spend its drain (up to 20 s) on a sink the test
+        made undeliverable, and what that sink holds is not under test."""
+        pids = {name: pid for name, (_, pid) in self.status().items() if pid} if sink_never_delivers else {}
         self.ctl("shutdown")
+        forwarder = pids.pop("forwarder", None)
+        if forwarder:
+            wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids.values()), 60,
+                     "every process but the forwarder to stop")
+            try:
+                os.kill(forwarder, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         pid_file = self.run_dir / "supervisord.pid"
         wait_for(lambda: not pid_file.exists(), 60, "supervisord to exit")
         self.sock.close()

@@ -29,8 +29,12 @@ def pipeline() -> Iterator[Pipeline]:
     pipeline.config["forwarders"]["kafka"] = {"kafka_broker": f"127.0.0.1:{free_tcp_port()}", "kafka_topic": "t",
                                               "kafka_apikey": SENTINEL, "security_protocol": "SASL_PLAINTEXT"}
     pipeline.save_config()
-    with pipeline:
+    try:
+        pipeline.start()
         yield pipeline
+    finally:
+        pipeline.stop(sink_never_delivers=True)
+        pipeline.cleanup()
 
 
 def get_health(pipeline: Pipeline) -> tuple[int, dict]:

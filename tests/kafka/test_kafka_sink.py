@@ -184,7 +184,7 @@ def test_wrong_api_key_is_a_clear_error_never_a_crash_loop_nor_a_leak(kafka_brok
         assert sentinel not in logs
         assert pipeline.log("forwarder").count("cannot deliver") == 1  # at most once a minute
     finally:
-        pipeline.stop()
+        pipeline.stop(sink_never_delivers=True)
         pipeline.cleanup()
 
 
