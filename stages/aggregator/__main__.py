@@ -48,7 +48,7 @@ from stages.lifecycle import (
 )
 from stages.log_throttle import LogThrottle
 from stages.pause import begin_pause, end_pause
-from stages.ring import CHECK_EVERY_SECS, Ring, ring_shards
+from stages.ring import CHECK_EVERY_SECS, Ring, read_ring, ring_shards
 from stages.sharding import forwarder_endpoint, shard_endpoint
 
 log = logging.getLogger("stages.aggregator")
@@ -178,6 +178,9 @@ class ShardLoop:
             adopted = take_carried(self.run_dir, self.state.gauges, self.shard, self.shards)
             if adopted:
                 log.info("Adopted %d gauges from the retired ring", adopted)
+                ring = read_ring(self.run_dir)
+                if ring is not None and ring.shards == self.shards:
+                    self.state.gauges_taken_over_at = self.state.index_of(ring.since)
             if self.next_ring is None:
                 self.next_ring = next_ring(self.run_dir, self.shards, self.epoch / 1e9)
                 if self.next_ring is not None:

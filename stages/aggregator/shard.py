@@ -80,6 +80,9 @@ class ShardState:
         #: Set in a reshard: from this interval on the new ring reports this shard's gauges (gauge_carry),
         #: so an interval this shard closes from then on (after a stall, or of late batches) leaves them out.
         self.gauges_handed_at: int | None = None
+        #: Set in a reshard on a new ring's shard that adopted carried gauges: the first interval of its
+        #: ring. One before it, closed after the carry arrived, is the retiring shard's to report.
+        self.gauges_taken_over_at: int | None = None
 
     def reconfigure(self, percentiles: list[float], expire_after: int, series_limit: int, self_prefix: str,
                     default_tags: dict[str, str]) -> None:
@@ -174,7 +177,8 @@ class ShardState:
         end = self.start_of(index + 1)
         self.gauges.apply(bucket.gauge_changes, index)
         aggregates = bucket.aggregates(end, self.interval, self.percentiles)
-        reports_gauges = self.gauges_handed_at is None or index < self.gauges_handed_at
+        reports_gauges = ((self.gauges_handed_at is None or index < self.gauges_handed_at)
+                          and (self.gauges_taken_over_at is None or index >= self.gauges_taken_over_at))
         if reports_gauges:
             aggregates.extend(self.gauges.aggregates(index, end, self.interval))
         self.closed_through = max(self.closed_through, index)

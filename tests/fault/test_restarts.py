@@ -216,7 +216,9 @@ def test_reshard_2_to_4_to_3_under_traffic() -> None:
         # Every gauge in every interval from its first to the last one flushed, once, with its value.
         gauges = [a for a in pipeline.aggregates() if a["name"] in STILL_GAUGES or a["name"] == "rs.delta"]
         assert twice(gauges) == [], (twice(gauges), "\n".join(
-            f"aggregator-{k}: {line}" for k in range(4) for line in pipeline.log(f"aggregator-{k}").splitlines()
+            # Each ring's shards log to their group's files: aggregator-0.log, aggregator-of-4-0.log, ...
+            f"{log.stem}: {line}" for log in sorted((pipeline.run_dir / "log").glob("aggregator*.log"))
+            for line in log.read_text(errors="replace").splitlines()
             if any(word in line for word in ("Carried", "Adopted", "Flushing every", "Loaded config", "Stopped"))))
         last = max(a["timestamp"] for a in records(pipeline))
         for name, value in STILL_GAUGES.items():

@@ -10,7 +10,7 @@ from typing import Any
 
 from stages.aggregator.shard import FLUSH_GRACE_SECS, ClosedInterval, ShardState
 from stages.contract import BatchHeader
-from stages.model import MetricType
+from stages.model import MetricType, series_key
 from tests.unit.bodies import one_body
 
 C, G = int(MetricType.COUNTER), int(MetricType.GAUGE)
@@ -202,6 +202,16 @@ def test_a_shard_retired_by_a_reshard_leaves_its_gauges_out_of_the_intervals_fro
     closed = state.due(1020.0 + FLUSH_GRACE_SECS)
     assert [(c.index, [a["name"] for a in c.aggregates]) for c in closed] == [(100, ["temp"]), (101, ["hits"])]
     assert state.gauges.values  # still here for the carry, which the loop writes after this flush
+
+
+def test_a_new_rings_shard_leaves_carried_gauges_out_of_the_intervals_before_its_ring() -> None:
+    state = make_state()
+    state.gauges_taken_over_at = 101  # its ring takes over from [1010, 1020)
+    # Carried (take_carried) before this shard closed the old ring's last interval, which that ring reports.
+    state.gauges.values[state.gauges.limit.admit(series_key("temp", ()))] = [21.5, 99]
+    send(state, 1005.0, [hits(1.0)])
+    closed = state.due(1020.0 + FLUSH_GRACE_SECS)
+    assert [(c.index, [a["name"] for a in c.aggregates]) for c in closed] == [(100, ["hits"]), (101, ["temp"])]
 
 
 def test_empty_self_metrics_prefix_turns_self_metrics_off() -> None:
