@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import re
+import socket
 import stat
 import sys
 from collections.abc import Callable, Mapping
@@ -24,12 +25,14 @@ import yaml
 
 from pystatsd.client import Client
 from stages import __version__, operations, status
+from stages.address_check import address_problems, tcp_url
 from stages.config import Config, ConfigError, config_path, load_config, load_section
-from stages.config_copies import source_of
+from stages.config_copies import RUNNING, load_copy, source_of
 from stages.config_diff import config_changes
 from stages.figures import read_all
 from stages.forwarder.sinks import load_sink_configs
-from stages.lifecycle import DEFAULT_RUN_DIR, EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE
+from stages.lifecycle import DEFAULT_RUN_DIR, EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE, run_dir_problem
+from stages.listeners.unix_path import live_unix_socket
 from stages.private_file import write_private
 from stages.ring import RING_FILE, read_ring
 from stages.supervisord_conf import INSTALLED_TEMPLATE, REPO_TEMPLATE, render_supervisord_conf, supervisord_template
@@ -187,7 +190,14 @@ def reload_instance(path: Path, explicit: bool, run_dir_arg: str | None) -> int:
 
 def show_status(path: Path, run_dir_arg: str | None, as_json: bool) -> int:
     """Print the running instance's status; EXIT_OK when healthy, EXIT_UNHEALTHY when not."""
-    config, run_dir = instance(path, run_dir_arg)
+    try:
+        config, run_dir = instance(path, run_dir_arg)
+    except Refused as exc:
+        # A config edited since the start is no reason not to show what runs: its copy of the config says
+        # the interval the figures are judged by.
+        print(f"{exc} (showing the instance with the config it runs)", file=sys.stderr)
+        run_dir = Path(run_dir_arg or default_run_dir(supervisord_template())).absolute()
+        config = load_copy(run_dir, RUNNING) or Config()
     processes = status.supervisor_processes(run_dir)
     shards = sum(1 for name in processes if name.startswith("aggregator-")) or sum(
         1 for name in read_all(run_dir) if name.startswith("aggregator-"))
@@ -341,6 +351,13 @@ def run_pipeline(path: Path, run_dir_arg: str | None, counts: dict[str, int | No
               file=sys.stderr)
         return EXIT_SOFTWARE
     run_dir = Path(run_dir_arg).absolute() if run_dir_arg else default_run_dir(template)
+    config = load_config(path)
+    problems = start_problems(config, run_dir)
+    if problems:
+        print(f"pystatsd cannot start: {len(problems)} problem{'s' if len(problems) > 1 else ''}", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_CONFIG
     # supervisord applies its umask=077 only when it daemonizes: in the foreground (systemd, a
     # terminal) every stage would inherit the caller's, and write sockets, logs and aggregates 0644.
     os.umask(0o077)
@@ -354,7 +371,7 @@ def run_pipeline(path: Path, run_dir_arg: str | None, counts: dict[str, int | No
     elif ring is not None:
         counts = {**counts, "shards": ring.shards}  # what the last pystatsd reshard left
     conf = run_dir / "supervisord.conf"
-    fleet = load_config(path).fleet_input is not None
+    fleet = config.fleet_input is not None
     text = render_supervisord_conf(template.read_text(encoding="utf-8"), template.parent, sys.executable,
                                    run_dir, counts, receivers=not fleet)
     write_private(conf, text.encode("utf-8"))
@@ -363,6 +380,24 @@ def run_pipeline(path: Path, run_dir_arg: str | None, counts: dict[str, int | No
     sys.stderr.flush()
     _make_stdout_openable()
     os.execv(sys.executable, [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(conf)])
+
+
+def start_problems(config: Config, run_dir: Path) -> list[str]:
+    """What would keep the pipeline of ``config`` in ``run_dir`` from starting, found before anything starts:
+    an instance already there, a run directory a stage would refuse, an address another program holds."""
+    if live_unix_socket(str(run_dir / "supervisor.sock"), socket.SOCK_STREAM):
+        return [f"{run_dir}: an instance of pystatsd already runs there (pystatsd status --run-dir {run_dir}); "
+                "stop it, or give another --run-dir"]
+    problems = []
+    if run_dir.is_dir():
+        problem = run_dir_problem(run_dir)
+        if problem:
+            problems.append(problem)
+    urls = [] if config.fleet_input is not None else config.listener_urls()
+    served = [sink.serves_on() for sink in load_sink_configs(config).values()]
+    served.append(config.health_address or None)
+    urls += [tcp_url(address) for address in served if address]
+    return problems + address_problems(urls)
 
 
 def _make_stdout_openable() -> None:

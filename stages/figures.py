@@ -17,6 +17,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 FIGURES_DIR = "figures"
+#: The one figure of a stage that could not start: why (its error line).
+START_ERROR = "start_error"
 #: When this process image started: a stage restarted in place (an exec, the same pid) starts anew.
 STARTED = time.time()
 
@@ -38,9 +40,23 @@ def read_all(run_dir: Path) -> dict[str, dict[str, Any]]:
     """Every stage's last published record, by stage name."""
     records = {}
     for path in sorted((run_dir / FIGURES_DIR).glob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        records[record.get("stage", path.stem)] = record
+        record = _read(path)
+        if record is not None:
+            records[record.get("stage", path.stem)] = record
     return records
+
+
+def clear_start_error(run_dir: Path, stage: str) -> None:
+    """Forget why an earlier process of ``stage`` could not start: this one did."""
+    path = run_dir / FIGURES_DIR / f"{stage}.json"
+    record = _read(path)
+    if record is not None and START_ERROR in record.get("figures", {}):
+        path.unlink(missing_ok=True)
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None

@@ -47,6 +47,7 @@ import zmq
 
 from stages.config import Config, ConfigError, config_path, load_config
 from stages.config_diff import reloadable
+from stages.figures import START_ERROR, clear_start_error, publish
 
 EXIT_OK = 0
 EXIT_SOFTWARE = 70
@@ -196,15 +197,14 @@ def run_stage(stage: Stage, argv: list[str] | None = None) -> int:
     stage.add_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(stage.name(args))
-    config = load_stage_config(args)
     try:
+        config = load_stage_config(args)
         stage.check(args, config)
+        run = run_dir(args, config)
+        lock_name = stage.lock_name(args)
+        lock = take_lock(run, lock_name) if lock_name is not None else None
     except StartError as exc:
-        stage.log.error(exc.message, *exc.args_)
-        return EXIT_CONFIG
-    run = run_dir(args, config)
-    lock_name = stage.lock_name(args)
-    lock = take_lock(run, lock_name) if lock_name is not None else None
+        return start_failed(stage, args, exc)
     stop = StopSignal()
     try:
         code = _run(stage, args, config, run, stop)
@@ -230,9 +230,9 @@ def _run(stage: Stage, args: argparse.Namespace, config: Config, run: Path, stop
     try:
         loop = stage.start(args, config, run, ctx)
     except StartError as exc:
-        stage.log.error(exc.message, *exc.args_)
         ctx.destroy(linger=0)
-        return EXIT_CONFIG
+        return start_failed(stage, args, exc, run)
+    clear_start_error(run, stage.name(args))
     loop.run(stop)
     stage.close()
     # Waits until every socket's last messages are handed on or its linger has passed.
@@ -240,6 +240,17 @@ def _run(stage: Stage, args: argparse.Namespace, config: Config, run: Path, stop
     if not stage.restart_in_place():
         stage.stopped()
     return EXIT_OK
+
+
+def start_failed(stage: Stage, args: argparse.Namespace, exc: StartError, run: Path | None = None) -> int:
+    """Log why ``stage`` cannot start and leave the reason in its figures, where ``pystatsd status``
+    shows it (into ``run``, else the run directory of its command line); EXIT_CONFIG."""
+    stage.log.error(exc.message, *exc.args_)
+    run = run or Path(args.run_dir or DEFAULT_RUN_DIR)
+    # Only into a run directory this stage could have used: a refused one is not written to.
+    if run.is_dir() and not run_dir_problem(run):
+        publish(run, stage.name(args), {START_ERROR: str(exc)})
+    return EXIT_CONFIG
 
 
 def stage_arguments(description: str) -> argparse.ArgumentParser:
@@ -293,11 +304,9 @@ def load_stage_config(args: argparse.Namespace) -> Config:
     try:
         config = load_config(path)
     except ConfigError as exc:
-        log.error("Config error in %s: %s", path, exc)
-        raise SystemExit(EXIT_CONFIG) from None
+        raise StartError("Config error in %s: %s", path, exc) from None
     if args.shards < 1:
-        log.error("Config error: --shards must be at least 1, got %d", args.shards)
-        raise SystemExit(EXIT_CONFIG)
+        raise StartError("Config error: --shards must be at least 1, got %d", args.shards)
     log.info("Loaded config %s (flush_interval=%ss, shards=%d)", path, config.flush_interval, args.shards)
     return config
 
@@ -327,14 +336,24 @@ def reloaded(running: Config, new: Config, stage_log: logging.Logger) -> Config:
 def run_dir(args: argparse.Namespace, config: Config) -> Path:
     """The run directory, created private (0700): ipc sockets are guarded by file permissions."""
     path = Path(config.run_dir or args.run_dir or DEFAULT_RUN_DIR)
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartError("Config error: cannot make run directory %s: %s", path, exc.strerror) from None
+    problem = run_dir_problem(path)
+    if problem:
+        raise StartError("Config error: %s", problem)
+    return path
+
+
+def run_dir_problem(path: Path) -> str | None:
+    """Why the existing run directory ``path`` must not be used; None when it may."""
     info = path.stat()
     # Whoever can write here can replace a socket and feed or read the pipeline.
     if info.st_uid != os.getuid() or info.st_mode & 0o022:
-        log.error("Config error: run directory %s must belong to this user and not be writable by group or "
-                  "others (chmod 700 it)", path)
-        raise SystemExit(EXIT_CONFIG)
-    return path
+        return (f"run directory {path} must belong to this user and not be writable by group or others "
+                "(chmod 700 it)")
+    return None
 
 
 def take_lock(directory: Path, name: str) -> IO[str]:
@@ -344,8 +363,7 @@ def take_lock(directory: Path, name: str) -> IO[str]:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        log.error("Another %s is already running with run directory %s", name, directory)
-        raise SystemExit(EXIT_CONFIG) from None
+        raise StartError("Another %s is already running with run directory %s", name, directory) from None
     handle.write(str(os.getpid()))
     handle.flush()
     return handle

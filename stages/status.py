@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from stages import supervisor_rpc
-from stages.figures import read_all
+from stages.figures import START_ERROR, read_all
 
 #: A stage whose figures are older than this many intervals (plus a few seconds) is not working.
 STALE_AFTER_INTERVALS = 2
@@ -25,8 +25,23 @@ def supervisor_processes(run_dir: Path) -> dict[str, dict[str, Any]]:
     if not isinstance(infos, list):
         return {}
     return {info["name"]: {"state": info["statename"], "pid": info["pid"] or None,
-                           "uptime_secs": max(0, info["now"] - info["start"]) if info["pid"] else 0}
+                           "uptime_secs": max(0, info["now"] - info["start"]) if info["pid"] else 0,
+                           "exit_status": info["exitstatus"], "description": info["description"]}
             for info in infos}
+
+
+#: supervisord's states of a process that does not run and is not about to.
+NOT_RUNNING = ("FATAL", "EXITED", "STOPPED", "BACKOFF")
+
+
+def process_reasons(processes: dict[str, dict[str, Any]], records: dict[str, dict[str, Any]]) -> list[str]:
+    """Why the processes that do not run are not healthy, where the stage's own start error does not say."""
+    reasons = []
+    for name, process in sorted(processes.items(), key=lambda item: _stage_order(item[0])):
+        if process["state"] in NOT_RUNNING and START_ERROR not in records.get(name, {}).get("figures", {}):
+            reasons.append(f"{name}: {process['state']} (exit status {process['exit_status']}: "
+                           f"{process['description'] or 'see its log'})")
+    return reasons
 
 
 def health(records: dict[str, dict[str, Any]], shards: int, interval: float,
@@ -43,6 +58,8 @@ def health(records: dict[str, dict[str, Any]], shards: int, interval: float,
         record = records.get(name)
         if record is None:
             reasons.append(f"{name}: no figures published yet")
+        elif START_ERROR in record["figures"]:
+            reasons.append(f"{name}: cannot start: {record['figures'][START_ERROR]}")
         elif now - record["updated"] > stale_after:
             reasons.append(f"{name}: silent for {now - record['updated']:.0f} s")
     for sink, figures in records.get("forwarder", {}).get("figures", {}).get("sinks", {}).items():
@@ -55,7 +72,7 @@ def collect(run_dir: Path, shards: int, interval: float) -> dict[str, Any]:
     """Everything ``pystatsd status`` shows, as plain data."""
     records = read_all(run_dir)
     processes = supervisor_processes(run_dir)
-    reasons = health(records, shards, interval)
+    reasons = process_reasons(processes, records) + health(records, shards, interval)
     if not processes:
         reasons.insert(0, f"supervisord is not running with run directory {run_dir}")
     return {"run_dir": str(run_dir), "healthy": not reasons, "reasons": reasons, "processes": processes,

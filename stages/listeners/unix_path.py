@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
@@ -33,7 +34,10 @@ UNIX_PATHS = UnixPaths()
 
 def bind_unix(path: str, kind: int, mode: int, url: str,
               before_bind: Callable[[socket.socket], None] | None = None) -> socket.socket:
-    """A Unix socket bound at ``path`` with permissions ``mode``; a stale socket there is replaced."""
+    """A Unix socket bound at ``path`` with permissions ``mode``; a stale socket there is replaced, a
+    live one (another process serves it) is not."""
+    if live_unix_socket(path, kind):
+        raise OSError(errno.EADDRINUSE, f"cannot listen on {url}: another process serves that socket")
     try:
         if stat.S_ISSOCK(os.lstat(path).st_mode):
             os.unlink(path)
@@ -53,3 +57,23 @@ def bind_unix(path: str, kind: int, mode: int, url: str,
         os.umask(old_umask)
     os.chmod(path, mode)
     return sock
+
+
+def live_unix_socket(path: str, kind: int) -> bool:
+    """Whether a process serves the Unix socket at ``path`` (one that is only left over does not)."""
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return False
+    except OSError:
+        return False
+    probe = socket.socket(socket.AF_UNIX, kind)
+    probe.setblocking(False)
+    try:
+        probe.connect(path)
+    except BlockingIOError:
+        return True  # a listener whose backlog is full
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True

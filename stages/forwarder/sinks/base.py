@@ -123,6 +123,10 @@ class SinkConfig(BufferConfig):
         """What the sink tells its encoder; ``masked`` for ``debug_mode``'s printout, every secret as ``***``."""
         return EncoderOptions()
 
+    def serves_on(self) -> str | None:
+        """The TCP ``host:port`` the sink listens on (``pystatsd run`` checks it is free); None: none."""
+        return None
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.format not in self.own_formats:

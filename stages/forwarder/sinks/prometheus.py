@@ -85,6 +85,10 @@ class PrometheusConfig(SinkConfig):
         if self.expire_after_secs <= 0:
             raise ValueError("expire_after_secs: must be more than 0")
 
+    def serves_on(self) -> str:
+        host = f"[{self.listen_address}]" if ":" in self.listen_address else self.listen_address
+        return f"{host}:{self.port}"
+
 
 @dataclass
 class _Series:
