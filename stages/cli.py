@@ -273,7 +273,7 @@ def config_problems(path: Path) -> list[str]:
         config: Config | None = load_config(path)
         problems: list[str] = []
     except ConfigError as exc:
-        problems = [str(exc)]
+        problems = list(exc.problems)
         raw = _raw_mapping(path)
         if raw is None:
             return problems
@@ -284,7 +284,10 @@ def config_problems(path: Path) -> list[str]:
         return problems
     for sink, raw_sink in config.forwarders.items():
         check_sink = _sink_checker(config, sink)
-        problems += _peel(check_sink, raw_sink, f"forwarders.{sink}")[0]
+        sink_problems, loaded = _peel(check_sink, raw_sink, f"forwarders.{sink}")
+        problems += sink_problems
+        if loaded is not None:
+            problems += [f"forwarders.{sink}.{problem}" for problem in loaded[sink].problems_here()]
     return problems
 
 
@@ -302,18 +305,22 @@ def _sink_checker(config: Config, sink: str) -> Callable[[Any], object]:
 
 
 def _peel(load: Callable[[Any], Any], raw: Any, prefix: str) -> tuple[list[str], Any]:
-    """Load ``raw``, dropping the key each error names, until it loads; (problems, result or None)."""
+    """Load ``raw``, dropping the keys the errors name, until it loads; (problems, result or None)."""
     problems: list[str] = []
+    dropped: set[str] = set()
     while True:
         try:
             return problems, load(raw)
         except ConfigError as exc:
-            problems.append(str(exc))
-            key = _top_key(str(exc), prefix)
-            if not isinstance(raw, Mapping) or key not in raw:
-                # Not about one key of this section (a missing required key, a whole section's type).
+            named = [(problem, _top_key(problem, prefix)) for problem in exc.problems]
+            # A required key dropped here is missing now: not the user's problem, only where peeling ends.
+            problems += [problem for problem, key in named if key not in dropped and problem not in problems]
+            keys = {key for _, key in named if key is not None and isinstance(raw, Mapping) and key in raw}
+            if not keys:
+                # Not about a key of this section there is (missing required keys, a whole section's type).
                 return problems, None
-            raw = {k: v for k, v in raw.items() if k != key}
+            dropped |= keys
+            raw = {k: v for k, v in raw.items() if k not in keys}
 
 
 def _top_key(message: str, prefix: str) -> str | None:

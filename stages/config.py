@@ -37,7 +37,12 @@ T = TypeVar("T")
 
 
 class ConfigError(Exception):
-    """A config problem; the message starts with the dotted key it is about."""
+    """One config problem, or every problem of a section found at once (``problems``); each starts with
+    the dotted key it is about, and the message is them all, joined by ``; ``."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
 
 
 class Secret(str):
@@ -123,6 +128,8 @@ class KafkaSecurity:
             raise ValueError(f"sasl_mechanism: must be one of {', '.join(SASL_MECHANISMS)}")
         if self.ssl_cafile is not None and not os.path.isfile(self.ssl_cafile):
             raise ValueError(f"ssl_cafile: no such file {self.ssl_cafile!r}")
+        if self.ssl_cafile is not None and not os.access(self.ssl_cafile, os.R_OK):
+            raise ValueError(f"ssl_cafile: cannot read {self.ssl_cafile!r}")
         password = resolve_secret(self.sasl_password, self.sasl_password_env, self.sasl_password_file, "sasl_password")
         object.__setattr__(self, "sasl_password", password if password is not None else fallback)
         if self.security_protocol.startswith("SASL") and self.sasl_password is None:
@@ -329,7 +336,11 @@ def load_config(path: Path) -> Config:
 
 
 def load_section(cls: type[T], raw: Any, path: str) -> T:
-    """Build dataclass ``cls`` from ``raw``, naming ``path`` (dotted) in every error."""
+    """Build dataclass ``cls`` from ``raw``, naming ``path`` (dotted) in every error.
+
+    Every unknown key, value of the wrong type and missing required key of the section (and of the
+    sections in it) is one :class:`ConfigError`: a user fixes them all in one go. The checks of the
+    dataclass itself (``__post_init__``) can only run once those pass, and stop at their first."""
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
@@ -338,14 +349,21 @@ def load_section(cls: type[T], raw: Any, path: str) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
+    problems: list[str] = []
     for key, value in raw.items():
         dotted = f"{path}.{key}" if path else str(key)
         if key not in fields:
-            raise ConfigError(f"{dotted}: unknown key{_suggestion(str(key), fields)}")
-        values[key] = _convert(hints[key], value, dotted)
+            problems.append(f"{dotted}: unknown key{_suggestion(str(key), fields)}")
+            continue
+        try:
+            values[key] = _convert(hints[key], value, dotted)
+        except ConfigError as exc:
+            problems += exc.problems
     for name, f in fields.items():
-        if name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{path + '.' if path else ''}{name}: required key is missing")
+        if name not in raw and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            problems.append(f"{path + '.' if path else ''}{name}: required key is missing")
+    if problems:
+        raise ConfigError(*problems)
     try:
         return cls(**values)
     except ValueError as exc:

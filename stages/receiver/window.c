@@ -471,6 +471,11 @@ static int line_numbers(Window *w, const char *p, const char *end, Py_ssize_t *c
 static int fast_line(Window *w, const char *p, Py_ssize_t n)
 {
     const char *end = p + n, *colon = NULL;
+    /* A service check or an event (the parser's _unsupported: known by its start alone, whatever fields
+     * and tags follow) is never a metric: the fallback counts it under its own reason. An event holds
+     * '{' and so never reaches here (feed routes its payload); it is refused all the same. */
+    if (n >= 3 && p[0] == '_' && (memcmp(p, "_e{", 3) == 0 || (n >= 4 && memcmp(p, "_sc|", 4) == 0)))
+        return 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)p[i];
         if (c < 0x20 || c > 0x7e)
@@ -481,8 +486,6 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n)
     if (colon == NULL)
         return 0;
     span head = {p, colon - p};
-    if (head.n >= 4 && memcmp(head.p, "_sc|", 4) == 0)
-        return 0;
     const char *bar = memchr(colon + 1, '|', (size_t)(end - colon - 1));
     if (bar == NULL)
         return 0;

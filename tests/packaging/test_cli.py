@@ -54,6 +54,55 @@ def test_check_config_prints_every_problem_with_its_key(tmp_path: Path, capsys: 
     assert "did you mean 'flush_interval'" in problems[0]
 
 
+def problems_of(config: str, path: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """check-config's problems, one a line, for ``config`` written at ``path``; it must exit 78."""
+    path.write_text(config)
+    assert main(["check-config", "-c", str(path)]) == 78
+    return [line.strip() for line in capsys.readouterr().err.splitlines()[1:]]
+
+
+def test_check_config_names_every_missing_key_of_a_section_at_once(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert problems_of("forwarders:\n  kafka:\n    format: json\n", tmp_path / "c.yaml", capsys) == [
+        "forwarders.kafka.kafka_broker: required key is missing",
+        "forwarders.kafka.kafka_topic: required key is missing",
+    ]
+
+
+def test_check_config_names_a_bad_value_once_not_again_as_missing(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # Dropping the bad kafka_broker to look further must not report it as missing as well.
+    assert problems_of("forwarders:\n  kafka:\n    kafka_broker: nohost\n    kafka_topic: t\n", tmp_path / "c.yaml",
+                       capsys) == ["forwarders.kafka.kafka_broker: expected host:port[,host:port...], got 'nohost'"]
+
+
+@pytest.mark.parametrize(("where", "why"), [
+    ("{tmp}/missing/out.jsonl", "folder {tmp}/missing does not exist"),
+    ("{tmp}/a-folder", "it is a folder"),
+    ("{tmp}/a-file/out.jsonl", "Not a directory"),
+    ("/proc/out.jsonl", "/proc holds the kernel's files, not aggregates"),
+    ("/proc/version", "/proc holds the kernel's files, not aggregates"),
+    ("/sys/out.jsonl", "/sys holds the kernel's files, not aggregates"),
+])
+def test_check_config_names_a_file_sink_path_that_cannot_be_opened(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                   where: str, why: str) -> None:
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "a-file").touch()
+    before = sorted(tmp_path.rglob("*"))
+    target = where.format(tmp=tmp_path)
+    config = f"forwarders:\n  file:\n    path: {target}\n"
+    assert problems_of(config, tmp_path / "c.yaml", capsys) == [
+        f"forwarders.file.path: cannot open {target}: {why.format(tmp=tmp_path)}"]
+    assert sorted(tmp_path.rglob("*")) == [*before, tmp_path / "c.yaml"]  # nothing made by the check
+
+
+def test_check_config_does_not_create_the_file_sink_s_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"forwarders:\n  file:\n    path: {tmp_path / 'out.jsonl'}\n  console: {{}}\n")
+    assert main(["check-config", "-c", str(config)]) == 0
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 @pytest.mark.parametrize(("content", "expected"), [
     (None, "cannot read config file"),
     ("a: [", "not valid YAML"),

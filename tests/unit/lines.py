@@ -21,6 +21,7 @@ LINES = [
     "x:1|c|@1e-320", "x:1e300|c|@1e-10", "x:nan|c", "x:inf|g", "x:1e400|ms", "x:1_000|c", "x: 12|c", "x:12 |c",
     "x:1e301|ms", "x:-2e300|g", "x:1e290|c|@1e-20",
     "x:0x10|c", "x:1:two|ms", "x:|s", "x:1|c|#:v", "x,=v:1|c", "x,k:1|c", "x,:1|c", "_e{1,1}:a|b", "_sc|x|0",
+    "_sc|x|0|#env:prod", "_sc|x|0|h:web|m:down: disk", "_e{5,4}:title|text|#env:prod", "_e{5,4}:title",
     "x:1|c|#" + ",".join(f"t{i}:v" for i in range(70)), "x:1|c|#k:" + "v" * 1100, "n" * 1100 + ":1|c",
     "x:" + "1" * 70 + "|c", "hits:\x01|c", "hi\x7fts:1|c", "hits:1|c\x00", "\t", " ", "",
     # non-ASCII, good and bad

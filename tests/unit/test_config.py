@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from stages.config import REPO_CONFIG, Config, ConfigError, QueueConfig, Secret, load_config
+from stages.config import REPO_CONFIG, Config, ConfigError, QueueConfig, Secret, load_config, load_section
 from stages.forwarder.sinks import build_sinks
 from stages.forwarder.sinks.console import ConsoleSink
-from stages.forwarder.sinks.file import FileSink
+from stages.forwarder.sinks.file import FileConfig, FileSink
+from stages.forwarder.sinks.kafka import KafkaConfig
 from stages.listeners import parse_listener
 
 ORIGINAL = Path(__file__).resolve().parent.parent / "data" / "configs" / "original.yaml"
@@ -97,6 +103,32 @@ def test_top_level_must_be_a_map(write_config) -> None:
 
 def test_file_sink_needs_a_path(write_config) -> None:
     assert sinks_error(write_config("forwarders:\n  file: {}\n")) == "forwarders.file.path: required key is missing"
+
+
+def test_a_section_names_every_missing_required_key_at_once(write_config) -> None:
+    assert sinks_error(write_config("forwarders:\n  kafka: {}\n")) == (
+        "forwarders.kafka.kafka_broker: required key is missing; forwarders.kafka.kafka_topic: required key is missing")
+
+
+def test_a_section_names_its_unknown_keys_bad_values_and_missing_keys_at_once(write_config) -> None:
+    config = load_config(write_config("forwarders:\n  file:\n    formt: json\n    buffer_max_aggregates: many\n"))
+    with pytest.raises(ConfigError) as info:
+        build_sinks(config)
+    assert info.value.problems == [
+        "forwarders.file.formt: unknown key (did you mean 'format'?)",
+        "forwarders.file.buffer_max_aggregates: expected a whole number, got a string ('many')",
+        "forwarders.file.path: required key is missing",
+    ]
+
+
+def test_problems_of_nested_sections_come_together(write_config) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config("flush_intervall: 1\nqueues:\n  shard_batches: many\n  forwarder_flushs: 1\n"))
+    assert info.value.problems == [
+        "flush_intervall: unknown key (did you mean 'flush_interval'?)",
+        "queues.shard_batches: expected a whole number, got a string ('many')",
+        "queues.forwarder_flushs: unknown key (did you mean 'forwarder_flushes'?)",
+    ]
 
 
 def test_unknown_key_inside_a_sink_names_the_dotted_key(write_config, tmp_path: Path) -> None:
@@ -233,3 +265,65 @@ def test_batch_max_samples_is_still_read_as_batch_max_entries(write_config, capl
     assert "batch_max_samples is now called batch_max_entries" in caplog.text
     with pytest.raises(ConfigError, match="batch_max_samples: is the old name of batch_max_entries"):
         load_config(write_config("batch_max_samples: 200\nbatch_max_entries: 300\n"))
+
+
+NOBODY = 65534
+
+
+def as_nobody(work: Callable[[], Any]) -> Any:
+    """What ``work`` returns (JSON-able), or the message it raised, when the user nobody runs it: in a
+    child process, so that this one keeps root's rights."""
+    if os.geteuid() != 0:
+        pytest.skip("becoming nobody needs root")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            try:
+                answer = {"returned": work()}
+            except Exception as exc:  # noqa: BLE001 - the parent asserts on it
+                answer = {"raised": str(exc)}
+            os.write(write_end, json.dumps(answer).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as answer_pipe:
+        text = answer_pipe.read()
+    os.waitpid(pid, 0)
+    return json.loads(text)
+
+
+@pytest.fixture
+def roots_folder() -> Iterator[Path]:
+    """A folder root owns, that anyone may look into but only root may write to."""
+    with tempfile.TemporaryDirectory(prefix="pst-roots-") as name:
+        folder = Path(name)
+        folder.chmod(0o755)
+        yield folder
+
+
+def test_a_file_sink_path_in_a_folder_its_user_cannot_write_to_is_a_problem_here(roots_folder: Path) -> None:
+    config = FileConfig(path=str(roots_folder / "out.jsonl"))
+    assert config.problems_here() == []  # root may
+    assert as_nobody(config.problems_here) == {
+        "returned": [f"path: cannot open {roots_folder / 'out.jsonl'}: folder {roots_folder} is not writable"]}
+    (roots_folder / "out.jsonl").touch(mode=0o644)
+    assert as_nobody(config.problems_here) == {
+        "returned": [f"path: cannot open {roots_folder / 'out.jsonl'}: Permission denied"]}
+    assert not (roots_folder / "out.jsonl").read_bytes()
+
+
+def test_a_kafka_ssl_cafile_its_user_cannot_read_is_refused(roots_folder: Path) -> None:
+    cafile = roots_folder / "ca.pem"
+    cafile.write_text("not read by the check\n")
+    cafile.chmod(0o600)
+    raw = {"kafka_broker": "127.0.0.1:9092", "kafka_topic": "t", "security_protocol": "SSL", "ssl_cafile": str(cafile)}
+    assert load_section(KafkaConfig, raw, "forwarders.kafka").ssl_cafile == str(cafile)  # root may
+    assert as_nobody(lambda: load_section(KafkaConfig, raw, "forwarders.kafka").ssl_cafile) == {
+        "raised": f"forwarders.kafka.ssl_cafile: cannot read {str(cafile)!r}"}
+    raw["ssl_cafile"] = str(roots_folder)
+    with pytest.raises(ConfigError, match="forwarders.kafka.ssl_cafile: no such file"):
+        load_section(KafkaConfig, raw, "forwarders.kafka")

@@ -132,6 +132,16 @@ class SinkConfig(BufferConfig):
         if self.format not in self.own_formats:
             check_format(self.format)
 
+    def problems_here(self) -> list[str]:
+        """What keeps this config from working on this host now (a local path that can never be opened),
+        each naming its key; looked at without creating or changing anything.
+
+        ``pystatsd check-config`` asks it (and so do ``run``, ``reload`` and ``restart``, which check
+        first), not ``__post_init__``: the forwarder loads its config too, and a started sink retries
+        what may yet come (a folder mounted after the start) with its flushes kept in its buffer.
+        """
+        return []
+
     #: Formats this sink writes itself, beside the encoders' (the kafka sink's ``partials``).
     own_formats: ClassVar[tuple[str, ...]] = ()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from typing import IO
 
@@ -26,6 +27,59 @@ class FileConfig(SinkConfig):
         if not re.fullmatch(r"0?[0-7]{3}", self.mode):
             raise ValueError(f"mode: expected an octal mode such as \"0640\", got {self.mode!r}")
         super().__post_init__()
+
+    def problems_here(self) -> list[str]:
+        problem = append_problem(self.path)
+        return [f"path: cannot open {self.path}: {problem}"] if problem else []
+
+
+#: Where the kernel shows its own state as files: a file there is never one the sink can append to.
+KERNEL_FILE_SYSTEMS = ("/proc", "/sys")
+
+
+def append_problem(path: str) -> str | None:
+    """Why :func:`open_for_append` could never open ``path``, or None; creates and changes nothing.
+
+    A device or pipe (``/dev/stdout``) is taken as it is: opening a pipe that nobody reads would
+    block, and what it is connected to at run time may differ.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return _folder_problem(os.path.dirname(os.path.abspath(path)))
+    except OSError as exc:  # a folder on the way that is a file (ENOTDIR), or cannot be searched
+        return exc.strerror
+    if stat.S_ISDIR(mode):
+        return "it is a folder"
+    if not stat.S_ISREG(mode):
+        return None
+    kernel = _kernel_file_system(path)
+    if kernel:
+        return f"{kernel} holds the kernel's files, not aggregates"
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC))  # neither truncates nor writes
+    except OSError as exc:
+        return exc.strerror
+    return None
+
+
+def _folder_problem(folder: str) -> str | None:
+    """Why no file could be made in ``folder``, or None."""
+    if not os.path.exists(folder):
+        return f"folder {folder} does not exist"
+    if not os.path.isdir(folder):
+        return f"{folder} is not a folder"
+    kernel = _kernel_file_system(folder)
+    if kernel:
+        return f"{kernel} holds the kernel's files, not aggregates"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"folder {folder} is not writable"
+    return None
+
+
+def _kernel_file_system(path: str) -> str | None:
+    real = os.path.realpath(path)
+    return next((top for top in KERNEL_FILE_SYSTEMS if real == top or real.startswith(top + "/")), None)
 
 
 def open_for_append(path: str, mode: int) -> int:
