@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import json
 import os
 import re
@@ -386,6 +387,7 @@ def run_pipeline(path: Path, run_dir_arg: str | None, counts: dict[str, int | No
     sys.stdout.flush()
     sys.stderr.flush()
     _make_stdout_openable()
+    _append_to_output_files()
     os.execv(sys.executable, [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(conf)])
 
 
@@ -405,6 +407,18 @@ def start_problems(config: Config, run_dir: Path) -> list[str]:
     served.append(config.health_address or None)
     urls += [tcp_url(address) for address in served if address]
     return problems + address_problems(urls)
+
+
+def _append_to_output_files() -> None:
+    """Make a stdout or stderr that is a regular file (``pystatsd run > file``) append-only.
+
+    Every stage's log reaches it through supervisord opening /dev/stdout anew, in append mode, while
+    supervisord writes its own lines at the offset the shell's ``>`` left it: each would overwrite
+    the other's lines. With O_APPEND on the shell's descriptor too, every line lands after the last.
+    """
+    for fd in (1, 2):
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
 
 
 def _make_stdout_openable() -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import configparser
+import re
 import signal
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -173,13 +175,22 @@ def test_run_refuses_a_bad_config_before_starting_anything(tmp_path: Path) -> No
     assert not (tmp_path / "run").exists()
 
 
-def test_run_from_the_repo() -> None:
+@pytest.mark.parametrize("output_to", ["file", "file-appended", "pipe"])
+def test_run_from_the_repo(output_to: str) -> None:
+    """`pystatsd run > file 2>&1` (and `>>`, and a pipe) gets every line of every stage."""
     pipeline = Pipeline(shards=3)
     output = pipeline.dir / "stdout.log"
-    with output.open("wb") as out:
+    earlier = b"a line from before\n" if output_to == "file-appended" else b""
+    output.write_bytes(earlier)
+    piped: list[bytes] = []
+    with output.open("ab" if earlier else "wb") as out:
         proc = subprocess.Popen([VENV_BIN / "pystatsd", "run", "-c", pipeline.config_path,
                                  "--run-dir", pipeline.run_dir, "--shards", "3"],
-                                stdout=out, stderr=subprocess.STDOUT, env=pipeline.env)
+                                stdout=subprocess.PIPE if output_to == "pipe" else out, stderr=subprocess.STDOUT,
+                                env=pipeline.env)
+    reader = threading.Thread(target=lambda: piped.extend(proc.stdout or []), daemon=True)
+    if output_to == "pipe":
+        reader.start()
     try:
         wait_for(pipeline.all_running, 30, "the receiver, 3 shards and the forwarder to be RUNNING")
         pipeline.wait_interval_start()
@@ -190,11 +201,23 @@ def test_run_from_the_repo() -> None:
         assert pipeline.loose_modes() == {}
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
-        text = output.read_text()
-        assert "aggregator-2 INFO" in text and "receiver INFO" in text
+        if output_to == "pipe":
+            reader.join(10)
+        text = b"".join(piped).decode() if output_to == "pipe" else output.read_text()
+        assert text.startswith(earlier.decode())
+        for stage in ("receiver", "aggregator-0", "aggregator-1", "aggregator-2", "forwarder"):
+            assert len(re.findall(rf"^\S+ \S+ {stage} INFO stages.lifecycle: Loaded config ", text, re.MULTILINE)) == 1
+            assert len(re.findall(rf"^\S+ \S+ {stage} INFO \S+: Stopped( after .*)?$", text, re.MULTILINE)) == 1
+        for port in (pipeline.port, pipeline.statsd_port):
+            assert len(re.findall(rf" receiver \S+ stages.listeners.datagram: Listening on udp://127.0.0.1:{port} ",
+                                  text)) == 1
+        assert text.count("supervisord started with pid") == 1
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            reader.join(10)
+            proc.stdout.close()
         pipeline.sock.close()
         pipeline.cleanup()
