@@ -12,7 +12,8 @@ per shard, datagrams the kernel dropped on its sockets) to the stream as
 ``<self_metrics_prefix>receiver.*`` counters (see :mod:`stages.selfstats`).
 On SIGTERM: reads what the kernel already holds, sends every open batch, exits 0. On SIGHUP
 (``pystatsd restart receiver``, ``pystatsd reload``): restarts in place with its sockets open
-(:mod:`.handover`).
+(:mod:`.handover`). What it holds unsent is kept in a memory-mapped file of the run directory, so that
+after a ``kill -9`` its successor has the forwarder's ledger count it (:mod:`.unsent`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from stages.pause import PauseWatch
 from stages.receiver.batcher import Batcher
 from stages.receiver.handover import close_held, hand_over, running_config, take_over
 from stages.receiver.parsers import payload_parser, statsd_lines
+from stages.receiver.unsent import Predecessor, read_predecessor, unsent_path
 from stages.receiver.window import Window, new_window, take_payloads
 from stages.ring import RingWatch, ring_shards
 from stages.selfstats import SelfStats
@@ -105,9 +107,14 @@ class Receiver:
         # After a reshard the ring file, not the command line, says how many shards there are.
         self.shards = ring_shards(self.run_dir, shards)
         self.parse_payload = payload_parser(self.defaults)
-        self.batcher = Batcher(self.connect_shards(self.shards), name, self.new_window(self.shards),
+        pushes = self.connect_shards(self.shards)
+        unsent = unsent_path(self.run_dir, name)
+        predecessor = read_predecessor(unsent)
+        self.batcher = Batcher(pushes, name, self.new_window(self.shards),
                                config.batch_max_entries, config.batch_max_age_ms / 1000, config.flush_interval,
-                               PauseWatch(self.run_dir, self.shards), config.queues.shard_batches)
+                               PauseWatch(self.run_dir, self.shards), config.queues.shard_batches, unsent)
+        if predecessor is not None:
+            self.end_predecessor(predecessor)
         self.name = name
         self.datagrams = 0
         self.metrics = 0
@@ -134,6 +141,23 @@ class Receiver:
             push.connect(shard_endpoint(self.run_dir, shard, shards))
             pushes.append(push)
         return pushes
+
+    def end_predecessor(self, record: Predecessor) -> None:
+        """A receiver of this name died holding batches (a kill -9, a crash): have the ledger count them."""
+        same_ring = len(record.streams) == self.shards
+        pushes = self.batcher.pushes if same_ring else self.connect_shards(len(record.streams))
+        refused = self.batcher.end_predecessor(record, pushes)
+        if not same_ring:
+            for push in pushes:
+                push.close(linger=RECEIVER_STOP.linger_ms)
+        log.warning("A killed predecessor (pid %d) held %d metrics unsent and %d datagrams read but not parsed: "
+                    "ended its stream (epoch %d) on %d shards, so the forwarder's loss ledger counts those metrics, "
+                    "and any of its batches lost on the way, in pystatsd.forwarder.lost_metrics; the datagrams' "
+                    "metrics are not known", record.pid, record.held, record.unparsed, record.epoch,
+                    len(record.streams))
+        if refused:
+            log.error("%d shards had no room for the end of the killed predecessor's stream: what it lost for "
+                      "them is not counted", refused)
 
     def new_window(self, shards: int) -> Window:
         return new_window(shards, tag_tuple({}, self.defaults), statsd_lines(self.defaults))
@@ -205,10 +229,11 @@ class Receiver:
         self.follow_ring(now)
         window = self.batcher.open(now)
         before = window.metrics
+        self.batcher.unsent.reading(len(payloads))
         take_payloads(window, payloads, self.parse_payload, self.bad)
         self.datagrams += len(payloads)
         self.metrics += window.metrics - before
-        self.batcher.send_if_full()
+        self.batcher.filled()
 
     def report(self, now: float) -> None:
         """Hand this interval's own counters to the pipeline; log bad lines at most every 10 s."""
@@ -251,6 +276,7 @@ class Receiver:
         log.info("Restarting in place: handing every open batch on, keeping every socket open")
         self.batcher.send_all()
         self.batcher.release_all()
+        self.batcher.unsent.close()
         for push in self.batcher.pushes:
             push.close(linger=RECEIVER_STOP.linger_ms)
         hand_over(self.listeners, self.run_dir, self.name, self.kernel_drops(), self.config)
@@ -266,6 +292,7 @@ class Receiver:
             listener.close()
         self.batcher.send_all()
         self.batcher.release_all()
+        self.batcher.unsent.close()
         for push in self.batcher.pushes:
             push.close(linger=RECEIVER_STOP.linger_ms)
 

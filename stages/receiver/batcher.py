@@ -13,6 +13,9 @@ A shard that pauses while it stops for a restart (:mod:`stages.pause`) gets one 
 batch, then nothing: its batches are held here, in order, until the pause ends, and then sent
 (those ZeroMQ has no room for yet stay held until it has). At most ``hold_max`` batches are held
 per shard; what comes beyond is dropped and counted as for a full queue.
+
+What the window and the held batches stand for, and each stream's seq and running count, are kept
+where a successor finds them after a ``kill -9`` (:mod:`.unsent`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
 
 import zmq
 
@@ -28,6 +32,7 @@ from stages.contract import BatchBody, BatchHeader
 from stages.log_throttle import INPUT_LOG_EVERY_SECS, LogThrottle
 from stages.model import Sample
 from stages.pause import PauseWatch
+from stages.receiver.unsent import Predecessor, Unsent
 from stages.receiver.window import Window
 
 log = logging.getLogger(__name__)
@@ -42,7 +47,8 @@ EMPTY_BODY = contract.pack_batch_body(BatchBody.empty())
 
 class Batcher:
     def __init__(self, pushes: list[zmq.Socket[bytes]], src: str, window: Window, max_entries: int,
-                 max_age_secs: float, interval: float, pauses: PauseWatch, hold_max: int) -> None:
+                 max_age_secs: float, interval: float, pauses: PauseWatch, hold_max: int,
+                 unsent_path: Path | None = None) -> None:
         self.pushes = pushes
         self.src = src
         self.epoch = time.time_ns()
@@ -53,9 +59,9 @@ class Batcher:
         #: Unix time the window's first datagram was read.
         self.opened_at = 0.0
         shards = len(pushes)
-        self.seq = [0] * shards
-        #: Metrics handed to ZeroMQ per shard: each batch says how many came before it.
-        self.handed_on = [0] * shards
+        #: Per shard: the next seq, the metrics handed to ZeroMQ (each batch says how many came before
+        #: it) and the metrics held unsent; in a file a successor reads, when ``unsent_path`` is given.
+        self.unsent = Unsent(unsent_path, self.epoch, shards)
         self.dropped = [0] * shards
         self.sent_metrics = 0
         self.next_edge = 0.0
@@ -74,11 +80,15 @@ class Batcher:
         old, self.pushes, self.window, self.pauses = self.pushes, pushes, window, pauses
         shards = len(pushes)
         self.epoch = time.time_ns()
-        self.seq = [0] * shards
-        self.handed_on = [0] * shards
+        self.unsent.new_stream(self.epoch, shards)
         # Counts per shard number go on (the self-metrics report running totals).
         self.dropped += [0] * (shards - len(self.dropped))
         return old
+
+    @property
+    def seq(self) -> list[int]:
+        """Per shard, the seq of the next batch of this stream."""
+        return self.unsent.next_seq
 
     def open(self, now: float) -> Window:
         """The window for metrics read at ``now``: a new one when an interval edge has passed."""
@@ -94,6 +104,11 @@ class Batcher:
         window = self.open(now)
         for sample in samples:
             window.add(sample)
+        self.filled()
+
+    def filled(self) -> None:
+        """Metrics went into the window: counted as held, and the window sent when full."""
+        self.unsent.window_holds(self.window.shard_metrics)
         self.send_if_full()
 
     def send_if_full(self) -> None:
@@ -155,7 +170,9 @@ class Batcher:
         if not self.window.metrics:
             return
         self.follow_pauses(time.time())
-        for shard, batches in enumerate(self.window.take(self.max_entries)):
+        taken = self.window.take(self.max_entries)
+        self.unsent.window_taken([sum(metrics for _, _, metrics in batches) for batches in taken])
+        for shard, batches in enumerate(taken):
             for body, entries, metrics in batches:
                 held = self.held.get(shard)
                 if held is None:
@@ -171,23 +188,35 @@ class Batcher:
 
     def _try_push(self, shard: int, body: bytes, entries: int, metrics: int, ts: float, paused: bool = False) -> bool:
         """Whether ZeroMQ took the batch (it never blocks)."""
-        header = BatchHeader(src=self.src, epoch=self.epoch, seq=self.seq[shard], ts=ts, n=entries,
-                             sent_before=self.handed_on[shard], metrics=metrics, paused=paused)
+        # Counted as handed on before it is: a kill in between then shows as a gap, counted.
+        seq, sent_before = self.unsent.sending(shard, metrics)
+        header = BatchHeader(src=self.src, epoch=self.epoch, seq=seq, ts=ts, n=entries,
+                             sent_before=sent_before, metrics=metrics, paused=paused)
         try:
             # The body is not copied into ZeroMQ's own buffer: tens of KiB a batch.
             self.pushes[shard].send_multipart(contract.encode_batch(header, body), zmq.NOBLOCK, copy=False)
         except zmq.Again:
+            # Only a batch ZeroMQ took uses up a seq, so a gap the shard sees is a loss in transit.
+            self.unsent.not_sent(shard, metrics)
             return False
-        log.debug("Sent a batch to shard %d: %d entries, %d metrics, seq %d", shard, entries, metrics,
-                  self.seq[shard])
-        # Only a batch ZeroMQ took uses up a seq, so a gap the shard sees is a loss in transit.
-        self.seq[shard] += 1
-        self.handed_on[shard] += metrics
+        log.debug("Sent a batch to shard %d: %d entries, %d metrics, seq %d", shard, entries, metrics, seq)
         self.sent_metrics += metrics
         return True
 
+    def end_predecessor(self, record: Predecessor, pushes: list[zmq.Socket[bytes]]) -> int:
+        """Send the empty batch that ends each of a killed predecessor's streams (:mod:`.unsent`) on
+        ``pushes`` (its ring's); how many ZeroMQ had no room for (their shard's loss then goes uncounted)."""
+        refused = 0
+        for shard, header in record.closing_headers(self.src, time.time()):
+            try:
+                pushes[shard].send_multipart(contract.encode_batch(header, EMPTY_BODY), zmq.NOBLOCK)
+            except zmq.Again:
+                refused += 1
+        return refused
+
     def _drop(self, shard: int, entries: int, metrics: int) -> None:
         self.dropped[shard] += metrics
+        self.unsent.dropped(shard, metrics)
         log.debug("Dropped a batch for shard %d (queue full): %d entries, %d metrics", shard, entries, metrics)
         if self._drop_log.ready():
             log.warning("Shard %d is not taking batches (queue full): %d metrics dropped for it so far",

@@ -155,6 +155,7 @@ typedef struct {
     double *numbers;         /* a line's values */
     Py_ssize_t cap_numbers;
     long long metrics;
+    long long *shard_metrics;  /* metrics per shard: what a kill -9 would take from each (stages.receiver.unsent) */
 } Window;
 
 static uint32_t crc_table[256];
@@ -545,6 +546,7 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n)
         int failed = add_member(e, member);
         Py_DECREF(member);
         w->metrics++;
+        w->shard_metrics[e->shard]++;
         return failed ? -1 : 1;
     }
     /* the value pieces, each its own sample; on a gauge a leading sign makes it a change */
@@ -557,6 +559,7 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n)
         piece = next ? next + 1 : bar;
     }
     w->metrics += count;
+    w->shard_metrics[e->shard] += count;
     return 1;
 }
 
@@ -613,6 +616,7 @@ static int add_sample(Window *w, PyObject *sample)
     if (e == NULL)
         return -1;
     w->metrics++;
+    w->shard_metrics[e->shard]++;
     PyObject *value = PyTuple_GET_ITEM(sample, 2);
     if (mtype == SET) {
         if (!PyUnicode_Check(value)) {
@@ -679,6 +683,8 @@ static void clear_entries(Window *w)
     if (w->table.slots)
         table_clear(&w->table);
     w->metrics = 0;
+    if (w->shard_metrics)
+        memset(w->shard_metrics, 0, (size_t)w->shards * sizeof(long long));
 }
 
 static int Window_init(Window *w, PyObject *args, PyObject *kwargs)
@@ -735,7 +741,8 @@ static int Window_init(Window *w, PyObject *args, PyObject *kwargs)
     w->cap_numbers = 16;
     w->numbers = PyMem_Malloc((size_t)w->cap_numbers * sizeof(double));
     w->fallback_out = PyList_New(0);
-    if (w->defaults == NULL || w->tags == NULL || w->numbers == NULL) {
+    w->shard_metrics = PyMem_Calloc((size_t)shards, sizeof(long long));
+    if (w->defaults == NULL || w->tags == NULL || w->numbers == NULL || w->shard_metrics == NULL) {
         PyMem_Free(lengths);
         PyErr_NoMemory();
         return -1;
@@ -765,6 +772,7 @@ static void Window_dealloc(Window *w)
     PyMem_Free(w->numbers);
     PyMem_Free(w->defaults);
     PyMem_Free(w->tags);
+    PyMem_Free(w->shard_metrics);
     Py_XDECREF(w->fallback);
     Py_XDECREF(w->fallback_out);
     Py_XDECREF(w->defaults_bytes);
@@ -922,6 +930,19 @@ fail:
 }
 
 static PyObject *Window_get_metrics(Window *w, void *closure) { return PyLong_FromLongLong(w->metrics); }
+static PyObject *Window_get_shard_metrics(Window *w, void *closure)
+{
+    PyObject *out = PyList_New(w->shards);
+    for (int shard = 0; out != NULL && shard < w->shards; shard++) {
+        PyObject *n = PyLong_FromLongLong(w->shard_metrics ? w->shard_metrics[shard] : 0);
+        if (n == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, shard, n);
+    }
+    return out;
+}
 static PyObject *Window_get_entries(Window *w, void *closure) { return PyLong_FromSsize_t(w->table.n); }
 
 static PyMethodDef Window_methods[] = {
@@ -936,6 +957,8 @@ static PyMethodDef Window_methods[] = {
 static PyGetSetDef Window_getset[] = {
     {"metrics", (getter)Window_get_metrics, NULL, "samples taken in since the last take", NULL},
     {"entries", (getter)Window_get_entries, NULL, "distinct series entries held", NULL},
+    {"shard_metrics", (getter)Window_get_shard_metrics, NULL, "per shard, samples taken in since the last take",
+     NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

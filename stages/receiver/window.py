@@ -61,6 +61,10 @@ class Window(Protocol):
     def entries(self) -> int:
         """Distinct series entries held."""
 
+    @property
+    def shard_metrics(self) -> list[int]:
+        """Per shard, the samples taken in since the last :meth:`take` (what a kill would lose of each)."""
+
     def feed(self, payloads: list[bytes], start: int, bad: dict[str, int]) -> int:
         """Take ``payloads[start:]`` as statsd lines, up to the first holding ``{`` or ``[`` (it may
         hold a JSON document: the caller routes it); returns that payload's index, or the length."""
@@ -73,11 +77,12 @@ class Window(Protocol):
 
 
 class _Entry:
-    __slots__ = ("kind", "key", "metrics", "was_set", "value", "values", "members")
+    __slots__ = ("kind", "key", "shard", "metrics", "was_set", "value", "values", "members")
 
-    def __init__(self, kind: int, key: str) -> None:
+    def __init__(self, kind: int, key: str, shard: int) -> None:
         self.kind = kind
         self.key = key
+        self.shard = shard
         self.metrics = 0
         self.was_set = False
         #: counter sum, gauge value, timer or trace count
@@ -96,6 +101,7 @@ class PyWindow:
         self.defaults = defaults
         self.parse_lines = parse_lines
         self.metrics = 0
+        self.shard_metrics = [0] * shards
         self._entries: dict[tuple[int, str], _Entry] = {}
         self._by_shard: list[list[_Entry]] = [[] for _ in range(shards)]
 
@@ -121,10 +127,11 @@ class PyWindow:
         key = series_key(name, tags)
         entry = self._entries.get((kind, key))
         if entry is None:
-            entry = self._entries[(kind, key)] = _Entry(kind, key)
-            self._by_shard[shard_for(name, self.shards)].append(entry)
+            entry = self._entries[(kind, key)] = _Entry(kind, key, shard_for(name, self.shards))
+            self._by_shard[entry.shard].append(entry)
         entry.metrics += 1
         self.metrics += 1
+        self.shard_metrics[entry.shard] += 1
         # A sample's value is a float for every kind but a set's member (the parser makes it so); the
         # checker cannot follow the kind, and a cast per sample would cost this fallback path a call.
         if kind == COUNTER:
@@ -151,6 +158,7 @@ class PyWindow:
         self._entries = {}
         self._by_shard = [[] for _ in range(self.shards)]
         self.metrics = 0
+        self.shard_metrics = [0] * self.shards
         return out
 
 

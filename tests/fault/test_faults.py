@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import time
 
 import pytest
 
+from harness.paths import VENV_BIN
 from harness.pipeline import Pipeline, total
 from harness.traffic import SteadyTraffic, counter_increments
 from harness.wait import wait_for
+from stages.listeners.kernel_drops import udp_socket_table
 from stages.sharding import shard_for
 
 pytestmark = pytest.mark.fault
@@ -151,3 +154,54 @@ def test_kill_9_of_the_forwarder_with_a_sink_backlog_counts_the_backlog_as_lost(
         wait_for(lambda: sum(delivered(pipeline, n) for n in NAMES) + logged_losses(pipeline, "forwarder")
                  == sent, 15, "every increment delivered or counted as lost")
         assert 0 < logged_losses(pipeline, "forwarder") < sent
+
+
+def unread_bytes(port: int) -> int:
+    """Bytes waiting in the kernel's queues of the UDP sockets on ``port``."""
+    return sum(row.rx_queue_bytes for row in udp_socket_table() if row.local_port == port)
+
+
+def killed_predecessors(pipeline: Pipeline) -> list[tuple[int, int]]:
+    """(metrics held unsent, datagrams read but not parsed) of each killed receiver, as its successor logged them."""
+    found = re.findall(r"A killed predecessor \(pid \d+\) held (\d+) metrics unsent and (\d+) datagrams read",
+                       pipeline.log("receiver"))
+    return [(int(held), int(unparsed)) for held, unparsed in found]
+
+
+def test_kill_9_of_the_receiver_with_open_batches_the_ledger_counts_its_loss_exactly() -> None:
+    # The window leaves 1 s after its first metric at the latest (batch_max_age_ms at its most) or at
+    # the 2 s interval's edge: killed 0.5 s into an interval, the receiver surely holds it open.
+    with Pipeline({"self_metrics_prefix": "", "batch_max_age_ms": 1000}, flush_interval=2.0) as pipeline:
+        sent = 0
+        for _ in range(3):
+            pipeline.wait_interval_start()
+            with traffic(pipeline) as load:
+                time.sleep(0.4)
+            sent += load.total
+            # UDP sent while no receiver runs is lost where nothing can count it: the traffic pauses,
+            # and the kill waits until the receiver has read every datagram the kernel held for it.
+            wait_for(lambda: unread_bytes(pipeline.statsd_port) == 0, 5, "the receiver to read every datagram")
+            kill_9(pipeline, "receiver")
+        # Planned restarts, in place (SIGHUP) and a stop and start, count nothing.
+        restarted = subprocess.run([VENV_BIN / "pystatsd", "restart", "receiver", "-c", str(pipeline.config_path),
+                                    "--run-dir", str(pipeline.run_dir)], capture_output=True, text=True,
+                                   timeout=60, env=pipeline.env)
+        assert restarted.returncode == 0, restarted.stderr
+        pipeline.ctl("restart", "receiver", check=True)
+        with traffic(pipeline) as load:
+            time.sleep(0.4)
+        sent += load.total
+
+        def accounted() -> float:
+            # A datagram the killed receiver had read but not parsed held one metric (the log counts them).
+            unparsed = sum(datagrams for _, datagrams in killed_predecessors(pipeline))
+            return sum(delivered(pipeline, n) for n in NAMES) + logged_losses(pipeline, "forwarder") + unparsed
+
+        wait_for(lambda: accounted() == sent, 15, "every increment delivered or counted as lost")
+        time.sleep(pipeline.flush_interval + 0.5)
+        assert accounted() == sent
+        # Each killed receiver held its open window (at most 0.4 s of traffic, about 80 datagrams),
+        # and the planned restarts counted nothing.
+        held = killed_predecessors(pipeline)
+        assert len(held) == 3 and all(0 < metrics <= 100 for metrics, _ in held), held
+        assert logged_losses(pipeline, "forwarder") == sum(metrics for metrics, _ in held)

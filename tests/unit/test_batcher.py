@@ -6,6 +6,7 @@ Every test runs with the Python window and, where it was built, the compiled one
 
 from __future__ import annotations
 
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from stages.model import MetricType, series_key
 from stages.pause import PauseWatch, begin_pause, end_pause
 from stages.receiver.batcher import WINDOW_BATCHES, Batcher
 from stages.receiver.parsers import statsd_lines
+from stages.receiver.unsent import read_predecessor
 from stages.receiver.window import CompiledWindow, PyWindow
 from stages.sharding import shard_for
 
@@ -50,10 +52,10 @@ def shards() -> Iterator[tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]]
 
 
 def batcher_for(window_type: type, pushes: list[zmq.Socket[bytes]], run_dir: Path, max_entries: int = 1000,
-                hold_max: int = 100) -> Batcher:
+                hold_max: int = 100, unsent_path: Path | None = None) -> Batcher:
     window = window_type(len(pushes), (), statsd_lines({}))
     return Batcher(pushes, "r1", window, max_entries, max_age_secs=0.05, interval=10.0,
-                   pauses=PauseWatch(run_dir, len(pushes)), hold_max=hold_max)
+                   pauses=PauseWatch(run_dir, len(pushes)), hold_max=hold_max, unsent_path=unsent_path)
 
 
 def received(pull: zmq.Socket[bytes]) -> list[tuple[contract.BatchHeader, contract.BatchBody]]:
@@ -226,3 +228,27 @@ def test_held_batches_zeromq_has_no_room_for_yet_stay_held_in_order(window_type:
         assert batcher.held == {} and batcher.dropped == [0]
     finally:
         ctx.destroy(linger=0)
+
+
+def test_a_killed_batchers_unsent_file_says_what_it_held_and_a_planned_stop_says_nothing(
+        window_type: type, shards, tmp_path: Path) -> None:
+    pushes, pulls = shards
+    path = tmp_path / "r1.unsent"
+    batcher = batcher_for(window_type, pushes, tmp_path, unsent_path=path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    names = [f"n{i}" for i in range(8)]
+    batcher.add([(name, C, 1.0, 1.0, ()) for name in names * 3], NOW)
+    batcher.send_all()
+    batcher.add([(name, C, 1.0, 1.0, ()) for name in names], NOW + 0.5)
+    # Killed here: the file, read as a successor reads it, holds the second window, per shard.
+    record = read_predecessor(path)
+    assert record is not None
+    assert [stream.held for stream in record.streams] == [
+        sum(1 for name in names if shard_for(name, 2) == shard) for shard in range(2)]
+    for shard, pull in enumerate(pulls):
+        [(header, _)] = received(pull)
+        stream = record.streams[shard]
+        assert (stream.next_seq, stream.sent_before) == (header.seq + 1, header.sent_before + header.metrics)
+    batcher.send_all()
+    batcher.unsent.close()
+    assert read_predecessor(path) is None

@@ -47,9 +47,13 @@ def assert_same(payloads: list[bytes], shards: int = 3, max_entries: int = 7,
     python_bad, compiled_bad = fed(python, payloads, defaults), fed(compiled, payloads, defaults)
     assert compiled_bad == python_bad
     assert (compiled.metrics, compiled.entries) == (python.metrics, python.entries)  # type: ignore[attr-defined]
+    held = python.shard_metrics
+    assert compiled.shard_metrics == held  # type: ignore[attr-defined]
     python_batches, compiled_batches = python.take(max_entries), compiled.take(max_entries)  # type: ignore[attr-defined]
     assert compiled_batches == python_batches
-    assert (compiled.metrics, compiled.entries) == (0, 0)  # type: ignore[attr-defined]
+    # What each shard's batches stand for is what the window said it held for that shard.
+    assert [sum(metrics for _, _, metrics in batches) for batches in python_batches] == held
+    assert (compiled.metrics, compiled.entries, compiled.shard_metrics) == (0, 0, [0] * shards)  # type: ignore[attr-defined]
     return python_batches
 
 
