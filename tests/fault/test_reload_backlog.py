@@ -35,9 +35,9 @@ def test_debug_mode_turned_on_by_reload_counts_what_the_unreachable_kafka_held_a
         pipeline.config["debug_mode"] = True
         pipeline.config["self_metrics_prefix"] = "pystatsd."
         pipeline.save_config()
+        reloaded_at = time.monotonic()  # before: the drain cannot have started earlier
         reloaded = pipeline.pystatsd("reload")
         assert reloaded.returncode == 0, reloaded.stdout + reloaded.stderr
-        reloaded_at = time.monotonic()
         # The removed sink drains on its own thread: the other sinks and the flush loop go on meanwhile.
         pipeline.send("rb.after:1|c", pipeline.statsd_port)
         wait_for(lambda: pipeline.series("rb.after"), 10, "a flush after the reload in the file sink")
