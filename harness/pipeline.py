@@ -27,6 +27,7 @@ import yaml
 from harness.paths import REPO, VENV_BIN
 from harness.ports import free_udp_port
 from harness.wait import wait_for
+from stages.figures import read_all
 from stages.supervisord_conf import REPO_TEMPLATE, render_supervisord_conf
 
 
@@ -197,6 +198,15 @@ class Pipeline:
     def log(self, program: str) -> str:
         path = self.run_dir / "log" / f"{program}.log"
         return path.read_text() if path.exists() else ""
+
+    def pystatsd(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``pystatsd <args>`` on this instance: its config file and its run directory."""
+        return subprocess.run([VENV_BIN / "pystatsd", *args, "-c", str(self.config_path), "--run-dir",
+                               str(self.run_dir)], capture_output=True, text=True, timeout=60, env=self.env)
+
+    def sink_figures(self) -> dict[str, dict[str, Any]]:
+        """Each sink's row as the forwarder published it last (what ``pystatsd status`` shows); {} before."""
+        return read_all(self.run_dir).get("forwarder", {}).get("figures", {}).get("sinks", {})
 
 
 def total(aggregates: list[dict[str, Any]]) -> float:

@@ -103,7 +103,9 @@ class ForwarderStop:
     quiet_secs: float = 1.0
     #: The longest it waits for the shards' final flushes.
     wait_finals_secs: float = 10.0
-    #: What the sinks get to deliver their queues once it stops taking flushes.
+    #: What the sinks get to deliver their queues once it stops taking flushes. A reload gives a
+    #: removed sink the same drain, and a changed sink's successor waits at most this long for the
+    #: old instance's last write: both end before a later stop's drain does, so they add nothing here.
     sink_drain_secs: float = 20.0
     #: What the sinks' threads get past that deadline before those still stuck in a write are
     #: abandoned: one deadline for all of them (``Fanout.stop``), however many are stuck.

@@ -22,6 +22,7 @@ from stages.config import Config
 from stages.config_copies import RUNNING, STARTED, load_copy
 from stages.config_diff import ON_RELOAD, config_changes, reloadable
 from stages.figures import read_all
+from stages.lifecycle import FORWARDER_STOP
 from stages.ring import Ring, ring_shards, write_ring
 from stages.supervisord_conf import GENERATED, conf_parser, conf_text
 
@@ -115,8 +116,10 @@ def reload(run_dir: Path, new: Config) -> list[str]:
         time.sleep(0.1)
     if not copy.exists() or copy.stat().st_mtime_ns == copied_at:
         raise OperationError("the forwarder did not take the new config: see its log")
-    return [*lines, "reloaded: the receivers restarted in place, the forwarder's sinks apply from the next flush, "
-                    "the shards' settings from the next interval"]
+    return [*lines, "reloaded: the receivers restarted in place, the forwarder's sinks apply from the next flush "
+                    "(a changed sink delivers first what it held; a removed one gets "
+                    f"{FORWARDER_STOP.sink_drain_secs:g} s to deliver it, then what is left is counted as dropped, "
+                    "reason removed), the shards' settings from the next interval"]
 
 
 def describe_reload(run_dir: Path, new: Config) -> list[str]:

@@ -101,10 +101,25 @@ def render(report: dict[str, Any], now: float | None = None) -> str:
         sink_rows: list[tuple[str, ...]] = [("SINK", "DELIVERED", "WAITING", "DROPPED", "ERRORS", "STATE")]
         for sink, figures in sorted(sinks.items()):
             sink_rows.append((sink, f"{figures['delivered']:,}", f"{figures['waiting']:,}",
-                              f"{sum(figures['dropped'].values()):,}", f"{figures['errors']:,}",
-                              f"failing: {figures['failing']}" if figures.get("failing") else "ok"))
+                              _by_reason(figures["dropped"]), f"{figures['errors']:,}", _sink_state(figures)))
         lines += [""] + _table(sink_rows)
     return "\n".join(lines)
+
+
+def _by_reason(counts: dict[str, int]) -> str:
+    """A total and, when it is not 0, what it is made of: ``69 (removed=69)``."""
+    total = sum(counts.values())
+    if not total:
+        return "0"
+    return f"{total:,} ({', '.join(f'{reason}={n:,}' for reason, n in sorted(counts.items()) if n)})"
+
+
+def _sink_state(figures: dict[str, Any]) -> str:
+    """ok, failing (and why), or removed by a reload (still draining what it held while ``waiting``)."""
+    state = f"failing: {figures['failing']}" if figures.get("failing") else "ok"
+    if figures.get("removed"):
+        return f"removed, draining ({state})" if figures["waiting"] else "removed"
+    return state
 
 
 def _stage_order(name: str) -> tuple[int, str]:
@@ -136,8 +151,7 @@ def _summary(figures: dict[str, Any]) -> str:
     if figures.get("bad_lines"):
         # By reason too, as the log's summary says them: the total alone does not say what to fix.
         bad: dict[str, int] = figures["bad_lines"]
-        reasons = ", ".join(f"{reason}={n:,}" for reason, n in sorted(bad.items()))
-        parts.append(f"bad_lines {sum(bad.values()):,} ({reasons})")
+        parts.append(f"bad_lines {_by_reason(bad)}")
     if figures.get("dropped_shard_full"):
         parts.append(f"dropped_shard_full {sum(figures['dropped_shard_full'].values()):,}")
     return "  ".join(parts)

@@ -4,8 +4,8 @@ Binds PULL ``ipc://<run>/forwarder.sock`` (the stable end: every shard connects 
 ``pystatsd.flush.v1`` per shard per interval. It reads the header first and keeps a ledger of each
 shard's flush sequence, so a flush that never arrived is counted. Each flush then goes to every sink
 through :mod:`stages.forwarder.fanout`. Every interval it sends its own figures (per sink: delivered,
-dropped, waiting; flushes and metrics lost) to every sink as ``<self_metrics_prefix>forwarder.*``, in
-a flush of its own (:func:`stages.contract.self_flush_header`: shard -1).
+dropped, waiting, a sink a reload removed included; flushes and metrics lost) to every sink as
+``<self_metrics_prefix>forwarder.*``, in a flush of its own (:func:`stages.contract.self_flush_header`: shard -1).
 On SIGTERM: keeps taking flushes until every shard sent its final one or none came for a second,
 unbinds, and gives the sinks until the stop deadline to deliver everything.
 """
@@ -93,8 +93,9 @@ class Forwarder:
         self.stop()
 
     def reload(self) -> None:
-        """SIGHUP: the sinks as the config now says, from the next flush on; a sink removed or changed
-        delivers what it still holds first. A config that is not valid changes nothing."""
+        """SIGHUP: the sinks as the config now says, from the next flush on; a changed sink's new
+        settings deliver first what the old ones still held, a removed sink gets the stop's drain and
+        what is left is counted as dropped (reason removed). A config that is not valid changes nothing."""
         config = reread_config(self.config_file, self.config, log)
         if config is None:
             return
@@ -157,22 +158,21 @@ class Forwarder:
         end = self.next_report
         self.next_report = self._report_time(time.time() + 0.001)
         self.fanout.finish_retired()
+        sinks = self.fanout.figures()
         publish(self.run_dir, "forwarder", {
-            "sinks": {runner.name: {"delivered": runner.delivered, "waiting": runner.pending(),
-                                    "dropped": dict(runner.dropped), "errors": runner.errors,
-                                    "failing": runner.last_error} for runner in self.fanout.runners},
+            "sinks": sinks,
             "lost_metrics": sum(self.ledger.lost_metrics.values()), "lost_flushes": self.lost_flushes,
             "bad_messages": self.bad_messages})
         stats = self.stats
         if not stats.enabled:
             return
-        for runner in self.fanout.runners:
-            sink = {"sink": runner.name}
-            stats.total("delivered", runner.delivered, sink)
-            stats.total("errors", runner.errors, sink)
-            for reason, n in runner.dropped.items():
-                stats.total("dropped", n, {"sink": runner.name, "reason": reason})
-            stats.gauge("waiting", runner.pending(), sink)
+        for name, figures in sinks.items():
+            sink = {"sink": name}
+            stats.total("delivered", figures["delivered"], sink)
+            stats.total("errors", figures["errors"], sink)
+            for reason, n in figures["dropped"].items():
+                stats.total("dropped", n, {"sink": name, "reason": reason})
+            stats.gauge("waiting", figures["waiting"], sink)
         stats.total("lost_flushes", self.lost_flushes)
         for shard, metrics in self.ledger.lost_metrics.items():
             stats.total("lost_metrics", metrics, {"shard": str(shard)})

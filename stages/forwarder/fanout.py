@@ -4,6 +4,12 @@ The queue holds whole flushes, bounded by the sink's ``buffer_max_aggregates`` a
 ``buffer_max_bytes``; past either, the oldest queued flushes are dropped and counted. A write that
 raises a retriable :class:`SinkError` is retried with backoff (0.5 s doubling to 5 s) until it
 succeeds or the stop deadline passes; any other failure drops that flush, counted and logged.
+
+A reload (:meth:`Fanout.reconfigure`) loses nothing uncounted. A changed sink's old runner stops
+after the write it is in; its successor, before anything of its own, takes what the old one holds
+(the flush it was retrying first, then its queue) and delivers it with the new settings. A removed
+sink keeps delivering for the drain a stop gives, on its own thread; what is left then is counted as
+dropped, reason ``removed``, and its row stays in the figures.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ import collections
 import logging
 import threading
 import time
+from typing import Any
 
+from stages.forwarder.sink_counts import SinkCounts
 from stages.forwarder.sinks.base import BufferConfig, Flush, Sink, SinkError
 from stages.log_throttle import LogThrottle
 
@@ -23,7 +31,7 @@ RETRY_MAX_SECS = 5.0
 
 
 class SinkRunner:
-    def __init__(self, sink: Sink, bounds: BufferConfig) -> None:
+    def __init__(self, sink: Sink, bounds: BufferConfig, counts: SinkCounts | None = None) -> None:
         self.sink = sink
         self.name = sink.name
         self.bounds = bounds
@@ -35,16 +43,40 @@ class SinkRunner:
         self.cond = threading.Condition()
         self.stopping = False
         self.deadline = float("inf")
-        self.delivered = 0
-        #: reason → aggregates dropped
-        self.dropped: collections.Counter[str] = collections.Counter()
-        self.errors = 0
+        #: This sink's totals; a reload's successor of it carries them on.
+        self.counts = counts if counts is not None else SinkCounts()
         #: Why the flush being written failed last, while it keeps failing; None once delivering again.
         self.last_error: str | None = None
+        #: A changed sink's new runner: the old one, whose last write it waits for (until
+        #: ``handover_by``, monotonic) before it takes what that one holds.
+        self.predecessor: SinkRunner | None = None
+        self.handover_by = 0.0
+        #: Taken out of the sinks by a reload (removed, or replaced by ``successor``).
+        self.retired = False
+        self.successor: SinkRunner | None = None
+        # A changed sink's old runner is released by whichever comes second, under ``cond``: its
+        # own thread's end (the write it was in is over) or its successor's taking what it holds.
+        self.writes_ended = False
+        self.handed_over = False
+        #: What it held is counted and its sink closed: nothing more is done with it.
+        self.released = False
         self._error_log = LogThrottle()
         self._drop_log = LogThrottle()
         self._drops_logged = 0
         self.thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
+
+    @property
+    def delivered(self) -> int:
+        return self.counts.delivered
+
+    @property
+    def errors(self) -> int:
+        return self.counts.errors
+
+    @property
+    def dropped(self) -> collections.Counter[str]:
+        """reason → aggregates dropped"""
+        return self.counts.dropped
 
     def start(self) -> None:
         self.thread.start()
@@ -55,13 +87,17 @@ class SinkRunner:
             self.queue.append(flush)
             self.queued_aggregates += len(flush.aggregates)
             self.queued_bytes += flush.size
-            while len(self.queue) > 1 and (self.queued_aggregates > self.bounds.buffer_max_aggregates
-                                           or self.queued_bytes > self.bounds.buffer_max_bytes):
-                oldest = self._pop()
-                self.dropped["buffer_full"] += len(oldest.aggregates)
-                _done_with(oldest)
+            self._trim()
             self.cond.notify()
         self._log_drops()
+
+    def _trim(self) -> None:
+        """Drop the oldest queued flushes while the queue is past its bounds (with ``cond`` held)."""
+        while len(self.queue) > 1 and (self.queued_aggregates > self.bounds.buffer_max_aggregates
+                                       or self.queued_bytes > self.bounds.buffer_max_bytes):
+            oldest = self._pop()
+            self.counts.add_dropped("buffer_full", len(oldest.aggregates))
+            _done_with(oldest)
 
     def _pop(self) -> Flush:
         flush = self.queue.popleft()
@@ -69,42 +105,111 @@ class SinkRunner:
         self.queued_bytes -= flush.size
         return flush
 
+    def _take_all(self, with_current: bool) -> list[Flush]:
+        """Empty the queue (and, with ``with_current``, the flush being written): oldest first (``cond`` held)."""
+        held = [self.current] if with_current and self.current is not None else []
+        if with_current:
+            self.current = None
+        held += self.queue
+        self.queue.clear()
+        self.queued_aggregates = self.queued_bytes = 0
+        return held
+
     def _log_drops(self, final: bool = False) -> None:
         """Say how many were dropped: at most once a minute, and once more at the stop."""
-        dropped = self.dropped["buffer_full"]
+        dropped = self.counts.dropped["buffer_full"]
         if dropped > self._drops_logged and (self._drop_log.ready() or final):
             log.warning("Sink %s is behind and its buffer is full: dropped the oldest %d aggregates (%d in all)",
                         self.name, dropped - self._drops_logged, dropped)
             self._drops_logged = dropped
 
     def pending(self) -> int:
-        """Aggregates queued or being written."""
+        """Aggregates queued or being written (a changed sink's: the old runner's too, until taken over)."""
         with self.cond:
-            return self.queued_aggregates + (len(self.current.aggregates) if self.current else 0)
+            own = self.queued_aggregates + (len(self.current.aggregates) if self.current else 0)
+        predecessor = self.predecessor
+        if predecessor is not None and not predecessor.handed_over:
+            own += predecessor.pending()
+        return own
+
+    def figures(self) -> dict[str, Any]:
+        """Its row in the forwarder's figures (``pystatsd status``) and self-metrics."""
+        counts = self.counts
+        return {"delivered": counts.delivered, "waiting": self.pending(), "dropped": dict(counts.dropped),
+                "errors": counts.errors, "failing": None if self.released else self.last_error,
+                "removed": self.retired and self.successor is None}
 
     def request_stop(self, deadline: float) -> None:
         """Deliver what is queued until ``deadline`` (monotonic), then stop."""
         with self.cond:
             self.stopping = True
-            self.deadline = deadline
+            self.deadline = min(deadline, self.deadline)
             self.cond.notify()
+
+    def retire(self, deadline: float, successor: SinkRunner | None = None) -> None:
+        """A reload took it out: deliver until ``deadline``, then count what is left as ``removed``;
+        with a ``successor`` (``deadline`` now), stop after the write it is in and leave the rest to it."""
+        self.retired, self.successor = True, successor
+        self.request_stop(deadline)
 
     def finish(self, abandon_at: float) -> None:
         """Wait for the thread until ``abandon_at`` (monotonic), count what it could not deliver, close the sink."""
-        self.thread.join(max(0.0, abandon_at - time.monotonic()))
-        left = self.pending()
+        if not self.released:
+            self.thread.join(max(0.0, abandon_at - time.monotonic()))
+        self._release()
+
+    def _release(self) -> None:
+        """Count what it still holds as dropped (``removed`` if a reload took it out, else ``shutdown``),
+        tell the ledger it is done with those flushes, and close the sink: once, from whichever thread."""
         with self.cond:
-            abandoned = [*self.queue, *([self.current] if self.current else [])]
-        for flush in abandoned:
+            if self.released:
+                return
+            self.released = True
+            left = self._take_all(with_current=True)
+        aggregates = sum(len(flush.aggregates) for flush in left)
+        for flush in left:
             _done_with(flush)
-        if left:
-            self.dropped["shutdown"] += left
-            log.error("Sink %s: %d aggregates not delivered before the stop deadline", self.name, left)
+        if aggregates and self.retired:
+            self.counts.add_dropped("removed", aggregates)
+            log.error("Sink %s, %s by a reload, did not deliver %d aggregates within its drain: counted as "
+                      "dropped (reason removed)", self.name, "removed" if self.successor is None else "replaced",
+                      aggregates)
+        elif aggregates:
+            self.counts.add_dropped("shutdown", aggregates)
+            log.error("Sink %s: %d aggregates not delivered before the stop deadline", self.name, aggregates)
+        elif self.retired and self.successor is None:
+            log.info("Sink %s, removed by a reload, delivered all it held", self.name)
         try:
             self.sink.close()
         except Exception:  # noqa: BLE001 - a sink's close must not stop the others from closing
             log.exception("Sink %s failed to close", self.name)
         self._log_drops(final=True)
+
+    def hand_over(self) -> tuple[list[Flush], bool]:
+        """What this replaced runner holds, for its successor, oldest first (the flush it was writing
+        too, once its thread is done with it); and whether the successor should now release it."""
+        with self.cond:
+            if self.released:
+                return [], False
+            self.handed_over = True
+            return self._take_all(with_current=self.writes_ended), self.writes_ended
+
+    def _take_over(self, predecessor: SinkRunner) -> None:
+        """Before its first write: wait for the old runner's last write (bounded), then put what it held
+        before anything queued here, as the next to deliver."""
+        predecessor.thread.join(max(0.0, self.handover_by - time.monotonic()))
+        held, release = predecessor.hand_over()
+        with self.cond:
+            self.queue.extendleft(reversed(held))
+            self.queued_aggregates += sum(len(flush.aggregates) for flush in held)
+            self.queued_bytes += sum(flush.size for flush in held)
+            self._trim()
+        self._log_drops()
+        if held:
+            log.info("Sink %s: delivering first, with the reloaded settings, the %d aggregates its previous "
+                     "settings had not delivered", self.name, sum(len(flush.aggregates) for flush in held))
+        if release:
+            predecessor._release()
 
     def _next(self) -> Flush | None:
         with self.cond:
@@ -120,6 +225,18 @@ class SinkRunner:
             self.cond.wait(min(secs, max(0.0, self.deadline - time.monotonic())))
 
     def _run(self) -> None:
+        if self.predecessor is not None:
+            self._take_over(self.predecessor)
+        self._deliver()
+        if self.retired:
+            # A removed sink's drain is over; a replaced one's successor may have taken its queue already.
+            with self.cond:
+                self.writes_ended = True
+                release = self.successor is None or self.handed_over
+            if release:
+                self._release()
+
+    def _deliver(self) -> None:
         backoff = RETRY_FIRST_SECS
         opened = False
         while True:
@@ -132,7 +249,7 @@ class SinkRunner:
                     opened = True
                 self.sink.write(flush)
             except SinkError as exc:
-                self.errors += 1
+                self.counts.add_error()
                 self.last_error = str(exc)
                 if not exc.retriable:
                     self._drop_current("rejected", exc)
@@ -142,22 +259,26 @@ class SinkRunner:
                 backoff = min(backoff * 2, RETRY_MAX_SECS)
                 continue
             except Exception as exc:  # noqa: BLE001 - one broken sink must never kill the forwarder
-                self.errors += 1
+                self.counts.add_error()
                 log.exception("Sink %s failed unexpectedly", self.name)
                 self._drop_current("error", exc)
                 continue
             backoff = RETRY_FIRST_SECS
             self.last_error = None
             with self.cond:
+                # Not ours any more if a stop abandoned this write and counted the flush already.
+                ours = self.current is flush
                 self.current = None
-            self.delivered += len(flush.aggregates)
-            _done_with(flush)
+            if ours:
+                self.counts.add_delivered(len(flush.aggregates))
+                _done_with(flush)
 
     def _drop_current(self, reason: str, exc: Exception) -> None:
         with self.cond:
             flush, self.current = self.current, None
-        assert flush is not None
-        self.dropped[reason] += len(flush.aggregates)
+        if flush is None:  # a stop abandoned this write and counted the flush already
+            return
+        self.counts.add_dropped(reason, len(flush.aggregates))
         _done_with(flush)
         log.error("Sink %s dropped a flush of %d aggregates: %s", self.name, len(flush.aggregates), exc)
 
@@ -176,8 +297,11 @@ class Fanout:
 
     def __init__(self, sinks: list[tuple[Sink, BufferConfig]]) -> None:
         self.runners = [SinkRunner(sink, bounds) for sink, bounds in sinks]
-        #: Runners a reload replaced, delivering what they still held; each with its deadline.
-        self.retiring: list[tuple[SinkRunner, float]] = []
+        #: Runners a reload took out that are not released yet (a removed sink draining, a changed
+        #: sink's old runner until its successor took what it held).
+        self.retiring: list[SinkRunner] = []
+        #: Sinks a reload removed, released: name → the last runner, kept for its row (its totals).
+        self.removed: dict[str, SinkRunner] = {}
 
     def start(self) -> None:
         for runner in self.runners:
@@ -190,45 +314,70 @@ class Fanout:
     def reconfigure(self, sinks: list[tuple[Sink, BufferConfig]], drain_secs: float) -> list[str]:
         """Take ``sinks`` as the sinks from the next flush on; what changed, in words.
 
-        A sink whose config is the same keeps its runner and all it holds. A removed sink, and the
-        old instance of a changed one, delivers what it holds (within ``drain_secs``, as at a stop)
-        and then closes, while the new instance already takes the flushes that follow.
+        A sink whose config is the same keeps its runner and all it holds. A changed sink's new
+        runner delivers first what the old one holds, waiting at most ``drain_secs`` for the old
+        one's last write. A removed sink delivers what it holds within ``drain_secs`` (as at a stop);
+        the rest is counted as dropped, reason ``removed``. Neither holds up a flush or another sink.
         """
         # By name, in order: debug_mode makes a console stand-in of every remote sink, all named console.
         current: dict[str, list[SinkRunner]] = {}
         for running in self.runners:
             current.setdefault(running.name, []).append(running)
-        runners, retired, changes = [], [], []
+        now = time.monotonic()
+        runners, changes = [], []
         for sink, bounds in sinks:
             same_name = current.get(sink.name)
             old = same_name.pop(0) if same_name else None
             if old is not None and type(old.sink) is type(sink) and old.bounds == bounds:
                 runners.append(old)
                 continue
-            if old is not None:
-                retired.append(old)
-            changes.append(f"sink {sink.name} {'changed' if old is not None else 'added'}")
-            runner = SinkRunner(sink, bounds)
+            if old is None:
+                runner = SinkRunner(sink, bounds, self._removed_counts(sink.name))
+                changes.append(f"sink {sink.name} added")
+            else:
+                runner = SinkRunner(sink, bounds, old.counts)
+                runner.predecessor, runner.handover_by = old, now + drain_secs
+                old.retire(now, successor=runner)
+                self.retiring.append(old)
+                changes.append(f"sink {sink.name} changed")
             runner.start()
             runners.append(runner)
         gone = [runner for left in current.values() for runner in left]
         changes += [f"sink {runner.name} removed" for runner in gone]
-        retired += gone
+        for runner in gone:
+            runner.retire(now + drain_secs)
+            self.retiring.append(runner)
         self.runners = runners
-        deadline = time.monotonic() + drain_secs
-        for runner in retired:
-            runner.request_stop(deadline)
-            self.retiring.append((runner, deadline))
         return changes
 
+    def _removed_counts(self, name: str) -> SinkCounts | None:
+        """The totals of a sink of this name that a reload removed, for one added again: its row goes on."""
+        gone = self.removed.pop(name, None)
+        if gone is not None:
+            return gone.counts
+        draining = [runner for runner in self.retiring if runner.name == name and runner.successor is None]
+        return draining[-1].counts if draining else None
+
+    def figures(self) -> dict[str, dict[str, Any]]:
+        """Each sink's row: the running sinks', then those of sinks a reload removed (one row a name)."""
+        rows: dict[str, dict[str, Any]] = {}
+        removed = [runner for runner in self.retiring if runner.successor is None]
+        for runner in [*self.runners, *removed, *self.removed.values()]:
+            if runner.name not in rows:
+                rows[runner.name] = runner.figures()
+        return rows
+
     def finish_retired(self, abandon_at: float | None = None) -> None:
-        """Close the replaced runners that are done; with ``abandon_at``, all of them, waiting until then."""
+        """Forget the replaced runners that are released (each is, off this loop, once done); with
+        ``abandon_at`` (a stop), release the others, waiting for their threads until then."""
         still = []
-        for runner, deadline in self.retiring:
-            if abandon_at is not None or not runner.thread.is_alive():
-                runner.finish(time.monotonic() if abandon_at is None else abandon_at)
-            else:
-                still.append((runner, deadline))
+        for runner in self.retiring:
+            if abandon_at is not None:
+                runner.finish(abandon_at)
+            if not runner.released:
+                still.append(runner)
+            elif runner.successor is None:
+                self.removed[runner.name] = runner
         self.retiring = still
 
     def stop(self, timeout_secs: float, abandon_after_secs: float) -> None:

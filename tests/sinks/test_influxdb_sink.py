@@ -12,6 +12,7 @@ import pytest
 
 from harness.paths import VENV_BIN
 from harness.pipeline import Pipeline
+from harness.ports import free_tcp_port
 from harness.traffic import SteadyTraffic
 from harness.wait import wait_for
 from tests.sinks.conftest import INFLUX_ADMIN
@@ -174,3 +175,33 @@ def test_a_reload_that_adds_influxdb_and_removes_the_file_sink_loses_and_repeats
     assert len({(key, ts, name) for key, ts, _, name in both}) == len(both)
     for name in ("rl.c", "rl.t"):
         assert {key: sum(n for k, _, n, m in both if k == key and m == name) for key in sent} == sent
+
+
+def test_a_reload_that_fixes_influxdbs_url_delivers_what_the_wrong_one_held_exactly_once(
+        influx: InfluxServer) -> None:
+    settings = {"url": f"http://127.0.0.1:{free_tcp_port()}", "database": "fixed", "username": USER,
+                "password": PASSWORD, "create_database": True}  # a typo in the port: nothing listens there
+    # No self-metrics: what waits for InfluxDB is then exactly the user's aggregates.
+    pipeline = sink_pipeline("influxdb", settings, self_metrics_prefix="")
+    with pipeline:
+        pipeline.wait_interval_start()
+        pipeline.send("fx.a:1|c\nfx.b:2|c\nfx.c:5|c", pipeline.statsd_port)
+        wait_for(lambda: pipeline.sink_figures().get("influxdb", {}).get("waiting") == 3, 20,
+                 "the 3 aggregates waiting for InfluxDB at the wrong URL")
+        pipeline.config["forwarders"]["influxdb"]["url"] = influx.url
+        pipeline.save_config()
+        reloaded = pipeline.pystatsd("reload")
+        assert reloaded.returncode == 0, reloaded.stdout + reloaded.stderr
+        pipeline.wait_interval_start()
+        pipeline.send("fx.after:7|c", pipeline.statsd_port)
+        measurements = ("fx.a", "fx.b", "fx.c", "fx.after")
+        wait_for(lambda: all(points(influx, "fixed", m) for m in measurements), 20,
+                 "what the wrong URL held, and what came after, in InfluxDB", every=0.5)
+        row = wait_for(lambda: (row := pipeline.sink_figures()["influxdb"])["delivered"] >= 4 and row, 10,
+                       "the influxdb row to count the 4 aggregates delivered")
+        assert (row["delivered"], row["waiting"], row["dropped"], row["failing"]) == (4, 0, {}, None), row
+        flushed = {a["name"]: a for a in own(pipeline.aggregates())}
+    # Each aggregate once, with the value and interval the file sink has for it.
+    stored = {m: [(p["time"], p["value"]) for p in points(influx, "fixed", m)] for m in measurements}
+    assert stored == {m: [(flushed[m]["timestamp"], flushed[m]["value"])] for m in measurements}
+    assert [flushed[m]["value"] for m in measurements] == [1, 2, 5, 7]

@@ -39,3 +39,18 @@ def test_each_stage_s_figures_in_metrics() -> None:
     (forwarder,) = [line for line in lines if line.startswith("forwarder")]
     assert forwarder.endswith("lost_metrics 0  lost_flushes 0")
     assert lines[-1].split() == ["file", "23", "0", "0", "0", "ok"]
+
+
+def test_a_sink_a_reload_removed_shows_what_it_dropped_by_reason() -> None:
+    stages = report()["stages"]
+    stages["forwarder"]["figures"]["sinks"]["kafka"] = {"delivered": 0, "waiting": 0, "dropped": {"removed": 69},
+                                                       "errors": 14, "failing": None, "removed": True}
+    stages["forwarder"]["figures"]["sinks"]["influxdb"] = {
+        "delivered": 3, "waiting": 2, "dropped": {"buffer_full": 1, "removed": 4}, "errors": 1,
+        "failing": "InfluxDB at http://127.0.0.1:1 unreachable", "removed": True}
+    lines = render({**report(), "stages": stages}, NOW).splitlines()
+    assert lines[-4].split() == ["SINK", "DELIVERED", "WAITING", "DROPPED", "ERRORS", "STATE"]
+    assert lines[-3].split() == ["file", "23", "0", "0", "0", "ok"]
+    assert lines[-2].split() == ["influxdb", "3", "2", "5", "(buffer_full=1,", "removed=4)", "1", "removed,",
+                                 "draining", "(failing:", "InfluxDB", "at", "http://127.0.0.1:1", "unreachable)"]
+    assert lines[-1].split() == ["kafka", "0", "0", "69", "(removed=69)", "14", "removed"]

@@ -14,8 +14,9 @@ keeps only what it made itself.
 - ``open`` and ``write`` are called on the sink's own thread, one at a time; anything else of the
   sink that runs on another thread (a server answering scrapes) locks what it shares with
   ``write``. ``close`` is called once, on the thread that stops the forwarder, after the sink's
-  thread ended, whether or not ``open`` ever succeeded; a ``write`` still blocked a second past
-  the stop deadline is abandoned, and ``close`` then runs beside it.
+  thread ended, whether or not ``open`` ever succeeded (a sink a reload removed or changed: on
+  a sink thread, once its last write is over); a ``write`` still blocked a second past the stop
+  deadline is abandoned, and ``close`` then runs beside it.
 - ``open`` is called before the first ``write``, and again after each failure until it succeeds;
   after that, never again: a ``write`` that finds its connection lost opens a new one itself.
 - Flushes come in order, one at a time. A ``write`` that raises a *retriable* :class:`SinkError`
@@ -26,7 +27,10 @@ keeps only what it made itself.
 - A ``SinkError(retriable=False)`` drops that flush (counted as ``rejected``): the destination
   refuses the data itself, and sending it again would fail forever. Any other exception drops it
   too (counted as ``error``, logged with its traceback), and the next flush is written as usual.
-  Retries stop at the stop deadline; what is left is counted as ``shutdown``.
+  Retries stop at the stop deadline; what is left is counted as ``shutdown``. A reload that
+  changes the sink hands what this instance holds to the new one, which sends it again whole
+  (with the new settings); one that removes the sink gives it the stop's drain, then counts
+  what is left as ``removed``.
 - The error's message is logged (a retriable one at most once a minute while it repeats) and
   shown by ``pystatsd status`` until the sink delivers again: it says what to check, and never
   holds a secret.
