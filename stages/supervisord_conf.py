@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import configparser
 import io
+import os
 import re
 import sys
 from pathlib import Path
@@ -80,6 +81,9 @@ def render_supervisord_conf(template: str, home: Path, python: str, run_dir: Pat
             if not found:
                 raise ValueError(f"supervisord.conf no longer sets {variable} in [supervisord] environment")
     parser.set("supervisord", "environment", environment)
+    if os.geteuid() == 0 and not parser.has_option("supervisord", "user"):
+        # Said, so that supervisord does not warn at every start that it runs as root without being told.
+        parser.set("supervisord", "user", "root")
     return conf_text(parser)
 
 

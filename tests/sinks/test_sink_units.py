@@ -363,3 +363,21 @@ def test_debug_mode_prints_instead_of_sending(tmp_path: Path) -> None:
     assert [type(sink) for sink, _ in sinks] == [ConsoleSink] * 3
     assert [type(cast(ConsoleSink, sink).encoder).__name__ for sink, _ in sinks] == [
         "InfluxEncoder", "JsonEncoder", "JsonEncoder"]
+
+
+# ----- console -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("forwarders", "debug_mode", "printed"), [
+    ({}, False, ["api.requests"]),
+    ({"console": {}}, False, ["api.requests"]),
+    ({"console": {"self_metrics": True}}, False, ["api.requests", "pystatsd.receiver.metrics"]),
+    ({"graphite": {}}, True, ["api.requests", "pystatsd.receiver.metrics"]),
+], ids=["default", "console", "console-self-metrics", "debug-mode-stand-in"])
+def test_the_console_shows_the_user_s_aggregates_and_the_daemon_s_own_only_when_asked(
+        capsysbinary: pytest.CaptureFixture[bytes], forwarders: dict[str, Any], debug_mode: bool,
+        printed: list[str]) -> None:
+    ((sink, _),) = build_sinks(Config(debug_mode=debug_mode, forwarders=forwarders))
+    sink.write(flush(counter(), counter("pystatsd.receiver.metrics", 3.0)))
+    lines = capsysbinary.readouterr().out.decode().splitlines()
+    assert [line.split('"')[3] if line.startswith("{") else line.split(" ")[0] for line in lines] == printed

@@ -57,10 +57,13 @@ def build_sinks(config: Config) -> list[tuple[Sink, BufferConfig]]:
     for key, sink_config in load_sink_configs(config).items():
         cls = SINKS[key]
         if config.debug_mode and cls.remote:
-            stand_in = ConsoleConfig(format=sink_config.printed_format)
+            # What the remote sink would send, the daemon's own metrics included.
+            stand_in = ConsoleConfig(format=sink_config.printed_format, self_metrics=True)
             sinks.append((ConsoleSink(stand_in, sink_config.encoder_options(masked=True)), stand_in))
+        elif isinstance(sink_config, ConsoleConfig):
+            sinks.append((ConsoleSink(sink_config, self_metrics_prefix=config.self_metrics_prefix), sink_config))
         else:
             sinks.append((cls(sink_config), sink_config))
     if not sinks:
-        sinks.append((ConsoleSink(ConsoleConfig()), ConsoleConfig()))
+        sinks.append((ConsoleSink(ConsoleConfig(), self_metrics_prefix=config.self_metrics_prefix), ConsoleConfig()))
     return sinks
