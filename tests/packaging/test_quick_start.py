@@ -42,6 +42,16 @@ def test_make_run_installs_only_the_daemon_quietly_and_prints_the_user_s_aggrega
     installed = {path.name for path in (copy / ".venv" / "bin").iterdir()}
     assert {"pystatsd", "supervisord"} <= installed
     assert not {"pytest", "ruff", "mypy"} & installed
+    # A config with problems: every one printed at once, nothing started.
+    config = copy / "etc" / "pystatsd.yaml"
+    shipped = config.read_text()
+    config.write_text(shipped.replace(
+        "bind_port: 5090", "bind_port: 5090\nflush_intervall: 10\npercentiles: [50, 200]"))
+    refused = subprocess.run(["make", "-s", "run"], cwd=copy, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0
+    assert "flush_intervall: unknown key" in refused.stderr and "percentiles" in refused.stderr
+    assert not (copy / "run" / "supervisord.pid").exists()
+    config.write_text(shipped)
     run = subprocess.Popen(["make", "-s", "run"], cwd=copy, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            start_new_session=True)
     lines: list[str] = []
