@@ -128,6 +128,12 @@ STOP_BUDGET_SECS: dict[str, float] = {
     "aggregator": SHARD_STOP.budget_secs,
     "forwarder": FORWARDER_STOP.budget_secs,
 }
+#: Stage → how much lower than supervisord's its scheduling priority is (nice). The receiver alone
+#: reads what the kernel drops when it is not read in time; the shards and the forwarder hold their
+#: work in bounded, counted queues. When they share a core (a flush of every shard at each interval
+#: edge), the kernel then runs the receiver first and the flush in what the receiver leaves.
+NICENESS: dict[str, int] = {"receiver": 0, "aggregator": 10, "forwarder": 10}
+
 #: What stopwaitsecs leaves beyond a stage's budget for the work no timeout bounds: the receiver
 #: reading what the kernel holds, a shard merging what had arrived and building its final flushes,
 #: the interpreter's exit.
@@ -199,6 +205,7 @@ def run_stage(stage: Stage, argv: list[str] | None = None) -> int:
     stage.add_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(stage.name(args))
+    yield_to_the_receiver(stage.stage)
     try:
         config = load_stage_config(args)
         stage.check(args, config)
@@ -217,6 +224,16 @@ def run_stage(stage: Stage, argv: list[str] | None = None) -> int:
     if code == EXIT_OK and stage.restart_in_place():
         become_again(stage, sys.argv[1:] if argv is None else argv)
     return code
+
+
+def yield_to_the_receiver(stage: str) -> None:
+    """Run ``stage`` at its :data:`NICENESS` below its parent (supervisord), whatever nice this
+    process already has: an image exec'd in place gets the same, not ten more."""
+    try:
+        base = os.getpriority(os.PRIO_PROCESS, os.getppid())
+        os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), base + NICENESS[stage]))
+    except OSError as exc:  # a parent gone or not ours to read: the stage runs as it is
+        log.warning("Scheduling priority left as it is: %s", exc.strerror)
 
 
 def become_again(stage: Stage, argv: list[str]) -> NoReturn:
