@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from harness.tmpfs import Filler, small_tmpfs
 from harness.wait import wait_for
 from stages.contract import FlushHeader
 from stages.forwarder import fanout
@@ -112,6 +113,39 @@ def test_file_sink_reopens_the_path_after_rotation(tmp_path: Path, rotator_creat
     sink.close()
     assert [a["name"] for a in lines(tmp_path / "aggregates.jsonl.1")] == ["m1.0"]
     assert [a["name"] for a in lines(path)] == ["m2.0"]
+
+
+def aggregate_names(path: Path) -> list[str]:
+    """The names of the aggregates in a file sink's file, in order; a torn line fails the test."""
+    return [a["name"] for a in lines(path)]
+
+
+@pytest.mark.parametrize("rotated_meanwhile", [False, True])
+def test_file_sink_takes_back_a_flush_the_full_disk_cut_and_writes_it_once_when_there_is_room(
+        rotated_meanwhile: bool) -> None:
+    with small_tmpfs(64 * 1024) as disk:
+        path = disk / "aggregates.jsonl"
+        sink = FileSink(FileConfig(path=str(path)))
+        sink.open()
+        sink.write(make_flush(1, count=2))
+        filler = Filler(disk / "filler")
+        filler.fill()
+        filler.give_back(4096)  # room for about 40 of the next flush's 300 lines
+        big = make_flush(2, count=300)
+        with pytest.raises(SinkError, match="No space left on device") as failed:
+            sink.write(big)
+        assert failed.value.retriable
+        assert aggregate_names(path) == ["m1.0", "m1.1"]  # as it was before the flush, no torn line
+        if rotated_meanwhile:
+            path.rename(disk / "aggregates.jsonl.1")
+        filler.remove()
+        sink.write(big)  # the runner's retry: the very same flush
+        sink.close()
+        names = [f"m2.{i}" for i in range(300)]
+        if rotated_meanwhile:
+            assert (aggregate_names(disk / "aggregates.jsonl.1"), aggregate_names(path)) == (["m1.0", "m1.1"], names)
+        else:
+            assert aggregate_names(path) == ["m1.0", "m1.1", *names]
 
 
 def test_file_sink_creates_its_file_with_its_mode_whatever_the_umask(tmp_path: Path) -> None:
