@@ -30,7 +30,7 @@ from stages.delivery import DeliveryRecorder, forwarder_identity
 from stages.figures import publish
 from stages.forwarder.fanout import Fanout
 from stages.forwarder.health import HealthServer
-from stages.forwarder.ledger import CoverageLedger
+from stages.forwarder.ledger import CoverageLedger, Taken
 from stages.forwarder.sinks import build_sinks, config_secrets
 from stages.forwarder.sinks.base import BufferConfig, Completion, Flush, Sink
 from stages.lifecycle import (
@@ -141,15 +141,16 @@ class Forwarder:
         if header.final:
             self.finals.add((header.shard, header.shards))
         # The ledger counts a flush once every sink is done with it: a crash before then shows as a gap.
-        completion = Completion(len(self.fanout.runners), functools.partial(self.flush_done, header))
+        taken = self.ledger.taken(header.shard, header.covers)
+        completion = Completion(len(self.fanout.runners), functools.partial(self.flush_done, header, taken))
         self.fanout.put(Flush(header, aggregates, len(frames[2]) + (len(frames[3]) if partials else 0), completion,
                               partials))
         log.debug("Took flush %d of shard %d: %d aggregates, handed to %d sinks", header.seq, header.shard,
                   len(aggregates), len(self.fanout.runners))
 
-    def flush_done(self, header: contract.FlushHeader) -> None:
+    def flush_done(self, header: contract.FlushHeader, taken: Taken | None) -> None:
         """Every sink is done with the flush (on the last sink's thread)."""
-        self.ledger.record(header.shard, header.covers)
+        self.ledger.done(taken)
         if header.ack:
             self.delivery.record(header.shard, header.epoch, header.seq)
 

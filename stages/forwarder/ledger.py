@@ -6,8 +6,12 @@ whose first batch is not the one after the previous flush's last means the batch
 lost: in a shard that crashed with them, on the way, or in a forwarder that crashed with their flush.
 The metrics they carried are known exactly from the running counts. A flush is recorded once every
 sink is done with it (delivered, or dropped and counted there), so what a forwarder crash takes from
-its sink buffers is counted too. The ledger is kept in the run directory, so a restarted forwarder
-goes on counting where the last one stopped. The forwarder's own flush
+its sink buffers is counted too. Sinks finish flushes out of order (a full buffer drops a queued
+flush while an older one is still being retried), so flushes are recorded in the order they were
+taken, each once it and every flush of its shard taken before it are done: a flush finished early
+waits (merged with the finished ones next to it, so that a sink stuck for hours holds no more than
+its buffer) and is never taken for a gap. The ledger is kept in the run directory, so a restarted
+forwarder goes on counting where the last one stopped. The forwarder's own flush
 (:func:`stages.contract.self_flush_header`) holds no batch and is never recorded.
 
 The file, ``forwarder-ledger.json``, maps ``"shard|src@epoch"`` to ``[last seq, metrics sent
@@ -22,12 +26,33 @@ import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 #: A stream not seen for this long (a receiver restarted long ago) is forgotten.
 FORGET_AFTER_SECS = 86_400.0
+
+
+@dataclass(eq=False)  # each is one flush: found in its shard's list by identity, never by its coverage
+class Taken:
+    """A flush taken and not recorded yet: its coverage, and whether every sink is done with it."""
+
+    shard: int
+    covers: dict[str, list[int]]
+    done: bool = False
+
+    def follows(self, earlier: Taken) -> bool:
+        """Its batches go on where ``earlier``'s end, in every stream both hold (no gap between them)."""
+        return all(self.covers[stream][0] == earlier.covers[stream][2] + 1
+                   for stream in self.covers.keys() & earlier.covers.keys())
+
+    def absorb(self, later: Taken) -> None:
+        """Take in ``later``, which follows it: recording the two at once is recording one then the other."""
+        for stream, (_, _, last, sent_through) in later.covers.items():
+            first, sent_before = self.covers[stream][:2] if stream in self.covers else later.covers[stream][:2]
+            self.covers[stream] = [first, sent_before, last, sent_through]
 
 
 class CoverageLedger:
@@ -38,6 +63,8 @@ class CoverageLedger:
         self.lost_batches: dict[int, int] = {}
         #: shard → metrics that never reached the sinks, and the batches they were in
         self.lost_metrics: dict[int, int] = {}
+        #: shard → its flushes taken and not recorded yet, in the order they were taken
+        self.waiting: dict[int, list[Taken]] = {}
         self.lock = threading.Lock()
 
     def _load(self) -> dict[str, list[float]]:
@@ -53,10 +80,39 @@ class CoverageLedger:
         now = time.time()
         return {key: value for key, value in data.items() if now - value[2] < FORGET_AFTER_SECS}
 
-    def record(self, shard: int, covers: dict[str, list[int]]) -> None:
-        """Take a flush's coverage (from any sink thread); count (and log) the batches missing before it."""
+    def taken(self, shard: int, covers: dict[str, list[int]]) -> Taken | None:
+        """A flush is handed to the sinks: its place in its shard's order (None: it holds no batch)."""
+        if not covers:
+            return None
+        flush = Taken(shard, {stream: list(cover) for stream, cover in covers.items()})
         with self.lock:
-            self._record(shard, covers)
+            self.waiting.setdefault(shard, []).append(flush)
+        return flush
+
+    def done(self, flush: Taken | None) -> None:
+        """Every sink is done with a flush (from any sink thread): record it and the finished ones after
+        it once every flush before it is done; count (and log) the batches missing before each."""
+        if flush is None:
+            return
+        with self.lock:
+            flush.done = True
+            waiting = self.waiting[flush.shard]
+            at = waiting.index(flush)
+            # Merged into finished neighbours it follows, it takes no more room while the head waits.
+            if at + 1 < len(waiting) and waiting[at + 1].done and waiting[at + 1].follows(flush):
+                flush.absorb(waiting.pop(at + 1))
+            if at > 0 and waiting[at - 1].done and flush.follows(waiting[at - 1]):
+                waiting[at - 1].absorb(waiting.pop(at))
+            recorded = False
+            while waiting and waiting[0].done:
+                self._record(flush.shard, waiting.pop(0).covers)
+                recorded = True
+            if recorded:
+                self._save()
+
+    def record(self, shard: int, covers: dict[str, list[int]]) -> None:
+        """A flush taken and done at once."""
+        self.done(self.taken(shard, covers))
 
     def _record(self, shard: int, covers: dict[str, list[int]]) -> None:
         for stream, (first, sent_before, last, sent_through) in covers.items():
@@ -71,8 +127,6 @@ class CoverageLedger:
                           "shard or forwarder crash, or lost on the way)", metrics, batches, stream, shard)
             if last > previous[0]:
                 self.last[key] = [last, sent_through, time.time()]
-        if covers:
-            self._save()
 
     def _save(self) -> None:
         if self.path is None:

@@ -6,6 +6,7 @@ and every wait has a timeout so a regression fails instead of hanging.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -17,11 +18,13 @@ from typing import Any, ClassVar
 
 import pytest
 
+from harness.tmpfs import Filler, small_tmpfs
 from harness.wait import wait_for
 from stages.contract import FlushHeader
 from stages.forwarder import fanout
 from stages.forwarder.encoders import make_encoder
 from stages.forwarder.fanout import Fanout, SinkRunner
+from stages.forwarder.sinks import file as file_sink
 from stages.forwarder.sinks.base import BufferConfig, Completion, Flush, SinkConfig, SinkError
 from stages.forwarder.sinks.file import FileConfig, FileSink
 
@@ -112,6 +115,67 @@ def test_file_sink_reopens_the_path_after_rotation(tmp_path: Path, rotator_creat
     sink.close()
     assert [a["name"] for a in lines(tmp_path / "aggregates.jsonl.1")] == ["m1.0"]
     assert [a["name"] for a in lines(path)] == ["m2.0"]
+
+
+def aggregate_names(path: Path) -> list[str]:
+    """The names of the aggregates in a file sink's file, in order; a torn line fails the test."""
+    return [a["name"] for a in lines(path)]
+
+
+@pytest.mark.parametrize("rotated_meanwhile", [False, True])
+def test_file_sink_takes_back_a_flush_the_full_disk_cut_and_writes_it_once_when_there_is_room(
+        rotated_meanwhile: bool) -> None:
+    with small_tmpfs(64 * 1024) as disk:
+        path = disk / "aggregates.jsonl"
+        sink = FileSink(FileConfig(path=str(path)))
+        sink.open()
+        sink.write(make_flush(1, count=2))
+        filler = Filler(disk / "filler")
+        filler.fill()
+        filler.give_back(4096)  # room for about 40 of the next flush's 300 lines
+        big = make_flush(2, count=300)
+        with pytest.raises(SinkError, match="No space left on device") as failed:
+            sink.write(big)
+        assert failed.value.retriable
+        assert aggregate_names(path) == ["m1.0", "m1.1"]  # as it was before the flush, no torn line
+        if rotated_meanwhile:
+            path.rename(disk / "aggregates.jsonl.1")
+        filler.remove()
+        sink.write(big)  # the runner's retry: the very same flush
+        sink.close()
+        names = [f"m2.{i}" for i in range(300)]
+        if rotated_meanwhile:
+            assert (aggregate_names(disk / "aggregates.jsonl.1"), aggregate_names(path)) == (["m1.0", "m1.1"], names)
+        else:
+            assert aggregate_names(path) == ["m1.0", "m1.1", *names]
+
+
+@pytest.mark.parametrize("another_writer", [False, True])
+def test_file_sink_takes_back_a_flush_whose_sync_failed_but_never_another_writers_lines(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        another_writer: bool) -> None:
+    # An error the file system reports only when it writes the data out (NFS, a thin volume).
+    path = tmp_path / "aggregates.jsonl"
+    sink = FileSink(FileConfig(path=str(path)))
+    sink.write(make_flush(1))
+
+    def failing_sync(fd: int) -> None:
+        if another_writer:
+            with path.open("ab") as other:
+                other.write(b'{"name":"other"}\n')
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(file_sink.os, "fdatasync", failing_sync)
+        with pytest.raises(SinkError, match="Input/output error"):
+            sink.write(make_flush(2))
+    sink.write(make_flush(3))
+    sink.close()
+    if another_writer:
+        assert aggregate_names(path) == ["m1.0", "m2.0", "other", "m3.0"]
+        assert "the flush is written again whole" in caplog.text
+    else:
+        assert aggregate_names(path) == ["m1.0", "m3.0"]
 
 
 def test_file_sink_creates_its_file_with_its_mode_whatever_the_umask(tmp_path: Path) -> None:

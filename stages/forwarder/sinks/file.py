@@ -1,10 +1,20 @@
 """File sink: appends one encoded aggregate per line, flushed to the file at the end of every flush.
 
 If the file is moved away (log rotation), the next write reopens the path.
+
+A flush is written whole or not at all. A write that fails part way (the file system full) takes
+back what it wrote: the file is truncated to where the flush began, so no torn line stays, and the
+runner's retry, handed the same flush, appends it once. Each flush of a regular file ends with
+``fdatasync``, so that an error the file system reports only when it writes the data out (NFS, a
+thin volume) fails that flush, taken back and retried, rather than one the sink counted delivered.
+The sink is its file's only writer: what another process appended after a failed flush's first
+bytes (or a ``copytruncate`` rotation) is never truncated; the flush's partial lines then stay, and
+a log line says so.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import stat
@@ -13,6 +23,9 @@ from typing import IO
 
 from stages.forwarder.encoders import make_encoder
 from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError, close_quietly, not_empty
+from stages.forwarder.sinks.progress import FlushProgress
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -98,15 +111,21 @@ class FileSink(BaseSink[FileConfig], name="file", config_type=FileConfig, remote
         super().__init__(config)
         self.path = config.path
         self.encoder = make_encoder(config.format)
+        # Unbuffered: each write is one system call, so what reached the file is known to the byte.
         self.handle: IO[bytes] | None = None
         self.inode = 0
+        #: A regular file can be synced and truncated back; a device or pipe (/dev/stdout) cannot.
+        self.regular = False
+        # The whole flush as one part: a retry writes the bytes encoded the first time.
+        self.progress: FlushProgress[bytes] = FlushProgress(lambda flush: [self.encoder.lines(flush.aggregates)])
 
     def open(self) -> None:
         try:
-            self.handle = os.fdopen(open_for_append(self.path, int(self.config.mode, 8)), "ab")
+            self.handle = os.fdopen(open_for_append(self.path, int(self.config.mode, 8)), "ab", buffering=0)
         except OSError as exc:
             raise SinkError(f"cannot open {self.path}: {exc.strerror}") from None
-        self.inode = os.fstat(self.handle.fileno()).st_ino
+        status = os.fstat(self.handle.fileno())
+        self.inode, self.regular = status.st_ino, stat.S_ISREG(status.st_mode)
 
     def _rotated(self) -> bool:
         try:
@@ -119,13 +138,37 @@ class FileSink(BaseSink[FileConfig], name="file", config_type=FileConfig, remote
             self.close()
             self.open()
         assert self.handle is not None
-        data = self.encoder.lines(flush.aggregates)
+        (data,) = self.progress.resume(flush)
+        fd = self.handle.fileno()
+        start = os.fstat(fd).st_size if self.regular else 0
+        written = 0
         try:
-            self.handle.write(data)
-            self.handle.flush()
+            with memoryview(data) as view:
+                while written < len(data):
+                    written += self.handle.write(view[written:]) or 0
+            if self.regular:
+                os.fdatasync(fd)
         except OSError as exc:
+            if self.regular and written:
+                self._take_back(fd, start, written)
             self.close()
             raise SinkError(f"cannot write {self.path}: {exc.strerror}") from None
+        self.progress.finish()
+
+    def _take_back(self, fd: int, start: int, written: int) -> None:
+        """Truncate the file back to ``start``, where the failed flush began, if its ``written`` bytes are
+        still the file's end: with another writer's after them, truncating would take those too."""
+        try:
+            size = os.fstat(fd).st_size
+            if size == start + written:
+                os.ftruncate(fd, start)
+                return
+            log.error("%s is %d bytes, not the %d the failed flush left (another writer, or a copytruncate "
+                      "rotation): the %d bytes it wrote from offset %d stay, and the flush is written again whole",
+                      self.path, size, start + written, written, start)
+        except OSError as exc:
+            log.error("Cannot take back the %d bytes a failed flush wrote to %s from offset %d (%s): they stay "
+                      "in it and the flush is written again whole", written, self.path, start, exc.strerror)
 
     def close(self) -> None:
         close_quietly(self.handle)
