@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import socket
 import struct
 import time
@@ -15,6 +14,7 @@ import pytest
 
 from harness.pipeline import Pipeline
 from harness.ports import free_tcp_port
+from harness.sockets import closed_by_server
 from harness.wait import wait_for
 from stages.forwarder.probe_server import MAX_CLIENTS, REQUEST_TIMEOUT_SECS
 
@@ -47,17 +47,6 @@ def probe(pipeline: Pipeline) -> tuple[int, dict[str, object]]:
             response += chunk
     head, _, body = response.partition(b"\r\n\r\n")
     return int(head.split()[1]), json.loads(body)
-
-
-def closed_by_server(sock: socket.socket) -> bool:
-    poll = select.poll()
-    poll.register(sock, select.POLLIN)
-    if not poll.poll(0):
-        return False
-    try:
-        return sock.recv(1, socket.MSG_PEEK) == b""
-    except ConnectionResetError:
-        return True
 
 
 def forwarder_pid(pipeline: Pipeline) -> int:

@@ -5,7 +5,6 @@ takes the longest-idle connection's place, and every close and refusal is counte
 from __future__ import annotations
 
 import contextlib
-import select
 import socket
 import tempfile
 import time
@@ -17,6 +16,7 @@ import pytest
 
 from harness.pipeline import Pipeline, total
 from harness.ports import free_tcp_port
+from harness.sockets import closed_by_server
 from harness.wait import wait_for
 from stages.figures import read_all
 from stages.listeners.stream import EVICTABLE_AFTER_SECS, MAX_CONNECTIONS
@@ -39,18 +39,6 @@ def receiver_figures(pipeline: Pipeline) -> dict[str, Any]:
 
 def connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=10)
-
-
-def closed_by_server(sock: socket.socket) -> bool:
-    """Whether the receiver closed this connection (EOF, or a reset when it closed it unread)."""
-    poll = select.poll()  # not select.select: these descriptors go past 1024
-    poll.register(sock, select.POLLIN)
-    if not poll.poll(0):
-        return False
-    try:
-        return sock.recv(1, socket.MSG_PEEK) == b""
-    except ConnectionResetError:
-        return True
 
 
 def accounted(pipeline: Pipeline) -> int:
