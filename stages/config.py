@@ -224,6 +224,10 @@ class Config:
     flush_interval: float = 10.0
     listeners: list[str] = dataclasses.field(default_factory=list)
     unix_socket_mode: str = "0660"
+    #: Seconds a tcp:// or unix:// connection may send nothing before the receiver closes it; 0: never.
+    tcp_idle_timeout: float = 300.0
+    #: Connections one peer (a TCP source address, a Unix stream socket's user) may hold on one listener; 0: no cap.
+    tcp_max_connections_per_peer: int = 256
     percentiles: list[float] = dataclasses.field(default_factory=lambda: [50.0, 90.0, 95.0, 99.0])
     expire_after_intervals: int = 30
     series_limit_per_name: int = 10_000
@@ -254,6 +258,7 @@ class Config:
             raise ValueError("expire_after_intervals: must be at least 1")
         if self.series_limit_per_name < 1:
             raise ValueError("series_limit_per_name: must be at least 1")
+        self._check_stream_limits()
         if self.receive_buffer_bytes < 0:
             raise ValueError("receive_buffer_bytes: must not be negative")
         self._read_old_names()
@@ -274,6 +279,12 @@ class Config:
         if not re.fullmatch(r"0?[0-7]{3}", self.unix_socket_mode):
             raise ValueError(
                 f"unix_socket_mode: expected an octal mode such as \"0660\", got {self.unix_socket_mode!r}")
+
+    def _check_stream_limits(self) -> None:
+        if self.tcp_idle_timeout < 0:
+            raise ValueError("tcp_idle_timeout: must not be negative (0 keeps idle connections open)")
+        if self.tcp_max_connections_per_peer < 0:
+            raise ValueError("tcp_max_connections_per_peer: must not be negative (0: no cap per peer)")
 
     def _read_old_names(self) -> None:
         if self.batch_max_samples is not None:

@@ -2,18 +2,18 @@
 
 Off unless ``health_address`` is set; meant for loopback (a load balancer's or orchestrator's probe).
 503 carries the reasons (a stage silent too long, a sink failing), never a secret. Nothing else is
-served: no admin port, no way to change anything.
+served: no admin port, no way to change anything. Served by :class:`~.probe_server.ProbeServer`:
+one thread, a request timeout and a bound on the clients held, whatever the clients do.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from stages.figures import read_all
+from stages.forwarder.probe_server import ProbeServer
 from stages.ring import ring_shards
 from stages.status import health
 
@@ -22,32 +22,19 @@ log = logging.getLogger(__name__)
 
 class HealthServer:
     def __init__(self, address: tuple[str, int], run_dir: Path, shards: int, interval: float) -> None:
-        def answer() -> tuple[int, bytes]:
+        def answer(path: str) -> tuple[int, bytes]:
+            if path != "/health":
+                return 404, b'{"status": "not found"}'
             reasons = health(read_all(run_dir), ring_shards(run_dir, shards), interval)
             body = {"status": "unhealthy" if reasons else "ok", "reasons": reasons}
             return (503 if reasons else 200), json.dumps(body).encode()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
-                code, body = answer() if self.path.split("?")[0] == "/health" else (404, b'{"status": "not found"}')
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
-                """Probes come every few seconds: not worth a log line each."""
-
-        self.server = ThreadingHTTPServer(address, Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name="health", daemon=True)
+        self.server = ProbeServer(address, answer, "health")
 
     def start(self) -> None:
-        self.thread.start()
-        host, port = self.server.server_address[:2]
+        self.server.start()
+        host, port = self.server.address[:2]
         log.info("Health endpoint on http://%s:%d/health", host, port)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()

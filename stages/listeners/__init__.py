@@ -3,16 +3,19 @@
 A kind is a transport (:class:`~stages.listeners.datagram.DatagramListener` or
 :class:`~stages.listeners.stream.StreamListener`) with a ``family`` of addresses
 (:class:`~stages.listeners.family.AddressFamily`: how the address is parsed and bound, whether
-receivers share it), opened by ``open(url, address, receive_buffer_bytes, socket_mode, reuse_port)``;
-an opened listener offers ``fds()``,
-``read(fd, limit, bad)`` → payloads to parse, ``drain(bad)``, ``kernel_drops()``, ``close()``
-and a ``changed`` flag for when its set of sockets changed.
+receivers share it), opened by ``open(url, address, receive_buffer_bytes, socket_mode, reuse_port, streams)``
+(``streams``: the receiver's :class:`~stages.listeners.connections.StreamConnections`, its rules and
+counts for connections); an opened listener offers ``fds()``,
+``read(fd, limit, bad)`` → payloads to parse, ``next_expiry()`` (seconds until an idle connection is
+due to close, or None) and ``expire(bad)`` → what the connections it closed sent last, ``drain(bad)``,
+``kernel_drops()``, ``close()`` and a ``changed`` flag for when its set of sockets changed.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from stages.listeners.connections import StreamConnections
 from stages.listeners.tcp import TcpListener
 from stages.listeners.udp import UdpListener
 from stages.listeners.unix import UnixStreamListener
@@ -38,15 +41,16 @@ def parse_listener(url: str) -> tuple[str, Any]:
         raise ValueError(f"{url!r}: {exc}") from None
 
 
-def open_listener(url: str, receive_buffer_bytes: int, socket_mode: int, reuse_port: bool = False) -> Any:
+def open_listener(url: str, receive_buffer_bytes: int, socket_mode: int, streams: StreamConnections,
+                  reuse_port: bool = False) -> Any:
     """Bind the listener ``url`` names; with ``reuse_port`` other receivers may bind it too."""
     scheme, address = parse_listener(url)
-    return LISTENERS[scheme].open(url, address, receive_buffer_bytes, socket_mode, reuse_port)
+    return LISTENERS[scheme].open(url, address, receive_buffer_bytes, socket_mode, reuse_port, streams)
 
 
-def adopt_listener(url: str, held: dict[str, Any], receive_buffer_bytes: int) -> Any:
+def adopt_listener(url: str, held: dict[str, Any], receive_buffer_bytes: int, streams: StreamConnections) -> Any:
     """The listener ``url`` that a previous receiver of this process handed over (``hand_over()``)."""
-    return LISTENERS[parse_listener(url)[0]].adopt(url, held, receive_buffer_bytes)
+    return LISTENERS[parse_listener(url)[0]].adopt(url, held, receive_buffer_bytes, streams)
 
 
 def shares_port(url: str) -> bool:

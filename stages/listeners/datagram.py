@@ -7,6 +7,7 @@ import socket
 from collections.abc import Callable
 from typing import Any, ClassVar, Self
 
+from stages.listeners.connections import StreamConnections
 from stages.listeners.family import AddressFamily
 from stages.listeners.kernel_drops import socket_drops
 
@@ -42,12 +43,13 @@ class DatagramListener:
     family: ClassVar[AddressFamily]
 
     @classmethod
-    def open(cls, url: str, address: Any, receive_buffer_bytes: int, socket_mode: int, reuse_port: bool) -> Self:
+    def open(cls, url: str, address: Any, receive_buffer_bytes: int, socket_mode: int, reuse_port: bool,
+             streams: StreamConnections) -> Self:
         return cls(url, cls.family.bind(address, socket.SOCK_DGRAM, url, reuse_port, socket_mode,
                                         lambda sock: set_receive_buffer(sock, receive_buffer_bytes, url)))
 
     @classmethod
-    def adopt(cls, url: str, held: dict[str, Any], receive_buffer_bytes: int) -> Self:
+    def adopt(cls, url: str, held: dict[str, Any], receive_buffer_bytes: int, streams: StreamConnections) -> Self:
         """The listener a previous receiver of this process handed over (:meth:`hand_over`): the same
         bound socket, with what the kernel queued on it meanwhile."""
         sock = socket.socket(fileno=held["fd"])
@@ -88,6 +90,13 @@ class DatagramListener:
             except BlockingIOError:
                 break
         return datagrams
+
+    def next_expiry(self) -> float | None:
+        """A datagram socket has no connections to expire (``streams`` is for those that do)."""
+        return None
+
+    def expire(self, bad: dict[str, int]) -> list[bytes]:
+        return []
 
     def drain(self, bad: dict[str, int]) -> list[bytes]:
         """Everything the kernel still holds (a planned stop), then no more."""

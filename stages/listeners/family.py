@@ -18,3 +18,6 @@ class AddressFamily(Protocol):
     def bind(self, address: Any, kind: int, url: str, reuse_port: bool, socket_mode: int,
              before_bind: Callable[[socket.socket], None]) -> socket.socket:
         """A socket of ``kind`` bound to ``address``, ``before_bind`` called on it first."""
+
+    def peer(self, sock: socket.socket) -> str:
+        """Who is at the other end of the accepted stream ``sock``, as a per-peer connection cap counts peers."""

@@ -33,6 +33,13 @@ class InetAddresses:
              before_bind: Callable[[socket.socket], None]) -> socket.socket:
         return bind_inet(address, kind, url, reuse_port, before_bind)
 
+    def peer(self, sock: socket.socket) -> str:
+        """The client's address (its port changes with every connection it opens)."""
+        try:
+            return str(sock.getpeername()[0])
+        except OSError:  # it reset the connection before it was looked at
+            return "unknown"
+
 
 INET_ADDRESSES = InetAddresses()
 

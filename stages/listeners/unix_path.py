@@ -6,7 +6,11 @@ import errno
 import os
 import socket
 import stat
+import struct
 from collections.abc import Callable
+
+#: struct ucred, what SO_PEERCRED gives: pid, uid, gid.
+UCRED = struct.Struct("3i")
 
 
 def unix_path(rest: str) -> str:
@@ -27,6 +31,14 @@ class UnixPaths:
     def bind(self, address: str, kind: int, url: str, reuse_port: bool, socket_mode: int,
              before_bind: Callable[[socket.socket], None]) -> socket.socket:
         return bind_unix(address, kind, socket_mode, url, before_bind)
+
+    def peer(self, sock: socket.socket) -> str:
+        """The client's user: every process of one user is one peer (a path has no address to tell them by)."""
+        try:
+            _, uid, _ = UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, UCRED.size))
+        except OSError:
+            return "unknown"
+        return f"uid {uid}"
 
 
 UNIX_PATHS = UnixPaths()

@@ -43,6 +43,7 @@ from stages.lifecycle import (
     run_stage,
 )
 from stages.listeners import adopt_listener, open_listener, shares_port
+from stages.listeners.connections import StreamConnections
 from stages.log_throttle import INPUT_LOG_EVERY_SECS, LogThrottle
 from stages.model import tag_tuple
 from stages.pause import PauseWatch
@@ -86,13 +87,15 @@ class Receiver:
             self.config = config
         held: dict[str, Any] = handed["listeners"] if handed else {}
         opened_anew = 0
+        self.streams = StreamConnections(config.tcp_idle_timeout, config.tcp_max_connections_per_peer)
         try:
             for url in urls:
                 if url in held:
-                    self.listeners.append(adopt_listener(url, held.pop(url), config.receive_buffer_bytes))
+                    self.listeners.append(adopt_listener(url, held.pop(url), config.receive_buffer_bytes,
+                                                         self.streams))
                 else:
                     self.listeners.append(open_listener(url, config.receive_buffer_bytes, config.socket_mode(),
-                                                        reuse_port=extra_receivers > 0))
+                                                        self.streams, reuse_port=extra_receivers > 0))
                     opened_anew += 1
         except OSError:
             for listener in self.listeners:
@@ -189,8 +192,10 @@ class Receiver:
             now = time.time()
             due = self.batcher.next_due()
             wake = self.next_report if due is None else min(due, self.next_report)
+            expiries = [e for e in (listener.next_expiry() for listener in self.listeners) if e is not None]
+            wait = min([max(0.0, wake - now), *expiries])
             read = 0
-            for fd, _ in poller.poll(math.ceil(max(0.0, (wake - now) * 1000))):
+            for fd, _ in poller.poll(math.ceil(wait * 1000)):
                 listener = by_fd.get(fd)
                 if listener is not None:
                     payloads = listener.read(fd, READ_BURST, self.bad)
@@ -200,6 +205,9 @@ class Receiver:
                     stop.drain()
             if 0 < read < COALESCE_BELOW:
                 time.sleep(COALESCE_SECS)
+            if expiries and min(expiries) <= wait:
+                for listener in self.listeners:
+                    self.receive(listener.expire(self.bad))
             if any(listener.changed for listener in self.listeners):
                 self.watch(poller, by_fd)
             now = time.time()
@@ -249,6 +257,10 @@ class Receiver:
         for shard, n in enumerate(self.batcher.dropped):
             if n:
                 stats.total("dropped", n, {"reason": "shard_full", "shard": str(shard)})
+        for reason, n in self.streams.refused.items():
+            stats.total("connections_refused", n, {"reason": reason})
+        for reason, n in self.streams.closed.items():
+            stats.total("connections_closed", n, {"reason": reason})
         samples = stats.samples()
         if samples:
             self.batcher.add(samples, now)
@@ -269,7 +281,9 @@ class Receiver:
         publish(self.run_dir, self.name, {
             "listeners": [listener.url for listener in self.listeners], "datagrams": self.datagrams,
             "metrics": self.metrics, "bad_lines": dict(self.bad), "kernel_drops": kernel_drops,
-            "dropped_shard_full": {str(shard): n for shard, n in enumerate(self.batcher.dropped) if n}})
+            "dropped_shard_full": {str(shard): n for shard, n in enumerate(self.batcher.dropped) if n},
+            "connections": self.streams.open, "connections_refused": dict(self.streams.refused),
+            "connections_closed": dict(self.streams.closed)})
 
     def restart_in_place(self) -> None:
         """SIGHUP: every open batch to the shards, every socket kept open for the next image of this process."""

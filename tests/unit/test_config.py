@@ -61,6 +61,7 @@ def test_empty_file_gives_the_documented_defaults(write_config) -> None:
     assert (config.batch_max_entries, config.batch_max_age_ms) == (1000, 50.0)
     assert config.queues == QueueConfig(shard_batches=2000, forwarder_flushes=1000)
     assert config.agent.tags == {}
+    assert (config.tcp_idle_timeout, config.tcp_max_connections_per_peer) == (300.0, 256)
 
 
 #: (test id, config text, the whole error message it gets)
@@ -75,6 +76,10 @@ CONFIG_MISTAKES = [
      "flush_interval: must be more than 0 and at most 3600 seconds"),
     ("bad_nested_value_names_the_dotted_key", "queues:\n  forwarder_flushes: 0\n",
      "queues.forwarder_flushes: must be at least 1"),
+    ("negative_idle_timeout_is_refused", "tcp_idle_timeout: -1\n",
+     "tcp_idle_timeout: must not be negative (0 keeps idle connections open)"),
+    ("negative_per_peer_cap_is_refused", "tcp_max_connections_per_peer: -5\n",
+     "tcp_max_connections_per_peer: must not be negative (0: no cap per peer)"),
     ("percentile_out_of_range_is_refused", "percentiles: [50, 101]\n", "percentiles: 101.0 is not in (0, 100]"),
     ("fleet_input_over_sasl_needs_a_password",
      "input:\n  kafka:\n    kafka_broker: 127.0.0.1:9092\n    kafka_topic: p\n    security_protocol: SASL_SSL\n",

@@ -54,3 +54,12 @@ def test_a_sink_a_reload_removed_shows_what_it_dropped_by_reason() -> None:
     assert lines[-2].split() == ["influxdb", "3", "2", "5", "(buffer_full=1,", "removed=4)", "1", "removed,",
                                  "draining", "(failing:", "InfluxDB", "at", "http://127.0.0.1:1", "unreachable)"]
     assert lines[-1].split() == ["kafka", "0", "0", "69", "(removed=69)", "14", "removed"]
+
+
+def test_stream_connections_show_what_the_limits_refused_and_closed() -> None:
+    status = report()
+    status["stages"]["receiver"]["figures"].update(
+        connections=256, connections_refused={"peer_limit": 3}, connections_closed={"idle_timeout": 2, "peer_limit": 5})
+    (line,) = [line for line in render(status, NOW).splitlines() if line.startswith("receiver")]
+    assert line.endswith("connections 256  connections_refused 3 (peer_limit=3)  "
+                         "connections_closed 7 (idle_timeout=2, peer_limit=5)")
