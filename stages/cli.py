@@ -3,8 +3,9 @@
 
 ``run`` checks the config, renders the repo's ``supervisord.conf`` (or the copy an installed package
 ships) into the run directory with this interpreter and that run directory filled in, then becomes
-supervisord in the foreground: that is what the systemd unit runs. Every stage logs to the command's
-own stdout/stderr, so the journal (or the terminal) gets everything.
+supervisord in the foreground (stages.supervise: supervisord's own main loop in this process, which
+exits 78 with every stage's reason once none is left running): that is what the systemd unit runs.
+Every stage logs to the command's own stdout/stderr, so the journal (or the terminal) gets everything.
 """
 
 from __future__ import annotations
@@ -410,7 +411,8 @@ def run_pipeline(path: Path, run_dir_arg: str | None, counts: dict[str, int | No
     sys.stderr.flush()
     _make_stdout_openable()
     _append_to_output_files()
-    os.execv(sys.executable, [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(conf)])
+    # supervisord -n -c conf in this very process, exiting 78 once no stage is left running (stages.supervise).
+    os.execv(sys.executable, [sys.executable, "-m", "stages.supervise", str(run_dir)])
 
 
 def start_problems(config: Config, run_dir: Path) -> list[str]:
