@@ -34,7 +34,9 @@ run/log:
 
 # The daemon on the repo's config, as `pystatsd run` runs it: the config and every address checked
 # first (every problem printed, nothing started), then each stage's log and the aggregates here.
-run: install
+# Not run/log first: pystatsd run makes its run directory itself, after checking that no other user
+# could have planted a link there (mkdir -p would follow one).
+run: $(STAMP)
 	$(VENV)/bin/pystatsd run -c etc/pystatsd.yaml
 
 test: install-test

@@ -3,8 +3,9 @@
 
 ``run`` checks the config, renders the repo's ``supervisord.conf`` (or the copy an installed package
 ships) into the run directory with this interpreter and that run directory filled in, then becomes
-supervisord in the foreground: that is what the systemd unit runs. Every stage logs to the command's
-own stdout/stderr, so the journal (or the terminal) gets everything.
+supervisord in the foreground (stages.supervise: supervisord's own main loop in this process, which
+exits 78 with every stage's reason once none is left running): that is what the systemd unit runs.
+Every stage logs to the command's own stdout/stderr, so the journal (or the terminal) gets everything.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ from stages.config_copies import RUNNING, load_copy, source_of
 from stages.config_diff import config_changes
 from stages.figures import read_all
 from stages.forwarder.sinks import load_sink_configs
-from stages.lifecycle import DEFAULT_RUN_DIR, EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE, run_dir_problem
+from stages.lifecycle import DEFAULT_RUN_DIR, EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE
 from stages.listeners.unix_path import live_unix_socket
-from stages.private_file import write_private
+from stages.private_file import make_private_dir, write_private
 from stages.ring import RING_FILE, read_ring
+from stages.run_dir_check import make_run_dir, run_dir_problems
 from stages.supervisord_conf import INSTALLED_TEMPLATE, REPO_TEMPLATE, render_supervisord_conf, supervisord_template
 
 #: ``pystatsd status`` of an instance that is running but not healthy (or not running).
@@ -126,6 +128,10 @@ class Refused(Exception):
         self.code = code
 
 
+class RunDirRefused(Refused):
+    """The run directory may not be used (stages.run_dir_check)."""
+
+
 def instance(path: Path, run_dir_arg: str | None) -> tuple[Config, Path]:
     """The config at ``path`` and the run directory of the instance it runs (``--run-dir``, the
     config's, else the default)."""
@@ -133,7 +139,16 @@ def instance(path: Path, run_dir_arg: str | None) -> tuple[Config, Path]:
         config = load_config(path)
     except ConfigError as exc:
         raise Refused(f"{path}: {exc}") from None
-    return config, Path(run_dir_arg or config.run_dir or default_run_dir(supervisord_template())).absolute()
+    return config, usable(Path(run_dir_arg or config.run_dir or default_run_dir(supervisord_template())).absolute())
+
+
+def usable(run_dir: Path) -> Path:
+    """``run_dir``, unless stages.run_dir_check refuses it (Refused, every problem): a command on a running
+    instance reads and writes there as pystatsd run does."""
+    problems = run_dir_problems(run_dir)
+    if problems:
+        raise RunDirRefused("\n".join([f"pystatsd cannot use the run directory {run_dir}:", *problems]))
+    return run_dir
 
 
 def restart_stage(path: Path, run_dir_arg: str | None, target: str) -> int:
@@ -168,11 +183,13 @@ def reload_instance(path: Path, explicit: bool, run_dir_arg: str | None) -> int:
     """Check the config the running instance reads, then have every stage re-read it."""
     try:
         _, run_dir = instance(path, run_dir_arg)
+    except RunDirRefused:
+        raise
     except Refused:
         if run_dir_arg is None:  # the run directory may be in the config: it must be valid to find it
             check_config(path)
             raise Refused(NOT_RELOADED) from None
-        run_dir = Path(run_dir_arg).absolute()
+        run_dir = usable(Path(run_dir_arg).absolute())
     source = source_of(run_dir)
     if source is not None and source != path:
         if explicit:
@@ -193,11 +210,13 @@ def show_status(path: Path, run_dir_arg: str | None, as_json: bool) -> int:
     """Print the running instance's status; EXIT_OK when healthy, EXIT_UNHEALTHY when not."""
     try:
         config, run_dir = instance(path, run_dir_arg)
+    except RunDirRefused:
+        raise
     except Refused as exc:
         # A config edited since the start is no reason not to show what runs: its copy of the config says
         # the interval the figures are judged by.
         print(f"{exc} (showing the instance with the config it runs)", file=sys.stderr)
-        run_dir = Path(run_dir_arg or default_run_dir(supervisord_template())).absolute()
+        run_dir = usable(Path(run_dir_arg or default_run_dir(supervisord_template())).absolute())
         config = load_copy(run_dir, RUNNING) or Config()
     processes = status.supervisor_processes(run_dir)
     shards = sum(1 for name in processes if name.startswith("aggregator-")) or sum(
@@ -344,7 +363,7 @@ def default_run_dir(template: Path) -> Path:
 
 
 def run_pipeline(path: Path, run_dir_arg: str | None, counts: dict[str, int | None]) -> int:
-    """Check the config, write the supervisord config into the run directory, exec supervisord -n."""
+    """Check the config and the run directory, write the supervisord config there, become supervisord -n."""
     for key, least in (("shards", 1), ("extra_receivers", 0)):
         count = counts.get(key)
         if count is not None and count < least:
@@ -360,18 +379,22 @@ def run_pipeline(path: Path, run_dir_arg: str | None, counts: dict[str, int | No
         return EXIT_SOFTWARE
     run_dir = Path(run_dir_arg).absolute() if run_dir_arg else default_run_dir(template)
     config = load_config(path)
-    problems = start_problems(config, run_dir)
+    # supervisord applies its umask=077 only when it daemonizes: in the foreground (systemd, a
+    # terminal) every stage would inherit the caller's, and write sockets, logs and aggregates 0644.
+    os.umask(0o077)
+    # The run directory (and what is missing on the way) made private, unless it is refused: before
+    # supervisord opens its log, pid file and socket there as root.
+    problems = start_problems(config, run_dir) or make_run_dir(run_dir)
     if problems:
         print(f"pystatsd cannot start: {len(problems)} problem{'s' if len(problems) > 1 else ''}", file=sys.stderr)
         for problem in problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_CONFIG
-    # supervisord applies its umask=077 only when it daemonizes: in the foreground (systemd, a
-    # terminal) every stage would inherit the caller's, and write sockets, logs and aggregates 0644.
-    os.umask(0o077)
-    # Parents as they are; the run directory itself and its log/ private.
-    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    (run_dir / "log").mkdir(mode=0o700, exist_ok=True)
+    try:
+        make_private_dir(run_dir / "log")
+    except OSError as exc:
+        print(f"pystatsd cannot start: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_CONFIG
     ring = read_ring(run_dir)
     if counts.get("shards") is not None:
         # The count given is the ring now: every stage must take it, not a past reshard's.
@@ -388,20 +411,18 @@ def run_pipeline(path: Path, run_dir_arg: str | None, counts: dict[str, int | No
     sys.stderr.flush()
     _make_stdout_openable()
     _append_to_output_files()
-    os.execv(sys.executable, [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(conf)])
+    # supervisord -n -c conf in this very process, exiting 78 once no stage is left running (stages.supervise).
+    os.execv(sys.executable, [sys.executable, "-m", "stages.supervise", str(run_dir)])
 
 
 def start_problems(config: Config, run_dir: Path) -> list[str]:
     """What would keep the pipeline of ``config`` in ``run_dir`` from starting, found before anything starts:
     an instance already there, a run directory a stage would refuse, an address another program holds."""
-    if live_unix_socket(str(run_dir / "supervisor.sock"), socket.SOCK_STREAM):
+    # First: nothing is opened through a run directory that may not be used (not even its socket).
+    problems = run_dir_problems(run_dir)
+    if not problems and live_unix_socket(str(run_dir / "supervisor.sock"), socket.SOCK_STREAM):
         return [f"{run_dir}: an instance of pystatsd already runs there (pystatsd status --run-dir {run_dir}); "
                 "stop it, or give another --run-dir"]
-    problems = []
-    if run_dir.is_dir():
-        problem = run_dir_problem(run_dir)
-        if problem:
-            problems.append(problem)
     urls = [] if config.fleet_input is not None else config.listener_urls()
     served = [sink.serves_on() for sink in load_sink_configs(config).values()]
     served.append(config.health_address or None)

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from stages.config import Config, ConfigError, load_config
-from stages.private_file import write_private
+from stages.private_file import read_private, write_private
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def keep_copy(run_dir: Path, name: str, source: Path) -> None:
 def source_of(run_dir: Path) -> Path | None:
     """The config file the instance in ``run_dir`` reads, if it said."""
     try:
-        return Path((run_dir / SOURCE).read_text())
+        return Path(read_private(run_dir / SOURCE).decode())
     except OSError:
         return None
 

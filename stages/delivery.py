@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stages.figures import STARTED
-from stages.private_file import write_private
+from stages.private_file import read_private, write_private
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def forwarder_identity(pid: int) -> str:
 def read_delivered(run_dir: Path, shard: int) -> Delivered | None:
     """None while no forwarder has written one (or it cannot be read)."""
     try:
-        raw = json.loads(delivered_path(run_dir, shard).read_text())
+        raw = json.loads(read_private(delivered_path(run_dir, shard)))
         return Delivered(str(raw["forwarder"]), int(raw["epoch"]), {int(s) for s in raw["seqs"]})
     except FileNotFoundError:
         return None

@@ -1,8 +1,8 @@
 """Each stage's latest figures, published as a small JSON file in the run directory.
 
-A stage replaces ``<run>/figures/<stage>.json`` every interval (atomically), so ``pystatsd status`` and
-the health endpoint can read every stage's state without a socket of their own. A file that is not
-refreshed tells that its stage is gone or stuck.
+A stage replaces ``<run>/figures/<stage>.json`` every interval (atomically, never through a link:
+stages.private_file), so ``pystatsd status`` and the health endpoint can read every stage's state
+without a socket of their own. A file that is not refreshed tells that its stage is gone or stuck.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+
+from stages.private_file import make_private_dir, read_private, write_private
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +30,7 @@ def publish(run_dir: Path, stage: str, figures: dict[str, Any]) -> None:
     directory = run_dir / FIGURES_DIR
     record = {"stage": stage, "pid": os.getpid(), "started": STARTED, "updated": time.time(), "figures": figures}
     try:
-        directory.mkdir(mode=0o700, exist_ok=True)
-        temporary = directory / f".{stage}.tmp"
-        temporary.write_text(json.dumps(record, sort_keys=True))
-        os.replace(temporary, directory / f"{stage}.json")
+        write_private(make_private_dir(directory) / f"{stage}.json", json.dumps(record, sort_keys=True).encode())
     except OSError as exc:
         log.warning("Cannot publish figures to %s: %s", directory, exc.strerror)
 
@@ -56,7 +55,7 @@ def clear_start_error(run_dir: Path, stage: str) -> None:
 
 def _read(path: Path) -> dict[str, Any] | None:
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(read_private(path))
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None

@@ -10,7 +10,7 @@ everything else, once for every stage, in this order:
 2. logging on stderr, one line per record, named after the stage (``PYSTATSD_LOG_LEVEL``);
 3. the config, validated: a problem is one line and exit 78 (:data:`EXIT_CONFIG`);
 4. the stage's own checks (:meth:`Stage.check`);
-5. the run directory, private to this user;
+5. the run directory, private to this user, or refused (stages.run_dir_check);
 6. the stage's lock, when it binds a socket another copy must not steal;
 7. SIGTERM and SIGINT (stop) and SIGHUP (reload), which only set a flag the loop polls
    (:class:`StopSignal`);
@@ -48,6 +48,8 @@ import zmq
 from stages.config import Config, ConfigError, config_path, load_config
 from stages.config_diff import reloadable
 from stages.figures import START_ERROR, clear_start_error, publish
+from stages.private_file import open_private
+from stages.run_dir_check import make_run_dir, run_dir_problems
 
 EXIT_OK = 0
 EXIT_SOFTWARE = 70
@@ -267,7 +269,7 @@ def start_failed(stage: Stage, args: argparse.Namespace, exc: StartError, run: P
     stage.log.error(exc.message, *exc.args_)
     run = run or Path(args.run_dir or DEFAULT_RUN_DIR)
     # Only into a run directory this stage could have used: a refused one is not written to.
-    if run.is_dir() and not run_dir_problem(run):
+    if run.is_dir() and not run_dir_problems(run):
         publish(run, stage.name(args), {START_ERROR: str(exc)})
     return EXIT_CONFIG
 
@@ -353,36 +355,30 @@ def reloaded(running: Config, new: Config, stage_log: logging.Logger) -> Config:
 
 
 def run_dir(args: argparse.Namespace, config: Config) -> Path:
-    """The run directory, created private (0700): ipc sockets are guarded by file permissions."""
+    """The run directory, made private (0700) unless stages.run_dir_check refuses it: ipc sockets are
+    guarded by file permissions, and nothing there may lead root's writes elsewhere."""
     path = Path(config.run_dir or args.run_dir or DEFAULT_RUN_DIR)
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StartError("Config error: cannot make run directory %s: %s", path, exc.strerror) from None
-    problem = run_dir_problem(path)
-    if problem:
-        raise StartError("Config error: %s", problem)
+    problems = make_run_dir(path)
+    if problems:
+        raise StartError("Config error: %s", "; ".join(problems))
     return path
-
-
-def run_dir_problem(path: Path) -> str | None:
-    """Why the existing run directory ``path`` must not be used; None when it may."""
-    info = path.stat()
-    # Whoever can write here can replace a socket and feed or read the pipeline.
-    if info.st_uid != os.getuid() or info.st_mode & 0o022:
-        return (f"run directory {path} must belong to this user and not be writable by group or others "
-                "(chmod 700 it)")
-    return None
 
 
 def take_lock(directory: Path, name: str) -> IO[str]:
     """Hold ``name.lock`` for the life of the process: an ipc bind would silently steal a live one."""
-    handle = open(directory / f"{name}.lock", "w")  # noqa: SIM115 - held until exit
+    path = directory / f"{name}.lock"
+    try:
+        fd = open_private(path, os.O_RDWR | os.O_CREAT)
+    except OSError as exc:
+        raise StartError("Cannot open the lock %s: %s", path, exc.strerror) from None
+    handle = os.fdopen(fd, "w")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
         raise StartError("Another %s is already running with run directory %s", name, directory) from None
+    # Truncated only once held: the holder's pid is not wiped by a copy that is refused.
+    handle.truncate()
     handle.write(str(os.getpid()))
     handle.flush()
     return handle

@@ -23,6 +23,7 @@ from stages.config_copies import RUNNING, STARTED, load_copy
 from stages.config_diff import ON_RELOAD, config_changes, reloadable
 from stages.figures import read_all
 from stages.lifecycle import FORWARDER_STOP
+from stages.private_file import read_private, write_private
 from stages.ring import Ring, ring_shards, write_ring
 from stages.supervisord_conf import GENERATED, conf_parser, conf_text
 
@@ -136,7 +137,7 @@ def reshard(run_dir: Path, shards: int, interval: float) -> list[str]:
     """Change the ring to ``shards`` under traffic: start the new shards, switch the receivers at an
     interval edge, retire the old shards once they flushed their last interval; what was done."""
     conf_path = run_dir / "supervisord.conf"
-    text = conf_path.read_text() if conf_path.exists() else ""
+    text = read_private(conf_path).decode() if conf_path.exists() else ""
     if not text.startswith(GENERATED):
         raise OperationError(f"{conf_path} is not one pystatsd run wrote (this instance was started another way, "
                              "as make run does): change PYSTATSD_SHARDS in supervisord.conf and restart it instead")
@@ -151,10 +152,10 @@ def reshard(run_dir: Path, shards: int, interval: float) -> list[str]:
     new_group = f"aggregator-of-{shards}"
     parser = conf_parser(text)
     parser[f"program:{new_group}"] = {**parser[f"program:{old_group}"], "numprocs": str(shards)}
-    conf_path.write_text(conf_text(parser))
+    write_private(conf_path, conf_text(parser).encode())
     if not start_group(run_dir, new_group, shards):
         stop_group(run_dir, new_group)
-        conf_path.write_text(text)
+        write_private(conf_path, text.encode())
         supervisor_rpc.call(run_dir, "reloadConfig")
         raise OperationError(f"the {shards} new shards did not start (see their logs in {run_dir / 'log'}): "
                              f"the {current} shards keep running")
@@ -165,7 +166,7 @@ def reshard(run_dir: Path, shards: int, interval: float) -> list[str]:
     time.sleep(max(0.0, since + FLUSH_GRACE_SECS + RETIRE_AFTER_SECS - time.time()))
     stop_group(run_dir, old_group)
     del parser[f"program:{old_group}"]
-    conf_path.write_text(conf_text(parser))
+    write_private(conf_path, conf_text(parser).encode())
     supervisor_rpc.call(run_dir, "reloadConfig")
     for stale in range(shards, current):  # figures of shard numbers the new ring has not
         (run_dir / "figures" / f"aggregator-{stale}.json").unlink(missing_ok=True)

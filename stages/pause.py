@@ -21,7 +21,7 @@ import json
 import time
 from pathlib import Path
 
-from stages.private_file import write_private
+from stages.private_file import read_private, write_private
 from stages.ring import CHECK_EVERY_SECS  # the receivers look at the pause files as often as at the ring file
 
 
@@ -42,7 +42,7 @@ def end_pause(run_dir: Path, shard: int, shards: int) -> None:
 def read_pause(path: Path) -> float | None:
     """Until when (unix time) the pause at ``path`` holds, or None (no file, or not one pystatsd wrote)."""
     try:
-        return float(json.loads(path.read_text())["until"])
+        return float(json.loads(read_private(path))["until"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from stages.private_file import write_private
+from stages.private_file import read_private, write_private
 
 RING_FILE = "ring.json"
 #: How often at most a receiver looks at the file: ``pystatsd reshard`` writes it well ahead of T.
@@ -31,7 +31,7 @@ class Ring(NamedTuple):
 def read_ring(run_dir: Path) -> Ring | None:
     """The ring the run directory's file says, or None (no file, or not one pystatsd wrote)."""
     try:
-        data = json.loads((run_dir / RING_FILE).read_text())
+        data = json.loads(read_private(run_dir / RING_FILE))
         return Ring(int(data["shards"]), float(data["from"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None

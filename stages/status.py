@@ -37,7 +37,7 @@ NOT_RUNNING = ("FATAL", "EXITED", "STOPPED", "BACKOFF")
 def process_reasons(processes: dict[str, dict[str, Any]], records: dict[str, dict[str, Any]]) -> list[str]:
     """Why the processes that do not run are not healthy, where the stage's own start error does not say."""
     reasons = []
-    for name, process in sorted(processes.items(), key=lambda item: _stage_order(item[0])):
+    for name, process in sorted(processes.items(), key=lambda item: stage_order(item[0])):
         if process["state"] in NOT_RUNNING and START_ERROR not in records.get(name, {}).get("figures", {}):
             reasons.append(f"{name}: {process['state']} (exit status {process['exit_status']}: "
                            f"{process['description'] or 'see its log'})")
@@ -86,7 +86,7 @@ def render(report: dict[str, Any], now: float | None = None) -> str:
     lines += [f"  ! {reason}" for reason in report["reasons"]]
     rows: list[tuple[str, ...]] = [("PROCESS", "STATE", "PID", "UPTIME", "UPDATED", "FIGURES")]
     stages = report["stages"]
-    names = sorted(set(report["processes"]) | set(stages), key=_stage_order)
+    names = sorted(set(report["processes"]) | set(stages), key=stage_order)
     for name in names:
         process = report["processes"].get(name, {})
         record = stages.get(name)
@@ -122,7 +122,7 @@ def _sink_state(figures: dict[str, Any]) -> str:
     return state
 
 
-def _stage_order(name: str) -> tuple[int, str]:
+def stage_order(name: str) -> tuple[int, str]:
     for rank, prefix in enumerate(("receiver", "aggregator", "forwarder")):
         if name.startswith(prefix):
             return rank, name

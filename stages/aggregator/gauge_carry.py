@@ -20,7 +20,7 @@ import msgpack
 
 from stages.aggregator.series import Gauges
 from stages.model import series_name
-from stages.private_file import write_private
+from stages.private_file import read_private, write_private
 from stages.ring import Ring, read_ring
 from stages.sharding import shard_for
 
@@ -61,7 +61,7 @@ def take_carried(run_dir: Path, gauges: Gauges, shard: int, shards: int) -> int:
     adopted = 0
     for path in sorted(run_dir.glob(f"gauges-shard-{shard}-of-{shards}-from-*.msgpack")):
         try:
-            data = msgpack.unpackb(path.read_bytes(), raw=False)
+            data = msgpack.unpackb(read_private(path), raw=False)
             path.unlink()
             if not isinstance(data, dict) or data.get("kind") != GAUGES_V1:
                 raise ValueError("not a pystatsd.gauges.v1 file")

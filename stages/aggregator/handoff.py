@@ -29,7 +29,7 @@ from stages.aggregator.series import IntervalBucket, SeriesKey
 from stages.aggregator.shard import ShardState
 from stages.contract import BatchBody, pack_batch_body
 from stages.model import series_key, series_name
-from stages.private_file import write_private
+from stages.private_file import read_private, write_private
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def take_handoff(path: Path) -> Handoff | None:
     HandoffRefused when it cannot be read.
     """
     try:
-        data = path.read_bytes()
+        data = read_private(path)
     except FileNotFoundError:
         return None
     path.unlink()

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from stages.private_file import read_private, write_private
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class CoverageLedger:
         if self.path is None:
             return {}
         try:
-            data = json.loads(self.path.read_text())
+            data = json.loads(read_private(self.path))
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
@@ -131,6 +132,4 @@ class CoverageLedger:
     def _save(self) -> None:
         if self.path is None:
             return
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.last))
-        os.replace(temporary, self.path)
+        write_private(self.path, json.dumps(self.last).encode())

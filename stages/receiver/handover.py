@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.config import Config, QueueConfig
-from stages.private_file import write_private
+from stages.private_file import read_private, write_private
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def take_over() -> dict[str, Any] | None:
         return None
     path = Path(where)
     try:
-        record: dict[str, Any] = json.loads(path.read_text())
+        record: dict[str, Any] = json.loads(read_private(path))
         path.unlink()
     except (OSError, ValueError) as exc:
         log.error("Cannot read the hand-over %s (%s): opening every listener anew", path, exc)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stages.contract import BatchHeader
-from stages.private_file import write_private
+from stages.private_file import open_private, read_private, write_private
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def decode(data: bytes) -> tuple[int, Predecessor]:
 def read_predecessor(path: Path) -> Predecessor | None:
     """The record at ``path`` when the receiver that wrote it died without a planned stop, else None."""
     try:
-        state, record = decode(path.read_bytes())
+        state, record = decode(read_private(path))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
@@ -147,7 +147,7 @@ class Unsent:
             self._map = bytearray(data)
             return
         write_private(self.path, data)
-        with self.path.open("r+b") as handle:
+        with os.fdopen(open_private(self.path, os.O_RDWR), "r+b") as handle:
             self._map = mmap.mmap(handle.fileno(), len(data))
 
     def _write(self, shard: int) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -137,3 +139,41 @@ def test_run_refuses_a_run_directory_others_may_write(tmp_path: Path) -> None:
     assert result.returncode == EXIT_CONFIG
     assert f"run directory {run_dir} must belong to this user and not be writable by group or others" in result.stderr
     assert list(run_dir.iterdir()) == []
+
+
+def test_run_exits_78_with_each_reason_when_no_stage_can_start(tmp_path: Path) -> None:
+    """Every stage fails after pystatsd run's own checks passed (the shard's and the forwarder's locks
+    held, the receiver's Unix socket path a plain file): supervisord gives up on each, and pystatsd run
+    exits 78 naming each reason instead of staying up with nothing running."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o755)
+    run_dir.chmod(0o755)
+    not_a_socket = tmp_path / "metrics.sock"
+    not_a_socket.write_text("")
+    config = tmp_path / "pystatsd.yaml"
+    config.write_text(f"bind_port: {free_udp_port()}\nlisteners: ['unix://{not_a_socket}']\n"
+                      f"forwarders: {{file: {{path: {tmp_path / 'out.jsonl'}}}}}\n")
+    locks = [(run_dir / name).open("w") for name in ("forwarder.lock", "shard-0-of-1.lock")]
+    for lock in locks:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    proc = subprocess.Popen([VENV_BIN / "pystatsd", "run", "-c", config, "--run-dir", run_dir, "--shards", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        # Four tries each, 1 + 2 + 3 s of supervisord's backoff between them: well within a minute.
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+        for lock in locks:
+            lock.close()
+    assert proc.returncode == EXIT_CONFIG, stderr
+    given_up = stderr[stderr.index("pystatsd gives up: no stage is left running (3 ended)"):].splitlines()
+    assert given_up[1:4] == [
+        f"  receiver: cannot start: Cannot start: [Errno 98] cannot listen on unix://{not_a_socket}: "
+        "Address already in use",
+        f"  aggregator-0: cannot start: Another shard-0-of-1 is already running with run directory {run_dir}",
+        f"  forwarder: cannot start: Another forwarder is already running with run directory {run_dir}",
+    ]
+    assert not (run_dir / "supervisord.pid").exists()  # supervisord itself is gone, and its stages
+    assert run_dir.stat().st_mode & 0o777 == 0o700  # made private by pystatsd run
