@@ -37,7 +37,8 @@ def test_as_a_daemon() -> None:
 def test_in_the_foreground_as_make_run_starts_it() -> None:
     (recipe,) = re.findall(r"^run: .*\n\t(.+)$", (REPO / "Makefile").read_text(), re.MULTILINE)
     pipeline = Pipeline()
-    command = recipe.replace("$(VENV)", str(REPO / ".venv")).replace("supervisord.conf", str(pipeline.conf_path))
+    command = (recipe.replace("$(VENV)", str(REPO / ".venv")).replace("etc/pystatsd.yaml", str(pipeline.config_path))
+               + f" --run-dir {pipeline.run_dir}")
     # Started from a shell whose umask lets everyone read: what make run inherits from a login shell.
     proc = subprocess.Popen(["sh", "-c", command], env=pipeline.env, preexec_fn=lambda: os.umask(0o022),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
