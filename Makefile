@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP) run/log
 
-$(STAMP): pyproject.toml stages/keytable.h stages/listeners/recv_many.c stages/receiver/window.c \
+$(STAMP): pyproject.toml stages/keytable.h stages/listeners/recv_many.c stages/listeners/drain.c stages/receiver/window.c \
 		stages/aggregator/bucket.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

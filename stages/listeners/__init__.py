@@ -5,8 +5,9 @@ A kind is a transport (:class:`~stages.listeners.datagram.DatagramListener` or
 (:class:`~stages.listeners.family.AddressFamily`: how the address is parsed and bound, whether
 receivers share it), opened by ``open(url, address, receive_buffer_bytes, socket_mode, reuse_port)``;
 an opened listener offers ``fds()``,
-``read(fd, limit, bad)`` → payloads to parse, ``drain(bad)``, ``kernel_drops()``, ``close()``
-and a ``changed`` flag for when its set of sockets changed.
+``read(fd, limit, bad)`` → payloads to parse, ``release()`` (what it holds in memory, before a
+restart in place), ``drain(bad)``, ``kernel_drops()``, ``close()`` and a ``changed`` flag for when
+its set of sockets changed.
 """
 
 from __future__ import annotations

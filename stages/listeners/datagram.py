@@ -89,6 +89,11 @@ class DatagramListener:
                 break
         return datagrams
 
+    def release(self) -> list[bytes]:
+        """What this listener holds in memory rather than in the kernel (none here): handed on before
+        a restart in place, which keeps only the sockets."""
+        return []
+
     def drain(self, bad: dict[str, int]) -> list[bytes]:
         """Everything the kernel still holds (a planned stop), then no more."""
         payloads: list[bytes] = []
