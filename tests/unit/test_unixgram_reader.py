@@ -99,3 +99,16 @@ def test_a_full_buffer_is_left_to_the_kernel_which_refuses_the_sender(pair, monk
         got.extend(small.read(wake, 1000, {}))
     got.extend(small.drain({}))
     assert got == [b"y" * 100] * outcomes.count(True)
+
+
+def test_without_the_reader_thread_the_receiver_reads_the_socket_itself(pair, monkeypatch) -> None:
+    listener, sender = pair
+    listener.release()
+    monkeypatch.setattr(unixgram, "READER_THREAD", False)
+    plain = UnixgramListener("unixgram:///plain", listener.sock)
+    assert plain.fds() == [plain.sock.fileno()]
+    sender.send(b"a:1|c")
+    sender.send(b"b:1|c")
+    assert readable(plain.sock.fileno(), 5000)
+    assert plain.read(plain.sock.fileno(), 100, {}) == [b"a:1|c", b"b:1|c"]
+    assert plain.release() == []
