@@ -131,6 +131,8 @@ def test_the_log_says_when_the_kernels_unixgram_queue_is_short(pipeline: Pipelin
     warned = f"unixgram://{listeners.dsd_path}: the kernel queues at most {qlen} datagrams" in pipeline.log("receiver")
     assert warned == (qlen < RECOMMENDED_DGRAM_QLEN)
     assert ("sysctl -w net.unix.max_dgram_qlen=" in pipeline.log("receiver")) == warned
+    # Its receive buffer bounds nothing (the queue is counted in datagrams): no advice about rmem_max.
+    assert f"Listening on unixgram://{listeners.dsd_path} with a" not in pipeline.log("receiver")
 
 
 def test_100000_tcp_lines_over_several_connections_arrive_exactly(pipeline: Pipeline,
