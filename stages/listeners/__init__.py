@@ -6,7 +6,8 @@ A kind is a transport (:class:`~stages.listeners.datagram.DatagramListener` or
 receivers share it), opened by ``open(url, address, receive_buffer_bytes, socket_mode, reuse_port, streams)``
 (``streams``: the receiver's :class:`~stages.listeners.connections.StreamConnections`, its rules and
 counts for connections); an opened listener offers ``fds()``,
-``read(fd, limit, bad)`` → payloads to parse, ``next_expiry()`` (seconds until an idle connection is
+``read(fd, limit, bad)`` → payloads to parse, ``release()`` (what it holds in memory, before a
+restart in place), ``next_expiry()`` (seconds until an idle connection is
 due to close, or None) and ``expire(bad)`` → what the connections it closed sent last, ``drain(bad)``,
 ``kernel_drops()``, ``close()`` and a ``changed`` flag for when its set of sockets changed.
 """

@@ -46,15 +46,20 @@ class DatagramListener:
     def open(cls, url: str, address: Any, receive_buffer_bytes: int, socket_mode: int, reuse_port: bool,
              streams: StreamConnections) -> Self:
         return cls(url, cls.family.bind(address, socket.SOCK_DGRAM, url, reuse_port, socket_mode,
-                                        lambda sock: set_receive_buffer(sock, receive_buffer_bytes, url)))
+                                        lambda sock: cls.size_buffer(sock, receive_buffer_bytes, url)))
 
     @classmethod
     def adopt(cls, url: str, held: dict[str, Any], receive_buffer_bytes: int, streams: StreamConnections) -> Self:
         """The listener a previous receiver of this process handed over (:meth:`hand_over`): the same
         bound socket, with what the kernel queued on it meanwhile."""
         sock = socket.socket(fileno=held["fd"])
-        set_receive_buffer(sock, receive_buffer_bytes, url)
+        cls.size_buffer(sock, receive_buffer_bytes, url)
         return cls(url, sock)
+
+    @classmethod
+    def size_buffer(cls, sock: socket.socket, requested: int, url: str) -> None:
+        """Ask for ``receive_buffer_bytes``: what a UDP socket holds before the kernel drops."""
+        set_receive_buffer(sock, requested, url)
 
     def hand_over(self) -> dict[str, Any]:
         """Keep the socket open across an exec (its queue with it); what :meth:`adopt` needs."""
@@ -90,6 +95,11 @@ class DatagramListener:
             except BlockingIOError:
                 break
         return datagrams
+
+    def release(self) -> list[bytes]:
+        """What this listener holds in memory rather than in the kernel (none here): handed on before
+        a restart in place, which keeps only the sockets."""
+        return []
 
     def next_expiry(self) -> float | None:
         """A datagram socket has no connections to expire (``streams`` is for those that do)."""

@@ -256,6 +256,10 @@ class StreamListener:
         self.streams.open -= 1
         self.changed = True
 
+    def release(self) -> list[bytes]:
+        """Nothing: a connection's unfinished line goes along with the hand-over (:meth:`hand_over`)."""
+        return []
+
     def drain(self, bad: dict[str, int]) -> list[bytes]:
         """What every connection has already sent, its unfinished last lines included (a planned stop)."""
         payloads: list[bytes] = []

@@ -288,6 +288,8 @@ class Receiver:
     def restart_in_place(self) -> None:
         """SIGHUP: every open batch to the shards, every socket kept open for the next image of this process."""
         log.info("Restarting in place: handing every open batch on, keeping every socket open")
+        for listener in self.listeners:
+            self.receive(listener.release())
         self.batcher.send_all()
         self.batcher.release_all()
         self.batcher.unsent.close()

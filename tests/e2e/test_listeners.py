@@ -6,7 +6,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ from datadog.dogstatsd import DogStatsd
 from harness.pipeline import Pipeline, total
 from harness.ports import free_tcp_port
 from harness.wait import wait_for
+from stages.listeners.unixgram import RECOMMENDED_DGRAM_QLEN
 
 pytestmark = pytest.mark.e2e
 
@@ -66,6 +67,86 @@ def test_datadog_client_over_its_unix_socket(pipeline: Pipeline, listeners: List
     assert {a["value"] for a in pipeline.series("uds.level")} == {3.5}
     (size,) = pipeline.series("uds.size")
     assert (size["stats"]["count"], size["stats"]["sum"]) == (3, 6)
+
+
+def unixgram_sender(listeners: Listeners, blocking: bool) -> socket.socket:
+    sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sender.connect(str(listeners.dsd_path))
+    sender.setblocking(blocking)
+    return sender
+
+
+def datadog_rounds(pipeline: Pipeline, listeners: Listeners, name: str,
+                   send: Callable[[DogStatsd, str], None]) -> list[tuple[float, int]]:
+    """Three rounds of ``send`` from the client as a user makes it (defaults: one datagram per metric,
+    sent without blocking; a datagram the socket refuses, EAGAIN, is dropped and counted in
+    packets_dropped_writer): each round's (delivered, refused). Three, because a round can meet a
+    CPU that other work holds for a millisecond; what is refused is then the client's to count."""
+    rounds = []
+    for round_ in range(3):
+        client = DogStatsd(socket_path=str(listeners.dsd_path))
+        pipeline.wait_interval_start()
+        send(client, f"{name}.{round_}")
+        refused = client.packets_dropped_writer
+        client.close_socket()
+        rounds.append((total(pipeline.wait_series(f"{name}.{round_}")), refused))
+    return rounds
+
+
+def test_datadog_bursts_the_kernels_unixgram_queue_can_hold_arrive_whole(pipeline: Pipeline,
+                                                                          listeners: Listeners) -> None:
+    # The kernel queues at most net.unix.max_dgram_qlen datagrams (10 by default) for the socket.
+    # Bursts of 8 every half millisecond fit that queue only if each is read before the next two
+    # meet: a receiver that paused 1 ms after a small read (or sent a window to the shards
+    # meanwhile) refused about 27 % of them in every round.
+    def paced(client: DogStatsd, name: str) -> None:
+        for _ in range(250):
+            for _ in range(8):
+                client.increment(name)
+            time.sleep(0.0005)
+
+    rounds = datadog_rounds(pipeline, listeners, "uds.paced", paced)
+    assert all(delivered + refused == 2000 for delivered, refused in rounds), rounds
+    assert (2000, 0) in rounds, rounds
+
+
+def test_what_a_unixgram_socket_refuses_a_sender_sees_and_the_rest_arrives(pipeline: Pipeline,
+                                                                           listeners: Listeners) -> None:
+    # A sender that does not block gets EAGAIN when the kernel's queue is full: what is lost is lost
+    # on its side, visibly; everything the kernel accepted reaches the aggregate.
+    pipeline.wait_interval_start()
+    refused = 0
+    with unixgram_sender(listeners, blocking=False) as sender:
+        for _ in range(5000):
+            try:
+                sender.send(b"uds.nonblocking:1|c")
+            except BlockingIOError:
+                refused += 1
+    assert total(pipeline.wait_series("uds.nonblocking")) == 5000 - refused
+
+
+def test_a_burst_of_500_datadog_increments_over_the_unix_socket_arrives_whole(pipeline: Pipeline,
+                                                                              listeners: Listeners) -> None:
+    # 500 in a loop take about 2.5 ms, the kernel queue's ten slots about 50 us: a reader woken only
+    # after the loop got 11, the receiver that read the socket itself 22 to 83 in every round.
+    def burst(client: DogStatsd, name: str) -> None:
+        for _ in range(500):
+            client.increment(name)
+
+    rounds = datadog_rounds(pipeline, listeners, "uds.burst", burst)
+    assert all(delivered + refused == 500 for delivered, refused in rounds), rounds
+    # Where the receiver may not run its reader thread SCHED_FIFO (not root), it says so at start.
+    assert (500, 0) in rounds, (rounds, [line for line in pipeline.log("receiver").splitlines()
+                                         if "Reading unixgram" in line])
+
+
+def test_the_log_says_when_the_kernels_unixgram_queue_is_short(pipeline: Pipeline, listeners: Listeners) -> None:
+    qlen = int(Path("/proc/sys/net/unix/max_dgram_qlen").read_text())
+    warned = f"unixgram://{listeners.dsd_path}: the kernel queues at most {qlen} datagrams" in pipeline.log("receiver")
+    assert warned == (qlen < RECOMMENDED_DGRAM_QLEN)
+    assert ("sysctl -w net.unix.max_dgram_qlen=" in pipeline.log("receiver")) == warned
+    # Its receive buffer bounds nothing (the queue is counted in datagrams): no advice about rmem_max.
+    assert f"Listening on unixgram://{listeners.dsd_path} with a" not in pipeline.log("receiver")
 
 
 def test_100000_tcp_lines_over_several_connections_arrive_exactly(pipeline: Pipeline,

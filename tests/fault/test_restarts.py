@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import shutil
 import socket
 import subprocess
+import tempfile
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -120,6 +124,47 @@ def test_a_receiver_restarted_in_place_keeps_its_sockets_and_loses_nothing() -> 
         assert log.count("Restarted in place: took over 3 listeners") == 3, log
         drops = [a["value"] for a in pipeline.series("pystatsd.receiver.kernel_drops")]
         assert sum(drops) == 0
+
+
+def test_a_receiver_restarted_in_place_hands_on_what_its_unixgram_reader_held() -> None:
+    # The unixgram listener's reader thread holds what it read until the receiver takes it; a restart
+    # in place replaces the process image, so the receiver must take it all first. A blocking sender
+    # waits out the restart instead of being refused: every datagram it sent must arrive.
+    folder = Path(tempfile.mkdtemp(prefix="psr"))
+    pipeline = Pipeline(flush_interval=2.0)
+    pipeline.config["listeners"].append(f"unixgram://{folder}/dsd.sock")
+    pipeline.save_config()
+    sent = 0
+    stopping = threading.Event()
+
+    def send() -> None:
+        nonlocal sent
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            sender.connect(str(folder / "dsd.sock"))
+            while not stopping.is_set() and sent < 200_000:
+                for _ in range(50):
+                    sender.send(b"rs.uds:1|c")
+                    sent += 1
+                time.sleep(0.001)
+
+    try:
+        with pipeline:
+            sender = threading.Thread(target=send)
+            sender.start()
+            try:
+                for _ in range(3):
+                    time.sleep(1.0)
+                    result = pystatsd(pipeline, "restart", "receiver")
+                    assert result.returncode == 0, result.stderr
+                time.sleep(0.5)
+            finally:
+                stopping.set()
+                sender.join()
+            settled(lambda: sum(a["value"] for a in pipeline.series("rs.uds")) == sent, 15)
+            assert sum(a["value"] for a in pipeline.series("rs.uds")) == sent
+            assert pipeline.log("receiver").count("Restarted in place: took over 3 listeners") == 3
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_the_forwarder_restarted_under_traffic() -> None:
