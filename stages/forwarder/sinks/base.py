@@ -5,9 +5,11 @@ its own thread, bounded buffer, retries and drop counting; a sink never sees ano
 
 **What it is handed.** :meth:`Sink.write` gets one :class:`Flush`: the ``header`` of one shard's
 interval (:class:`~stages.contract.FlushHeader`), its ``aggregates`` (the contract's aggregate
-objects) and their ``size`` on the wire. The same aggregate objects go to every sink, so a sink
-**must not mutate them** (nor keep them once ``write`` returned): it reads them, encodes them, and
-keeps only what it made itself.
+objects) and their ``size`` on the wire. A sink reads them with :meth:`Flush.chunks` (or
+:meth:`Flush.each`), which decodes a few thousand at a time: the buffers hold flushes encoded, and
+a flush being written then costs its encoded output, not every aggregate decoded at once. The same
+aggregate objects may go to every sink, so a sink **must not mutate them** (nor keep them once
+``write`` returned): it reads them, encodes them, and keeps only what it made itself.
 
 **What the runner guarantees.**
 
