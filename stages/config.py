@@ -231,6 +231,8 @@ class Config:
     percentiles: list[float] = dataclasses.field(default_factory=lambda: [50.0, 90.0, 95.0, 99.0])
     expire_after_intervals: int = 30
     series_limit_per_name: int = 10_000
+    #: Live gauges one shard keeps; a new gauge past it is dropped and counted (the live ones stay exact).
+    gauges_limit: int = 100_000
     receive_buffer_bytes: int = 8 * 1024 * 1024
     batch_max_entries: int = 1000
     #: The name batch_max_entries had (it counts series entries, not metrics); still read.
@@ -258,6 +260,8 @@ class Config:
             raise ValueError("expire_after_intervals: must be at least 1")
         if self.series_limit_per_name < 1:
             raise ValueError("series_limit_per_name: must be at least 1")
+        if self.gauges_limit < 1:
+            raise ValueError("gauges_limit: must be at least 1")
         self._check_stream_limits()
         if self.receive_buffer_bytes < 0:
             raise ValueError("receive_buffer_bytes: must not be negative")

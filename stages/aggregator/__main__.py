@@ -32,7 +32,7 @@ from stages.aggregator.gauge_carry import next_ring, take_carried, write_carried
 from stages.aggregator.handoff import HandoffRefused, capture, handoff_path, restore, take_handoff, write_handoff
 from stages.aggregator.partials import PartialBounds, PartialSource, partial_bounds
 from stages.aggregator.series import CompiledBucket
-from stages.aggregator.shard import ClosedInterval, ShardState
+from stages.aggregator.shard import ClosedInterval, ShardState, overrun_secs
 from stages.compiled import wanted as use_compiled
 from stages.config import Config, ConfigError, config_path
 from stages.figures import publish
@@ -75,7 +75,8 @@ class ShardLoop:
         self.reloaded: tuple[Config, int] | None = None
         self.state = ShardState(
             shard, config.flush_interval, config.percentiles, config.expire_after_intervals,
-            config.self_metrics_prefix, config.agent.tags, series_limit=config.series_limit_per_name)
+            config.self_metrics_prefix, config.agent.tags, series_limit=config.series_limit_per_name,
+            gauges_limit=config.gauges_limit)
         self.shard, self.shards = shard, shards
         self.run_dir = Path(run)
         self.epoch = time.time_ns()
@@ -97,6 +98,7 @@ class ShardLoop:
         self.push.connect(forwarder_endpoint(run))
         self.decode_errors: collections.Counter[str] = collections.Counter()
         self.fold_log = LogThrottle()
+        self.gauge_drop_log = LogThrottle()
         self.handoff_path = handoff_path(self.run_dir, shard, shards)
         #: No interval is flushed before this (unix time): see TAKEOVER_GRACE_SECS.
         self.flush_not_before = 0.0
@@ -188,17 +190,31 @@ class ShardLoop:
         closed_now = self.state.due(now)
         for closed in closed_now:
             self.queue_flush(closed, final=False)
+            self.report_overrun(closed)
         if closed_now and not self.gauges_carried:
             self.carry_gauges()
         if self.reloaded is not None and self.state.closed_through >= self.reloaded[1]:
             config, self.reloaded = self.reloaded[0], None
             self.state.reconfigure(config.percentiles, config.expire_after_intervals, config.series_limit_per_name,
-                                   config.self_metrics_prefix, config.agent.tags)
+                                   config.self_metrics_prefix, config.agent.tags, config.gauges_limit)
             self.config = config
             log.info("The reloaded config applies from this interval on")
         if closed_now:
             self.send_held()
             self.publish_figures(closed_now[-1])
+
+    def report_overrun(self, closed: ClosedInterval) -> None:
+        """Log and count a flush handed on more than an interval after it was due (see overrun_secs);
+        not one of an interval that ended before this instance started (a restart's, late by design)."""
+        handed_at = time.time()
+        late = overrun_secs(closed, handed_at)
+        if late <= 0 or closed.start + closed.interval < self.epoch / 1e9:
+            return
+        self.state.stats.add("flush_overruns", 1)
+        log.warning("The flush of the interval from %s (%s s) overran its interval by %.2f s (built in %.0f ms, "
+                    "%d aggregates): this shard is falling behind; fewer live series (gauges_limit, "
+                    "series_limit_per_name), more shards or a longer flush_interval help", closed.start,
+                    closed.interval, late, closed.flush_ms, len(closed.aggregates))
 
     def carry_gauges(self) -> None:
         """Once this shard, retiring in a reshard, flushed the last interval before the switch: its gauges
@@ -231,6 +247,10 @@ class ShardLoop:
             worst = max(closed.folded, key=closed.folded.__getitem__)
             log.warning("series_limit_per_name (%d) reached for %d names, e.g. %r: %d series folded into its "
                         "overflow series", self.state.series_limit, len(closed.folded), worst, closed.folded[worst])
+        if closed.dropped_gauges and self.gauge_drop_log.ready():
+            log.warning("gauges_limit (%d) reached: dropped %d new gauges in the interval from %s (the %d live "
+                        "ones are kept)", self.state.gauges.max_live, closed.dropped_gauges, closed.start,
+                        len(self.state.gauges.values))
         header = contract.FlushHeader(
             shard=self.shard, shards=self.shards, epoch=self.epoch, seq=self.seq,
             interval_start=closed.start, interval=closed.interval, n=len(closed.aggregates),

@@ -67,8 +67,8 @@ def take_carried(run_dir: Path, gauges: Gauges, shard: int, shards: int) -> int:
                 raise ValueError("not a pystatsd.gauges.v1 file")
             for key, value, seen in data["gauges"]:
                 if key not in gauges.values:
-                    admitted = gauges.limit.admit(key)
-                    if admitted not in gauges.values:
+                    admitted = gauges.admit(key)
+                    if admitted is not None and admitted not in gauges.values:
                         gauges.values[admitted] = [float(value), int(seen)]
                         adopted += 1
         except (OSError, ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:

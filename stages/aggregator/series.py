@@ -193,19 +193,38 @@ class IntervalBucket:
 
 
 class Gauges:
-    """Gauge values carried from interval to interval until idle for ``expire_after`` intervals."""
+    """Gauge values carried from interval to interval until idle for ``expire_after`` intervals.
 
-    def __init__(self, expire_after: int, limit: SeriesLimit) -> None:
+    At most ``max_live`` are kept: a gauge a shard has not heard of while it holds that many is
+    dropped, and ``dropped`` counts it (once per interval it came in). The newest goes, not an old
+    one: the gauges already reported keep their exact values, and a dropped gauge takes a place
+    that an expired one frees. Folding a gauge into another would report a value no client sent.
+    """
+
+    def __init__(self, expire_after: int, limit: SeriesLimit, max_live: int = 100_000) -> None:
         self.expire_after = expire_after
         #: key → [value, index of the last interval that changed it]
         self.values: dict[SeriesKey, list[Any]] = {}
         self.limit = limit
+        self.max_live = max_live
+        #: new gauges dropped at ``max_live`` since the caller last cleared it
+        self.dropped = 0
+
+    def admit(self, key: SeriesKey) -> SeriesKey | None:
+        """The key a gauge not live yet is kept under (see :class:`SeriesLimit`), or None: dropped, counted."""
+        if len(self.values) >= self.max_live:
+            self.dropped += 1
+            return None
+        return self.limit.admit(key)
 
     def apply(self, changes: dict[SeriesKey, list[Any]], index: int) -> None:
         for key, (was_set, value) in changes.items():
             current = self.values.get(key)
             if current is None:
-                key = self.limit.admit(key)
+                admitted = self.admit(key)
+                if admitted is None:
+                    continue
+                key = admitted
                 current = self.values.get(key)
             if was_set or current is None:
                 self.values[key] = [value, index]

@@ -51,12 +51,22 @@ class ClosedInterval:
     flush_ms: float = 0.0
     #: the interval's partials (Kafka key, value, ...) when the shard makes them (``ShardState.partials``)
     partials: list[bytes] | None = None
+    #: new gauges dropped at the shard's ``gauges_limit`` in this interval
+    dropped_gauges: int = 0
+
+
+def overrun_secs(closed: ClosedInterval, handed_at: float) -> float:
+    """How long after the end of the interval following ``closed``'s its flush was handed on at
+    ``handed_at`` (unix time): more than 0 is an overrun, the flush did not finish within an interval
+    of its due time and the next one was due before it left. A shard whose flushes overrun falls
+    behind for good (its flushes, too big to build in time, only grow)."""
+    return handed_at - (closed.start + 2 * closed.interval)
 
 
 class ShardState:
     def __init__(self, shard: int, interval: float, percentiles: list[float], expire_after: int,
                  self_prefix: str, default_tags: dict[str, str], now: float | None = None,
-                 series_limit: int = 10_000) -> None:
+                 series_limit: int = 10_000, gauges_limit: int = 100_000) -> None:
         self.shard = shard
         self.interval = interval
         self.percentiles = percentiles
@@ -64,7 +74,7 @@ class ShardState:
         self.series_limit = series_limit
         self.overflow_tags = tag_tuple({OVERFLOW_TAG: "true"}, default_tags)
         self.buckets: dict[int, IntervalBucket] = {}
-        self.gauges = Gauges(expire_after, SeriesLimit(series_limit, self.overflow_tags))
+        self.gauges = Gauges(expire_after, SeriesLimit(series_limit, self.overflow_tags), gauges_limit)
         #: Every interval up to this one has been flushed.
         self.closed_through = self.index_of(time.time() if now is None else now) - 1
         #: (src, epoch) → (last batch seq seen, metrics sent through it): a jump counts what was lost between.
@@ -85,10 +95,12 @@ class ShardState:
         self.gauges_taken_over_at: int | None = None
 
     def reconfigure(self, percentiles: list[float], expire_after: int, series_limit: int, self_prefix: str,
-                    default_tags: dict[str, str]) -> None:
-        """A reload's settings, for the intervals not yet open (buckets already open keep their limit)."""
+                    default_tags: dict[str, str], gauges_limit: int = 100_000) -> None:
+        """A reload's settings, for the intervals not yet open (buckets already open keep their limit;
+        a lower ``gauges_limit`` drops no live gauge: it takes no new one until enough have expired)."""
         self.percentiles = percentiles
         self.gauges.expire_after = expire_after
+        self.gauges.max_live = gauges_limit
         self.series_limit = series_limit
         self.overflow_tags = tag_tuple({OVERFLOW_TAG: "true"}, default_tags)
         self.gauges.limit.limit, self.gauges.limit.overflow_tags = series_limit, self.overflow_tags
@@ -191,11 +203,14 @@ class ShardState:
         for name, count in self.gauges.limit.folded.items():
             folded[name] = folded.get(name, 0) + count
         self.gauges.limit.folded.clear()
+        dropped_gauges, self.gauges.dropped = self.gauges.dropped, 0
         flush_ms = round((time.perf_counter() - started) * 1000, 3)
         if self.stats.enabled:
+            if dropped_gauges:
+                self.stats.add("dropped_gauges", dropped_gauges)
             aggregates.extend(self._self_metrics(bucket, len(aggregates), gaps, gap_metrics, folded, end, flush_ms))
         return ClosedInterval(index, start, self.interval, aggregates, gaps, gap_metrics, folded, bucket.covers,
-                              flush_ms, partials)
+                              flush_ms, partials, dropped_gauges)
 
     def _self_metrics(self, bucket: IntervalBucket, series: int, gaps: dict[str, int], gap_metrics: dict[str, int],
                       folded: dict[str, int], end: float, flush_ms: float) -> list[dict[str, Any]]:

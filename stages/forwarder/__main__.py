@@ -32,7 +32,7 @@ from stages.forwarder.fanout import Fanout
 from stages.forwarder.health import HealthServer
 from stages.forwarder.ledger import CoverageLedger, Taken
 from stages.forwarder.sinks import build_sinks, config_secrets
-from stages.forwarder.sinks.base import BufferConfig, Completion, Flush, Sink
+from stages.forwarder.sinks.base import BufferConfig, Completion, EncodedAggregates, Flush, Sink
 from stages.lifecycle import (
     FORWARDER_STOP,
     Loop,
@@ -125,7 +125,9 @@ class Forwarder:
     def take(self, frames: list[bytes]) -> None:
         try:
             header = contract.decode_flush_header(frames)
-            aggregates = contract.decode_flush_body(frames)
+            count = contract.flush_body_count(frames)
+            if count != header.n:
+                raise contract.DecodeError("bad_body", f"{count} aggregates, the header says {header.n}")
             partials = contract.decode_flush_partials(frames)
         except contract.DecodeError as exc:
             self.bad_messages += 1
@@ -143,10 +145,12 @@ class Forwarder:
         # The ledger counts a flush once every sink is done with it: a crash before then shows as a gap.
         taken = self.ledger.taken(header.shard, header.covers)
         completion = Completion(len(self.fanout.runners), functools.partial(self.flush_done, header, taken))
+        # Kept encoded until a sink writes it: what the sinks' buffers hold is then what they count.
+        aggregates = EncodedAggregates(count, functools.partial(contract.flush_body_chunks, frames[:3]))
         self.fanout.put(Flush(header, aggregates, len(frames[2]) + (len(frames[3]) if partials else 0), completion,
                               partials))
         log.debug("Took flush %d of shard %d: %d aggregates, handed to %d sinks", header.seq, header.shard,
-                  len(aggregates), len(self.fanout.runners))
+                  count, len(self.fanout.runners))
 
     def flush_done(self, header: contract.FlushHeader, taken: Taken | None) -> None:
         """Every sink is done with the flush (on the last sink's thread)."""

@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Any
 
+from stages.contract import DecodeError
 from stages.forwarder.sink_counts import SinkCounts
 from stages.forwarder.sinks.base import BufferConfig, Flush, Sink, SinkError
 from stages.log_throttle import LogThrottle
@@ -85,7 +86,7 @@ class SinkRunner:
         """Queue a flush; never blocks (past the bounds the oldest queued flushes go, counted)."""
         with self.cond:
             self.queue.append(flush)
-            self.queued_aggregates += len(flush.aggregates)
+            self.queued_aggregates += flush.count
             self.queued_bytes += flush.size
             self._trim()
             self.cond.notify()
@@ -96,12 +97,12 @@ class SinkRunner:
         while len(self.queue) > 1 and (self.queued_aggregates > self.bounds.buffer_max_aggregates
                                        or self.queued_bytes > self.bounds.buffer_max_bytes):
             oldest = self._pop()
-            self.counts.add_dropped("buffer_full", len(oldest.aggregates))
+            self.counts.add_dropped("buffer_full", oldest.count)
             _done_with(oldest)
 
     def _pop(self) -> Flush:
         flush = self.queue.popleft()
-        self.queued_aggregates -= len(flush.aggregates)
+        self.queued_aggregates -= flush.count
         self.queued_bytes -= flush.size
         return flush
 
@@ -126,7 +127,7 @@ class SinkRunner:
     def pending(self) -> int:
         """Aggregates queued or being written (a changed sink's: the old runner's too, until taken over)."""
         with self.cond:
-            own = self.queued_aggregates + (len(self.current.aggregates) if self.current else 0)
+            own = self.queued_aggregates + (self.current.count if self.current else 0)
         predecessor = self.predecessor
         if predecessor is not None and not predecessor.handed_over:
             own += predecessor.pending()
@@ -166,7 +167,7 @@ class SinkRunner:
                 return
             self.released = True
             left = self._take_all(with_current=True)
-        aggregates = sum(len(flush.aggregates) for flush in left)
+        aggregates = sum(flush.count for flush in left)
         for flush in left:
             _done_with(flush)
         if aggregates and self.retired:
@@ -201,13 +202,13 @@ class SinkRunner:
         held, release = predecessor.hand_over()
         with self.cond:
             self.queue.extendleft(reversed(held))
-            self.queued_aggregates += sum(len(flush.aggregates) for flush in held)
+            self.queued_aggregates += sum(flush.count for flush in held)
             self.queued_bytes += sum(flush.size for flush in held)
             self._trim()
         self._log_drops()
         if held:
             log.info("Sink %s: delivering first, with the reloaded settings, the %d aggregates its previous "
-                     "settings had not delivered", self.name, sum(len(flush.aggregates) for flush in held))
+                     "settings had not delivered", self.name, sum(flush.count for flush in held))
         if release:
             predecessor._release()
 
@@ -248,6 +249,10 @@ class SinkRunner:
                     self.sink.open()
                     opened = True
                 self.sink.write(flush)
+            except DecodeError as exc:  # decoded as it is written: only a broken sender on the ipc socket sends one
+                self.counts.add_error()
+                self._drop_current("rejected", exc)
+                continue
             except SinkError as exc:
                 self.counts.add_error()
                 self.last_error = str(exc)
@@ -270,7 +275,7 @@ class SinkRunner:
                 ours = self.current is flush
                 self.current = None
             if ours:
-                self.counts.add_delivered(len(flush.aggregates))
+                self.counts.add_delivered(flush.count)
                 _done_with(flush)
 
     def _drop_current(self, reason: str, exc: Exception) -> None:
@@ -278,9 +283,9 @@ class SinkRunner:
             flush, self.current = self.current, None
         if flush is None:  # a stop abandoned this write and counted the flush already
             return
-        self.counts.add_dropped(reason, len(flush.aggregates))
+        self.counts.add_dropped(reason, flush.count)
         _done_with(flush)
-        log.error("Sink %s dropped a flush of %d aggregates: %s", self.name, len(flush.aggregates), exc)
+        log.error("Sink %s dropped a flush of %d aggregates: %s", self.name, flush.count, exc)
 
     def _log_error(self, exc: Exception) -> None:
         if self._error_log.ready():

@@ -147,3 +147,16 @@ def test_gauges_are_limited_per_name_and_expiry_frees_room() -> None:
     gauges.aggregates(2, 30.0, 10.0)  # a (idle since 0) expires; the overflow gauge was seen at 1
     gauges.apply(bucket_with(("g", G, 3.0, 1.0, ("h", "c"))).gauge_changes, 2)
     assert series_key("g", ("h", "c")) in gauges.values
+
+
+def test_a_new_gauge_past_the_shards_live_limit_is_dropped_and_counted_and_the_live_ones_stay_exact() -> None:
+    gauges = Gauges(expire_after=2, limit=unlimited(), max_live=2)
+    gauges.apply({"a": [True, 1.0], "b": [True, 2.0], "c": [True, 3.0]}, 0)
+    gauges.apply({"a": [False, 10.0], "d": [True, 4.0], "c": [True, 3.0]}, 1)
+    # c came in both intervals and was dropped in each (counted twice: once per interval, as folding is).
+    assert {key: value for key, (value, _) in gauges.values.items()} == {"a": 11.0, "b": 2.0}
+    assert gauges.dropped == 3
+    gauges.aggregates(2, 30.0, 10.0)  # b (idle since 0) expires: room for one new gauge
+    gauges.apply({"e": [True, 5.0], "f": [True, 6.0]}, 2)
+    assert {key: value for key, (value, _) in gauges.values.items()} == {"a": 11.0, "e": 5.0}
+    assert gauges.dropped == 4

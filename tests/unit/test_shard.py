@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stages.aggregator.shard import FLUSH_GRACE_SECS, ClosedInterval, ShardState
+from stages.aggregator.shard import FLUSH_GRACE_SECS, ClosedInterval, ShardState, overrun_secs
 from stages.contract import BatchHeader
 from stages.model import MetricType, series_key
 from tests.unit.bodies import one_body
@@ -235,3 +235,27 @@ def test_self_metrics_carry_the_agent_default_tags() -> None:
         "pystatsd.aggregator.gauges": {"environment": "stage", "shard": "3"},
         "pystatsd.aggregator.flush_ms": {"environment": "stage", "shard": "3"},
     }
+
+
+def test_new_gauges_past_gauges_limit_are_dropped_and_reported_with_the_interval() -> None:
+    state = ShardState(0, 10.0, [50.0], 30, "pystatsd.", {}, now=1000.0, gauges_limit=2)
+    send(state, 1001.0, [("g1", G, 1.0, 1.0, ()), ("g2", G, 2.0, 1.0, ()), ("g3", G, 3.0, 1.0, ())])
+    (closed,) = state.due(1010.0 + FLUSH_GRACE_SECS)
+    assert sorted(a["name"] for a in closed.aggregates if a["type"] == "gauge" and "pystatsd" not in a["name"]) == [
+        "g1", "g2"]
+    assert closed.dropped_gauges == 1
+    (dropped,) = [a for a in closed.aggregates if a["name"] == "pystatsd.aggregator.dropped_gauges"]
+    assert dropped["value"] == 1 and dropped["tags"] == {"shard": "0"}
+    (closed,) = state.due(1020.0 + FLUSH_GRACE_SECS)
+    assert closed.dropped_gauges == 0
+    assert "pystatsd.aggregator.dropped_gauges" not in [a["name"] for a in closed.aggregates]
+
+
+def test_a_flush_handed_on_after_the_next_interval_ended_is_an_overrun() -> None:
+    state = make_state()
+    send(state, 1001.0, [hits(1.0)])
+    (closed,) = state.due(1010.0 + FLUSH_GRACE_SECS)
+    # Interval [1000, 1010): due at 1010.25; the next one ends at 1020, when its own flush is due.
+    assert overrun_secs(closed, 1010.3) < 0
+    assert overrun_secs(closed, 1019.9) < 0
+    assert overrun_secs(closed, 1021.5) == 1.5

@@ -7,6 +7,7 @@ and every wait has a timeout so a regression fails instead of hanging.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import math
 import os
@@ -16,16 +17,17 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+import msgpack
 import pytest
 
 from harness.tmpfs import Filler, small_tmpfs
 from harness.wait import wait_for
-from stages.contract import FlushHeader
+from stages.contract import FLUSH_CHUNK, FlushHeader, encode_flush, flush_body_chunks
 from stages.forwarder import fanout
 from stages.forwarder.encoders import make_encoder
 from stages.forwarder.fanout import Fanout, SinkRunner
 from stages.forwarder.sinks import file as file_sink
-from stages.forwarder.sinks.base import BufferConfig, Completion, Flush, SinkConfig, SinkError
+from stages.forwarder.sinks.base import BufferConfig, Completion, EncodedAggregates, Flush, SinkConfig, SinkError
 from stages.forwarder.sinks.file import FileConfig, FileSink
 
 WAIT_SECS = 5.0
@@ -435,3 +437,33 @@ def test_a_sink_removed_then_added_again_carries_its_totals_on() -> None:
     out.stop(WAIT_SECS, 1.0)
     # One row, whose delivered total never goes back (a self-metric's increase is never negative).
     assert (out.figures()["file"]["delivered"], out.figures()["file"]["removed"]) == (5, False)
+
+
+def encoded_flush(seq: int, body: bytes, count: int) -> Flush:
+    """A flush as the forwarder takes it off the wire: its aggregates still encoded."""
+    header = FlushHeader(shard=0, shards=1, epoch=1, seq=seq, interval_start=0.0, interval=10.0, n=count)
+    frames = [b"pystatsd.flush.v1", b"", body]
+    return Flush(header, EncodedAggregates(count, functools.partial(flush_body_chunks, frames)), len(body))
+
+
+def test_a_flush_off_the_wire_is_decoded_a_chunk_at_a_time_as_its_sink_writes_it(tmp_path: Path) -> None:
+    aggregates = [aggregate(f"m.{i}", float(i)) for i in range(FLUSH_CHUNK * 2 + 3)]
+    body = encode_flush(make_flush(0).header, aggregates)[2]
+    flush = encoded_flush(0, body, len(aggregates))
+    assert [len(chunk) for chunk in flush.chunks()] == [FLUSH_CHUNK, FLUSH_CHUNK, 3]
+    sink = FileSink(FileConfig(path=str(tmp_path / "out.jsonl")))
+    sink.write(flush)
+    sink.close()
+    assert lines(tmp_path / "out.jsonl") == aggregates
+
+
+def test_a_flush_whose_body_is_not_aggregates_is_dropped_as_rejected_and_the_next_delivered(tmp_path: Path) -> None:
+    runner = SinkRunner(FileSink(FileConfig(path=str(tmp_path / "out.jsonl"))), BufferConfig())
+    runner.start()
+    runner.put(encoded_flush(0, msgpack.packb([1, 2]), 2))
+    runner.put(make_flush(1))
+    wait_for(lambda: runner.delivered == 1, 5, "the good flush written")
+    assert runner.dropped == {"rejected": 2}
+    runner.request_stop(time.monotonic())
+    runner.finish(time.monotonic() + 1)
+    assert lines(tmp_path / "out.jsonl") == make_flush(1).aggregates

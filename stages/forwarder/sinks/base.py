@@ -5,9 +5,11 @@ its own thread, bounded buffer, retries and drop counting; a sink never sees ano
 
 **What it is handed.** :meth:`Sink.write` gets one :class:`Flush`: the ``header`` of one shard's
 interval (:class:`~stages.contract.FlushHeader`), its ``aggregates`` (the contract's aggregate
-objects) and their ``size`` on the wire. The same aggregate objects go to every sink, so a sink
-**must not mutate them** (nor keep them once ``write`` returned): it reads them, encodes them, and
-keeps only what it made itself.
+objects) and their ``size`` on the wire. A sink reads them with :meth:`Flush.chunks` (or
+:meth:`Flush.each`), which decodes a few thousand at a time: the buffers hold flushes encoded, and
+a flush being written then costs its encoded output, not every aggregate decoded at once. The same
+aggregate objects may go to every sink, so a sink **must not mutate them** (nor keep them once
+``write`` returned): it reads them, encodes them, and keeps only what it made itself.
 
 **What the runner guarantees.**
 
@@ -50,8 +52,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from stages.contract import FlushHeader
@@ -59,20 +61,67 @@ from stages.forwarder.encoders import check_format
 from stages.forwarder.encoders.options import EncoderOptions
 
 
-@dataclass(frozen=True)
-class Flush:
-    """One shard's aggregates for one interval, as the forwarder received them."""
+class EncodedAggregates:
+    """A flush's aggregates as they came over the wire: ``count`` of them, which ``chunks`` decodes a
+    chunk at a time (:func:`stages.contract.flush_body_chunks`).
 
-    header: FlushHeader
-    #: Shared by every sink: read, never changed.
-    aggregates: list[dict[str, Any]]
-    #: Bytes of the aggregates on the wire: what the sink buffers are bounded by.
-    size: int
-    #: Told when every sink is done with this flush (delivered, or dropped and counted); the runner's, not the sink's.
-    completion: Completion | None = None
-    #: The interval's partials (Kafka key, value, ...: :mod:`stages.aggregator.partials`), for a sink of
-    #: ``format: partials``; empty unless some sink has that format.
-    partials: list[bytes] = field(default_factory=list)
+    A decoded aggregate takes about seven times its size on the wire (a Python dict, its keys and
+    values: some 500 bytes for a gauge of 70), so a flush stays encoded in the sinks' buffers, and what
+    they are bounded by (``buffer_max_bytes``) is what they hold; a sink decodes it as it encodes it.
+    """
+
+    __slots__ = ("count", "chunks")
+
+    def __init__(self, count: int, chunks: Callable[[], Iterator[list[dict[str, Any]]]]) -> None:
+        self.count = count
+        self.chunks = chunks
+
+
+class Flush:
+    """One shard's aggregates for one interval, as the forwarder received them (encoded, or a list)."""
+
+    __slots__ = ("header", "size", "completion", "partials", "count", "_encoded", "_decoded")
+
+    def __init__(self, header: FlushHeader, aggregates: list[dict[str, Any]] | EncodedAggregates, size: int,
+                 completion: Completion | None = None, partials: list[bytes] | None = None) -> None:
+        self.header = header
+        #: Bytes of the aggregates on the wire: what the sink buffers are bounded by.
+        self.size = size
+        #: Told when every sink is done with this flush (delivered, or dropped and counted): the runner's,
+        #: not the sink's.
+        self.completion = completion
+        #: The interval's partials (Kafka key, value, ...: :mod:`stages.aggregator.partials`), for a sink of
+        #: ``format: partials``; empty unless some sink has that format.
+        self.partials: list[bytes] = partials if partials is not None else []
+        self._encoded: EncodedAggregates | None
+        self._decoded: list[dict[str, Any]] | None
+        if isinstance(aggregates, EncodedAggregates):
+            self._encoded, self._decoded = aggregates, None
+        else:
+            self._encoded, self._decoded = None, aggregates
+        #: How many aggregates it holds, known without decoding them.
+        self.count = aggregates.count if isinstance(aggregates, EncodedAggregates) else len(aggregates)
+
+    def chunks(self) -> Iterator[list[dict[str, Any]]]:
+        """The aggregates, a few thousand at a time, decoded as they are asked for (a DecodeError, which
+        drops the flush, if they are not a flush body): how a sink reads them, so that the flush it
+        writes costs its encoded output and one chunk, not every aggregate decoded at once. Shared by
+        every sink: read, never changed."""
+        if self._encoded is None:
+            if self._decoded:
+                yield self._decoded
+            return
+        yield from self._encoded.chunks()
+
+    def each(self) -> Iterator[dict[str, Any]]:
+        """Every aggregate, one after another (:meth:`chunks`)."""
+        for chunk in self.chunks():
+            yield from chunk
+
+    @property
+    def aggregates(self) -> list[dict[str, Any]]:
+        """Every aggregate at once, decoded anew at each call: for tests; a sink reads :meth:`chunks`."""
+        return self._decoded if self._decoded is not None else list(self.each())
 
 
 class Completion:

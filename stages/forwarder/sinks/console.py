@@ -28,11 +28,11 @@ class ConsoleSink(BaseSink[ConsoleConfig], name="console", config_type=ConsoleCo
         self.left_out = self_metrics_prefix if self_metrics_prefix and not config.self_metrics else None
 
     def write(self, flush: Flush) -> None:
-        aggregates = flush.aggregates
-        if self.left_out is not None:
-            aggregates = [a for a in aggregates if not a["name"].startswith(self.left_out)]
         out = sys.stdout.buffer
-        out.write(self.encoder.lines(aggregates))
+        for aggregates in flush.chunks():
+            if self.left_out is not None:
+                aggregates = [a for a in aggregates if not a["name"].startswith(self.left_out)]
+            out.write(self.encoder.lines(aggregates))
         out.flush()
 
     def close(self) -> None:

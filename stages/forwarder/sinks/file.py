@@ -117,7 +117,8 @@ class FileSink(BaseSink[FileConfig], name="file", config_type=FileConfig, remote
         #: A regular file can be synced and truncated back; a device or pipe (/dev/stdout) cannot.
         self.regular = False
         # The whole flush as one part: a retry writes the bytes encoded the first time.
-        self.progress: FlushProgress[bytes] = FlushProgress(lambda flush: [self.encoder.lines(flush.aggregates)])
+        self.progress: FlushProgress[bytes] = FlushProgress(
+            lambda flush: [b"".join([self.encoder.lines(chunk) for chunk in flush.chunks()])])
 
     def open(self) -> None:
         try:

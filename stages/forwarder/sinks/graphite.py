@@ -149,7 +149,7 @@ class GraphiteSink(BaseSink[GraphiteConfig], name="graphite", config_type=Graphi
 
     def _payload(self, flush: Flush) -> bytes:
         lines = []
-        for aggregate in flush.aggregates:
+        for aggregate in flush.each():
             for line in self.formatter.lines(aggregate):
                 data = line.encode("utf-8")
                 if len(data) > MAX_LINE_BYTES:

@@ -167,7 +167,7 @@ class InfluxDBSink(BaseSink[InfluxDBConfig], name="influxdb", config_type=Influx
         return response.status, answer
 
     def _lines(self, flush: Flush) -> list[bytes]:
-        lines = [record for aggregate in flush.aggregates for record in self.encoder.encode(aggregate)]
+        lines = [record for aggregate in flush.each() for record in self.encoder.encode(aggregate)]
         if self.divisor == 1:
             return lines
         adapted = []

@@ -191,7 +191,7 @@ class KafkaSink(BaseSink[KafkaConfig], name="kafka", config_type=KafkaConfig, re
             keys, values = flush.partials[0::2], flush.partials[1::2]
             return [_Record(key, value, partial_id(key, value)) for key, value in zip(keys, values, strict=True)]
         records: list[_Record] = []
-        for aggregate in flush.aggregates:
+        for aggregate in flush.each():
             key = aggregate["name"].encode("utf-8")
             values = list(self.encoder.encode(aggregate))
             records.extend(_Record(key, value, record_id(aggregate, i, len(values), flush.header.revision))

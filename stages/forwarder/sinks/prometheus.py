@@ -25,7 +25,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -113,7 +113,7 @@ class SeriesStore:
         self.lock = threading.Lock()
         self.next_purge = 0.0
 
-    def update(self, aggregates: list[dict[str, Any]], now: float) -> None:
+    def update(self, aggregates: Iterable[dict[str, Any]], now: float) -> None:
         with self.lock:
             for aggregate in aggregates:
                 kind = KINDS.get(aggregate["type"])
@@ -208,7 +208,7 @@ class PrometheusSink(BaseSink[PrometheusConfig], name="prometheus", config_type=
         log.info("Serving Prometheus metrics at http://%s/metrics", address)
 
     def write(self, flush: Flush) -> None:
-        self.store.update(flush.aggregates, time.monotonic())
+        self.store.update(flush.each(), time.monotonic())
 
     def close(self) -> None:
         if self.server is not None:
