@@ -14,10 +14,13 @@
  *
  * What the C does itself: statsd lines that are plain printable ASCII and well formed, in every
  * dialect the Python parser reads (Etsy, DogStatsD tags, InfluxDB-style tags, packed values, sample
- * rates). Every other line (a bad one, non-ASCII, control bytes, a number Python's float() reads
- * but the strict grammar below does not) goes to the Python parser through `fallback`, one line at
- * a time, so bad-line reasons and exotic input are decided by the specification itself. A payload
- * holding '{' or '[' anywhere may hold a JSON document: `feed` stops there and the caller routes it.
+ * rates), and the common bad lines: it counts them under the reason the Python parser would give
+ * (invalid UTF-8, control bytes, NaN and other numbers the strict grammar refuses, too many tags, a
+ * JSON document too deep to read, ...), checking in the Python's order, so that bad input costs
+ * about what good input does. A line it is not sure of (non-ASCII text, a number Python's float()
+ * might read, ...) goes to the Python parser through `fallback`, one line at a time, so exotic
+ * input is decided by the specification itself (`fallbacks` counts them). A payload holding a line
+ * that starts a JSON document the C cannot refuse itself: `feed` stops there and the caller routes it.
  */
 #include "keytable.h"
 
@@ -33,6 +36,8 @@ enum { COUNTER = 1, GAUGE = 2, GAUGE_DELTA = 3, TIMER = 4, HISTOGRAM = 5, DISTRI
 #define MAX_TAGS 64
 #define MAX_NUMBER_CHARS 64
 #define MAX_MAGNITUDE 1e300
+/* stages.receiver.parsers.base.MAX_JSON_DEPTH */
+#define MAX_JSON_DEPTH 64
 /* stages.model.KEY_SEPARATOR: never in a name or tag (parsers refuse control characters). */
 #define KEY_SEPARATOR '\x1f'
 
@@ -156,6 +161,8 @@ typedef struct {
     Py_ssize_t cap_numbers;
     long long metrics;
     long long *shard_metrics;  /* metrics per shard: what a kill -9 would take from each (stages.receiver.unsent) */
+    long long fallbacks;     /* lines handed to the Python parser: what the C was not sure of */
+    unsigned char tag_slots[256];  /* TAG_SLOTS: a line's tags by key, once it has many (put_tag) */
 } Window;
 
 static uint32_t crc_table[256];
@@ -228,24 +235,148 @@ static int add_member(entry *e, PyObject *member)
     return PyDict_SetDefault(e->members, member, Py_None) == NULL ? -1 : 0;
 }
 
-/* ---- the statsd line, strictly: anything not certainly good goes to the fallback ----------- */
+/* ---- the statsd line, strictly: what is not certainly good or certainly bad goes to the fallback -- */
 
 /*
- * A decimal number as float() reads it and stages.receiver.parsers.base.number accepts it:
- * [+-]? (digits [. digits*] | . digits) ([eE] [+-]? digits)?, at most MAX_NUMBER_CHARS, within MAX_MAGNITUDE.
- * Up to 15 significant digits and 22 fraction digits the value is one exact division (correctly
- * rounded, as float() is); beyond, Python's own string-to-double. 1 with *out set, or 0: not sure.
+ * What the C decides of a line: taken (OK), left to the Python parser (UNSURE), or bad for one of
+ * the reasons stages.receiver.parsers counts, spelt as they are there (REASONS below). Each check
+ * is made in the order the Python parser makes it, so a line with several faults gets the reason
+ * the Python would give it; where the C cannot be sure which fault the Python meets first, UNSURE.
+ */
+enum {
+    OK = 0, UNSURE,
+    R_NO_VALUE, R_NO_TYPE, R_UNKNOWN_TYPE, R_BAD_VALUE, R_NON_FINITE, R_OUT_OF_RANGE, R_BAD_SAMPLE_RATE,
+    R_EMPTY_NAME, R_NAME_TOO_LONG, R_BAD_TAG, R_TAG_TOO_LONG, R_TOO_MANY_TAGS, R_CONTROL_CHAR,
+    R_INVALID_UTF8, R_TOO_DEEP, R_EVENT, R_SERVICE_CHECK, N_OUTCOMES
+};
+static const char *const REASONS[N_OUTCOMES] = {
+    NULL, NULL,
+    "no_value", "no_type", "unknown_type", "bad_value", "non_finite", "out_of_range", "bad_sample_rate",
+    "empty_name", "name_too_long", "bad_tag", "tag_too_long", "too_many_tags", "control_char",
+    "invalid_utf8", "too_deep", "event_unsupported", "service_check_unsupported",
+};
+static PyObject *reason_keys[N_OUTCOMES];  /* REASONS as str, made once: the keys of `bad` */
+
+/* One more bad line under `reason` in the caller's dict. */
+static int count_bad(PyObject *bad, int reason)
+{
+    PyObject *key = reason_keys[reason];
+    PyObject *old = PyDict_GetItemWithError(bad, key);
+    long long n = 0;
+    if (old == NULL && PyErr_Occurred())
+        return -1;
+    if (old != NULL && (n = PyLong_AsLongLong(old)) == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *now = PyLong_FromLongLong(n + 1);
+    if (now == NULL)
+        return -1;
+    int failed = PyDict_SetItem(bad, key, now);
+    Py_DECREF(now);
+    return failed;
+}
+
+/* Whether the bytes are UTF-8 as Python's strict decoder reads it (no overlong form, no surrogate,
+ * nothing past U+10FFFF): decode_lines drops and counts a line that is not. */
+static int valid_utf8(const char *text, Py_ssize_t n)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    Py_ssize_t i = 0;
+    while (i < n) {
+        uint64_t word;
+        while (i + 8 <= n && (memcpy(&word, s + i, 8), (word & 0x8080808080808080ULL) == 0))
+            i += 8;  /* ASCII, eight bytes at a time: a long line costs a few microseconds */
+        if (i >= n)
+            break;
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        int len;
+        unsigned char lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF)
+            len = 2;
+        else if (c == 0xE0)
+            len = 3, lo = 0xA0;
+        else if (c == 0xED)
+            len = 3, hi = 0x9F;
+        else if (c >= 0xE1 && c <= 0xEF)
+            len = 3;
+        else if (c == 0xF0)
+            len = 4, lo = 0x90;
+        else if (c == 0xF4)
+            len = 4, hi = 0x8F;
+        else if (c >= 0xF1 && c <= 0xF3)
+            len = 4;
+        else
+            return 0;
+        if (n - i < len || s[i + 1] < lo || s[i + 1] > hi)
+            return 0;
+        for (int k = 2; k < len; k++)
+            if (s[i + k] < 0x80 || s[i + k] > 0xBF)
+                return 0;
+        i += len;
+    }
+    return 1;
+}
+
+/*
+ * Why a line holding a byte outside printable ASCII is bad, as the Python decides first: invalid_utf8
+ * (decode_lines), then control_char (the statsd parser's check, on the line without its CR); UNSURE
+ * for UTF-8 text or a tab, which the Python parser reads. `n` is the line with its CR, `cut` without.
+ */
+static int byte_reason(const char *p, Py_ssize_t n, Py_ssize_t cut)
+{
+    if (!valid_utf8(p, n))
+        return R_INVALID_UTF8;
+    for (Py_ssize_t i = 0; i < cut; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)  /* stages.receiver.parsers.base.CONTROL_CHARS */
+            return R_CONTROL_CHAR;
+    }
+    return UNSURE;
+}
+
+/*
+ * A decimal number as stages.receiver.parsers.base.number reads it: float(), then its checks. A text
+ * in the strict grammar [+-]? (digits [. digits*] | . digits) ([eE] [+-]? digits)? is OK (*out set),
+ * non_finite, bad_value (over MAX_NUMBER_CHARS) or out_of_range, in that order, as there. Up to 15
+ * significant digits and 22 fraction digits the value is one exact division (correctly rounded, as
+ * float() is); beyond, Python's own string-to-double. Outside the grammar: non_finite for the words
+ * float() reads as NaN or infinity, bad_value for a text float() cannot read whatever it holds (a
+ * character no float literal has), else UNSURE (underscores, spaces: float() may read them).
  */
 static const double POW10[23] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
                                  1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
-static int strict_number(const char *p, Py_ssize_t n, double *out)
+static int is_word(const char *p, Py_ssize_t n, const char *word)
 {
-    if (n < 1 || n > MAX_NUMBER_CHARS)
+    Py_ssize_t len = (Py_ssize_t)strlen(word);
+    if (n != len)
         return 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if ((p[i] | 0x20) != word[i])
+            return 0;
+    return 1;
+}
+
+static int outside_grammar(const char *p, Py_ssize_t n)
+{
+    const char *word = n && (p[0] == '+' || p[0] == '-') ? p + 1 : p;
+    Py_ssize_t word_n = n - (word - p);
+    if (is_word(word, word_n, "nan") || is_word(word, word_n, "inf") || is_word(word, word_n, "infinity"))
+        return R_NON_FINITE;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!strchr("0123456789.+-eE_nNaAiIfFtTyY \t\v\f\r\x1c\x1d\x1e\x1f", p[i]) || p[i] == '\0')
+            return R_BAD_VALUE;
+    return n == 0 ? R_BAD_VALUE : UNSURE;
+}
+
+static int number_of(const char *p, Py_ssize_t n, double *out)
+{
     Py_ssize_t i = 0;
     int negative = 0;
-    if (p[0] == '+' || p[0] == '-') {
+    if (n > 0 && (p[0] == '+' || p[0] == '-')) {
         negative = p[0] == '-';
         i = 1;
     }
@@ -267,7 +398,7 @@ static int strict_number(const char *p, Py_ssize_t n, double *out)
         }
     }
     if (!any)
-        return 0;
+        return outside_grammar(p, n);
     int exponent_part = 0;
     if (i < n && (p[i] == 'e' || p[i] == 'E')) {
         exponent_part = 1;
@@ -278,51 +409,110 @@ static int strict_number(const char *p, Py_ssize_t n, double *out)
         while (i < n && p[i] >= '0' && p[i] <= '9')
             i++;
         if (i == start)
-            return 0;
+            return outside_grammar(p, n);
     }
     if (i != n)
-        return 0;
-    double value;
-    if (!exponent_part && significant <= 15 && fraction <= 22) {
-        value = (double)mantissa / POW10[fraction];
-    } else {
-        char text[MAX_NUMBER_CHARS + 1];
-        memcpy(text, p, (size_t)n);
-        text[n] = '\0';
-        char *end;
-        value = PyOS_string_to_double(text, &end, NULL);
-        if (value == -1.0 && PyErr_Occurred()) {
-            PyErr_Clear();
-            return 0;
-        }
-        if (end != text + n)
-            return 0;
-        *out = value;
-        return fabs(value) <= MAX_MAGNITUDE;  /* NaN and infinities fail too */
+        return outside_grammar(p, n);
+    if (n <= MAX_NUMBER_CHARS && !exponent_part && significant <= 15 && fraction <= 22) {
+        double value = (double)mantissa / POW10[fraction];
+        *out = negative ? -value : value;
+        return OK;  /* at most 15 digits and no exponent: far within MAX_MAGNITUDE */
     }
-    *out = negative ? -value : value;
-    return 1;  /* at most 15 digits and no exponent: far within MAX_MAGNITUDE */
+    char small[MAX_NUMBER_CHARS + 1];
+    char *text = n <= MAX_NUMBER_CHARS ? small : PyMem_Malloc((size_t)n + 1);
+    if (text == NULL)
+        return UNSURE;
+    memcpy(text, p, (size_t)n);
+    text[n] = '\0';
+    char *end;
+    double value = PyOS_string_to_double(text, &end, NULL);
+    int outcome = OK;
+    if (value == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        outcome = UNSURE;
+    } else if (end != text + n) {
+        outcome = UNSURE;
+    } else if (!isfinite(value)) {
+        outcome = R_NON_FINITE;
+    } else if (n > MAX_NUMBER_CHARS) {
+        outcome = R_BAD_VALUE;
+    } else if (fabs(value) > MAX_MAGNITUDE) {
+        outcome = R_OUT_OF_RANGE;
+    }
+    if (text != small)
+        PyMem_Free(text);
+    *out = value;
+    return outcome;
 }
 
-static int same(span a, const char *s, Py_ssize_t n) { return a.n == n && memcmp(a.p, s, (size_t)n) == 0; }
-
-/* stages.receiver.parsers.base.check_tag: 1 added (or replaced), 0 not sure. */
-static int put_tag(tag *tags, Py_ssize_t *n, span key, span value)
+/* The last byte first: a line's tag keys (t1, t2, ...) often differ only there, and a line may hold
+ * 64 tags, each compared with those before it. */
+static int same(span a, const char *s, Py_ssize_t n)
 {
-    if (key.n == 0 || key.n > MAX_TAG_CHARS || value.n > MAX_TAG_CHARS)
-        return 0;
-    for (Py_ssize_t i = 0; i < *n; i++) {
-        if (same(tags[i].key, key.p, key.n)) {
-            tags[i].value = value;
-            return 1;
+    return a.n == n && (n == 0 || (a.p[n - 1] == s[n - 1] && memcmp(a.p, s, (size_t)n) == 0));
+}
+
+/*
+ * A line's tags by key, once it has TAG_INDEX_FROM of them: a line of 64 tags would otherwise compare
+ * each key with every one before it (2,000 comparisons, ten times a good line's whole cost).
+ */
+#define TAG_INDEX_FROM 8
+#define TAG_SLOTS 256  /* a power of two, well over MAX_TAGS */
+
+static size_t tag_slot(span key)
+{
+    uint32_t h = 2166136261u;  /* FNV-1a */
+    for (Py_ssize_t i = 0; i < key.n; i++)
+        h = (h ^ (unsigned char)key.p[i]) * 16777619u;
+    return h & (TAG_SLOTS - 1);
+}
+
+/* The slot of `key` in w->tag_slots: where it is (a tag's index + 1), or the empty slot it would take. */
+static size_t find_tag_slot(Window *w, span key)
+{
+    size_t slot = tag_slot(key);
+    while (w->tag_slots[slot] && !same(w->tags[w->tag_slots[slot] - 1].key, key.p, key.n))
+        slot = (slot + 1) & (TAG_SLOTS - 1);
+    return slot;
+}
+
+/* stages.receiver.parsers.base.check_tag on the line's tags w->tags[0..*n): OK added (or replaced), or
+ * its reason. */
+static int put_tag(Window *w, Py_ssize_t *n, span key, span value)
+{
+    if (key.n == 0)
+        return R_BAD_TAG;
+    if (key.n > MAX_TAG_CHARS || value.n > MAX_TAG_CHARS)
+        return R_TAG_TOO_LONG;
+    tag *tags = w->tags;
+    size_t slot = 0;
+    if (*n < TAG_INDEX_FROM) {
+        for (Py_ssize_t i = 0; i < *n; i++) {
+            if (same(tags[i].key, key.p, key.n)) {
+                tags[i].value = value;
+                return OK;
+            }
+        }
+    } else {
+        slot = find_tag_slot(w, key);
+        if (w->tag_slots[slot]) {
+            tags[w->tag_slots[slot] - 1].value = value;
+            return OK;
         }
     }
     if (*n >= MAX_TAGS)
-        return 0;
+        return R_TOO_MANY_TAGS;
     tags[*n].key = key;
     tags[*n].value = value;
     (*n)++;
-    return 1;
+    if (*n == TAG_INDEX_FROM) {  /* from here on by key: index the tags so far */
+        memset(w->tag_slots, 0, sizeof w->tag_slots);
+        for (Py_ssize_t i = 0; i < *n; i++)
+            w->tag_slots[find_tag_slot(w, tags[i].key)] = (unsigned char)(i + 1);
+    } else if (*n > TAG_INDEX_FROM) {
+        w->tag_slots[slot] = (unsigned char)*n;
+    }
+    return OK;
 }
 
 static int tag_before(const tag *a, const tag *b)
@@ -333,16 +523,18 @@ static int tag_before(const tag *a, const tag *b)
 }
 
 /* The fields after the type: `@rate` (the last wins) and `#k:v,...` tags; others are ignored. */
-static int extension_fields(const char *p, const char *end, tag *tags, Py_ssize_t *n_tags, double *rate)
+static int extension_fields(Window *w, const char *p, const char *end, Py_ssize_t *n_tags, double *rate)
 {
     while (p < end) {
         const char *field_end = memchr(p, '|', (size_t)(end - p));
         if (field_end == NULL)
             field_end = end;
         if (field_end > p && *p == '@') {
-            if (!strict_number(p + 1, field_end - p - 1, rate) || !(*rate > 0.0 && *rate <= 1.0)
-                    || 1.0 / *rate > MAX_MAGNITUDE)
-                return 0;
+            int got = number_of(p + 1, field_end - p - 1, rate);
+            if (got != OK)
+                return got;
+            if (!(*rate > 0.0 && *rate <= 1.0) || 1.0 / *rate > MAX_MAGNITUDE)
+                return R_BAD_SAMPLE_RATE;
         } else if (field_end > p && *p == '#') {
             const char *item = p + 1;
             while (item < field_end) {
@@ -353,15 +545,16 @@ static int extension_fields(const char *p, const char *end, tag *tags, Py_ssize_
                     const char *colon = memchr(item, ':', (size_t)(item_end - item));
                     span key = {item, (colon ? colon : item_end) - item};
                     span value = {colon ? colon + 1 : item_end, colon ? item_end - colon - 1 : 0};
-                    if (!put_tag(tags, n_tags, key, value))
-                        return 0;
+                    int got = put_tag(w, n_tags, key, value);
+                    if (got != OK)
+                        return got;
                 }
                 item = item_end + 1;
             }
         }
         p = field_end + 1;
     }
-    return 1;
+    return OK;
 }
 
 static int type_code(span t)
@@ -383,7 +576,7 @@ static int type_code(span t)
 /*
  * The series key of name and tags (stages.model.series_key) in w->scratch, after the name's
  * normalisation (stages.receiver.parsers.base.metric_name on ASCII: spaces trimmed, runs of spaces
- * to '_', '/' to '-'). 1 done, 0 not sure, -1 error.
+ * to '_', '/' to '-'). OK done, empty_name or name_too_long, -1 error.
  */
 static int build_key(Window *w, span name, tag *tags, Py_ssize_t n_tags, Py_ssize_t *name_len)
 {
@@ -394,7 +587,7 @@ static int build_key(Window *w, span name, tag *tags, Py_ssize_t n_tags, Py_ssiz
     while (name.n && name.p[name.n - 1] == ' ')
         name.n--;
     if (name.n == 0)
-        return 0;
+        return R_EMPTY_NAME;
     buffer *b = &w->scratch;
     b->len = 0;
     if (buffer_reserve(b, name.n) < 0)
@@ -411,7 +604,7 @@ static int build_key(Window *w, span name, tag *tags, Py_ssize_t n_tags, Py_ssiz
         b->data[b->len++] = c;
     }
     if (b->len > MAX_NAME_CHARS)
-        return 0;
+        return R_NAME_TOO_LONG;
     *name_len = b->len;
     /* the defaults the line does not set itself, then every tag sorted by key */
     Py_ssize_t n = n_tags;
@@ -441,10 +634,10 @@ static int build_key(Window *w, span name, tag *tags, Py_ssize_t n_tags, Py_ssiz
         memcpy(b->data + b->len, tags[i].value.p, (size_t)tags[i].value.n);
         b->len += tags[i].value.n;
     }
-    return 1;
+    return OK;
 }
 
-/* The values of a line (`v[:v...]`), all or none: 1 in w->numbers, 0 not sure, -1 error. */
+/* The values of a line (`v[:v...]`), all or none: OK in w->numbers, the first bad one's outcome, -1 error. */
 static int line_numbers(Window *w, const char *p, const char *end, Py_ssize_t *count)
 {
     Py_ssize_t n = 0;
@@ -454,53 +647,63 @@ static int line_numbers(Window *w, const char *p, const char *end, Py_ssize_t *c
             piece_end = end;
         if (n == w->cap_numbers && grow_doubles(&w->numbers, &w->cap_numbers) < 0)
             return -1;
-        if (!strict_number(p, piece_end - p, &w->numbers[n]))
-            return 0;
+        int got = number_of(p, piece_end - p, &w->numbers[n]);
+        if (got != OK)
+            return got;
         n++;
         if (piece_end == end)
             break;
         p = piece_end + 1;
     }
     *count = n;
-    return 1;
+    return OK;
 }
 
 /*
- * One statsd line (no newline; a trailing CR already cut): 1 taken into the window, 0 not sure
- * (the caller hands it to the fallback, and nothing of it was taken), -1 error.
+ * One statsd line (no newline): OK taken into the window, else a reason or UNSURE (the caller hands
+ * it to the fallback) and nothing of it was taken, or -1 error. `n` is the line with its CR, `cut`
+ * without.
  */
-static int fast_line(Window *w, const char *p, Py_ssize_t n)
+static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
 {
-    const char *end = p + n, *colon = NULL;
-    /* A service check or an event (the parser's _unsupported: known by its start alone, whatever fields
-     * and tags follow) is never a metric: the fallback counts it under its own reason. An event holds
-     * '{' and so never reaches here (feed routes its payload); it is refused all the same. */
-    if (n >= 3 && p[0] == '_' && (memcmp(p, "_e{", 3) == 0 || (n >= 4 && memcmp(p, "_sc|", 4) == 0)))
-        return 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
+    const char *colon = NULL;
+    for (Py_ssize_t i = 0; i < cut; i++) {
         unsigned char c = (unsigned char)p[i];
         if (c < 0x20 || c > 0x7e)
-            return 0;
+            return byte_reason(p, n, cut);
         if (c == ':' && colon == NULL)
             colon = p + i;
     }
+    n = cut;
+    const char *end = p + n;
+    /* A service check or an event (the parser's _unsupported: known by its start alone, whatever fields
+     * and tags follow) is never a metric, and is counted under its own reason. */
+    if (n >= 3 && p[0] == '_') {
+        if (memcmp(p, "_e{", 3) == 0)
+            return R_EVENT;
+        if (n >= 4 && memcmp(p, "_sc|", 4) == 0)
+            return R_SERVICE_CHECK;
+    }
     if (colon == NULL)
-        return 0;
+        return R_NO_VALUE;
     span head = {p, colon - p};
     const char *bar = memchr(colon + 1, '|', (size_t)(end - colon - 1));
     if (bar == NULL)
-        return 0;
+        return R_NO_TYPE;
     const char *value = colon + 1;
     const char *type_end = memchr(bar + 1, '|', (size_t)(end - bar - 1));
     if (type_end == NULL)
         type_end = end;
     int mtype = type_code((span){bar + 1, type_end - bar - 1});
     if (mtype == 0)
-        return 0;
+        return R_UNKNOWN_TYPE;
     Py_ssize_t n_tags = 0;
     double rate = 1.0;
-    if (type_end < end && !extension_fields(type_end + 1, end, w->tags, &n_tags, &rate))
-        return 0;
+    if (type_end < end) {
+        int got = extension_fields(w, type_end + 1, end, &n_tags, &rate);
+        if (got != OK)
+            return got;
+    }
     span name = head;
     const char *comma = memchr(head.p, ',', (size_t)head.n);
     if (comma != NULL) {
@@ -512,9 +715,11 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n)
             if (pair_end == NULL)
                 pair_end = head_end;
             const char *eq = memchr(pair, '=', (size_t)(pair_end - pair));
-            if (eq == NULL || !put_tag(w->tags, &n_tags, (span){pair, eq - pair},
-                                       (span){eq + 1, pair_end - eq - 1}))
-                return 0;
+            if (eq == NULL)
+                return R_BAD_TAG;
+            int got = put_tag(w, &n_tags, (span){pair, eq - pair}, (span){eq + 1, pair_end - eq - 1});
+            if (got != OK)
+                return got;
             if (pair_end == head_end)
                 break;
             pair = pair_end + 1;
@@ -522,19 +727,19 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n)
     }
     Py_ssize_t name_len;
     int built = build_key(w, name, w->tags, n_tags, &name_len);
-    if (built <= 0)
+    if (built != OK)
         return built;
     Py_ssize_t count = 1;
     if (mtype == SET) {
         if (bar == value)
-            return 0;
+            return R_BAD_VALUE;
     } else {
         int got = line_numbers(w, value, bar, &count);
-        if (got <= 0)
+        if (got != OK)
             return got;
         for (Py_ssize_t i = 0; mtype == COUNTER && i < count; i++)
             if (fabs(w->numbers[i] / rate) > MAX_MAGNITUDE)
-                return 0;  /* what it adds would be out of range */
+                return R_OUT_OF_RANGE;  /* what it adds would be out of range */
     }
     entry *e = find_entry(w, mtype, w->scratch.data, w->scratch.len, name_len);
     if (e == NULL)
@@ -547,7 +752,7 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n)
         Py_DECREF(member);
         w->metrics++;
         w->shard_metrics[e->shard]++;
-        return failed ? -1 : 1;
+        return failed ? -1 : OK;
     }
     /* the value pieces, each its own sample; on a gauge a leading sign makes it a change */
     const char *piece = value;
@@ -560,7 +765,7 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n)
     }
     w->metrics += count;
     w->shard_metrics[e->shard] += count;
-    return 1;
+    return OK;
 }
 
 /* ---- samples the Python parsers made (JSON, self-metrics, lines the C was not sure of) ----- */
@@ -634,6 +839,7 @@ static int add_sample(Window *w, PyObject *sample)
 /* Hand a line to the Python parser and take the samples it made. */
 static int fallback_line(Window *w, const char *p, Py_ssize_t n, PyObject *bad)
 {
+    w->fallbacks++;
     PyObject *line = PyBytes_FromStringAndSize(p, n);
     if (line == NULL)
         return -1;
@@ -650,7 +856,109 @@ static int fallback_line(Window *w, const char *p, Py_ssize_t n, PyObject *bad)
     return failed ? -1 : 0;
 }
 
-static int feed_payload(Window *w, const char *p, Py_ssize_t n, PyObject *bad)
+/* ---- payloads that hold '{' or '[': JSON, or statsd lines the C can take ------------------- */
+
+/*
+ * stages.receiver.parsers' routing rule reads a line as a JSON document when its first non-whitespace
+ * character is '{' or '[' (and a whole payload as one document only when that holds of its first
+ * line with anything in it). A payload in which no line starts a document is statsd lines, each on
+ * its own: the C takes it like any other. A line that does start one is left to the Python json
+ * module, but for the two the C knows the end of: a line that is not UTF-8 (dropped and counted
+ * before any JSON is read) and one too deep to read (json_original.load's precheck, below).
+ */
+enum { STATSD_LINE = N_OUTCOMES, DOCUMENT_LINE, UNSURE_LINE };  /* apart from the outcomes */
+
+/* str.isspace() of an ASCII character */
+static int ascii_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f); }
+
+/* What the routing rule makes of a line; UNSURE_LINE when a non-ASCII character comes first (it may be
+ * Unicode whitespace before a '{'). */
+static int line_format(const char *p, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    while (i < n && ascii_space((unsigned char)p[i]))
+        i++;
+    if (i == n)
+        return STATSD_LINE;
+    unsigned char c = (unsigned char)p[i];
+    if (c == '{' || c == '[')
+        return DOCUMENT_LINE;
+    if (c < 0x80 || (!memchr(p + i, '{', (size_t)(n - i)) && !memchr(p + i, '[', (size_t)(n - i))))
+        return STATSD_LINE;
+    return UNSURE_LINE;
+}
+
+static int json_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+/*
+ * stages.receiver.parsers.json_original.too_deep: more than MAX_JSON_DEPTH arrays or objects opened
+ * before anything else (an object by its first key: `{"k":`), JSON whitespace between. Keys are read
+ * as printable ASCII without escapes only: a key the Python would also accept, so 1 here is 1 there.
+ */
+static int too_deep(const char *p, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    int depth = 0;
+    while (1) {
+        while (i < n && json_space(p[i]))
+            i++;
+        if (depth > MAX_JSON_DEPTH)
+            return 1;
+        if (i == n)
+            return 0;
+        if (p[i] == '[') {
+            i++;
+            depth++;
+            continue;
+        }
+        if (p[i] != '{')
+            return 0;
+        for (i++; i < n && json_space(p[i]); i++)
+            ;
+        if (i == n || p[i] != '"')
+            return 0;
+        for (i++; i < n && p[i] != '"'; i++)
+            if (p[i] < 0x20 || p[i] > 0x7e || p[i] == '\\')
+                return 0;
+        for (i++; i < n && json_space(p[i]); i++)
+            ;
+        if (i >= n || p[i] != ':')
+            return 0;
+        i++;
+        depth++;
+    }
+}
+
+/* What a line that may start a JSON document comes to: STATSD_LINE, R_INVALID_UTF8, R_TOO_DEEP, or
+ * UNSURE (a document for the json module). */
+static int document_outcome(const char *p, Py_ssize_t n)
+{
+    int format = line_format(p, n);
+    if (format == STATSD_LINE)
+        return STATSD_LINE;
+    if (format == DOCUMENT_LINE && too_deep(p, n))
+        return valid_utf8(p, n) ? R_TOO_DEEP : R_INVALID_UTF8;
+    return valid_utf8(p, n) ? UNSURE : R_INVALID_UTF8;
+}
+
+/* Whether the C takes a payload holding '{' or '[' itself: no line of it is a document for the json module. */
+static int takes_payload(const char *p, Py_ssize_t n)
+{
+    const char *end = p + n;
+    while (p <= end) {
+        const char *line_end = memchr(p, '\n', (size_t)(end - p));
+        if (line_end == NULL)
+            line_end = end;
+        if (document_outcome(p, line_end - p) == UNSURE)
+            return 0;
+        p = line_end + 1;
+    }
+    return 1;
+}
+
+/* Every line of a payload: taken, counted as bad, or handed to the fallback. `json`: it may hold
+ * document lines (takes_payload said they are all bad). */
+static int feed_payload(Window *w, const char *p, Py_ssize_t n, PyObject *bad, int json)
 {
     const char *end = p + n;
     while (p <= end) {
@@ -659,13 +967,15 @@ static int feed_payload(Window *w, const char *p, Py_ssize_t n, PyObject *bad)
             line_end = end;
         Py_ssize_t len = line_end - p;
         Py_ssize_t cut = len && p[len - 1] == '\r' ? len - 1 : len;
-        if (cut > 0) {
-            int got = fast_line(w, p, cut);
-            if (got < 0)
-                return -1;
-            if (got == 0 && fallback_line(w, p, len, bad) < 0)
-                return -1;
-        }
+        int got = json ? document_outcome(p, len) : STATSD_LINE;
+        if (got == STATSD_LINE)
+            got = cut > 0 ? fast_line(w, p, len, cut) : OK;
+        if (got < 0)
+            return -1;
+        if (got == UNSURE && fallback_line(w, p, len, bad) < 0)
+            return -1;
+        if (got > UNSURE && count_bad(bad, got) < 0)
+            return -1;
         p = line_end + 1;
     }
     return 0;
@@ -803,10 +1113,11 @@ static PyObject *Window_feed(Window *w, PyObject *args)
         }
         const char *p = PyBytes_AS_STRING(payload);
         Py_ssize_t n = PyBytes_GET_SIZE(payload);
-        if (memchr(p, '{', (size_t)n) || memchr(p, '[', (size_t)n))
+        int json = memchr(p, '{', (size_t)n) || memchr(p, '[', (size_t)n);
+        if (json && !takes_payload(p, n))
             break;
         Py_INCREF(payload);  /* the fallback runs Python code: keep the payload alive meanwhile */
-        int failed = feed_payload(w, p, n, bad) < 0;
+        int failed = feed_payload(w, p, n, bad, json) < 0;
         Py_DECREF(payload);
         if (failed)
             return NULL;
@@ -944,10 +1255,11 @@ static PyObject *Window_get_shard_metrics(Window *w, void *closure)
     return out;
 }
 static PyObject *Window_get_entries(Window *w, void *closure) { return PyLong_FromSsize_t(w->table.n); }
+static PyObject *Window_get_fallbacks(Window *w, void *closure) { return PyLong_FromLongLong(w->fallbacks); }
 
 static PyMethodDef Window_methods[] = {
     {"feed", (PyCFunction)Window_feed, METH_VARARGS,
-     "feed(payloads, start, bad) -> int: take payloads[start:] up to the first that may hold JSON; its index."},
+     "feed(payloads, start, bad) -> int: take payloads[start:] up to the first holding a JSON document; its index."},
     {"add", (PyCFunction)Window_add, METH_O, "add(sample): take one parsed sample."},
     {"take", (PyCFunction)Window_take, METH_O,
      "take(max_entries) -> per shard, [(body, entries, metrics), ...]; the window is empty after."},
@@ -959,6 +1271,8 @@ static PyGetSetDef Window_getset[] = {
     {"entries", (getter)Window_get_entries, NULL, "distinct series entries held", NULL},
     {"shard_metrics", (getter)Window_get_shard_metrics, NULL, "per shard, samples taken in since the last take",
      NULL},
+    {"fallbacks", (getter)Window_get_fallbacks, NULL,
+     "lines handed to the Python parser since the window was made (what the C was not sure of)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -970,5 +1284,8 @@ static PyTypeObject WindowType = ONE_TYPE(
 PyMODINIT_FUNC PyInit__window(void)
 {
     crc_init();
+    for (int i = 0; i < N_OUTCOMES; i++)
+        if (REASONS[i] != NULL && reason_keys[i] == NULL && (reason_keys[i] = PyUnicode_InternFromString(REASONS[i])) == NULL)
+            return NULL;
     return module_with_type("_window", "The receiver's batch window, compiled (see window.py).", &WindowType, "Window");
 }

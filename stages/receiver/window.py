@@ -7,8 +7,9 @@ into batch bodies (see :mod:`stages.contract`) and leaves the window empty.
 
 :class:`PyWindow` is the specification. ``stages.receiver._window.Window`` (window.c, built by
 ``pip install`` where a C compiler is found) is the same, compiled: it parses plain statsd lines
-itself and hands every other line to the same ``parse_lines`` callable. :func:`new_window` picks it
-when it was built; the property tests prove both give the same batches.
+itself, counts the common bad lines under the reason the parsers give them, and hands every other
+line to the same ``parse_lines`` callable (its ``fallbacks`` counts those). :func:`new_window` picks
+it when it was built; the property tests prove both give the same batches and bad-line counts.
 
 A window reads no socket, and imports no parser: its ``parse_lines`` (the statsd parser, see
 :func:`stages.receiver.parsers.statsd_lines`) is given to it, and the Python window hands it every
@@ -66,8 +67,10 @@ class Window(Protocol):
         """Per shard, the samples taken in since the last :meth:`take` (what a kill would lose of each)."""
 
     def feed(self, payloads: list[bytes], start: int, bad: dict[str, int]) -> int:
-        """Take ``payloads[start:]`` as statsd lines, up to the first holding ``{`` or ``[`` (it may
-        hold a JSON document: the caller routes it); returns that payload's index, or the length."""
+        """Take ``payloads[start:]`` as statsd lines, up to the first that may hold a JSON document (the
+        caller routes it); returns that payload's index, or the length. PyWindow leaves every payload
+        holding ``{`` or ``[``; the compiled window only one with a line that starts a document it cannot
+        refuse itself (the routing rule reads every other as statsd lines: the same result)."""
 
     def add(self, sample: Sample) -> None:
         """Take one sample a parser made."""

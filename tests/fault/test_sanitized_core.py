@@ -40,10 +40,10 @@ DRIVER = textwrap.dedent('''
     from stages.aggregator.series import SeriesLimit
     from stages.receiver.parsers import payload_parser, statsd_lines
     from stages.receiver.window import take_payloads
-    from tests.unit.lines import BYTES, LINES, OTHER
+    from tests.unit.lines import BYTES, HOSTILE, HOSTILE_BYTES, LINES, OTHER
 
     corpus = [p.read_bytes() for p in sorted(Path(sys.argv[3]).glob("*/*")) if p.suffix in (".txt", ".bin")]
-    known = [line.encode("utf-8", "surrogatepass") for line in LINES + OTHER] + BYTES
+    known = [line.encode("utf-8", "surrogatepass") for line in LINES + OTHER + HOSTILE] + BYTES + HOSTILE_BYTES
     rng = random.Random(11)
 
     def mutated():

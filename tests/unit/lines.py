@@ -72,3 +72,36 @@ def generated_lines(draw: st.DrawFn) -> str:
 STATSD_ALPHABET = st.sampled_from(list("abcxyz.-_:|@#,=+-0123456789eE. /\t\r{[") + ["\u00e9", "\x01", "\u2003"])
 
 
+
+#: The common bad input the compiled window counts itself (no Python parser): each way it must agree with
+#: the Python's reason, and the boundaries where it must leave the line to the Python instead.
+DEEP = 64  # stages.receiver.parsers.base.MAX_JSON_DEPTH
+HOSTILE = [
+    # numbers the strict grammar refuses: NaN and infinity spelt every way, overflow, too long, not numbers
+    "x:NaN|c", "x:-nan|g", "x:+Infinity|ms", "x:iNf|g", "x:-INFINITY|h", "x:nan(1)|c", "x:nanx|c", "x:infinite|c",
+    "x:1e999|g", "x:" + "1" * 400 + "|ms", "x:" + "1" * 400 + ".5e-300|ms", "x:" + "0" * 70 + "1|c",
+    "x:" + "9" * 64 + "|g", "x:" + "9" * 65 + "|g", "x:1,5|c", "x:1..2|c", "x:--1|c", "x:.|c", "x:-|c", "x:e5|c",
+    "x:1e|c", "x:1_0e400|c", "x:1_0|c", "x: nan|c", "x:nan |c", "x:1|c|@nan", "x:1|c|@abc", "x:1|c|@1e999",
+    "x:1|c|@ 0.5", "x:1:nan:2|ms", "x:1:abc:nan|ms", "x:nan:abc|ms", "x:1e300|c|@0.5",
+    # tags, names, types in the parser's order
+    "x:1|c|#" + ",".join(f"t{i}:v" for i in range(200)), "x,a=1,b:1|c|#" + ",".join(f"t{i}" for i in range(70)),
+    "x:nan|q", "x:nan|c|@0", " :nan|c", "n" * 1100 + ":nan|c", "x,=v:nan|c", "x:1|c|#k:" + "v" * 1100 + "|@0",
+    # control bytes (after the invalid UTF-8 check, before anything else)
+    "x:1|c\x0b", "\x1fx:1|c", "_e{1,1}:a|b\x01", "_sc|\x7f", "x\x00", "\x1c[[[[",
+    # lines holding '{' or '[' that are statsd lines, and events
+    "x:1|c|#k:[v],j:{w}", "x{:1|c", "x:[1]|c", "_e{5,4}:title|text|#env:prod", "a:{|s", "x:1|c|#a:[" + "[" * 100,
+    # JSON documents too deep to read, just too deep, just not, and what only the json module can tell
+    "[" * (DEEP + 1), "[" * DEEP, "[" * DEEP + "]" * DEEP, " \t[ [\r" + "[" * (DEEP - 1), '{"a":' * (DEEP + 1),
+    '{ "k" :\t' * 70, '{"a\\"b":' * 70, '{"\u00e9":' * 70, '{"a":' * 30 + "[" * 40, "[" * 100 + "1" + "]" * 100,
+    "[" * 100 + "x", "\x0b" + "[" * 100, "\u00a0" + "[" * 100, "\u2003{", "\u00e9{", "[" * 5000, "[" * 100 + "\r",
+]
+#: Bytes: invalid UTF-8 beside brackets, in deep documents and in statsd lines.
+HOSTILE_BYTES = [
+    b"\xff{", b"{\xff", b"[" * 100 + b"\xff", b"\xc3[", b"x:1|c|#k:[\xc3]", b"\xed\xa0\x80{", b"\xf4\x90\x80\x80[",
+    b"\xe0\x80\x80x:1|c", b"\xf0\x9f\x98\x80[", b"\xc0\xafx:1|c", b"ok:1|c\n\xff[\ngood:2|c",
+    b"ok:1|c\r\n" + b"[" * 70 + b"\r\n{\xfe\ngood:2|c\r\n", b"\n\n  " + b"[" * 70 + b"\nx:1|c",
+]
+#: Characters that make numbers, nearly numbers and JSON openings, for drawn hostile lines.
+NUMBER_ALPHABET = st.sampled_from(list("0123456789.+-eE_naifyNAIFTYx \t,"))
+JSON_PIECES = st.sampled_from(["[", "[", "[", " ", "\t", "\r", '{"a":', '{ "k" : ', '{"a\\n":', "]", "1", ",", "x",
+                               '{"\u00e9":', "\u00a0", "\x0b", "{"])

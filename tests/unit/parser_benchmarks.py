@@ -25,22 +25,60 @@ BURST = 256
 MAX_ENTRIES = 1000
 
 
-def mix_datagrams(series: int, datagrams: int, seed: int = 1) -> list[bytes]:
+def mix_line(rng: random.Random, series: int) -> str:
+    """One line of the realistic mix."""
+    i = rng.randrange(series)
+    tags = f"|#env:prod,host:web{i % 97},route:/api/v{i % 13}"
+    kind = rng.random()
+    if kind < 0.5:
+        return f"app.svc{i % 50}.c{i}:1|c{tags}"
+    if kind < 0.8:
+        return f"app.svc{i % 50}.t{i}:{rng.lognormvariate(3, 1):.2f}|ms{tags}"
+    if kind < 0.95:
+        return f"app.svc{i % 50}.g{i}:{rng.randrange(1000)}|g{tags}"
+    return f"app.svc{i % 50}.s{i}:u{rng.randrange(5000)}|s{tags}"
+
+
+def mix_datagrams(series: int, datagrams: int, seed: int = 1, per_datagram: int = LINES_PER_DATAGRAM) -> list[bytes]:
     rng = random.Random(seed)
+    return ["\n".join(mix_line(rng, series) for _ in range(per_datagram)).encode() for _ in range(datagrams)]
 
-    def line() -> str:
-        i = rng.randrange(series)
-        tags = f"|#env:prod,host:web{i % 97},route:/api/v{i % 13}"
-        kind = rng.random()
-        if kind < 0.5:
-            return f"app.svc{i % 50}.c{i}:1|c{tags}"
-        if kind < 0.8:
-            return f"app.svc{i % 50}.t{i}:{rng.lognormvariate(3, 1):.2f}|ms{tags}"
-        if kind < 0.95:
-            return f"app.svc{i % 50}.g{i}:{rng.randrange(1000)}|g{tags}"
-        return f"app.svc{i % 50}.s{i}:u{rng.randrange(5000)}|s{tags}"
 
-    return ["\n".join(line() for _ in range(LINES_PER_DATAGRAM)).encode() for _ in range(datagrams)]
+#: The hostile mix's kinds of bad datagram, each as common as the others (one good line in five overall).
+HOSTILE_KINDS = ("random bytes", "invalid UTF-8", "NaN or infinity", "deep JSON", "huge tag count")
+
+
+def hostile_datagram(rng: random.Random, kind: str, series: int) -> bytes:
+    """One bad datagram of ``kind`` (of HOSTILE_KINDS), most made from a good line of the mix."""
+    good = mix_line(rng, series).encode()
+    if kind == "random bytes":
+        return rng.randbytes(rng.randint(1, 300))
+    if kind == "invalid UTF-8":
+        cut = rng.randrange(len(good))
+        broken = rng.choice([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf"])
+        return good[:cut] + broken + good[cut:]
+    if kind == "NaN or infinity":
+        name, _, rest = good.partition(b":")
+        value = rng.choice([b"nan", b"NaN", b"-inf", b"Infinity", b"1e400", b"-1e999"])
+        return name + b":" + value + rest[rest.index(b"|"):]
+    if kind == "deep JSON":
+        depth = rng.choice([100, 1_000, 10_000])
+        return rng.choice([b"[" * depth, b'{"a":' * (depth // 5 + 65), b"[" * depth + b"]" * depth])
+    return good + b"," + b",".join(b"t%d:v" % i for i in range(rng.randint(65, 300)))
+
+
+def hostile_datagrams(datagrams: int, seed: int = 1, series: int = 20_000) -> list[bytes]:
+    """The hostile mix, a line a datagram: one good line of the realistic mix in five, the rest random
+    bytes, invalid UTF-8, NaN and infinities, deep JSON (arrays and objects, 100 to 10,000 deep) and
+    huge tag counts (65 to 300 tags), evenly."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(datagrams):
+        if i % 5 == 0:
+            out.append(mix_line(rng, series).encode())
+        else:  # the bad kinds in turn
+            out.append(hostile_datagram(rng, HOSTILE_KINDS[(i - i // 5 - 1) % len(HOSTILE_KINDS)], series))
+    return out
 
 
 def feed_all(window: Window, datagrams: list[bytes], window_entries: int) -> list[bytes]:

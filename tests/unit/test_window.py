@@ -22,7 +22,19 @@ from stages.model import MetricType, Sample, series_key, tag_tuple
 from stages.receiver.parsers import parse_payload, payload_parser, statsd_lines
 from stages.receiver.window import CompiledWindow, PyWindow, take_payloads
 from tests.unit import parser_benchmarks
-from tests.unit.lines import BYTES, LINES, OTHER, STATSD_ALPHABET, generated_lines, payload
+from tests.unit.lines import (
+    BYTES,
+    DEEP,
+    HOSTILE,
+    HOSTILE_BYTES,
+    JSON_PIECES,
+    LINES,
+    NUMBER_ALPHABET,
+    OTHER,
+    STATSD_ALPHABET,
+    generated_lines,
+    payload,
+)
 
 pytestmark = pytest.mark.skipif(CompiledWindow is None, reason="the compiled window was not built")
 
@@ -95,6 +107,55 @@ def test_random_statsd_like_text_gives_the_same_batches(lines, shards) -> None:
 @given(st.lists(st.binary(max_size=300), min_size=1, max_size=6))
 def test_random_bytes_give_the_same_batches(payloads) -> None:
     assert_same(payloads)
+
+
+def test_every_hostile_line_gives_the_same_batches() -> None:
+    for line in HOSTILE:
+        assert_same([payload([line])])
+    for data in HOSTILE_BYTES:
+        assert_same([data])
+    assert_same([payload(HOSTILE + LINES)] + HOSTILE_BYTES)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.tuples(st.text(NUMBER_ALPHABET, max_size=12), st.sampled_from(["c", "g", "ms", "s"]),
+                          st.sampled_from(["", "|@0.5", "|@{}", "|#k:{}"]), st.text(NUMBER_ALPHABET, max_size=8)),
+                min_size=1, max_size=10))
+def test_drawn_numbers_and_rates_give_the_same_batches(lines) -> None:
+    assert_same([payload([f"x:{value}|{code}{field.format(other)}" for value, code, field, other in lines])])
+
+
+@st.composite
+def deep_documents(draw: st.DrawFn) -> str:
+    """A line opening about MAX_JSON_DEPTH arrays or objects, and what may follow them."""
+    openings = draw(st.lists(st.sampled_from(["[", '{"a":', "[ ", '{ "k" :\t', "\r[", "\t"]),
+                             min_size=DEEP - 2, max_size=DEEP + 3))
+    spoilt = draw(st.lists(JSON_PIECES, max_size=3))
+    at = draw(st.integers(0, len(openings)))
+    return (draw(st.sampled_from(["", " ", "\t", "\x0b", "\u00a0"])) + "".join(openings[:at]) + "".join(spoilt)
+            + "".join(openings[at:]) + "".join(draw(st.lists(JSON_PIECES, max_size=6))))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(deep_documents(), st.sampled_from(LINES + HOSTILE), st.lists(JSON_PIECES).map("".join)),
+                min_size=1, max_size=6), st.booleans())
+def test_drawn_deep_documents_beside_statsd_lines_give_the_same_batches(lines, crlf) -> None:
+    assert_same([payload(lines).replace(b"\n", b"\r\n" if crlf else b"\n")])
+
+
+def test_the_compiled_window_counts_the_common_bad_lines_itself() -> None:
+    # Bad input costs about what good input does only if the C decides it: no line of the hostile mix
+    # may reach the Python parser (a call each, and a json.loads for a deep document), nor a payload
+    # holding '{' or '[' be left to the caller. (This mix's random bytes hold no line of valid UTF-8
+    # beyond ASCII, which the Python parser rightly reads: the seed is chosen so.)
+    payloads = parser_benchmarks.hostile_datagrams(1000, seed=3)
+    python, compiled = window_pair(shards=2, defaults={})
+    bad: dict[str, int] = {}
+    assert compiled.feed(payloads, 0, bad) == len(payloads)  # type: ignore[attr-defined]
+    assert compiled.fallbacks == 0  # type: ignore[attr-defined]
+    assert {"invalid_utf8", "non_finite", "too_deep", "too_many_tags"} <= bad.keys()
+    assert bad == fed(python, payloads, defaults={})
+    assert compiled.take(50) == python.take(50)  # type: ignore[attr-defined]
 
 
 @settings(max_examples=200, deadline=None)
@@ -187,9 +248,9 @@ def test_counters_and_timers_are_accumulated_exactly() -> None:
         assert decoded.sets == ["s", ["a", "b"]]
 
 
-def test_feed_stops_at_a_payload_that_may_hold_json_and_takes_the_rest_after() -> None:
+def test_feed_stops_at_a_payload_holding_a_json_document_and_takes_the_rest_after() -> None:
     for window in window_pair(shards=1, defaults={}):
-        payloads = [b"a:1|c", b"b:1|c|#k:[x]", b"c:1|c"]
+        payloads = [b"a:1|c", b'c:1|c\n {"metric_name": "j", "metric_type": "trace"}', b"c:1|c"]
         assert window.feed(payloads, 0, {}) == 1  # type: ignore[attr-defined]
         assert window.feed(payloads, 2, {}) == 3  # type: ignore[attr-defined]
         assert window.metrics == 2  # type: ignore[attr-defined]

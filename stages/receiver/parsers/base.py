@@ -10,6 +10,9 @@ MAX_NAME_CHARS = 1024
 MAX_TAG_CHARS = 1024
 MAX_TAGS = 64
 MAX_NUMBER_CHARS = 64
+#: A JSON document that opens more arrays or objects than this before anything else is too deep
+#: (a metric needs two: an array of objects): refused before the json module reads it at all.
+MAX_JSON_DEPTH = 64
 #: The largest magnitude a value (or a counter's value over its rate, or one sample's weight) may
 #: have: far below the largest float, so that the sums of an interval stay finite.
 MAX_MAGNITUDE = 1e300

@@ -9,6 +9,7 @@ object or null makes that metric invalid.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from stages.model import MetricType, Sample, tag_tuple
@@ -29,6 +30,12 @@ JSON_TYPES: dict[str, int] = {
 
 #: Keys that are never tags.
 RESERVED = frozenset({"metric_name", "metric_type", "value", "count", "sample_rate"})
+
+#: More than MAX_JSON_DEPTH arrays or objects (an object by its first key) opened before anything
+#: else, JSON whitespace between: too deep, known without reading the document (the compiled window
+#: makes the same check, so deep input costs neither a json.loads).
+_OPENING = r'(?:\[|\{[ \t\n\r]*"[^"\\\x00-\x1f]*"[ \t\n\r]*:)[ \t\n\r]*'
+_TOO_DEEP = re.compile(rf"[ \t\n\r]*(?:{_OPENING}){{{base.MAX_JSON_DEPTH + 1}}}")
 
 
 def starts_document(text: str) -> bool:
@@ -61,6 +68,8 @@ def add_objects(document: Any, defaults: dict[str, str], out: list[Sample], bad:
 
 def load(text: str) -> Any:
     """The JSON document ``text``, or ParseError with the reason it is not one."""
+    if len(text) > base.MAX_JSON_DEPTH and _TOO_DEEP.match(text):
+        raise ParseError("too_deep")
     try:
         return json.loads(text, object_pairs_hook=_object_without_duplicates, parse_constant=_no_constants)
     except RecursionError:
