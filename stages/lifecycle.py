@@ -131,10 +131,13 @@ STOP_BUDGET_SECS: dict[str, float] = {
     "forwarder": FORWARDER_STOP.budget_secs,
 }
 #: Stage → how much lower than supervisord's its scheduling priority is (nice). The receiver alone
-#: reads what the kernel drops when it is not read in time; the shards and the forwarder hold their
-#: work in bounded, counted queues. When they share a core (a flush of every shard at each interval
-#: edge), the kernel then runs the receiver first and the flush in what the receiver leaves.
-NICENESS: dict[str, int] = {"receiver": 0, "aggregator": 10, "forwarder": 10}
+#: reads what the kernel drops when it is not read in time; the shards hold their work in bounded,
+#: counted queues. When they share a core (a flush of every shard at each interval edge), the kernel
+#: then runs the receiver first and the flushes in what it leaves. The forwarder stays at the
+#: receiver's level: its planned restart hands flushes on through a PULL socket whose last messages
+#: wait on it running promptly (starved at nice 10 beside two busy loops, it lost an interval in the
+#: forwarder-restart test; at 0 it did not), and its work per interval is small beside the shards'.
+NICENESS: dict[str, int] = {"receiver": 0, "aggregator": 10, "forwarder": 0}
 
 #: What stopwaitsecs leaves beyond a stage's budget for the work no timeout bounds: the receiver
 #: reading what the kernel holds, a shard merging what had arrived and building its final flushes,
