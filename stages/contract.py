@@ -43,7 +43,9 @@ flush), ``covers`` (per receiver stream, the first and last batch whose metrics 
 their running metric counts), ``ack`` (true when the shard wants to know that every sink is done
 with the flush: the forwarder then records it in :mod:`stages.delivery`; the fleet tier commits its
 Kafka offsets by it), ``revision`` (0 for an interval's flush; 1, 2, ... for each later correction
-of an interval the fleet tier already flushed: late partials merged in); body a list of aggregates,
+of an interval the fleet tier already flushed: late partials merged in), ``paused`` (true on the
+empty flush a shard sends a forwarder stopping for a restart when it begins to hold its flushes,
+see :mod:`stages.pause`; it is in no sequence and reaches no sink); body a list of aggregates,
 each a map with exactly the output-contract keys. An optional fourth frame holds the interval's
 partials (a shard whose config has a sink of ``format: partials``): a msgpack array of Kafka key,
 record value, key, value, ... with each value a ``pystatsd.partial.v1``.
@@ -141,6 +143,9 @@ class FlushHeader:
     ack: bool = False
     #: 0, or the how-manieth correction of an interval already flushed.
     revision: int = 0
+    #: The shard's last message before it holds its flushes for a forwarder pausing for a restart
+    #: (:mod:`stages.pause`): no aggregates, in no sequence (``seq`` is the next flush's).
+    paused: bool = False
 
     @property
     def from_forwarder(self) -> bool:
@@ -208,7 +213,7 @@ _FIELD_TYPES: dict[type, dict[str, type | tuple[type, ...]]] = {
                   "metrics": int, "paused": bool},
     FlushHeader: {"shard": int, "shards": int, "epoch": int, "seq": int, "interval_start": (int, float),
                   "interval": (int, float), "n": int, "final": bool, "seq_gaps": dict, "covers": dict,
-                  "ack": bool, "revision": int},
+                  "ack": bool, "revision": int, "paused": bool},
 }
 
 

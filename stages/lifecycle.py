@@ -101,6 +101,8 @@ class ShardStop:
 
 @dataclass(frozen=True)
 class ForwarderStop:
+    #: How long a forwarder stopping for a restart waits at most for every shard to pause (stages.pause).
+    pause_max_secs: float = 3.0
     #: How long without a flush means no shard is still stopping (within ``wait_finals_secs``).
     quiet_secs: float = 1.0
     #: The longest it waits for the shards' final flushes.
@@ -115,7 +117,15 @@ class ForwarderStop:
 
     @property
     def budget_secs(self) -> float:
-        return self.wait_finals_secs + self.sink_drain_secs + self.sink_join_slack_secs
+        # A stop waits for the shards' pause (a restart) or for their final flushes (the pipeline stops).
+        return (max(self.pause_max_secs, self.wait_finals_secs) + self.sink_drain_secs
+                + self.sink_join_slack_secs)
+
+    @property
+    def hold_secs(self) -> float:
+        """How long the shards hold their flushes at most for a forwarder restarting: its whole stop and
+        a start, with room to spare (its next instance ends the pause sooner, once it has bound)."""
+        return self.budget_secs + STOP_MARGIN_SECS + 10.0
 
 
 RECEIVER_STOP = ReceiverStop()
@@ -134,9 +144,8 @@ STOP_BUDGET_SECS: dict[str, float] = {
 #: reads what the kernel drops when it is not read in time; the shards hold their work in bounded,
 #: counted queues. When they share a core (a flush of every shard at each interval edge), the kernel
 #: then runs the receiver first and the flushes in what it leaves. The forwarder stays at the
-#: receiver's level: its planned restart hands flushes on through a PULL socket whose last messages
-#: wait on it running promptly (starved at nice 10 beside two busy loops, it lost an interval in the
-#: forwarder-restart test; at 0 it did not), and its work per interval is small beside the shards'.
+#: receiver's level: its work per interval is small beside the shards', and sinks that wait on it
+#: (a prometheus scrape, the health endpoint) answer promptly.
 NICENESS: dict[str, int] = {"receiver": 0, "aggregator": 10, "forwarder": 0}
 
 #: What stopwaitsecs leaves beyond a stage's budget for the work no timeout bounds: the receiver

@@ -5,7 +5,8 @@ With an ``input: kafka:`` section in the config the shard is a fleet-tier one in
 
 Binds PULL ``ipc://<run>/shard-K-of-N.sock`` (the stable end: every receiver connects to it).
 Connects PUSH to ``ipc://<run>/forwarder.sock`` and sends one ``pystatsd.flush.v1`` per interval.
-Flushes the forwarder cannot take yet wait in a bounded hold queue (oldest dropped and counted).
+Flushes the forwarder cannot take yet, or while it pauses for a restart, wait in a bounded hold queue
+(:mod:`.outbox`).
 On SIGTERM when this shard is stopped alone (supervisord and the receiver run on: a restart): pause
 the receivers (:mod:`stages.pause`: they hold its batches, so none is in flight when it unbinds),
 unbind, drain what already arrived, flush what is due and write the open intervals to the run
@@ -30,6 +31,7 @@ from stages import contract, supervisor_rpc
 from stages.aggregator.fleet_loop import FleetLoop
 from stages.aggregator.gauge_carry import next_ring, take_carried, write_carried
 from stages.aggregator.handoff import HandoffRefused, capture, handoff_path, restore, take_handoff, write_handoff
+from stages.aggregator.outbox import Outbox
 from stages.aggregator.partials import PartialBounds, PartialSource, partial_bounds
 from stages.aggregator.series import CompiledBucket
 from stages.aggregator.shard import ClosedInterval, ShardState, overrun_secs
@@ -47,9 +49,9 @@ from stages.lifecycle import (
     run_stage,
 )
 from stages.log_throttle import LogThrottle
-from stages.pause import begin_pause, end_pause
+from stages.pause import begin_pause, end_pause, pause_path
 from stages.ring import CHECK_EVERY_SECS, Ring, read_ring, ring_shards
-from stages.sharding import forwarder_endpoint, shard_endpoint
+from stages.sharding import shard_endpoint
 
 log = logging.getLogger("stages.aggregator")
 
@@ -81,21 +83,16 @@ class ShardLoop:
         self.run_dir = Path(run)
         self.epoch = time.time_ns()
         self.seq = 0
-        self.hold: collections.deque[list[bytes]] = collections.deque()
-        self.hold_max = config.queues.forwarder_flushes
-        self.dropped_flushes = 0
         self.endpoint = shard_endpoint(run, shard, shards)
         #: receiver → time.monotonic() of its last batch, and the receivers that sent ``paused`` in a stop
         self.heard: dict[str, float] = {}
         self.paused: set[str] = set()
         # A pause left by an instance killed while it stopped: the receivers must not hold batches for this one.
-        end_pause(self.run_dir, shard, shards)
+        end_pause(pause_path(self.run_dir, shard, shards))
         self.pull = ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.RCVHWM, config.queues.shard_batches)
         self.pull.bind(self.endpoint)
-        self.push = ctx.socket(zmq.PUSH)
-        self.push.setsockopt(zmq.SNDHWM, config.queues.forwarder_flushes)
-        self.push.connect(forwarder_endpoint(run))
+        self.outbox = Outbox(ctx, self.run_dir, config.queues.forwarder_flushes)
         self.decode_errors: collections.Counter[str] = collections.Counter()
         self.fold_log = LogThrottle()
         self.gauge_drop_log = LogThrottle()
@@ -130,7 +127,8 @@ class ShardLoop:
         wakeups = PullWakeups(self.pull, stop)
         while not stop.requested:
             wait_ms = (max(self.state.next_deadline(), self.flush_not_before) - time.time()) * 1000
-            if wakeups.wait(min(wait_ms, 100.0) if self.hold else wait_ms):
+            # Held flushes, and the forwarder's pause, are looked at again as often as the pause files.
+            if wakeups.wait(min(wait_ms, CHECK_EVERY_SECS * 1000)):
                 self.receive_burst()
             if stop.take_reload():
                 self.reload()
@@ -236,8 +234,8 @@ class ShardLoop:
     def publish_figures(self, closed: ClosedInterval) -> None:
         publish(self.run_dir, f"aggregator-{self.shard}", {
             "shard": self.shard, "aggregates": len(closed.aggregates), "metrics": self.state.metrics,
-            "gauges": len(self.state.gauges.values), "held_flushes": len(self.hold),
-            "dropped_flushes": self.dropped_flushes, "bad_messages": dict(self.decode_errors)})
+            "gauges": len(self.state.gauges.values), "held_flushes": len(self.outbox),
+            "dropped_flushes": self.outbox.dropped, "bad_messages": dict(self.decode_errors)})
 
     def queue_flush(self, closed: ClosedInterval, final: bool) -> None:
         for src, batches in closed.seq_gaps.items():
@@ -258,12 +256,7 @@ class ShardLoop:
         log.debug("Flushed the interval from %s (%s s): %d aggregates%s, seq %d, built in %.1f ms", closed.start,
                   closed.interval, len(closed.aggregates), ", final" if final else "", self.seq, closed.flush_ms)
         self.seq += 1
-        if len(self.hold) >= self.hold_max:
-            self.hold.popleft()
-            self.dropped_flushes += 1
-            log.warning("Forwarder unreachable and hold queue full: dropped the oldest flush (%d so far)",
-                        self.dropped_flushes)
-        self.hold.append(contract.encode_flush(header, closed.aggregates, closed.partials))
+        self.outbox.put(contract.encode_flush(header, closed.aggregates, closed.partials))
 
     def hand_off(self) -> bool:
         """Write the open intervals for the next instance (supervisord restarts this shard alone); False
@@ -279,18 +272,15 @@ class ShardLoop:
         return True
 
     def send_held(self) -> None:
-        while self.hold:
-            try:
-                self.push.send_multipart(self.hold[0], zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            self.hold.popleft()
+        self.outbox.send(contract.FlushHeader(
+            shard=self.shard, shards=self.shards, epoch=self.epoch, seq=self.seq, interval_start=0.0,
+            interval=self.state.interval, n=0, paused=True))
 
     def pause_receivers(self) -> None:
         """Until every receiver heard from lately holds this shard's batches (each sent ``paused`` last),
         merging what comes meanwhile; at most SHARD_STOP.pause_max_secs."""
         try:
-            begin_pause(self.run_dir, self.shard, self.shards, SHARD_STOP.hold_secs)
+            begin_pause(pause_path(self.run_dir, self.shard, self.shards), SHARD_STOP.hold_secs)
         except OSError as exc:
             log.error("Cannot write the pause for the receivers (%s): batches on the way when this shard "
                       "unbinds may be lost (counted)", exc.strerror)
@@ -326,19 +316,18 @@ class ShardLoop:
             for i, interval in enumerate(closed):
                 self.queue_flush(interval, final=i == len(closed) - 1)
         # Both waits count in lifecycle.ShardStop.budget_secs: this one, then the linger at ctx.term().
-        self.push.setsockopt(zmq.LINGER, SHARD_STOP.linger_ms)
         deadline = time.monotonic() + SHARD_STOP.linger_ms / 1000
-        while self.hold and time.monotonic() < deadline:
-            self.send_held()
-            if self.hold:
+        while self.outbox and time.monotonic() < deadline:
+            self.outbox.send_all()
+            if self.outbox:
                 time.sleep(0.05)
-        if self.hold:
-            log.error("Forwarder unreachable at stop: %d flushes not delivered", len(self.hold))
+        if self.outbox:
+            log.error("Forwarder unreachable at stop: %d flushes not delivered", len(self.outbox))
         self.pull.close(linger=0)
         if restarting:
             # Closed: what the receivers send now waits in their queues for the next instance.
-            end_pause(self.run_dir, self.shard, self.shards)
-        self.push.close()
+            end_pause(pause_path(self.run_dir, self.shard, self.shards))
+        self.outbox.close(SHARD_STOP.linger_ms)
 
 
 class ShardStage(Stage):

@@ -6,8 +6,10 @@ shard's flush sequence, so a flush that never arrived is counted. Each flush the
 through :mod:`stages.forwarder.fanout`. Every interval it sends its own figures (per sink: delivered,
 dropped, waiting, a sink a reload removed included; flushes and metrics lost) to every sink as
 ``<self_metrics_prefix>forwarder.*``, in a flush of its own (:func:`stages.contract.self_flush_header`: shard -1).
-On SIGTERM: keeps taking flushes until every shard sent its final one or none came for a second,
-unbinds, and gives the sinks until the stop deadline to deliver everything.
+On SIGTERM when it is stopped alone (a restart): pauses the shards (:mod:`stages.pause`: they hold
+their flushes, so none is in flight when it unbinds). When the pipeline stops: keeps taking flushes
+until every shard sent its final one or none came for a second. Then unbinds, and gives the sinks
+until the stop deadline to deliver everything.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import zmq
 
-from stages import contract
+from stages import contract, supervisor_rpc
 from stages.config import Config, ConfigError, config_path
 from stages.config_copies import RUNNING, STARTED, keep_copy
 from stages.delivery import DeliveryRecorder, forwarder_identity
@@ -45,6 +47,7 @@ from stages.lifecycle import (
     run_stage,
 )
 from stages.listeners.inet import inet_address
+from stages.pause import begin_pause, end_pause, forwarder_pause_path
 from stages.ring import ring_shards
 from stages.selfstats import SelfStats
 from stages.sharding import forwarder_endpoint
@@ -63,6 +66,8 @@ class Forwarder:
         self.pull = ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.RCVHWM, config.queues.forwarder_flushes)
         self.pull.bind(self.endpoint)
+        # Bound: the shards may send what they held for this instance (or for none: a pause left behind).
+        end_pause(forwarder_pause_path(Path(run)))
         #: (shard, epoch) → last flush seq seen
         self.last_seq: dict[tuple[int, int], int] = {}
         self.lost_flushes = 0
@@ -71,6 +76,8 @@ class Forwarder:
         self.bad_messages = 0
         #: (shard, shards) of every final flush: a ring retired by a reshard sent its own.
         self.finals: set[tuple[int, int]] = set()
+        #: (shard, shards) of every ``paused`` flush, in a stop for a restart.
+        self.paused: set[tuple[int, int]] = set()
         self.stats = SelfStats(config.self_metrics_prefix, "forwarder", {}, config.agent.tags)
         self.delivery = DeliveryRecorder(self.run_dir, forwarder_identity(os.getpid()))
         if config.fleet_input is not None:
@@ -133,6 +140,9 @@ class Forwarder:
             self.bad_messages += 1
             log.warning("Dropped a message that is not a valid flush (%s); %d so far", exc, self.bad_messages)
             return
+        if header.paused:
+            self.paused.add((header.shard, header.shards))
+            return
         stream = (header.shard, header.epoch)
         last = self.last_seq.get(stream)
         if last is not None and header.seq > last + 1:
@@ -188,6 +198,42 @@ class Forwarder:
         log.debug("Own metrics: %d aggregates handed to %d sinks", len(out), len(self.fanout.runners))
 
     def stop(self) -> None:
+        # The fleet tier's shards send again what a forwarder took but its sinks never confirmed.
+        if self.config.fleet_input is None and supervisor_rpc.runs_on_without(self.run_dir):
+            self.pause_shards()
+        else:
+            self.take_finals()
+        self.pull.unbind(self.endpoint)
+        self.receive_all()
+        self.pull.close(linger=0)
+        self.fanout.stop(FORWARDER_STOP.sink_drain_secs, FORWARDER_STOP.sink_join_slack_secs)
+
+    def pause_shards(self) -> None:
+        """Stopped alone (a restart): until every shard of the ring holds its flushes (each sent
+        ``paused`` last), taking what comes meanwhile; at most FORWARDER_STOP.pause_max_secs."""
+        try:
+            begin_pause(forwarder_pause_path(self.run_dir), FORWARDER_STOP.hold_secs)
+        except OSError as exc:
+            log.error("Cannot write the pause for the shards (%s): flushes on the way when this forwarder "
+                      "unbinds may be lost (counted)", exc.strerror)
+            self.take_finals()
+            return
+        log.info("Stopping for a restart: pausing the shards")
+        started = time.monotonic()
+        shards = ring_shards(self.run_dir, self.shards)
+        expected = {(shard, shards) for shard in range(shards)}
+        while expected - self.paused and time.monotonic() - started < FORWARDER_STOP.pause_max_secs:
+            if self.pull.poll(50):
+                self.receive_all()
+        missing = sorted(shard for shard, _ in expected - self.paused)
+        if missing:
+            log.warning("No pause from shards %s within %.1f s: a flush they had on the way when this forwarder "
+                        "unbinds may be lost (counted by the next instance)", missing, FORWARDER_STOP.pause_max_secs)
+        log.info("Shards paused in %.2f s (%d of %d)", time.monotonic() - started, len(expected & self.paused),
+                 len(expected))
+
+    def take_finals(self) -> None:
+        """The pipeline stops: until every shard sent its final flush, or none came for a while."""
         log.info("Stopping: taking the shards' last flushes")
         started = time.monotonic()
         quiet_since = started
@@ -199,10 +245,6 @@ class Forwarder:
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since >= FORWARDER_STOP.quiet_secs:
                 break
-        self.pull.unbind(self.endpoint)
-        self.receive_all()
-        self.pull.close(linger=0)
-        self.fanout.stop(FORWARDER_STOP.sink_drain_secs, FORWARDER_STOP.sink_join_slack_secs)
 
 
 class ForwarderStage(Stage):

@@ -115,7 +115,7 @@ class Receiver:
         predecessor = read_predecessor(unsent)
         self.batcher = Batcher(pushes, name, self.new_window(self.shards),
                                config.batch_max_entries, config.batch_max_age_ms / 1000, config.flush_interval,
-                               PauseWatch(self.run_dir, self.shards), config.queues.shard_batches, unsent)
+                               PauseWatch.of_ring(self.run_dir, self.shards), config.queues.shard_batches, unsent)
         if predecessor is not None:
             self.end_predecessor(predecessor)
         self.name = name
@@ -171,7 +171,7 @@ class Receiver:
         if ring is None or ring.shards == self.shards or now < ring.since:
             return
         for push in self.batcher.switch(self.connect_shards(ring.shards), self.new_window(ring.shards),
-                                        PauseWatch(self.run_dir, ring.shards)):
+                                        PauseWatch.of_ring(self.run_dir, ring.shards)):
             push.close(linger=RECEIVER_STOP.linger_ms)
         log.info("Switched from %d shards to %d", self.shards, ring.shards)
         self.shards = ring.shards

@@ -168,10 +168,11 @@ def test_a_receiver_restarted_in_place_hands_on_what_its_unixgram_reader_held() 
 
 
 def test_the_forwarder_restarted_under_traffic() -> None:
+    # Each restart begins just before an interval edge, when every shard's flush is on its way.
     with Pipeline(flush_interval=1.0) as pipeline:
         with traffic(pipeline) as load:
-            for _ in range(2):
-                time.sleep(1.2)
+            for _ in range(3):
+                sleep_until_phase(1.0, 0.9)
                 result = pystatsd(pipeline, "restart", "forwarder")
                 assert result.returncode == 0, result.stderr
                 assert result.stdout.splitlines()[-1] == "forwarder restarted"
@@ -180,6 +181,8 @@ def test_the_forwarder_restarted_under_traffic() -> None:
         settled(lambda: per_key(records(pipeline)) == (sent, sent), 15)
         assert per_key(records(pipeline)) == (sent, sent)
         assert twice(records(pipeline)) == []
+        shards = pipeline.shards
+        assert pipeline.log("forwarder").count(f"({shards} of {shards})") == 3
 
 
 def test_a_reload_refuses_a_bad_config_and_names_what_waits_for_a_restart() -> None:

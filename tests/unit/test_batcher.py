@@ -16,7 +16,7 @@ import zmq
 
 from stages import contract
 from stages.model import MetricType, series_key
-from stages.pause import PauseWatch, begin_pause, end_pause
+from stages.pause import PauseWatch, begin_pause, end_pause, pause_path
 from stages.receiver.batcher import WINDOW_BATCHES, Batcher
 from stages.receiver.parsers import statsd_lines
 from stages.receiver.unsent import read_predecessor
@@ -55,7 +55,7 @@ def batcher_for(window_type: type, pushes: list[zmq.Socket[bytes]], run_dir: Pat
                 hold_max: int = 100, unsent_path: Path | None = None) -> Batcher:
     window = window_type(len(pushes), (), statsd_lines({}))
     return Batcher(pushes, "r1", window, max_entries, max_age_secs=0.05, interval=10.0,
-                   pauses=PauseWatch(run_dir, len(pushes)), hold_max=hold_max, unsent_path=unsent_path)
+                   pauses=PauseWatch.of_ring(run_dir, len(pushes)), hold_max=hold_max, unsent_path=unsent_path)
 
 
 def received(pull: zmq.Socket[bytes]) -> list[tuple[contract.BatchHeader, contract.BatchBody]]:
@@ -165,7 +165,7 @@ def test_a_paused_shard_gets_one_paused_batch_then_its_batches_once_the_pause_en
     pushes, pulls = shards
     batcher = batcher_for(window_type, pushes, tmp_path)
     paused, other = 1, 0
-    begin_pause(tmp_path, paused, 2, hold_secs=5)
+    begin_pause(pause_path(tmp_path, paused, 2), hold_secs=5)
     for n in range(3):
         batcher.add([(ON[paused], C, 1.0, 1.0, ()), (ON[other], C, 1.0, 1.0, ())] * (n + 1), NOW)
         batcher.send_all()
@@ -176,7 +176,7 @@ def test_a_paused_shard_gets_one_paused_batch_then_its_batches_once_the_pause_en
     assert body == contract.BatchBody.empty()
     assert batcher.next_due() == pytest.approx(batcher.pauses.next_check)  # it looks again for the end
 
-    end_pause(tmp_path, paused, 2)
+    end_pause(pause_path(tmp_path, paused, 2))
     batcher.send_due(time.time() + 1)
     got = received(pulls[paused])
     # Held batches keep the time they were read at, and continue the stream's numbering after the paused one.
@@ -189,7 +189,7 @@ def test_a_paused_shard_gets_one_paused_batch_then_its_batches_once_the_pause_en
 def test_a_pause_past_its_until_holds_nothing(window_type: type, shards, tmp_path: Path) -> None:
     pushes, pulls = shards
     batcher = batcher_for(window_type, pushes, tmp_path)
-    begin_pause(tmp_path, 0, 2, hold_secs=-1)  # a shard killed while it stopped left it behind
+    begin_pause(pause_path(tmp_path, 0, 2), hold_secs=-1)  # a shard killed while it stopped left it behind
     batcher.add([(ON[0], C, 1.0, 1.0, ())], NOW)
     batcher.send_all()
     assert [(h.paused, h.metrics) for h, _ in received(pulls[0])] == [(False, 1)]
@@ -198,7 +198,7 @@ def test_a_pause_past_its_until_holds_nothing(window_type: type, shards, tmp_pat
 def test_what_a_paused_shard_cannot_hold_is_dropped_and_counted(window_type: type, shards, tmp_path: Path) -> None:
     pushes, pulls = shards
     batcher = batcher_for(window_type, pushes, tmp_path, hold_max=2)
-    begin_pause(tmp_path, 0, 2, hold_secs=5)
+    begin_pause(pause_path(tmp_path, 0, 2), hold_secs=5)
     for n in range(4):
         batcher.add([(ON[0], C, 1.0, 1.0, ())] * (n + 1), NOW)
         batcher.send_all()
@@ -212,10 +212,10 @@ def test_held_batches_zeromq_has_no_room_for_yet_stay_held_in_order(window_type:
     push = ctx.socket(zmq.PUSH)  # connected to nothing yet: the next instance has not bound
     try:
         batcher = batcher_for(window_type, [push], tmp_path)
-        begin_pause(tmp_path, 0, 1, hold_secs=5)
+        begin_pause(pause_path(tmp_path, 0, 1), hold_secs=5)
         batcher.add([("hits", C, 1.0, 1.0, ())], NOW)
         batcher.send_all()
-        end_pause(tmp_path, 0, 1)
+        end_pause(pause_path(tmp_path, 0, 1))
         batcher.send_due(time.time() + 1)
         batcher.add([("hits", C, 1.0, 1.0, ())] * 2, NOW + 1)
         batcher.send_all()  # after the held one, not before it

@@ -5,7 +5,9 @@ fixed. tests/data/contract/{batch,flush}.v1.bin are the three frames of BATCH/FL
 written once when v1 was fixed; batch.v2.bin likewise when the columnar batch v2 was fixed. Within a
 version header keys may only be added: each addition gets golden files of its own
 ({batch,flush}.v1.1.bin: ``sent_before`` and ``covers``; batch.v1.2.bin: ``metrics``; batch.v2.1.bin:
-``paused``; flush.v1.2.bin: ``ack``, ``revision`` and the fourth frame of partials), writers produce
+``paused``; flush.v1.2.bin: ``ack``, ``revision`` and the fourth frame of partials; flush.v1.3.bin:
+``paused``, and flush.v1.3.paused.bin, a shard's empty flush before it holds the rest for a
+restarting forwarder), writers produce
 the newest, and readers keep decoding every older file, the added keys taking their defaults. Any
 other change to the bytes for the same message is a wire-format change (a new major version). Batch
 v1 is still read (one release after v2), as a v2 body of one entry per sample.
@@ -51,6 +53,8 @@ FLUSH_HEADER_2 = FlushHeader(shard=1, shards=4, epoch=1_700_000_000_000_000_000,
                              interval_start=1700000000.0, interval=10.0, n=1, final=False,
                              seq_gaps={"receiver-1": 2}, covers={"receiver-1@1700000000000000000": [5, 30, 7, 42]},
                              ack=True, revision=2)
+FLUSH_HEADER_3 = FlushHeader(shard=1, shards=4, epoch=1_700_000_000_000_000_000, seq=4, interval_start=0.0,
+                             interval=10.0, n=0, paused=True)
 PARTIAL_HEADER = contract.PartialHeader(host="web-1", src="1@1700000000000000000", interval_start=1700000000.0,
                                         interval=10.0, stats=[2000.0, 4000.0, 0.5, 9.5, 10000.0], sketch=b"\x01\x02")
 PARTIAL_BODY = BatchBody([], [], ["api.latency\x1fenv\x1fprod", 4, 2000.0, b""], [], [])
@@ -112,9 +116,16 @@ def test_flush_encodes_to_the_newest_v1_golden_bytes() -> None:
     frames = contract.encode_flush(FLUSH_HEADER_2, AGGREGATES, [b"api.hits", b"partial"])
     assert len(frames) == 4
     assert frames[0] == b"pystatsd.flush.v1"
-    assert b"".join(frames) == (GOLDEN / "flush.v1.2.bin").read_bytes()
+    assert b"".join(frames) == (GOLDEN / "flush.v1.3.bin").read_bytes()
     assert contract.decode_flush_partials(frames) == [b"api.hits", b"partial"]
     assert contract.decode_flush_partials(frames[:3]) == []
+
+
+def test_a_paused_flush_encodes_to_the_newest_v1_golden_bytes() -> None:
+    frames = contract.encode_flush(FLUSH_HEADER_3, [])
+    assert b"".join(frames) == (GOLDEN / "flush.v1.3.paused.bin").read_bytes()
+    assert contract.decode_flush_header(golden_frames("flush.v1.3.paused.bin", FLUSH_V1)) == FLUSH_HEADER_3
+    assert contract.flush_body_count(frames) == 0
 
 
 def test_a_partial_encodes_to_its_golden_bytes_and_decodes_back() -> None:
@@ -125,6 +136,7 @@ def test_a_partial_encodes_to_its_golden_bytes_and_decodes_back() -> None:
 
 def test_v1_golden_files_decode_with_the_added_keys() -> None:
     assert contract.decode_flush_header(golden_frames("flush.v1.2.bin", FLUSH_V1)) == FLUSH_HEADER_2
+    assert not contract.decode_flush_header(golden_frames("flush.v1.2.bin", FLUSH_V1)).paused
     assert decoded(golden_frames("batch.v1.2.bin", BATCH_V1)) == (BATCH_HEADER_2, SAMPLES_AS_BODY)
     assert decoded(golden_frames("batch.v1.1.bin", BATCH_V1)) == (BATCH_HEADER_1, SAMPLES_AS_BODY)
     assert contract.decode_flush_header(golden_frames("flush.v1.1.bin", FLUSH_V1)) == FLUSH_HEADER_1
