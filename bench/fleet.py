@@ -32,11 +32,12 @@ from pathlib import Path
 
 from stages import contract
 from stages.aggregator.fleet import FleetBucket
-from stages.aggregator.partials import PartialBounds, PartialSource, partial_records
+from stages.aggregator.partials import PartialSource, partial_records
 from stages.aggregator.series import IntervalBucket, SeriesLimit
 from stages.forwarder.encoders.json import JsonEncoder
 from stages.forwarder.encoders.options import EncoderOptions
 from stages.model import MetricType, series_key
+from stages.partial_bounds import PartialBounds
 
 PERCENTILES = [50.0, 90.0, 95.0, 99.0]
 INTERVAL = 10.0

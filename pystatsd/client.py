@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-from stages.ports import check_port
+from pystatsd.ports import check_port
 
 log = logging.getLogger(__name__)
 

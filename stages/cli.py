@@ -276,7 +276,7 @@ def diff_configs(path: Path, new_path: Path) -> int:
     for checked in (path, new_path):
         if check_config(checked) != EXIT_OK:
             return EXIT_CONFIG
-    changes = config_changes(load_config(path), load_config(new_path))
+    changes = config_changes(load_config(path), load_config(new_path), load_sink_configs)
     if not changes:
         print(f"{new_path}: no change against {path}")
         return EXIT_OK

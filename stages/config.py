@@ -23,9 +23,9 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
+from pystatsd.ports import check_port
 from stages.listeners import parse_listener
 from stages.listeners.inet import inet_address
-from stages.ports import check_port
 
 log = logging.getLogger(__name__)
 

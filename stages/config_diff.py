@@ -8,7 +8,7 @@ Secret values never show: a changed secret reads ``(secret changed)``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from stages.config import Config, Secret
@@ -34,13 +34,10 @@ def reloadable(running: Config, new: Config) -> tuple[Config, list[Change]]:
     return dataclasses.replace(new, **{key: getattr(running, key) for key in RESTART_KEYS}), waiting
 
 
-def config_changes(old: Config, new: Config) -> list[Change]:
-    """Every dotted key whose value differs, sinks by their validated configs (defaults filled in)."""
-    # Here, not at the top: every stage reloads through reloadable(), and only the forwarder and the
-    # pystatsd command need the sink registry (which imports every sink's client library).
-    from stages.forwarder.sinks import load_sink_configs
-
-    old_sinks, new_sinks = load_sink_configs(old), load_sink_configs(new)
+def config_changes(old: Config, new: Config, sinks_of: Callable[[Config], dict[str, Any]]) -> list[Change]:
+    """Every dotted key whose value differs, sinks by their validated configs (``sinks_of``: the
+    forwarder's sink registry, which the caller has and no shared module imports)."""
+    old_sinks, new_sinks = sinks_of(old), sinks_of(new)
     before = dict(_flatten(_without_sinks(old), "")) | _sink_keys(old_sinks, new_sinks)
     after = dict(_flatten(_without_sinks(new), "")) | _sink_keys(new_sinks, old_sinks)
     changes = []

@@ -1,7 +1,8 @@
 """A running instance's state at a glance: supervisord's view of each process plus each stage's figures.
 
-Used by ``pystatsd status`` (a table, or ``--json``) and by the forwarder's health endpoint. It reads
-only the run directory: supervisord's control socket and the figures the stages publish there.
+Used by ``pystatsd status`` (a table, or ``--json``); what counts as healthy is
+:mod:`stages.health_check`'s, which the forwarder's health endpoint answers by too. It reads only
+the run directory: supervisord's control socket and the figures the stages publish there.
 """
 
 from __future__ import annotations
@@ -13,10 +14,7 @@ from typing import Any
 
 from stages import supervisor_rpc
 from stages.figures import START_ERROR, read_all
-
-#: A stage whose figures are older than this many intervals (plus a few seconds) is not working.
-STALE_AFTER_INTERVALS = 2
-STALE_GRACE_SECS = 5.0
+from stages.health_check import health
 
 
 def supervisor_processes(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -41,30 +39,6 @@ def process_reasons(processes: dict[str, dict[str, Any]], records: dict[str, dic
         if process["state"] in NOT_RUNNING and START_ERROR not in records.get(name, {}).get("figures", {}):
             reasons.append(f"{name}: {process['state']} (exit status {process['exit_status']}: "
                            f"{process['description'] or 'see its log'})")
-    return reasons
-
-
-def health(records: dict[str, dict[str, Any]], shards: int, interval: float,
-           now: float | None = None) -> list[str]:
-    """Why the instance is not healthy (empty when it is): a stage silent too long, a sink failing."""
-    now = time.time() if now is None else now
-    stale_after = STALE_AFTER_INTERVALS * interval + STALE_GRACE_SECS
-    reasons: list[str] = []
-    expected = ["forwarder", *(f"aggregator-{k}" for k in range(shards))]
-    fleet = any(record.get("figures", {}).get("input") == "kafka" for record in records.values())
-    if not fleet and not any(name.startswith("receiver") for name in records):
-        reasons.append("receiver: no figures published yet")
-    for name in expected + sorted(n for n in records if n.startswith("receiver")):
-        record = records.get(name)
-        if record is None:
-            reasons.append(f"{name}: no figures published yet")
-        elif START_ERROR in record["figures"]:
-            reasons.append(f"{name}: cannot start: {record['figures'][START_ERROR]}")
-        elif now - record["updated"] > stale_after:
-            reasons.append(f"{name}: silent for {now - record['updated']:.0f} s")
-    for sink, figures in records.get("forwarder", {}).get("figures", {}).get("sinks", {}).items():
-        if figures.get("failing"):
-            reasons.append(f"sink {sink}: {figures['failing']}")
     return reasons
 
 

@@ -32,7 +32,7 @@ from stages.aggregator.fleet_loop import FleetLoop
 from stages.aggregator.gauge_carry import next_ring, take_carried, write_carried
 from stages.aggregator.handoff import HandoffRefused, capture, handoff_path, restore, take_handoff, write_handoff
 from stages.aggregator.outbox import Outbox
-from stages.aggregator.partials import PartialBounds, PartialSource, partial_bounds
+from stages.aggregator.partials import PartialSource
 from stages.aggregator.series import CompiledBucket
 from stages.aggregator.shard import ClosedInterval, ShardState, overrun_secs
 from stages.compiled import wanted as use_compiled
@@ -49,6 +49,7 @@ from stages.lifecycle import (
     run_stage,
 )
 from stages.log_throttle import LogThrottle
+from stages.partial_bounds import PartialBounds, partial_bounds
 from stages.pause import begin_pause, end_pause, pause_path
 from stages.ring import CHECK_EVERY_SECS, Ring, read_ring, ring_shards
 from stages.sharding import shard_endpoint

@@ -15,18 +15,8 @@ from typing import Any
 
 from stages.aggregator.series import IntervalBucket, SeriesKey
 from stages.aggregator.sketch import hll_bytes, hll_of, sketch_bytes, sketch_of
-from stages.config import Config
 from stages.contract import BatchBody, PartialHeader, encode_partial, unpack_values
-from stages.forwarder.sinks import load_sink_configs
-from stages.forwarder.sinks.kafka import PARTIALS, KafkaConfig
-
-
-@dataclass(frozen=True)
-class PartialBounds:
-    """How much of a series a partial carries exactly (the kafka sink's keys of the same names)."""
-
-    partial_max_values: int = 1000
-    partial_max_members: int = 1000
+from stages.partial_bounds import PartialBounds
 
 
 @dataclass(frozen=True)
@@ -37,14 +27,6 @@ class PartialSource:
     #: ``shard@epoch`` of the shard's flush stream
     src: str
     bounds: PartialBounds
-
-
-def partial_bounds(config: Config) -> PartialBounds | None:
-    """The bounds of the config's sink of ``format: partials``; None when it has none."""
-    for sink in load_sink_configs(config).values():
-        if isinstance(sink, KafkaConfig) and sink.format == PARTIALS:
-            return PartialBounds(sink.partial_max_values, sink.partial_max_members)
-    return None
 
 
 def partial_key(key: SeriesKey) -> bytes:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from stages.figures import read_all
 from stages.forwarder.probe_server import ProbeServer
+from stages.health_check import health
 from stages.ring import ring_shards
-from stages.status import health
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import logging
 import socket
 from collections.abc import Callable
 
-from stages.ports import PORTS
+from pystatsd.ports import PORTS
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ import yaml
 from stages.cli import main
 from stages.config import Config, load_section
 from stages.config_diff import AT_RESTART, ON_RELOAD, Change, config_changes
+from stages.forwarder.sinks import load_sink_configs
 
 BASE = {"bind_port": 5090, "percentiles": [50, 99], "agent": {"tags": {"dc": "a"}},
         "forwarders": {"file": {"path": "/tmp/x.jsonl"},
@@ -22,14 +23,14 @@ def config(**changes: object) -> Config:
 
 
 def test_the_same_config_changes_nothing() -> None:
-    assert config_changes(config(), config()) == []
+    assert config_changes(config(), config(), load_sink_configs) == []
 
 
 def test_each_changed_key_once_with_how_it_applies() -> None:
     new = config(flush_interval=5, agent={"tags": {"team": "core"}}, percentiles=[50, 99],
                  forwarders={"influxdb": {**BASE["forwarders"]["influxdb"], "database": "n"},  # type: ignore[index]
                              "graphite": {"host": "127.0.0.1"}})
-    assert config_changes(config(), new) == [
+    assert config_changes(config(), new, load_sink_configs) == [
         Change("agent.tags.dc", "'a'", "(not set)", ON_RELOAD),
         Change("agent.tags.team", "(not set)", "'core'", ON_RELOAD),
         Change("flush_interval", "10.0", "5.0", AT_RESTART),
@@ -42,7 +43,7 @@ def test_each_changed_key_once_with_how_it_applies() -> None:
 def test_a_changed_secret_is_named_never_shown() -> None:
     forwarders = {**BASE["forwarders"], "influxdb": {**BASE["forwarders"]["influxdb"],  # type: ignore[dict-item]
                                                       "password": "correct-horse"}}
-    (change,) = config_changes(config(), config(forwarders=forwarders))
+    (change,) = config_changes(config(), config(forwarders=forwarders), load_sink_configs)
     assert change == Change("forwarders.influxdb.password", "(a secret)", "(a secret)", ON_RELOAD)
 
 

@@ -25,11 +25,11 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from pystatsd.ports import check_port
 from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError, close_quietly, not_empty
 from stages.forwarder.sinks.progress import FlushProgress
 from stages.log_throttle import LogThrottle
 from stages.model import whole
-from stages.ports import check_port
 
 log = logging.getLogger(__name__)
 

@@ -31,12 +31,12 @@ from stages.forwarder.encoders import make_encoder
 from stages.forwarder.encoders.options import EncoderOptions
 from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError, not_empty
 from stages.forwarder.sinks.progress import FlushProgress
+from stages.partial_bounds import PARTIALS, PartialBounds
 
 log = logging.getLogger(__name__)
 
 ID_HEADER = "pystatsd-id"
 #: The format that sends mergeable partials for the fleet tier instead of aggregates.
-PARTIALS = "partials"
 COMPRESSIONS = {"none": None, "gzip": "gzip", "lz4": "lz4", "zstd": "zstd"}
 ACKS = {"all": "all", "-1": "all", "1": 1, "0": 0}
 #: How long one write waits for the broker's acknowledgements before it reports and retries.
@@ -65,10 +65,9 @@ class KafkaConfig(SinkConfig, KafkaSecurity):
     linger_ms: int = 20
     delivery_timeout_ms: int = 120_000
     client_id: str = "pystatsd"
-    #: format partials: a timer's values sent as they are up to this many, past it a sketch
-    partial_max_values: int = 1000
-    #: format partials: a set's members sent as they are up to this many, past it a HyperLogLog
-    partial_max_members: int = 1000
+    #: format partials: see PartialBounds (the edge shard reads the same keys)
+    partial_max_values: int = PartialBounds.partial_max_values
+    partial_max_members: int = PartialBounds.partial_max_members
     own_formats: ClassVar[tuple[str, ...]] = (PARTIALS,)
     #: Brokers as a list, from the comma-separated ``kafka_broker``.
     brokers: list[str] = field(init=False, default_factory=list)
@@ -81,8 +80,7 @@ class KafkaConfig(SinkConfig, KafkaSecurity):
             raise ValueError(f"compression: must be one of {', '.join(COMPRESSIONS)}")
         if self.acks not in ACKS:
             raise ValueError("acks: must be all, 1 or 0")
-        if self.partial_max_values < 1 or self.partial_max_members < 1:
-            raise ValueError("partial_max_values and partial_max_members must be at least 1")
+        PartialBounds(self.partial_max_values, self.partial_max_members)  # the same checks as the edge shard's
         if self.linger_ms < 0 or self.delivery_timeout_ms < 1000:
             raise ValueError("linger_ms must be >= 0 and delivery_timeout_ms >= 1000")
         apikey = resolve_secret(self.kafka_apikey, self.kafka_apikey_env, self.kafka_apikey_file, "kafka_apikey")

@@ -34,8 +34,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from pystatsd.ports import check_port
 from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError, not_empty
-from stages.ports import check_port
 
 log = logging.getLogger(__name__)
 

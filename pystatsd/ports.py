@@ -1,4 +1,7 @@
-"""What a TCP or UDP port number may be: one rule for the config, the sinks, the listeners and the client."""
+"""What a TCP or UDP port number may be: one rule for the client, and the daemon's config, sinks and listeners.
+
+Here, in the client library (which needs the standard library alone), so that both sides read it.
+"""
 
 from __future__ import annotations
 
