@@ -14,8 +14,8 @@ from stages.aggregator.partials import PartialSource, partial_records
 from stages.aggregator.series import IntervalBucket, SeriesLimit
 from stages.aggregator.sketch import RELATIVE_ACCURACY
 from stages.aggregator.stats import percentile_key, summary
-from stages.model import MetricType
 from stages.config import Config, ConfigError, load_section
+from stages.model import MetricType
 from stages.partial_bounds import PartialBounds, partial_bounds
 from tests.unit.bodies import one_body
 
