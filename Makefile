@@ -43,7 +43,7 @@ run: $(STAMP)
 test: install-test
 	bash tests/kafka/fetch_jars.sh
 	bash tests/sinks/install_servers.sh
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=30
 
 test-unit: install-test
 	$(PY) -m pytest tests/unit
