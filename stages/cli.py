@@ -139,7 +139,16 @@ def instance(path: Path, run_dir_arg: str | None) -> tuple[Config, Path]:
         config = load_config(path)
     except ConfigError as exc:
         raise Refused(f"{path}: {exc}") from None
-    return config, usable(Path(run_dir_arg or config.run_dir or default_run_dir(supervisord_template())).absolute())
+    return config, usable(chosen_run_dir(run_dir_arg, config, supervisord_template()))
+
+
+def chosen_run_dir(run_dir_arg: str | None, config: Config, template: Path) -> Path:
+    """The config's ``run_dir`` (every stage takes it over its ``--run-dir``), else ``--run-dir``, else the
+    default; Refused when ``--run-dir`` names another: the command and its stages would part ways."""
+    if run_dir_arg and config.run_dir and Path(run_dir_arg).absolute() != Path(config.run_dir).absolute():
+        raise Refused(f"--run-dir {run_dir_arg} and the config's run_dir ({config.run_dir}) differ: the stages "
+                      "would use run_dir; give one of them")
+    return Path(config.run_dir or run_dir_arg or default_run_dir(template)).absolute()
 
 
 def usable(run_dir: Path) -> Path:
@@ -377,8 +386,12 @@ def run_pipeline(path: Path, run_dir_arg: str | None, counts: dict[str, int | No
         print(f"No supervisord.conf template: neither {REPO_TEMPLATE} nor {INSTALLED_TEMPLATE} exists",
               file=sys.stderr)
         return EXIT_SOFTWARE
-    run_dir = Path(run_dir_arg).absolute() if run_dir_arg else default_run_dir(template)
     config = load_config(path)
+    try:
+        run_dir = chosen_run_dir(run_dir_arg, config, template)
+    except Refused as exc:
+        print(f"pystatsd cannot start: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     # supervisord applies its umask=077 only when it daemonizes: in the foreground (systemd, a
     # terminal) every stage would inherit the caller's, and write sockets, logs and aggregates 0644.
     os.umask(0o077)

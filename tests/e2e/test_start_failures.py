@@ -141,6 +141,23 @@ def test_run_refuses_a_run_directory_others_may_write(tmp_path: Path) -> None:
     assert list(run_dir.iterdir()) == []
 
 
+def test_run_takes_the_configs_run_dir_as_its_stages_do_and_refuses_another_run_dir(tmp_path: Path) -> None:
+    configured = tmp_path / "configured"
+    configured.mkdir()
+    os.chmod(configured, 0o777)  # refused: its message names the directory pystatsd run chose
+    config = tmp_path / "pystatsd.yaml"
+    config.write_text(f"bind_port: {free_udp_port()}\nrun_dir: {configured}\n")
+    result = subprocess.run([VENV_BIN / "pystatsd", "run", "-c", config], capture_output=True, text=True, timeout=30)
+    assert result.returncode == EXIT_CONFIG
+    assert f"run directory {configured} must belong to this user" in result.stderr
+    other = tmp_path / "other"
+    result = run_command(config, other)
+    assert result.returncode == EXIT_CONFIG
+    assert (f"--run-dir {other} and the config's run_dir ({configured}) differ: the stages would use run_dir; "
+            "give one of them") in result.stderr
+    assert not other.exists()
+
+
 def test_run_exits_78_with_each_reason_when_no_stage_can_start(tmp_path: Path) -> None:
     """Every stage fails after pystatsd run's own checks passed (the shard's and the forwarder's locks
     held, the receiver's Unix socket path a plain file): supervisord gives up on each, and pystatsd run
