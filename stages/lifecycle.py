@@ -143,10 +143,10 @@ STOP_BUDGET_SECS: dict[str, float] = {
 #: Stage → how much lower than supervisord's its scheduling priority is (nice). The receiver alone
 #: reads what the kernel drops when it is not read in time; the shards hold their work in bounded,
 #: counted queues. When they share a core (a flush of every shard at each interval edge), the kernel
-#: then runs the receiver first and the flushes in what it leaves. The forwarder stays at the
-#: receiver's level: its work per interval is small beside the shards', and sinks that wait on it
-#: (a prometheus scrape, the health endpoint) answer promptly.
-NICENESS: dict[str, int] = {"receiver": 0, "aggregator": 10, "forwarder": 0}
+#: then runs the receiver first and the flushes in what it leaves. The forwarder too: its sinks
+#: hold bounded, counted queues, and a planned restart pauses the shards first (stages.pause), so a
+#: forwarder starved for a while delays its flushes and loses none of them.
+NICENESS: dict[str, int] = {"receiver": 0, "aggregator": 10, "forwarder": 10}
 
 #: What stopwaitsecs leaves beyond a stage's budget for the work no timeout bounds: the receiver
 #: reading what the kernel holds, a shard merging what had arrived and building its final flushes,

@@ -164,10 +164,10 @@ def nice(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
-def test_the_shards_yield_the_cpu_to_the_receiver(pipeline: Pipeline) -> None:
+def test_the_shards_and_the_forwarder_yield_the_cpu_to_the_receiver(pipeline: Pipeline) -> None:
     supervisord = nice(int((pipeline.run_dir / "supervisord.pid").read_text()))
     niceness = {name.split(":")[-1]: nice(pid) - supervisord for name, (_, pid) in pipeline.status().items() if pid}
-    assert niceness == {"receiver": 0, "aggregator-0": 10, "aggregator-1": 10, "forwarder": 0}
+    assert niceness == {"receiver": 0, "aggregator-0": 10, "aggregator-1": 10, "forwarder": 10}
 
 
 def test_shard_count_is_one_edit() -> None:
