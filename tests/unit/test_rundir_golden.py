@@ -11,6 +11,7 @@ input below, and every golden decodes back to that input (the added keys taking 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import msgpack
@@ -18,7 +19,10 @@ import pytest
 
 from stages.aggregator.gauge_carry import decode_carried, encode_carried
 from stages.aggregator.handoff import Handoff, HandoffRefused
+from stages.config import Config, QueueConfig
+from stages.config_diff import restart_settings
 from stages.contract import BatchBody, pack_batch_body, pack_values
+from stages.receiver.handover import decode_handover, encode_handover, running_config
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "rundir"
 
@@ -39,6 +43,12 @@ HANDOFF = Handoff(
     streams=[["receiver", 7, 4, 9]],
     seq_gaps={"receiver": 1}, gap_metrics={"receiver": 3}, late_metrics=2, metrics=40,
 )
+#: A receiver with a UDP, a TCP (one connection, half a line in it) and a Unix datagram listener.
+HELD = {"udp://127.0.0.1:8125": {"fd": 5},
+        "tcp://127.0.0.1:8125": {"server": 6, "connections": [[9, "6869", False]]},
+        "unixgram:///run/pystatsd/statsd.sock": {"fd": 7}}
+RUNNING = Config(flush_interval=5.0, run_dir="/var/run/pystatsd", health_address="127.0.0.1:8126",
+                 queues=QueueConfig(shard_batches=100, forwarder_flushes=50))
 CARRIED = [["queue.depth", 12.0, 170000000], ["pool.free\x1fdb\x1fmain", -2.5, 169999990]]
 
 
@@ -70,3 +80,33 @@ def test_the_golden_carried_gauges_decode_to_the_gauges() -> None:
 def test_a_gauge_carry_of_another_kind_is_refused() -> None:
     with pytest.raises(ValueError, match=r"pystatsd\.gauges\.v1"):
         decode_carried(msgpack.packb({"kind": "pystatsd.gauges.v2", "gauges": CARRIED}))
+
+
+def test_a_handover_encodes_to_the_newest_v1_golden_bytes() -> None:
+    assert encode_handover(4242, 3, HELD, RUNNING) == (GOLDEN / "handover.v1.json").read_bytes()
+
+
+def test_the_golden_handover_decodes_to_what_was_handed_over() -> None:
+    record = decode_handover((GOLDEN / "handover.v1.json").read_bytes())
+    assert (record["pid"], record["kernel_drops"], record["listeners"]) == (4242, 3, HELD)
+    # Every key a reload cannot change stays as the last image ran it, whatever the config says now.
+    assert restart_settings(running_config(Config(), record)) == restart_settings(RUNNING)
+
+
+def test_the_unversioned_handover_of_the_release_before_is_read_as_v1() -> None:
+    record = decode_handover((GOLDEN / "handover.unversioned.json").read_bytes())
+    assert (record["pid"], record["kernel_drops"], record["listeners"]) == (4242, 3, HELD)
+    # It carried flush_interval and queues only: the rest is as the config read anew says.
+    running = running_config(Config(run_dir="/srv/run"), record)
+    assert (running.flush_interval, running.queues, running.run_dir) == (5.0, RUNNING.queues, "/srv/run")
+
+
+@pytest.mark.parametrize(("record", "reason"), [
+    ({"kind": "pystatsd.handover.v2", "pid": 1, "listeners": {}}, "pystatsd.handover.v2"),
+    ({"kind": "pystatsd.handover.v1", "listeners": {}}, "'pid'"),
+    ({"pid": 1}, "'listeners'"),
+    ([], "not a JSON object"),
+])
+def test_a_handover_of_another_kind_or_without_a_key_is_refused_naming_it(record: object, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        decode_handover(json.dumps(record).encode())
