@@ -11,7 +11,6 @@ swaps its sinks from the next flush on, the shards take the new settings from th
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from stages.config import Config
 from stages.config_copies import RUNNING, STARTED, load_copy
 from stages.config_diff import ON_RELOAD, config_changes, reloadable
 from stages.figures import read_all
+from stages.intervals import next_edge
 from stages.lifecycle import FORWARDER_STOP
 from stages.private_file import read_private, write_private
 from stages.ring import Ring, ring_shards, write_ring
@@ -159,7 +159,7 @@ def reshard(run_dir: Path, shards: int, interval: float) -> list[str]:
         supervisor_rpc.call(run_dir, "reloadConfig")
         raise OperationError(f"the {shards} new shards did not start (see their logs in {run_dir / 'log'}): "
                              f"the {current} shards keep running")
-    since = (math.floor((time.time() + RING_LEAD_SECS) / interval) + 1) * interval
+    since = next_edge(time.time() + RING_LEAD_SECS, interval)
     write_ring(run_dir, Ring(shards, since))
     # The old ring flushes its last interval at its end plus the grace; what is late after that is
     # flushed by its retiring shards as they stop.

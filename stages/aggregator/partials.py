@@ -19,6 +19,7 @@ from stages.config import Config
 from stages.contract import BatchBody, PartialHeader, encode_partial, unpack_values
 from stages.forwarder.sinks import load_sink_configs
 from stages.forwarder.sinks.kafka import PARTIALS, KafkaConfig
+from stages.intervals import interval_start
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def partial_records(bucket: IntervalBucket, gauges: dict[SeriesKey, list[Any]], 
         emit(key, BatchBody([], [], [], [], [key, total]))
     for key, (value, seen) in gauges.items():
         emit(key, BatchBody([], [key, True, value], [], [], []),
-             PartialHeader(host, src, start, interval, seen=round((seen + 1) * interval, 6)))
+             PartialHeader(host, src, start, interval, seen=interval_start(seen + 1, interval)))
     for mtype, of_type in bucket.sampled.items():
         for key, (packed, count) in of_type.items():
             data = b"".join(packed)

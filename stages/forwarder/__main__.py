@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import math
 import os
 import sys
 import time
@@ -35,6 +34,7 @@ from stages.forwarder.health import HealthServer
 from stages.forwarder.ledger import CoverageLedger, Taken
 from stages.forwarder.sinks import build_sinks, config_secrets
 from stages.forwarder.sinks.base import BufferConfig, Completion, EncodedAggregates, Flush, Sink
+from stages.intervals import next_edge
 from stages.lifecycle import (
     FORWARDER_STOP,
     Loop,
@@ -85,8 +85,7 @@ class Forwarder:
         self.next_report = self._report_time(time.time())
 
     def _report_time(self, now: float) -> float:
-        interval = self.config.flush_interval
-        return (math.floor(now / interval) + 1) * interval
+        return next_edge(now, self.config.flush_interval)
 
     def run(self, stop: StopSignal) -> None:
         wakeups = PullWakeups(self.pull, stop)

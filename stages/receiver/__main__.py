@@ -32,6 +32,7 @@ import zmq
 
 from stages.config import Config, config_path
 from stages.figures import publish
+from stages.intervals import next_edge
 from stages.lifecycle import (
     RECEIVER_STOP,
     Loop,
@@ -179,7 +180,7 @@ class Receiver:
     def _report_time(self, now: float) -> float:
         """Just before the current interval ends, so the figures land in the interval they describe."""
         interval = self.config.flush_interval
-        return (math.floor(now / interval) + 1) * interval - min(0.1, interval / 10)
+        return next_edge(now, interval) - min(0.1, interval / 10)
 
     def run(self, stop: StopSignal) -> None:
         # Plain file descriptors only (the ZeroMQ sockets are only ever sent on): select.poll is
