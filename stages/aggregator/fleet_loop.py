@@ -42,6 +42,7 @@ from stages.figures import publish
 from stages.intervals import interval_index, interval_start
 from stages.lifecycle import StopSignal
 from stages.log_throttle import LogThrottle
+from stages.process_names import AGGREGATOR, process_name
 from stages.selfstats import SelfStats
 from stages.sharding import forwarder_endpoint
 
@@ -548,7 +549,7 @@ class FleetLoop:
         recent = set().union(*self.hosts.values()) if self.hosts else set()
         current = self.hosts.get(newest, set()) if newest is not None else set()
         lag = self.lag()
-        publish(self.run_dir, f"aggregator-{self.shard}", {
+        publish(self.run_dir, process_name(AGGREGATOR, self.shard), {
             "shard": self.shard, "input": "kafka", "topic": self.fleet.kafka_topic, "group": self.fleet.group,
             "partitions": sorted(self.parts), "lag": sum(lag.values()), "lag_by_partition": lag,
             "open_intervals": len({index for _, index in self.open}), "intervals_closed": self.intervals_closed,

@@ -48,6 +48,7 @@ from stages.lifecycle import (
 )
 from stages.listeners.inet import inet_address
 from stages.pause import begin_pause, end_pause, forwarder_pause_path
+from stages.process_names import FORWARDER, process_name
 from stages.ring import ring_shards
 from stages.selfstats import SelfStats
 from stages.sharding import forwarder_endpoint
@@ -173,7 +174,7 @@ class Forwarder:
         self.next_report = self._report_time(time.time() + 0.001)
         self.fanout.finish_retired()
         sinks = self.fanout.figures()
-        publish(self.run_dir, "forwarder", {
+        publish(self.run_dir, process_name(FORWARDER), {
             "sinks": sinks,
             "lost_metrics": sum(self.ledger.lost_metrics.values()), "lost_flushes": self.lost_flushes,
             "bad_messages": self.bad_messages})
@@ -247,7 +248,7 @@ class Forwarder:
 
 
 class ForwarderStage(Stage):
-    stage = "forwarder"
+    stage = FORWARDER
     description = "The pystatsd forwarder: flushes in, every configured sink out."
     log = log
 
@@ -256,10 +257,10 @@ class ForwarderStage(Stage):
         self.health_server: HealthServer | None = None
 
     def name(self, args: argparse.Namespace) -> str:
-        return "forwarder"
+        return process_name(FORWARDER)
 
     def lock_name(self, args: argparse.Namespace) -> str:
-        return "forwarder"
+        return process_name(FORWARDER)
 
     def check(self, args: argparse.Namespace, config: Config) -> None:
         try:

@@ -48,6 +48,7 @@ from stages.listeners.connections import StreamConnections
 from stages.log_throttle import INPUT_LOG_EVERY_SECS, LogThrottle
 from stages.model import tag_tuple
 from stages.pause import PauseWatch
+from stages.process_names import RECEIVER, process_name
 from stages.receiver.batcher import Batcher
 from stages.receiver.handover import close_held, hand_over, running_config, take_over
 from stages.receiver.parsers import payload_parser, statsd_lines
@@ -315,7 +316,7 @@ class Receiver:
 
 
 class ReceiverStage(Stage):
-    stage = "receiver"
+    stage = RECEIVER
     description = "The pystatsd receiver: UDP, TCP and Unix sockets in, batches out to the shards."
     log = log
 
@@ -323,7 +324,8 @@ class ReceiverStage(Stage):
         self.receiver: Receiver | None = None
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--name", default="receiver", help="this receiver's name in batches and self-metrics")
+        parser.add_argument("--name", default=process_name(RECEIVER),
+                            help="this receiver's name in batches and self-metrics")
         parser.add_argument("--extra-receivers", type=int, default=0,
                             help="receivers beyond the first; with any, every receiver binds its UDP and TCP "
                                  "ports with SO_REUSEPORT so they share them")
