@@ -9,10 +9,10 @@ import random
 import pytest
 
 from stages import contract
-from stages.aggregator.fleet import FLEET_TAG, FleetBucket
+from stages.aggregator.fleet import FLEET_TAG, FleetBucket, timer_stats
 from stages.aggregator.partials import PartialBounds, PartialSource, partial_records
 from stages.aggregator.series import IntervalBucket, SeriesLimit
-from stages.aggregator.sketch import RELATIVE_ACCURACY
+from stages.aggregator.sketch import RELATIVE_ACCURACY, sketch_of
 from stages.aggregator.stats import percentile_key, summary
 from stages.model import MetricType
 from tests.unit.bodies import one_body
@@ -140,3 +140,12 @@ def test_a_record_of_more_than_one_entry_is_refused() -> None:
         FleetBucket().merge(header, contract.BatchBody(["a", 1.0, "b", 2.0], [], [], [], []))
     with pytest.raises(ValueError):
         FleetBucket().merge(header, contract.BatchBody(["a", 1.0], ["g", True, 1.0], [], [], []))
+
+
+def test_a_fleet_timer_past_its_exact_bound_has_the_edge_timers_statistics() -> None:
+    """The same keys, in the same order, whether the fleet summarises exactly or from a sketch."""
+    values = [1.0, 2.0, 4.0]
+    edge = summary(list(values), 3.0, [90.0, 99.9])
+    fleet = timer_stats(3.0, [], [[3.0, 7.0, 1.0, 4.0, 21.0]], [sketch_of(values, 1.0)], [90.0, 99.9])
+    assert list(fleet) == list(edge) == ["count", "sum", "min", "max", "mean", "median", "stddev", "p90", "p99_9"]
+    assert (fleet["sum"], fleet["min"], fleet["max"]) == (edge["sum"], edge["min"], edge["max"])
