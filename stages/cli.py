@@ -36,6 +36,7 @@ from stages.forwarder.sinks import load_sink_configs
 from stages.lifecycle import DEFAULT_RUN_DIR, EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE
 from stages.listeners.unix_path import live_unix_socket
 from stages.private_file import make_private_dir, write_private
+from stages.process_names import AGGREGATOR, is_process_of
 from stages.ring import RING_FILE, read_ring
 from stages.run_dir_check import make_run_dir, run_dir_problems
 from stages.supervisord_conf import INSTALLED_TEMPLATE, REPO_TEMPLATE, render_supervisord_conf, supervisord_template
@@ -228,8 +229,8 @@ def show_status(path: Path, run_dir_arg: str | None, as_json: bool) -> int:
         run_dir = usable(Path(run_dir_arg or default_run_dir(supervisord_template())).absolute())
         config = load_copy(run_dir, RUNNING) or Config()
     processes = status.supervisor_processes(run_dir)
-    shards = sum(1 for name in processes if name.startswith("aggregator-")) or sum(
-        1 for name in read_all(run_dir) if name.startswith("aggregator-"))
+    shards = sum(1 for name in processes if is_process_of(name, AGGREGATOR)) or sum(
+        1 for name in read_all(run_dir) if is_process_of(name, AGGREGATOR))
     report = status.collect(run_dir, shards, config.flush_interval)
     print(json.dumps(report, indent=2, sort_keys=True) if as_json else status.render(report))
     return EXIT_OK if report["healthy"] else EXIT_UNHEALTHY

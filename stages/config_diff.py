@@ -34,6 +34,31 @@ def reloadable(running: Config, new: Config) -> tuple[Config, list[Change]]:
     return dataclasses.replace(new, **{key: getattr(running, key) for key in RESTART_KEYS}), waiting
 
 
+def restart_settings(config: Config) -> dict[str, Any]:
+    """The keys a reload cannot change as ``config`` has them, ready for JSON (sorted: the same bytes
+    every time): what a process restarted in place hands on, :func:`with_restart_settings` reads."""
+    return {key: _plain(getattr(config, key)) for key in sorted(RESTART_KEYS)}
+
+
+def with_restart_settings(config: Config, settings: dict[str, Any]) -> Config:
+    """``config`` with the keys a reload cannot change as ``settings`` has them; a key ``settings``
+    lacks (a file of an older release) stays as ``config`` has it."""
+    values: dict[str, Any] = {}
+    for key in RESTART_KEYS & settings.keys():
+        current = getattr(config, key)
+        values[key] = dataclasses.replace(current, **settings[key]) if _is_section(current) else settings[key]
+    return dataclasses.replace(config, **values)
+
+
+def _plain(value: Any) -> Any:
+    return dataclasses.asdict(value) if _is_section(value) else value
+
+
+def _is_section(value: Any) -> bool:
+    """Whether ``value`` is a nested section of the config (``queues``), not a plain value."""
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
 def config_changes(old: Config, new: Config, sinks_of: Callable[[Config], dict[str, Any]]) -> list[Change]:
     """Every dotted key whose value differs, sinks by their validated configs (``sinks_of``: the
     forwarder's sink registry, which the caller has and no shared module imports)."""

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from stages.figures import STARTED
 from stages.private_file import read_private, write_private
+from stages.process_names import AGGREGATOR, process_name
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ KEPT_SEQS = 512
 
 
 def delivered_path(run_dir: Path, shard: int) -> Path:
-    return run_dir / f"delivered-aggregator-{shard}.json"
+    return run_dir / f"delivered-{process_name(AGGREGATOR, shard)}.json"
 
 
 @dataclass

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from stages.figures import START_ERROR
+from stages.process_names import AGGREGATOR, FORWARDER, RECEIVER, is_process_of, process_name
 
 #: A stage whose figures are older than this many intervals (plus a few seconds) is not working.
 STALE_AFTER_INTERVALS = 2
@@ -23,11 +24,11 @@ def health(records: dict[str, dict[str, Any]], shards: int, interval: float,
     now = time.time() if now is None else now
     stale_after = STALE_AFTER_INTERVALS * interval + STALE_GRACE_SECS
     reasons: list[str] = []
-    expected = ["forwarder", *(f"aggregator-{k}" for k in range(shards))]
+    expected = [process_name(FORWARDER), *(process_name(AGGREGATOR, k) for k in range(shards))]
     fleet = any(record.get("figures", {}).get("input") == "kafka" for record in records.values())
-    if not fleet and not any(name.startswith("receiver") for name in records):
+    if not fleet and not any(is_process_of(name, RECEIVER) for name in records):
         reasons.append("receiver: no figures published yet")
-    for name in expected + sorted(n for n in records if n.startswith("receiver")):
+    for name in expected + sorted(n for n in records if is_process_of(n, RECEIVER)):
         record = records.get(name)
         if record is None:
             reasons.append(f"{name}: no figures published yet")

@@ -11,7 +11,6 @@ swaps its sinks from the next flush on, the shards take the new settings from th
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,10 @@ from stages.config_copies import RUNNING, STARTED, load_copy
 from stages.config_diff import ON_RELOAD, config_changes, reloadable
 from stages.figures import read_all
 from stages.forwarder.sinks import load_sink_configs
+from stages.intervals import next_edge
 from stages.lifecycle import FORWARDER_STOP
 from stages.private_file import read_private, write_private
+from stages.process_names import AGGREGATOR, RECEIVER, is_process_of, process_name
 from stages.ring import Ring, ring_shards, write_ring
 from stages.supervisord_conf import GENERATED, conf_parser, conf_text
 
@@ -54,9 +55,9 @@ def restart(run_dir: Path, target: str) -> list[str]:
     """Restart ``target`` (receiver, aggregator, aggregator-K, forwarder); what was done, line by line."""
     infos = processes(run_dir)
     if target == "receiver":
-        return restart_receivers(run_dir, [i for i in infos if i["name"].startswith("receiver")])
+        return restart_receivers(run_dir, [i for i in infos if is_process_of(i["name"], RECEIVER)])
     every_shard = target == "aggregator"
-    chosen = [i for i in infos if i["name"] == target or (every_shard and i["name"].startswith("aggregator-"))]
+    chosen = [i for i in infos if i["name"] == target or (every_shard and is_process_of(i["name"], AGGREGATOR))]
     if not chosen:
         names = ", ".join(sorted({"receiver", "aggregator", "forwarder", *(i["name"] for i in infos)}))
         raise OperationError(f"no process {target!r} here (one of: {names})")
@@ -142,7 +143,7 @@ def reshard(run_dir: Path, shards: int, interval: float) -> list[str]:
     if not text.startswith(GENERATED):
         raise OperationError(f"{conf_path} is not one pystatsd run wrote (this instance was started another way, "
                              "as make run does): change PYSTATSD_SHARDS in supervisord.conf and restart it instead")
-    old = [i for i in processes(run_dir) if i["name"].startswith("aggregator-")]
+    old = [i for i in processes(run_dir) if is_process_of(i["name"], AGGREGATOR)]
     groups = sorted({i["group"] for i in old})
     if len(groups) != 1:
         raise OperationError(f"the shards are in {len(groups)} groups ({', '.join(groups)}): a reshard is under way")
@@ -160,7 +161,7 @@ def reshard(run_dir: Path, shards: int, interval: float) -> list[str]:
         supervisor_rpc.call(run_dir, "reloadConfig")
         raise OperationError(f"the {shards} new shards did not start (see their logs in {run_dir / 'log'}): "
                              f"the {current} shards keep running")
-    since = (math.floor((time.time() + RING_LEAD_SECS) / interval) + 1) * interval
+    since = next_edge(time.time() + RING_LEAD_SECS, interval)
     write_ring(run_dir, Ring(shards, since))
     # The old ring flushes its last interval at its end plus the grace; what is late after that is
     # flushed by its retiring shards as they stop.
@@ -170,7 +171,7 @@ def reshard(run_dir: Path, shards: int, interval: float) -> list[str]:
     write_private(conf_path, conf_text(parser).encode())
     supervisor_rpc.call(run_dir, "reloadConfig")
     for stale in range(shards, current):  # figures of shard numbers the new ring has not
-        (run_dir / "figures" / f"aggregator-{stale}.json").unlink(missing_ok=True)
+        (run_dir / "figures" / f"{process_name(AGGREGATOR, stale)}.json").unlink(missing_ok=True)
     return [f"{shards} shards from {time.strftime('%H:%M:%S', time.localtime(since))} on "
             f"(were {current}); the next pystatsd run in {run_dir} starts {shards}"]
 

@@ -51,6 +51,7 @@ from stages.lifecycle import (
 from stages.log_throttle import LogThrottle
 from stages.partial_bounds import PartialBounds, partial_bounds
 from stages.pause import begin_pause, end_pause, pause_path
+from stages.process_names import AGGREGATOR, process_name
 from stages.ring import CHECK_EVERY_SECS, Ring, read_ring, ring_shards
 from stages.sharding import shard_endpoint
 
@@ -233,7 +234,7 @@ class ShardLoop:
         log.info("Carried %d gauges to the ring of %d shards", carried, shards)
 
     def publish_figures(self, closed: ClosedInterval) -> None:
-        publish(self.run_dir, f"aggregator-{self.shard}", {
+        publish(self.run_dir, process_name(AGGREGATOR, self.shard), {
             "shard": self.shard, "aggregates": len(closed.aggregates), "metrics": self.state.metrics,
             "gauges": len(self.state.gauges.values), "held_flushes": len(self.outbox),
             "dropped_flushes": self.outbox.dropped, "bad_messages": dict(self.decode_errors)})
@@ -332,7 +333,7 @@ class ShardLoop:
 
 
 class ShardStage(Stage):
-    stage = "aggregator"
+    stage = AGGREGATOR
     description = "One aggregator shard of pystatsd."
     log = log
     #: What the config's sink of format: partials asks for, read by check (None: no such sink).
@@ -342,7 +343,7 @@ class ShardStage(Stage):
         parser.add_argument("--shard", type=int, required=True, help="this shard's number, 0..shards-1")
 
     def name(self, args: argparse.Namespace) -> str:
-        return f"aggregator-{args.shard}"
+        return process_name(AGGREGATOR, args.shard)
 
     def lock_name(self, args: argparse.Namespace) -> str:
         # Per ring, as the socket: shard K of the old ring and of the new one run side by side in a reshard.

@@ -29,7 +29,7 @@ from stages.aggregator.sketch import (
     sketch_from_bytes,
     sketch_of,
 )
-from stages.aggregator.stats import percentile_key, summary
+from stages.aggregator.stats import percentile_key, summary, timer_statistics
 from stages.contract import BODY_STRIDES, BatchBody, PartialHeader, unpack_values
 from stages.model import KEY_SEPARATOR, OUTPUT_TYPE_NAMES, IntervalAggregates
 
@@ -170,8 +170,8 @@ def timer_stats(count: float, exact: list[tuple[float, bytes]], stats: list[list
         sum_squares += values_squares
         low, high = min(low, values_min), max(high, values_max)
     mean = total / n
-    out = {"count": count, "sum": total, "min": low, "max": high, "mean": mean, "median": quantile(merged, 50),
-           "stddev": math.sqrt(max(0.0, sum_squares / n - mean * mean))}
+    out = timer_statistics(count, total, low, high, mean, quantile(merged, 50),
+                           math.sqrt(max(0.0, sum_squares / n - mean * mean)))
     for pct in percentiles:
         out[percentile_key(pct)] = quantile(merged, pct)
     return out

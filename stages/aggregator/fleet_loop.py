@@ -26,7 +26,6 @@ import collections
 import contextlib
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -40,8 +39,10 @@ from stages.aggregator.fleet import FleetBucket
 from stages.config import Config, KafkaInputConfig
 from stages.delivery import read_delivered
 from stages.figures import publish
+from stages.intervals import interval_index, interval_start
 from stages.lifecycle import StopSignal
 from stages.log_throttle import LogThrottle
+from stages.process_names import AGGREGATOR, process_name
 from stages.selfstats import SelfStats
 from stages.sharding import forwarder_endpoint
 
@@ -193,7 +194,7 @@ class FleetLoop:
     # -- partitions ---------------------------------------------------------------------------------
 
     def index_of(self, ts: float) -> int:
-        return math.floor(ts / self.interval + 1e-9)
+        return interval_index(ts, self.interval)
 
     def revoke(self, partitions: list[int]) -> None:
         """Another process owns them now and re-reads them from the last commit: forget them here."""
@@ -436,7 +437,7 @@ class FleetLoop:
             self.snapshot_commit()
 
     def end_of(self, index: int) -> float:
-        return round((index + 1) * self.interval, 6)
+        return interval_start(index + 1, self.interval)
 
     def send_corrections(self) -> None:
         now = time.monotonic()
@@ -462,7 +463,7 @@ class FleetLoop:
     def queue_flush(self, index: int, aggregates: list[dict[str, Any]], revision: int) -> None:
         header = contract.FlushHeader(
             shard=self.shard, shards=self.shards, epoch=self.epoch, seq=self.seq,
-            interval_start=round(index * self.interval, 6), interval=self.interval, n=len(aggregates),
+            interval_start=interval_start(index, self.interval), interval=self.interval, n=len(aggregates),
             ack=True, revision=revision)
         self.pending.append(PendingFlush(self.seq, contract.encode_flush(header, aggregates)))
         self.seq += 1
@@ -548,13 +549,14 @@ class FleetLoop:
         recent = set().union(*self.hosts.values()) if self.hosts else set()
         current = self.hosts.get(newest, set()) if newest is not None else set()
         lag = self.lag()
-        publish(self.run_dir, f"aggregator-{self.shard}", {
+        publish(self.run_dir, process_name(AGGREGATOR, self.shard), {
             "shard": self.shard, "input": "kafka", "topic": self.fleet.kafka_topic, "group": self.fleet.group,
             "partitions": sorted(self.parts), "lag": sum(lag.values()), "lag_by_partition": lag,
             "open_intervals": len({index for _, index in self.open}), "intervals_closed": self.intervals_closed,
-            "last_interval": None if newest is None else newest * self.interval,
+            "last_interval": None if newest is None else interval_start(newest, self.interval),
             "hosts": sorted(current), "hosts_gone": sorted(recent - current),
-            "hosts_per_interval": {str(index * self.interval): len(h) for index, h in sorted(self.hosts.items())},
+            "hosts_per_interval": {str(interval_start(index, self.interval)): len(h)
+                                   for index, h in sorted(self.hosts.items())},
             "partials": self.partials, "duplicate_partials": self.duplicates,
             "late_partials": dict(self.late_by_host), "late_dropped": self.late_dropped,
             "redelivered_skipped": self.redelivered_skipped,

@@ -8,6 +8,13 @@ whose names the new ring gives it. The new shard takes every such file before it
 and adopts a value only for a gauge it has not heard of since the switch: it becomes the base that
 the deltas already received apply to (they are applied when the interval closes), and a value set
 since the switch is newer and stays.
+
+The file is a msgpack map ``{"kind": "pystatsd.gauges.v1", "gauges": [[key, value, index of the
+last interval that changed it], ...]}``, written by a shard of one release and read by a shard of the
+next when an upgrade and a reshard meet. Within v1 keys may only be added, each with a default, and
+each addition gets a golden file of its own (tests/data/rundir/gauges.v1*.bin): the writer produces
+the newest bytes and the reader keeps reading every older file. Any other change is a new kind
+(``pystatsd.gauges.v2``), read beside v1 for one release.
 """
 
 from __future__ import annotations
@@ -50,8 +57,8 @@ def write_carried(run_dir: Path, gauges: Gauges, from_shard: int, from_shards: i
         split[shard_for(series_name(key), shards)].append([key, value, seen])
     for shard, carried in split.items():
         if carried:
-            data = msgpack.packb({"kind": GAUGES_V1, "gauges": carried}, use_bin_type=True)
-            write_private(carry_path(run_dir, shard, shards, from_shard, from_shards), data, durable=True)
+            write_private(carry_path(run_dir, shard, shards, from_shard, from_shards), encode_carried(carried),
+                          durable=True)
     return len(gauges.values)
 
 
@@ -61,11 +68,9 @@ def take_carried(run_dir: Path, gauges: Gauges, shard: int, shards: int) -> int:
     adopted = 0
     for path in sorted(run_dir.glob(f"gauges-shard-{shard}-of-{shards}-from-*.msgpack")):
         try:
-            data = msgpack.unpackb(read_private(path), raw=False)
+            data = read_private(path)
             path.unlink()
-            if not isinstance(data, dict) or data.get("kind") != GAUGES_V1:
-                raise ValueError("not a pystatsd.gauges.v1 file")
-            for key, value, seen in data["gauges"]:
+            for key, value, seen in decode_carried(data):
                 if key not in gauges.values:
                     admitted = gauges.admit(key)
                     if admitted is not None and admitted not in gauges.values:
@@ -75,3 +80,17 @@ def take_carried(run_dir: Path, gauges: Gauges, shard: int, shards: int) -> int:
             path.unlink(missing_ok=True)
             log.error("Dropped the gauges carried in %s (%s): they reappear with their next update", path, exc)
     return adopted
+
+
+def encode_carried(carried: list[list[Any]]) -> bytes:
+    """One carry file's bytes: ``carried`` is [key, value, index of the last interval that changed it] per gauge."""
+    return bytes(msgpack.packb({"kind": GAUGES_V1, "gauges": carried}, use_bin_type=True))
+
+
+def decode_carried(data: bytes) -> list[list[Any]]:
+    """The gauges of a carry file (as :func:`encode_carried` took them); ValueError (or msgpack's) when
+    it is not a ``pystatsd.gauges.v1`` file."""
+    raw = msgpack.unpackb(data, raw=False)
+    if not isinstance(raw, dict) or raw.get("kind") != GAUGES_V1:
+        raise ValueError("not a pystatsd.gauges.v1 file")
+    return [list(entry) for entry in raw["gauges"]]

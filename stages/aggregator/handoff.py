@@ -13,6 +13,14 @@ that takes it before anything of it is merged, so it is merged once at most. One
 shard's (another shard count, interval or format) or is older than the gauges' expiry horizon is
 refused, logged and counted; the forwarder's ledger then counts the metrics it held as lost, as
 for a crash. A killed shard writes nothing: its open interval is lost and counted, as before.
+
+An upgrade by restart has the old release write the file and the new one read it, so the format is
+versioned: a msgpack map of :class:`Handoff`'s fields and ``"kind": "pystatsd.handoff.v1"`` (each
+bucket's tables as a batch v2 body, :mod:`stages.contract`). Within v1 fields may only be added, each
+with a default, and each addition gets a golden file of its own (tests/data/rundir/handoff.v1*.bin):
+the writer produces the newest bytes and the reader keeps reading every older file. Any other change
+is a new kind (``pystatsd.handoff.v2``), read beside v1 for one release. A file of a newer release
+(a field this one does not know) is refused, as one of another shard is.
 """
 
 from __future__ import annotations

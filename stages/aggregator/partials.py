@@ -16,6 +16,7 @@ from typing import Any
 from stages.aggregator.series import IntervalBucket, SeriesKey
 from stages.aggregator.sketch import hll_bytes, hll_of, sketch_bytes, sketch_of
 from stages.contract import BatchBody, PartialHeader, encode_partial, unpack_values
+from stages.intervals import interval_start
 from stages.partial_bounds import PartialBounds
 
 
@@ -52,7 +53,7 @@ def partial_records(bucket: IntervalBucket, gauges: dict[SeriesKey, list[Any]], 
         emit(key, BatchBody([], [], [], [], [key, total]))
     for key, (value, seen) in gauges.items():
         emit(key, BatchBody([], [key, True, value], [], [], []),
-             PartialHeader(host, src, start, interval, seen=round((seen + 1) * interval, 6)))
+             PartialHeader(host, src, start, interval, seen=interval_start(seen + 1, interval)))
     for mtype, of_type in bucket.sampled.items():
         for key, (packed, count) in of_type.items():
             data = b"".join(packed)

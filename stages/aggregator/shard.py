@@ -13,7 +13,6 @@ for), never of a batch's entries (one per series).
 from __future__ import annotations
 
 import gc
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from stages.aggregator.partials import PartialSource, partial_records
 from stages.aggregator.series import Gauges, IntervalBucket, SeriesLimit
 from stages.contract import BatchHeader
+from stages.intervals import interval_index, interval_start
 from stages.model import tag_tuple
 from stages.selfstats import SelfStats
 
@@ -107,10 +107,10 @@ class ShardState:
         self.stats.retag(self_prefix, default_tags)
 
     def index_of(self, ts: float) -> int:
-        return math.floor(ts / self.interval)
+        return interval_index(ts, self.interval)
 
     def start_of(self, index: int) -> float:
-        return round(index * self.interval, 6)
+        return interval_start(index, self.interval)
 
     def add_batch(self, header: BatchHeader, body: bytes) -> None:
         self._account(header)

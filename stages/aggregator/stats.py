@@ -41,17 +41,17 @@ def summary(values: list[float], count: float, percentiles: list[float]) -> dict
     mean = total / n
     middle = n // 2
     median = values[middle] if n % 2 else (values[middle - 1] + values[middle]) / 2
-    stats = {
-        "count": count,
-        "sum": total,
-        "min": values[0],
-        "max": values[-1],
-        "mean": mean,
-        "median": median,
-        # The distance from the point (mean, ..., mean) is the root of the summed squared deviations,
-        # computed in C with extra precision and no list of deviations: a flush has thousands of timers.
-        "stddev": math.dist(values, [mean] * n) / math.sqrt(n),
-    }
+    # The distance from the point (mean, ..., mean) is the root of the summed squared deviations,
+    # computed in C with extra precision and no list of deviations: a flush has thousands of timers.
+    stddev = math.dist(values, [mean] * n) / math.sqrt(n)
+    stats = timer_statistics(count, total, values[0], values[-1], mean, median, stddev)
     for key, index in percentile_ranks(n, tuple(percentiles)):
         stats[key] = values[index]
     return stats
+
+
+def timer_statistics(count: float, total: float, low: float, high: float, mean: float, median: float,
+                     stddev: float) -> dict[str, float]:
+    """A timer's statistics beside its percentiles (``pNN``, :func:`percentile_key`), keyed as every
+    sink sees them: the one list of their keys, for the edge's exact summary and the fleet tier's."""
+    return {"count": count, "sum": total, "min": low, "max": high, "mean": mean, "median": median, "stddev": stddev}

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import math
 import os
 import sys
 import time
@@ -35,6 +34,7 @@ from stages.forwarder.health import HealthServer
 from stages.forwarder.ledger import CoverageLedger, Taken
 from stages.forwarder.sinks import build_sinks, config_secrets
 from stages.forwarder.sinks.base import BufferConfig, Completion, EncodedAggregates, Flush, Sink
+from stages.intervals import next_edge
 from stages.lifecycle import (
     FORWARDER_STOP,
     Loop,
@@ -48,6 +48,7 @@ from stages.lifecycle import (
 )
 from stages.listeners.inet import inet_address
 from stages.pause import begin_pause, end_pause, forwarder_pause_path
+from stages.process_names import FORWARDER, process_name
 from stages.ring import ring_shards
 from stages.selfstats import SelfStats
 from stages.sharding import forwarder_endpoint
@@ -85,8 +86,7 @@ class Forwarder:
         self.next_report = self._report_time(time.time())
 
     def _report_time(self, now: float) -> float:
-        interval = self.config.flush_interval
-        return (math.floor(now / interval) + 1) * interval
+        return next_edge(now, self.config.flush_interval)
 
     def run(self, stop: StopSignal) -> None:
         wakeups = PullWakeups(self.pull, stop)
@@ -174,7 +174,7 @@ class Forwarder:
         self.next_report = self._report_time(time.time() + 0.001)
         self.fanout.finish_retired()
         sinks = self.fanout.figures()
-        publish(self.run_dir, "forwarder", {
+        publish(self.run_dir, process_name(FORWARDER), {
             "sinks": sinks,
             "lost_metrics": sum(self.ledger.lost_metrics.values()), "lost_flushes": self.lost_flushes,
             "bad_messages": self.bad_messages})
@@ -248,7 +248,7 @@ class Forwarder:
 
 
 class ForwarderStage(Stage):
-    stage = "forwarder"
+    stage = FORWARDER
     description = "The pystatsd forwarder: flushes in, every configured sink out."
     log = log
 
@@ -257,10 +257,10 @@ class ForwarderStage(Stage):
         self.health_server: HealthServer | None = None
 
     def name(self, args: argparse.Namespace) -> str:
-        return "forwarder"
+        return process_name(FORWARDER)
 
     def lock_name(self, args: argparse.Namespace) -> str:
-        return "forwarder"
+        return process_name(FORWARDER)
 
     def check(self, args: argparse.Namespace, config: Config) -> None:
         try:

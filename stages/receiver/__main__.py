@@ -32,6 +32,7 @@ import zmq
 
 from stages.config import Config, config_path
 from stages.figures import publish
+from stages.intervals import next_edge
 from stages.lifecycle import (
     RECEIVER_STOP,
     Loop,
@@ -47,6 +48,7 @@ from stages.listeners.connections import StreamConnections
 from stages.log_throttle import INPUT_LOG_EVERY_SECS, LogThrottle
 from stages.model import tag_tuple
 from stages.pause import PauseWatch
+from stages.process_names import RECEIVER, process_name
 from stages.receiver.batcher import Batcher
 from stages.receiver.handover import close_held, hand_over, running_config, take_over
 from stages.receiver.parsers import payload_parser, statsd_lines
@@ -179,7 +181,7 @@ class Receiver:
     def _report_time(self, now: float) -> float:
         """Just before the current interval ends, so the figures land in the interval they describe."""
         interval = self.config.flush_interval
-        return (math.floor(now / interval) + 1) * interval - min(0.1, interval / 10)
+        return next_edge(now, interval) - min(0.1, interval / 10)
 
     def run(self, stop: StopSignal) -> None:
         # Plain file descriptors only (the ZeroMQ sockets are only ever sent on): select.poll is
@@ -314,7 +316,7 @@ class Receiver:
 
 
 class ReceiverStage(Stage):
-    stage = "receiver"
+    stage = RECEIVER
     description = "The pystatsd receiver: UDP, TCP and Unix sockets in, batches out to the shards."
     log = log
 
@@ -322,7 +324,8 @@ class ReceiverStage(Stage):
         self.receiver: Receiver | None = None
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--name", default="receiver", help="this receiver's name in batches and self-metrics")
+        parser.add_argument("--name", default=process_name(RECEIVER),
+                            help="this receiver's name in batches and self-metrics")
         parser.add_argument("--extra-receivers", type=int, default=0,
                             help="receivers beyond the first; with any, every receiver binds its UDP and TCP "
                                  "ports with SO_REUSEPORT so they share them")

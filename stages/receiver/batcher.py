@@ -21,7 +21,6 @@ where a successor finds them after a ``kill -9`` (:mod:`.unsent`).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import zmq
 
 from stages import contract
 from stages.contract import BatchBody, BatchHeader
+from stages.intervals import next_edge
 from stages.log_throttle import INPUT_LOG_EVERY_SECS, LogThrottle
 from stages.model import Sample
 from stages.pause import PauseWatch
@@ -94,7 +94,7 @@ class Batcher:
         """The window for metrics read at ``now``: a new one when an interval edge has passed."""
         if now >= self.next_edge:
             self.send_all()
-            self.next_edge = (math.floor(now / self.interval) + 1) * self.interval
+            self.next_edge = next_edge(now, self.interval)
         if not self.window.metrics:
             self.opened_at = now
         return self.window

@@ -14,9 +14,8 @@ from stages.aggregator.partials import PartialSource, partial_records
 from stages.aggregator.series import IntervalBucket, SeriesLimit
 from stages.aggregator.sketch import RELATIVE_ACCURACY
 from stages.aggregator.stats import percentile_key, summary
-from stages.config import Config, ConfigError, load_section
 from stages.model import MetricType
-from stages.partial_bounds import PartialBounds, partial_bounds
+from stages.partial_bounds import PartialBounds
 from tests.unit.bodies import one_body
 
 PCTS = [50.0, 90.0, 99.0]
@@ -144,11 +143,3 @@ def test_a_record_of_more_than_one_entry_is_refused() -> None:
         FleetBucket().merge(header, contract.BatchBody(["a", 1.0], ["g", True, 1.0], [], [], []))
 
 
-def test_the_edge_shard_reads_its_bounds_from_the_partials_sink_and_names_a_bad_key() -> None:
-    sink = {"kafka_broker": "127.0.0.1:9092", "kafka_topic": "partials", "format": "partials"}
-    assert partial_bounds(load_section(Config, {"forwarders": {"kafka": sink}}, "")) == PartialBounds()
-    assert partial_bounds(load_section(Config, {"forwarders": {"kafka": {**sink, "format": "json"}}}, "")) is None
-    with pytest.raises(ConfigError, match=r"forwarders\.kafka\.partial_max_members: expected a whole number"):
-        partial_bounds(load_section(Config, {"forwarders": {"kafka": {**sink, "partial_max_members": "many"}}}, ""))
-    with pytest.raises(ConfigError, match=r"forwarders\.kafka\.partial_max_values .* at least 1"):
-        partial_bounds(load_section(Config, {"forwarders": {"kafka": {**sink, "partial_max_values": 0}}}, ""))
