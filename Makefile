@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-test run test test-unit lint types check clean bench bench-quick
+.PHONY: install install-test run test test-unit lint types check clean bench bench-quick docs
 
 install: $(STAMP) run/log
 
@@ -69,7 +69,11 @@ bench-quick: install-test $(BENCH_STAMP)
 	$(PY) -m bench.run --quick --json bench/.build/results-quick.json --out bench/.build/RESULTS-quick.md
 
 lint: install-test
-	$(VENV)/bin/ruff check stages tests pystatsd bench harness
+	$(VENV)/bin/ruff check stages tests pystatsd bench harness docs
+
+# README.md's picture of the pipeline, drawn from docs/pipeline.txt (standard library only: no install).
+docs:
+	$(PYTHON) docs/draw_pipeline.py
 
 # The type checker on the daemon and the client library (pyproject.toml's [tool.mypy]).
 types: install-test
@@ -82,7 +86,7 @@ check: lint types
 clean:
 	rm -rf $(VENV) run dist .pytest_cache
 
-# Packages (README "Install"): the project and its dependencies in a virtualenv under /opt/pystatsd,
+# Packages (docs/operations.md, "Install"): the project and its dependencies in a virtualenv under /opt/pystatsd,
 # the config, the systemd unit and /usr/bin/pystatsd. The scripts install dpkg-deb or rpmbuild if missing.
 DIST ?= dist
 .PHONY: deb rpm

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.fault
 
 VALUES = 1_000_000
 RATE_PER_SEC = 100_000
-#: The bound the README states for every process under a tag explosion.
+#: The bound docs/guarantees.md states for every process under a tag explosion.
 RSS_LIMIT_KIB = 150 * 1024
 
 

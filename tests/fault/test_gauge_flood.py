@@ -1,5 +1,5 @@
 """A flood of distinct gauges: each shard keeps at most gauges_limit of them (the rest dropped and
-counted), every process stays under the README's memory bound, and a flush that overran is reported."""
+counted), every process stays under docs/guarantees.md's memory bound, and a flush that overran is reported."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ pytestmark = pytest.mark.fault
 GAUGES = 500_000
 RATE_PER_SEC = 25_000
 SHARDS = 2
-#: The default gauges_limit: the README's figure is for the config as shipped.
+#: The default gauges_limit: docs/guarantees.md's figure is for the config as shipped.
 GAUGES_LIMIT = 100_000
-#: The bound the README states for every process under a gauge flood.
+#: The bound docs/guarantees.md states for every process under a gauge flood.
 RSS_LIMIT_KIB = 150 * 1024
 PREFIX = "flood.g"
 OVERRUN_LINE = "overran its interval"

@@ -1,8 +1,8 @@
 """Every sink of the registry holds to the sink contract (stages/forwarder/sinks/base.py).
 
 Parametrized over ``SINKS``: a sink added there is covered without a line here. Its config must
-be a frozen SinkConfig dataclass whose required keys are the README's and load from the README's
-own example; its ``format`` must be an encoder format, and ``encoder_options(masked=True)`` (what
+be a frozen SinkConfig dataclass whose required keys are docs/configuration.md's and load from that
+page's own example; its ``format`` must be an encoder format, and ``encoder_options(masked=True)`` (what
 ``debug_mode`` prints with) must hide every secret the config holds; and writing a flush must
 leave the aggregates, which every sink shares, exactly as they were. The write runs against a
 local stand-in for the destination, chosen by the config's keys; a sink whose destination has no
@@ -34,7 +34,7 @@ from stages.forwarder.sinks import SINKS, build_sinks
 from stages.forwarder.sinks.base import Flush, Sink, SinkConfig
 from stages.forwarder.sinks.console import ConsoleConfig, ConsoleSink
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+CONFIG_DOC = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
 SENTINEL = "CONFORMANCE-SECRET-51c2"
 #: Config keys naming a destination that only the real server can stand for → where that test is.
 SERVER_KEYS = {"kafka_broker": "tests/kafka/test_kafka_sink.py"}
@@ -50,9 +50,9 @@ def required_keys(config_type: type[SinkConfig]) -> set[str]:
 
 
 def readme_examples(name: str) -> list[dict[str, Any]]:
-    """Every ``forwarders: <name>:`` section of the README's YAML examples."""
+    """Every ``forwarders: <name>:`` section of docs/configuration.md's YAML examples."""
     sections = []
-    for block in re.findall(r"^```yaml\n(.*?)^```", README, re.MULTILINE | re.DOTALL):
+    for block in re.findall(r"^```yaml\n(.*?)^```", CONFIG_DOC, re.MULTILINE | re.DOTALL):
         forwarders = (yaml.safe_load(block) or {}).get("forwarders") or {}
         if isinstance(forwarders.get(name), dict):
             sections.append(forwarders[name])
@@ -60,12 +60,12 @@ def readme_examples(name: str) -> list[dict[str, Any]]:
 
 
 def minimal_raw(name: str) -> dict[str, Any]:
-    """The sink's required keys, valued as in the README's first example that has them all."""
+    """The sink's required keys, valued as in docs/configuration.md's first example that has them all."""
     required = required_keys(SINKS[name].config_type)
     if not required:
         return {}
     examples = [section for section in readme_examples(name) if required <= set(section)]
-    assert examples, f"the README has no example of forwarders.{name} with its required keys {sorted(required)}"
+    assert examples, f"docs/configuration.md: no example of forwarders.{name} with its required keys {sorted(required)}"
     return {key: examples[0][key] for key in required}
 
 
@@ -172,11 +172,11 @@ def test_the_sink_declares_what_the_protocol_asks(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", SINKS)
-def test_its_config_is_a_frozen_dataclass_with_the_readmes_required_keys(name: str) -> None:
+def test_its_config_is_a_frozen_dataclass_with_the_documented_required_keys(name: str) -> None:
     config_type = SINKS[name].config_type
     assert dataclasses.is_dataclass(config_type)
-    row = re.search(rf"^\| `{name}` \|(.+)$", README, re.MULTILINE)
-    assert row, f"sink {name} has no row in the README's sink table"
+    row = re.search(rf"^\| `{name}` \|(.+)$", CONFIG_DOC, re.MULTILINE)
+    assert row, f"sink {name} has no row in the sink table of docs/configuration.md"
     assert set(re.findall(r"`(\w+)` \(required\)", row.group(1))) == required_keys(config_type)
     for key in required_keys(config_type):
         with pytest.raises(ConfigError, match=rf"forwarders\.{name}\.{key}: required key is missing"):
