@@ -17,8 +17,8 @@ forwarder's as aggregates of the interval just ended (:meth:`SelfStats.aggregate
 prefix nothing is reported.
 
 Every reading is checked against its declaration in :mod:`stages.self_metrics_table` (name, type,
-tag keys). A mismatch is a bug: with ``PYSTATSD_STRICT_SELF_METRICS=1`` in the environment (the
-test harness sets it for every stage it starts) it raises
+tag keys). A mismatch is a bug: with ``PYSTATSD_STRICT=1`` in the environment (:mod:`stages.strict`:
+the test harness sets it for every stage it starts) it raises
 :class:`~stages.self_metrics_table.UndeclaredSelfMetric`; otherwise it is logged once per name and
 reported all the same (a self-metric must never stop a stage).
 """
@@ -26,23 +26,17 @@ reported all the same (a self-metric must never stop a stage).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from stages.model import IntervalAggregates, MetricType, Sample, Tags, tag_tuple
 from stages.self_metrics_table import STAGE_TAGS, Kind, UndeclaredSelfMetric, check
+from stages.strict import strict_by_default
 
 log = logging.getLogger(__name__)
 
 COUNTER = int(MetricType.COUNTER)
 GAUGE = int(MetricType.GAUGE)
-#: The environment variable that makes an undeclared self-metric raise instead of being logged.
-STRICT_ENV = "PYSTATSD_STRICT_SELF_METRICS"
-
-
-def strict_by_default() -> bool:
-    return os.environ.get(STRICT_ENV) == "1"
 
 
 class Reading(NamedTuple):

@@ -29,6 +29,7 @@ from stages import contract, supervisor_rpc
 from stages.config import Config, ConfigError, config_path
 from stages.config_copies import RUNNING, STARTED, keep_copy
 from stages.delivery import DeliveryRecorder, forwarder_identity
+from stages.figure_schemas import ForwarderFigures, SinkFigures
 from stages.figures import publish
 from stages.forwarder.fanout import Fanout
 from stages.forwarder.health import HealthServer
@@ -174,10 +175,7 @@ class Forwarder:
         self.next_report = self._report_time(time.time() + 0.001)
         self.fanout.finish_retired()
         sinks = self.fanout.figures()
-        publish(self.run_dir, "forwarder", {
-            "sinks": sinks,
-            "lost_metrics": sum(self.ledger.lost_metrics.values()), "lost_flushes": self.lost_flushes,
-            "bad_messages": self.bad_messages})
+        publish(self.run_dir, "forwarder", "forwarder", self.figures(sinks))
         stats = self.stats
         if not stats.enabled:
             return
@@ -196,6 +194,10 @@ class Forwarder:
         out = stats.aggregates(end, interval)
         self.fanout.put(Flush(contract.self_flush_header(self.shards, end - interval, interval, len(out)), out, 0))
         log.debug("Own metrics: %d aggregates handed to %d sinks", len(out), len(self.fanout.runners))
+
+    def figures(self, sinks: dict[str, SinkFigures]) -> ForwarderFigures:
+        return {"sinks": sinks, "lost_metrics": sum(self.ledger.lost_metrics.values()),
+                "lost_flushes": self.lost_flushes, "bad_messages": self.bad_messages}
 
     def stop(self) -> None:
         # The fleet tier's shards send again what a forwarder took but its sinks never confirmed.

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from stages.self_metrics_table import DOC_PATH, STAGE_TAGS, TABLE, Kind, UndeclaredSelfMetric, check, main, markdown
-from stages.selfstats import STRICT_ENV, SelfStats
+from stages.selfstats import SelfStats
+from stages.strict import STRICT_ENV
 
 STAGES = Path(__file__).resolve().parents[2] / "stages"
 #: Which stage's SelfStats the calls in a file feed, the first prefix that matches (paths under stages/).
