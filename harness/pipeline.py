@@ -28,6 +28,7 @@ from harness.paths import REPO, VENV_BIN
 from harness.ports import free_udp_port
 from harness.wait import wait_for
 from stages.figures import read_all
+from stages.strict import STRICT_ENV
 from stages.supervisord_conf import REPO_TEMPLATE, render_supervisord_conf
 
 
@@ -68,7 +69,8 @@ class Pipeline:
         self.conf_path = self.run_dir / "supervisord.conf"
         self.conf_path.touch(mode=0o600)
         self.conf_path.write_text(self._supervisord_conf())
-        self.env = dict(os.environ, PYSTATSD_CONFIG=str(self.config_path))
+        # Strict: a stage that emits a self-metric or publishes figures not as declared fails (stages.strict).
+        self.env = dict(os.environ, PYSTATSD_CONFIG=str(self.config_path), **{STRICT_ENV: "1"})
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
     def save_config(self) -> None:

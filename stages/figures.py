@@ -3,6 +3,8 @@
 A stage replaces ``<run>/figures/<stage>.json`` every interval (atomically, never through a link:
 stages.private_file), so ``pystatsd status`` and the health endpoint can read every stage's state
 without a socket of their own. A file that is not refreshed tells that its stage is gone or stuck.
+Each record names the schema its figures follow (stages.figure_schemas), and they are checked
+against it: a mismatch raises in strict mode (stages.strict), else it is logged once.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from stages.figure_schemas import Schema, problems
 from stages.private_file import make_private_dir, read_private, write_private
+from stages.strict import strict_by_default
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +28,27 @@ FIGURES_DIR = "figures"
 START_ERROR = "start_error"
 #: When this process image started: a stage restarted in place (an exec, the same pid) starts anew.
 STARTED = time.time()
+#: Schemas whose figures were logged as not as declared (once each).
+_mismatch_logged: set[str] = set()
 
 
-def publish(run_dir: Path, stage: str, figures: dict[str, Any]) -> None:
-    """Replace ``stage``'s figures; a failure is logged, never raised (figures must not stop a stage)."""
+class FiguresNotAsDeclared(ValueError):
+    """A stage published figures that differ from their schema in stages/figure_schemas.py."""
+
+
+def publish(run_dir: Path, stage: str, schema: Schema, figures: Mapping[str, object]) -> None:
+    """Replace ``stage``'s figures, which follow ``schema``; a failure to write is logged, never raised
+    (figures must not stop a stage), and so are figures not as declared, but in strict mode."""
+    mismatch = problems(schema, dict(figures))
+    if mismatch:
+        if strict_by_default():
+            raise FiguresNotAsDeclared(f"{stage}'s figures: {'; '.join(mismatch)}")
+        if schema not in _mismatch_logged:
+            _mismatch_logged.add(schema)
+            log.error("%s's figures are not as stages/figure_schemas.py declares them: %s", stage, "; ".join(mismatch))
     directory = run_dir / FIGURES_DIR
-    record = {"stage": stage, "pid": os.getpid(), "started": STARTED, "updated": time.time(), "figures": figures}
+    record = {"stage": stage, "schema": schema, "pid": os.getpid(), "started": STARTED, "updated": time.time(),
+              "figures": figures}
     try:
         write_private(make_private_dir(directory) / f"{stage}.json", json.dumps(record, sort_keys=True).encode())
     except OSError as exc:

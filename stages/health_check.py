@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from stages.figure_schemas import ForwarderFigures, SinkFigures, figures_of
 from stages.figures import START_ERROR
 from stages.process_names import AGGREGATOR, FORWARDER, RECEIVER, is_process_of, process_name
 
@@ -25,7 +26,7 @@ def health(records: dict[str, dict[str, Any]], shards: int, interval: float,
     stale_after = STALE_AFTER_INTERVALS * interval + STALE_GRACE_SECS
     reasons: list[str] = []
     expected = [process_name(FORWARDER), *(process_name(AGGREGATOR, k) for k in range(shards))]
-    fleet = any(record.get("figures", {}).get("input") == "kafka" for record in records.values())
+    fleet = any(record.get("schema") == "fleet" for record in records.values())
     if not fleet and not any(is_process_of(name, RECEIVER) for name in records):
         reasons.append("receiver: no figures published yet")
     for name in expected + sorted(n for n in records if is_process_of(n, RECEIVER)):
@@ -36,7 +37,13 @@ def health(records: dict[str, dict[str, Any]], shards: int, interval: float,
             reasons.append(f"{name}: cannot start: {record['figures'][START_ERROR]}")
         elif now - record["updated"] > stale_after:
             reasons.append(f"{name}: silent for {now - record['updated']:.0f} s")
-    for sink, figures in records.get("forwarder", {}).get("figures", {}).get("sinks", {}).items():
-        if figures.get("failing"):
+    for sink, figures in sinks_of(records).items():
+        if figures["failing"]:
             reasons.append(f"sink {sink}: {figures['failing']}")
     return reasons
+
+
+def sinks_of(records: dict[str, dict[str, Any]]) -> dict[str, SinkFigures]:
+    """The forwarder's figures per sink, if it published figures of its schema."""
+    forwarder = figures_of(records.get(process_name(FORWARDER), {}), ForwarderFigures)
+    return {} if forwarder is None else forwarder["sinks"]

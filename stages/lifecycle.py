@@ -282,7 +282,7 @@ def start_failed(stage: Stage, args: argparse.Namespace, exc: StartError, run: P
     run = run or Path(args.run_dir or DEFAULT_RUN_DIR)
     # Only into a run directory this stage could have used: a refused one is not written to.
     if run.is_dir() and not run_dir_problems(run):
-        publish(run, stage.name(args), {START_ERROR: str(exc)})
+        publish(run, stage.name(args), "start_error", {START_ERROR: str(exc)})
     return EXIT_CONFIG
 
 

@@ -15,14 +15,25 @@ order they were given, as what the pipeline takes from a stage: the
 receiver's as samples into its batch window (:meth:`SelfStats.samples`), a shard's and the
 forwarder's as aggregates of the interval just ended (:meth:`SelfStats.aggregates`). With an empty
 prefix nothing is reported.
+
+Every reading is checked against its declaration in :mod:`stages.self_metrics_table` (name, type,
+tag keys). A mismatch is a bug: with ``PYSTATSD_STRICT=1`` in the environment (:mod:`stages.strict`:
+the test harness sets it for every stage it starts) it raises
+:class:`~stages.self_metrics_table.UndeclaredSelfMetric`; otherwise it is logged once per name and
+reported all the same (a self-metric must never stop a stage).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from stages.model import IntervalAggregates, MetricType, Sample, Tags, tag_tuple
+from stages.self_metrics_table import STAGE_TAGS, Kind, UndeclaredSelfMetric, check
+from stages.strict import strict_by_default
+
+log = logging.getLogger(__name__)
 
 COUNTER = int(MetricType.COUNTER)
 GAUGE = int(MetricType.GAUGE)
@@ -46,7 +57,14 @@ class SelfStats:
     config's ``agent.tags``) wherever a metric does not set that tag itself, as on every series.
     """
 
-    def __init__(self, prefix: str, stage: str, tags: Mapping[str, str], defaults: Mapping[str, str]) -> None:
+    def __init__(self, prefix: str, stage: str, tags: Mapping[str, str], defaults: Mapping[str, str],
+                 strict: bool | None = None) -> None:
+        if sorted(tags) != sorted(STAGE_TAGS.get(stage, ())):
+            raise UndeclaredSelfMetric(f"stage {stage!r} is declared with tags {list(STAGE_TAGS.get(stage, ()))}, "
+                                       f"given {sorted(tags)} (stages/self_metrics_table.py)")
+        self.strict = strict_by_default() if strict is None else strict
+        #: (name, kind, tag keys) already checked against the table (or already logged as not declared)
+        self._checked: set[tuple[str, Kind, tuple[str, ...]]] = set()
         self.enabled = bool(prefix)
         self.stage = stage
         self.prefix = f"{prefix}{stage}."
@@ -65,7 +83,7 @@ class SelfStats:
 
     def total(self, name: str, total: float, tags: Mapping[str, str] | None = None) -> None:
         """Counter ``name`` has counted ``total`` so far: the next report carries what it added since the last."""
-        key = self._key(name, tags)
+        key = self._key(name, "counter", tags)
         delta = float(total) - self._totals.get(key, 0.0)
         self._totals[key] = float(total)
         if delta:
@@ -73,11 +91,11 @@ class SelfStats:
 
     def add(self, name: str, amount: float, tags: Mapping[str, str] | None = None) -> None:
         """Counter ``name`` counted ``amount`` in this report's interval (reported even when 0)."""
-        self._count(self._key(name, tags), float(amount))
+        self._count(self._key(name, "counter", tags), float(amount))
 
     def gauge(self, name: str, value: float, tags: Mapping[str, str] | None = None) -> None:
         """Gauge ``name`` is ``value`` now."""
-        self._pending[self._key(name, tags)] = [GAUGE, float(value)]
+        self._pending[self._key(name, "gauge", tags)] = [GAUGE, float(value)]
 
     def take(self) -> list[Reading]:
         """Every reading given since the last take, in the order given; none with an empty prefix."""
@@ -99,9 +117,21 @@ class SelfStats:
             out.append(make(name, kind, tags, fields))
         return out
 
-    def _key(self, name: str, tags: Mapping[str, str] | None) -> tuple[str, Tags]:
+    def _key(self, name: str, kind: Kind, tags: Mapping[str, str] | None) -> tuple[str, Tags]:
         merged = {**self.tags, **tags} if tags else self.tags
+        keys = tuple(merged)
+        if (name, kind, keys) not in self._checked:
+            self._check(name, kind, keys)
         return name, tag_tuple(merged, self.defaults)
+
+    def _check(self, name: str, kind: Kind, keys: tuple[str, ...]) -> None:
+        try:
+            check(self.stage, name, kind, keys)
+        except UndeclaredSelfMetric as exc:
+            if self.strict:
+                raise
+            log.error("%s; reported all the same", exc)
+        self._checked.add((name, kind, keys))
 
     def _count(self, key: tuple[str, Tags], amount: float) -> None:
         reading = self._pending.get(key)

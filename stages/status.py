@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from stages import supervisor_rpc
+from stages.figure_schemas import FleetFigures, ForwarderFigures, ReceiverFigures, ShardFigures, SinkFigures, figures_of
 from stages.figures import START_ERROR, read_all
-from stages.health_check import health
+from stages.health_check import health, sinks_of
 
 
 def supervisor_processes(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -68,9 +69,9 @@ def render(report: dict[str, Any], now: float | None = None) -> str:
         rows.append((name, process.get("state", "?"), str(process.get("pid") or "-"),
                      _duration(uptime) if uptime else "-",
                      f"{now - record['updated']:.0f} s ago" if record else "never",
-                     _summary(record["figures"]) if record else ""))
+                     _summary(record) if record else ""))
     lines += _table(rows)
-    sinks = stages.get("forwarder", {}).get("figures", {}).get("sinks", {})
+    sinks = sinks_of(stages)
     if sinks:
         sink_rows: list[tuple[str, ...]] = [("SINK", "DELIVERED", "WAITING", "DROPPED", "ERRORS", "STATE")]
         for sink, figures in sorted(sinks.items()):
@@ -88,7 +89,7 @@ def _by_reason(counts: dict[str, int]) -> str:
     return f"{total:,} ({', '.join(f'{reason}={n:,}' for reason, n in sorted(counts.items()) if n)})"
 
 
-def _sink_state(figures: dict[str, Any]) -> str:
+def _sink_state(figures: SinkFigures) -> str:
     """ok, failing (and why), or removed by a reload (still draining what it held while ``waiting``)."""
     state = f"failing: {figures['failing']}" if figures.get("failing") else "ok"
     if figures.get("removed"):
@@ -103,37 +104,58 @@ def stage_order(name: str) -> tuple[int, str]:
     return 3, name
 
 
-def _summary(figures: dict[str, Any]) -> str:
-    """The figures a person looks for first, one short phrase each."""
-    parts = []
-    for key in ("datagrams", "metrics", "kernel_drops", "aggregates", "gauges", "held_flushes",
-                "lost_metrics", "lost_flushes"):
-        if key in figures:
-            parts.append(f"{key} {figures[key]:,}")
-    if "partitions" in figures:
-        # A fleet-tier shard: what it owns, how far behind it is, and who it hears from.
-        parts.append(f"partitions {','.join(map(str, figures['partitions'])) or 'none'}")
-        for key in ("lag", "open_intervals", "intervals_closed", "partials"):
-            parts.append(f"{key} {figures[key]:,}")
-        parts.append(f"hosts {len(figures['hosts'])}")
-        if figures["hosts_gone"]:
-            parts.append(f"hosts_gone {','.join(figures['hosts_gone'])}")
-        late = figures["late_partials"]
-        if late:
-            by_host = ", ".join(f"{host}={n:,}" for host, n in sorted(late.items()))
-            parts.append(f"late_partials {sum(late.values()):,} ({by_host})")
-    if figures.get("bad_lines"):
+def _summary(record: dict[str, Any]) -> str:
+    """The figures a person looks for first, one short phrase each, as the record's schema declares them."""
+    receiver = figures_of(record, ReceiverFigures)
+    if receiver is not None:
+        return _receiver_summary(receiver)
+    shard = figures_of(record, ShardFigures)
+    if shard is not None:
+        return _counts(metrics=shard["metrics"], aggregates=shard["aggregates"], gauges=shard["gauges"],
+                       held_flushes=shard["held_flushes"])
+    fleet = figures_of(record, FleetFigures)
+    if fleet is not None:
+        return _fleet_summary(fleet)
+    forwarder = figures_of(record, ForwarderFigures)
+    if forwarder is not None:
+        return _counts(lost_metrics=forwarder["lost_metrics"], lost_flushes=forwarder["lost_flushes"])
+    return ""
+
+
+def _counts(**counts: int) -> str:
+    return "  ".join(f"{key} {n:,}" for key, n in counts.items())
+
+
+def _receiver_summary(figures: ReceiverFigures) -> str:
+    parts = [f"datagrams {figures['datagrams']:,}", f"metrics {figures['metrics']:,}",
+             f"kernel_drops {figures['kernel_drops']:,}"]
+    if figures["bad_lines"]:
         # By reason too, as the log's summary says them: the total alone does not say what to fix.
-        bad: dict[str, int] = figures["bad_lines"]
-        parts.append(f"bad_lines {_by_reason(bad)}")
-    if figures.get("dropped_shard_full"):
+        parts.append(f"bad_lines {_by_reason(figures['bad_lines'])}")
+    if figures["dropped_shard_full"]:
         parts.append(f"dropped_shard_full {sum(figures['dropped_shard_full'].values()):,}")
-    if figures.get("connections") or figures.get("connections_refused") or figures.get("connections_closed"):
+    if figures["connections"] or figures["connections_refused"] or figures["connections_closed"]:
         # Stream listeners only: how many clients hold a connection, and whom the limits turned away or closed.
         parts.append(f"connections {figures['connections']:,}")
-        for key in ("connections_refused", "connections_closed"):
-            if figures[key]:
-                parts.append(f"{key} {_by_reason(figures[key])}")
+        for key, by_reason in (("connections_refused", figures["connections_refused"]),
+                               ("connections_closed", figures["connections_closed"])):
+            if by_reason:
+                parts.append(f"{key} {_by_reason(by_reason)}")
+    return "  ".join(parts)
+
+
+def _fleet_summary(figures: FleetFigures) -> str:
+    """A fleet-tier shard: what it owns, how far behind it is, and who it hears from."""
+    parts = [f"partitions {','.join(map(str, figures['partitions'])) or 'none'}",
+             f"lag {figures['lag']:,}", f"open_intervals {figures['open_intervals']:,}",
+             f"intervals_closed {figures['intervals_closed']:,}", f"partials {figures['partials']:,}",
+             f"hosts {len(figures['hosts'])}"]
+    if figures["hosts_gone"]:
+        parts.append(f"hosts_gone {','.join(figures['hosts_gone'])}")
+    late = figures["late_partials"]
+    if late:
+        by_host = ", ".join(f"{host}={n:,}" for host, n in sorted(late.items()))
+        parts.append(f"late_partials {sum(late.values()):,} ({by_host})")
     return "  ".join(parts)
 
 

@@ -37,6 +37,7 @@ from stages.aggregator.series import CompiledBucket
 from stages.aggregator.shard import ClosedInterval, ShardState, overrun_secs
 from stages.compiled import wanted as use_compiled
 from stages.config import Config, ConfigError, config_path
+from stages.figure_schemas import ShardFigures
 from stages.figures import publish
 from stages.lifecycle import (
     SHARD_STOP,
@@ -234,10 +235,13 @@ class ShardLoop:
         log.info("Carried %d gauges to the ring of %d shards", carried, shards)
 
     def publish_figures(self, closed: ClosedInterval) -> None:
-        publish(self.run_dir, process_name(AGGREGATOR, self.shard), {
+        publish(self.run_dir, process_name(AGGREGATOR, self.shard), "aggregator", self.figures(closed))
+
+    def figures(self, closed: ClosedInterval) -> ShardFigures:
+        return {
             "shard": self.shard, "aggregates": len(closed.aggregates), "metrics": self.state.metrics,
             "gauges": len(self.state.gauges.values), "held_flushes": len(self.outbox),
-            "dropped_flushes": self.outbox.dropped, "bad_messages": dict(self.decode_errors)})
+            "dropped_flushes": self.outbox.dropped, "bad_messages": dict(self.decode_errors)}
 
     def queue_flush(self, closed: ClosedInterval, final: bool) -> None:
         for src, batches in closed.seq_gaps.items():

@@ -38,6 +38,7 @@ from stages import contract
 from stages.aggregator.fleet import FleetBucket
 from stages.config import Config, KafkaInputConfig
 from stages.delivery import read_delivered
+from stages.figure_schemas import FleetFigures
 from stages.figures import publish
 from stages.intervals import interval_index, interval_start
 from stages.lifecycle import StopSignal
@@ -545,13 +546,16 @@ class FleetLoop:
 
     def publish_figures(self) -> None:
         self.next_figures = time.monotonic() + min(self.interval, 2.0)
+        publish(self.run_dir, process_name(AGGREGATOR, self.shard), "fleet", self.figures(self.lag()))
+
+    def figures(self, lag: dict[int, int]) -> FleetFigures:
         newest = max(self.hosts) if self.hosts else None
         recent = set().union(*self.hosts.values()) if self.hosts else set()
         current = self.hosts.get(newest, set()) if newest is not None else set()
-        lag = self.lag()
-        publish(self.run_dir, process_name(AGGREGATOR, self.shard), {
+        return {
             "shard": self.shard, "input": "kafka", "topic": self.fleet.kafka_topic, "group": self.fleet.group,
-            "partitions": sorted(self.parts), "lag": sum(lag.values()), "lag_by_partition": lag,
+            "partitions": sorted(self.parts), "lag": sum(lag.values()),
+            "lag_by_partition": {str(partition): n for partition, n in lag.items()},
             "open_intervals": len({index for _, index in self.open}), "intervals_closed": self.intervals_closed,
             "last_interval": None if newest is None else interval_start(newest, self.interval),
             "hosts": sorted(current), "hosts_gone": sorted(recent - current),
@@ -560,7 +564,7 @@ class FleetLoop:
             "partials": self.partials, "duplicate_partials": self.duplicates,
             "late_partials": dict(self.late_by_host), "late_dropped": self.late_dropped,
             "redelivered_skipped": self.redelivered_skipped,
-            "bad_partials": dict(self.bad_partials), "waiting_delivery": len(self.pending)})
+            "bad_partials": dict(self.bad_partials), "waiting_delivery": len(self.pending)}
 
     def stop(self) -> None:
         """Open intervals are not flushed: their partitions' next owner re-reads them from the last commit."""

@@ -28,6 +28,7 @@ from stages import contract, supervisor_rpc
 from stages.config import Config, ConfigError, config_path
 from stages.config_copies import RUNNING, STARTED, keep_copy
 from stages.delivery import DeliveryRecorder, forwarder_identity
+from stages.figure_schemas import ForwarderFigures, SinkFigures
 from stages.figures import publish
 from stages.forwarder.fanout import Fanout
 from stages.forwarder.health import HealthServer
@@ -174,20 +175,17 @@ class Forwarder:
         self.next_report = self._report_time(time.time() + 0.001)
         self.fanout.finish_retired()
         sinks = self.fanout.figures()
-        publish(self.run_dir, process_name(FORWARDER), {
-            "sinks": sinks,
-            "lost_metrics": sum(self.ledger.lost_metrics.values()), "lost_flushes": self.lost_flushes,
-            "bad_messages": self.bad_messages})
+        publish(self.run_dir, process_name(FORWARDER), "forwarder", self.figures(sinks))
         stats = self.stats
         if not stats.enabled:
             return
         for name, figures in sinks.items():
-            sink = {"sink": name}
-            stats.total("delivered", figures["delivered"], sink)
-            stats.total("errors", figures["errors"], sink)
+            # Tags as literals, each call's own: tests check them against stages/self_metrics_table.py.
+            stats.total("delivered", figures["delivered"], {"sink": name})
+            stats.total("errors", figures["errors"], {"sink": name})
             for reason, n in figures["dropped"].items():
                 stats.total("dropped", n, {"sink": name, "reason": reason})
-            stats.gauge("waiting", figures["waiting"], sink)
+            stats.gauge("waiting", figures["waiting"], {"sink": name})
         stats.total("lost_flushes", self.lost_flushes)
         for shard, metrics in self.ledger.lost_metrics.items():
             stats.total("lost_metrics", metrics, {"shard": str(shard)})
@@ -196,6 +194,10 @@ class Forwarder:
         out = stats.aggregates(end, interval)
         self.fanout.put(Flush(contract.self_flush_header(self.shards, end - interval, interval, len(out)), out, 0))
         log.debug("Own metrics: %d aggregates handed to %d sinks", len(out), len(self.fanout.runners))
+
+    def figures(self, sinks: dict[str, SinkFigures]) -> ForwarderFigures:
+        return {"sinks": sinks, "lost_metrics": sum(self.ledger.lost_metrics.values()),
+                "lost_flushes": self.lost_flushes, "bad_messages": self.bad_messages}
 
     def stop(self) -> None:
         # The fleet tier's shards send again what a forwarder took but its sinks never confirmed.

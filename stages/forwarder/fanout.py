@@ -18,9 +18,9 @@ import collections
 import logging
 import threading
 import time
-from typing import Any
 
 from stages.contract import DecodeError
+from stages.figure_schemas import SinkFigures
 from stages.forwarder.sink_counts import SinkCounts
 from stages.forwarder.sinks.base import BufferConfig, Flush, Sink, SinkError
 from stages.log_throttle import LogThrottle
@@ -133,7 +133,7 @@ class SinkRunner:
             own += predecessor.pending()
         return own
 
-    def figures(self) -> dict[str, Any]:
+    def figures(self) -> SinkFigures:
         """Its row in the forwarder's figures (``pystatsd status``) and self-metrics."""
         counts = self.counts
         return {"delivered": counts.delivered, "waiting": self.pending(), "dropped": dict(counts.dropped),
@@ -363,9 +363,9 @@ class Fanout:
         draining = [runner for runner in self.retiring if runner.name == name and runner.successor is None]
         return draining[-1].counts if draining else None
 
-    def figures(self) -> dict[str, dict[str, Any]]:
+    def figures(self) -> dict[str, SinkFigures]:
         """Each sink's row: the running sinks', then those of sinks a reload removed (one row a name)."""
-        rows: dict[str, dict[str, Any]] = {}
+        rows: dict[str, SinkFigures] = {}
         removed = [runner for runner in self.retiring if runner.successor is None]
         for runner in [*self.runners, *removed, *self.removed.values()]:
             if runner.name not in rows:

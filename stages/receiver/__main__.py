@@ -31,6 +31,7 @@ from typing import Any
 import zmq
 
 from stages.config import Config, config_path
+from stages.figure_schemas import ReceiverFigures
 from stages.figures import publish
 from stages.intervals import next_edge
 from stages.lifecycle import (
@@ -280,12 +281,15 @@ class Receiver:
         return self.config_file is None or reread_config(self.config_file, self.config, log) is not None
 
     def publish_figures(self, kernel_drops: int) -> None:
-        publish(self.run_dir, self.name, {
+        publish(self.run_dir, self.name, "receiver", self.figures(kernel_drops))
+
+    def figures(self, kernel_drops: int) -> ReceiverFigures:
+        return {
             "listeners": [listener.url for listener in self.listeners], "datagrams": self.datagrams,
             "metrics": self.metrics, "bad_lines": dict(self.bad), "kernel_drops": kernel_drops,
             "dropped_shard_full": {str(shard): n for shard, n in enumerate(self.batcher.dropped) if n},
             "connections": self.streams.open, "connections_refused": dict(self.streams.refused),
-            "connections_closed": dict(self.streams.closed)})
+            "connections_closed": dict(self.streams.closed)}
 
     def restart_in_place(self) -> None:
         """SIGHUP: every open batch to the shards, every socket kept open for the next image of this process."""

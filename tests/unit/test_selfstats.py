@@ -51,10 +51,12 @@ def test_samples_for_the_window_and_aggregates_for_a_flush() -> None:
     s = stats()
     s.total("metrics", 4)
     assert s.samples() == [("pystatsd.receiver.metrics", C, 4.0, 1.0, ("receiver", "r1"))]
-    s.total("metrics", 9)
-    s.gauge("waiting", 7)
-    assert s.aggregates(1010.0, 10.0) == [
-        {"name": "pystatsd.receiver.metrics", "type": "counter", "tags": {"receiver": "r1"}, "timestamp": 1010,
-         "interval": 10, "value": 5.0, "rate": 0.5},
-        {"name": "pystatsd.receiver.waiting", "type": "gauge", "tags": {"receiver": "r1"}, "timestamp": 1010,
+    f = SelfStats("pystatsd.", "fleet", {"shard": "0"}, {})
+    f.total("partials", 4)
+    f.total("partials", 9)
+    f.gauge("hosts", 7)
+    assert f.aggregates(1010.0, 10.0) == [
+        {"name": "pystatsd.fleet.partials", "type": "counter", "tags": {"shard": "0"}, "timestamp": 1010,
+         "interval": 10, "value": 9.0, "rate": 0.9},
+        {"name": "pystatsd.fleet.hosts", "type": "gauge", "tags": {"shard": "0"}, "timestamp": 1010,
          "interval": 10, "value": 7.0}]

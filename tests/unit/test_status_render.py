@@ -9,21 +9,24 @@ from stages.status import render
 NOW = 1000.0
 
 
-def record(figures: dict[str, Any]) -> dict[str, Any]:
-    return {"stage": "x", "pid": 1, "updated": NOW - 1, "figures": figures}
+def record(schema: str, figures: dict[str, Any]) -> dict[str, Any]:
+    return {"stage": "x", "schema": schema, "pid": 1, "updated": NOW - 1, "figures": figures}
 
 
 def report() -> dict[str, Any]:
     return {"run_dir": "/run/pystatsd", "healthy": True, "reasons": [],
             "processes": {"receiver": {"state": "RUNNING", "pid": 10, "uptime_secs": 5}},
             "stages": {
-                "receiver": record({"datagrams": 12, "metrics": 1500, "kernel_drops": 0,
-                                    "bad_lines": {"no_value": 2, "bad_type": 1}, "dropped_shard_full": {}}),
-                "aggregator-0": record({"shard": 0, "aggregates": 3, "metrics": 1500, "gauges": 0,
-                                        "held_flushes": 0, "dropped_flushes": 0, "bad_messages": {}}),
-                "forwarder": record({"sinks": {"file": {"delivered": 23, "waiting": 0, "dropped": {}, "errors": 0,
-                                                        "failing": None}},
-                                     "lost_metrics": 0, "lost_flushes": 0, "bad_messages": 0})}}
+                "receiver": record("receiver", {
+                    "listeners": ["udp://127.0.0.1:8125"], "datagrams": 12, "metrics": 1500, "kernel_drops": 0,
+                    "bad_lines": {"no_value": 2, "bad_type": 1}, "dropped_shard_full": {}, "connections": 0,
+                    "connections_refused": {}, "connections_closed": {}}),
+                "aggregator-0": record("aggregator", {"shard": 0, "aggregates": 3, "metrics": 1500, "gauges": 0,
+                                                      "held_flushes": 0, "dropped_flushes": 0, "bad_messages": {}}),
+                "forwarder": record("forwarder", {
+                    "sinks": {"file": {"delivered": 23, "waiting": 0, "dropped": {}, "errors": 0, "failing": None,
+                                       "removed": False}},
+                    "lost_metrics": 0, "lost_flushes": 0, "bad_messages": 0})}}
 
 
 def test_bad_lines_are_shown_by_reason_beside_their_total() -> None:
