@@ -300,7 +300,7 @@ def test_reshard_under_the_repo_s_own_supervisord_conf() -> None:
             time.sleep(1.5)
         sent = dict(load.sent)
         settled(lambda: per_key(records(pipeline)) == (sent, sent), 15)
-        assert per_key(records(pipeline)) == (sent, sent)
+        assert per_key(records(pipeline)) == (sent, sent), pipeline.counted_losses()
         assert twice(records(pipeline)) == []
         assert "Switched from 2 shards to 3" in pipeline.log("receiver")
         shown = pystatsd(pipeline, "status", "--json")
@@ -313,6 +313,8 @@ def test_reshard_under_the_repo_s_own_supervisord_conf() -> None:
         pipeline.shards = 3
         pipeline.start()
         assert shard_processes(pipeline) == [f"aggregator-of-3:aggregator-{k}" for k in range(3)]
+        # RUNNING is 1 s alive: healthy is every stage listening and flushing.
+        wait_for(lambda: pystatsd(pipeline, "status").returncode == 0, 30, "the pipeline to be healthy again")
         pipeline.wait_interval_start()
         pipeline.send("after.c:1|c\nafter.c:2|c", pipeline.statsd_port)
         assert [a["value"] for a in pipeline.wait_series("after.c")] == [3.0]
