@@ -36,10 +36,13 @@ class Pipeline:
     """One running copy of pystatsd with a file sink, on free ports, in its own short temp dir."""
 
     def __init__(self, config: dict[str, Any] | None = None, shards: int = 2, flush_interval: float = 1.0,
-                 test_defaults: bool = True, extra_receivers: int = 0, exec_prefix: list[str] | None = None) -> None:
+                 test_defaults: bool = True, extra_receivers: int = 0, exec_prefix: list[str] | None = None,
+                 repo_conf: bool = False) -> None:
         """``config`` is laid over the test defaults (free ports, 1 s interval, a file sink), or used
         as it is with ``test_defaults=False``. ``exec_prefix`` starts supervisord through another
-        command (``HostNetwork.exec_prefix``: in a network namespace)."""
+        command (``HostNetwork.exec_prefix``: in a network namespace). With ``repo_conf`` supervisord
+        runs the repo's supervisord.conf itself, as the README's ``supervisord -c supervisord.conf``
+        does: a copy beside a run/ of its own, with the repo's virtualenv (and its counts)."""
         # Short: ipc socket paths must stay under ~100 characters.
         self.dir = Path(tempfile.mkdtemp(prefix="pst"))
         self.run_dir = self.dir / "run"
@@ -65,10 +68,13 @@ class Pipeline:
         self.receivers = "input" not in self.config
         self.config_path = self.dir / "pystatsd.yaml"
         self.save_config()
-        # Where pystatsd run writes it, private: pystatsd reshard edits the one in the run directory.
-        self.conf_path = self.run_dir / "supervisord.conf"
-        self.conf_path.touch(mode=0o600)
-        self.conf_path.write_text(self._supervisord_conf())
+        if repo_conf:
+            self._copy_repo_conf()
+        else:
+            # Where pystatsd run writes it, private.
+            self.conf_path = self.run_dir / "supervisord.conf"
+            self.conf_path.touch(mode=0o600)
+            self.conf_path.write_text(self._supervisord_conf())
         # Strict: a stage that emits a self-metric or publishes figures not as declared fails (stages.strict).
         self.env = dict(os.environ, PYSTATSD_CONFIG=str(self.config_path), **{STRICT_ENV: "1"})
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -81,6 +87,14 @@ class Pipeline:
         return render_supervisord_conf(REPO_TEMPLATE.read_text(), REPO, sys.executable, self.run_dir,
                                        {"shards": self.shards, "extra_receivers": self.extra_receivers},
                                        logs_to_terminal=False, receivers=self.receivers)
+
+    def _copy_repo_conf(self) -> None:
+        """The repo's file as it is: its %(here)s is this pipeline's dir, whose .venv is the repo's."""
+        if (self.shards, self.extra_receivers, self.receivers) != (2, 0, True):
+            raise ValueError("the repo's supervisord.conf runs 2 shards and one receiver")
+        self.conf_path = self.dir / "supervisord.conf"
+        shutil.copyfile(REPO_TEMPLATE, self.conf_path)
+        (self.dir / ".venv").symlink_to(REPO / ".venv")
 
     def start(self, wait_running: bool = True) -> Pipeline:
         subprocess.run([*self.exec_prefix, VENV_BIN / "supervisord", "-c", self.conf_path], env=self.env, check=True)

@@ -39,7 +39,14 @@ from stages.private_file import make_private_dir, write_private
 from stages.process_names import AGGREGATOR, is_process_of
 from stages.ring import RING_FILE, read_ring
 from stages.run_dir_check import make_run_dir, run_dir_problems
-from stages.supervisord_conf import INSTALLED_TEMPLATE, REPO_TEMPLATE, render_supervisord_conf, supervisord_template
+from stages.supervisord_conf import (
+    INSTALLED_TEMPLATE,
+    PROGRAMS_FILE,
+    PROGRAMS_HEADER,
+    REPO_TEMPLATE,
+    render_supervisord_conf,
+    supervisord_template,
+)
 
 #: ``pystatsd status`` of an instance that is running but not healthy (or not running).
 EXIT_UNHEALTHY = 1
@@ -420,6 +427,8 @@ def run_pipeline(path: Path, run_dir_arg: str | None, counts: dict[str, int | No
     text = render_supervisord_conf(template.read_text(encoding="utf-8"), template.parent, sys.executable,
                                    run_dir, counts, receivers=not fleet)
     write_private(conf, text.encode("utf-8"))
+    # Its counts are the ring's: what a past reshard added to them is in them now.
+    write_private(run_dir / PROGRAMS_FILE, PROGRAMS_HEADER.encode("utf-8"))
     os.environ["PYSTATSD_CONFIG"] = str(path)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -11,6 +11,7 @@ swaps its sinks from the next flush on, the shards take the new settings from th
 
 from __future__ import annotations
 
+import configparser
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,14 @@ from stages.lifecycle import FORWARDER_STOP
 from stages.private_file import read_private, write_private
 from stages.process_names import AGGREGATOR, RECEIVER, is_process_of, process_name
 from stages.ring import Ring, ring_shards, write_ring
-from stages.supervisord_conf import GENERATED, conf_parser, conf_text
+from stages.supervisord_conf import (
+    PROGRAMS_FILE,
+    PROGRAMS_HEADER,
+    RENDERED_IDENTIFIER,
+    conf_parser,
+    programs_text,
+    replace_paths,
+)
 
 #: How long a receiver may take to come back in place before the command calls it failed.
 IN_PLACE_TIMEOUT_SECS = 20.0
@@ -137,12 +145,10 @@ def describe_reload(run_dir: Path, new: Config) -> list[str]:
 
 def reshard(run_dir: Path, shards: int, interval: float) -> list[str]:
     """Change the ring to ``shards`` under traffic: start the new shards, switch the receivers at an
-    interval edge, retire the old shards once they flushed their last interval; what was done."""
-    conf_path = run_dir / "supervisord.conf"
-    text = read_private(conf_path).decode() if conf_path.exists() else ""
-    if not text.startswith(GENERATED):
-        raise OperationError(f"{conf_path} is not one pystatsd run wrote (this instance was started another way, "
-                             "as make run does): change PYSTATSD_SHARDS in supervisord.conf and restart it instead")
+    interval edge, retire the old shards once they flushed their last interval; what was done.
+
+    The new shards' program and the old one's retirement go to the run directory's programs file,
+    which the config supervisord runs includes (stages.supervisord_conf): that config is not edited."""
     old = [i for i in processes(run_dir) if is_process_of(i["name"], AGGREGATOR)]
     groups = sorted({i["group"] for i in old})
     if len(groups) != 1:
@@ -151,13 +157,20 @@ def reshard(run_dir: Path, shards: int, interval: float) -> list[str]:
     current = ring_shards(run_dir, len(old))
     if shards == current:
         return [f"already {shards} shards: nothing to do"]
-    new_group = f"aggregator-of-{shards}"
-    parser = conf_parser(text)
-    parser[f"program:{new_group}"] = {**parser[f"program:{old_group}"], "numprocs": str(shards)}
-    write_private(conf_path, conf_text(parser).encode())
+    conf = conf_in_force(run_dir)
+    programs_path = run_dir / PROGRAMS_FILE
+    before = read_private(programs_path).decode() if programs_path.exists() else PROGRAMS_HEADER
+    programs = conf_parser(before)
+    old_section, new_group = f"program:{old_group}", f"aggregator-of-{shards}"
+    source = programs if programs.has_section(old_section) else conf
+    if not source.has_section(old_section):
+        raise OperationError(f"supervisord runs the group {old_group}, which its config does not define: "
+                             f"was it edited since supervisord started?")
+    programs[f"program:{new_group}"] = {**source[old_section], "numprocs": str(shards)}
+    write_private(programs_path, programs_text(programs).encode())
     if not start_group(run_dir, new_group, shards):
         stop_group(run_dir, new_group)
-        write_private(conf_path, text.encode())
+        write_private(programs_path, before.encode())
         supervisor_rpc.call(run_dir, "reloadConfig")
         raise OperationError(f"the {shards} new shards did not start (see their logs in {run_dir / 'log'}): "
                              f"the {current} shards keep running")
@@ -167,13 +180,31 @@ def reshard(run_dir: Path, shards: int, interval: float) -> list[str]:
     # flushed by its retiring shards as they stop.
     time.sleep(max(0.0, since + FLUSH_GRACE_SECS + RETIRE_AFTER_SECS - time.time()))
     stop_group(run_dir, old_group)
-    del parser[f"program:{old_group}"]
-    write_private(conf_path, conf_text(parser).encode())
+    if source is programs:
+        del programs[old_section]
+    else:  # the config's own group, which supervisord merges this into: no process of it starts again
+        programs[old_section] = {"numprocs": "0"}
+    write_private(programs_path, programs_text(programs).encode())
     supervisor_rpc.call(run_dir, "reloadConfig")
     for stale in range(shards, current):  # figures of shard numbers the new ring has not
         (run_dir / "figures" / f"{process_name(AGGREGATOR, stale)}.json").unlink(missing_ok=True)
     return [f"{shards} shards from {time.strftime('%H:%M:%S', time.localtime(since))} on "
-            f"(were {current}); the next pystatsd run in {run_dir} starts {shards}"]
+            f"(were {current}); the next start in {run_dir} runs {shards}"]
+
+
+def conf_in_force(run_dir: Path) -> configparser.RawConfigParser:
+    """The config the supervisord of ``run_dir`` runs, its ``%(here)s`` expanded as supervisord does:
+    the one pystatsd run wrote there, or the repo's supervisord.conf beside it."""
+    if supervisor_rpc.call(run_dir, "getIdentification") == RENDERED_IDENTIFIER:
+        return conf_parser(read_private(run_dir / "supervisord.conf").decode())
+    path = run_dir.parent / "supervisord.conf"
+    if run_dir.name != "run" or not path.exists():
+        raise OperationError(f"the supervisord of {run_dir} runs a config pystatsd run did not write, and no "
+                             f"supervisord.conf has it as its run/ (the repo's layout): {path} is not there")
+    parser = conf_parser(path.read_text(encoding="utf-8"))
+    # What the programs file copies must not keep %(here)s: supervisord reads it as that file's directory.
+    replace_paths(parser, [("%(here)s", str(path.parent))])
+    return parser
 
 
 def start_group(run_dir: Path, group: str, count: int) -> bool:

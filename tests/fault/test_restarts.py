@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import shutil
 import socket
 import subprocess
@@ -278,3 +279,42 @@ def test_reshard_2_to_4_to_3_under_traffic() -> None:
         assert "Switched from 4 shards to 3" in pipeline.log("receiver")
         again = pystatsd(pipeline, "reshard", "3")
         assert (again.returncode, again.stdout.strip()) == (0, "already 3 shards: nothing to do")
+
+
+def shard_processes(pipeline: Pipeline) -> list[str]:
+    """The running shards as supervisorctl names them (group:process)."""
+    return sorted(name for name, (state, _) in pipeline.status().items()
+                  if ":aggregator-" in name and state == "RUNNING")
+
+
+def test_reshard_under_the_repo_s_own_supervisord_conf() -> None:
+    """`supervisord -c supervisord.conf` (the repo's file, not one pystatsd run wrote) reshards as
+    pystatsd run's instance does, and a start after it runs the new count."""
+    with Pipeline(flush_interval=1.0, repo_conf=True) as pipeline:
+        with traffic(pipeline) as load:
+            time.sleep(1.0)
+            result = pystatsd(pipeline, "reshard", "3")
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert "3 shards from " in result.stdout
+            assert shard_processes(pipeline) == [f"aggregator-of-3:aggregator-{k}" for k in range(3)]
+            time.sleep(1.5)
+        sent = dict(load.sent)
+        settled(lambda: per_key(records(pipeline)) == (sent, sent), 15)
+        assert per_key(records(pipeline)) == (sent, sent), pipeline.counted_losses()
+        assert twice(records(pipeline)) == []
+        assert "Switched from 2 shards to 3" in pipeline.log("receiver")
+        shown = pystatsd(pipeline, "status", "--json")
+        processes = json.loads(shown.stdout)["processes"]
+        assert {name: p["state"] for name, p in processes.items() if name.startswith("aggregator")} == \
+            {f"aggregator-{k}": "RUNNING" for k in range(3)}, shown.stdout + shown.stderr
+        # Started again from the same file: the count the reshard left, as pystatsd run starts it.
+        pipeline.ctl("shutdown")
+        wait_for(lambda: not (pipeline.run_dir / "supervisord.pid").exists(), 60, "supervisord to exit")
+        pipeline.shards = 3
+        pipeline.start()
+        assert shard_processes(pipeline) == [f"aggregator-of-3:aggregator-{k}" for k in range(3)]
+        # RUNNING is 1 s alive: healthy is every stage listening and flushing.
+        wait_for(lambda: pystatsd(pipeline, "status").returncode == 0, 30, "the pipeline to be healthy again")
+        pipeline.wait_interval_start()
+        pipeline.send("after.c:1|c\nafter.c:2|c", pipeline.statsd_port)
+        assert [a["value"] for a in pipeline.wait_series("after.c")] == [3.0]
