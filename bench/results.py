@@ -6,6 +6,7 @@ import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 #: A rate passes when the median loss of its runs is under this ...
 MAX_LOSS_PCT = 0.1
@@ -188,17 +189,17 @@ def proven_rate(point: RatePoint) -> float:
     return point.median(lambda run: run.offered_per_sec) if point.generator_limited else point.target_rate
 
 
-def load_results(data: dict[str, object]) -> BenchResults:
-    """The results as ``run.py --json`` wrote them, to render the report again without measuring."""
-    def point(item: dict) -> RatePoint:
+def load_results(data: dict[str, Any]) -> BenchResults:
+    """The results as ``run.py --json`` wrote them (parsed JSON), to render the report again without measuring."""
+    def point(item: dict[str, Any]) -> RatePoint:
         runs = [RunResult(**run) for run in item.pop("runs")]
         return RatePoint(**item, runs=runs)
 
     return BenchResults(
-        meta=data["meta"],  # type: ignore[arg-type]
-        sweep=[point(item) for item in data["sweep"]],  # type: ignore[attr-defined]
-        scaling=[point(item) for item in data["scaling"]],  # type: ignore[attr-defined]
-        idle=[IdleResult(**item) for item in data["idle"]],  # type: ignore[attr-defined]
+        meta=data["meta"],
+        sweep=[point(item) for item in data["sweep"]],
+        scaling=[point(item) for item in data["scaling"]],
+        idle=[IdleResult(**item) for item in data["idle"]],
     )
 
 
@@ -206,6 +207,6 @@ def point_at(points: list[RatePoint], system: str, load: str, rate: float) -> Ra
     return next((p for p in points_of(points, system, load) if p.target_rate == rate), None)
 
 
-def loads_of(meta: dict[str, object]) -> list[Load]:
-    """The loads a run measured, in the order it measured them."""
-    return [Load(**item) for item in meta.get("loads", [])]  # type: ignore[attr-defined]
+def loads_of(meta: dict[str, Any]) -> list[Load]:
+    """The loads a run measured (the parsed JSON of its meta), in the order it measured them."""
+    return [Load(**item) for item in meta.get("loads", [])]

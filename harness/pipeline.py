@@ -182,6 +182,12 @@ class Pipeline:
         lines = self.out_path.read_text().splitlines()
         return [json.loads(line) for line in lines if line]
 
+    def shards_flushed_after(self, stamp: float) -> bool:
+        """Whether every shard has flushed an interval later than ``stamp`` (each shard's self-metrics
+        carry ``shard=<K>``): a shard's flushes arrive in order, so then all of ``stamp``'s are in."""
+        later = {a["tags"].get("shard") for a in self.aggregates() if a["timestamp"] > stamp}
+        return later >= {str(shard) for shard in range(self.shards)}
+
     def series(self, name: str, **tags: str) -> list[dict[str, Any]]:
         """Every aggregate of ``name`` whose tags include ``tags``."""
         return [a for a in self.aggregates()

@@ -19,7 +19,7 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar, Union
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 import yaml
 
@@ -33,7 +33,11 @@ log = logging.getLogger(__name__)
 SYSTEM_CONFIG = Path("/etc/pystatsd/pystatsd.conf")
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "etc" / "pystatsd.yaml"
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+#: A config section: every section is a dataclass (load_section reads its fields).
+T = TypeVar("T", bound="DataclassInstance")
 
 
 class ConfigError(Exception):
@@ -73,7 +77,7 @@ def resolve_secret(value: Secret | None, env: str | None, path: str | None, key:
     if path is not None:
         try:
             mode = os.stat(path).st_mode
-            text = open(path, encoding="utf-8").read().strip()  # noqa: SIM115 - read at once
+            text = open(path, encoding="utf-8").read().strip()  # read whole at once: no `with` to hold it open
         except OSError as exc:
             raise ValueError(f"{key}_file: cannot read {path!r}: {exc.strerror}") from None
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -360,8 +364,7 @@ def load_section(cls: type[T], raw: Any, path: str) -> T:
         raw = {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path or 'config'}: expected a map of keys, got {_type_word(raw)}")
-    # ``cls`` is a dataclass (every section is): a TypeVar cannot say so to the checker.
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     problems: list[str] = []
@@ -404,8 +407,8 @@ def _convert(hint: Any, value: Any, dotted: str) -> Any:
         if value is None:
             return None
         return _convert(options[0], value, dotted)
-    if dataclasses.is_dataclass(hint):
-        return load_section(hint, value, dotted)  # type: ignore[arg-type]  # is_dataclass narrows to an instance
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return load_section(hint, value, dotted)
     if hint is Any:
         return value
     if origin is list:

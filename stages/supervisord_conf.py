@@ -44,11 +44,16 @@ def supervisord_template() -> Path:
     return REPO_TEMPLATE if REPO_TEMPLATE.exists() else INSTALLED_TEMPLATE
 
 
+class _CaseKeepingParser(configparser.RawConfigParser):
+    """configparser's documented way to keep keys' case: an optionxform that changes nothing."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
 def conf_parser(text: str) -> configparser.RawConfigParser:
     """``text`` parsed as supervisord reads it: keys' case kept, ``%`` left alone."""
-    parser = configparser.RawConfigParser(comment_prefixes=(";", "#"), inline_comment_prefixes=None)
-    # configparser's documented way to keep keys' case; typeshed declares optionxform a method.
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser = _CaseKeepingParser(comment_prefixes=(";", "#"), inline_comment_prefixes=None)
     parser.read_string(text)
     return parser
 

@@ -182,7 +182,7 @@ class SinkRunner:
             log.info("Sink %s, removed by a reload, delivered all it held", self.name)
         try:
             self.sink.close()
-        except Exception:  # noqa: BLE001 - a sink's close must not stop the others from closing
+        except Exception:  # a sink's close must not stop the others from closing
             log.exception("Sink %s failed to close", self.name)
         self._log_drops(final=True)
 
@@ -263,7 +263,7 @@ class SinkRunner:
                 self._wait(backoff)
                 backoff = min(backoff * 2, RETRY_MAX_SECS)
                 continue
-            except Exception as exc:  # noqa: BLE001 - one broken sink must never kill the forwarder
+            except Exception as exc:  # one broken sink must never kill the forwarder
                 self.counts.add_error()
                 log.exception("Sink %s failed unexpectedly", self.name)
                 self._drop_current("error", exc)

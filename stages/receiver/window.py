@@ -138,14 +138,14 @@ class PyWindow:
         # A sample's value is a float for every kind but a set's member (the parser makes it so); the
         # checker cannot follow the kind, and a cast per sample would cost this fallback path a call.
         if kind == COUNTER:
-            entry.value += value / rate  # type: ignore[operator]
+            entry.value += value / rate  # type: ignore[operator]  # a number: see above
         elif mtype == GAUGE:
             entry.was_set = True
             entry.value = float(value)
         elif mtype == GAUGE_DELTA:
-            entry.value += value  # type: ignore[operator]
+            entry.value += value  # type: ignore[operator]  # a number: see above
         elif kind == SET:
-            entry.members.setdefault(value, None)  # type: ignore[arg-type]
+            entry.members.setdefault(value, None)  # type: ignore[arg-type]  # a set's member: a str
         elif kind == TRACE:
             entry.value += 1.0 / rate
         else:

@@ -41,6 +41,11 @@ def test_each_stage_logs_each_batch_and_flush_at_debug_level() -> None:
 def test_at_info_level_the_stages_say_nothing_per_batch() -> None:
     with Pipeline() as pipeline:
         pipeline.send(f"{NAME}:1|c", pipeline.statsd_port)
-        pipeline.wait_series(NAME)
+        stamp = pipeline.wait_series(NAME, settle=False)[0]["timestamp"]
+        # Every stage has handled the batch and the flush, and one more interval (stragglers).
+        wait_for(lambda: pipeline.shards_flushed_after(stamp), 10, "every shard to flush the next interval")
         for program in ("receiver", "aggregator-0", "aggregator-1", "forwarder"):
-            assert " DEBUG " not in pipeline.log(program)
+            log = pipeline.log(program)
+            # A missing or empty log holds no DEBUG line either: the stage must have logged at INFO.
+            assert " INFO " in log, f"{program} logged nothing at INFO level: {log!r}"
+            assert " DEBUG " not in log

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from typing import Any
 
 import pytest
 
 from harness.pipeline import Pipeline
 from harness.wait import wait_for
-from stages.receiver.window import CompiledWindow
+from tests.compiled_parts import needs_compiled_bucket, needs_compiled_window
 from tests.unit.lines import BYTES, LINES, OTHER
 
 pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(CompiledWindow is None, reason="nothing compiled to compare the Python with")]
+              needs_compiled_window,
+              needs_compiled_bucket]
 
 INTERVAL = 4.0
 
@@ -57,11 +57,10 @@ def test_the_python_pipeline_delivers_exactly_what_the_compiled_one_does() -> No
         for data in datagrams(random.Random(7)):
             compiled.send(data, compiled.statsd_port)
             python.send(data, python.statsd_port)
-        time.sleep(INTERVAL)
-        wait_for(lambda: len(comparable(python.aggregates())) >= 800 and
-                 len(comparable(compiled.aggregates())) == len(comparable(python.aggregates())), 3 * INTERVAL,
-                 "both pipelines to flush the interval")
-        first = min(a["timestamp"] for a in compiled.aggregates() if a["name"].startswith("mix."))
+        first = wait_for(lambda: min((a["timestamp"] for a in compiled.aggregates() if a["name"].startswith("mix.")),
+                                     default=None), 3 * INTERVAL, "the mix's interval")
+        wait_for(lambda: compiled.shards_flushed_after(first) and python.shards_flushed_after(first), 3 * INTERVAL,
+                 "both pipelines to flush the mix's interval whole")
         in_first = [[a for a in pipeline.aggregates() if a["timestamp"] == first] for pipeline in (compiled, python)]
         assert comparable(in_first[0]) == comparable(in_first[1])
         assert sum(a["value"] for a in in_first[0] if a["name"].startswith("mix.c")) == sum(

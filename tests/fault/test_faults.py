@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -128,11 +129,23 @@ def test_kill_9_of_the_forwarder_shards_hold_their_flushes_and_the_ledger_counts
             # Killed late in an interval, when it has handed on the last flush: the next flushes,
             # due while it restarts, wait in the shards' queues for the new forwarder.
             time.sleep(1.5)
+            killed_at = time.time()
             kill_9(pipeline, "forwarder")
             time.sleep(1.0)
+            stopped_at = time.time()
         # Whatever the dead forwarder held is in the ledger of the new one; the rest arrives.
         wait_for(lambda: sum(delivered(pipeline, n) for n in NAMES) + logged_losses(pipeline, "forwarder")
                  == load.total, 15, "every increment delivered or counted as lost")
+        # Delivered, not only counted: every interval that ended after the kill (an aggregate's timestamp
+        # is its interval's end) was flushed to no forwarder or a restarting one, and each name of it
+        # arrived. The dead forwarder can only have held intervals that ended before.
+        interval = pipeline.flush_interval
+        after_kill = [edge * interval for edge in range(math.floor(killed_at / interval) + 1,
+                                                        math.ceil(stopped_at / interval) + 1)]
+        assert after_kill
+        for name in NAMES:
+            stamps = {a["timestamp"] for a in pipeline.series(name)}
+            assert set(after_kill) <= stamps, f"{name}: intervals lost after the kill: {set(after_kill) - stamps}"
         assert pipeline.status()["forwarder"][0] == "RUNNING"
 
 

@@ -81,12 +81,16 @@ def test_a_million_hostile_datagrams_break_nothing() -> None:
                      + total(pipeline.series("pystatsd.receiver.kernel_drops"))) >= sent and pipeline.aggregates(),
             20, "the receiver to account for every datagram")
         assert accounted
-        time.sleep(pipeline.flush_interval + 0.5)
+        # Stragglers: a batch read before the count was reported may land in the next interval.
+        last = max(a["timestamp"] for a in pipeline.aggregates())
+        wait_for(lambda: pipeline.shards_flushed_after(last + pipeline.flush_interval), 10,
+                 "every shard to flush two more intervals")
         read = total(pipeline.series("pystatsd.receiver.datagrams"))
         dropped_by_kernel = total(pipeline.series("pystatsd.receiver.kernel_drops"))
         assert read + dropped_by_kernel == sent
-        if dropped_by_kernel == 0:
-            assert total(pipeline.series("fuzz.canary")) == canaries
+        # Every canary the kernel let through is delivered once: at most the counted kernel drops are
+        # missing (the drops are counted per socket, not per datagram), and none is counted twice.
+        assert canaries - dropped_by_kernel <= total(pipeline.series("fuzz.canary")) <= canaries
         assert total(pipeline.series("pystatsd.receiver.bad_lines")) > DATAGRAMS // 4
         assert {name: pid for name, (_, pid) in pipeline.status().items()} == pids, "a stage restarted"
         for program in ("receiver", "aggregator-0", "aggregator-1", "forwarder"):

@@ -270,7 +270,7 @@ class StubInflux(http.server.BaseHTTPRequestHandler):
     statuses: list[int] = []
     requests: list[tuple[str, dict[str, str], bytes]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+    def do_POST(self) -> None:  # the name http.server calls
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.requests.append((self.path, dict(self.headers), body))
         status = self.statuses.pop(0) if self.statuses else 204

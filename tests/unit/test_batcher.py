@@ -22,13 +22,14 @@ from stages.receiver.parsers import statsd_lines
 from stages.receiver.unsent import read_predecessor
 from stages.receiver.window import CompiledWindow, PyWindow
 from stages.sharding import shard_for
+from tests.compiled_parts import needs_compiled_window
 
 C, G, GD, MS, S = (int(t) for t in (MetricType.COUNTER, MetricType.GAUGE, MetricType.GAUGE_DELTA,
                                     MetricType.TIMER, MetricType.SET))
 NOW = 1000.25
 WINDOWS = [pytest.param(PyWindow, id="python"),
            pytest.param(CompiledWindow, id="compiled",
-                        marks=pytest.mark.skipif(CompiledWindow is None, reason="the compiled window was not built"))]
+                        marks=needs_compiled_window)]
 
 
 @pytest.fixture(params=WINDOWS)

@@ -12,14 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stages import contract
-from stages.aggregator.series import CompiledBucket, IntervalBucket, SeriesLimit
+from stages.aggregator.series import IntervalBucket, SeriesLimit
 from stages.contract import BatchBody, DecodeError
 from stages.model import series_key
 from stages.receiver.parsers import payload_parser, statsd_lines
 from stages.receiver.window import PyWindow, take_payloads
+from tests.compiled_parts import needs_compiled_bucket
 from tests.unit.lines import LINES, OTHER, generated_lines, payload
 
-pytestmark = pytest.mark.skipif(CompiledBucket is None, reason="the compiled bucket was not built")
+pytestmark = needs_compiled_bucket
 
 OVERFLOW = ("pystatsd_overflow", "true")
 #: Lines whose series a small limit folds: many tags of one name, and the overflow series itself.

@@ -114,7 +114,7 @@ def sinks_with_key(wanted: set[str]) -> list[str]:
 class _NoContent(http.server.BaseHTTPRequestHandler):
     """Takes every POST as an HTTP API that has nothing to answer does: 204."""
 
-    def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+    def do_POST(self) -> None:  # the name http.server calls
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.send_response(204)
         self.send_header("Content-Length", "0")

@@ -21,6 +21,7 @@ from stages.aggregator.series import IntervalBucket, SeriesLimit
 from stages.model import MetricType, Sample, series_key, tag_tuple
 from stages.receiver.parsers import parse_payload, payload_parser, statsd_lines
 from stages.receiver.window import CompiledWindow, PyWindow, take_payloads
+from tests.compiled_parts import needs_compiled_window
 from tests.unit import parser_benchmarks
 from tests.unit.lines import (
     BYTES,
@@ -36,7 +37,7 @@ from tests.unit.lines import (
     payload,
 )
 
-pytestmark = pytest.mark.skipif(CompiledWindow is None, reason="the compiled window was not built")
+pytestmark = needs_compiled_window
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "datagrams"
 DEFAULTS = {"host": "h1", "env": "stage"}
