@@ -128,6 +128,8 @@ def _summary(figures: dict[str, Any]) -> str:
         parts.append(f"bad_lines {_by_reason(bad)}")
     if figures.get("dropped_shard_full"):
         parts.append(f"dropped_shard_full {sum(figures['dropped_shard_full'].values()):,}")
+    if figures.get("rule_dropped"):
+        parts.append(f"rule_dropped {figures['rule_dropped']:,}")
     if figures.get("connections") or figures.get("connections_refused") or figures.get("connections_closed"):
         # Stream listeners only: how many clients hold a connection, and whom the limits turned away or closed.
         parts.append(f"connections {figures['connections']:,}")

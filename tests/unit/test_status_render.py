@@ -56,6 +56,16 @@ def test_a_sink_a_reload_removed_shows_what_it_dropped_by_reason() -> None:
     assert lines[-1].split() == ["kafka", "0", "0", "69", "(removed=69)", "14", "removed"]
 
 
+def test_metrics_the_rules_dropped_are_shown_when_there_are_any() -> None:
+    status = report()
+    status["stages"]["receiver"]["figures"].update(rule_dropped=1234)
+    (line,) = [line for line in render(status, NOW).splitlines() if line.startswith("receiver")]
+    assert line.endswith("bad_lines 3 (bad_type=1, no_value=2)  rule_dropped 1,234")
+    status["stages"]["receiver"]["figures"].update(rule_dropped=0)
+    (line,) = [line for line in render(status, NOW).splitlines() if line.startswith("receiver")]
+    assert "rule_dropped" not in line
+
+
 def test_stream_connections_show_what_the_limits_refused_and_closed() -> None:
     status = report()
     status["stages"]["receiver"]["figures"].update(
