@@ -28,6 +28,8 @@ class ReceiverFigures(TypedDict):
     connections: int
     connections_refused: dict[str, int]
     connections_closed: dict[str, int]
+    #: metrics the rules seam dropped (stages/receiver/identity.py)
+    rule_dropped: int
 
 
 class ShardFigures(TypedDict):

@@ -61,6 +61,8 @@ TABLE: tuple[SelfMetric, ...] = (
     SelfMetric("receiver", "connections_refused", "counter", ("receiver", "reason"),
                "new stream connections closed unread at `peer_limit` or `connection_limit` (their data is lost, "
                "counted here)"),
+    SelfMetric("receiver", "rule_dropped", "counter", ("receiver",),
+               "metrics a rule dropped before aggregation (the receiver's rules seam, stages/receiver/identity.py)"),
     SelfMetric("aggregator", "metrics", "counter", ("shard",),
                "metrics aggregated (repeats the receiver summed count each)"),
     SelfMetric("aggregator", "series", "gauge", ("shard",),

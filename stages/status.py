@@ -134,6 +134,8 @@ def _receiver_summary(figures: ReceiverFigures) -> str:
         parts.append(f"bad_lines {_by_reason(figures['bad_lines'])}")
     if figures["dropped_shard_full"]:
         parts.append(f"dropped_shard_full {sum(figures['dropped_shard_full'].values()):,}")
+    if figures["rule_dropped"]:
+        parts.append(f"rule_dropped {figures['rule_dropped']:,}")
     if figures["connections"] or figures["connections_refused"] or figures["connections_closed"]:
         # Stream listeners only: how many clients hold a connection, and whom the limits turned away or closed.
         parts.append(f"connections {figures['connections']:,}")

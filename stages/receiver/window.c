@@ -21,6 +21,10 @@
  * might read, ...) goes to the Python parser through `fallback`, one line at a time, so exotic
  * input is decided by the specification itself (`fallbacks` counts them). A payload holding a line
  * that starts a JSON document the C cannot refuse itself: `feed` stops there and the caller routes it.
+ *
+ * Given rules (stages.receiver.identity), the C asks them of each series it has not seen, by its
+ * built key, and keeps their answer in a second key table (rule_identity): without rules that costs
+ * one NULL check per line.
  */
 #include "keytable.h"
 
@@ -162,6 +166,12 @@ typedef struct {
     long long metrics;
     long long *shard_metrics;  /* metrics per shard: what a kill -9 would take from each (stages.receiver.unsent) */
     long long fallbacks;     /* lines handed to the Python parser: what the C was not sure of */
+    PyObject *rules;         /* stages.receiver.identity.Rules; NULL without rules: nothing is asked */
+    PyObject *answer;        /* stages.receiver.identity.answer, with rules */
+    key_table answers;       /* with rules: (type, series key) -> rule_answer, misses too */
+    buffer answer_keys;      /* the new series keys the answers point into */
+    Py_ssize_t cache_size;   /* answers kept at most: the table is emptied when one more would not fit */
+    long long rule_dropped;  /* samples the rules dropped */
     unsigned char tag_slots[256];  /* TAG_SLOTS: a line's tags by key, once it has many (put_tag) */
 } Window;
 
@@ -199,6 +209,100 @@ static entry *find_entry(Window *w, int kind, const char *key, Py_ssize_t key_le
         e->shard = (int)(crc32_of(key, name_len) % (uint32_t)w->shards);
     }
     return e;
+}
+
+/* ---- the seam for rules (stages.receiver.identity): a series' identity rewritten or dropped ---- */
+
+/* The payload of an item of w->answers: what the rules made of its series (UNASKED: their call failed). */
+enum { UNASKED = 0, UNCHANGED, DROPPED, RENAMED };
+typedef struct {
+    int state;
+    Py_ssize_t offset, len, name_len;  /* RENAMED: the new series key in w->answer_keys, its name's length */
+} rule_answer;
+
+/* The flat tags (k1, v1, ...) of a series key's tail after its name ("", or "\x1fk1\x1fv1..."). */
+static PyObject *tags_of(const char *p, Py_ssize_t n)
+{
+    Py_ssize_t count = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        count += p[i] == KEY_SEPARATOR;
+    PyObject *tags = PyTuple_New(count);
+    const char *end = p + n;
+    for (Py_ssize_t i = 0; tags != NULL && i < count; i++) {
+        const char *start = p + 1;
+        const char *next = memchr(start, KEY_SEPARATOR, (size_t)(end - start));
+        p = next ? next : end;
+        PyObject *text = PyUnicode_DecodeUTF8(start, p - start, NULL);
+        if (text == NULL)
+            Py_CLEAR(tags);
+        else
+            PyTuple_SET_ITEM(tags, i, text);
+    }
+    return tags;
+}
+
+/* identity.answer(rules, name, type, tags) of one series, into *a. 0, or -1 error (*a left UNASKED). */
+static int ask_rules(Window *w, int kind, const char *key, Py_ssize_t key_len, Py_ssize_t name_len, rule_answer *a)
+{
+    PyObject *name = PyUnicode_DecodeUTF8(key, name_len, NULL);
+    PyObject *tags = name ? tags_of(key + name_len, key_len - name_len) : NULL;
+    PyObject *type = tags ? PyLong_FromLong(kind) : NULL;
+    PyObject *got = type ? PyObject_CallFunctionObjArgs(w->answer, w->rules, name, type, tags, NULL) : NULL;
+    Py_XDECREF(name);
+    Py_XDECREF(tags);
+    Py_XDECREF(type);
+    if (got == NULL)
+        return -1;
+    int failed = 0;
+    if (got == Py_None) {
+        a->state = UNCHANGED;
+    } else if (got == Py_False) {
+        a->state = DROPPED;
+    } else if (PyUnicode_Check(got)) {
+        Py_ssize_t n;
+        const char *p = PyUnicode_AsUTF8AndSize(got, &n);
+        Py_ssize_t offset = w->answer_keys.len;
+        failed = p == NULL || buffer_put(&w->answer_keys, p, n) < 0;
+        if (!failed) {
+            const char *separator = memchr(p, KEY_SEPARATOR, (size_t)n);
+            *a = (rule_answer){RENAMED, offset, n, separator ? separator - p : n};
+        }
+    } else {
+        PyErr_SetString(PyExc_TypeError, "rules: identity.answer gives None, False or a series key");
+        failed = 1;
+    }
+    Py_DECREF(got);
+    return failed ? -1 : 0;
+}
+
+/*
+ * What the rules make of the series (*key, *key_len: its built key; *name_len: its name's bytes) of
+ * type `kind`: 0 kept, with *key, *key_len and *name_len now the series to file it under (the same or
+ * the rules' new one); 1 dropped; -1 error. The rules are asked only when w->answers does not hold
+ * the series, which keeps their answer, a miss too, until it is emptied for want of room.
+ */
+static int rule_identity(Window *w, int kind, const char **key, Py_ssize_t *key_len, Py_ssize_t *name_len)
+{
+    int created;
+    Py_ssize_t i = table_find(&w->answers, kind, *key, *key_len, &created);
+    if (i >= 0 && created && w->answers.n > w->cache_size) {
+        table_clear(&w->answers);  /* full: emptied, then this series alone, as identity.Answers does */
+        w->answer_keys.len = 0;
+        i = table_find(&w->answers, kind, *key, *key_len, &created);
+    }
+    if (i < 0)
+        return -1;
+    rule_answer *a = table_item(&w->answers, i);
+    if (a->state == UNASKED && ask_rules(w, kind, *key, *key_len, *name_len, a) < 0)
+        return -1;
+    if (a->state == DROPPED)
+        return 1;
+    if (a->state == RENAMED) {
+        *key = w->answer_keys.data + a->offset;
+        *key_len = a->len;
+        *name_len = a->name_len;
+    }
+    return 0;
 }
 
 static int add_value(entry *e, int mtype, double value, double rate)
@@ -741,7 +845,18 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
             if (fabs(w->numbers[i] / rate) > MAX_MAGNITUDE)
                 return R_OUT_OF_RANGE;  /* what it adds would be out of range */
     }
-    entry *e = find_entry(w, mtype, w->scratch.data, w->scratch.len, name_len);
+    const char *key = w->scratch.data;
+    Py_ssize_t key_len = w->scratch.len;
+    if (w->rules != NULL) {
+        int dropped = rule_identity(w, mtype, &key, &key_len, &name_len);
+        if (dropped < 0)
+            return -1;
+        if (dropped) {
+            w->rule_dropped += count;  /* each value of the line a sample, as the parser makes them */
+            return OK;
+        }
+    }
+    entry *e = find_entry(w, mtype, key, key_len, name_len);
     if (e == NULL)
         return -1;
     if (mtype == SET) {
@@ -817,7 +932,18 @@ static int add_sample(Window *w, PyObject *sample)
             return -1;
     }
     int kind = mtype == GAUGE_DELTA ? GAUGE : (int)mtype;
-    entry *e = find_entry(w, kind, b->data, b->len, name_len);
+    const char *key = b->data;
+    Py_ssize_t key_len = b->len;
+    if (w->rules != NULL) {
+        int dropped = rule_identity(w, kind, &key, &key_len, &name_len);
+        if (dropped < 0)
+            return -1;
+        if (dropped) {
+            w->rule_dropped++;
+            return 0;
+        }
+    }
+    entry *e = find_entry(w, kind, key, key_len, name_len);
     if (e == NULL)
         return -1;
     w->metrics++;
@@ -997,13 +1123,52 @@ static void clear_entries(Window *w)
         memset(w->shard_metrics, 0, (size_t)w->shards * sizeof(long long));
 }
 
+/* The rules and the cache of their answers; the answer function and the default size from stages.receiver.identity,
+ * the one place they are declared. */
+static int init_rules(Window *w, PyObject *rules, Py_ssize_t cache_size)
+{
+    if (!PyCallable_Check(rules)) {
+        PyErr_SetString(PyExc_TypeError, "rules: a callable, or None");
+        return -1;
+    }
+    PyObject *identity = PyImport_ImportModule("stages.receiver.identity");
+    if (identity == NULL)
+        return -1;
+    PyObject *answer = PyObject_GetAttrString(identity, "answer");
+    if (answer != NULL && cache_size < 0) {
+        PyObject *size = PyObject_GetAttrString(identity, "CACHE_SIZE");
+        cache_size = size ? PyLong_AsSsize_t(size) : -1;
+        Py_XDECREF(size);
+    }
+    Py_DECREF(identity);
+    if (answer == NULL || PyErr_Occurred()) {
+        Py_XDECREF(answer);
+        return -1;
+    }
+    if (cache_size < 1) {
+        Py_DECREF(answer);
+        PyErr_SetString(PyExc_ValueError, "cache_size: at least 1");
+        return -1;
+    }
+    if (table_init(&w->answers, sizeof(rule_answer), w) < 0) {
+        Py_DECREF(answer);
+        return -1;
+    }
+    Py_INCREF(rules);
+    w->rules = rules;
+    w->answer = answer;
+    w->cache_size = cache_size;
+    return 0;
+}
+
 static int Window_init(Window *w, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"shards", "defaults", "fallback", NULL};
+    static char *kwlist[] = {"shards", "defaults", "fallback", "rules", "cache_size", NULL};
     int shards;
-    PyObject *defaults, *fallback;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO!O:Window", kwlist, &shards, &PyTuple_Type, &defaults,
-                                     &fallback))
+    PyObject *defaults, *fallback, *rules = Py_None;
+    Py_ssize_t cache_size = -1;  /* identity.CACHE_SIZE */
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO!O|On:Window", kwlist, &shards, &PyTuple_Type, &defaults,
+                                     &fallback, &rules, &cache_size))
         return -1;
     if (shards < 1) {
         PyErr_SetString(PyExc_ValueError, "shards: at least 1");
@@ -1071,6 +1236,8 @@ static int Window_init(Window *w, PyObject *args, PyObject *kwargs)
     PyMem_Free(lengths);
     Py_INCREF(fallback);
     w->fallback = fallback;
+    if (rules != Py_None && init_rules(w, rules, cache_size) < 0)
+        return -1;
     return table_init(&w->table, sizeof(entry), w);
 }
 
@@ -1078,6 +1245,10 @@ static void Window_dealloc(Window *w)
 {
     clear_entries(w);
     table_free(&w->table);
+    table_free(&w->answers);
+    PyMem_Free(w->answer_keys.data);
+    Py_XDECREF(w->rules);
+    Py_XDECREF(w->answer);
     PyMem_Free(w->scratch.data);
     PyMem_Free(w->numbers);
     PyMem_Free(w->defaults);
@@ -1256,6 +1427,7 @@ static PyObject *Window_get_shard_metrics(Window *w, void *closure)
 }
 static PyObject *Window_get_entries(Window *w, void *closure) { return PyLong_FromSsize_t(w->table.n); }
 static PyObject *Window_get_fallbacks(Window *w, void *closure) { return PyLong_FromLongLong(w->fallbacks); }
+static PyObject *Window_get_rule_dropped(Window *w, void *closure) { return PyLong_FromLongLong(w->rule_dropped); }
 
 static PyMethodDef Window_methods[] = {
     {"feed", (PyCFunction)Window_feed, METH_VARARGS,
@@ -1273,6 +1445,8 @@ static PyGetSetDef Window_getset[] = {
      NULL},
     {"fallbacks", (getter)Window_get_fallbacks, NULL,
      "lines handed to the Python parser since the window was made (what the C was not sure of)", NULL},
+    {"rule_dropped", (getter)Window_get_rule_dropped, NULL, "samples the rules dropped since the window was made",
+     NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

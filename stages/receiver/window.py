@@ -13,7 +13,8 @@ it when it was built; the property tests prove both give the same batches and ba
 
 A window reads no socket, and imports no parser: its ``parse_lines`` (the statsd parser, see
 :func:`stages.receiver.parsers.statsd_lines`) is given to it, and the Python window hands it every
-line.
+line. Given ``rules`` (:mod:`.identity`), each window asks them what becomes of each new series
+before it is given an entry and a shard, and counts what they drop in ``rule_dropped``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from stages import compiled, contract
-from stages.model import MetricType, Sample, Tags, series_key
+from stages.model import MetricType, Sample, Tags, series_key, series_name
+from stages.receiver.identity import CACHE_SIZE, Answers, Rules
 from stages.sharding import shard_for
 
 if TYPE_CHECKING:
@@ -66,6 +68,10 @@ class Window(Protocol):
     def shard_metrics(self) -> list[int]:
         """Per shard, the samples taken in since the last :meth:`take` (what a kill would lose of each)."""
 
+    @property
+    def rule_dropped(self) -> int:
+        """Samples the rules dropped since the window was made."""
+
     def feed(self, payloads: list[bytes], start: int, bad: dict[str, int]) -> int:
         """Take ``payloads[start:]`` as statsd lines, up to the first that may hold a JSON document (the
         caller routes it); returns that payload's index, or the length. PyWindow leaves every payload
@@ -95,9 +101,13 @@ class _Entry:
 
 
 class PyWindow:
-    def __init__(self, shards: int, defaults: Tags, parse_lines: LineParser) -> None:
+    def __init__(self, shards: int, defaults: Tags, parse_lines: LineParser, rules: Rules | None = None,
+                 cache_size: int = CACHE_SIZE) -> None:
         if shards < 1:
             raise ValueError("shards: at least 1")
+        #: None without rules: add() then pays one comparison for them.
+        self._answers = Answers(rules, cache_size) if rules is not None else None
+        self.rule_dropped = 0
         self.shards = shards
         #: The agent's default tags: the compiled window merges them into the lines it parses itself;
         #: here parse_lines, which parses every line, does (the two take the same arguments).
@@ -128,6 +138,14 @@ class PyWindow:
         name, mtype, value, rate, tags = sample
         kind = GAUGE if mtype == GAUGE_DELTA else mtype
         key = series_key(name, tags)
+        if self._answers is not None:
+            answer = self._answers.of(kind, key, name, tags)
+            if answer is False:
+                self.rule_dropped += 1
+                return
+            if answer is not None:
+                key = answer
+                name = series_name(key)
         entry = self._entries.get((kind, key))
         if entry is None:
             entry = self._entries[(kind, key)] = _Entry(kind, key, shard_for(name, self.shards))
@@ -195,12 +213,13 @@ def take_payloads(window: Window, payloads: list[bytes], parse_payload: PayloadP
             taken += 1
 
 
-def new_window(shards: int, defaults: Tags, parse_lines: LineParser) -> Window:
-    """The compiled window where it was built (see :mod:`stages.compiled`), else :class:`PyWindow`."""
+def new_window(shards: int, defaults: Tags, parse_lines: LineParser, rules: Rules | None = None) -> Window:
+    """The compiled window where it was built (see :mod:`stages.compiled`), else :class:`PyWindow`; each
+    asks ``rules`` (see :mod:`.identity`) what becomes of each new series, None for no rules."""
     if compiled.wanted() and CompiledWindow is not None:
-        return CompiledWindow(shards, defaults, parse_lines)
+        return CompiledWindow(shards, defaults, parse_lines, rules)
     if CompiledWindow is None:
         log.info("Parsing in Python: the compiled window was not built when pystatsd was installed")
     else:
         log.info("Parsing in Python: PYSTATSD_PURE_PYTHON is set")
-    return PyWindow(shards, defaults, parse_lines)
+    return PyWindow(shards, defaults, parse_lines, rules)

@@ -39,6 +39,7 @@ DRIVER = textwrap.dedent('''
     Bucket = load("stages.aggregator._bucket", sys.argv[2]).Bucket
     from stages.aggregator.series import SeriesLimit
     from stages.receiver.parsers import payload_parser, statsd_lines
+    from stages.receiver.identity import DROP
     from stages.receiver.window import take_payloads
     from tests.unit.lines import BYTES, HOSTILE, HOSTILE_BYTES, LINES, OTHER
 
@@ -78,6 +79,22 @@ DRIVER = textwrap.dedent('''
                 pass
         contents = bucket.contents()
         assert contents[0], "no counters held"
+    # The seam for rules: every answer (kept, renamed, re-tagged, dropped) with a cache small enough to
+    # be emptied again and again.
+    def rules(name, mtype, tags):
+        pick = len(name) % 4
+        if pick == 0:
+            return DROP
+        if pick == 1:
+            return "renamed." + name[:2], tags + ("rule", "x")
+        return (name, ()) if pick == 2 else None
+
+    ruled = Window(3, ("host", "h1"), statsd_lines(defaults), rules, 7)
+    for start in range(0, len(payloads), 64):
+        take_payloads(ruled, payloads[start:start + 64], parse, bad)
+        for shard in ruled.take(rng.randint(1, 50)):
+            bodies += len(shard)
+    assert ruled.rule_dropped > 0, "no metric dropped by a rule"
     print("ok", bodies, sum(bad.values()))
 ''')
 

@@ -20,7 +20,7 @@ def report() -> dict[str, Any]:
                 "receiver": record("receiver", {
                     "listeners": ["udp://127.0.0.1:8125"], "datagrams": 12, "metrics": 1500, "kernel_drops": 0,
                     "bad_lines": {"no_value": 2, "bad_type": 1}, "dropped_shard_full": {}, "connections": 0,
-                    "connections_refused": {}, "connections_closed": {}}),
+                    "connections_refused": {}, "connections_closed": {}, "rule_dropped": 0}),
                 "aggregator-0": record("aggregator", {"shard": 0, "aggregates": 3, "metrics": 1500, "gauges": 0,
                                                       "held_flushes": 0, "dropped_flushes": 0, "bad_messages": {}}),
                 "forwarder": record("forwarder", {
@@ -57,6 +57,16 @@ def test_a_sink_a_reload_removed_shows_what_it_dropped_by_reason() -> None:
     assert lines[-2].split() == ["influxdb", "3", "2", "5", "(buffer_full=1,", "removed=4)", "1", "removed,",
                                  "draining", "(failing:", "InfluxDB", "at", "http://127.0.0.1:1", "unreachable)"]
     assert lines[-1].split() == ["kafka", "0", "0", "69", "(removed=69)", "14", "removed"]
+
+
+def test_metrics_the_rules_dropped_are_shown_when_there_are_any() -> None:
+    status = report()
+    status["stages"]["receiver"]["figures"].update(rule_dropped=1234)
+    (line,) = [line for line in render(status, NOW).splitlines() if line.startswith("receiver")]
+    assert line.endswith("bad_lines 3 (bad_type=1, no_value=2)  rule_dropped 1,234")
+    status["stages"]["receiver"]["figures"].update(rule_dropped=0)
+    (line,) = [line for line in render(status, NOW).splitlines() if line.startswith("receiver")]
+    assert "rule_dropped" not in line
 
 
 def test_stream_connections_show_what_the_limits_refused_and_closed() -> None:

@@ -8,8 +8,11 @@ lines and write byte-identical batch bodies; PyWindow.feed gives what the routin
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -18,9 +21,12 @@ from hypothesis import strategies as st
 
 from stages import contract
 from stages.aggregator.series import IntervalBucket, SeriesLimit
-from stages.model import MetricType, Sample, series_key, tag_tuple
+from stages.model import MetricType, Sample, Tags, series_key, tag_tuple
+from stages.receiver import identity
+from stages.receiver.identity import CACHE_SIZE, DROP, Decision, Rules
 from stages.receiver.parsers import parse_payload, payload_parser, statsd_lines
 from stages.receiver.window import CompiledWindow, PyWindow, take_payloads
+from stages.sharding import shard_for
 from tests.compiled_parts import needs_compiled_window
 from tests.unit import parser_benchmarks
 from tests.unit.lines import (
@@ -42,10 +48,14 @@ pytestmark = needs_compiled_window
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "datagrams"
 DEFAULTS = {"host": "h1", "env": "stage"}
 
-def window_pair(shards: int = 3, defaults: dict[str, str] | None = None) -> tuple[PyWindow, object]:
+def window_pair(shards: int = 3, defaults: dict[str, str] | None = None,
+                rules: tuple[Rules, Rules] | None = None, cache_size: int = CACHE_SIZE) -> tuple[PyWindow, object]:
+    """A Python and a compiled window alike; with ``rules``, the first for the Python one, the second the other."""
     defaults = DEFAULTS if defaults is None else defaults
     flat = tag_tuple({}, defaults)
-    return PyWindow(shards, flat, statsd_lines(defaults)), CompiledWindow(shards, flat, statsd_lines(defaults))
+    python_rules, compiled_rules = rules or (None, None)
+    return (PyWindow(shards, flat, statsd_lines(defaults), python_rules, cache_size),
+            CompiledWindow(shards, flat, statsd_lines(defaults), compiled_rules, cache_size))
 
 
 def fed(window: object, payloads: list[bytes], defaults: dict[str, str] | None = None) -> dict[str, int]:
@@ -55,11 +65,13 @@ def fed(window: object, payloads: list[bytes], defaults: dict[str, str] | None =
 
 
 def assert_same(payloads: list[bytes], shards: int = 3, max_entries: int = 7,
-                defaults: dict[str, str] | None = None) -> list[list[tuple[bytes, int, int]]]:
-    python, compiled = window_pair(shards, defaults)
+                defaults: dict[str, str] | None = None, rules: tuple[Rules, Rules] | None = None,
+                cache_size: int = CACHE_SIZE) -> list[list[tuple[bytes, int, int]]]:
+    python, compiled = window_pair(shards, defaults, rules, cache_size)
     python_bad, compiled_bad = fed(python, payloads, defaults), fed(compiled, payloads, defaults)
     assert compiled_bad == python_bad
     assert (compiled.metrics, compiled.entries) == (python.metrics, python.entries)  # type: ignore[attr-defined]
+    assert compiled.rule_dropped == python.rule_dropped  # type: ignore[attr-defined]
     held = python.shard_metrics
     assert compiled.shard_metrics == held  # type: ignore[attr-defined]
     python_batches, compiled_batches = python.take(max_entries), compiled.take(max_entries)  # type: ignore[attr-defined]
@@ -269,3 +281,180 @@ def test_the_micro_benchmarks_run() -> None:
     figures = parser_benchmarks.benchmark(series=200, datagrams=40)
     assert {"window, compiled", "window, python", "bucket merge, python"} <= set(figures)
     assert all(nanoseconds > 0 for nanoseconds in figures.values())
+
+
+# ---- the seam for rules (stages.receiver.identity): both windows ask the same, and file the same ----
+
+def without(tags: Tags, key: str) -> Tags:
+    """Flat ``tags`` without ``key``."""
+    return tuple(text for k, v in zip(tags[::2], tags[1::2], strict=True) if k != key for text in (k, v))
+
+
+class Renaming:
+    """Rules that rename (many names into few, on other shards), add and remove tags (merging series), drop
+    (by name, and by type alone), and leave alone; each question asked is noted."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, int, Tags]] = []
+
+    def __call__(self, name: str, mtype: int, tags: Tags) -> Decision:
+        self.asked.append((name, mtype, tags))
+        pick = zlib.crc32(name.encode("utf-8", "surrogatepass")) % 6
+        if pick == 0:
+            return DROP
+        if pick == 1:
+            return f"renamed.{len(name) % 4}", tags
+        if pick == 2:  # the host tag removed, two added out of order: the seam sorts them
+            return name, (*without(tags, "host"), "zz", "last", "aa", name[:3])
+        if pick == 3:
+            return DROP if mtype == int(MetricType.COUNTER) else None
+        if pick == 4:
+            return "all.tags.gone", ()
+        return None
+
+
+def renaming_pair() -> tuple[Renaming, Renaming]:
+    return Renaming(), Renaming()
+
+
+def assert_same_with_rules(payloads: list[bytes], shards: int = 3, max_entries: int = 7,
+                           defaults: dict[str, str] | None = None, cache_size: int = CACHE_SIZE) -> None:
+    rules = renaming_pair()
+    assert_same(payloads, shards, max_entries, defaults, rules, cache_size)
+    assert rules[0].asked == rules[1].asked
+    if cache_size == CACHE_SIZE:  # nothing emptied: each distinct name, type and tag set asked once
+        assert len(set(rules[0].asked)) == len(rules[0].asked)
+
+
+def test_every_hand_picked_line_gives_the_same_batches_under_rules() -> None:
+    for line in LINES + OTHER:
+        assert_same_with_rules([payload([line])])
+    for data in BYTES + HOSTILE_BYTES:
+        assert_same_with_rules([data])
+    assert_same_with_rules([payload(LINES + OTHER + HOSTILE)] + BYTES, shards=1, max_entries=1000)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.sampled_from(LINES + OTHER), min_size=1, max_size=10), st.booleans()),
+                min_size=1, max_size=8),
+       st.integers(1, 4), st.integers(1, 20), st.sampled_from([{}, DEFAULTS, {"env": "prod", "zone": "a b"}]),
+       st.sampled_from([1, 2, 5, CACHE_SIZE]))
+def test_random_bursts_give_the_same_batches_under_rules(datagrams, shards, max_entries, defaults, cache_size) -> None:
+    assert_same_with_rules([payload(lines, newline_after) for lines, newline_after in datagrams], shards, max_entries,
+                           defaults, cache_size)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(generated_lines(), min_size=1, max_size=20), st.sampled_from([1, 3, CACHE_SIZE]))
+def test_random_values_give_the_same_batches_under_rules(lines, cache_size) -> None:
+    assert_same_with_rules([payload(lines)], shards=2, max_entries=4, cache_size=cache_size)
+
+
+def counters_of(window: object) -> dict[str, tuple[int, float]]:
+    """Per series key, (its shard, its counter sum), from a take of everything."""
+    out = {}
+    for shard, batches in enumerate(window.take(1000)):  # type: ignore[attr-defined]
+        for body, _, _ in batches:
+            counters = contract.decode_batch_body(body).counters
+            out.update({key: (shard, value) for key, value in zip(counters[::2], counters[1::2], strict=True)})
+    return out
+
+
+def test_a_renamed_series_lands_on_its_new_name_s_shard_and_removed_tags_merge_series() -> None:
+    def rules(name: str, mtype: int, tags: Tags) -> Decision:
+        if name.startswith("api."):  # api.<host>.<method>.requests: the parts into tags
+            _, host, method, _ = name.split(".")
+            return "api.requests", (*tags, "host", host, "method", method)
+        if name == "web.hits":
+            return name, without(tags, "pod")
+        return DROP if name.startswith("debug.") else None
+
+    lines = (["api.h1.GET.requests:1|c", "api.h2.GET.requests:2|c", "api.h1.GET.requests:3|c|@0.5",
+              "web.hits:1|c|#pod:a", "web.hits:2|c|#pod:b", "web.hits:4|c|#pod:c,zone:z", "kept:1|c"]
+             + ["debug.x:1|c", "debug.y:1:2:3|c"] * 5)
+    for window in window_pair(shards=4, defaults={"env": "prod"}, rules=(rules, rules)):
+        assert fed(window, [payload(lines)], defaults={"env": "prod"}) == {}
+        # every sample counted: in the window, or as dropped by a rule
+        assert (window.metrics, window.rule_dropped) == (7, 20)  # type: ignore[attr-defined]
+        shard = functools.partial(shard_for, shard_count=4)
+        assert counters_of(window) == {
+            series_key("api.requests", ("env", "prod", "host", "h1", "method", "GET")): (shard("api.requests"), 7.0),
+            series_key("api.requests", ("env", "prod", "host", "h2", "method", "GET")): (shard("api.requests"), 2.0),
+            series_key("web.hits", ("env", "prod")): (shard("web.hits"), 3.0),
+            series_key("web.hits", ("env", "prod", "zone", "z")): (shard("web.hits"), 4.0),
+            series_key("kept", ("env", "prod")): (shard("kept"), 1.0),
+        }
+        assert {shard("api.requests"), shard("web.hits")} != {shard("api.h1.GET.requests")}  # the lines moved
+
+
+def test_rules_are_asked_once_per_distinct_name_type_and_tag_set_across_takes_misses_included() -> None:
+    lines = ["a:1|c", "a:1|c|#k:v", "a:1|ms", "a:+1|g", "a:1|g", "b:1|c", "drop.me:1|c", "x.y:1|c"] * 50
+    document = json.dumps([{"metric_name": "j", "metric_type": "counter", "value": 1}] * 3).encode()
+    for window, rules in zip(window_pair(shards=2, defaults={}, rules=(python := renaming_pair())), python,
+                             strict=True):
+        for _ in range(3):
+            fed(window, [payload(lines), document], defaults={})
+            window.take(5)  # type: ignore[attr-defined]
+        assert sorted(rules.asked) == [("a", 1, ()), ("a", 1, ("k", "v")), ("a", 2, ()), ("a", 4, ()), ("b", 1, ()),
+                                       ("drop.me", 1, ()), ("j", 1, ()), ("x.y", 1, ())]
+
+
+def test_the_cache_is_bounded_and_emptied_when_full() -> None:
+    for window, rules in zip(window_pair(shards=1, defaults={}, rules=(python := renaming_pair()), cache_size=2),
+                             python, strict=True):
+        fed(window, [b"a:1|c\nb:1|c\na:1|c\nb:1|c"], defaults={})
+        assert len(rules.asked) == 2
+        fed(window, [b"c:1|c"], defaults={})  # no room: emptied, then c alone
+        fed(window, [b"c:1|c\na:1|c\nc:1|c\na:1|c"], defaults={})
+        assert [name for name, _, _ in rules.asked] == ["a", "b", "c", "a"]
+        fed(window, [b"b:1|c\nc:1|c"], defaults={})  # {c, a} is full: b empties it; c then asked again
+        assert [name for name, _, _ in rules.asked] == ["a", "b", "c", "a", "b", "c"]
+
+
+def test_without_rules_nothing_is_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    def asked(*args: object) -> None:
+        raise AssertionError("asked without rules")
+
+    monkeypatch.setattr(identity, "answer", asked)
+    monkeypatch.setattr(identity.Answers, "of", asked)
+    assert_same([payload(LINES + OTHER)] + BYTES)
+    for window in window_pair(rules=None):
+        fed(window, [payload(LINES)])
+        assert window.rule_dropped == 0  # type: ignore[attr-defined]
+
+
+def test_a_rule_that_fails_or_answers_wrong_is_an_error_asked_again_not_a_crash() -> None:
+    calls = []
+
+    def failing(name: str, mtype: int, tags: Tags) -> Decision:
+        calls.append(name)
+        raise RuntimeError("rule broke")
+
+    for wrong in [("", ()), ("a\x1fb", ()), ("a", ("k",)), ("a", ["k", "v"]), ("a", ("k", 1))]:
+        for window in window_pair(rules=(lambda *_, wrong=wrong: wrong,) * 2):  # type: ignore[misc]
+            with pytest.raises(ValueError, match="rules: "):
+                fed(window, [b"x:1|c"])
+    for window in window_pair(shards=1, rules=(failing, failing)):
+        for _ in range(2):
+            with pytest.raises(RuntimeError, match="rule broke"):
+                fed(window, [b"x:1|c"])
+        assert window.metrics == 0  # type: ignore[attr-defined]
+    assert calls == ["x"] * 4
+
+
+def test_the_compiled_window_keeps_no_reference_it_should_not() -> None:
+    decision = ("renamed", ("k", "v"))
+
+    def rules(name: str, mtype: int, tags: Tags) -> Decision:
+        return decision if name != "gone" else DROP
+
+    compiled = CompiledWindow(1, (), statsd_lines({}), rules, 1)  # type: ignore[misc]
+    before = sys.getrefcount(decision), sys.getrefcount(rules), sys.getrefcount(DROP)
+    for _ in range(3):  # every line a miss: the cache holds one series
+        fed(compiled, [payload([f"n{i}:1|c|#t:{i}" for i in range(500)] + ["gone:1|c", "n1:u|s"])], defaults={})
+        compiled.take(100)  # type: ignore[attr-defined]
+        fed(compiled, [json.dumps({"metric_name": "gone", "metric_type": "counter"}).encode()], defaults={})
+    assert (sys.getrefcount(decision), sys.getrefcount(rules), sys.getrefcount(DROP)) == before
+    assert compiled.rule_dropped == 6  # type: ignore[attr-defined]
+    del compiled
+    assert sys.getrefcount(rules) == before[1] - 1

@@ -1,0 +1,93 @@
+"""The seam for rules: where a parsed metric's identity (name, tags, type) may be rewritten or dropped.
+
+Both batch windows (:mod:`.window`: PyWindow and the compiled one) ask it once per distinct series,
+just before the series is given its entry and its shard: a renamed series lands on its new name's
+shard, and two series a rule gives the same new identity are one entry from then on (removed tags
+merge series before anything is counted).
+
+A window takes ``rules``, a :class:`Rules` callable, or None (no rules: no call, no lookup, nothing
+paid). ``rules(name, mtype, tags)`` sees the whole identity as the window files it: ``mtype`` the
+type the series is filed under (a gauge change is a :data:`~stages.model.MetricType.GAUGE`),
+``tags`` the flat ``(k1, v1, k2, v2, ...)`` of the series key, sorted by key, the agent's default
+tags already merged in. It returns None (unchanged), :data:`DROP`, or ``(new_name, new_tags)``
+(flat too; in any order, a repeated key's last value wins: :func:`answer` sorts them).
+
+Each window keeps the answers, misses (None) included, per (type, series key) in a cache of at most
+``cache_size`` series (:data:`CACHE_SIZE` unless told), emptied whenever a new series would
+overflow it: a rule is decided once per distinct name, type and tag set while the cache holds it.
+The answers are what :func:`answer` makes of a decision; a reload restarts the receiver in place,
+so new rules come with a new window and an empty cache. What a rule drops is counted in the
+window's ``rule_dropped``, never lost silently.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal, Protocol
+
+from stages.model import KEY_SEPARATOR, Tags, series_key, tag_tuple
+
+
+class Drop(enum.Enum):
+    DROP = "drop"
+
+
+#: What :class:`Rules` returns for a metric it drops.
+DROP = Drop.DROP
+
+#: None (unchanged), DROP, or the new (name, flat tags).
+Decision = tuple[str, Tags] | Literal[Drop.DROP] | None
+
+#: What a window caches per (type, series key): None (unchanged), False (dropped), or the new series key.
+Answer = str | Literal[False] | None
+
+#: Series whose answers a window keeps (a few hundred bytes each in the compiled window, in Python more).
+CACHE_SIZE = 1 << 18
+
+
+class Rules(Protocol):
+    def __call__(self, name: str, mtype: int, tags: Tags, /) -> Decision:
+        """What becomes of the series ``name``/``tags`` of type ``mtype`` (see the module's docs)."""
+
+
+def answer(rules: Rules, name: str, mtype: int, tags: Tags) -> Answer:
+    """``rules``' decision on one series, as the windows cache it: None, False, or the new series key
+    (built as :func:`~stages.model.series_key` builds every key: the tags sorted by key)."""
+    decision = rules(name, mtype, tags)
+    if decision is None:
+        return None
+    if decision is DROP:
+        return False
+    new_name, new_tags = decision
+    if not isinstance(new_name, str) or not new_name or KEY_SEPARATOR in new_name:
+        raise ValueError(f"rules: {new_name!r} for {name!r} is no metric name (a non-empty str without \\x1f)")
+    if not isinstance(new_tags, tuple) or len(new_tags) % 2:
+        raise ValueError(f"rules: the tags for {name!r} must be a flat (k1, v1, ...) tuple, not {new_tags!r}")
+    for text in new_tags:
+        if not isinstance(text, str) or KEY_SEPARATOR in text:
+            raise ValueError(f"rules: tag {text!r} for {name!r} is no str without \\x1f")
+    return series_key(new_name, tag_tuple(dict(zip(new_tags[::2], new_tags[1::2], strict=True)), {}))
+
+
+class Answers:
+    """PyWindow's cache of :func:`answer` per (type, series key); the compiled window keeps its own, alike."""
+
+    __slots__ = ("rules", "size", "_answers")
+
+    def __init__(self, rules: Rules, size: int = CACHE_SIZE) -> None:
+        if size < 1:
+            raise ValueError("cache_size: at least 1")
+        self.rules = rules
+        self.size = size
+        self._answers: dict[tuple[int, str], Answer] = {}
+
+    def of(self, kind: int, key: str, name: str, tags: Tags) -> Answer:
+        """The answer for the series ``key`` (of ``name`` and ``tags``) of type ``kind``; asked once while held."""
+        try:
+            return self._answers[(kind, key)]
+        except KeyError:  # None is an answer too: a miss is a missing key, rare once the series are known
+            pass
+        if len(self._answers) >= self.size:
+            self._answers.clear()
+        got = self._answers[(kind, key)] = answer(self.rules, name, kind, tags)
+        return got
