@@ -30,14 +30,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from stages import contract
-from stages.aggregator.fleet import FleetBucket
+from stages.aggregator.fleet.bucket import FleetBucket
 from stages.aggregator.partials import PartialSource, partial_records
 from stages.aggregator.series import IntervalBucket, SeriesLimit
+from stages.common import contract
+from stages.common.model import MetricType, series_key
+from stages.common.partial_bounds import PartialBounds
 from stages.forwarder.encoders.json import JsonEncoder
 from stages.forwarder.encoders.options import EncoderOptions
-from stages.model import MetricType, series_key
-from stages.partial_bounds import PartialBounds
 
 PERCENTILES = [50.0, 90.0, 95.0, 99.0]
 INTERVAL = 10.0
@@ -118,7 +118,7 @@ def through_broker(hosts: int, series: int, lateness: float, rng: random.Random)
 
     from harness.pipeline import Pipeline
     from harness.wait import wait_for
-    from stages.figures import read_all
+    from stages.rundir.figures import read_all
     from tests.kafka.broker import KafkaBroker, kafka_cache_dir
 
     broker = KafkaBroker(Path(tempfile.mkdtemp(prefix="pstbench")), kafka_cache_dir() / "libs")

@@ -52,7 +52,7 @@ from bench.systems import SELF_PREFIX, AggregateTally
 from bench.tally import LOAD_PREFIX
 from harness.pipeline import Pipeline
 from stages.aggregator.shard import FLUSH_GRACE_SECS
-from stages.sharding import shard_for
+from stages.common.sharding import shard_for
 
 log = logging.getLogger("bench.flush")
 

@@ -27,9 +27,9 @@ import yaml
 from harness.paths import REPO, VENV_BIN
 from harness.ports import free_udp_port
 from harness.wait import wait_for
-from stages.figures import read_all
-from stages.strict import STRICT_ENV
-from stages.supervisord_conf import REPO_TEMPLATE, render_supervisord_conf
+from stages.common.strict import STRICT_ENV
+from stages.control.supervisord_conf import REPO_TEMPLATE, render_supervisord_conf
+from stages.rundir.figures import read_all
 
 
 class Pipeline:
@@ -75,7 +75,7 @@ class Pipeline:
             self.conf_path = self.run_dir / "supervisord.conf"
             self.conf_path.touch(mode=0o600)
             self.conf_path.write_text(self._supervisord_conf())
-        # Strict: a stage that emits a self-metric or publishes figures not as declared fails (stages.strict).
+        # Strict: a stage that emits a self-metric or publishes figures not as declared fails (stages.common.strict).
         self.env = dict(os.environ, PYSTATSD_CONFIG=str(self.config_path), **{STRICT_ENV: "1"})
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 

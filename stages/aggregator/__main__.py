@@ -8,7 +8,7 @@ Connects PUSH to ``ipc://<run>/forwarder.sock`` and sends one ``pystatsd.flush.v
 Flushes the forwarder cannot take yet, or while it pauses for a restart, wait in a bounded hold queue
 (:mod:`.outbox`).
 On SIGTERM when this shard is stopped alone (supervisord and the receiver run on: a restart): pause
-the receivers (:mod:`stages.pause`: they hold its batches, so none is in flight when it unbinds),
+the receivers (:mod:`stages.rundir.pause`: they hold its batches, so none is in flight when it unbinds),
 unbind, drain what already arrived, flush what is due and write the open intervals to the run
 directory for the next instance (:mod:`.handoff`), so that each interval is flushed once, whole.
 When the pipeline stops, unbind, drain and flush every open interval as ``final`` instead. Hand
@@ -27,19 +27,18 @@ from pathlib import Path
 
 import zmq
 
-from stages import contract, supervisor_rpc
-from stages.aggregator.fleet_loop import FleetLoop
+from stages.aggregator.fleet.loop import FleetLoop
 from stages.aggregator.gauge_carry import next_ring, take_carried, write_carried
 from stages.aggregator.handoff import HandoffRefused, capture, handoff_path, restore, take_handoff, write_handoff
 from stages.aggregator.outbox import Outbox
 from stages.aggregator.partials import PartialSource
 from stages.aggregator.series import CompiledBucket
 from stages.aggregator.shard import ClosedInterval, ShardState, overrun_secs
-from stages.compiled import wanted as use_compiled
-from stages.config import Config, ConfigError, config_path
-from stages.figure_schemas import ShardFigures
-from stages.figures import publish
-from stages.lifecycle import (
+from stages.common import contract, supervisor_rpc
+from stages.common.compiled import wanted as use_compiled
+from stages.common.config import Config, ConfigError, config_path
+from stages.common.figure_schemas import ShardFigures
+from stages.common.lifecycle import (
     SHARD_STOP,
     Loop,
     PullWakeups,
@@ -49,12 +48,13 @@ from stages.lifecycle import (
     reread_config,
     run_stage,
 )
-from stages.log_throttle import LogThrottle
-from stages.partial_bounds import PartialBounds, partial_bounds
-from stages.pause import begin_pause, end_pause, pause_path
-from stages.process_names import AGGREGATOR, process_name
-from stages.ring import CHECK_EVERY_SECS, Ring, read_ring, ring_shards
-from stages.sharding import shard_endpoint
+from stages.common.log_throttle import LogThrottle
+from stages.common.partial_bounds import PartialBounds, partial_bounds
+from stages.common.process_names import AGGREGATOR, process_name
+from stages.common.sharding import shard_endpoint
+from stages.rundir.figures import publish
+from stages.rundir.pause import begin_pause, end_pause, pause_path
+from stages.rundir.ring import CHECK_EVERY_SECS, Ring, read_ring, ring_shards
 
 log = logging.getLogger("stages.aggregator")
 

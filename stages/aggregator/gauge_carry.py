@@ -26,10 +26,10 @@ from typing import Any
 import msgpack
 
 from stages.aggregator.series import Gauges
-from stages.model import series_name
-from stages.private_file import read_private, write_private
-from stages.ring import Ring, read_ring
-from stages.sharding import shard_for
+from stages.common.model import series_name
+from stages.common.sharding import shard_for
+from stages.rundir.private_file import read_private, write_private
+from stages.rundir.ring import Ring, read_ring
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ for a crash. A killed shard writes nothing: its open interval is lost and counte
 
 An upgrade by restart has the old release write the file and the new one read it, so the format is
 versioned: a msgpack map of :class:`Handoff`'s fields and ``"kind": "pystatsd.handoff.v1"`` (each
-bucket's tables as a batch v2 body, :mod:`stages.contract`). Within v1 fields may only be added, each
+bucket's tables as a batch v2 body, :mod:`stages.common.contract`). Within v1 fields may only be added, each
 with a default, and each addition gets a golden file of its own (tests/data/rundir/handoff.v1*.bin):
 the writer produces the newest bytes and the reader keeps reading every older file. Any other change
 is a new kind (``pystatsd.handoff.v2``), read beside v1 for one release. A file of a newer release
@@ -35,9 +35,9 @@ import msgpack
 
 from stages.aggregator.series import IntervalBucket, SeriesKey
 from stages.aggregator.shard import ShardState
-from stages.contract import BatchBody, pack_batch_body
-from stages.model import series_key, series_name
-from stages.private_file import read_private, write_private
+from stages.common.contract import BatchBody, pack_batch_body
+from stages.common.model import series_key, series_name
+from stages.rundir.private_file import read_private, write_private
 
 log = logging.getLogger(__name__)
 

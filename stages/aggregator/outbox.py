@@ -1,7 +1,7 @@
 """A shard's flushes on their way to the forwarder: a bounded hold queue in front of the PUSH socket.
 
 Flushes wait here while ZeroMQ has no room for them (oldest dropped and counted past ``hold_max``),
-and while the forwarder pauses for a restart (:mod:`stages.pause`): the shard then sends what it
+and while the forwarder pauses for a restart (:mod:`stages.rundir.pause`): the shard then sends what it
 already had, one empty flush marked ``paused`` after it, and holds every later flush until the
 pause ends, so nothing is on the way when the forwarder unbinds.
 """
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import zmq
 
-from stages import contract
-from stages.pause import PauseWatch, forwarder_pause_path
-from stages.sharding import forwarder_endpoint
+from stages.common import contract
+from stages.common.sharding import forwarder_endpoint
+from stages.rundir.pause import PauseWatch, forwarder_pause_path
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """An edge shard's closed interval as mergeable partials: one ``pystatsd.partial.v1`` per series.
 
-What the kafka sink's ``format: partials`` sends, and the fleet tier (:mod:`stages.aggregator.fleet`)
+What the kafka sink's ``format: partials`` sends, and the fleet tier (:mod:`stages.aggregator.fleet.bucket`)
 merges. Each partial is the series' entry of the closed bucket as a one-entry batch v2 body, so the
 same sums, gauge values, timer values and set members that a receiver sends a shard go on to the
 fleet; past :class:`PartialBounds` a timer's values are replaced by their exact count, sum, min, max
@@ -15,9 +15,9 @@ from typing import Any
 
 from stages.aggregator.series import IntervalBucket, SeriesKey
 from stages.aggregator.sketch import hll_bytes, hll_of, sketch_bytes, sketch_of
-from stages.contract import BatchBody, PartialHeader, encode_partial, unpack_values
-from stages.intervals import interval_start
-from stages.partial_bounds import PartialBounds
+from stages.common.contract import BatchBody, PartialHeader, encode_partial, unpack_values
+from stages.common.intervals import interval_start
+from stages.common.partial_bounds import PartialBounds
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,17 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from stages.aggregator.stats import summary
-from stages.compiled import wanted as use_compiled
-from stages.contract import BatchBody, decode_batch_body, unpack_values
-from stages.model import OUTPUT_TYPE_NAMES, SAMPLED_TYPES, IntervalAggregates, MetricType, Tags, series_key, series_name
+from stages.common.compiled import wanted as use_compiled
+from stages.common.contract import BatchBody, decode_batch_body, unpack_values
+from stages.common.model import (
+    OUTPUT_TYPE_NAMES,
+    SAMPLED_TYPES,
+    IntervalAggregates,
+    MetricType,
+    Tags,
+    series_key,
+    series_name,
+)
 
 if TYPE_CHECKING:
     from stages.aggregator import _bucket
@@ -23,7 +31,7 @@ GAUGE = int(MetricType.GAUGE)
 SET = int(MetricType.SET)
 TRACE = int(MetricType.TRACE)
 
-#: A series is named by its :func:`stages.model.series_key`.
+#: A series is named by its :func:`stages.common.model.series_key`.
 SeriesKey = str
 
 
@@ -105,7 +113,7 @@ class IntervalBucket:
             self._compiled = None
 
     def merge(self, body: BatchBody) -> None:
-        """Add a batch's entries, series by series (see :mod:`stages.contract` for their fields).
+        """Add a batch's entries, series by series (see :mod:`stages.common.contract` for their fields).
 
         A key already held in its type's table was admitted as itself: only the others go through
         ``known`` (and the series limit), which saves a lookup per entry on the hot path.

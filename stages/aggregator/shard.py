@@ -19,10 +19,10 @@ from typing import Any
 
 from stages.aggregator.partials import PartialSource, partial_records
 from stages.aggregator.series import Gauges, IntervalBucket, SeriesLimit
-from stages.contract import BatchHeader
-from stages.intervals import interval_index, interval_start
-from stages.model import tag_tuple
-from stages.selfstats import SelfStats
+from stages.common.contract import BatchHeader
+from stages.common.intervals import interval_index, interval_start
+from stages.common.model import tag_tuple
+from stages.common.selfstats import SelfStats
 
 #: How long after an interval's end its flush waits for batches still in flight.
 FLUSH_GRACE_SECS = 0.25

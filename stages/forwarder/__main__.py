@@ -5,8 +5,9 @@ Binds PULL ``ipc://<run>/forwarder.sock`` (the stable end: every shard connects 
 shard's flush sequence, so a flush that never arrived is counted. Each flush then goes to every sink
 through :mod:`stages.forwarder.fanout`. Every interval it sends its own figures (per sink: delivered,
 dropped, waiting, a sink a reload removed included; flushes and metrics lost) to every sink as
-``<self_metrics_prefix>forwarder.*``, in a flush of its own (:func:`stages.contract.self_flush_header`: shard -1).
-On SIGTERM when it is stopped alone (a restart): pauses the shards (:mod:`stages.pause`: they hold
+``<self_metrics_prefix>forwarder.*``, in a flush of its own
+(:func:`stages.common.contract.self_flush_header`: shard -1).
+On SIGTERM when it is stopped alone (a restart): pauses the shards (:mod:`stages.rundir.pause`: they hold
 their flushes, so none is in flight when it unbinds). When the pipeline stops: keeps taking flushes
 until every shard sent its final one or none came for a second. Then unbinds, and gives the sinks
 until the stop deadline to deliver everything.
@@ -24,19 +25,11 @@ from pathlib import Path
 
 import zmq
 
-from stages import contract, supervisor_rpc
-from stages.config import Config, ConfigError, config_path
-from stages.config_copies import RUNNING, STARTED, keep_copy
-from stages.delivery import DeliveryRecorder, forwarder_identity
-from stages.figure_schemas import ForwarderFigures, SinkFigures
-from stages.figures import publish
-from stages.forwarder.fanout import Fanout
-from stages.forwarder.health import HealthServer
-from stages.forwarder.ledger import CoverageLedger, Taken
-from stages.forwarder.sinks import build_sinks, config_secrets
-from stages.forwarder.sinks.base import BufferConfig, Completion, EncodedAggregates, Flush, Sink
-from stages.intervals import next_edge
-from stages.lifecycle import (
+from stages.common import contract, supervisor_rpc
+from stages.common.config import Config, ConfigError, config_path
+from stages.common.figure_schemas import ForwarderFigures, SinkFigures
+from stages.common.intervals import next_edge
+from stages.common.lifecycle import (
     FORWARDER_STOP,
     Loop,
     PullWakeups,
@@ -47,12 +40,20 @@ from stages.lifecycle import (
     reread_config,
     run_stage,
 )
+from stages.common.process_names import FORWARDER, process_name
+from stages.common.selfstats import SelfStats
+from stages.common.sharding import forwarder_endpoint
+from stages.forwarder.fanout import Fanout
+from stages.forwarder.health import HealthServer
+from stages.forwarder.ledger import CoverageLedger, Taken
+from stages.forwarder.sinks import build_sinks, config_secrets
+from stages.forwarder.sinks.base import BufferConfig, Completion, EncodedAggregates, Flush, Sink
 from stages.listeners.inet import inet_address
-from stages.pause import begin_pause, end_pause, forwarder_pause_path
-from stages.process_names import FORWARDER, process_name
-from stages.ring import ring_shards
-from stages.selfstats import SelfStats
-from stages.sharding import forwarder_endpoint
+from stages.rundir.config_copies import RUNNING, STARTED, keep_copy
+from stages.rundir.delivery import DeliveryRecorder, forwarder_identity
+from stages.rundir.figures import publish
+from stages.rundir.pause import begin_pause, end_pause, forwarder_pause_path
+from stages.rundir.ring import ring_shards
 
 log = logging.getLogger("stages.forwarder")
 
@@ -180,7 +181,7 @@ class Forwarder:
         if not stats.enabled:
             return
         for name, figures in sinks.items():
-            # Tags as literals, each call's own: tests check them against stages/self_metrics_table.py.
+            # Tags as literals, each call's own: tests check them against stages/common/self_metrics_table.py.
             stats.total("delivered", figures["delivered"], {"sink": name})
             stats.total("errors", figures["errors"], {"sink": name})
             for reason, n in figures["dropped"].items():

@@ -19,11 +19,11 @@ import logging
 import threading
 import time
 
-from stages.contract import DecodeError
-from stages.figure_schemas import SinkFigures
+from stages.common.contract import DecodeError
+from stages.common.figure_schemas import SinkFigures
+from stages.common.log_throttle import LogThrottle
 from stages.forwarder.sink_counts import SinkCounts
 from stages.forwarder.sinks.base import BufferConfig, Flush, Sink, SinkError
-from stages.log_throttle import LogThrottle
 
 log = logging.getLogger(__name__)
 

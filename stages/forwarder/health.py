@@ -12,10 +12,10 @@ import json
 import logging
 from pathlib import Path
 
-from stages.figures import read_all
+from stages.common.health_check import health
 from stages.forwarder.probe_server import ProbeServer
-from stages.health_check import health
-from stages.ring import ring_shards
+from stages.rundir.figures import read_all
+from stages.rundir.ring import ring_shards
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ taken, each once it and every flush of its shard taken before it are done: a flu
 waits (merged with the finished ones next to it, so that a sink stuck for hours holds no more than
 its buffer) and is never taken for a gap. The ledger is kept in the run directory, so a restarted
 forwarder goes on counting where the last one stopped. The forwarder's own flush
-(:func:`stages.contract.self_flush_header`) holds no batch and is never recorded.
+(:func:`stages.common.contract.self_flush_header`) holds no batch and is never recorded.
 
 The file, ``forwarder-ledger.json``, maps ``"shard|src@epoch"`` to ``[last seq, metrics sent
 through it, unix time seen]``; it has had this one shape since it was introduced, so a file any
@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.private_file import read_private, write_private
+from stages.rundir.private_file import read_private, write_private
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from http import HTTPStatus
 
-from stages.log_throttle import LogThrottle
+from stages.common.log_throttle import LogThrottle
 
 log = logging.getLogger(__name__)
 

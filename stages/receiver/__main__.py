@@ -9,7 +9,7 @@ shard to ``ipc://<run>/shard-K-of-N.sock`` (the ring of ``ring.json`` after a re
 ``pystatsd.batch.v2`` without ever blocking.
 Every interval it adds its own counters (datagrams, metrics, bad lines by reason, metrics dropped
 per shard or by a rule, datagrams the kernel dropped on its sockets) to the stream as
-``<self_metrics_prefix>receiver.*`` counters (see :mod:`stages.selfstats`).
+``<self_metrics_prefix>receiver.*`` counters (see :mod:`stages.common.selfstats`).
 On SIGTERM: reads what the kernel already holds, sends every open batch, exits 0. On SIGHUP
 (``pystatsd restart receiver``, ``pystatsd reload``): restarts in place with its sockets open
 (:mod:`.handover`). What it holds unsent is kept in a memory-mapped file of the run directory, so that
@@ -30,11 +30,10 @@ from typing import Any
 
 import zmq
 
-from stages.config import Config, config_path
-from stages.figure_schemas import ReceiverFigures
-from stages.figures import publish
-from stages.intervals import next_edge
-from stages.lifecycle import (
+from stages.common.config import Config, config_path
+from stages.common.figure_schemas import ReceiverFigures
+from stages.common.intervals import next_edge
+from stages.common.lifecycle import (
     RECEIVER_STOP,
     Loop,
     Stage,
@@ -44,20 +43,21 @@ from stages.lifecycle import (
     reread_config,
     run_stage,
 )
+from stages.common.log_throttle import INPUT_LOG_EVERY_SECS, LogThrottle
+from stages.common.model import tag_tuple
+from stages.common.process_names import RECEIVER, process_name
+from stages.common.selfstats import SelfStats
+from stages.common.sharding import shard_endpoint
 from stages.listeners import adopt_listener, open_listener, shares_port
 from stages.listeners.connections import StreamConnections
-from stages.log_throttle import INPUT_LOG_EVERY_SECS, LogThrottle
-from stages.model import tag_tuple
-from stages.pause import PauseWatch
-from stages.process_names import RECEIVER, process_name
 from stages.receiver.batcher import Batcher
 from stages.receiver.handover import close_held, hand_over, running_config, take_over
 from stages.receiver.parsers import payload_parser, statsd_lines
 from stages.receiver.unsent import Predecessor, read_predecessor, unsent_path
 from stages.receiver.window import Window, new_window, take_payloads
-from stages.ring import RingWatch, ring_shards
-from stages.selfstats import SelfStats
-from stages.sharding import shard_endpoint
+from stages.rundir.figures import publish
+from stages.rundir.pause import PauseWatch
+from stages.rundir.ring import RingWatch, ring_shards
 
 log = logging.getLogger("stages.receiver")
 

@@ -1,6 +1,6 @@
 # The types of window.c's module, for the type checker: the same interface as window.py's PyWindow.
 
-from stages.model import Sample, Tags
+from stages.common.model import Sample, Tags
 from stages.receiver.identity import Rules
 from stages.receiver.window import Batch, LineParser
 

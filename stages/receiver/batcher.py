@@ -9,7 +9,7 @@ metrics, not entries.
 Sends never block: a shard whose queue is full (dead, stopped or slow) costs the batch, and the
 metrics it stood for are counted as dropped for that shard.
 
-A shard that pauses while it stops for a restart (:mod:`stages.pause`) gets one empty ``paused``
+A shard that pauses while it stops for a restart (:mod:`stages.rundir.pause`) gets one empty ``paused``
 batch, then nothing: its batches are held here, in order, until the pause ends, and then sent
 (those ZeroMQ has no room for yet stay held until it has). At most ``hold_max`` batches are held
 per shard; what comes beyond is dropped and counted as for a full queue.
@@ -26,14 +26,14 @@ from pathlib import Path
 
 import zmq
 
-from stages import contract
-from stages.contract import BatchBody, BatchHeader
-from stages.intervals import next_edge
-from stages.log_throttle import INPUT_LOG_EVERY_SECS, LogThrottle
-from stages.model import Sample
-from stages.pause import PauseWatch
+from stages.common import contract
+from stages.common.contract import BatchBody, BatchHeader
+from stages.common.intervals import next_edge
+from stages.common.log_throttle import INPUT_LOG_EVERY_SECS, LogThrottle
+from stages.common.model import Sample
 from stages.receiver.unsent import Predecessor, Unsent
 from stages.receiver.window import Window
+from stages.rundir.pause import PauseWatch
 
 log = logging.getLogger(__name__)
 

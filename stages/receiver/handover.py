@@ -26,9 +26,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from stages.config import Config
-from stages.config_diff import restart_settings, with_restart_settings
-from stages.private_file import read_private, write_private
+from stages.common.config import Config
+from stages.common.config_diff import restart_settings, with_restart_settings
+from stages.rundir.private_file import read_private, write_private
 
 log = logging.getLogger(__name__)
 

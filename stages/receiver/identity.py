@@ -7,7 +7,7 @@ merge series before anything is counted).
 
 A window takes ``rules``, a :class:`Rules` callable, or None (no rules: no call, no lookup, nothing
 paid). ``rules(name, mtype, tags)`` sees the whole identity as the window files it: ``mtype`` the
-type the series is filed under (a gauge change is a :data:`~stages.model.MetricType.GAUGE`),
+type the series is filed under (a gauge change is a :data:`~stages.common.model.MetricType.GAUGE`),
 ``tags`` the flat ``(k1, v1, k2, v2, ...)`` of the series key, sorted by key, the agent's default
 tags already merged in. It returns None (unchanged), :data:`DROP`, or ``(new_name, new_tags)``
 (flat too; in any order, a repeated key's last value wins: :func:`answer` sorts them).
@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 from typing import Literal, Protocol
 
-from stages.model import KEY_SEPARATOR, Tags, series_key, tag_tuple
+from stages.common.model import KEY_SEPARATOR, Tags, series_key, tag_tuple
 
 
 class Drop(enum.Enum):
@@ -52,7 +52,7 @@ class Rules(Protocol):
 
 def answer(rules: Rules, name: str, mtype: int, tags: Tags) -> Answer:
     """``rules``' decision on one series, as the windows cache it: None, False, or the new series key
-    (built as :func:`~stages.model.series_key` builds every key: the tags sorted by key)."""
+    (built as :func:`~stages.common.model.series_key` builds every key: the tags sorted by key)."""
     decision = rules(name, mtype, tags)
     if decision is None:
         return None

@@ -35,8 +35,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.contract import BatchHeader
-from stages.private_file import open_private, read_private, write_private
+from stages.common.contract import BatchHeader
+from stages.rundir.private_file import open_private, read_private, write_private
 
 log = logging.getLogger(__name__)
 

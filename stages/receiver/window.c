@@ -30,7 +30,7 @@
 
 #include <math.h>
 
-/* stages.model.MetricType */
+/* stages.common.model.MetricType */
 enum { COUNTER = 1, GAUGE = 2, GAUGE_DELTA = 3, TIMER = 4, HISTOGRAM = 5, DISTRIBUTION = 6, SET = 7,
        TRACE = 8 };
 
@@ -42,7 +42,7 @@ enum { COUNTER = 1, GAUGE = 2, GAUGE_DELTA = 3, TIMER = 4, HISTOGRAM = 5, DISTRI
 #define MAX_MAGNITUDE 1e300
 /* stages.receiver.parsers.base.MAX_JSON_DEPTH */
 #define MAX_JSON_DEPTH 64
-/* stages.model.KEY_SEPARATOR: never in a name or tag (parsers refuse control characters). */
+/* stages.common.model.KEY_SEPARATOR: never in a name or tag (parsers refuse control characters). */
 #define KEY_SEPARATOR '\x1f'
 
 /* ---- msgpack, only the forms msgpack.packb(use_bin_type=True) writes for a batch body ------ */
@@ -187,7 +187,7 @@ static void crc_init(void)
     }
 }
 
-/* zlib.crc32, as stages.sharding.shard_for uses it. */
+/* zlib.crc32, as stages.common.sharding.shard_for uses it. */
 static uint32_t crc32_of(const char *p, Py_ssize_t n)
 {
     uint32_t c = 0xFFFFFFFFu;
@@ -678,7 +678,7 @@ static int type_code(span t)
 }
 
 /*
- * The series key of name and tags (stages.model.series_key) in w->scratch, after the name's
+ * The series key of name and tags (stages.common.model.series_key) in w->scratch, after the name's
  * normalisation (stages.receiver.parsers.base.metric_name on ASCII: spaces trimmed, runs of spaces
  * to '_', '/' to '-'). OK done, empty_name or name_too_long, -1 error.
  */
@@ -1303,7 +1303,7 @@ static PyObject *Window_add(Window *w, PyObject *sample)
     Py_RETURN_NONE;
 }
 
-/* One body (stages.contract.pack_batch_body) of entries order[0..n). */
+/* One body (stages.common.contract.pack_batch_body) of entries order[0..n). */
 static PyObject *body_of(Window *w, const Py_ssize_t *order, Py_ssize_t n)
 {
     static const int section_of[] = {0, 0, 1, 1, 2, 2, 2, 3, 4};  /* by kind */

@@ -3,7 +3,7 @@
 Within a window each series is one entry: a counter's sum of value / rate, a gauge's last value with
 the changes after it (or the sum of changes alone), a timer's values in arrival order with its
 rate-corrected count, a set's members once each. :meth:`PyWindow.take` cuts each shard's entries
-into batch bodies (see :mod:`stages.contract`) and leaves the window empty.
+into batch bodies (see :mod:`stages.common.contract`) and leaves the window empty.
 
 :class:`PyWindow` is the specification. ``stages.receiver._window.Window`` (window.c, built by
 ``pip install`` where a C compiler is found) is the same, compiled: it parses plain statsd lines
@@ -23,10 +23,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from stages import compiled, contract
-from stages.model import MetricType, Sample, Tags, series_key, series_name
+from stages.common import compiled, contract
+from stages.common.model import MetricType, Sample, Tags, series_key, series_name
+from stages.common.sharding import shard_for
 from stages.receiver.identity import CACHE_SIZE, Answers, Rules
-from stages.sharding import shard_for
 
 if TYPE_CHECKING:
     from stages.receiver import _window
@@ -214,7 +214,7 @@ def take_payloads(window: Window, payloads: list[bytes], parse_payload: PayloadP
 
 
 def new_window(shards: int, defaults: Tags, parse_lines: LineParser, rules: Rules | None = None) -> Window:
-    """The compiled window where it was built (see :mod:`stages.compiled`), else :class:`PyWindow`; each
+    """The compiled window where it was built (see :mod:`stages.common.compiled`), else :class:`PyWindow`; each
     asks ``rules`` (see :mod:`.identity`) what becomes of each new series, None for no rules."""
     if compiled.wanted() and CompiledWindow is not None:
         return CompiledWindow(shards, defaults, parse_lines, rules)

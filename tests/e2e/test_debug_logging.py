@@ -8,7 +8,7 @@ import pytest
 
 from harness.pipeline import Pipeline
 from harness.wait import wait_for
-from stages.sharding import shard_for
+from stages.common.sharding import shard_for
 
 pytestmark = pytest.mark.e2e
 

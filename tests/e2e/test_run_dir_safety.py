@@ -22,7 +22,7 @@ import pytest
 
 from harness.paths import REPO, VENV_BIN
 from harness.ports import free_udp_port
-from stages.lifecycle import EXIT_CONFIG
+from stages.common.lifecycle import EXIT_CONFIG
 
 pytestmark = pytest.mark.e2e
 

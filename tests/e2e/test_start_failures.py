@@ -17,7 +17,7 @@ from harness.paths import VENV_BIN
 from harness.pipeline import Pipeline
 from harness.ports import free_tcp_port, free_udp_port
 from harness.wait import wait_for
-from stages.lifecycle import EXIT_CONFIG
+from stages.common.lifecycle import EXIT_CONFIG
 
 pytestmark = pytest.mark.e2e
 

@@ -15,8 +15,8 @@ from harness.paths import VENV_BIN
 from harness.pipeline import Pipeline, total
 from harness.traffic import SteadyTraffic, counter_increments
 from harness.wait import wait_for
+from stages.common.sharding import shard_for
 from stages.listeners.kernel_drops import udp_socket_table
-from stages.sharding import shard_for
 
 pytestmark = pytest.mark.fault
 

@@ -13,7 +13,7 @@ import pytest
 from harness.pipeline import Pipeline, total
 from harness.ports import free_tcp_port
 from harness.wait import wait_for
-from stages.lifecycle import FORWARDER_STOP
+from stages.common.lifecycle import FORWARDER_STOP
 
 pytestmark = pytest.mark.fault
 

@@ -14,7 +14,7 @@ from harness.ports import free_tcp_port
 from harness.tmpfs import Filler, small_tmpfs
 from harness.traffic import SteadyTraffic, counter_increments
 from harness.wait import wait_for
-from stages.figures import read_all
+from stages.rundir.figures import read_all
 
 pytestmark = pytest.mark.fault
 

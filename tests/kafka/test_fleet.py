@@ -23,9 +23,9 @@ from harness.netns import HostNetwork
 from harness.pipeline import Pipeline
 from harness.traffic import SteadyTraffic
 from harness.wait import wait_for
-from stages.aggregator.fleet import FLEET_TAG
+from stages.aggregator.fleet.bucket import FLEET_TAG
 from stages.aggregator.stats import summary
-from stages.figures import read_all
+from stages.rundir.figures import read_all
 from tests.kafka.conftest import FLEET_HOSTS, SASL_USERS
 
 pytestmark = pytest.mark.kafka

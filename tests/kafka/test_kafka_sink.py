@@ -17,7 +17,7 @@ import yaml
 from harness.pipeline import Pipeline
 from harness.ports import free_tcp_port
 from harness.wait import wait_for
-from stages.config import load_section
+from stages.common.config import load_section
 from stages.forwarder.sinks import SINKS
 from stages.forwarder.sinks import kafka as kafka_sink
 from stages.forwarder.sinks.base import SinkError

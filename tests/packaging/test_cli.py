@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 import stages
-import stages.config
+import stages.common.config
 from harness.paths import REPO, VENV_BIN
 from harness.pipeline import Pipeline
 from harness.wait import wait_for
-from stages.cli import main
-from stages.supervisord_conf import render_supervisord_conf
+from stages.control.cli import main
+from stages.control.supervisord_conf import render_supervisord_conf
 
 BAD_CONFIG = """\
 flush_intervall: 10
@@ -129,13 +129,13 @@ def test_config_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         assert main(["check-config", *args]) == 0
         return capsys.readouterr().out.rsplit(": OK", 1)[0]
 
-    monkeypatch.setattr(stages.config, "SYSTEM_CONFIG", system)
+    monkeypatch.setattr(stages.common.config, "SYSTEM_CONFIG", system)
     monkeypatch.setenv("PYSTATSD_CONFIG", str(from_env))
     assert checked("-c", str(explicit)) == str(explicit)
     assert checked() == str(from_env)
     monkeypatch.delenv("PYSTATSD_CONFIG")
     assert checked() == str(system)
-    monkeypatch.setattr(stages.config, "SYSTEM_CONFIG", tmp_path / "absent.conf")
+    monkeypatch.setattr(stages.common.config, "SYSTEM_CONFIG", tmp_path / "absent.conf")
     assert checked() == str(REPO / "etc" / "pystatsd.yaml")
 
 
@@ -206,7 +206,8 @@ def test_run_from_the_repo(output_to: str) -> None:
         text = b"".join(piped).decode() if output_to == "pipe" else output.read_text()
         assert text.startswith(earlier.decode())
         for stage in ("receiver", "aggregator-0", "aggregator-1", "aggregator-2", "forwarder"):
-            assert len(re.findall(rf"^\S+ \S+ {stage} INFO stages.lifecycle: Loaded config ", text, re.MULTILINE)) == 1
+            loaded = rf"^\S+ \S+ {stage} INFO stages.common.lifecycle: Loaded config "
+            assert len(re.findall(loaded, text, re.MULTILINE)) == 1
             assert len(re.findall(rf"^\S+ \S+ {stage} INFO \S+: Stopped( after .*)?$", text, re.MULTILINE)) == 1
         for port in (pipeline.port, pipeline.statsd_port):
             assert len(re.findall(rf" receiver \S+ stages.listeners.datagram: Listening on udp://127.0.0.1:{port} ",

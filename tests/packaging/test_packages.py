@@ -143,7 +143,7 @@ def test_deb_contents(packages: Packages) -> None:
     template = deb_file(packages.deb, f"{PREFIX}/share/pystatsd/supervisord.conf")
     assert template == (REPO / "supervisord.conf").read_bytes()
     site = f"{PREFIX}/lib/{python}/site-packages"
-    assert f"{site}/stages/cli.py" in members
+    assert f"{site}/stages/control/cli.py" in members
     assert f"{site}/pystatsd/client.py" in members, "the client library is not in the package"
     installed = {p.rsplit("/", 1)[1].split("-")[0].lower() for p in members if p.endswith(".dist-info")}
     missing = [name for name in dependency_names() if name not in installed]
@@ -151,7 +151,7 @@ def test_deb_contents(packages: Packages) -> None:
     assert deb_file(packages.deb, f"{PREFIX}/bin/pystatsd").startswith(f"#!{PREFIX}/bin/python".encode())
     # Compiled at build time under the installed paths, so tracebacks name real files.
     pyc = deb_file(packages.deb, f"{site}/stages/__pycache__/cli.cpython-{python[6:].replace('.', '')}.pyc")
-    assert marshal.loads(pyc[16:]).co_filename == f"{site}/stages/cli.py"
+    assert marshal.loads(pyc[16:]).co_filename == f"{site}/stages/control/cli.py"
 
 
 def test_rpm_metadata_files_and_scripts(packages: Packages) -> None:

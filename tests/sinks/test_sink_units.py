@@ -15,8 +15,8 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stages.config import Config, ConfigError, load_section
-from stages.contract import FlushHeader
+from stages.common.config import Config, ConfigError, load_section
+from stages.common.contract import FlushHeader
 from stages.forwarder.sinks import build_sinks
 from stages.forwarder.sinks import influxdb as influxdb_module
 from stages.forwarder.sinks.base import Flush, SinkError

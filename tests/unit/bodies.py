@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from stages import contract
-from stages.contract import BatchBody
-from stages.model import Sample
+from stages.common import contract
+from stages.common.contract import BatchBody
+from stages.common.model import Sample
 from stages.receiver.window import PyWindow
 
 

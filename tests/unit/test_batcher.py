@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import zmq
 
-from stages import contract
-from stages.model import MetricType, series_key
-from stages.pause import PauseWatch, begin_pause, end_pause, pause_path
+from stages.common import contract
+from stages.common.model import MetricType, series_key
+from stages.common.sharding import shard_for
 from stages.receiver.batcher import WINDOW_BATCHES, Batcher
 from stages.receiver.parsers import statsd_lines
 from stages.receiver.unsent import read_predecessor
 from stages.receiver.window import CompiledWindow, PyWindow
-from stages.sharding import shard_for
+from stages.rundir.pause import PauseWatch, begin_pause, end_pause, pause_path
 from tests.compiled_parts import needs_compiled_window
 
 C, G, GD, MS, S = (int(t) for t in (MetricType.COUNTER, MetricType.GAUGE, MetricType.GAUGE_DELTA,

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages import contract
 from stages.aggregator.series import IntervalBucket, SeriesLimit
-from stages.contract import BatchBody, DecodeError
-from stages.model import series_key
+from stages.common import contract
+from stages.common.contract import BatchBody, DecodeError
+from stages.common.model import series_key
 from stages.receiver.parsers import payload_parser, statsd_lines
 from stages.receiver.window import PyWindow, take_payloads
 from tests.compiled_parts import needs_compiled_bucket

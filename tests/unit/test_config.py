@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from stages.config import REPO_CONFIG, Config, ConfigError, QueueConfig, Secret, load_config, load_section
+from stages.common.config import REPO_CONFIG, Config, ConfigError, QueueConfig, Secret, load_config, load_section
 from stages.forwarder.sinks import build_sinks
 from stages.forwarder.sinks.console import ConsoleSink
 from stages.forwarder.sinks.file import FileConfig, FileSink

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.cli import main
-from stages.config import Config, load_section
-from stages.config_diff import AT_RESTART, ON_RELOAD, Change, config_changes
+from stages.common.config import Config, load_section
+from stages.common.config_diff import AT_RESTART, ON_RELOAD, Change, config_changes
+from stages.control.cli import main
 from stages.forwarder.sinks import load_sink_configs
 
 BASE = {"bind_port": 5090, "percentiles": [50, 99], "agent": {"tags": {"dc": "a"}},

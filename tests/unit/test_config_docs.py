@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from stages.config import AgentConfig, Config, KafkaInputConfig, QueueConfig
+from stages.common.config import AgentConfig, Config, KafkaInputConfig, QueueConfig
 from stages.forwarder.sinks import SINKS
 from stages.forwarder.sinks.base import BufferConfig
 

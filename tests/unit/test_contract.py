@@ -20,8 +20,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from stages import contract
-from stages.contract import BATCH_V1, BATCH_V2, FLUSH_V1, BatchBody, BatchHeader, DecodeError, FlushHeader
+from stages.common import contract
+from stages.common.contract import BATCH_V1, BATCH_V2, FLUSH_V1, BatchBody, BatchHeader, DecodeError, FlushHeader
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "contract"
 

@@ -1,4 +1,5 @@
-"""Each stage's published figures against their schema (stages.figure_schemas), and status reading them through it."""
+"""Each stage's published figures against their schema (stages.common.figure_schemas), and status reading
+them through it."""
 
 from __future__ import annotations
 
@@ -12,16 +13,16 @@ from typing import Any, cast
 import pytest
 
 from stages.aggregator.__main__ import ShardLoop
-from stages.aggregator.fleet_loop import FleetLoop
-from stages.figure_schemas import SCHEMAS, ForwarderFigures, figures_of, problems
-from stages.figures import FiguresNotAsDeclared, publish, read_all
+from stages.aggregator.fleet.loop import FleetLoop
+from stages.common.figure_schemas import SCHEMAS, ForwarderFigures, figures_of, problems
+from stages.common.strict import STRICT_ENV
+from stages.control.status import _summary, health
 from stages.forwarder.__main__ import Forwarder
 from stages.forwarder.fanout import SinkRunner
 from stages.forwarder.sinks.base import BufferConfig
 from stages.forwarder.sinks.file import FileConfig, FileSink
 from stages.receiver.__main__ import Receiver
-from stages.status import _summary, health
-from stages.strict import STRICT_ENV
+from stages.rundir.figures import FiguresNotAsDeclared, publish, read_all
 
 
 def fake(**attributes: Any) -> Any:
@@ -85,7 +86,7 @@ def test_problems_name_the_key_that_is_missing_undeclared_or_of_the_wrong_type(t
         "forwarder.sinks['file'].dropped['buffer_full']: True is not int",
         "forwarder.sinks['file'].failing: 7 is not str | None",
         "forwarder.bad_messages: '3' is not int"]
-    assert problems("nope", {}) == ["no schema 'nope' in stages/figure_schemas.py"]
+    assert problems("nope", {}) == ["no schema 'nope' in stages/common/figure_schemas.py"]
 
 
 def test_publish_records_the_schema_and_raises_in_strict_mode_on_figures_not_as_declared(
@@ -97,7 +98,7 @@ def test_publish_records_the_schema_and_raises_in_strict_mode_on_figures_not_as_
     with pytest.raises(FiguresNotAsDeclared, match="receiver.datagrams: None is not int"):
         publish(tmp_path, "receiver", "receiver", wrong)
     monkeypatch.delenv(STRICT_ENV)
-    with caplog.at_level(logging.ERROR, logger="stages.figures"):
+    with caplog.at_level(logging.ERROR, logger="stages.rundir.figures"):
         publish(tmp_path, "receiver-2", "receiver", wrong)
         publish(tmp_path, "receiver-2", "receiver", wrong)
     assert len(caplog.records) == 1 and "receiver.datagrams: None is not int" in caplog.records[0].getMessage()

@@ -8,14 +8,14 @@ import random
 
 import pytest
 
-from stages import contract
-from stages.aggregator.fleet import FLEET_TAG, FleetBucket
+from stages.aggregator.fleet.bucket import FLEET_TAG, FleetBucket
 from stages.aggregator.partials import PartialSource, partial_records
 from stages.aggregator.series import IntervalBucket, SeriesLimit
 from stages.aggregator.sketch import RELATIVE_ACCURACY
 from stages.aggregator.stats import percentile_key, summary
-from stages.model import MetricType
-from stages.partial_bounds import PartialBounds
+from stages.common import contract
+from stages.common.model import MetricType
+from stages.common.partial_bounds import PartialBounds
 from tests.unit.bodies import one_body
 
 PCTS = [50.0, 90.0, 99.0]

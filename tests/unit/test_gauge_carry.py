@@ -6,9 +6,9 @@ from pathlib import Path
 
 from stages.aggregator.gauge_carry import carry_path, next_ring, take_carried, write_carried
 from stages.aggregator.series import Gauges, SeriesLimit
-from stages.model import series_key, series_name
-from stages.ring import Ring, write_ring
-from stages.sharding import shard_for
+from stages.common.model import series_key, series_name
+from stages.common.sharding import shard_for
+from stages.rundir.ring import Ring, write_ring
 
 
 def gauges(values: dict[str, float], seen: int = 7) -> Gauges:

@@ -21,8 +21,8 @@ from stages.aggregator.handoff import (
     write_handoff,
 )
 from stages.aggregator.shard import FLUSH_GRACE_SECS, ShardState
-from stages.contract import BatchHeader
-from stages.model import MetricType
+from stages.common.contract import BatchHeader
+from stages.common.model import MetricType
 from tests.unit.bodies import one_body
 
 C, G, T, S, TR = (int(MetricType.COUNTER), int(MetricType.GAUGE), int(MetricType.TIMER), int(MetricType.SET),

@@ -1,10 +1,10 @@
-"""The one rule for interval edges (stages.intervals): a published start maps back to its own interval."""
+"""The one rule for interval edges (stages.common.intervals): a published start maps back to its own interval."""
 
 from __future__ import annotations
 
 import pytest
 
-from stages.intervals import interval_index, interval_start, next_edge
+from stages.common.intervals import interval_index, interval_start, next_edge
 
 NOW = 1_700_000_000.0
 

@@ -1,8 +1,10 @@
 """Who may import whom: the rules of the layout, read from every module's imports (top level or not).
 
 - A stage package (``stages/receiver``, ``stages/aggregator``, ``stages/forwarder``) imports no other
-  stage package and none of the ``pystatsd`` command's modules: any stage is swapped or restarted alone.
-- A shared module (the rest of ``stages/``) imports neither a stage package nor the command.
+  stage package and nothing of the ``pystatsd`` command (``stages/control``): any stage is swapped or
+  restarted alone.
+- A shared module (``stages/common``, ``stages/rundir``, ``stages/listeners``) imports neither a stage
+  package nor the command.
 - The client library (``pystatsd/``) needs the standard library and itself alone: an application
   takes it without the daemon's dependencies (an optional feature may try another, and say what is
   missing when it is).
@@ -19,8 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 STAGE_PACKAGES = ("receiver", "aggregator", "forwarder")
 #: The ``pystatsd`` command: it drives the stages (and so may read them); nothing runs inside it.
-COMMAND = {f"stages.{name}" for name in (
-    "cli", "operations", "status", "supervisord_conf", "address_check", "supervise")}
+COMMAND = "stages.control"
 
 
 def imports(path: Path, optional_too: bool = True) -> set[str]:
@@ -67,12 +68,12 @@ def broken_rules(path: Path) -> list[str]:
         other = stage_of(name)
         if other is not None and other != mine:
             broken.append(f"{me} imports {name}: another stage's" if mine else f"{me} imports {name}: a stage's")
-        if any(under(name, command) for command in COMMAND) and (mine or me not in COMMAND):
+        if under(name, COMMAND):
             broken.append(f"{me} imports {name}: the command's")
     return broken
 
 
-@pytest.mark.parametrize("path", [p for p in modules("stages") if module_name(p) not in COMMAND],
+@pytest.mark.parametrize("path", [p for p in modules("stages") if not under(module_name(p), COMMAND)],
                          ids=module_name)
 def test_stages_and_shared_modules_keep_to_their_own(path: Path) -> None:
     assert broken_rules(path) == []
@@ -91,9 +92,9 @@ def test_the_rules_catch_what_they_forbid(tmp_path: Path) -> None:
     assert stage_of(module_name(shard)) == "aggregator"
     assert stage_of("stages.forwarder.sinks") == "forwarder"
     assert stage_of("stages.forwarders") is None
-    assert {"stages.forwarder.sinks", "stages.forwarder.sinks.load_sink_configs", "stages.status"} <= imports(
+    assert {"stages.forwarder.sinks", "stages.forwarder.sinks.load_sink_configs", "stages.control.status"} <= imports(
         write(tmp_path / "x.py", "def f():\n    from stages.forwarder.sinks import load_sink_configs\n"
-                                 "import stages.status\n"))
+                                 "import stages.control.status\n"))
     guarded = write(tmp_path / "y.py", "import zmq\ntry:\n    import yaml\nexcept ImportError:\n    yaml = None\n")
     assert (imports(guarded), imports(guarded, optional_too=False)) == ({"zmq", "yaml"}, {"zmq"})
 

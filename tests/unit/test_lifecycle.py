@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 import zmq
 
-from stages import lifecycle
-from stages.config import REPO_CONFIG, Config
-from stages.figures import START_ERROR, read_all
-from stages.lifecycle import (
+from stages.common import lifecycle
+from stages.common.config import REPO_CONFIG, Config
+from stages.common.lifecycle import (
     EXIT_CONFIG,
     EXIT_OK,
     STOP_BUDGET_SECS,
@@ -27,6 +26,7 @@ from stages.lifecycle import (
     StopSignal,
     run_stage,
 )
+from stages.rundir.figures import START_ERROR, read_all
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,7 +56,7 @@ def test_stopwaitsecs_covers_the_stage_s_stop_budget_and_the_margin(program: str
     stage = stage_of(section)
     assert int(section["stopwaitsecs"]) >= STOP_BUDGET_SECS[stage] + STOP_MARGIN_SECS, (
         f"[program:{program}] stopwaitsecs={section['stopwaitsecs']} leaves less than {STOP_MARGIN_SECS} s beyond "
-        f"the {STOP_BUDGET_SECS[stage]} s its stop may take (stages/lifecycle.py STOP_BUDGET_SECS)")
+        f"the {STOP_BUDGET_SECS[stage]} s its stop may take (stages/common/lifecycle.py STOP_BUDGET_SECS)")
 
 
 def test_the_budgets_are_the_sums_their_stops_are_made_of() -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import zmq
 
-from stages import contract
 from stages.aggregator.outbox import Outbox
-from stages.pause import begin_pause, end_pause, forwarder_pause_path
-from stages.sharding import forwarder_endpoint
+from stages.common import contract
+from stages.common.sharding import forwarder_endpoint
+from stages.rundir.pause import begin_pause, end_pause, forwarder_pause_path
 
 
 def flush(seq: int, paused: bool = False) -> contract.FlushHeader:

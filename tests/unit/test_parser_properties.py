@@ -8,7 +8,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages.model import MetricType
+from stages.common.model import MetricType
 from stages.receiver.parsers import parse_payload
 
 NAME = st.from_regex(r"[a-z][a-z0-9_.-]{0,20}", fullmatch=True)

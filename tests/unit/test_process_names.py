@@ -1,12 +1,12 @@
-"""Each stage process's name, from stages.process_names, is the name supervisord.conf gives it."""
+"""Each stage process's name, from stages.common.process_names, is the name supervisord.conf gives it."""
 
 from __future__ import annotations
 
 import shlex
 from pathlib import Path
 
-from stages.process_names import AGGREGATOR, FORWARDER, RECEIVER, is_process_of, process_name
-from stages.supervisord_conf import conf_parser
+from stages.common.process_names import AGGREGATOR, FORWARDER, RECEIVER, is_process_of, process_name
+from stages.control.supervisord_conf import conf_parser
 
 CONF = conf_parser((Path(__file__).resolve().parents[2] / "supervisord.conf").read_text())
 

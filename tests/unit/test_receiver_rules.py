@@ -12,13 +12,13 @@ import pytest
 import zmq
 
 from harness.ports import free_ports
-from stages import contract
-from stages.config import Config
-from stages.figures import read_all
-from stages.model import Tags, split_series_key
+from stages.common import contract
+from stages.common.config import Config
+from stages.common.model import Tags, split_series_key
 from stages.receiver import __main__ as receiver_main
 from stages.receiver.identity import DROP, Decision
 from stages.receiver.window import Window
+from stages.rundir.figures import read_all
 
 
 def debug_dropped(name: str, mtype: int, tags: Tags) -> Decision:

@@ -19,9 +19,9 @@ import pytest
 
 from stages.aggregator.gauge_carry import decode_carried, encode_carried
 from stages.aggregator.handoff import Handoff, HandoffRefused
-from stages.config import Config, QueueConfig
-from stages.config_diff import restart_settings
-from stages.contract import BatchBody, pack_batch_body, pack_values
+from stages.common.config import Config, QueueConfig
+from stages.common.config_diff import restart_settings
+from stages.common.contract import BatchBody, pack_batch_body, pack_values
 from stages.receiver.handover import decode_handover, encode_handover, running_config
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "rundir"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from stages.config import REPO_CONFIG, load_config
-from stages.lifecycle import StartError, run_dir
+from stages.common.config import REPO_CONFIG, load_config
+from stages.common.lifecycle import StartError, run_dir
 from stages.listeners import parse_listener
 from stages.listeners.inet import bind_inet
 

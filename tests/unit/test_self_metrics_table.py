@@ -8,13 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from stages.self_metrics_table import DOC_PATH, STAGE_TAGS, TABLE, Kind, UndeclaredSelfMetric, check, main, markdown
-from stages.selfstats import SelfStats
-from stages.strict import STRICT_ENV
+from stages.common.self_metrics_table import (
+    DOC_PATH,
+    STAGE_TAGS,
+    TABLE,
+    Kind,
+    UndeclaredSelfMetric,
+    check,
+    main,
+    markdown,
+)
+from stages.common.selfstats import SelfStats
+from stages.common.strict import STRICT_ENV
 
 STAGES = Path(__file__).resolve().parents[2] / "stages"
 #: Which stage's SelfStats the calls in a file feed, the first prefix that matches (paths under stages/).
-STAGE_OF_FILE = (("aggregator/fleet_loop.py", "fleet"), ("aggregator/", "aggregator"), ("receiver/", "receiver"),
+STAGE_OF_FILE = (("aggregator/fleet/", "fleet"), ("aggregator/", "aggregator"), ("receiver/", "receiver"),
                  ("forwarder/", "forwarder"))
 EMIT: dict[str, Kind] = {"total": "counter", "add": "counter", "gauge": "gauge"}
 
@@ -119,11 +128,11 @@ def test_outside_strict_mode_an_undeclared_self_metric_is_logged_once_and_report
         caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(STRICT_ENV, raising=False)
     stats = SelfStats("pystatsd.", "receiver", {"receiver": "r1"}, {})
-    with caplog.at_level(logging.ERROR, logger="stages.selfstats"):
+    with caplog.at_level(logging.ERROR, logger="stages.common.selfstats"):
         stats.total("brand_new", 1)
         stats.total("brand_new", 2)
     assert [record.getMessage() for record in caplog.records] == [
-        "self-metric receiver.brand_new is not declared in stages/self_metrics_table.py; reported all the same"]
+        "self-metric receiver.brand_new is not declared in stages/common/self_metrics_table.py; reported all the same"]
     assert [(reading.name, reading.value) for reading in stats.take()] == [("pystatsd.receiver.brand_new", 2.0)]
 
 
@@ -134,7 +143,7 @@ def test_strict_mode_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_the_docs_table_is_the_one_the_table_generates() -> None:
-    assert DOC_PATH.read_text() == markdown(), "run: python -m stages.self_metrics_table --write"
+    assert DOC_PATH.read_text() == markdown(), "run: python -m stages.common.self_metrics_table --write"
 
 
 def test_the_markdown_names_every_metric_with_its_type_and_tags(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from stages.model import MetricType
-from stages.selfstats import Reading, SelfStats
+from stages.common.model import MetricType
+from stages.common.selfstats import Reading, SelfStats
 
 C, G = int(MetricType.COUNTER), int(MetricType.GAUGE)
 

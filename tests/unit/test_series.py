@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from stages.aggregator.series import Gauges, IntervalBucket, SeriesLimit
-from stages.model import MetricType, series_key, split_series_key
+from stages.common.model import MetricType, series_key, split_series_key
 from tests.unit.bodies import bodies_of
 
 C, G, GD, T, S, TR = (int(MetricType.COUNTER), int(MetricType.GAUGE), int(MetricType.GAUGE_DELTA),

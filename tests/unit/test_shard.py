@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from stages.aggregator.shard import FLUSH_GRACE_SECS, ClosedInterval, ShardState, overrun_secs
-from stages.contract import BatchHeader
-from stages.model import MetricType, series_key
+from stages.common.contract import BatchHeader
+from stages.common.model import MetricType, series_key
 from tests.unit.bodies import one_body
 
 C, G = int(MetricType.COUNTER), int(MetricType.GAUGE)

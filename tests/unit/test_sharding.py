@@ -9,7 +9,7 @@ import zlib
 
 import pytest
 
-from stages.sharding import shard_for
+from stages.common.sharding import shard_for
 
 # name -> (crc32 of its UTF-8 bytes, shard of 4, shard of 8), worked out once with zlib.crc32.
 KNOWN = {
@@ -34,7 +34,7 @@ def test_one_shard_takes_every_name() -> None:
 
 def test_shard_does_not_depend_on_the_hash_seed() -> None:
     # Receivers in different processes must agree on a name's shard; hash() would not.
-    program = f"from stages.sharding import shard_for; print([shard_for(n, 8) for n in {sorted(KNOWN)!r}])"
+    program = f"from stages.common.sharding import shard_for; print([shard_for(n, 8) for n in {sorted(KNOWN)!r}])"
     expected = str([KNOWN[name][2] for name in sorted(KNOWN)])
     for seed in ("1", "2"):
         result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from stages.cli import config_problems
-from stages.config import load_config
+from stages.common.config import load_config
+from stages.control.cli import config_problems
 from stages.forwarder.sinks import SINKS, load_sink_configs
 
 SHIPPED = Path(__file__).resolve().parents[2] / "etc" / "pystatsd.yaml"

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
-from stages.config import Config, ConfigError, Secret, load_section
-from stages.contract import FlushHeader
+from stages.common.config import Config, ConfigError, Secret, load_section
+from stages.common.contract import FlushHeader
 from stages.forwarder.encoders import ENCODERS
 from stages.forwarder.encoders.options import EncoderOptions
 from stages.forwarder.sinks import SINKS, build_sinks

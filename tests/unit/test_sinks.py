@@ -22,7 +22,7 @@ import pytest
 
 from harness.tmpfs import Filler, small_tmpfs
 from harness.wait import wait_for
-from stages.contract import FLUSH_CHUNK, FlushHeader, encode_flush, flush_body_chunks
+from stages.common.contract import FLUSH_CHUNK, FlushHeader, encode_flush, flush_body_chunks
 from stages.forwarder import fanout
 from stages.forwarder.encoders import make_encoder
 from stages.forwarder.fanout import Fanout, SinkRunner

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stages.status import render
+from stages.control.status import render
 
 NOW = 1000.0
 

@@ -19,14 +19,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages import contract
 from stages.aggregator.series import IntervalBucket, SeriesLimit
-from stages.model import MetricType, Sample, Tags, series_key, tag_tuple
+from stages.common import contract
+from stages.common.model import MetricType, Sample, Tags, series_key, tag_tuple
+from stages.common.sharding import shard_for
 from stages.receiver import identity
 from stages.receiver.identity import CACHE_SIZE, DROP, Decision, Rules
 from stages.receiver.parsers import parse_payload, payload_parser, statsd_lines
 from stages.receiver.window import CompiledWindow, PyWindow, take_payloads
-from stages.sharding import shard_for
 from tests.compiled_parts import needs_compiled_window
 from tests.unit import parser_benchmarks
 from tests.unit.lines import (

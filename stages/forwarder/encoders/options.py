@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stages.config import Secret
+from stages.common.config import Secret
 
 
 @dataclass(frozen=True)

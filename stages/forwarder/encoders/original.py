@@ -13,10 +13,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from stages.common.model import whole
 from stages.forwarder.encoders.base import RecordEncoder
 from stages.forwarder.encoders.json import json_bytes
 from stages.forwarder.encoders.options import EncoderOptions
-from stages.model import whole
 
 #: Keys of the event itself; a tag of the same name is left out rather than overwrite one.
 EVENT_KEYS = frozenset({"name", "value", "@version", "@timestamp", "apikey", "tenant_id"})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 
-from stages.config import Config, ConfigError, Secret, load_section
+from stages.common.config import Config, ConfigError, Secret, load_section
 from stages.forwarder.sinks.base import BufferConfig, Sink, SinkConfig
 from stages.forwarder.sinks.console import ConsoleConfig, ConsoleSink
 from stages.forwarder.sinks.file import FileSink

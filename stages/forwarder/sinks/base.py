@@ -4,7 +4,7 @@ A sink only writes. The forwarder's :class:`~stages.forwarder.fanout.SinkRunner`
 its own thread, bounded buffer, retries and drop counting; a sink never sees another sink.
 
 **What it is handed.** :meth:`Sink.write` gets one :class:`Flush`: the ``header`` of one shard's
-interval (:class:`~stages.contract.FlushHeader`), its ``aggregates`` (the contract's aggregate
+interval (:class:`~stages.common.contract.FlushHeader`), its ``aggregates`` (the contract's aggregate
 objects) and their ``size`` on the wire. A sink reads them with :meth:`Flush.chunks` (or
 :meth:`Flush.each`), which decodes a few thousand at a time: the buffers hold flushes encoded, and
 a flush being written then costs its encoded output, not every aggregate decoded at once. The same
@@ -42,7 +42,7 @@ aggregate objects may go to every sink, so a sink **must not mutate them** (nor 
 and ``buffer_max_bytes``. Block forever: every network call has a timeout, so a stop is not held up.
 
 **Its config** is a frozen dataclass derived from :class:`SinkConfig`, loaded from the sink's
-section under ``forwarders:`` (:func:`stages.config.load_section`: its fields are the keys, a field
+section under ``forwarders:`` (:func:`stages.common.config.load_section`: its fields are the keys, a field
 without a default is a required key, ``__post_init__`` raises ValueError naming a bad key). It
 offers the buffer bounds, ``format`` and ``encoder_options`` (what ``debug_mode`` prints in place
 of a remote sink) with defaults most sinks keep.
@@ -56,14 +56,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from stages.contract import FlushHeader
+from stages.common.contract import FlushHeader
 from stages.forwarder.encoders import check_format
 from stages.forwarder.encoders.options import EncoderOptions
 
 
 class EncodedAggregates:
     """A flush's aggregates as they came over the wire: ``count`` of them, which ``chunks`` decodes a
-    chunk at a time (:func:`stages.contract.flush_body_chunks`).
+    chunk at a time (:func:`stages.common.contract.flush_body_chunks`).
 
     A decoded aggregate takes about seven times its size on the wire (a Python dict, its keys and
     values: some 500 bytes for a gauge of 70), so a flush stays encoded in the sinks' buffers, and what

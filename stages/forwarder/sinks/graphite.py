@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pystatsd.ports import check_port
+from stages.common.log_throttle import LogThrottle
+from stages.common.model import whole
 from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError, close_quietly, not_empty
 from stages.forwarder.sinks.progress import FlushProgress
-from stages.log_throttle import LogThrottle
-from stages.model import whole
 
 log = logging.getLogger(__name__)
 

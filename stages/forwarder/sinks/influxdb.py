@@ -20,7 +20,7 @@ import logging
 import urllib.parse
 from dataclasses import dataclass
 
-from stages.config import Secret, resolve_secret
+from stages.common.config import Secret, resolve_secret
 from stages.forwarder.encoders import make_encoder
 from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError, not_empty
 from stages.forwarder.sinks.progress import FlushProgress

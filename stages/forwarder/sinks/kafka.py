@@ -26,12 +26,12 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from stages.config import KafkaSecurity, Secret, kafka_brokers, resolve_secret
+from stages.common.config import KafkaSecurity, Secret, kafka_brokers, resolve_secret
+from stages.common.partial_bounds import PARTIALS, PartialBounds
 from stages.forwarder.encoders import make_encoder
 from stages.forwarder.encoders.options import EncoderOptions
 from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError, not_empty
 from stages.forwarder.sinks.progress import FlushProgress
-from stages.partial_bounds import PARTIALS, PartialBounds
 
 log = logging.getLogger(__name__)
 

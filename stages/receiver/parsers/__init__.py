@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from itertools import groupby
 
-from stages.model import Sample
+from stages.common.model import Sample
 from stages.receiver.parsers import json_original, statsd
 from stages.receiver.parsers.base import ParseError
 

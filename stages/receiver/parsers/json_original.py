@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from stages.model import MetricType, Sample, tag_tuple
+from stages.common.model import MetricType, Sample, tag_tuple
 from stages.receiver.parsers import base
 from stages.receiver.parsers.base import ParseError
 

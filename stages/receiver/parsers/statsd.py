@@ -9,7 +9,7 @@ its own whatever fields and tags it carries (passing them on is for later).
 
 from __future__ import annotations
 
-from stages.model import MetricType, Sample, Tags, tag_tuple
+from stages.common.model import MetricType, Sample, Tags, tag_tuple
 from stages.receiver.parsers.base import (
     CONTROL_CHARS,
     ParseError,

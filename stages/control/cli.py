@@ -3,7 +3,7 @@
 
 ``run`` checks the config, renders the repo's ``supervisord.conf`` (or the copy an installed package
 ships) into the run directory with this interpreter and that run directory filled in, then becomes
-supervisord in the foreground (stages.supervise: supervisord's own main loop in this process, which
+supervisord in the foreground (stages.control.supervise: supervisord's own main loop in this process, which
 exits 78 with every stage's reason once none is left running): that is what the systemd unit runs.
 Every stage logs to the command's own stdout/stderr, so the journal (or the terminal) gets everything.
 """
@@ -26,20 +26,14 @@ from typing import Any
 import yaml
 
 from pystatsd.client import Client
-from stages import __version__, operations, status
-from stages.address_check import address_problems, tcp_url
-from stages.config import Config, ConfigError, config_path, load_config, load_section
-from stages.config_copies import RUNNING, load_copy, source_of
-from stages.config_diff import config_changes
-from stages.figures import read_all
-from stages.forwarder.sinks import load_sink_configs
-from stages.lifecycle import DEFAULT_RUN_DIR, EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE
-from stages.listeners.unix_path import live_unix_socket
-from stages.private_file import make_private_dir, write_private
-from stages.process_names import AGGREGATOR, is_process_of
-from stages.ring import RING_FILE, read_ring
-from stages.run_dir_check import make_run_dir, run_dir_problems
-from stages.supervisord_conf import (
+from stages import __version__
+from stages.common.config import Config, ConfigError, config_path, load_config, load_section
+from stages.common.config_diff import config_changes
+from stages.common.lifecycle import DEFAULT_RUN_DIR, EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE
+from stages.common.process_names import AGGREGATOR, is_process_of
+from stages.control import operations, status
+from stages.control.address_check import address_problems, tcp_url
+from stages.control.supervisord_conf import (
     INSTALLED_TEMPLATE,
     PROGRAMS_FILE,
     PROGRAMS_HEADER,
@@ -47,6 +41,13 @@ from stages.supervisord_conf import (
     render_supervisord_conf,
     supervisord_template,
 )
+from stages.forwarder.sinks import load_sink_configs
+from stages.listeners.unix_path import live_unix_socket
+from stages.rundir.config_copies import RUNNING, load_copy, source_of
+from stages.rundir.figures import read_all
+from stages.rundir.private_file import make_private_dir, write_private
+from stages.rundir.ring import RING_FILE, read_ring
+from stages.rundir.run_dir_check import make_run_dir, run_dir_problems
 
 #: ``pystatsd status`` of an instance that is running but not healthy (or not running).
 EXIT_UNHEALTHY = 1
@@ -137,7 +138,7 @@ class Refused(Exception):
 
 
 class RunDirRefused(Refused):
-    """The run directory may not be used (stages.run_dir_check)."""
+    """The run directory may not be used (stages.rundir.run_dir_check)."""
 
 
 def instance(path: Path, run_dir_arg: str | None) -> tuple[Config, Path]:
@@ -160,7 +161,7 @@ def chosen_run_dir(run_dir_arg: str | None, config: Config, template: Path) -> P
 
 
 def usable(run_dir: Path) -> Path:
-    """``run_dir``, unless stages.run_dir_check refuses it (Refused, every problem): a command on a running
+    """``run_dir``, unless stages.rundir.run_dir_check refuses it (Refused, every problem): a command on a running
     instance reads and writes there as pystatsd run does."""
     problems = run_dir_problems(run_dir)
     if problems:
@@ -434,8 +435,8 @@ def run_pipeline(path: Path, run_dir_arg: str | None, counts: dict[str, int | No
     sys.stderr.flush()
     _make_stdout_openable()
     _append_to_output_files()
-    # supervisord -n -c conf in this very process, exiting 78 once no stage is left running (stages.supervise).
-    os.execv(sys.executable, [sys.executable, "-m", "stages.supervise", str(run_dir)])
+    # supervisord -n -c conf in this very process, exiting 78 once no stage is left running (stages.control.supervise).
+    os.execv(sys.executable, [sys.executable, "-m", "stages.control.supervise", str(run_dir)])
 
 
 def start_problems(config: Config, run_dir: Path) -> list[str]:

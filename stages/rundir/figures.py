@@ -1,10 +1,10 @@
 """Each stage's latest figures, published as a small JSON file in the run directory.
 
 A stage replaces ``<run>/figures/<stage>.json`` every interval (atomically, never through a link:
-stages.private_file), so ``pystatsd status`` and the health endpoint can read every stage's state
+stages.rundir.private_file), so ``pystatsd status`` and the health endpoint can read every stage's state
 without a socket of their own. A file that is not refreshed tells that its stage is gone or stuck.
-Each record names the schema its figures follow (stages.figure_schemas), and they are checked
-against it: a mismatch raises in strict mode (stages.strict), else it is logged once.
+Each record names the schema its figures follow (stages.common.figure_schemas), and they are checked
+against it: a mismatch raises in strict mode (stages.common.strict), else it is logged once.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stages.figure_schemas import Schema, problems
-from stages.private_file import make_private_dir, read_private, write_private
-from stages.strict import strict_by_default
+from stages.common.figure_schemas import Schema, problems
+from stages.common.strict import strict_by_default
+from stages.rundir.private_file import make_private_dir, read_private, write_private
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ _mismatch_logged: set[str] = set()
 
 
 class FiguresNotAsDeclared(ValueError):
-    """A stage published figures that differ from their schema in stages/figure_schemas.py."""
+    """A stage published figures that differ from their schema in stages/common/figure_schemas.py."""
 
 
 def publish(run_dir: Path, stage: str, schema: Schema, figures: Mapping[str, object]) -> None:
@@ -45,7 +45,8 @@ def publish(run_dir: Path, stage: str, schema: Schema, figures: Mapping[str, obj
             raise FiguresNotAsDeclared(f"{stage}'s figures: {'; '.join(mismatch)}")
         if schema not in _mismatch_logged:
             _mismatch_logged.add(schema)
-            log.error("%s's figures are not as stages/figure_schemas.py declares them: %s", stage, "; ".join(mismatch))
+            log.error("%s's figures are not as stages/common/figure_schemas.py declares them: %s", stage,
+                      "; ".join(mismatch))
     directory = run_dir / FIGURES_DIR
     record = {"stage": stage, "schema": schema, "pid": os.getpid(), "started": STARTED, "updated": time.time(),
               "figures": figures}

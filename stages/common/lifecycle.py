@@ -10,7 +10,7 @@ everything else, once for every stage, in this order:
 2. logging on stderr, one line per record, named after the stage (``PYSTATSD_LOG_LEVEL``);
 3. the config, validated: a problem is one line and exit 78 (:data:`EXIT_CONFIG`);
 4. the stage's own checks (:meth:`Stage.check`);
-5. the run directory, private to this user, or refused (stages.run_dir_check);
+5. the run directory, private to this user, or refused (stages.rundir.run_dir_check);
 6. the stage's lock, when it binds a socket another copy must not steal;
 7. SIGTERM and SIGINT (stop) and SIGHUP (reload), which only set a flag the loop polls
    (:class:`StopSignal`);
@@ -45,11 +45,11 @@ from typing import IO, ClassVar, NoReturn, Protocol
 
 import zmq
 
-from stages.config import Config, ConfigError, config_path, load_config
-from stages.config_diff import reloadable
-from stages.figures import START_ERROR, clear_start_error, publish
-from stages.private_file import open_private
-from stages.run_dir_check import make_run_dir, run_dir_problems
+from stages.common.config import Config, ConfigError, config_path, load_config
+from stages.common.config_diff import reloadable
+from stages.rundir.figures import START_ERROR, clear_start_error, publish
+from stages.rundir.private_file import open_private
+from stages.rundir.run_dir_check import make_run_dir, run_dir_problems
 
 EXIT_OK = 0
 EXIT_SOFTWARE = 70
@@ -59,7 +59,7 @@ EXIT_CONFIG = 78
 log = logging.getLogger(__name__)
 
 #: The run directory when neither ``--run-dir`` nor the config's ``run_dir`` says.
-DEFAULT_RUN_DIR = Path(__file__).resolve().parent.parent / "run"
+DEFAULT_RUN_DIR = Path(__file__).resolve().parents[2] / "run"
 
 # --- Stop budgets -------------------------------------------------------------------------------
 # The timeouts each stage's stop is made of, each stage's beside the sum of them. They live here, by
@@ -80,7 +80,7 @@ class ReceiverStop:
 
 @dataclass(frozen=True)
 class ShardStop:
-    #: How long a shard stopping for a restart waits at most for the receivers to pause (stages.pause).
+    #: How long a shard stopping for a restart waits at most for the receivers to pause (stages.rundir.pause).
     pause_max_secs: float = 1.0
     #: How long without a batch ends the drain of what had arrived before the unbind.
     drain_quiet_secs: float = 0.2
@@ -101,7 +101,7 @@ class ShardStop:
 
 @dataclass(frozen=True)
 class ForwarderStop:
-    #: How long a forwarder stopping for a restart waits at most for every shard to pause (stages.pause).
+    #: How long a forwarder stopping for a restart waits at most for every shard to pause (stages.rundir.pause).
     pause_max_secs: float = 3.0
     #: How long without a flush means no shard is still stopping (within ``wait_finals_secs``).
     quiet_secs: float = 1.0
@@ -144,7 +144,7 @@ STOP_BUDGET_SECS: dict[str, float] = {
 #: reads what the kernel drops when it is not read in time; the shards hold their work in bounded,
 #: counted queues. When they share a core (a flush of every shard at each interval edge), the kernel
 #: then runs the receiver first and the flushes in what it leaves. The forwarder too: its sinks
-#: hold bounded, counted queues, and a planned restart pauses the shards first (stages.pause), so a
+#: hold bounded, counted queues, and a planned restart pauses the shards first (stages.rundir.pause), so a
 #: forwarder starved for a while delays its flushes and loses none of them.
 NICENESS: dict[str, int] = {"receiver": 0, "aggregator": 10, "forwarder": 10}
 
@@ -367,7 +367,7 @@ def reloaded(running: Config, new: Config, stage_log: logging.Logger) -> Config:
 
 
 def run_dir(args: argparse.Namespace, config: Config) -> Path:
-    """The run directory, made private (0700) unless stages.run_dir_check refuses it: ipc sockets are
+    """The run directory, made private (0700) unless stages.rundir.run_dir_check refuses it: ipc sockets are
     guarded by file permissions, and nothing there may lead root's writes elsewhere."""
     path = Path(config.run_dir or args.run_dir or DEFAULT_RUN_DIR)
     problems = make_run_dir(path)

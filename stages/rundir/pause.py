@@ -4,8 +4,8 @@ ZeroMQ loses what is in flight on a connection (the kernel's buffers, the sender
 bound end closes it. So a stage restarting does not unbind while messages may still be on the way.
 
 A shard first writes ``pause-shard-K-of-N.json`` in the run directory. Every receiver looks at the pause
-files of its ring at least every :data:`stages.ring.CHECK_EVERY_SECS` and before each batch it sends; on seeing
-one it sends that shard one last, empty batch marked ``paused`` (:class:`stages.contract.BatchHeader`)
+files of its ring at least every :data:`stages.rundir.ring.CHECK_EVERY_SECS` and before each batch it sends; on seeing
+one it sends that shard one last, empty batch marked ``paused`` (:class:`stages.common.contract.BatchHeader`)
 and holds every later batch for it. The shard merges batches as usual until each receiver it heard
 from lately has sent its ``paused`` batch, which comes after all its others on the same connection:
 nothing is in flight then, and the shard unbinds, hands its intervals on and removes the file. The
@@ -13,7 +13,7 @@ receivers then send what they held: ZeroMQ queues it until the next instance bin
 the interval it was read in.
 
 The forwarder does the same with ``pause-forwarder.json``: every shard of the ring looks at it as
-often, sends one empty flush marked ``paused`` (:class:`stages.contract.FlushHeader`) after the
+often, sends one empty flush marked ``paused`` (:class:`stages.common.contract.FlushHeader`) after the
 flushes it already had, and holds later flushes in its hold queue. Once every shard's ``paused``
 flush came the forwarder unbinds; its next instance removes the file once it has bound, and the
 shards send what they held.
@@ -28,8 +28,8 @@ import json
 import time
 from pathlib import Path
 
-from stages.private_file import read_private, write_private
-from stages.ring import CHECK_EVERY_SECS  # the receivers look at the pause files as often as at the ring file
+from stages.rundir.private_file import read_private, write_private
+from stages.rundir.ring import CHECK_EVERY_SECS  # the receivers look at the pause files as often as at the ring file
 
 
 def pause_path(run_dir: Path, shard: int, shards: int) -> Path:

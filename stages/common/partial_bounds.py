@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from stages.config import Config, load_section
+from stages.common.config import Config, load_section
 
 #: The kafka sink's format that sends partials to the fleet tier instead of aggregates.
 PARTIALS = "partials"

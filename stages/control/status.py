@@ -1,7 +1,7 @@
 """A running instance's state at a glance: supervisord's view of each process plus each stage's figures.
 
 Used by ``pystatsd status`` (a table, or ``--json``); what counts as healthy is
-:mod:`stages.health_check`'s, which the forwarder's health endpoint answers by too. It reads only
+:mod:`stages.common.health_check`'s, which the forwarder's health endpoint answers by too. It reads only
 the run directory: supervisord's control socket and the figures the stages publish there.
 """
 
@@ -12,10 +12,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stages import supervisor_rpc
-from stages.figure_schemas import FleetFigures, ForwarderFigures, ReceiverFigures, ShardFigures, SinkFigures, figures_of
-from stages.figures import START_ERROR, read_all
-from stages.health_check import health, sinks_of
+from stages.common import supervisor_rpc
+from stages.common.figure_schemas import (
+    FleetFigures,
+    ForwarderFigures,
+    ReceiverFigures,
+    ShardFigures,
+    SinkFigures,
+    figures_of,
+)
+from stages.common.health_check import health, sinks_of
+from stages.rundir.figures import START_ERROR, read_all
 
 
 def supervisor_processes(run_dir: Path) -> dict[str, dict[str, Any]]:

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 #: The repo's supervisord.conf.
-REPO_TEMPLATE = Path(__file__).resolve().parent.parent / "supervisord.conf"
+REPO_TEMPLATE = Path(__file__).resolve().parents[2] / "supervisord.conf"
 #: Where a package (etc/packaging/build_tree.sh) puts its copy, inside the virtualenv.
 INSTALLED_TEMPLATE = Path(sys.prefix) / "share" / "pystatsd" / "supervisord.conf"
 

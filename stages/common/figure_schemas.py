@@ -1,7 +1,7 @@
-"""What each stage publishes as its figures (stages.figures), declared once: keys and types per stage.
+"""What each stage publishes as its figures (stages.rundir.figures), declared once: keys and types per stage.
 
 Each publisher builds its figures as one of these TypedDicts (mypy checks the keys and types it
-writes), :func:`stages.figures.publish` records the schema's name beside them and checks them
+writes), :func:`stages.rundir.figures.publish` records the schema's name beside them and checks them
 against it (:func:`problems`), and ``pystatsd status`` reads a record through :func:`figures_of`,
 which hands back typed figures only when they are as declared (an older stage's, during an upgrade
 by restart, may not be).
@@ -102,7 +102,7 @@ def problems(schema: str, figures: object) -> list[str]:
     """How ``figures`` differ from ``schema``'s declaration, each naming the key; empty when they do not."""
     declared = SCHEMAS.get(schema)
     if declared is None:
-        return [f"no schema {schema!r} in stages/figure_schemas.py"]
+        return [f"no schema {schema!r} in stages/common/figure_schemas.py"]
     return _problems(declared, figures, schema)
 
 

@@ -10,7 +10,7 @@ exact under failure:
   only once the partition is caught up (read to the end it had when it was assigned): a process
   that takes over a partition first re-reads what its last owner had not delivered.
 - **Offsets are committed only once every sink is done with the flush** (the forwarder says so in
-  :mod:`stages.delivery`), and only up to the first record of an interval still open. The commit
+  :mod:`stages.rundir.delivery`), and only up to the first record of an interval still open. The commit
   carries, as its metadata, the last interval delivered and the position then: the next owner skips
   what was delivered and takes as late what came after it. A crash, a ``kill -9`` or a rebalance
   therefore re-reads rather than loses; a flush sent again has the same aggregates and ids.
@@ -34,20 +34,20 @@ from typing import Any
 
 import zmq
 
-from stages import contract
-from stages.aggregator.fleet import FleetBucket
-from stages.config import Config, KafkaInputConfig
-from stages.delivery import read_delivered
-from stages.figure_schemas import FleetFigures
-from stages.figures import publish
-from stages.intervals import interval_index, interval_start
-from stages.lifecycle import StopSignal
-from stages.log_throttle import LogThrottle
-from stages.process_names import AGGREGATOR, process_name
-from stages.selfstats import SelfStats
-from stages.sharding import forwarder_endpoint
+from stages.aggregator.fleet.bucket import FleetBucket
+from stages.common import contract
+from stages.common.config import Config, KafkaInputConfig
+from stages.common.figure_schemas import FleetFigures
+from stages.common.intervals import interval_index, interval_start
+from stages.common.lifecycle import StopSignal
+from stages.common.log_throttle import LogThrottle
+from stages.common.process_names import AGGREGATOR, process_name
+from stages.common.selfstats import SelfStats
+from stages.common.sharding import forwarder_endpoint
+from stages.rundir.delivery import read_delivered
+from stages.rundir.figures import publish
 
-log = logging.getLogger("stages.aggregator.fleet")
+log = logging.getLogger("stages.aggregator.fleet.bucket")
 
 #: Records taken per poll; the loop checks the clock between polls.
 POLL_RECORDS = 5000

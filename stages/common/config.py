@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 #: Where the config is looked for when neither ``--config`` nor ``PYSTATSD_CONFIG`` says.
 SYSTEM_CONFIG = Path("/etc/pystatsd/pystatsd.conf")
-REPO_CONFIG = Path(__file__).resolve().parent.parent / "etc" / "pystatsd.yaml"
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "etc" / "pystatsd.yaml"
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from stages.config import Config, ConfigError, load_config
-from stages.private_file import read_private, write_private
+from stages.common.config import Config, ConfigError, load_config
+from stages.rundir.private_file import read_private, write_private
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from stages.aggregator.sketch import (
     sketch_of,
 )
 from stages.aggregator.stats import percentile_key, summary, timer_statistics
-from stages.contract import BODY_STRIDES, BatchBody, PartialHeader, unpack_values
-from stages.model import KEY_SEPARATOR, OUTPUT_TYPE_NAMES, IntervalAggregates
+from stages.common.contract import BODY_STRIDES, BatchBody, PartialHeader, unpack_values
+from stages.common.model import KEY_SEPARATOR, OUTPUT_TYPE_NAMES, IntervalAggregates
 
 #: The tag every fleet aggregate carries beside its own, so that it is never taken for one host's.
 FLEET_TAG = ("pystatsd_scope", "fleet")

@@ -16,19 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stages import supervisor_rpc
 from stages.aggregator.shard import FLUSH_GRACE_SECS
-from stages.config import Config
-from stages.config_copies import RUNNING, STARTED, load_copy
-from stages.config_diff import ON_RELOAD, config_changes, reloadable
-from stages.figures import read_all
-from stages.forwarder.sinks import load_sink_configs
-from stages.intervals import next_edge
-from stages.lifecycle import FORWARDER_STOP
-from stages.private_file import read_private, write_private
-from stages.process_names import AGGREGATOR, RECEIVER, is_process_of, process_name
-from stages.ring import Ring, ring_shards, write_ring
-from stages.supervisord_conf import (
+from stages.common import supervisor_rpc
+from stages.common.config import Config
+from stages.common.config_diff import ON_RELOAD, config_changes, reloadable
+from stages.common.intervals import next_edge
+from stages.common.lifecycle import FORWARDER_STOP
+from stages.common.process_names import AGGREGATOR, RECEIVER, is_process_of, process_name
+from stages.control.supervisord_conf import (
     PROGRAMS_FILE,
     PROGRAMS_HEADER,
     RENDERED_IDENTIFIER,
@@ -36,6 +31,11 @@ from stages.supervisord_conf import (
     programs_text,
     replace_paths,
 )
+from stages.forwarder.sinks import load_sink_configs
+from stages.rundir.config_copies import RUNNING, STARTED, load_copy
+from stages.rundir.figures import read_all
+from stages.rundir.private_file import read_private, write_private
+from stages.rundir.ring import Ring, ring_shards, write_ring
 
 #: How long a receiver may take to come back in place before the command calls it failed.
 IN_PLACE_TIMEOUT_SECS = 20.0
@@ -148,7 +148,7 @@ def reshard(run_dir: Path, shards: int, interval: float) -> list[str]:
     interval edge, retire the old shards once they flushed their last interval; what was done.
 
     The new shards' program and the old one's retirement go to the run directory's programs file,
-    which the config supervisord runs includes (stages.supervisord_conf): that config is not edited."""
+    which the config supervisord runs includes (stages.control.supervisord_conf): that config is not edited."""
     old = [i for i in processes(run_dir) if is_process_of(i["name"], AGGREGATOR)]
     groups = sorted({i["group"] for i in old})
     if len(groups) != 1:

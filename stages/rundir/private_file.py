@@ -3,7 +3,7 @@
 A write is atomic (a reader sees the old file or the new one whole, never a part), flushed to disk
 when it must survive a crash, and goes to a new file (O_EXCL, random name) renamed over the old
 one: a rename replaces a link there rather than following it. Reads and other opens refuse a link
-(O_NOFOLLOW). stages/run_dir_check.py refuses a run directory where another user could plant one;
+(O_NOFOLLOW). stages/rundir/run_dir_check.py refuses a run directory where another user could plant one;
 these are the second net.
 """
 

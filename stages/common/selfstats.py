@@ -16,10 +16,10 @@ receiver's as samples into its batch window (:meth:`SelfStats.samples`), a shard
 forwarder's as aggregates of the interval just ended (:meth:`SelfStats.aggregates`). With an empty
 prefix nothing is reported.
 
-Every reading is checked against its declaration in :mod:`stages.self_metrics_table` (name, type,
-tag keys). A mismatch is a bug: with ``PYSTATSD_STRICT=1`` in the environment (:mod:`stages.strict`:
+Every reading is checked against its declaration in :mod:`stages.common.self_metrics_table` (name, type,
+tag keys). A mismatch is a bug: with ``PYSTATSD_STRICT=1`` in the environment (:mod:`stages.common.strict`:
 the test harness sets it for every stage it starts) it raises
-:class:`~stages.self_metrics_table.UndeclaredSelfMetric`; otherwise it is logged once per name and
+:class:`~stages.common.self_metrics_table.UndeclaredSelfMetric`; otherwise it is logged once per name and
 reported all the same (a self-metric must never stop a stage).
 """
 
@@ -29,9 +29,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from stages.model import IntervalAggregates, MetricType, Sample, Tags, tag_tuple
-from stages.self_metrics_table import STAGE_TAGS, Kind, UndeclaredSelfMetric, check
-from stages.strict import strict_by_default
+from stages.common.model import IntervalAggregates, MetricType, Sample, Tags, tag_tuple
+from stages.common.self_metrics_table import STAGE_TAGS, Kind, UndeclaredSelfMetric, check
+from stages.common.strict import strict_by_default
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class SelfStats:
                  strict: bool | None = None) -> None:
         if sorted(tags) != sorted(STAGE_TAGS.get(stage, ())):
             raise UndeclaredSelfMetric(f"stage {stage!r} is declared with tags {list(STAGE_TAGS.get(stage, ()))}, "
-                                       f"given {sorted(tags)} (stages/self_metrics_table.py)")
+                                       f"given {sorted(tags)} (stages/common/self_metrics_table.py)")
         self.strict = strict_by_default() if strict is None else strict
         #: (name, kind, tag keys) already checked against the table (or already logged as not declared)
         self._checked: set[tuple[str, Kind, tuple[str, ...]]] = set()

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from stages.private_file import read_private, write_private
+from stages.rundir.private_file import read_private, write_private
 
 RING_FILE = "ring.json"
 #: How often at most a receiver looks at the file: ``pystatsd reshard`` writes it well ahead of T.

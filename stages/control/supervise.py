@@ -1,7 +1,7 @@
 """supervisord in the foreground, giving up once every stage has: what ``pystatsd run`` execs.
 
 ``pystatsd run`` becomes supervisord: systemd's main pid, its signals, its stdout. This module runs
-supervisord's own ``main()`` in this process (``python -m stages.supervise RUN_DIR`` is
+supervisord's own ``main()`` in this process (``python -m stages.control.supervise RUN_DIR`` is
 ``supervisord -n -c RUN_DIR/supervisord.conf``), watching its process state events.
 When a stage ends FATAL or EXITED (and will not be restarted) while no stage is left running or
 starting, it prints each stage's reason on stderr (the start error it left in its figures, else its
@@ -27,9 +27,9 @@ from supervisor import events, supervisord
 from supervisor.datatypes import RestartUnconditionally
 from supervisor.states import ProcessStates, SupervisorStates, getProcessStateDescription
 
-from stages.figures import START_ERROR, read_all
-from stages.lifecycle import EXIT_CONFIG, EXIT_OK
-from stages.status import process_reasons, stage_order
+from stages.common.lifecycle import EXIT_CONFIG, EXIT_OK
+from stages.control.status import process_reasons, stage_order
+from stages.rundir.figures import START_ERROR, read_all
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def stage_reasons(processes: list[Any], records: dict[str, dict[str, Any]]) -> l
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m stages.supervise RUN_DIR (supervisord -n -c RUN_DIR/supervisord.conf)",
+        print("usage: python -m stages.control.supervise RUN_DIR (supervisord -n -c RUN_DIR/supervisord.conf)",
               file=sys.stderr)
         return EXIT_CONFIG
     run_dir = Path(args[0])

@@ -16,7 +16,7 @@ time the batch's first datagram was read; it decides the interval), ``n`` (entri
 ``metrics`` (metrics the batch stands for: every metric the receiver accumulated into its
 entries), ``sent_before`` (metrics of earlier batches in the same stream), ``paused`` (true on the
 empty batch a receiver sends a stopping shard when it begins to hold that shard's batches: nothing of
-that stream comes after it, see :mod:`stages.pause`). The body is columnar:
+that stream comes after it, see :mod:`stages.rundir.pause`). The body is columnar:
 each series once per batch, accumulated over the receiver's batch window. It is an array of five
 flat arrays (see :class:`BatchBody`), each entry's fields one after another:
 
@@ -28,24 +28,24 @@ flat arrays (see :class:`BatchBody`), each entry's fields one after another:
 - ``sets``: key, members (array of str, each once, in arrival order);
 - ``traces``: key, count (the sum of 1 / sample rate).
 
-A key is :func:`stages.model.series_key`: the name and the sorted flat tags joined by ``\x1f``. A
+A key is :func:`stages.common.model.series_key`: the name and the sorted flat tags joined by ``\x1f``. A
 shard merges entries in body order; a key may appear in more than one entry of a section (as v1
 batches become, one entry per metric).
 
 ``pystatsd.batch.v1`` (older receivers; read for one release): the same header, with ``n`` the
 metrics in the body; body a list of metrics, each a sample ``[name, type, value, rate, tags]`` (see
-:mod:`stages.model`), read as a v2 body of one entry per metric.
+:mod:`stages.common.model`), read as a v2 body of one entry per metric.
 
 ``pystatsd.flush.v1`` (shard K → forwarder): header ``shard``, ``shards``, ``epoch``, ``seq`` (+1 per
 flush per shard epoch), ``interval_start``, ``interval``, ``n`` (aggregates), ``final`` (true on the
 last flush before a planned stop), ``seq_gaps`` (batches the shard found missing since its previous
 flush), ``covers`` (per receiver stream, the first and last batch whose metrics the flush holds, with
 their running metric counts), ``ack`` (true when the shard wants to know that every sink is done
-with the flush: the forwarder then records it in :mod:`stages.delivery`; the fleet tier commits its
+with the flush: the forwarder then records it in :mod:`stages.rundir.delivery`; the fleet tier commits its
 Kafka offsets by it), ``revision`` (0 for an interval's flush; 1, 2, ... for each later correction
 of an interval the fleet tier already flushed: late partials merged in), ``paused`` (true on the
 empty flush a shard sends a forwarder stopping for a restart when it begins to hold its flushes,
-see :mod:`stages.pause`; it is in no sequence and reaches no sink); body a list of aggregates,
+see :mod:`stages.rundir.pause`; it is in no sequence and reaches no sink); body a list of aggregates,
 each a map with exactly the output-contract keys. An optional fourth frame holds the interval's
 partials (a shard whose config has a sink of ``format: partials``): a msgpack array of Kafka key,
 record value, key, value, ... with each value a ``pystatsd.partial.v1``.
@@ -86,7 +86,7 @@ from typing import Any, NamedTuple, cast
 
 import msgpack
 
-from stages.model import MetricType, series_key
+from stages.common.model import MetricType, series_key
 
 BATCH_V1 = b"pystatsd.batch.v1"
 BATCH_V2 = b"pystatsd.batch.v2"
@@ -117,7 +117,7 @@ class BatchHeader:
     sent_before: int = 0
     #: Metrics this batch stands for (every metric accumulated into its entries); ``n`` if absent.
     metrics: int = -1
-    #: The sender's last batch to this shard instance: it holds the later ones (:mod:`stages.pause`).
+    #: The sender's last batch to this shard instance: it holds the later ones (:mod:`stages.rundir.pause`).
     paused: bool = False
 
     def __post_init__(self) -> None:
@@ -139,12 +139,12 @@ class FlushHeader:
     #: ``"src@epoch"`` → [first seq, sent_before of it, last seq, metrics sent through it]: the
     #: batches whose metrics this flush holds, so the forwarder can count what a crash lost.
     covers: dict[str, list[int]] = field(default_factory=dict)
-    #: Record in the delivery file once every sink is done with it (:mod:`stages.delivery`).
+    #: Record in the delivery file once every sink is done with it (:mod:`stages.rundir.delivery`).
     ack: bool = False
     #: 0, or the how-manieth correction of an interval already flushed.
     revision: int = 0
     #: The shard's last message before it holds its flushes for a forwarder pausing for a restart
-    #: (:mod:`stages.pause`): no aggregates, in no sequence (``seq`` is the next flush's).
+    #: (:mod:`stages.rundir.pause`): no aggregates, in no sequence (``seq`` is the next flush's).
     paused: bool = False
 
     @property

@@ -16,9 +16,9 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stages.figures import STARTED
-from stages.private_file import read_private, write_private
-from stages.process_names import AGGREGATOR, process_name
+from stages.common.process_names import AGGREGATOR, process_name
+from stages.rundir.figures import STARTED
+from stages.rundir.private_file import read_private, write_private
 
 log = logging.getLogger(__name__)
 

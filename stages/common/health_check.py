@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from stages.figure_schemas import ForwarderFigures, SinkFigures, figures_of
-from stages.figures import START_ERROR
-from stages.process_names import AGGREGATOR, FORWARDER, RECEIVER, is_process_of, process_name
+from stages.common.figure_schemas import ForwarderFigures, SinkFigures, figures_of
+from stages.common.process_names import AGGREGATOR, FORWARDER, RECEIVER, is_process_of, process_name
+from stages.rundir.figures import START_ERROR
 
 #: A stage whose figures are older than this many intervals (plus a few seconds) is not working.
 STALE_AFTER_INTERVALS = 2

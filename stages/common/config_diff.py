@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-from stages.config import Config, Secret
+from stages.common.config import Config, Secret
 
 #: Top-level keys a reload cannot apply: every stage would have to agree on them at one instant.
 RESTART_KEYS = frozenset({"flush_interval", "run_dir", "health_address", "queues"})

@@ -1,0 +1,1 @@
+"""The fleet tier: shards whose input is the edges' partials in Kafka instead of the receivers."""
