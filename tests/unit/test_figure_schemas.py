@@ -12,16 +12,16 @@ from typing import Any, cast
 
 import pytest
 
-from stages.aggregator.__main__ import ShardLoop
 from stages.aggregator.fleet.loop import FleetLoop
+from stages.aggregator.shard_loop import ShardLoop
 from stages.common.figure_schemas import SCHEMAS, ForwarderFigures, figures_of, problems
 from stages.common.strict import STRICT_ENV
 from stages.control.status import _summary, health
-from stages.forwarder.__main__ import Forwarder
 from stages.forwarder.fanout import SinkRunner
+from stages.forwarder.forwarder_loop import Forwarder
 from stages.forwarder.sinks.base import BufferConfig
 from stages.forwarder.sinks.file import FileConfig, FileSink
-from stages.receiver.__main__ import Receiver
+from stages.receiver.receiver_loop import Receiver
 from stages.rundir.figures import FiguresNotAsDeclared, publish, read_all
 
 

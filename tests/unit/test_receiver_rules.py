@@ -15,7 +15,7 @@ from harness.ports import free_ports
 from stages.common import contract
 from stages.common.config import Config
 from stages.common.model import Tags, split_series_key
-from stages.receiver import __main__ as receiver_main
+from stages.receiver import receiver_loop
 from stages.receiver.identity import DROP, Decision
 from stages.receiver.window import Window
 from stages.rundir.figures import read_all
@@ -26,17 +26,17 @@ def debug_dropped(name: str, mtype: int, tags: Tags) -> Decision:
 
 
 @pytest.fixture
-def receiver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[receiver_main.Receiver]:
-    made = receiver_main.new_window
+def receiver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[receiver_loop.Receiver]:
+    made = receiver_loop.new_window
 
     def with_rules(*args: object, rules: object = None) -> Window:
         assert rules is None  # what the receiver asks for today
         return made(*args, rules=debug_dropped)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(receiver_main, "new_window", with_rules)
+    monkeypatch.setattr(receiver_loop, "new_window", with_rules)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     (port,) = free_ports(1, socket.SOCK_DGRAM)
-    made_receiver = receiver_main.Receiver(Config(bind_port=port), 1, ctx, tmp_path, "receiver")
+    made_receiver = receiver_loop.Receiver(Config(bind_port=port), 1, ctx, tmp_path, "receiver")
     yield made_receiver
     for listener in made_receiver.listeners:
         listener.close()
@@ -44,7 +44,7 @@ def receiver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[receiv
 
 
 def test_what_rules_drop_is_counted_in_the_figures_and_the_self_metrics(tmp_path: Path,
-                                                                       receiver: receiver_main.Receiver) -> None:
+                                                                       receiver: receiver_loop.Receiver) -> None:
     receiver.receive([b"debug.a:1|c\ndebug.b:1:2|ms\nkept:1|c", b"kept:1|c|#k:v"])
     assert (receiver.metrics, receiver.rule_dropped) == (2, 3)
     receiver.report(time.time())

@@ -1,6 +1,6 @@
 """A fleet-tier shard: the edges' partials from a Kafka consumer group in, fleet aggregates out.
 
-Started in place of :class:`stages.aggregator.__main__.ShardLoop` when the config has an
+Started in place of :class:`stages.aggregator.shard_loop.ShardLoop` when the config has an
 ``input: kafka:`` section (``pystatsd run`` then starts no receiver). Kafka assigns this process
 its partitions; every series lands in one partition (the edges key partials by series), so the
 partitions' buckets never share a series and an interval's flush is their union. What makes it

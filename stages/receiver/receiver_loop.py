@@ -1,0 +1,324 @@
+"""Receiver: ``python -m stages.receiver --shards N``.
+
+Reads UDP on ``bind_address:bind_port`` and every ``listeners`` entry (udp, tcp, unixgram, unix; see
+:mod:`stages.listeners`); parses each datagram or each run of complete lines from a stream
+(JSON or statsd lines, detected per payload) into its batch window (see :mod:`.batcher`).
+Several receivers can run side by side (``--extra-receivers``, ``--index``): they share the UDP and
+TCP ports through ``SO_REUSEPORT`` and the first alone serves Unix sockets. Connects one PUSH per
+shard to ``ipc://<run>/shard-K-of-N.sock`` (the ring of ``ring.json`` after a reshard) and sends
+``pystatsd.batch.v2`` without ever blocking.
+Every interval it adds its own counters (datagrams, metrics, bad lines by reason, metrics dropped
+per shard or by a rule, datagrams the kernel dropped on its sockets) to the stream as
+``<self_metrics_prefix>receiver.*`` counters (see :mod:`stages.common.selfstats`).
+On SIGTERM: reads what the kernel already holds, sends every open batch, exits 0. On SIGHUP
+(``pystatsd restart receiver``, ``pystatsd reload``): restarts in place with its sockets open
+(:mod:`.handover`). What it holds unsent is kept in a memory-mapped file of the run directory, so that
+after a ``kill -9`` its successor has the forwarder's ledger count it (:mod:`.unsent`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import select
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from stages.common.config import Config
+from stages.common.figure_schemas import ReceiverFigures
+from stages.common.intervals import next_edge
+from stages.common.lifecycle import (
+    RECEIVER_STOP,
+    StopSignal,
+    reloaded,
+    reread_config,
+)
+from stages.common.log_throttle import INPUT_LOG_EVERY_SECS, LogThrottle
+from stages.common.model import tag_tuple
+from stages.common.selfstats import SelfStats
+from stages.common.sharding import shard_endpoint
+from stages.listeners import adopt_listener, open_listener, shares_port
+from stages.listeners.connections import StreamConnections
+from stages.receiver.batcher import Batcher
+from stages.receiver.handover import close_held, hand_over, running_config, take_over
+from stages.receiver.parsers import payload_parser, statsd_lines
+from stages.receiver.unsent import Predecessor, read_predecessor, unsent_path
+from stages.receiver.window import Window, new_window, take_payloads
+from stages.rundir.figures import publish
+from stages.rundir.pause import PauseWatch
+from stages.rundir.ring import RingWatch, ring_shards
+
+log = logging.getLogger("stages.receiver")
+
+#: Datagrams read from one socket per wake-up before the loop looks at its timers again.
+READ_BURST = 256
+#: A wake-up that found fewer datagrams than this was a trickle: the receiver then pauses for
+#: COALESCE_SECS so the kernel gathers a burst, instead of paying a wake-up per datagram or two. At
+#: most a few hundred datagrams arrive meanwhile, far less than a receive buffer holds.
+COALESCE_BELOW = 128
+COALESCE_SECS = 0.001
+
+
+class Receiver:
+    def __init__(self, config: Config, shards: int, ctx: zmq.Context[zmq.Socket[bytes]],
+                 run: os.PathLike[str] | str, name: str, extra_receivers: int = 0, index: int = 0,
+                 config_file: Path | None = None) -> None:
+        self.config = config
+        #: What a restart in place reads; it is checked first, so that a bad edit cannot stop the receiver.
+        self.config_file = config_file
+        self.defaults = config.agent.tags
+        self.listeners: list[Any] = []
+        urls = config.listener_urls()
+        if index > 0:
+            # Receivers beyond the first share its UDP and TCP ports; a Unix socket path has one owner.
+            urls = [url for url in urls if shares_port(url)]
+        handed = take_over()
+        if handed:
+            # A reload restarts the receiver in place: what only a pipeline restart applies stays as it runs.
+            config = reloaded(running_config(config, handed), config, log)
+            self.config = config
+        held: dict[str, Any] = handed["listeners"] if handed else {}
+        opened_anew = 0
+        self.streams = StreamConnections(config.tcp_idle_timeout, config.tcp_max_connections_per_peer)
+        try:
+            for url in urls:
+                if url in held:
+                    self.listeners.append(adopt_listener(url, held.pop(url), config.receive_buffer_bytes,
+                                                         self.streams))
+                else:
+                    self.listeners.append(open_listener(url, config.receive_buffer_bytes, config.socket_mode(),
+                                                        self.streams, reuse_port=extra_receivers > 0))
+                    opened_anew += 1
+        except OSError:
+            for listener in self.listeners:
+                listener.close()
+            raise
+        for url, gone in held.items():
+            close_held(gone)
+            log.info("Closed %s: the config no longer lists it", url)
+        self.ctx = ctx
+        self.run_dir = Path(run)
+        self.ring = RingWatch(self.run_dir)
+        # After a reshard the ring file, not the command line, says how many shards there are.
+        self.shards = ring_shards(self.run_dir, shards)
+        self.parse_payload = payload_parser(self.defaults)
+        #: What the rules dropped in the windows a reshard replaced (the open window counts its own).
+        self.rule_dropped_before = 0
+        pushes = self.connect_shards(self.shards)
+        unsent = unsent_path(self.run_dir, name)
+        predecessor = read_predecessor(unsent)
+        self.batcher = Batcher(pushes, name, self.new_window(self.shards),
+                               config.batch_max_entries, config.batch_max_age_ms / 1000, config.flush_interval,
+                               PauseWatch.of_ring(self.run_dir, self.shards), config.queues.shard_batches, unsent)
+        if predecessor is not None:
+            self.end_predecessor(predecessor)
+        self.name = name
+        self.datagrams = 0
+        self.metrics = 0
+        self.bad: dict[str, int] = {}
+        self.stats = SelfStats(config.self_metrics_prefix, "receiver", {"receiver": name}, self.defaults)
+        self._bad_logged = 0
+        self._bad_log = LogThrottle(INPUT_LOG_EVERY_SECS)
+        self.next_report = self._report_time(time.time())
+        if handed:
+            # The kernel's drop counters belong to the sockets, which lived on: count on from them.
+            self.stats.total("kernel_drops", handed["kernel_drops"])
+            self.stats.take()
+            log.info("Restarted in place: took over %d listeners", len(self.listeners) - opened_anew)
+        #: True once the loop ended for a restart in place (SIGHUP), not a stop.
+        self.restarting = False
+        # At once, not at the first report: `pystatsd restart` waits for this image's figures.
+        self.publish_figures(self.kernel_drops())
+
+    def connect_shards(self, shards: int) -> list[zmq.Socket[bytes]]:
+        pushes = []
+        for shard in range(shards):
+            push = self.ctx.socket(zmq.PUSH)
+            push.setsockopt(zmq.SNDHWM, self.config.queues.shard_batches)
+            push.connect(shard_endpoint(self.run_dir, shard, shards))
+            pushes.append(push)
+        return pushes
+
+    def end_predecessor(self, record: Predecessor) -> None:
+        """A receiver of this name died holding batches (a kill -9, a crash): have the ledger count them."""
+        same_ring = len(record.streams) == self.shards
+        pushes = self.batcher.pushes if same_ring else self.connect_shards(len(record.streams))
+        refused = self.batcher.end_predecessor(record, pushes)
+        if not same_ring:
+            for push in pushes:
+                push.close(linger=RECEIVER_STOP.linger_ms)
+        log.warning("A killed predecessor (pid %d) held %d metrics unsent and %d datagrams read but not parsed: "
+                    "ended its stream (epoch %d) on %d shards, so the forwarder's loss ledger counts those metrics, "
+                    "and any of its batches lost on the way, in pystatsd.forwarder.lost_metrics; the datagrams' "
+                    "metrics are not known", record.pid, record.held, record.unparsed, record.epoch,
+                    len(record.streams))
+        if refused:
+            log.error("%d shards had no room for the end of the killed predecessor's stream: what it lost for "
+                      "them is not counted", refused)
+
+    def new_window(self, shards: int) -> Window:
+        # No rules yet: the config has no key for them. None is the seam's free path (see
+        # stages.receiver.identity): the window asks nothing and looks nothing up.
+        return new_window(shards, tag_tuple({}, self.defaults), statsd_lines(self.defaults), rules=None)
+
+    @property
+    def rule_dropped(self) -> int:
+        """Metrics the rules dropped since this receiver started."""
+        return self.rule_dropped_before + self.batcher.window.rule_dropped
+
+    def follow_ring(self, now: float) -> None:
+        """Switch to the ring the run directory's ring file names once its time has come (a reshard)."""
+        ring = self.ring.current(now)
+        if ring is None or ring.shards == self.shards or now < ring.since:
+            return
+        self.rule_dropped_before += self.batcher.window.rule_dropped
+        for push in self.batcher.switch(self.connect_shards(ring.shards), self.new_window(ring.shards),
+                                        PauseWatch.of_ring(self.run_dir, ring.shards)):
+            push.close(linger=RECEIVER_STOP.linger_ms)
+        log.info("Switched from %d shards to %d", self.shards, ring.shards)
+        self.shards = ring.shards
+
+    def _report_time(self, now: float) -> float:
+        """Just before the current interval ends, so the figures land in the interval they describe."""
+        interval = self.config.flush_interval
+        return next_edge(now, interval) - min(0.1, interval / 10)
+
+    def run(self, stop: StopSignal) -> None:
+        # Plain file descriptors only (the ZeroMQ sockets are only ever sent on): select.poll is
+        # lighter per wake-up than zmq.Poller, and a busy receiver wakes up thousands of times a second.
+        poller = select.poll()
+        poller.register(stop.fileno(), select.POLLIN)
+        by_fd: dict[int, Any] = {}
+        self.watch(poller, by_fd)
+        while not stop.requested and not self.restart_wanted(stop):
+            now = time.time()
+            due = self.batcher.next_due()
+            wake = self.next_report if due is None else min(due, self.next_report)
+            expiries = [e for e in (listener.next_expiry() for listener in self.listeners) if e is not None]
+            wait = min([max(0.0, wake - now), *expiries])
+            read = 0
+            for fd, _ in poller.poll(math.ceil(wait * 1000)):
+                listener = by_fd.get(fd)
+                if listener is not None:
+                    payloads = listener.read(fd, READ_BURST, self.bad)
+                    read += len(payloads)
+                    self.receive(payloads)
+                elif fd == stop.fileno():
+                    stop.drain()
+            if 0 < read < COALESCE_BELOW:
+                time.sleep(COALESCE_SECS)
+            if expiries and min(expiries) <= wait:
+                for listener in self.listeners:
+                    self.receive(listener.expire(self.bad))
+            if any(listener.changed for listener in self.listeners):
+                self.watch(poller, by_fd)
+            now = time.time()
+            self.batcher.send_due(now)
+            if now >= self.next_report:
+                self.report(now)
+        if stop.requested:
+            self.stop()
+        else:
+            self.restart_in_place()
+
+    def watch(self, poller: select.poll, by_fd: dict[int, Any]) -> None:
+        """Poll exactly the listeners' current sockets (stream listeners gain and lose connections)."""
+        current = {fd: listener for listener in self.listeners for fd in listener.fds()}
+        for fd in by_fd.keys() - current.keys():
+            poller.unregister(fd)
+        for fd in current.keys() - by_fd.keys():
+            poller.register(fd, select.POLLIN)
+        by_fd.clear()
+        by_fd.update(current)
+
+    def receive(self, payloads: list[bytes]) -> None:
+        """Parse datagrams (or complete lines from a stream) into the open batch window."""
+        if not payloads:
+            return
+        now = time.time()
+        self.follow_ring(now)
+        window = self.batcher.open(now)
+        before = window.metrics
+        self.batcher.unsent.reading(len(payloads))
+        take_payloads(window, payloads, self.parse_payload, self.bad)
+        self.datagrams += len(payloads)
+        self.metrics += window.metrics - before
+        self.batcher.filled()
+
+    def report(self, now: float) -> None:
+        """Hand this interval's own counters to the pipeline; log bad lines at most every 10 s."""
+        self.next_report = self._report_time(now + 0.2)
+        self.follow_ring(now)
+        kernel_drops = self.kernel_drops()
+        stats = self.stats
+        stats.total("datagrams", self.datagrams)
+        stats.total("metrics", self.metrics)
+        stats.total("kernel_drops", kernel_drops)
+        stats.total("rule_dropped", self.rule_dropped)
+        for reason, n in self.bad.items():
+            stats.total("bad_lines", n, {"reason": reason})
+        for shard, n in enumerate(self.batcher.dropped):
+            if n:
+                stats.total("dropped", n, {"reason": "shard_full", "shard": str(shard)})
+        for reason, n in self.streams.refused.items():
+            stats.total("connections_refused", n, {"reason": reason})
+        for reason, n in self.streams.closed.items():
+            stats.total("connections_closed", n, {"reason": reason})
+        samples = stats.samples()
+        if samples:
+            self.batcher.add(samples, now)
+        self.publish_figures(kernel_drops)
+        bad_total = sum(self.bad.values())
+        if bad_total > self._bad_logged and self._bad_log.ready():
+            log.warning("Dropped %d bad lines so far: %s", bad_total,
+                        ", ".join(f"{reason}={n}" for reason, n in sorted(self.bad.items())))
+            self._bad_logged = bad_total
+
+    def restart_wanted(self, stop: StopSignal) -> bool:
+        """Whether a SIGHUP came and the config the new image would read is valid (else it is logged)."""
+        if not stop.take_reload():
+            return False
+        return self.config_file is None or reread_config(self.config_file, self.config, log) is not None
+
+    def publish_figures(self, kernel_drops: int) -> None:
+        publish(self.run_dir, self.name, "receiver", self.figures(kernel_drops))
+
+    def figures(self, kernel_drops: int) -> ReceiverFigures:
+        return {
+            "listeners": [listener.url for listener in self.listeners], "datagrams": self.datagrams,
+            "metrics": self.metrics, "bad_lines": dict(self.bad), "kernel_drops": kernel_drops,
+            "dropped_shard_full": {str(shard): n for shard, n in enumerate(self.batcher.dropped) if n},
+            "rule_dropped": self.rule_dropped,
+            "connections": self.streams.open, "connections_refused": dict(self.streams.refused),
+            "connections_closed": dict(self.streams.closed)}
+
+    def restart_in_place(self) -> None:
+        """SIGHUP: every open batch to the shards, every socket kept open for the next image of this process."""
+        log.info("Restarting in place: handing every open batch on, keeping every socket open")
+        for listener in self.listeners:
+            self.receive(listener.release())
+        self.batcher.send_all()
+        self.batcher.release_all()
+        self.batcher.unsent.close()
+        for push in self.batcher.pushes:
+            push.close(linger=RECEIVER_STOP.linger_ms)
+        hand_over(self.listeners, self.run_dir, self.name, self.kernel_drops(), self.config)
+        self.restarting = True
+
+    def kernel_drops(self) -> int:
+        return sum(listener.kernel_drops() for listener in self.listeners)
+
+    def stop(self) -> None:
+        log.info("Stopping: reading what the kernel holds, then handing every open batch on")
+        for listener in self.listeners:
+            self.receive(listener.drain(self.bad))
+            listener.close()
+        self.batcher.send_all()
+        self.batcher.release_all()
+        self.batcher.unsent.close()
+        for push in self.batcher.pushes:
+            push.close(linger=RECEIVER_STOP.linger_ms)
