@@ -150,7 +150,7 @@ def test_deb_contents(packages: Packages) -> None:
     assert not missing, f"dependencies missing from the virtualenv: {missing}"
     assert deb_file(packages.deb, f"{PREFIX}/bin/pystatsd").startswith(f"#!{PREFIX}/bin/python".encode())
     # Compiled at build time under the installed paths, so tracebacks name real files.
-    pyc = deb_file(packages.deb, f"{site}/stages/__pycache__/cli.cpython-{python[6:].replace('.', '')}.pyc")
+    pyc = deb_file(packages.deb, f"{site}/stages/control/__pycache__/cli.cpython-{python[6:].replace('.', '')}.pyc")
     assert marshal.loads(pyc[16:]).co_filename == f"{site}/stages/control/cli.py"
 
 
