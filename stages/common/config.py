@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, Union
 import yaml
 
 from pystatsd.ports import check_port
-from stages.listeners import parse_listener
-from stages.listeners.inet import inet_address
+from stages.common.addresses import inet_address, parse_listener
 
 log = logging.getLogger(__name__)
 

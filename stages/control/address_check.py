@@ -14,9 +14,7 @@ import os
 import socket
 from pathlib import Path
 
-from stages.listeners import parse_listener
-from stages.listeners.inet import inet_address
-from stages.listeners.unix_path import live_unix_socket
+from stages.common.addresses import inet_address, live_unix_socket, parse_listener
 
 #: The table in /proc/net of each kind of socket a listener URL names.
 PROC_TABLES = {"udp": ("udp", "udp6"), "tcp": ("tcp", "tcp6")}

@@ -27,6 +27,7 @@ import yaml
 
 from pystatsd.client import Client
 from stages import __version__
+from stages.common.addresses import live_unix_socket
 from stages.common.config import Config, ConfigError, config_path, load_config, load_section
 from stages.common.config_diff import config_changes
 from stages.common.lifecycle import DEFAULT_RUN_DIR, EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE
@@ -42,7 +43,6 @@ from stages.control.supervisord_conf import (
     supervisord_template,
 )
 from stages.forwarder.sinks import load_sink_configs
-from stages.listeners.unix_path import live_unix_socket
 from stages.rundir.config_copies import RUNNING, load_copy, source_of
 from stages.rundir.figures import read_all
 from stages.rundir.private_file import make_private_dir, write_private

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import zmq
 
+from stages.common.addresses import inet_address
 from stages.common.config import Config, ConfigError, config_path
 from stages.common.lifecycle import (
     Loop,
@@ -22,7 +23,6 @@ from stages.forwarder.forwarder_loop import Forwarder, log
 from stages.forwarder.health import HealthServer
 from stages.forwarder.sinks import build_sinks, config_secrets
 from stages.forwarder.sinks.base import BufferConfig, Sink
-from stages.listeners.inet import inet_address
 from stages.rundir.config_copies import RUNNING, STARTED, keep_copy
 
 

@@ -1,7 +1,7 @@
 """Receiver: ``python -m stages.receiver --shards N``.
 
 Reads UDP on ``bind_address:bind_port`` and every ``listeners`` entry (udp, tcp, unixgram, unix; see
-:mod:`stages.listeners`); parses each datagram or each run of complete lines from a stream
+:mod:`stages.receiver.listeners`); parses each datagram or each run of complete lines from a stream
 (JSON or statsd lines, detected per payload) into its batch window (see :mod:`.batcher`).
 Several receivers can run side by side (``--extra-receivers``, ``--index``): they share the UDP and
 TCP ports through ``SO_REUSEPORT`` and the first alone serves Unix sockets. Connects one PUSH per
@@ -41,10 +41,10 @@ from stages.common.log_throttle import INPUT_LOG_EVERY_SECS, LogThrottle
 from stages.common.model import tag_tuple
 from stages.common.selfstats import SelfStats
 from stages.common.sharding import shard_endpoint
-from stages.listeners import adopt_listener, open_listener, shares_port
-from stages.listeners.connections import StreamConnections
 from stages.receiver.batcher import Batcher
 from stages.receiver.handover import close_held, hand_over, running_config, take_over
+from stages.receiver.listeners import adopt_listener, open_listener, shares_port
+from stages.receiver.listeners.connections import StreamConnections
 from stages.receiver.parsers import payload_parser, statsd_lines
 from stages.receiver.unsent import Predecessor, read_predecessor, unsent_path
 from stages.receiver.window import Window, new_window, take_payloads

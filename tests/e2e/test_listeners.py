@@ -15,7 +15,7 @@ from datadog.dogstatsd import DogStatsd
 from harness.pipeline import Pipeline, total
 from harness.ports import free_tcp_port
 from harness.wait import wait_for
-from stages.listeners.unixgram import RECOMMENDED_DGRAM_QLEN
+from stages.receiver.listeners.unixgram import RECOMMENDED_DGRAM_QLEN
 
 pytestmark = pytest.mark.e2e
 

@@ -18,7 +18,7 @@ from harness.pipeline import Pipeline, total
 from harness.ports import free_tcp_port
 from harness.sockets import closed_by_server
 from harness.wait import wait_for
-from stages.listeners.stream import EVICTABLE_AFTER_SECS, MAX_CONNECTIONS
+from stages.receiver.listeners.stream import EVICTABLE_AFTER_SECS, MAX_CONNECTIONS
 from stages.rundir.figures import read_all
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,7 @@ from harness.pipeline import Pipeline, total
 from harness.traffic import SteadyTraffic, counter_increments
 from harness.wait import wait_for
 from stages.common.sharding import shard_for
-from stages.listeners.kernel_drops import udp_socket_table
+from stages.receiver.listeners.kernel_drops import udp_socket_table
 
 pytestmark = pytest.mark.fault
 

@@ -210,8 +210,8 @@ def test_run_from_the_repo(output_to: str) -> None:
             assert len(re.findall(loaded, text, re.MULTILINE)) == 1
             assert len(re.findall(rf"^\S+ \S+ {stage} INFO \S+: Stopped( after .*)?$", text, re.MULTILINE)) == 1
         for port in (pipeline.port, pipeline.statsd_port):
-            assert len(re.findall(rf" receiver \S+ stages.listeners.datagram: Listening on udp://127.0.0.1:{port} ",
-                                  text)) == 1
+            listening = rf" receiver \S+ stages.receiver.listeners.datagram: Listening on udp://127.0.0.1:{port} "
+            assert len(re.findall(listening, text)) == 1
         assert text.count("supervisord started with pid") == 1
     finally:
         if proc.poll() is None:

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
+from stages.common.addresses import parse_listener
 from stages.common.config import REPO_CONFIG, Config, ConfigError, QueueConfig, Secret, load_config, load_section
 from stages.forwarder.sinks import build_sinks
 from stages.forwarder.sinks.console import ConsoleSink
 from stages.forwarder.sinks.file import FileConfig, FileSink
 from stages.forwarder.sinks.kafka import KafkaConfig
-from stages.listeners import parse_listener
 
 ORIGINAL = Path(__file__).resolve().parent.parent / "data" / "configs" / "original.yaml"
 ORIGINAL_APIKEY = "74444444444x6xxxxxxxxxxxxxxxxxxxxx"

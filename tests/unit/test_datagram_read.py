@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from stages.listeners import datagram
-from stages.listeners.kernel_drops import udp_socket_table
-from stages.listeners.udp import UdpListener
+from stages.receiver.listeners import datagram
+from stages.receiver.listeners.kernel_drops import udp_socket_table
+from stages.receiver.listeners.udp import UdpListener
 
 # A datagram of every size that matters: empty, one line, the largest UDP payload over IPv4.
 DATAGRAMS = [b"", b"a:1|c", b"x" * 65507, "t\u00e9:1|c".encode(), b"b:2|c\nc:3|ms"]

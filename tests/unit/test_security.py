@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from stages.common.addresses import parse_listener
 from stages.common.config import REPO_CONFIG, load_config
 from stages.common.lifecycle import StartError, run_dir
-from stages.listeners import parse_listener
-from stages.listeners.inet import bind_inet
+from stages.receiver.listeners.inet import bind_inet
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import socket
 
-from stages.listeners.inet import INET_ADDRESSES
-from stages.listeners.unix_path import UNIX_PATHS
+from stages.receiver.listeners.inet import INET_ADDRESSES
+from stages.receiver.listeners.unix_path import UNIX_PATHS
 
 
 def test_a_unix_stream_peer_is_its_user() -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from harness.wait import wait_for
-from stages.listeners import unixgram
-from stages.listeners.unixgram import UnixgramListener
+from stages.receiver.listeners import unixgram
+from stages.receiver.listeners.unixgram import UnixgramListener
 
 
 def readable(fd: int, timeout_ms: int = 0) -> bool:

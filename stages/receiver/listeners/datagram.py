@@ -7,13 +7,13 @@ import socket
 from collections.abc import Callable
 from typing import Any, ClassVar, Self
 
-from stages.listeners.connections import StreamConnections
-from stages.listeners.family import AddressFamily
-from stages.listeners.kernel_drops import socket_drops
+from stages.receiver.listeners.connections import StreamConnections
+from stages.receiver.listeners.family import AddressFamily
+from stages.receiver.listeners.kernel_drops import socket_drops
 
 recv_many: Callable[[int, int], list[bytes]] | None
 try:
-    from stages.listeners._recv_many import recv_many
+    from stages.receiver.listeners._recv_many import recv_many
 except ImportError:  # built by pip install where a C compiler is found; sock.recv does the same job
     recv_many = None
 

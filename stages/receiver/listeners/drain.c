@@ -1,5 +1,5 @@
 /*
- * stages.listeners._drain: a thread that empties a Unix datagram socket's kernel queue into memory.
+ * stages.receiver.listeners._drain: a thread that empties a Unix datagram socket's kernel queue into memory.
  *
  * Why: the kernel queues at most net.unix.max_dgram_qlen datagrams (10 by default) for a Unix
  * datagram socket, then refuses more to the sender (EAGAIN, or a blocking sender waits). The
@@ -42,7 +42,7 @@
 /* As in recv_many.c: datagrams per recvmmsg call, bytes per datagram (never cut short below 64 KiB). */
 #define SLOTS 64
 #define SLOT_BYTES 65536
-#define CAPSULE "stages.listeners._drain"
+#define CAPSULE "stages.receiver.listeners._drain"
 
 /* A run of records: [uint32 length][bytes], back to back. */
 typedef struct {

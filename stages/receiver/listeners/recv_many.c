@@ -1,5 +1,5 @@
 /*
- * stages.listeners._recv_many: read a burst of datagrams with recvmmsg(2).
+ * stages.receiver.listeners._recv_many: read a burst of datagrams with recvmmsg(2).
  *
  * recv_many(fd, limit) -> list[bytes]: up to `limit` datagrams already waiting on the non-blocking
  * datagram socket `fd`, each whole, in arrival order, without blocking; [] when none wait.

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from stages.listeners.datagram import DatagramListener
-from stages.listeners.inet import INET_ADDRESSES
+from stages.receiver.listeners.datagram import DatagramListener
+from stages.receiver.listeners.inet import INET_ADDRESSES
 
 
 class UdpListener(DatagramListener):

@@ -9,15 +9,10 @@ import stat
 import struct
 from collections.abc import Callable
 
+from stages.common.addresses import live_unix_socket, unix_path
+
 #: struct ucred, what SO_PEERCRED gives: pid, uid, gid.
 UCRED = struct.Struct("3i")
-
-
-def unix_path(rest: str) -> str:
-    """``/path`` (from ``unix:///path``) → the path; it must be absolute."""
-    if not rest.startswith("/") or len(rest) > 100:
-        raise ValueError("expected an absolute socket path of at most 100 characters, as in unix:///run/x.sock")
-    return rest
 
 
 class UnixPaths:
@@ -69,23 +64,3 @@ def bind_unix(path: str, kind: int, mode: int, url: str,
         os.umask(old_umask)
     os.chmod(path, mode)
     return sock
-
-
-def live_unix_socket(path: str, kind: int) -> bool:
-    """Whether a process serves the Unix socket at ``path`` (one that is only left over does not)."""
-    try:
-        if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            return False
-    except OSError:
-        return False
-    probe = socket.socket(socket.AF_UNIX, kind)
-    probe.setblocking(False)
-    try:
-        probe.connect(path)
-    except BlockingIOError:
-        return True  # a listener whose backlog is full
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True

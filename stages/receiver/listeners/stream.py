@@ -5,7 +5,7 @@ connection holds nothing but a file descriptor (and TCP keepalive reaps a peer t
 connection hands on only complete lines; a line longer than :data:`MAX_LINE_BYTES` is dropped and
 counted (``line_too_long``), and what a closing peer leaves without a final newline is its last line.
 
-Connections are bounded (:class:`~stages.listeners.connections.StreamConnections`): one idle for
+Connections are bounded (:class:`~stages.receiver.listeners.connections.StreamConnections`): one idle for
 ``idle_timeout`` is closed; a new one beyond :data:`MAX_CONNECTIONS`, or beyond its peer's
 ``max_per_peer``, is admitted by closing the longest-idle connection of that limit, and refused only
 when every one of them sent something within :data:`EVICTABLE_AFTER_SECS`. Every close and refusal
@@ -21,8 +21,8 @@ import time
 from collections import OrderedDict
 from typing import Any, ClassVar, Self
 
-from stages.listeners.connections import StreamConnections
-from stages.listeners.family import AddressFamily
+from stages.receiver.listeners.connections import StreamConnections
+from stages.receiver.listeners.family import AddressFamily
 
 log = logging.getLogger(__name__)
 

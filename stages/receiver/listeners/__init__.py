@@ -1,10 +1,11 @@
-"""Listener kinds by URL scheme. A new kind is a file plus an entry here.
+"""Listener kinds by URL scheme. A new kind is a file plus an entry here (and its scheme's address
+parser in :data:`stages.common.addresses.LISTENER_ADDRESSES`, which the config checks URLs with).
 
-A kind is a transport (:class:`~stages.listeners.datagram.DatagramListener` or
-:class:`~stages.listeners.stream.StreamListener`) with a ``family`` of addresses
-(:class:`~stages.listeners.family.AddressFamily`: how the address is parsed and bound, whether
+A kind is a transport (:class:`~stages.receiver.listeners.datagram.DatagramListener` or
+:class:`~stages.receiver.listeners.stream.StreamListener`) with a ``family`` of addresses
+(:class:`~stages.receiver.listeners.family.AddressFamily`: how the address is parsed and bound, whether
 receivers share it), opened by ``open(url, address, receive_buffer_bytes, socket_mode, reuse_port, streams)``
-(``streams``: the receiver's :class:`~stages.listeners.connections.StreamConnections`, its rules and
+(``streams``: the receiver's :class:`~stages.receiver.listeners.connections.StreamConnections`, its rules and
 counts for connections); an opened listener offers ``fds()``,
 ``read(fd, limit, bad)`` → payloads to parse, ``release()`` (what it holds in memory, before a
 restart in place), ``next_expiry()`` (seconds until an idle connection is
@@ -16,11 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from stages.listeners.connections import StreamConnections
-from stages.listeners.tcp import TcpListener
-from stages.listeners.udp import UdpListener
-from stages.listeners.unix import UnixStreamListener
-from stages.listeners.unixgram import UnixgramListener
+from stages.common.addresses import parse_listener
+from stages.receiver.listeners.connections import StreamConnections
+from stages.receiver.listeners.tcp import TcpListener
+from stages.receiver.listeners.udp import UdpListener
+from stages.receiver.listeners.unix import UnixStreamListener
+from stages.receiver.listeners.unixgram import UnixgramListener
 
 LISTENERS: dict[str, Any] = {
     "udp": UdpListener,
@@ -28,18 +30,6 @@ LISTENERS: dict[str, Any] = {
     "unixgram": UnixgramListener,
     "unix": UnixStreamListener,
 }
-
-
-def parse_listener(url: str) -> tuple[str, Any]:
-    """``scheme://rest`` → (scheme, address); ValueError names the URL and what is wrong with it."""
-    scheme, sep, rest = url.partition("://")
-    kind = LISTENERS.get(scheme)
-    if not sep or kind is None:
-        raise ValueError(f"{url!r} is not a listener URL (one of {', '.join(f'{s}://' for s in LISTENERS)})")
-    try:
-        return scheme, kind.family.parse_address(rest)
-    except ValueError as exc:
-        raise ValueError(f"{url!r}: {exc}") from None
 
 
 def open_listener(url: str, receive_buffer_bytes: int, socket_mode: int, streams: StreamConnections,

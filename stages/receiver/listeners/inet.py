@@ -7,18 +7,9 @@ import logging
 import socket
 from collections.abc import Callable
 
-from pystatsd.ports import PORTS
+from stages.common.addresses import inet_address
 
 log = logging.getLogger(__name__)
-
-
-def inet_address(rest: str) -> tuple[str, int]:
-    """``host:port`` → (host, port); ``[::1]:8125`` for IPv6. ValueError says what is wrong."""
-    host, colon, port = rest.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not colon or not host or not port.isdigit() or int(port) not in PORTS:
-        raise ValueError(f"expected host:port with a port from {PORTS[0]} to {PORTS[-1]}")
-    return host, int(port)
 
 
 class InetAddresses:

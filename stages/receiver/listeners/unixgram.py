@@ -15,11 +15,11 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from stages.listeners.datagram import DatagramListener
-from stages.listeners.unix_path import UNIX_PATHS
+from stages.receiver.listeners.datagram import DatagramListener
+from stages.receiver.listeners.unix_path import UNIX_PATHS
 
 try:
-    from stages.listeners import _drain
+    from stages.receiver.listeners import _drain
     READER_THREAD = True
 except ImportError:  # built by pip install where a C compiler is found
     READER_THREAD = False

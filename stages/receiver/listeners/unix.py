@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from stages.listeners.stream import StreamListener
-from stages.listeners.unix_path import UNIX_PATHS
+from stages.receiver.listeners.stream import StreamListener
+from stages.receiver.listeners.unix_path import UNIX_PATHS
 
 
 class UnixStreamListener(StreamListener):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from stages.listeners.inet import INET_ADDRESSES
-from stages.listeners.stream import StreamListener
+from stages.receiver.listeners.inet import INET_ADDRESSES
+from stages.receiver.listeners.stream import StreamListener
 
 
 class TcpListener(StreamListener):
