@@ -102,7 +102,8 @@ DRIVER = textwrap.dedent('''
 def build(name: str, source: Path, out_dir: Path) -> Path:
     target = out_dir / (name.rsplit(".", 1)[1] + sysconfig.get_config_var("EXT_SUFFIX"))
     subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-g", *SANITIZERS, "-I", sysconfig.get_paths()["include"],
-                    "-I", str(REPO / "stages" / "common"), str(source), "-o", str(target)], check=True, capture_output=True)
+                    "-I", str(REPO / "stages" / "common"), str(source), "-o", str(target)],
+                   check=True, capture_output=True)
     return target
 
 
