@@ -1,6 +1,7 @@
 """Peer statsd daemons for the benchmark: install, run, and read back what they delivered.
 
-Peers are installed under <repo>/.cache/bench/ (outside git) on first use, and reused after:
+Peers are installed under ~/.cache/pystatsd/bench/ (harness.paths.CACHE: outside the clone) on first
+use, and reused after:
 
 * "etsy":        Etsy statsd 0.9.0 as shipped (node).
 * "etsy-tuned":  the same with an 8 MiB UDP receive buffer requested in servers/udp.js.
@@ -31,11 +32,12 @@ from pathlib import Path
 
 from bench import procstat
 from bench.tally import COUNTER_PREFIX, HEARTBEAT, TIMER_PREFIX, JsonLinesTail, Totals, underscored
+from harness.paths import CACHE as DOWNLOADS
 from harness.paths import REPO
 from harness.ports import free_tcp_port
 from harness.process import ChildProcess
 
-CACHE = REPO / ".cache" / "bench"
+CACHE = DOWNLOADS / "bench"
 LOADGEN = REPO / "bench" / ".build" / "loadgen"
 
 ETSY_VERSION = "0.9.0"

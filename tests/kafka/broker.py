@@ -17,7 +17,7 @@ from pathlib import Path
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from harness.paths import REPO
+from harness.paths import CACHE
 from harness.ports import accepts_tcp, free_ports
 from harness.process import ChildProcess, ProcessError
 
@@ -59,7 +59,7 @@ _PASSWORD_FORBIDDEN = set('"\\\n\r;')
 
 def kafka_cache_dir() -> Path:
     """Where fetch_jars.sh keeps the broker's jars (PYSTATSD_KAFKA_CACHE overrides)."""
-    return Path(os.environ.get("PYSTATSD_KAFKA_CACHE", REPO / ".cache" / "kafka"))
+    return Path(os.environ.get("PYSTATSD_KAFKA_CACHE", CACHE / "kafka"))
 
 
 class BrokerError(ProcessError):

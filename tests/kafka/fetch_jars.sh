@@ -2,12 +2,13 @@
 # Install what the Kafka tests need: the broker's jars (resolved by Maven from pom.xml
 # beside this script) and kcat. Idempotent: a cache with a matching marker is reused as is.
 #
-#   PYSTATSD_KAFKA_CACHE  cache directory (default: <repo>/.cache/kafka); jars go to $CACHE/libs
+#   PYSTATSD_KAFKA_CACHE  cache directory (default: $PYSTATSD_CACHE/kafka, PYSTATSD_CACHE defaulting to
+#                         ${XDG_CACHE_HOME:-~/.cache}/pystatsd as in harness/paths.py: outside the clone,
+#                         so a fresh clone on the same machine reuses it); jars go to $CACHE/libs
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-cache="${PYSTATSD_KAFKA_CACHE:-$repo/.cache/kafka}"
+cache="${PYSTATSD_KAFKA_CACHE:-${PYSTATSD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pystatsd}/kafka}"
 libs="$cache/libs"
 # The marker holds the pom's hash, so changing the Kafka version in pom.xml refetches.
 marker="$libs/.fetched"
