@@ -9,6 +9,7 @@ of the pipeline waits for their finals; a reload swaps the sinks from the next f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -24,12 +25,14 @@ from harness.wait import wait_for
 from stages.common import contract
 from stages.common.config import load_config
 from stages.common.contract import FlushHeader
+from stages.common.lifecycle import FORWARDER_STOP
 from stages.common.process_names import FORWARDER, process_name
 from stages.common.sharding import forwarder_endpoint
+from stages.forwarder import forwarder_loop
 from stages.forwarder.fanout import Fanout
 from stages.forwarder.forwarder_loop import Forwarder
 from stages.forwarder.sinks import build_sinks
-from stages.forwarder.sinks.base import BaseSink, BufferConfig, Flush, Sink, SinkConfig
+from stages.forwarder.sinks.base import BaseSink, BufferConfig, Flush, Sink, SinkConfig, SinkError
 from stages.rundir.figures import read_all
 from stages.rundir.pause import forwarder_pause_path, read_pause
 from tests.fake_clock import FakeClock
@@ -42,16 +45,20 @@ Ctx = zmq.Context[zmq.Socket[bytes]]
 
 
 class MemorySink(BaseSink[SinkConfig], name="memory", config_type=SinkConfig, remote=False):
-    """Keeps each flush's header and aggregates; holds every write while ``gate`` is clear (a stuck sink)."""
+    """Keeps each flush's header and aggregates; holds every write while ``gate`` is clear (a stuck sink),
+    fails it while ``down`` (its destination away: retried, as Kafka's)."""
 
     def __init__(self, config: SinkConfig) -> None:
         super().__init__(config)
         self.got: list[tuple[FlushHeader, list[dict[str, Any]]]] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.down = False
 
     def write(self, flush: Flush) -> None:
         self.gate.wait()
+        if self.down:
+            raise SinkError("unreachable")
         self.got.append((flush.header, flush.aggregates))
 
     def names(self) -> list[str]:
@@ -215,6 +222,8 @@ def test_its_own_figures_flush_at_the_interval_edge_stamped_with_the_interval_th
     assert forwarder.next_report == START + 2 * INTERVAL
 
 
+# The clock stands still: a stop waiting for what never comes would wait until this.
+@pytest.mark.timeout(10)
 def test_a_stop_for_a_restart_pauses_the_shards_and_takes_what_they_sent_before_their_pause(bench: Bench) -> None:
     forwarder = bench.forwarder(stopped_alone=True)
     bench.send(0, flush(0, 1, "a"))
@@ -231,6 +240,8 @@ def test_a_stop_for_a_restart_pauses_the_shards_and_takes_what_they_sent_before_
     assert forwarder.finals == set()
 
 
+# The clock stands still: a stop waiting for what never comes would wait until this.
+@pytest.mark.timeout(10)
 def test_a_stop_of_the_pipeline_waits_for_every_shards_final_flush(bench: Bench) -> None:
     forwarder = bench.forwarder(stopped_alone=False)
     bench.send(0, flush(0, 1, "a", final=True))
@@ -256,3 +267,30 @@ def test_a_reload_swaps_the_sinks_from_the_next_flush(bench: Bench, tmp_path: Pa
     assert [a["name"] for a in file_lines(bench.out)] == ["before"]
     assert [a["name"] for a in file_lines(moved)] == ["after"]
     assert forwarder.config.forwarders["file"]["path"] == str(moved)
+
+
+def test_a_sink_a_reload_removes_drains_on_its_own_and_what_it_still_holds_is_counted_removed(
+        bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The drain a stop gives (20 s), shortened: what it bounds is the same.
+    monkeypatch.setattr(forwarder_loop, "FORWARDER_STOP", dataclasses.replace(FORWARDER_STOP, sink_drain_secs=0.5))
+    held = [f"rb.c{i}" for i in range(69)]  # as many as the user saw lost when debug_mode replaced Kafka
+    forwarder = bench.forwarder()
+    bench.memory.down = True
+    bench.send(0, flush(0, 1, *held))
+    take(forwarder, 1)
+    wait_for(lambda: forwarder.fanout.figures()["memory"]["waiting"] == len(held), 5, "the held aggregates")
+    forwarder.reload()  # the config file names the file sink only
+    # The removed sink drains on its own thread: the other sinks and the loop go on meanwhile.
+    bench.send(0, flush(0, 2, "rb.after"))
+    take(forwarder, 1)
+    wait_for(lambda: "rb.after" in [a["name"] for a in file_lines(bench.out)], 5, "the next flush in the file sink")
+    wait_for(lambda: forwarder.fanout.figures()["memory"]["waiting"] == 0, 5, "the removed sink's drain to end")
+    bench.clock.to(START + INTERVAL)
+    forwarder.report_if_due()
+    row = read_all(bench.run)[process_name(FORWARDER)]["figures"]["sinks"]["memory"]
+    assert (row["delivered"], row["dropped"], row["removed"]) == (0, {"removed": len(held)}, True)
+    wait_for(lambda: any(a["name"] == "pystatsd.forwarder.dropped" for a in file_lines(bench.out)), 5,
+             "the forwarder's own flush in the file sink")
+    dropped = [(a["tags"], a["value"]) for a in file_lines(bench.out) if a["name"] == "pystatsd.forwarder.dropped"]
+    assert dropped == [({"sink": "memory", "reason": "removed"}, float(len(held)))]
+    assert [a["name"] for a in file_lines(bench.out)][:len(held) + 1] == [*held, "rb.after"]

@@ -137,16 +137,26 @@ def test_datagrams_become_batches_on_the_shard_that_owns_each_name(bench: Bench)
     assert receiver.metrics == 9 and receiver.bad == {}
 
 
-def test_bad_lines_are_counted_by_reason_and_their_neighbours_kept(bench: Bench) -> None:
+def test_bad_lines_are_counted_by_reason_and_their_neighbours_kept(bench: Bench,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
     receiver = bench.start()
-    bench.send(b"good.a:1|c\nno colon here\nbad.value:abc|c\ngood.b:2|c", b"bad.type:1|zz\ngood.a:3|c")
-    bench.read(2)
+    bench.send(b"mix.ok:1|c\nmix.nan:nan|c\nmix.ok:2|c\nno_type:1\nmix.rate:1|c|@0\n\xff\xfe:1|c\nmix.ok:3|c\n",
+               # A service check and an event with tags, as hot-shots and datadog send them (not supported yet).
+               b"_sc|mix.check|0|#env:prod\n", b"_e{5,4}:title|text|#env:prod\n",
+               b'{"metric_name": "mix.json", "metric_type": "counter", "count": 4}\n{"metric_name": "x"}',
+               # Not JSON-looking, so the statsd parser sees a line without a value.
+               b"not json {",
+               b'{"metric_name": "mix.json", "metric_type": "counter", "tag": null}')
+    bench.read(6)
     bench.clock.to(START + INTERVAL)
     receiver.send_due()
     got = merged(bench.batches(0) + bench.batches(1))
-    assert got == {"good.a": 4.0, "good.b": 2.0}
-    assert receiver.metrics == 3
-    assert receiver.bad == {"no_value": 1, "bad_value": 1, "unknown_type": 1}
+    assert got == {"mix.ok": 6.0, "mix.json": 4.0}
+    assert receiver.metrics == 4
+    assert receiver.bad == {"non_finite": 1, "no_type": 1, "no_value": 1, "bad_sample_rate": 1, "invalid_utf8": 1,
+                            "missing_field": 1, "bad_tag": 1, "service_check_unsupported": 1,
+                            "event_unsupported": 1}
+    assert "Dropped 9 bad lines so far" in caplog.text
 
 
 def test_the_window_leaves_at_the_interval_edge_and_what_comes_after_is_the_next_one(bench: Bench) -> None:
