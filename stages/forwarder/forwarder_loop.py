@@ -18,12 +18,13 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import zmq
 
 from stages.common import contract, supervisor_rpc
+from stages.common.clock import SYSTEM_CLOCK, Clock
 from stages.common.config import Config, ConfigError
 from stages.common.figure_schemas import ForwarderFigures, SinkFigures
 from stages.common.intervals import next_edge
@@ -52,8 +53,13 @@ log = logging.getLogger("stages.forwarder")
 
 class Forwarder:
     def __init__(self, config: Config, shards: int, fanout: Fanout, ctx: zmq.Context[zmq.Socket[bytes]],
-                 run: os.PathLike[str] | str, config_file: Path) -> None:
+                 run: os.PathLike[str] | str, config_file: Path, clock: Clock = SYSTEM_CLOCK,
+                 stopped_alone: Callable[[Path], bool] = supervisor_rpc.runs_on_without) -> None:
         self.config = config
+        self.clock = clock
+        #: Whether the pipeline runs on while this forwarder stops (a restart: pause the shards) or
+        #: stops with it (take the finals); supervisord says, or a test.
+        self.stopped_alone = stopped_alone
         self.config_file = config_file
         self.shards = shards
         self.fanout = fanout
@@ -76,8 +82,8 @@ class Forwarder:
         self.stats = SelfStats(config.self_metrics_prefix, "forwarder", {}, config.agent.tags)
         self.delivery = DeliveryRecorder(self.run_dir, forwarder_identity(os.getpid()))
         if config.fleet_input is not None:
-            self.delivery.announce(list(range(ring_shards(self.run_dir, shards))))
-        self.next_report = self._report_time(time.time())
+            self.delivery.announce(list(range(ring_shards(self.run_dir, shards, clock.time()))))
+        self.next_report = self._report_time(self.clock.time())
 
     def _report_time(self, now: float) -> float:
         return next_edge(now, self.config.flush_interval)
@@ -85,13 +91,17 @@ class Forwarder:
     def run(self, stop: StopSignal) -> None:
         wakeups = PullWakeups(self.pull, stop)
         while not stop.requested:
-            if wakeups.wait((self.next_report - time.time()) * 1000):
+            if wakeups.wait((self.next_report - self.clock.time()) * 1000):
                 self.receive_all()
             if stop.take_reload():
                 self.reload()
-            if time.time() >= self.next_report:
-                self.report()
+            self.report_if_due()
         self.stop()
+
+    def report_if_due(self) -> None:
+        """This stage's own figures, once the clock has reached the interval's edge."""
+        if self.clock.time() >= self.next_report:
+            self.report()
 
     def reload(self) -> None:
         """SIGHUP: the sinks as the config now says, from the next flush on; a changed sink's new
@@ -165,7 +175,7 @@ class Forwarder:
     def report(self) -> None:
         """Send this stage's own figures to every sink, stamped with the interval that just ended."""
         end = self.next_report
-        self.next_report = self._report_time(time.time() + 0.001)
+        self.next_report = self._report_time(self.clock.time() + 0.001)
         self.fanout.finish_retired()
         sinks = self.fanout.figures()
         publish(self.run_dir, process_name(FORWARDER), "forwarder", self.figures(sinks))
@@ -194,7 +204,7 @@ class Forwarder:
 
     def stop(self) -> None:
         # The fleet tier's shards send again what a forwarder took but its sinks never confirmed.
-        if self.config.fleet_input is None and supervisor_rpc.runs_on_without(self.run_dir):
+        if self.config.fleet_input is None and self.stopped_alone(self.run_dir):
             self.pause_shards()
         else:
             self.take_finals()
@@ -214,29 +224,29 @@ class Forwarder:
             self.take_finals()
             return
         log.info("Stopping for a restart: pausing the shards")
-        started = time.monotonic()
-        shards = ring_shards(self.run_dir, self.shards)
+        started = self.clock.monotonic()
+        shards = ring_shards(self.run_dir, self.shards, self.clock.time())
         expected = {(shard, shards) for shard in range(shards)}
-        while expected - self.paused and time.monotonic() - started < FORWARDER_STOP.pause_max_secs:
+        while expected - self.paused and self.clock.monotonic() - started < FORWARDER_STOP.pause_max_secs:
             if self.pull.poll(50):
                 self.receive_all()
         missing = sorted(shard for shard, _ in expected - self.paused)
         if missing:
             log.warning("No pause from shards %s within %.1f s: a flush they had on the way when this forwarder "
                         "unbinds may be lost (counted by the next instance)", missing, FORWARDER_STOP.pause_max_secs)
-        log.info("Shards paused in %.2f s (%d of %d)", time.monotonic() - started, len(expected & self.paused),
+        log.info("Shards paused in %.2f s (%d of %d)", self.clock.monotonic() - started, len(expected & self.paused),
                  len(expected))
 
     def take_finals(self) -> None:
         """The pipeline stops: until every shard sent its final flush, or none came for a while."""
         log.info("Stopping: taking the shards' last flushes")
-        started = time.monotonic()
+        started = self.clock.monotonic()
         quiet_since = started
-        shards = ring_shards(self.run_dir, self.shards)  # after a reshard, the ring file's count
+        shards = ring_shards(self.run_dir, self.shards, self.clock.time())  # after a reshard, the ring file's count
         while (sum(ring == shards for _, ring in self.finals) < shards
-               and time.monotonic() - started < FORWARDER_STOP.wait_finals_secs):
+               and self.clock.monotonic() - started < FORWARDER_STOP.wait_finals_secs):
             if self.pull.poll(100):
                 self.receive_all()
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since >= FORWARDER_STOP.quiet_secs:
+                quiet_since = self.clock.monotonic()
+            elif self.clock.monotonic() - quiet_since >= FORWARDER_STOP.quiet_secs:
                 break

@@ -27,6 +27,7 @@ from pathlib import Path
 import zmq
 
 from stages.common import contract
+from stages.common.clock import SYSTEM_CLOCK, Clock
 from stages.common.contract import BatchBody, BatchHeader
 from stages.common.intervals import next_edge
 from stages.common.log_throttle import INPUT_LOG_EVERY_SECS, LogThrottle
@@ -48,9 +49,12 @@ EMPTY_BODY = contract.pack_batch_body(BatchBody.empty())
 class Batcher:
     def __init__(self, pushes: list[zmq.Socket[bytes]], src: str, window: Window, max_entries: int,
                  max_age_secs: float, interval: float, pauses: PauseWatch, hold_max: int,
-                 unsent_path: Path | None = None) -> None:
+                 unsent_path: Path | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.pushes = pushes
         self.src = src
+        self.clock = clock
+        # The system's time even beside a test's clock: an epoch names a stream, and a stream must
+        # not share its name with an earlier one (a switch with the test's clock standing still).
         self.epoch = time.time_ns()
         self.window = window
         self.max_entries = max_entries
@@ -169,7 +173,7 @@ class Batcher:
         opened_at, self.opened_at = self.opened_at, 0.0
         if not self.window.metrics:
             return
-        self.follow_pauses(time.time())
+        self.follow_pauses(self.clock.time())
         taken = self.window.take(self.max_entries)
         self.unsent.window_taken([sum(metrics for _, _, metrics in batches) for batches in taken])
         for shard, batches in enumerate(taken):
@@ -207,7 +211,7 @@ class Batcher:
         """Send the empty batch that ends each of a killed predecessor's streams (:mod:`.unsent`) on
         ``pushes`` (its ring's); how many ZeroMQ had no room for (their shard's loss then goes uncounted)."""
         refused = 0
-        for shard, header in record.closing_headers(self.src, time.time()):
+        for shard, header in record.closing_headers(self.src, self.clock.time()):
             try:
                 pushes[shard].send_multipart(contract.encode_batch(header, EMPTY_BODY), zmq.NOBLOCK)
             except zmq.Again:

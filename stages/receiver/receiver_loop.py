@@ -28,6 +28,7 @@ from typing import Any
 
 import zmq
 
+from stages.common.clock import SYSTEM_CLOCK, Clock
 from stages.common.config import Config
 from stages.common.figure_schemas import ReceiverFigures
 from stages.common.intervals import next_edge
@@ -66,8 +67,9 @@ COALESCE_SECS = 0.001
 class Receiver:
     def __init__(self, config: Config, shards: int, ctx: zmq.Context[zmq.Socket[bytes]],
                  run: os.PathLike[str] | str, name: str, extra_receivers: int = 0, index: int = 0,
-                 config_file: Path | None = None) -> None:
+                 config_file: Path | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config
+        self.clock = clock
         #: What a restart in place reads; it is checked first, so that a bad edit cannot stop the receiver.
         self.config_file = config_file
         self.defaults = config.agent.tags
@@ -104,7 +106,7 @@ class Receiver:
         self.run_dir = Path(run)
         self.ring = RingWatch(self.run_dir)
         # After a reshard the ring file, not the command line, says how many shards there are.
-        self.shards = ring_shards(self.run_dir, shards)
+        self.shards = ring_shards(self.run_dir, shards, clock.time())
         self.parse_payload = payload_parser(self.defaults)
         #: What the rules dropped in the windows a reshard replaced (the open window counts its own).
         self.rule_dropped_before = 0
@@ -113,7 +115,8 @@ class Receiver:
         predecessor = read_predecessor(unsent)
         self.batcher = Batcher(pushes, name, self.new_window(self.shards),
                                config.batch_max_entries, config.batch_max_age_ms / 1000, config.flush_interval,
-                               PauseWatch.of_ring(self.run_dir, self.shards), config.queues.shard_batches, unsent)
+                               PauseWatch.of_ring(self.run_dir, self.shards), config.queues.shard_batches, unsent,
+                               clock)
         if predecessor is not None:
             self.end_predecessor(predecessor)
         self.name = name
@@ -123,7 +126,7 @@ class Receiver:
         self.stats = SelfStats(config.self_metrics_prefix, "receiver", {"receiver": name}, self.defaults)
         self._bad_logged = 0
         self._bad_log = LogThrottle(INPUT_LOG_EVERY_SECS)
-        self.next_report = self._report_time(time.time())
+        self.next_report = self._report_time(clock.time())
         if handed:
             # The kernel's drop counters belong to the sockets, which lived on: count on from them.
             self.stats.total("kernel_drops", handed["kernel_drops"])
@@ -195,7 +198,7 @@ class Receiver:
         by_fd: dict[int, Any] = {}
         self.watch(poller, by_fd)
         while not stop.requested and not self.restart_wanted(stop):
-            now = time.time()
+            now = self.clock.time()
             due = self.batcher.next_due()
             wake = self.next_report if due is None else min(due, self.next_report)
             expiries = [e for e in (listener.next_expiry() for listener in self.listeners) if e is not None]
@@ -204,9 +207,7 @@ class Receiver:
             for fd, _ in poller.poll(math.ceil(wait * 1000)):
                 listener = by_fd.get(fd)
                 if listener is not None:
-                    payloads = listener.read(fd, READ_BURST, self.bad)
-                    read += len(payloads)
-                    self.receive(payloads)
+                    read += self.read(listener, fd)
                 elif fd == stop.fileno():
                     stop.drain()
             if 0 < read < COALESCE_BELOW:
@@ -216,14 +217,25 @@ class Receiver:
                     self.receive(listener.expire(self.bad))
             if any(listener.changed for listener in self.listeners):
                 self.watch(poller, by_fd)
-            now = time.time()
-            self.batcher.send_due(now)
-            if now >= self.next_report:
-                self.report(now)
+            self.send_due()
         if stop.requested:
             self.stop()
         else:
             self.restart_in_place()
+
+    def read(self, listener: Any, fd: int) -> int:
+        """What ``listener`` has waiting on ``fd`` (a poll found it ready) into the window; how many payloads."""
+        payloads = listener.read(fd, READ_BURST, self.bad)
+        self.receive(payloads)
+        return len(payloads)
+
+    def send_due(self) -> None:
+        """What is due by the clock's time: the window (old, or its interval ended), held batches whose
+        shard's pause ended, this receiver's own counters."""
+        now = self.clock.time()
+        self.batcher.send_due(now)
+        if now >= self.next_report:
+            self.report(now)
 
     def watch(self, poller: select.poll, by_fd: dict[int, Any]) -> None:
         """Poll exactly the listeners' current sockets (stream listeners gain and lose connections)."""
@@ -239,7 +251,7 @@ class Receiver:
         """Parse datagrams (or complete lines from a stream) into the open batch window."""
         if not payloads:
             return
-        now = time.time()
+        now = self.clock.time()
         self.follow_ring(now)
         window = self.batcher.open(now)
         before = window.metrics

@@ -120,31 +120,6 @@ def test_pypi_datadog_client_with_tags(pipeline: Pipeline) -> None:
     client.close_socket()
 
 
-def test_bad_lines_are_counted_and_good_neighbours_survive(pipeline: Pipeline) -> None:
-    pipeline.wait_interval_start()
-    pipeline.send(b"mix.ok:1|c\nmix.nan:nan|c\nmix.ok:2|c\nno_type:1\nmix.rate:1|c|@0\n\xff\xfe:1|c\nmix.ok:3|c\n",
-                  pipeline.statsd_port)
-    # A service check and an event with tags, as hot-shots and datadog send them (not supported yet).
-    pipeline.send(b"_sc|mix.check|0|#env:prod\n", pipeline.statsd_port)
-    pipeline.send(b"_e{5,4}:title|text|#env:prod\n", pipeline.statsd_port)
-    pipeline.send(b'{"metric_name": "mix.json", "metric_type": "counter", "count": 4}\n{"metric_name": "x"}',
-                  pipeline.port)
-    pipeline.send(b"not json {", pipeline.port)
-    pipeline.send(b'{"metric_name": "mix.json", "metric_type": "counter", "tag": null}', pipeline.port)
-
-    assert [a["value"] for a in pipeline.wait_series("mix.ok")] == [6]
-    assert total(pipeline.series("mix.json")) == 4
-    bad = {a["tags"]["reason"]: total(pipeline.series("pystatsd.receiver.bad_lines", reason=a["tags"]["reason"]))
-           for a in pipeline.series("pystatsd.receiver.bad_lines")}
-    expected = {"non_finite": 1, "no_type": 1, "no_value": 1, "bad_sample_rate": 1, "invalid_utf8": 1,
-                "missing_field": 1, "bad_tag": 1, "service_check_unsupported": 1, "event_unsupported": 1}
-    assert {reason: bad.get(reason) for reason in expected} == expected
-    # "not json {" is not JSON-looking, so the statsd parser sees a line without a value.
-    assert wait_for(lambda: "bad lines so far" in pipeline.log("receiver"), 15, "the bad-line log summary")
-    states = pipeline.status()
-    assert all(state == "RUNNING" for state, _ in states.values()), states
-
-
 def test_restarting_one_stage_leaves_the_others_running(pipeline: Pipeline) -> None:
     for program in ("receiver", "aggregator:aggregator-1", "forwarder"):
         before = pipeline.status()
