@@ -161,6 +161,7 @@ def test_a_reload_applies_from_the_next_interval_not_the_open_one(wire: Wire) ->
     wire.send(loop, [took(1.0), took(2.0)])
     wire.config_file.write_text(f"flush_interval: {INTERVAL}\npercentiles: [99.9]\n")
     loop.reload()  # SIGHUP in the open interval
+    loop.flush_due()  # as run() does after each wake-up
     wire.send(loop, [took(3.0)])
     wire.clock.to(EDGE)
     loop.flush_due()
