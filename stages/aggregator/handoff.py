@@ -94,9 +94,11 @@ def handoff_path(run_dir: Path, shard: int, shards: int) -> Path:
     return run_dir / f"handoff-shard-{shard}-of-{shards}.msgpack"
 
 
-def capture(state: ShardState, shards: int, epoch: int, seq: int) -> Handoff:
-    """Everything of ``state`` that continues in the next instance (its buckets closed, ready to flush)."""
-    handoff = Handoff(state.shard, shards, state.interval, time.time(), epoch, seq, state.closed_through,
+def capture(state: ShardState, shards: int, epoch: int, seq: int, now: float | None = None) -> Handoff:
+    """Everything of ``state`` that continues in the next instance (its buckets closed, ready to flush),
+    written at ``now`` (unix time; the clock's if not given)."""
+    written_at = time.time() if now is None else now
+    handoff = Handoff(state.shard, shards, state.interval, written_at, epoch, seq, state.closed_through,
                       seq_gaps=state.seq_gaps, gap_metrics=state.gap_metrics, late_metrics=state.late_metrics,
                       metrics=state.metrics)
     overflow = state.overflow_tags

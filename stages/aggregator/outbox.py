@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import collections
 import logging
-import time
 from pathlib import Path
 
 import zmq
 
 from stages.common import contract
+from stages.common.clock import SYSTEM_CLOCK, Clock
 from stages.common.sharding import forwarder_endpoint
 from stages.rundir.pause import PauseWatch, forwarder_pause_path
 
@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 
 
 class Outbox:
-    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], run_dir: Path, hold_max: int) -> None:
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], run_dir: Path, hold_max: int,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
         self.push = ctx.socket(zmq.PUSH)
         self.push.setsockopt(zmq.SNDHWM, hold_max)
         self.push.connect(forwarder_endpoint(run_dir))
@@ -49,7 +51,7 @@ class Outbox:
     def send(self, marker: contract.FlushHeader) -> None:
         """Hand on what ZeroMQ takes now, minding the forwarder's pause; ``marker`` is the ``paused``
         flush sent when a pause is first seen (its seq the next flush's: it is in no sequence)."""
-        paused = bool(self.pauses.current(time.time()))
+        paused = bool(self.pauses.current(self.clock.time()))
         if not paused and self.marked:
             self.marked = False
             log.info("The forwarder's pause ended: sending the %d flushes held for it", len(self.hold))
@@ -68,6 +70,10 @@ class Outbox:
     def send_all(self) -> None:
         """Hand on what ZeroMQ takes now, a pause or not (the shard stops: its queue goes, or is lost)."""
         self._send_held()
+
+    def wait_for_room(self, timeout_ms: int) -> None:
+        """Until ZeroMQ can take a flush again, or ``timeout_ms`` passed (no forwarder connected)."""
+        self.push.poll(timeout_ms, zmq.POLLOUT)
 
     def _send_held(self) -> bool:
         """Send the held flushes in order while ZeroMQ takes them; True when none is left."""

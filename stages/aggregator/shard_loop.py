@@ -20,7 +20,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import zmq
@@ -31,6 +31,7 @@ from stages.aggregator.outbox import Outbox
 from stages.aggregator.partials import PartialSource
 from stages.aggregator.shard import ClosedInterval, ShardState, overrun_secs
 from stages.common import contract, supervisor_rpc
+from stages.common.clock import SYSTEM_CLOCK, Clock
 from stages.common.config import Config
 from stages.common.figure_schemas import ShardFigures
 from stages.common.lifecycle import (
@@ -65,20 +66,26 @@ PAUSE_MIN_SECS = CHECK_EVERY_SECS + 0.1
 
 class ShardLoop:
     def __init__(self, config: Config, shard: int, shards: int, ctx: zmq.Context[zmq.Socket[bytes]],
-                 run: os.PathLike[str] | str, config_file: Path, bounds: PartialBounds | None = None) -> None:
+                 run: os.PathLike[str] | str, config_file: Path, bounds: PartialBounds | None = None,
+                 clock: Clock = SYSTEM_CLOCK,
+                 stopped_alone: Callable[[Path], bool] = supervisor_rpc.runs_on_without) -> None:
         self.config, self.config_file = config, config_file
+        self.clock = clock
+        #: Asked at stop whether the pipeline runs on without this shard (a restart): supervisord's
+        #: word in a stage process, the test's in one.
+        self.stopped_alone = stopped_alone
         #: A reloaded config, and the interval after which it applies (the one open when it came).
         self.reloaded: tuple[Config, int] | None = None
         self.state = ShardState(
             shard, config.flush_interval, config.percentiles, config.expire_after_intervals,
             config.self_metrics_prefix, config.agent.tags, series_limit=config.series_limit_per_name,
-            gauges_limit=config.gauges_limit)
+            gauges_limit=config.gauges_limit, now=clock.time())
         self.shard, self.shards = shard, shards
         self.run_dir = Path(run)
-        self.epoch = time.time_ns()
+        self.epoch = int(clock.time() * 1e9)  # unix time in ns: the instance's start
         self.seq = 0
         self.endpoint = shard_endpoint(run, shard, shards)
-        #: receiver → time.monotonic() of its last batch, and the receivers that sent ``paused`` in a stop
+        #: receiver → clock.monotonic() of its last batch, and the receivers that sent ``paused`` in a stop
         self.heard: dict[str, float] = {}
         self.paused: set[str] = set()
         # A pause left by an instance killed while it stopped: the receivers must not hold batches for this one.
@@ -86,7 +93,7 @@ class ShardLoop:
         self.pull = ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.RCVHWM, config.queues.shard_batches)
         self.pull.bind(self.endpoint)
-        self.outbox = Outbox(ctx, self.run_dir, config.queues.forwarder_flushes)
+        self.outbox = Outbox(ctx, self.run_dir, config.queues.forwarder_flushes, clock)
         self.decode_errors: collections.Counter[str] = collections.Counter()
         self.fold_log = LogThrottle()
         self.gauge_drop_log = LogThrottle()
@@ -108,19 +115,19 @@ class ShardLoop:
             handoff = take_handoff(self.handoff_path)
             if handoff is None:
                 return
-            self.epoch, self.seq = restore(self.state, handoff, self.shards, time.time(), max_age_secs)
+            self.epoch, self.seq = restore(self.state, handoff, self.shards, self.clock.time(), max_age_secs)
         except HandoffRefused as exc:
             self.state.stats.add("handoffs_refused", 1)
             log.error("Refused the hand-off in %s: %s; what it held counts as lost", self.handoff_path, exc)
             return
-        self.flush_not_before = time.time() + TAKEOVER_GRACE_SECS
+        self.flush_not_before = self.clock.time() + TAKEOVER_GRACE_SECS
         log.info("Took over from the last instance: %d open intervals, %d gauges, flush seq %d",
                  len(handoff.buckets), len(handoff.gauges), self.seq)
 
     def run(self, stop: StopSignal) -> None:
         wakeups = PullWakeups(self.pull, stop)
         while not stop.requested:
-            wait_ms = (max(self.state.next_deadline(), self.flush_not_before) - time.time()) * 1000
+            wait_ms = (max(self.state.next_deadline(), self.flush_not_before) - self.clock.time()) * 1000
             # Held flushes, and the forwarder's pause, are looked at again as often as the pause files.
             if wakeups.wait(min(wait_ms, CHECK_EVERY_SECS * 1000)):
                 self.receive_burst()
@@ -132,7 +139,7 @@ class ShardLoop:
 
     def receive_burst(self) -> int:
         received = 0
-        now = time.monotonic()
+        now = self.clock.monotonic()
         while received < RECV_BURST:
             try:
                 frames = self.pull.recv_multipart(zmq.NOBLOCK)
@@ -162,10 +169,10 @@ class ShardLoop:
         """SIGHUP: the config as it is now, from the next interval on (the open one ends as it began)."""
         config = reread_config(self.config_file, self.config, log)
         if config is not None:
-            self.reloaded = (config, self.state.index_of(time.time()))
+            self.reloaded = (config, self.state.index_of(self.clock.time()))
 
     def flush_due(self) -> None:
-        now = time.time()
+        now = self.clock.time()
         if now < self.flush_not_before:
             return
         if now >= self.state.next_deadline():
@@ -198,7 +205,7 @@ class ShardLoop:
     def report_overrun(self, closed: ClosedInterval) -> None:
         """Log and count a flush handed on more than an interval after it was due (see overrun_secs);
         not one of an interval that ended before this instance started (a restart's, late by design)."""
-        handed_at = time.time()
+        handed_at = self.clock.time()
         late = overrun_secs(closed, handed_at)
         if late <= 0 or closed.start + closed.interval < self.epoch / 1e9:
             return
@@ -258,7 +265,7 @@ class ShardLoop:
     def hand_off(self) -> bool:
         """Write the open intervals for the next instance (supervisord restarts this shard alone); False
         when that failed, and the caller flushes them after all (capture leaves the state whole)."""
-        handoff = capture(self.state, self.shards, self.epoch, self.seq)
+        handoff = capture(self.state, self.shards, self.epoch, self.seq, self.clock.time())
         try:
             write_handoff(self.handoff_path, handoff)
         except OSError as exc:
@@ -282,10 +289,10 @@ class ShardLoop:
             log.error("Cannot write the pause for the receivers (%s): batches on the way when this shard "
                       "unbinds may be lost (counted)", exc.strerror)
             return
-        started = time.monotonic()
+        started = self.clock.monotonic()
         expected = {src for src, seen in self.heard.items() if started - seen < PAUSE_EXPECT_WITHIN_SECS}
         deadline = started + SHARD_STOP.pause_max_secs
-        while (now := time.monotonic()) < deadline and (now - started < PAUSE_MIN_SECS or expected - self.paused):
+        while (now := self.clock.monotonic()) < deadline and (now - started < PAUSE_MIN_SECS or expected - self.paused):
             if self.pull.poll(max(1, int(min(deadline - now, 0.05) * 1000))):
                 self.receive_burst()
             self.flush_due()
@@ -293,13 +300,13 @@ class ShardLoop:
         if missing:
             log.warning("No pause from %s within %.1f s: what it had on the way when this shard unbinds may be lost "
                         "(counted by the next instance)", ", ".join(sorted(missing)), SHARD_STOP.pause_max_secs)
-        log.info("Receivers paused in %.2f s (%d of %d heard from lately)", time.monotonic() - started,
+        log.info("Receivers paused in %.2f s (%d of %d heard from lately)", self.clock.monotonic() - started,
                  len(expected & self.paused), len(expected))
 
     def stop(self) -> None:
         # Retired by a reshard: the next instance of this shard number is another ring's.
-        retiring = ring_shards(self.run_dir, self.shards) != self.shards
-        restarting = not retiring and supervisor_rpc.runs_on_without(self.run_dir)
+        retiring = ring_shards(self.run_dir, self.shards, self.clock.time()) != self.shards
+        restarting = not retiring and self.stopped_alone(self.run_dir)
         if restarting:
             self.pause_receivers()
         log.info("Stopping: draining batches")
@@ -313,11 +320,11 @@ class ShardLoop:
             for i, interval in enumerate(closed):
                 self.queue_flush(interval, final=i == len(closed) - 1)
         # Both waits count in lifecycle.ShardStop.budget_secs: this one, then the linger at ctx.term().
-        deadline = time.monotonic() + SHARD_STOP.linger_ms / 1000
-        while self.outbox and time.monotonic() < deadline:
+        deadline = self.clock.monotonic() + SHARD_STOP.linger_ms / 1000
+        while self.outbox and self.clock.monotonic() < deadline:
             self.outbox.send_all()
             if self.outbox:
-                time.sleep(0.05)
+                self.outbox.wait_for_room(50)
         if self.outbox:
             log.error("Forwarder unreachable at stop: %d flushes not delivered", len(self.outbox))
         self.pull.close(linger=0)

@@ -207,13 +207,8 @@ def test_a_reload_refuses_a_bad_config_and_names_what_waits_for_a_restart() -> N
         # The same processes: a reload restarts nothing (the receiver restarted in place).
         assert {name: pid for name, (_, pid) in pipeline.status().items()} == \
             {name: pid for name, (_, pid) in before.items()}
-        # In an interval that began after the reload: the reload applies from the next interval on.
-        sleep_until_phase(pipeline.flush_interval, 0.1)
-        pipeline.send("rl.t:1|ms\nrl.t:2|ms", pipeline.statsd_port)
-        (timer,) = pipeline.wait_series("rl.t")
-        # The new percentiles from the next interval on, the interval as it ran.
-        assert ("p99_9" in timer["stats"], "p90" in timer["stats"]) == (True, False), timer
-        assert timer["interval"] == 2
+        # Each stage reloaded; that a shard applies it from the next interval on, the open one ending
+        # as it began, is proven in-process (tests/unit/test_shard_loop.py).
         for program in ("aggregator-0", "forwarder", "receiver"):
             assert "flush_interval changed (2.0 -> 5.0); it applies at the next pystatsd run" in \
                 pipeline.log(program), program

@@ -129,27 +129,6 @@ def test_a_stopped_server_loses_nothing_and_holds_up_no_other_sink(influx: Influ
 
 
 
-def test_a_counters_sum_in_influxdb_is_what_was_sent_after_three_shard_restarts(influx: InfluxServer) -> None:
-    # InfluxDB keeps the last point written for a series and timestamp: an interval flushed in two
-    # parts (one per shard instance) would leave only the second part's value there.
-    pipeline = sink_pipeline("influxdb", {"url": influx.url, "database": "restarts", "username": USER,
-                                          "password": PASSWORD, "create_database": True}, flush_interval=2.0)
-    load = {key: f"rr.c:1|c|#key:{key}" for key in ("a", "b", "c", "d")}
-    try:
-        pipeline.start()
-        with SteadyTraffic(pipeline.statsd_port, load, every_secs=0.005, max_secs=60) as traffic:
-            for shard in (0, 1, 0):
-                time.sleep(1.3)
-                pipeline.ctl("restart", f"aggregator:aggregator-{shard}", check=True)
-            time.sleep(1.0)
-        sent = traffic.total
-        wait_for(lambda: sum(p["value"] for p in points(influx, "restarts", "rr.c")) == sent, 15,
-                 f"the {sent} increments in InfluxDB", every=0.5)
-    finally:
-        pipeline.stop()
-        pipeline.cleanup()
-
-
 def test_a_reload_that_adds_influxdb_and_removes_the_file_sink_loses_and_repeats_nothing(
         influx: InfluxServer) -> None:
     pipeline = Pipeline(flush_interval=1.0)
