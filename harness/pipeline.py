@@ -26,6 +26,7 @@ import yaml
 
 from harness.paths import REPO, VENV_BIN
 from harness.ports import free_udp_port
+from harness.server_guard import refuse_in_serverless_test
 from harness.wait import wait_for
 from stages.common.strict import STRICT_ENV
 from stages.control.supervisord_conf import REPO_TEMPLATE, render_supervisord_conf
@@ -43,6 +44,8 @@ class Pipeline:
         command (``HostNetwork.exec_prefix``: in a network namespace). With ``repo_conf`` supervisord
         runs the repo's supervisord.conf itself, as the README's ``supervisord -c supervisord.conf``
         does: a copy beside a run/ of its own, with the repo's virtualenv (and its counts)."""
+        # At construction, not start(): a test may start it through `pystatsd run` instead.
+        refuse_in_serverless_test("a pipeline")
         # Short: ipc socket paths must stay under ~100 characters.
         self.dir = Path(tempfile.mkdtemp(prefix="pst"))
         self.run_dir = self.dir / "run"

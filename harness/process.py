@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from harness.server_guard import refuse_in_serverless_test
 from harness.wait import WaitTimeout, wait_for
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class ChildProcess:
         (a reader that counts lines in it wants this run's only). A child that exits first, or is not
         ready within ``timeout`` seconds, is killed and raises ProcessError.
         """
+        refuse_in_serverless_test(self.name)
         if self.running():
             raise ProcessError(f"{self.name} already running as pid {self.pid}")
         self.work_dir.mkdir(parents=True, exist_ok=True)

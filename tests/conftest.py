@@ -5,6 +5,11 @@ import gave (None when the extension was not built), ``what`` names it. The buil
 parts optional (a machine without a compiler still runs the daemon), so a C change that stops compiling
 only makes them missing. Where CI runs (``CI=true``) every part is required and its tests fail, so that
 cannot pass green; elsewhere they are skipped, and the skip says why.
+
+The server markers (SERVER_MARKERS, declared in pyproject.toml): a test that starts a pipeline, a
+broker, a sink's server or a package build carries one. Every other test is given the ``serverless``
+marker, which `make check` selects, and runs with harness.server_guard's variable set, so a pipeline
+or server it starts fails it (naming the test) instead of slowing `make check` down.
 """
 
 from __future__ import annotations
@@ -13,10 +18,22 @@ import os
 
 import pytest
 
+from harness.server_guard import SERVERLESS_ENV
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "compiled(part, what): needs a compiled part; fails where CI=true "
-                                       "when it was not built, skips elsewhere")
+#: The markers of a test that needs a server (a pipeline under supervisord, Kafka, InfluxDB or carbon, a
+#: package build): `make check` runs every test that carries none of them.
+SERVER_MARKERS = frozenset({"e2e", "kafka", "fault", "servers", "packaging"})
+
+
+def needs_a_server(item: pytest.Item) -> bool:
+    return any(mark.name in SERVER_MARKERS for mark in item.iter_markers())
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own, which deselects by marker (`-m serverless`)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if not needs_a_server(item):
+            item.add_marker(pytest.mark.serverless)
 
 
 def compiled_required() -> bool:
@@ -24,7 +41,12 @@ def compiled_required() -> bool:
     return os.environ.get("CI") == "true"
 
 
+@pytest.hookimpl(tryfirst=True)  # before any fixture of the test is set up, session ones included
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    if needs_a_server(item):
+        os.environ.pop(SERVERLESS_ENV, None)
+    else:
+        os.environ[SERVERLESS_ENV] = item.nodeid
     for mark in item.iter_markers("compiled"):
         part, what = mark.args
         if part is not None:

@@ -28,10 +28,6 @@ SASL_USERS = {"token": "test-api-key-123"}
 FLEET_HOSTS = ("edge-a", "edge-b", "edge-c")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "kafka: needs the real Kafka broker of tests/kafka (slow to start)")
-
-
 @pytest.fixture(scope="session")
 def host_network() -> Iterator[HostNetwork]:
     """FLEET_HOSTS as network namespaces; the broker listens for them on the bridge's address."""

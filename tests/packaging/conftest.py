@@ -17,10 +17,6 @@ PACKAGING = REPO / "etc" / "packaging"
 BUILD_TIMEOUT = 100
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "packaging: builds the .deb and .rpm (about 30 s) or installs one")
-
-
 @dataclasses.dataclass(frozen=True)
 class Packages:
     deb: Path

@@ -175,6 +175,7 @@ def test_run_refuses_a_bad_config_before_starting_anything(tmp_path: Path) -> No
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("output_to", ["file", "file-appended", "pipe"])
 def test_run_from_the_repo(output_to: str) -> None:
     """`pystatsd run > file 2>&1` (and `>>`, and a pipe) gets every line of every stage."""

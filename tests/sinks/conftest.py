@@ -14,10 +14,6 @@ HERE = Path(__file__).resolve().parent
 INFLUX_ADMIN = ("pystatsd", "influx-test-secret-4b1d")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "servers: needs the real InfluxDB or carbon server of tests/sinks")
-
-
 @pytest.fixture(scope="session")
 def installed_servers() -> None:
     """Debian's influxdb and graphite-carbon, installed when missing."""

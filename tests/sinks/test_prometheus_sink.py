@@ -7,11 +7,14 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.ports import free_tcp_port
 from harness.wait import wait_for
 from tests.sinks.servers import sink_pipeline
+
+pytestmark = pytest.mark.e2e
 
 
 def scrape(port: int) -> dict[str, Any]:
