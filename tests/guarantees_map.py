@@ -21,7 +21,7 @@ KAFKA_DELIVERY = "tests/kafka/test_kafka_delivery.py"
 PROOFS: dict[str, list[str]] = {
     "bad input": [
         "tests/fault/test_fuzz_receiver.py::test_a_million_hostile_datagrams_break_nothing",
-        "tests/e2e/test_pipeline.py::test_bad_lines_are_counted_and_good_neighbours_survive",
+        "tests/unit/test_receiver_loop.py::test_bad_lines_are_counted_by_reason_and_their_neighbours_kept",
         f"{LISTENERS}::test_line_too_long_is_counted_and_its_neighbours_survive",
         "tests/unit/test_parser_properties.py::test_every_line_is_a_sample_or_a_counted_bad_line",
     ],
@@ -45,8 +45,8 @@ PROOFS: dict[str, list[str]] = {
     ],
     "a shard restarted": [
         f"{RESTARTS}::test_every_shard_restarted_at_the_start_middle_and_end_of_an_interval",
-        f"{FAULTS}::test_restarting_every_shard_under_traffic_loses_nothing",
-        f"{INFLUXDB}::test_a_counters_sum_in_influxdb_is_what_was_sent_after_three_shard_restarts",
+        "tests/unit/test_shard_loop.py::test_a_restart_hands_the_open_intervals_on_and_the_next_instance_flushes_each_once",
+        "tests/unit/test_shard_loop.py::test_a_restarting_shard_waits_for_its_receivers_paused_batch_and_merges_what_came_before",
         "tests/unit/test_handoff.py::test_a_restart_mid_interval_flushes_the_interval_once_as_if_never_restarted",
         "tests/unit/test_handoff.py::test_an_interval_that_ended_while_no_instance_ran_is_flushed_at_start_with_its_own_timestamp",
         "tests/unit/test_handoff.py::test_a_foreign_or_stale_handoff_is_refused",
@@ -62,12 +62,17 @@ PROOFS: dict[str, list[str]] = {
     ],
     "the forwarder restarted": [
         f"{RESTARTS}::test_the_forwarder_restarted_under_traffic",
+        "tests/unit/test_forwarder_loop.py::test_a_stop_for_a_restart_pauses_the_shards_and_takes_what_they_sent_before_their_pause",
+        "tests/unit/test_shard_loop.py::test_a_forwarder_pause_holds_the_flushes_after_the_paused_one_until_it_ends",
+        "tests/unit/test_outbox.py::test_a_forwarder_pause_gets_what_was_queued_then_one_paused_flush_then_nothing_until_it_ends",
     ],
     "pystatsd reload or systemctl reload pystatsd": [
         f"{INFLUXDB}::test_a_reload_that_fixes_influxdbs_url_delivers_what_the_wrong_one_held_exactly_once",
         f"{INFLUXDB}::test_a_reload_that_adds_influxdb_and_removes_the_file_sink_loses_and_repeats_nothing",
-        "tests/fault/test_reload_backlog.py::"
-        "test_debug_mode_turned_on_by_reload_counts_what_the_unreachable_kafka_held_as_dropped_removed",
+        "tests/unit/test_forwarder_loop.py::"
+        "test_a_sink_a_reload_removes_drains_on_its_own_and_what_it_still_holds_is_counted_removed",
+        "tests/unit/test_forwarder_loop.py::test_a_reload_swaps_the_sinks_from_the_next_flush",
+        "tests/unit/test_shard_loop.py::test_a_reload_applies_from_the_next_interval_not_the_open_one",
         f"{RESTARTS}::test_a_reload_refuses_a_bad_config_and_names_what_waits_for_a_restart",
         f"{RESTARTS}::test_a_config_with_a_problem_restarts_nothing",
     ],
@@ -87,7 +92,7 @@ PROOFS: dict[str, list[str]] = {
     ],
     "kill -9 of the forwarder": [
         f"{FAULTS}::test_kill_9_of_the_forwarder_shards_hold_their_flushes_and_the_ledger_counts_the_rest",
-        f"{FAULTS}::test_kill_9_of_the_forwarder_with_a_sink_backlog_counts_the_backlog_as_lost",
+        "tests/unit/test_forwarder_loop.py::test_the_ledger_records_coverage_and_counts_what_a_crashed_forwarder_held",
     ],
     "kill -9 of the receiver": [
         f"{FAULTS}::test_kill_9_of_the_receiver_with_open_batches_the_ledger_counts_its_loss_exactly",

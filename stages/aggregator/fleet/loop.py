@@ -47,7 +47,7 @@ from stages.common.sharding import forwarder_endpoint
 from stages.rundir.delivery import read_delivered
 from stages.rundir.figures import publish
 
-log = logging.getLogger("stages.aggregator.fleet.bucket")
+log = logging.getLogger("stages.aggregator.fleet")
 
 #: Records taken per poll; the loop checks the clock between polls.
 POLL_RECORDS = 5000
