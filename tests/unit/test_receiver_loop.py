@@ -54,9 +54,12 @@ class Bench:
 
     def ring(self, shards: int) -> None:
         for shard in range(shards):
-            pull = self.ctx.socket(zmq.PULL)
-            pull.bind(shard_endpoint(self.run, shard, shards))
-            self.pulls[shard, shards] = pull
+            self.ring_shard(shard, shards)
+
+    def ring_shard(self, shard: int, shards: int) -> None:
+        pull = self.ctx.socket(zmq.PULL)
+        pull.bind(shard_endpoint(self.run, shard, shards))
+        self.pulls[shard, shards] = pull
 
     def start(self) -> Receiver:
         # As stages/receiver/stage.py builds it, with the test's clock.
@@ -229,3 +232,27 @@ def test_the_ring_switches_at_its_edge_and_no_window_is_split_between_rings(benc
         assert merged(bench.batches(shard, 2)) == {n: 1.0 for n in before if shard_for(n, 2) == shard}
     for shard in range(3):
         assert merged(bench.batches(shard, 3)) == {n: 1.0 for n in after if shard_for(n, 3) == shard}
+
+
+def test_a_stopped_shard_costs_only_its_own_batches_each_counted_dropped_once_its_queue_is_full(bench: Bench) -> None:
+    # A shard that is down has no socket bound: ZeroMQ queues its batches up to queues.shard_batches,
+    # then the receiver drops (never blocks) and counts; the other shard gets everything.
+    bench.config_file.write_text(bench.config_file.read_text() + "queues: {shard_batches: 2}\n")
+    stopped = bench.pulls.pop((1, 2))
+    stopped.close(linger=0)
+    receiver = bench.start()
+    zero, one = names_on(0, 2, 2), names_on(1, 2, 3)
+    for window in range(6):
+        bench.send(counters(*zero, *one))
+        bench.read(window + 1)
+        bench.clock.advance(INTERVAL)
+        receiver.send_due()
+    assert merged(bench.batches(0)) == {zero[0]: 6.0, zero[1]: 6.0}
+    dropped = receiver.batcher.dropped[1]
+    assert dropped > 0 and dropped % 3 == 0, dropped
+    assert receiver.figures(0)["dropped_shard_full"] == {"1": dropped}
+    # What was not dropped waited in its queue: the shard, back, gets exactly that.
+    bench.ring_shard(1, 2)
+    queued = merged(bench.batches(1, wait_ms=1000))
+    assert sum(queued.values()) + dropped == 6 * 3
+    assert set(queued) <= set(one)
