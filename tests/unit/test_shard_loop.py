@@ -42,6 +42,8 @@ EDGE = T0 + INTERVAL + FLUSH_GRACE_SECS
 SHARDS = 2
 #: How long the forwarder waits for a flush that should come (none that should not is waited for).
 ARRIVES_MS = 2000
+#: ... and how long the next of several sent at once may take, once the first is there.
+NEXT_ARRIVES_MS = 300
 
 
 class Wire:
@@ -90,9 +92,10 @@ class Wire:
         assert loop.receive_burst() == 1
 
     def flushes(self) -> list[tuple[contract.FlushHeader, list[dict[str, Any]]]]:
-        """Every flush the forwarder has now (the loop's sends are done when its step returns)."""
+        """Every flush the forwarder gets: the loop's step has handed them to ZeroMQ when it returns, but
+        its I/O thread delivers them a moment later (after a reconnect, later still), so each is awaited."""
         got = []
-        while self.forwarder.poll(0 if got else 200):
+        while self.forwarder.poll(NEXT_ARRIVES_MS if got else ARRIVES_MS):
             frames = self.forwarder.recv_multipart()
             got.append((contract.decode_flush_header(frames), contract.decode_flush_body(frames)))
         return got
