@@ -1,0 +1,1 @@
+"""Rules applied to a metric's identity before it is given its shard (see :mod:`.kind`)."""
