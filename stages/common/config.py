@@ -247,6 +247,8 @@ class Config:
     queues: QueueConfig = dataclasses.field(default_factory=QueueConfig)
     #: Set on a fleet tier: its shards read the edges' partials from Kafka, and no receiver runs.
     input: InputConfig | None = None
+    #: Raw rules applied by the receiver before sharding; stages.receiver.rules validates them (one key per kind).
+    rules: list[Any] = dataclasses.field(default_factory=list)
 
     @property
     def fleet_input(self) -> KafkaInputConfig | None:

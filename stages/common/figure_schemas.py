@@ -30,6 +30,10 @@ class ReceiverFigures(TypedDict):
     connections_closed: dict[str, int]
     #: metrics the rules seam dropped (stages/receiver/identity.py)
     rule_dropped: int
+    #: metrics no rule matched (0 without rules)
+    rule_unmatched: int
+    #: rule (``rules[3]``) → outcome (``mapped``, ``dropped``) → metrics it decided so far (none: left out)
+    rules: dict[str, dict[str, int]]
 
 
 class ShardFigures(TypedDict):

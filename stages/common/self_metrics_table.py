@@ -61,8 +61,13 @@ TABLE: tuple[SelfMetric, ...] = (
     SelfMetric("receiver", "connections_refused", "counter", ("receiver", "reason"),
                "new stream connections closed unread at `peer_limit` or `connection_limit` (their data is lost, "
                "counted here)"),
-    SelfMetric("receiver", "rule_dropped", "counter", ("receiver",),
-               "metrics a rule dropped before aggregation (the receiver's rules seam, stages/receiver/identity.py)"),
+    SelfMetric("receiver", "rule_mapped", "counter", ("receiver", "rule"),
+               "metrics a rule (`rules[3]`) matched and kept, renamed or re-tagged or not, before aggregation: "
+               "the rule that decided (with `continue`, the last that matched)"),
+    SelfMetric("receiver", "rule_dropped", "counter", ("receiver", "rule"),
+               "metrics a rule dropped before aggregation"),
+    SelfMetric("receiver", "rule_unmatched", "counter", ("receiver",),
+               "metrics no rule matched, kept as sent (only with rules configured)"),
     SelfMetric("aggregator", "metrics", "counter", ("shard",),
                "metrics aggregated (repeats the receiver summed count each)"),
     SelfMetric("aggregator", "series", "gauge", ("shard",),

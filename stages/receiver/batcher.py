@@ -104,10 +104,10 @@ class Batcher:
         return self.window
 
     def add(self, samples: list[Sample], now: float) -> None:
-        """File ``samples`` (read at ``now``) into the window."""
+        """File the receiver's own ``samples`` (read at ``now``) into the window, past the rules."""
         window = self.open(now)
         for sample in samples:
-            window.add(sample)
+            window.add_own(sample)
         self.filled()
 
     def filled(self) -> None:

@@ -10,20 +10,24 @@ paid). ``rules(name, mtype, tags)`` sees the whole identity as the window files 
 type the series is filed under (a gauge change is a :data:`~stages.common.model.MetricType.GAUGE`),
 ``tags`` the flat ``(k1, v1, k2, v2, ...)`` of the series key, sorted by key, the agent's default
 tags already merged in. It returns None (unchanged), :data:`DROP`, or ``(new_name, new_tags)``
-(flat too; in any order, a repeated key's last value wins: :func:`answer` sorts them).
+(flat too; in any order, a repeated key's last value wins: :func:`answer` sorts them), or any of
+these inside :class:`Decided`, which adds a *tally*: a small number (``0 <= tally < MAX_TALLIES``)
+under which each window counts the samples filed by that answer (``tallies``), so that per-rule
+counts cost one addition per sample (the rule set says what each number stands for:
+:mod:`stages.receiver.rules.rule_set`).
 
 Each window keeps the answers, misses (None) included, per (type, series key) in a cache of at most
 ``cache_size`` series (:data:`CACHE_SIZE` unless told), emptied whenever a new series would
 overflow it: a rule is decided once per distinct name, type and tag set while the cache holds it.
 The answers are what :func:`answer` makes of a decision; a reload restarts the receiver in place,
 so new rules come with a new window and an empty cache. What a rule drops is counted in the
-window's ``rule_dropped``, never lost silently.
+window's ``rule_dropped``, never lost silently; with tallies, in ``tallies[tally]`` as well.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from stages.common.model import KEY_SEPARATOR, Tags, series_key, tag_tuple
 
@@ -41,19 +45,41 @@ Decision = tuple[str, Tags] | Literal[Drop.DROP] | None
 #: What a window caches per (type, series key): None (unchanged), False (dropped), or the new series key.
 Answer = str | Literal[False] | None
 
+#: Tallies a rule set may use (a window keeps a count per tally up to the highest it was given).
+MAX_TALLIES = 1 << 16
+#: The tally of an answer that names none (a plain :data:`Decision`): counted in no tally.
+NO_TALLY = -1
+
+
+class Decided(NamedTuple):
+    """A :data:`Decision` and the tally its samples are counted under."""
+
+    tally: int
+    decision: Decision
+
 #: Series whose answers a window keeps (a few hundred bytes each in the compiled window, in Python more).
 CACHE_SIZE = 1 << 18
 
 
 class Rules(Protocol):
-    def __call__(self, name: str, mtype: int, tags: Tags, /) -> Decision:
+    def __call__(self, name: str, mtype: int, tags: Tags, /) -> Decision | Decided:
         """What becomes of the series ``name``/``tags`` of type ``mtype`` (see the module's docs)."""
 
 
-def answer(rules: Rules, name: str, mtype: int, tags: Tags) -> Answer:
+def answer(rules: Rules, name: str, mtype: int, tags: Tags) -> tuple[Answer, int]:
     """``rules``' decision on one series, as the windows cache it: None, False, or the new series key
-    (built as :func:`~stages.common.model.series_key` builds every key: the tags sorted by key)."""
+    (built as :func:`~stages.common.model.series_key` builds every key: the tags sorted by key), and
+    its tally (:data:`NO_TALLY` when the decision names none)."""
     decision = rules(name, mtype, tags)
+    tally = NO_TALLY
+    if isinstance(decision, Decided):
+        tally, decision = decision
+        if not isinstance(tally, int) or not 0 <= tally < MAX_TALLIES:
+            raise ValueError(f"rules: tally {tally!r} for {name!r} is not from 0 to {MAX_TALLIES - 1}")
+    return _answer(decision, name), tally
+
+
+def _answer(decision: Decision, name: str) -> Answer:
     if decision is None:
         return None
     if decision is DROP:
@@ -70,19 +96,23 @@ def answer(rules: Rules, name: str, mtype: int, tags: Tags) -> Answer:
 
 
 class Answers:
-    """PyWindow's cache of :func:`answer` per (type, series key); the compiled window keeps its own, alike."""
+    """PyWindow's cache of :func:`answer` per (type, series key), and its tallies; the compiled window keeps
+    its own, alike."""
 
-    __slots__ = ("rules", "size", "_answers")
+    __slots__ = ("rules", "size", "tallies", "_answers")
 
     def __init__(self, rules: Rules, size: int = CACHE_SIZE) -> None:
         if size < 1:
             raise ValueError("cache_size: at least 1")
         self.rules = rules
         self.size = size
-        self._answers: dict[tuple[int, str], Answer] = {}
+        #: Samples filed per tally, since the window was made: as long as the highest tally given needs.
+        self.tallies: list[int] = []
+        self._answers: dict[tuple[int, str], tuple[Answer, int]] = {}
 
-    def of(self, kind: int, key: str, name: str, tags: Tags) -> Answer:
-        """The answer for the series ``key`` (of ``name`` and ``tags``) of type ``kind``; asked once while held."""
+    def of(self, kind: int, key: str, name: str, tags: Tags) -> tuple[Answer, int]:
+        """The answer and tally for the series ``key`` (of ``name`` and ``tags``) of type ``kind``; asked once
+        while held."""
         try:
             return self._answers[(kind, key)]
         except KeyError:  # None is an answer too: a miss is a missing key, rare once the series are known
@@ -90,4 +120,6 @@ class Answers:
         if len(self._answers) >= self.size:
             self._answers.clear()
         got = self._answers[(kind, key)] = answer(self.rules, name, kind, tags)
+        if got[1] >= len(self.tallies):
+            self.tallies.extend([0] * (got[1] + 1 - len(self.tallies)))
         return got

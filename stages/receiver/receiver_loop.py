@@ -47,6 +47,8 @@ from stages.receiver.handover import close_held, hand_over, running_config, take
 from stages.receiver.listeners import adopt_listener, open_listener, shares_port
 from stages.receiver.listeners.connections import StreamConnections
 from stages.receiver.parsers import payload_parser, statsd_lines
+from stages.receiver.rules.kind import RulesError
+from stages.receiver.rules.rule_set import load_rule_set
 from stages.receiver.unsent import Predecessor, read_predecessor, unsent_path
 from stages.receiver.window import Window, new_window, take_payloads
 from stages.rundir.figures import publish
@@ -108,8 +110,14 @@ class Receiver:
         # After a reshard the ring file, not the command line, says how many shards there are.
         self.shards = ring_shards(self.run_dir, shards, clock.time())
         self.parse_payload = payload_parser(self.defaults)
-        #: What the rules dropped in the windows a reshard replaced (the open window counts its own).
+        #: None without rules: the windows then ask nothing and look nothing up (stages.receiver.identity).
+        self.rules = load_rule_set(config, rules_dir(config_file))
+        if self.rules is not None:
+            log.info("Applying %d rules before sharding", self.rules.rule_count)
+        #: What the rules dropped, and each tally counted, in the windows a reshard replaced (the open
+        #: window counts its own).
         self.rule_dropped_before = 0
+        self.tallies_before: list[int] = []
         pushes = self.connect_shards(self.shards)
         unsent = unsent_path(self.run_dir, name)
         predecessor = read_predecessor(unsent)
@@ -164,14 +172,16 @@ class Receiver:
                       "them is not counted", refused)
 
     def new_window(self, shards: int) -> Window:
-        # No rules yet: the config has no key for them. None is the seam's free path (see
-        # stages.receiver.identity): the window asks nothing and looks nothing up.
-        return new_window(shards, tag_tuple({}, self.defaults), statsd_lines(self.defaults), rules=None)
+        return new_window(shards, tag_tuple({}, self.defaults), statsd_lines(self.defaults), rules=self.rules)
 
     @property
     def rule_dropped(self) -> int:
         """Metrics the rules dropped since this receiver started."""
         return self.rule_dropped_before + self.batcher.window.rule_dropped
+
+    def tallies(self) -> list[int]:
+        """Per tally of the rule set, the metrics counted under it since this receiver started."""
+        return added(self.tallies_before, self.batcher.window.tallies)
 
     def follow_ring(self, now: float) -> None:
         """Switch to the ring the run directory's ring file names once its time has come (a reshard)."""
@@ -179,6 +189,7 @@ class Receiver:
         if ring is None or ring.shards == self.shards or now < ring.since:
             return
         self.rule_dropped_before += self.batcher.window.rule_dropped
+        self.tallies_before = self.tallies()
         for push in self.batcher.switch(self.connect_shards(ring.shards), self.new_window(ring.shards),
                                         PauseWatch.of_ring(self.run_dir, ring.shards)):
             push.close(linger=RECEIVER_STOP.linger_ms)
@@ -270,7 +281,7 @@ class Receiver:
         stats.total("datagrams", self.datagrams)
         stats.total("metrics", self.metrics)
         stats.total("kernel_drops", kernel_drops)
-        stats.total("rule_dropped", self.rule_dropped)
+        self.report_rules(stats)
         for reason, n in self.bad.items():
             stats.total("bad_lines", n, {"reason": reason})
         for shard, n in enumerate(self.batcher.dropped):
@@ -290,11 +301,32 @@ class Receiver:
                         ", ".join(f"{reason}={n}" for reason, n in sorted(self.bad.items())))
             self._bad_logged = bad_total
 
+    def report_rules(self, stats: SelfStats) -> None:
+        """What each rule mapped and dropped, and what no rule matched, so far."""
+        if self.rules is None:
+            return
+        for (outcome, rule), n in zip(self.rules.tally_names(), self.tallies(), strict=False):
+            if rule is None:
+                stats.total("rule_unmatched", n)
+            else:
+                stats.total(f"rule_{outcome}", n, {"rule": rule})
+
     def restart_wanted(self, stop: StopSignal) -> bool:
-        """Whether a SIGHUP came and the config the new image would read is valid (else it is logged)."""
+        """Whether a SIGHUP came and the config the new image would read is valid, its rules too (else it
+        is logged, and the running config and rules are kept)."""
         if not stop.take_reload():
             return False
-        return self.config_file is None or reread_config(self.config_file, self.config, log) is not None
+        if self.config_file is None:
+            return True
+        config = reread_config(self.config_file, self.config, log)
+        if config is None:
+            return False
+        try:
+            load_rule_set(config, rules_dir(self.config_file))
+        except RulesError as exc:
+            log.error("Reload refused, the running config and rules are kept: %s", exc)
+            return False
+        return True
 
     def publish_figures(self, kernel_drops: int) -> None:
         publish(self.run_dir, self.name, "receiver", self.figures(kernel_drops))
@@ -304,9 +336,26 @@ class Receiver:
             "listeners": [listener.url for listener in self.listeners], "datagrams": self.datagrams,
             "metrics": self.metrics, "bad_lines": dict(self.bad), "kernel_drops": kernel_drops,
             "dropped_shard_full": {str(shard): n for shard, n in enumerate(self.batcher.dropped) if n},
-            "rule_dropped": self.rule_dropped,
+            "rule_dropped": self.rule_dropped, "rule_unmatched": self.rule_tally(None).get("unmatched", 0),
+            "rules": self.rule_figures(),
             "connections": self.streams.open, "connections_refused": dict(self.streams.refused),
             "connections_closed": dict(self.streams.closed)}
+
+    def rule_figures(self) -> dict[str, dict[str, int]]:
+        """Per rule that decided any, the metrics it mapped and dropped so far."""
+        figures: dict[str, dict[str, int]] = {}
+        if self.rules is not None:
+            for (outcome, rule), n in zip(self.rules.tally_names(), self.tallies(), strict=False):
+                if n and rule is not None:
+                    figures.setdefault(rule, {})[outcome] = n
+        return figures
+
+    def rule_tally(self, rule: str | None) -> dict[str, int]:
+        """The metrics ``rule`` (None: no rule) counted so far, by outcome."""
+        if self.rules is None:
+            return {}
+        return {outcome: n for (outcome, of), n in zip(self.rules.tally_names(), self.tallies(), strict=False)
+                if of == rule}
 
     def restart_in_place(self) -> None:
         """SIGHUP: every open batch to the shards, every socket kept open for the next image of this process."""
@@ -334,3 +383,14 @@ class Receiver:
         self.batcher.unsent.close()
         for push in self.batcher.pushes:
             push.close(linger=RECEIVER_STOP.linger_ms)
+
+
+def rules_dir(config_file: Path | None) -> Path:
+    """Where a rule's relative path is read from: the config file's directory."""
+    return config_file.absolute().parent if config_file is not None else Path.cwd()
+
+
+def added(a: list[int], b: list[int]) -> list[int]:
+    """``a`` and ``b`` added item by item, the shorter as if padded with zeros."""
+    longer, shorter = (a, b) if len(a) >= len(b) else (b, a)
+    return [n + (shorter[i] if i < len(shorter) else 0) for i, n in enumerate(longer)]

@@ -172,6 +172,8 @@ typedef struct {
     buffer answer_keys;      /* the new series keys the answers point into */
     Py_ssize_t cache_size;   /* answers kept at most: the table is emptied when one more would not fit */
     long long rule_dropped;  /* samples the rules dropped */
+    long long *tallies;      /* samples filed per tally the answers named (identity.Decided) */
+    Py_ssize_t n_tallies;    /* as many as the highest tally given needs */
     unsigned char tag_slots[256];  /* TAG_SLOTS: a line's tags by key, once it has many (put_tag) */
 } Window;
 
@@ -213,10 +215,12 @@ static entry *find_entry(Window *w, int kind, const char *key, Py_ssize_t key_le
 
 /* ---- the seam for rules (stages.receiver.identity): a series' identity rewritten or dropped ---- */
 
-/* The payload of an item of w->answers: what the rules made of its series (UNASKED: their call failed). */
+/* The payload of an item of w->answers: what the rules made of its series (UNASKED: their call failed),
+ * and the tally its samples are counted under (-1: none). */
 enum { UNASKED = 0, UNCHANGED, DROPPED, RENAMED };
 typedef struct {
     int state;
+    int tally;
     Py_ssize_t offset, len, name_len;  /* RENAMED: the new series key in w->answer_keys, its name's length */
 } rule_answer;
 
@@ -241,18 +245,50 @@ static PyObject *tags_of(const char *p, Py_ssize_t n)
     return tags;
 }
 
+/* A count for tally `tally` (identity.MAX_TALLIES bounds it): w->tallies grown to hold it. 0, or -1 error. */
+static int make_tally(Window *w, long tally)
+{
+    if (tally < w->n_tallies)
+        return 0;
+    long long *grown = PyMem_Realloc(w->tallies, (size_t)(tally + 1) * sizeof(long long));
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(grown + w->n_tallies, 0, (size_t)(tally + 1 - w->n_tallies) * sizeof(long long));
+    w->tallies = grown;
+    w->n_tallies = tally + 1;
+    return 0;
+}
+
 /* identity.answer(rules, name, type, tags) of one series, into *a. 0, or -1 error (*a left UNASKED). */
 static int ask_rules(Window *w, int kind, const char *key, Py_ssize_t key_len, Py_ssize_t name_len, rule_answer *a)
 {
     PyObject *name = PyUnicode_DecodeUTF8(key, name_len, NULL);
     PyObject *tags = name ? tags_of(key + name_len, key_len - name_len) : NULL;
     PyObject *type = tags ? PyLong_FromLong(kind) : NULL;
-    PyObject *got = type ? PyObject_CallFunctionObjArgs(w->answer, w->rules, name, type, tags, NULL) : NULL;
+    PyObject *pair = type ? PyObject_CallFunctionObjArgs(w->answer, w->rules, name, type, tags, NULL) : NULL;
     Py_XDECREF(name);
     Py_XDECREF(tags);
     Py_XDECREF(type);
-    if (got == NULL)
+    if (pair == NULL)
         return -1;
+    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 || !PyLong_Check(PyTuple_GET_ITEM(pair, 1))) {
+        Py_DECREF(pair);
+        PyErr_SetString(PyExc_TypeError, "rules: identity.answer gives (answer, tally)");
+        return -1;
+    }
+    long tally = PyLong_AsLong(PyTuple_GET_ITEM(pair, 1));
+    if ((tally == -1 && PyErr_Occurred()) || tally < -1 || tally > INT_MAX
+            || (tally >= 0 && make_tally(w, tally) < 0)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "rules: a tally out of range");
+        Py_DECREF(pair);
+        return -1;
+    }
+    PyObject *got = PyTuple_GET_ITEM(pair, 0);
+    Py_INCREF(got);
+    Py_DECREF(pair);
     int failed = 0;
     if (got == Py_None) {
         a->state = UNCHANGED;
@@ -265,23 +301,27 @@ static int ask_rules(Window *w, int kind, const char *key, Py_ssize_t key_len, P
         failed = p == NULL || buffer_put(&w->answer_keys, p, n) < 0;
         if (!failed) {
             const char *separator = memchr(p, KEY_SEPARATOR, (size_t)n);
-            *a = (rule_answer){RENAMED, offset, n, separator ? separator - p : n};
+            *a = (rule_answer){RENAMED, (int)tally, offset, n, separator ? separator - p : n};
         }
     } else {
         PyErr_SetString(PyExc_TypeError, "rules: identity.answer gives None, False or a series key");
         failed = 1;
     }
     Py_DECREF(got);
+    if (!failed)
+        a->tally = (int)tally;
     return failed ? -1 : 0;
 }
 
 /*
  * What the rules make of the series (*key, *key_len: its built key; *name_len: its name's bytes) of
- * type `kind`: 0 kept, with *key, *key_len and *name_len now the series to file it under (the same or
- * the rules' new one); 1 dropped; -1 error. The rules are asked only when w->answers does not hold
- * the series, which keeps their answer, a miss too, until it is emptied for want of room.
+ * type `kind`, its `count` samples added to the answer's tally: 0 kept, with *key, *key_len and
+ * *name_len now the series to file it under (the same or the rules' new one); 1 dropped; -1 error.
+ * The rules are asked only when w->answers does not hold the series, which keeps their answer, a
+ * miss too, until it is emptied for want of room.
  */
-static int rule_identity(Window *w, int kind, const char **key, Py_ssize_t *key_len, Py_ssize_t *name_len)
+static int rule_identity(Window *w, int kind, const char **key, Py_ssize_t *key_len, Py_ssize_t *name_len,
+                         Py_ssize_t count)
 {
     int created;
     Py_ssize_t i = table_find(&w->answers, kind, *key, *key_len, &created);
@@ -295,6 +335,8 @@ static int rule_identity(Window *w, int kind, const char **key, Py_ssize_t *key_
     rule_answer *a = table_item(&w->answers, i);
     if (a->state == UNASKED && ask_rules(w, kind, *key, *key_len, *name_len, a) < 0)
         return -1;
+    if (a->tally >= 0)
+        w->tallies[a->tally] += count;
     if (a->state == DROPPED)
         return 1;
     if (a->state == RENAMED) {
@@ -848,7 +890,7 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
     const char *key = w->scratch.data;
     Py_ssize_t key_len = w->scratch.len;
     if (w->rules != NULL) {
-        int dropped = rule_identity(w, mtype, &key, &key_len, &name_len);
+        int dropped = rule_identity(w, mtype, &key, &key_len, &name_len, count);
         if (dropped < 0)
             return -1;
         if (dropped) {
@@ -895,7 +937,8 @@ static int utf8_of(PyObject *text, const char **p, Py_ssize_t *n)
     return *p == NULL ? -1 : 0;
 }
 
-static int add_sample(Window *w, PyObject *sample)
+/* One sample a Python parser made; `ruled`: asked of the rules (0: the receiver's own, filed as it is). */
+static int add_sample(Window *w, PyObject *sample, int ruled)
 {
     if (!PyTuple_Check(sample) || PyTuple_GET_SIZE(sample) != 5) {
         PyErr_SetString(PyExc_TypeError, "sample: a (name, type, value, rate, tags) tuple");
@@ -934,8 +977,8 @@ static int add_sample(Window *w, PyObject *sample)
     int kind = mtype == GAUGE_DELTA ? GAUGE : (int)mtype;
     const char *key = b->data;
     Py_ssize_t key_len = b->len;
-    if (w->rules != NULL) {
-        int dropped = rule_identity(w, kind, &key, &key_len, &name_len);
+    if (w->rules != NULL && ruled) {
+        int dropped = rule_identity(w, kind, &key, &key_len, &name_len, 1);
         if (dropped < 0)
             return -1;
         if (dropped) {
@@ -976,7 +1019,7 @@ static int fallback_line(Window *w, const char *p, Py_ssize_t n, PyObject *bad)
     Py_DECREF(result);
     int failed = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(w->fallback_out) && !failed; i++)
-        failed = add_sample(w, PyList_GET_ITEM(w->fallback_out, i)) < 0;
+        failed = add_sample(w, PyList_GET_ITEM(w->fallback_out, i), 1) < 0;
     if (PyList_SetSlice(w->fallback_out, 0, PyList_GET_SIZE(w->fallback_out), NULL) < 0)
         return -1;
     return failed ? -1 : 0;
@@ -1247,6 +1290,7 @@ static void Window_dealloc(Window *w)
     table_free(&w->table);
     table_free(&w->answers);
     PyMem_Free(w->answer_keys.data);
+    PyMem_Free(w->tallies);
     Py_XDECREF(w->rules);
     Py_XDECREF(w->answer);
     PyMem_Free(w->scratch.data);
@@ -1298,7 +1342,14 @@ static PyObject *Window_feed(Window *w, PyObject *args)
 
 static PyObject *Window_add(Window *w, PyObject *sample)
 {
-    if (ready(w) < 0 || add_sample(w, sample) < 0)
+    if (ready(w) < 0 || add_sample(w, sample, 1) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Window_add_own(Window *w, PyObject *sample)
+{
+    if (ready(w) < 0 || add_sample(w, sample, 0) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -1428,11 +1479,26 @@ static PyObject *Window_get_shard_metrics(Window *w, void *closure)
 static PyObject *Window_get_entries(Window *w, void *closure) { return PyLong_FromSsize_t(w->table.n); }
 static PyObject *Window_get_fallbacks(Window *w, void *closure) { return PyLong_FromLongLong(w->fallbacks); }
 static PyObject *Window_get_rule_dropped(Window *w, void *closure) { return PyLong_FromLongLong(w->rule_dropped); }
+static PyObject *Window_get_tallies(Window *w, void *closure)
+{
+    PyObject *out = PyList_New(w->n_tallies);
+    for (Py_ssize_t i = 0; out != NULL && i < w->n_tallies; i++) {
+        PyObject *n = PyLong_FromLongLong(w->tallies[i]);
+        if (n == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, i, n);
+    }
+    return out;
+}
 
 static PyMethodDef Window_methods[] = {
     {"feed", (PyCFunction)Window_feed, METH_VARARGS,
      "feed(payloads, start, bad) -> int: take payloads[start:] up to the first holding a JSON document; its index."},
     {"add", (PyCFunction)Window_add, METH_O, "add(sample): take one parsed sample."},
+    {"add_own", (PyCFunction)Window_add_own, METH_O,
+     "add_own(sample): take one of the receiver's own samples, filed as it is (the rules are not asked)."},
     {"take", (PyCFunction)Window_take, METH_O,
      "take(max_entries) -> per shard, [(body, entries, metrics), ...]; the window is empty after."},
     {NULL, NULL, 0, NULL},
@@ -1447,6 +1513,8 @@ static PyGetSetDef Window_getset[] = {
      "lines handed to the Python parser since the window was made (what the C was not sure of)", NULL},
     {"rule_dropped", (getter)Window_get_rule_dropped, NULL, "samples the rules dropped since the window was made",
      NULL},
+    {"tallies", (getter)Window_get_tallies, NULL,
+     "per tally the rules' answers named, the samples filed under it since the window was made", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

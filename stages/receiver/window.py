@@ -14,7 +14,8 @@ it when it was built; the property tests prove both give the same batches and ba
 A window reads no socket, and imports no parser: its ``parse_lines`` (the statsd parser, see
 :func:`stages.receiver.parsers.statsd_lines`) is given to it, and the Python window hands it every
 line. Given ``rules`` (:mod:`.identity`), each window asks them what becomes of each new series
-before it is given an entry and a shard, and counts what they drop in ``rule_dropped``.
+before it is given an entry and a shard, and counts what they drop in ``rule_dropped`` and the
+samples of each answer's tally in ``tallies``.
 """
 
 from __future__ import annotations
@@ -72,6 +73,11 @@ class Window(Protocol):
     def rule_dropped(self) -> int:
         """Samples the rules dropped since the window was made."""
 
+    @property
+    def tallies(self) -> list[int]:
+        """Per tally the rules' answers named (:mod:`.identity`), the samples filed under it since the window
+        was made, dropped ones too; as long as the highest tally given needs (empty without rules)."""
+
     def feed(self, payloads: list[bytes], start: int, bad: dict[str, int]) -> int:
         """Take ``payloads[start:]`` as statsd lines, up to the first that may hold a JSON document (the
         caller routes it); returns that payload's index, or the length. PyWindow leaves every payload
@@ -80,6 +86,10 @@ class Window(Protocol):
 
     def add(self, sample: Sample) -> None:
         """Take one sample a parser made."""
+
+    def add_own(self, sample: Sample) -> None:
+        """Take one of the receiver's own samples (its self-metrics): filed as it is, the rules not asked,
+        so that a rule neither renames nor drops them and what the rules count is what clients sent."""
 
     def take(self, max_entries: int) -> list[list[Batch]]:
         """Per shard, its entries cut into batches of at most ``max_entries``; the window is empty after."""
@@ -122,6 +132,10 @@ class PyWindow:
     def entries(self) -> int:
         return len(self._entries)
 
+    @property
+    def tallies(self) -> list[int]:
+        return list(self._answers.tallies) if self._answers is not None else []
+
     def feed(self, payloads: list[bytes], start: int, bad: dict[str, int]) -> int:
         end = max(start, 0)
         while end < len(payloads) and b"{" not in payloads[end] and b"[" not in payloads[end]:
@@ -139,7 +153,9 @@ class PyWindow:
         kind = GAUGE if mtype == GAUGE_DELTA else mtype
         key = series_key(name, tags)
         if self._answers is not None:
-            answer = self._answers.of(kind, key, name, tags)
+            answer, tally = self._answers.of(kind, key, name, tags)
+            if tally >= 0:
+                self._answers.tallies[tally] += 1
             if answer is False:
                 self.rule_dropped += 1
                 return
@@ -169,6 +185,13 @@ class PyWindow:
         else:
             entry.values.append(float(value))
             entry.value += 1.0 / rate
+
+    def add_own(self, sample: Sample) -> None:
+        answers, self._answers = self._answers, None
+        try:
+            self.add(sample)
+        finally:
+            self._answers = answers
 
     def take(self, max_entries: int) -> list[list[Batch]]:
         if max_entries < 1:

@@ -1,5 +1,6 @@
-"""The receiver counts what the rules of its window drop (stages.receiver.identity), in its figures and its
-self-metrics, and files it under no other count: the config gives no rules yet, so a test gives the window some."""
+"""The receiver applies the config's rules (stages.receiver.rules) in its windows, and counts per rule what
+each mapped and dropped, and what no rule matched, in its figures and its self-metrics; nothing else is
+counted differently for it."""
 
 from __future__ import annotations
 
@@ -14,46 +15,68 @@ import zmq
 from harness.ports import free_ports
 from stages.common import contract
 from stages.common.config import Config
-from stages.common.model import Tags, split_series_key
+from stages.common.model import split_series_key
 from stages.receiver import receiver_loop
-from stages.receiver.identity import DROP, Decision
-from stages.receiver.window import Window
 from stages.rundir.figures import read_all
 
+pytestmark = pytest.mark.serverless
 
-def debug_dropped(name: str, mtype: int, tags: Tags) -> Decision:
-    return DROP if name.startswith("debug.") else None
+RULES = [{"match": "debug.*", "drop": True},
+         {"match": "api.*.*.latency", "name": "api.latency", "tags": {"host": "$1", "method": "$2"}}]
 
 
 @pytest.fixture
-def receiver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[receiver_loop.Receiver]:
-    made = receiver_loop.new_window
-
-    def with_rules(*args: object, rules: object = None) -> Window:
-        assert rules is None  # what the receiver asks for today
-        return made(*args, rules=debug_dropped)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(receiver_loop, "new_window", with_rules)
+def receiver(tmp_path: Path) -> Iterator[receiver_loop.Receiver]:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     (port,) = free_ports(1, socket.SOCK_DGRAM)
-    made_receiver = receiver_loop.Receiver(Config(bind_port=port), 1, ctx, tmp_path, "receiver")
+    made_receiver = receiver_loop.Receiver(Config(bind_port=port, rules=RULES), 1, ctx, tmp_path, "receiver")
     yield made_receiver
     for listener in made_receiver.listeners:
         listener.close()
     ctx.destroy(linger=0)
 
 
-def test_what_rules_drop_is_counted_in_the_figures_and_the_self_metrics(tmp_path: Path,
-                                                                       receiver: receiver_loop.Receiver) -> None:
-    receiver.receive([b"debug.a:1|c\ndebug.b:1:2|ms\nkept:1|c", b"kept:1|c|#k:v"])
-    assert (receiver.metrics, receiver.rule_dropped) == (2, 3)
-    receiver.report(time.time())
-    assert read_all(tmp_path)["receiver"]["figures"]["rule_dropped"] == 3
-    counters: dict[str, float] = {}
+def taken(receiver: receiver_loop.Receiver) -> dict[tuple[str, tuple[str, ...]], float]:
+    counters: dict[tuple[str, tuple[str, ...]], float] = {}
     for batches in receiver.batcher.window.take(1000):
         for body, _, _ in batches:
             keys_and_sums = contract.decode_batch_body(body).counters
-            counters.update({split_series_key(key)[0]: value
+            counters.update({split_series_key(key): value
                              for key, value in zip(keys_and_sums[::2], keys_and_sums[1::2], strict=True)})
-    assert counters["pystatsd.receiver.rule_dropped"] == 3.0
-    assert counters["pystatsd.receiver.metrics"] == 2.0
+    return counters
+
+
+def test_what_each_rule_maps_and_drops_is_counted_in_the_figures_and_the_self_metrics(
+        tmp_path: Path, receiver: receiver_loop.Receiver) -> None:
+    receiver.receive([b"debug.a:1|c\ndebug.b:1:2|ms\nkept:1|c", b"kept:1|c|#k:v",
+                      b"api.h1.GET.latency:3|c\napi.h2.GET.latency:4|c\napi.h1.GET.latency:5|c"])
+    # every metric counted once: in the window (mapped or unmatched), or dropped by its rule
+    assert (receiver.metrics, receiver.rule_dropped) == (5, 3)
+    receiver.report(time.time())
+    figures = read_all(tmp_path)["receiver"]["figures"]
+    assert (figures["rule_dropped"], figures["rule_unmatched"]) == (3, 2)
+    assert figures["rules"] == {"rules[0]": {"dropped": 3}, "rules[1]": {"mapped": 3}}
+    counters = taken(receiver)
+    assert counters[("api.latency", ("host", "h1", "method", "GET"))] == 8.0
+    assert counters[("api.latency", ("host", "h2", "method", "GET"))] == 4.0
+    own = {(name, tags): value for (name, tags), value in counters.items() if name.startswith("pystatsd.")}
+    assert own[("pystatsd.receiver.rule_dropped", ("receiver", "receiver", "rule", "rules[0]"))] == 3.0
+    assert own[("pystatsd.receiver.rule_mapped", ("receiver", "receiver", "rule", "rules[1]"))] == 3.0
+    assert own[("pystatsd.receiver.rule_unmatched", ("receiver", "receiver"))] == 2.0
+    assert own[("pystatsd.receiver.metrics", ("receiver", "receiver"))] == 5.0
+    assert ("pystatsd.receiver.rule_mapped", ("receiver", "receiver", "rule", "rules[0]")) not in own
+
+
+def test_without_rules_the_window_asks_nothing(tmp_path: Path) -> None:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    (port,) = free_ports(1, socket.SOCK_DGRAM)
+    plain = receiver_loop.Receiver(Config(bind_port=port), 1, ctx, tmp_path, "receiver")
+    try:
+        assert plain.rules is None
+        plain.receive([b"debug.a:1|c"])
+        assert plain.batcher.window.tallies == []
+        assert plain.figures(0)["rules"] == {} and plain.figures(0)["rule_unmatched"] == 0
+    finally:
+        for listener in plain.listeners:
+            listener.close()
+        ctx.destroy(linger=0)

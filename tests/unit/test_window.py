@@ -24,8 +24,10 @@ from stages.common import contract
 from stages.common.model import MetricType, Sample, Tags, series_key, tag_tuple
 from stages.common.sharding import shard_for
 from stages.receiver import identity
-from stages.receiver.identity import CACHE_SIZE, DROP, Decision, Rules
+from stages.receiver.identity import CACHE_SIZE, DROP, Decided, Decision, Rules
 from stages.receiver.parsers import parse_payload, payload_parser, statsd_lines
+from stages.receiver.rules.native import load as load_native
+from stages.receiver.rules.rule_set import RuleSet
 from stages.receiver.window import CompiledWindow, PyWindow, take_payloads
 from tests.compiled_parts import needs_compiled_window
 from tests.unit import parser_benchmarks
@@ -72,6 +74,7 @@ def assert_same(payloads: list[bytes], shards: int = 3, max_entries: int = 7,
     assert compiled_bad == python_bad
     assert (compiled.metrics, compiled.entries) == (python.metrics, python.entries)  # type: ignore[attr-defined]
     assert compiled.rule_dropped == python.rule_dropped  # type: ignore[attr-defined]
+    assert compiled.tallies == python.tallies  # type: ignore[attr-defined]
     held = python.shard_metrics
     assert compiled.shard_metrics == held  # type: ignore[attr-defined]
     python_batches, compiled_batches = python.take(max_entries), compiled.take(max_entries)  # type: ignore[attr-defined]
@@ -292,12 +295,17 @@ def without(tags: Tags, key: str) -> Tags:
 
 class Renaming:
     """Rules that rename (many names into few, on other shards), add and remove tags (merging series), drop
-    (by name, and by type alone), and leave alone; each question asked is noted."""
+    (by name, and by type alone), and leave alone, some naming a tally; each question asked is noted."""
 
     def __init__(self) -> None:
         self.asked: list[tuple[str, int, Tags]] = []
 
-    def __call__(self, name: str, mtype: int, tags: Tags) -> Decision:
+    def __call__(self, name: str, mtype: int, tags: Tags) -> Decision | Decided:
+        decision = self.decide(name, mtype, tags)
+        tally = zlib.crc32(name.encode("utf-8", "surrogatepass")) % 5
+        return Decided(tally * 3, decision) if tally else decision
+
+    def decide(self, name: str, mtype: int, tags: Tags) -> Decision:
         self.asked.append((name, mtype, tags))
         pick = zlib.crc32(name.encode("utf-8", "surrogatepass")) % 6
         if pick == 0:
@@ -458,3 +466,27 @@ def test_the_compiled_window_keeps_no_reference_it_should_not() -> None:
     assert compiled.rule_dropped == 6  # type: ignore[attr-defined]
     del compiled
     assert sys.getrefcount(rules) == before[1] - 1
+
+
+def test_each_sample_is_counted_under_the_tally_of_the_rule_that_decided_and_own_samples_pass_the_rules() -> None:
+    native = load_native([{"match": "debug.*", "drop": True},
+                          {"match": "api.*.*", "name": "api", "tags": {"host": "$1", "method": "$2"}},
+                          {"match": "pystatsd.*.*", "drop": True}], "rules", Path("."))
+    rule_set = RuleSet([native])
+    assert [tuple(tally) for tally in rule_set.tally_names()] == [
+        ("unmatched", None), ("mapped", "rules[0]"), ("dropped", "rules[0]"), ("mapped", "rules[1]"),
+        ("dropped", "rules[1]"), ("mapped", "rules[2]"), ("dropped", "rules[2]")]
+    lines = ["debug.a:1|c", "debug.b:1:2:3|ms", "api.h1.GET:1|c", "api.h2.GET:1|c|@0.5", "api.h1.GET:1:2|ms",
+             "kept:1|c", "kept:1|c|#k:v", "bad line"] * 3
+    document = json.dumps([{"metric_name": "api.h3.PUT", "metric_type": "counter", "value": 1}]).encode()
+    own: Sample = ("pystatsd.receiver.metrics", int(MetricType.COUNTER), 1.0, 1.0, ())
+    for window in window_pair(shards=2, defaults={}, rules=(rule_set, rule_set)):
+        assert fed(window, [payload(lines), document], defaults={}) == {"no_value": 3}
+        window.add_own(own)  # type: ignore[attr-defined]
+        # unmatched 6 (kept twice, thrice), rules[0] dropped 12, rules[1] mapped 12 + the document's 1;
+        # the receiver's own sample is in no tally (rules[2] would have dropped it)
+        assert window.tallies == [6, 0, 12, 13]  # type: ignore[attr-defined]
+        assert (window.metrics, window.rule_dropped) == (6 + 13 + 1, 12)  # type: ignore[attr-defined]
+        window.take(100)  # type: ignore[attr-defined]
+        fed(window, [b"kept:1|c"], defaults={})
+        assert window.tallies == [7, 0, 12, 13]  # type: ignore[attr-defined]  # since the window was made

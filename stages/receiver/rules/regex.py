@@ -58,3 +58,26 @@ def expand(template: str, match: Any) -> str:
         return got or ""
 
     return _REFERENCE.sub(value, template)
+
+
+def glob_regex(glob: str, star: str) -> str:
+    """The regex of ``glob``: each ``*`` becomes ``star`` (a rule kind says what its star matches, e.g.
+    ``([^.]*)``: within one dot-separated component), every other character stands for itself."""
+    return star.join(re2.escape(part) for part in glob.split("*"))
+
+
+def check_template(template: str, compiled: Any, key: str) -> None:
+    """Refuse, naming ``key``, a ``$`` reference in ``template`` to a group ``compiled`` does not have
+    (Go's ``Expand`` would quietly give "" for it: a typo that empties a name or a tag)."""
+    for ref in _REFERENCE.finditer(template):
+        name = ref.group(1) or ref.group(2)
+        if name is None:
+            continue
+        if name.isdigit() and int(name) <= compiled.groups:
+            continue
+        if name in compiled.groupindex:
+            continue
+        groups = f"$0 to ${compiled.groups}" if compiled.groups else "only $0 (the whole name)"
+        named = f" and {', '.join(f'${{{n}}}' for n in compiled.groupindex)}" if compiled.groupindex else ""
+        raise RulesError(key, f"{template!r} refers to ${{{name}}}, which the match does not capture (it has "
+                              f"{groups}{named}; write ${{1}}x for group 1 then x)")
