@@ -1,5 +1,5 @@
 """The ``pystatsd`` command: ``run`` (the whole pipeline under supervisord), ``check-config``, ``status``,
-``send`` (metrics to a running instance, as written), ``version``.
+``send`` (metrics to a running instance, as written), ``rules test`` (what the rules make of lines), ``version``.
 
 ``run`` checks the config, renders the repo's ``supervisord.conf`` (or the copy an installed package
 ships) into the run directory with this interpreter and that run directory filled in, then becomes
@@ -32,7 +32,7 @@ from stages.common.config import Config, ConfigError, config_path, load_config, 
 from stages.common.config_diff import config_changes
 from stages.common.lifecycle import DEFAULT_RUN_DIR, EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE
 from stages.common.process_names import AGGREGATOR, is_process_of
-from stages.control import operations, status
+from stages.control import operations, status, try_rules
 from stages.control.address_check import address_problems, tcp_url
 from stages.control.supervisord_conf import (
     INSTALLED_TEMPLATE,
@@ -43,6 +43,8 @@ from stages.control.supervisord_conf import (
     supervisord_template,
 )
 from stages.forwarder.sinks import load_sink_configs
+from stages.receiver.rules.kind import RulesError
+from stages.receiver.rules.rule_set import rule_problems
 from stages.rundir.config_copies import RUNNING, load_copy, source_of
 from stages.rundir.figures import read_all
 from stages.rundir.private_file import make_private_dir, write_private
@@ -97,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
                                  "losing nothing")
     reload.add_argument("-c", "--config", help="the config the instance reads (default: the one it started with)")
     reload.add_argument("--run-dir", help="the running instance's run directory (default: as for run)")
+    rules = commands.add_parser("rules", help="try the config's rules").add_subparsers(dest="rules_command",
+                                                                                        required=True)
+    rules_test = rules.add_parser("test", help="print what the rules make of each line and which rule decided")
+    rules_test.add_argument("lines", nargs="*", metavar="line",
+                            help="lines as a client sends them (api.h1.GET.latency:12|ms); read from stdin if none")
+    rules_test.add_argument("-c", "--config", help=config_help)
+    rules_test.add_argument("--json", action="store_true", help="one JSON object per metric instead of text")
     commands.add_parser("version", help="print the version")
     args = parser.parse_args(argv)
     if args.command == "version":
@@ -123,6 +132,8 @@ def command(args: argparse.Namespace, path: Path) -> int:
         return reload_instance(path, args.config is not None, args.run_dir)
     if args.command == "send":
         return send_lines(path, args.lines or sys.stdin.read().splitlines(), args.host, args.port)
+    if args.command == "rules":
+        return test_rules(path, args.lines or sys.stdin.read().splitlines(), args.json)
     return run_pipeline(path, args.run_dir, {"shards": args.shards, "extra_receivers": args.extra_receivers})
 
 
@@ -272,6 +283,18 @@ def send_lines(path: Path, lines: list[str], host: str | None, port: int | None)
     return EXIT_OK
 
 
+def test_rules(path: Path, lines: list[str], as_json: bool) -> int:
+    """Print what the rules of the config at ``path`` make of each of ``lines``; EXIT_CONFIG when they cannot load."""
+    try:
+        config = load_config(path)
+        results = list(try_rules.tried(config, path.parent, [line for line in lines if line.strip()]))
+    except (ConfigError, RulesError) as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print("\n".join((try_rules.as_json if as_json else try_rules.as_text)(results)))
+    return EXIT_OK
+
+
 def loopback_if_any(address: str) -> str:
     """Where to reach a daemon bound to ``address``: a wildcard bind is reached on loopback."""
     return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(address, address)
@@ -320,6 +343,7 @@ def config_problems(path: Path) -> list[str]:
         problems += [problem for problem in more if problem not in problems]
     if config is None:
         return problems
+    problems += rule_problems(config, path.parent)
     for sink, raw_sink in config.forwarders.items():
         check_sink = _sink_checker(config, sink)
         sink_problems, loaded = _peel(check_sink, raw_sink, f"forwarders.{sink}")
