@@ -490,3 +490,26 @@ def test_each_sample_is_counted_under_the_tally_of_the_rule_that_decided_and_own
         window.take(100)  # type: ignore[attr-defined]
         fed(window, [b"kept:1|c"], defaults={})
         assert window.tallies == [7, 0, 12, 13]  # type: ignore[attr-defined]  # since the window was made
+
+
+@pytest.mark.parametrize("compiled_bucket", [False, True])
+def test_a_rule_that_renames_a_flood_of_names_into_one_is_still_bounded_by_the_series_limit(
+        compiled_bucket: bool) -> None:
+    rule_set = RuleSet([load_native([{"match": "user.*.hits", "name": "user.hits", "tags": {"user": "$1"}}], "rules",
+                                    Path("."))])
+    lines = [f"user.u{n}.hits:{n}|c" for n in range(50)]
+    for window in window_pair(shards=1, defaults={}, rules=(rule_set, rule_set)):
+        fed(window, [payload(lines)], defaults={})
+        limit = SeriesLimit(10, ("pystatsd_overflow", "true"))
+        bucket = IntervalBucket(limit, compiled=compiled_bucket)
+        for body, _, _ in window.take(7)[0]:  # type: ignore[attr-defined]
+            bucket.merge_frame(body)
+        bucket.close()
+        values = {tuple(sorted(aggregate["tags"].items())): aggregate["value"]
+                  for aggregate in bucket.aggregates(10.0, 10.0, [50.0])}
+        assert {aggregate["name"] for aggregate in bucket.aggregates(10.0, 10.0, [50.0])} == {"user.hits"}
+        # ten series of the new name, the forty others folded into its overflow series; the total exact
+        assert len(values) == 11 and limit.folded == {"user.hits": 40}
+        assert values[(("pystatsd_overflow", "true"),)] == sum(range(50)) - sum(
+            value for tags, value in values.items() if tags != (("pystatsd_overflow", "true"),))
+        assert sum(values.values()) == sum(range(50))

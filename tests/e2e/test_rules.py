@@ -1,0 +1,75 @@
+"""Rules through a real pipeline: dotted names become one name with tags in the file sink, exactly
+aggregated; a dropped metric is counted per rule; a reload applies a changed rule from then on, and a
+bad one is refused with the running rules kept."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from harness.pipeline import Pipeline
+from harness.wait import wait_for
+
+pytestmark = pytest.mark.e2e
+
+API = {"match": "api.*.*.*.latency", "name": "api.latency", "tags": {"host": "$1", "method": "$2", "endpoint": "$3"}}
+RULES = [API, {"match": "debug.*", "drop": True}]
+LINES = ["api.host-7.GET.users.latency:12|ms", "api.host-7.GET.users.latency:20|ms",
+         "api.host-8.POST.orders.latency:5|ms", "debug.x:1|c", "debug.y:1:2|c", "kept:1|c"]
+
+
+def stats(pipeline: Pipeline, name: str, **tags: str) -> list[tuple[float, float]]:
+    return [(a["stats"]["count"], a["stats"]["sum"]) for a in pipeline.series(name, **tags)]
+
+
+def own_total(pipeline: Pipeline, name: str, **tags: str) -> float:
+    return sum(a["value"] for a in pipeline.series(f"pystatsd.receiver.{name}", **tags))
+
+
+def names(pipeline: Pipeline) -> set[str]:
+    return {a["name"] for a in pipeline.aggregates() if not a["name"].startswith("pystatsd.")}
+
+
+def sent_and_flushed(pipeline: Pipeline) -> None:
+    """LINES sent in one datagram at the start of an interval, and that interval flushed by every shard."""
+    pipeline.wait_interval_start()
+    stamp = time.time()
+    pipeline.send("\n".join(LINES), pipeline.statsd_port)
+    wait_for(lambda: pipeline.shards_flushed_after(stamp), 15, "every shard to flush the interval")
+
+
+def test_dotted_names_become_one_name_with_tags_drops_are_counted_and_a_reload_changes_the_rule() -> None:
+    with Pipeline(config={"rules": RULES}, flush_interval=1.0) as pipeline:
+        sent_and_flushed(pipeline)
+        assert stats(pipeline, "api.latency", host="host-7", method="GET", endpoint="users") == [(2.0, 32.0)]
+        assert stats(pipeline, "api.latency", host="host-8", method="POST", endpoint="orders") == [(1.0, 5.0)]
+        assert names(pipeline) == {"api.latency", "kept"}
+        # every metric counted once: mapped or dropped by its rule, or matched by none
+        wait_for(lambda: own_total(pipeline, "rule_dropped", rule="rules[1]") == 3, 10, "the drops counted")
+        assert own_total(pipeline, "rule_mapped", rule="rules[0]") == 3
+        assert own_total(pipeline, "rule_unmatched") == 1
+        assert own_total(pipeline, "metrics") == 4
+
+        pipeline.config["rules"] = [{**API, "name": "api.requests.latency"}, RULES[1]]
+        pipeline.save_config()
+        done = pipeline.pystatsd("reload")
+        assert done.returncode == 0, done.stderr
+        sent_and_flushed(pipeline)
+        assert stats(pipeline, "api.requests.latency", host="host-7", method="GET") == [(2.0, 32.0)]
+        assert stats(pipeline, "api.latency", host="host-7", method="GET") == [(2.0, 32.0)]  # nothing more
+        wait_for(lambda: own_total(pipeline, "rule_dropped", rule="rules[1]") == 6, 10, "the drops counted")
+
+        # A bad rule: the command refuses it, and so does the receiver a SIGHUP reaches; the rules run on.
+        before = pipeline.status()
+        pipeline.config["rules"] = [{**API, "nmae": "x"}]
+        pipeline.save_config()
+        refused = pipeline.pystatsd("reload")
+        assert refused.returncode == 78
+        assert "rules[0].nmae: unknown key (did you mean 'name'?)" in refused.stderr
+        pipeline.ctl("signal", "HUP", "receiver", check=True)
+        wait_for(lambda: "Reload refused, the running config and rules are kept: rules[0].nmae" in
+                 pipeline.log("receiver"), 10, "the receiver to refuse")
+        assert pipeline.status() == before
+        sent_and_flushed(pipeline)
+        assert stats(pipeline, "api.requests.latency", host="host-7", method="GET") == [(2.0, 32.0)] * 2
