@@ -48,7 +48,7 @@ from stages.receiver.listeners import adopt_listener, open_listener, shares_port
 from stages.receiver.listeners.connections import StreamConnections
 from stages.receiver.parsers import payload_parser, statsd_lines
 from stages.receiver.rules.kind import RulesError
-from stages.receiver.rules.rule_set import load_rule_set
+from stages.receiver.rules.rule_set import MAPPED, RuleSet, load_rule_set
 from stages.receiver.unsent import Predecessor, read_predecessor, unsent_path
 from stages.receiver.window import Window, new_window, take_payloads
 from stages.rundir.figures import publish
@@ -305,11 +305,14 @@ class Receiver:
         """What each rule mapped and dropped, and what no rule matched, so far."""
         if self.rules is None:
             return
-        for (outcome, rule), n in zip(self.rules.tally_names(), self.tallies(), strict=False):
-            if rule is None:
-                stats.total("rule_unmatched", n)
-            else:
-                stats.total(f"rule_{outcome}", n, {"rule": rule})
+        unmatched, per_rule = rule_figures(self.rules, self.tallies())
+        stats.total("rule_unmatched", unmatched)
+        for rule, outcomes in per_rule.items():
+            for outcome, n in outcomes.items():
+                if outcome == MAPPED:
+                    stats.total("rule_mapped", n, {"rule": rule})
+                else:
+                    stats.total("rule_dropped", n, {"rule": rule})
 
     def restart_wanted(self, stop: StopSignal) -> bool:
         """Whether a SIGHUP came and the config the new image would read is valid, its rules too (else it
@@ -332,30 +335,14 @@ class Receiver:
         publish(self.run_dir, self.name, "receiver", self.figures(kernel_drops))
 
     def figures(self, kernel_drops: int) -> ReceiverFigures:
+        unmatched, per_rule = rule_figures(self.rules, self.tallies()) if self.rules is not None else (0, {})
         return {
             "listeners": [listener.url for listener in self.listeners], "datagrams": self.datagrams,
             "metrics": self.metrics, "bad_lines": dict(self.bad), "kernel_drops": kernel_drops,
             "dropped_shard_full": {str(shard): n for shard, n in enumerate(self.batcher.dropped) if n},
-            "rule_dropped": self.rule_dropped, "rule_unmatched": self.rule_tally(None).get("unmatched", 0),
-            "rules": self.rule_figures(),
+            "rule_dropped": self.rule_dropped, "rule_unmatched": unmatched, "rules": per_rule,
             "connections": self.streams.open, "connections_refused": dict(self.streams.refused),
             "connections_closed": dict(self.streams.closed)}
-
-    def rule_figures(self) -> dict[str, dict[str, int]]:
-        """Per rule that decided any, the metrics it mapped and dropped so far."""
-        figures: dict[str, dict[str, int]] = {}
-        if self.rules is not None:
-            for (outcome, rule), n in zip(self.rules.tally_names(), self.tallies(), strict=False):
-                if n and rule is not None:
-                    figures.setdefault(rule, {})[outcome] = n
-        return figures
-
-    def rule_tally(self, rule: str | None) -> dict[str, int]:
-        """The metrics ``rule`` (None: no rule) counted so far, by outcome."""
-        if self.rules is None:
-            return {}
-        return {outcome: n for (outcome, of), n in zip(self.rules.tally_names(), self.tallies(), strict=False)
-                if of == rule}
 
     def restart_in_place(self) -> None:
         """SIGHUP: every open batch to the shards, every socket kept open for the next image of this process."""
@@ -394,3 +381,16 @@ def added(a: list[int], b: list[int]) -> list[int]:
     """``a`` and ``b`` added item by item, the shorter as if padded with zeros."""
     longer, shorter = (a, b) if len(a) >= len(b) else (b, a)
     return [n + (shorter[i] if i < len(shorter) else 0) for i, n in enumerate(longer)]
+
+
+def rule_figures(rules: RuleSet, tallies: list[int]) -> tuple[int, dict[str, dict[str, int]]]:
+    """From the windows' ``tallies`` of ``rules``: the metrics no rule matched, and per rule that decided
+    any, the metrics it mapped and dropped (an outcome it never had left out)."""
+    unmatched = 0
+    per_rule: dict[str, dict[str, int]] = {}
+    for (outcome, rule), n in zip(rules.tally_names(), tallies, strict=False):
+        if rule is None:
+            unmatched += n
+        elif n:
+            per_rule.setdefault(rule, {})[outcome] = n
+    return unmatched, per_rule

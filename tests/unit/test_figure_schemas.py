@@ -32,7 +32,7 @@ def fake(**attributes: Any) -> Any:
 
 def receiver_figures() -> dict[str, Any]:
     receiver = fake(listeners=[fake(url="udp://127.0.0.1:8125")], datagrams=12, metrics=1500,
-                    bad={"no_value": 2}, batcher=fake(dropped=[0, 3]), rule_dropped=5,
+                    bad={"no_value": 2}, batcher=fake(dropped=[0, 3]), rule_dropped=5, rules=None,
                     streams=fake(open=2, refused={"peer_limit": 1}, closed={}))
     return dict(Receiver.figures(receiver, 4))
 

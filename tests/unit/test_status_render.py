@@ -20,7 +20,8 @@ def report() -> dict[str, Any]:
                 "receiver": record("receiver", {
                     "listeners": ["udp://127.0.0.1:8125"], "datagrams": 12, "metrics": 1500, "kernel_drops": 0,
                     "bad_lines": {"no_value": 2, "bad_type": 1}, "dropped_shard_full": {}, "connections": 0,
-                    "connections_refused": {}, "connections_closed": {}, "rule_dropped": 0}),
+                    "connections_refused": {}, "connections_closed": {}, "rule_dropped": 0,
+                    "rule_unmatched": 0, "rules": {}}),
                 "aggregator-0": record("aggregator", {"shard": 0, "aggregates": 3, "metrics": 1500, "gauges": 0,
                                                       "held_flushes": 0, "dropped_flushes": 0, "bad_messages": {}}),
                 "forwarder": record("forwarder", {
