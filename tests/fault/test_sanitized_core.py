@@ -39,7 +39,7 @@ DRIVER = textwrap.dedent('''
     Bucket = load("stages.aggregator._bucket", sys.argv[2]).Bucket
     from stages.aggregator.series import SeriesLimit
     from stages.receiver.parsers import payload_parser, statsd_lines
-    from stages.receiver.identity import DROP
+    from stages.receiver.identity import DROP, Decided
     from stages.receiver.window import take_payloads
     from tests.unit.lines import BYTES, HOSTILE, HOSTILE_BYTES, LINES, OTHER
 
@@ -81,7 +81,13 @@ DRIVER = textwrap.dedent('''
         assert contents[0], "no counters held"
     # The seam for rules: every answer (kept, renamed, re-tagged, dropped) with a cache small enough to
     # be emptied again and again.
+    # Every other answer names a tally, a new one now and then (the window's tally counts grow).
     def rules(name, mtype, tags):
+        decision = decide(name, mtype, tags)
+        tally = len(name) % 41
+        return Decided(tally, decision) if tally % 2 else decision
+
+    def decide(name, mtype, tags):
         pick = len(name) % 4
         if pick == 0:
             return DROP
@@ -95,6 +101,7 @@ DRIVER = textwrap.dedent('''
         for shard in ruled.take(rng.randint(1, 50)):
             bodies += len(shard)
     assert ruled.rule_dropped > 0, "no metric dropped by a rule"
+    assert len(ruled.tallies) > 20 and sum(ruled.tallies) > 0, "no metric counted under a tally"
     print("ok", bodies, sum(bad.values()))
 ''')
 
