@@ -8,6 +8,7 @@ from pathlib import Path
 from stages.common.config import load_config
 from stages.control.cli import config_problems
 from stages.forwarder.sinks import SINKS, load_sink_configs
+from stages.receiver.rules.rule_set import rule_problems
 
 SHIPPED = Path(__file__).resolve().parents[2] / "etc" / "pystatsd.yaml"
 
@@ -29,3 +30,4 @@ def test_its_commented_settings_are_valid_and_show_tags_influxdb_and_kafka(tmp_p
     config = load_config(path)
     sinks = load_sink_configs(config)
     assert config.agent.tags and {"influxdb", "kafka", "file", "console"} <= set(sinks)
+    assert config.rules and rule_problems(config, tmp_path) == []
