@@ -111,5 +111,9 @@ def _flatten(value: Any, prefix: str) -> Iterator[tuple[str, Any]]:
     elif isinstance(value, dict):
         for key, item in sorted(value.items()):
             yield from _flatten(item, f"{prefix}{key}.")
+    elif isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        # A list of maps (rules): each map's keys by index, so a changed rule shows as the key it changed.
+        for index, item in enumerate(value):
+            yield from _flatten(item, f"{prefix.rstrip('.')}[{index}].")
     else:
         yield prefix.rstrip("."), value

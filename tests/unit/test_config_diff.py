@@ -40,6 +40,16 @@ def test_each_changed_key_once_with_how_it_applies() -> None:
     ]
 
 
+def test_a_changed_rule_shows_as_the_keys_it_changed_and_applies_on_reload() -> None:
+    rules = [{"match": "api.*", "name": "api", "tags": {"host": "$1"}}, {"match": "debug.*", "drop": True}]
+    new = [{"match": "api.*", "name": "api.requests", "tags": {"host": "$1"}}]
+    assert config_changes(config(rules=rules), config(rules=new), load_sink_configs) == [
+        Change("rules[0].name", "'api'", "'api.requests'", ON_RELOAD),
+        Change("rules[1].drop", "True", "(not set)", ON_RELOAD),
+        Change("rules[1].match", "'debug.*'", "(not set)", ON_RELOAD),
+    ]
+
+
 def test_a_changed_secret_is_named_never_shown() -> None:
     forwarders = {**BASE["forwarders"], "influxdb": {**BASE["forwarders"]["influxdb"],  # type: ignore[dict-item]
                                                       "password": "correct-horse"}}
