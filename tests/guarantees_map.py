@@ -25,6 +25,11 @@ PROOFS: dict[str, list[str]] = {
         f"{LISTENERS}::test_line_too_long_is_counted_and_its_neighbours_survive",
         "tests/unit/test_parser_properties.py::test_every_line_is_a_sample_or_a_counted_bad_line",
     ],
+    "a rule drops a metric": [
+        "tests/e2e/test_rules.py::test_dotted_names_become_one_name_with_tags_drops_are_counted_and_a_reload_changes_the_rule",
+        "tests/unit/test_receiver_rules.py::test_what_each_rule_maps_and_drops_is_counted_in_the_figures_and_the_self_metrics",
+        "tests/unit/test_window.py::test_a_rule_that_renames_a_flood_of_names_into_one_is_still_bounded_by_the_series_limit",
+    ],
     "udp arrives faster than the receiver reads": [
         # read + kernel_drops == sent, the drops read from /proc/net/udp.
         "tests/fault/test_fuzz_receiver.py::test_a_million_hostile_datagrams_break_nothing",
