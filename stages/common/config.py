@@ -245,6 +245,8 @@ class Config:
     run_dir: str = ""
     health_address: str = ""
     queues: QueueConfig = dataclasses.field(default_factory=QueueConfig)
+    #: DogStatsD's mapper profiles as datadog.yaml writes them; the receiver's rules check and load them.
+    dogstatsd_mapper_profiles: list[Any] = dataclasses.field(default_factory=list)
     #: Set on a fleet tier: its shards read the edges' partials from Kafka, and no receiver runs.
     input: InputConfig | None = None
 
