@@ -351,6 +351,33 @@ dogstatsd_mapper_profiles:
 ]
 
 
+# The agent's server reads the key in comp/dogstatsd/server's TestDogstatsdMappingProfilesOk with this config.
+PROFILES_OK = """
+dogstatsd_mapper_profiles:
+  - name: "airflow"
+    prefix: "airflow."
+    mappings:
+      - match: 'airflow\\.job\\.duration_sec\\.(.*)'
+        name: "airflow.job.duration"
+        match_type: "regex"
+        tags:
+          job_type: "$1"
+          job_name: "$2"
+      - match: "airflow.job.size.*.*"
+        name: "airflow.job.size"
+        tags:
+          foo: "$1"
+          bar: "$2"
+  - name: "profile2"
+    prefix: "profile2."
+    mappings:
+      - match: "profile2.hello.*"
+        name: "profile2.hello"
+        tags:
+          foo: "$1"
+"""
+
+
 def mapper_of(config: str) -> DogStatsDMapper:
     return load(yaml.safe_load(config)[KEY], KEY, Path("."))
 
@@ -381,6 +408,22 @@ def test_the_agent_s_refusals_name_the_key(config: str, agent_says: str, key: st
     assert refused.value.key == key
     assert str(refused.value).startswith(f"{key}: ")
     assert agent_says in str(refused.value)
+
+
+def test_the_agent_s_profiles_ok_case_loads_every_mapping_and_expands_a_missing_group_to_nothing() -> None:
+    mapper = mapper_of(PROFILES_OK)
+    assert mapper.rule_names() == [f"{KEY}[0].mappings[0]", f"{KEY}[0].mappings[1]", f"{KEY}[1].mappings[0]"]
+    outcome = mapper.decide("airflow.job.duration_sec.etl", MetricType.TIMER, ())
+    assert outcome is not None
+    assert as_agent_writes_it(outcome) == ("airflow.job.duration", ["job_name:", "job_type:etl"])
+    outcome = mapper.decide("profile2.hello.world", MetricType.COUNTER, ())
+    assert outcome is not None and as_agent_writes_it(outcome) == ("profile2.hello", ["foo:world"])
+
+
+def test_the_agent_s_profiles_error_case_a_profile_that_is_no_map_is_refused() -> None:
+    with pytest.raises(RulesError) as refused:
+        mapper_of("dogstatsd_mapper_profiles:\n  - abc\n")
+    assert refused.value.key == f"{KEY}[0]"
 
 
 TAG_ALREADY_PRESENT = """
