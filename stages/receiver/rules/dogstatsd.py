@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.common.log_throttle import LogThrottle
-from stages.common.model import Tags, tag_tuple
+from stages.common.model import Tags, tag_tuple, tags_dict
 from stages.receiver.parsers.base import CONTROL_CHARS
 
 from .kind import Outcome, RulesError
@@ -83,7 +83,7 @@ class DogStatsDMapper:
                     log.warning("%s: the name %r expands to nothing for %r, which keeps its name",
                                 mapping.rule, mapping.name, name)
                 return None
-            merged = dict(zip(tags[0::2], tags[1::2], strict=True))
+            merged = tags_dict(tags)
             for key, template in mapping.tags:
                 # The agent's tag is the text key:value, read back (as every DogStatsD tag) up to its first ':'.
                 tag_key, _, tag_value = f"{key}:{expand(template, match)}".partition(":")
