@@ -59,10 +59,10 @@ def _kind(node: Any) -> str:
 
 def fields(node: Any, key: str, known: set[str]) -> Iterator[tuple[str, Any]]:
     """Each ``(field, value node)`` of the mapping ``node``, refusing an unknown or repeated field by name."""
-    if is_null(node):
+    if node is None or is_null(node):
         return
     if not isinstance(node, yaml.MappingNode):
-        raise RulesError(key, f"expected a mapping, not a {_kind(node)}")
+        raise RulesError(key or "top level", f"expected a mapping, not a {_kind(node)}")
     seen: set[str] = set()
     for key_node, value in node.value:
         name = key_node.value if isinstance(key_node, yaml.ScalarNode) else repr(key_node)
