@@ -119,6 +119,53 @@ TRAFFIC: list[tuple[str, str, str, dict[str, str]]] = [
     ("plain.timer", "250", "ms", {}),
     ("plain.gauge", "1.5", "g", {}),
 ]
+#: The FSM's corners, ordering off: a shorter glob ending on a state a longer one made first never
+#: matches, a repeated glob keeps its first mapping, a literal component is tried before ``*``,
+#: ``$0`` is the whole name.
+UNORDERED_MAPPING = r"""
+defaults:
+  glob_disable_ordering: true
+mappings:
+- match: a.*.*
+  name: a_three
+  labels:
+    xx: "$1"
+    yy: "$2"
+- match: a.*
+  name: a_two
+  labels:
+    xx: "$1"
+- match: b.*.c
+  name: b_star_c
+  labels:
+    xx: "$1"
+- match: b.x.*
+  name: b_x_star
+  labels:
+    yy: "$1"
+- match: "*.dup"
+  name: dup_first
+- match: "*.dup"
+  name: dup_second
+- match: n.*
+  name: "n_${0}_total"
+- match: "q\\.(.*)"
+  match_type: regex
+  name: "q_$1"
+"""
+UNORDERED_TRAFFIC: list[tuple[str, str, str, dict[str, str]]] = [
+    ("a.p.q", "1", "c", {}),
+    ("a.p", "2", "c", {}),
+    ("b.x.c", "3", "c", {}),
+    ("b.y.c", "4", "c", {}),
+    ("b.x.z", "5", "c", {}),
+    ("k.dup", "6", "c", {}),
+    ("n.foo", "7", "c", {}),
+    ("q.r", "8", "c", {}),
+    ("a.p.q.r", "9", "c", {}),
+]
+#: Each scenario: the mapping file, the lines, how many the file drops.
+SCENARIOS = {"ordered": (MAPPING, TRAFFIC, 2), "unordered": (UNORDERED_MAPPING, UNORDERED_TRAFFIC, 0)}
 TYPES = {"c": MetricType.COUNTER, "g": MetricType.GAUGE, "ms": MetricType.TIMER}
 
 #: A sample line of the exposition: name, optional {labels}, value.
@@ -167,12 +214,13 @@ def scrape(text: str) -> dict[Series, float]:
     return samples
 
 
-def ours() -> tuple[dict[Series, float], int]:
-    """TRAFFIC through our mapper, totalled as the exporter totals: the samples, and the lines dropped."""
-    mapping = from_yaml(MAPPING)
+def ours(text: str, traffic: list[tuple[str, str, str, dict[str, str]]]) -> tuple[dict[Series, float], int]:
+    """``traffic`` through our mapper of the file ``text``, totalled as the exporter totals: the samples,
+    and the lines dropped."""
+    mapping = from_yaml(text)
     totals: dict[Series, float] = defaultdict(float)
     dropped = 0
-    for name, value, kind, tags in TRAFFIC:
+    for name, value, kind, tags in traffic:
         flat = tuple(item for key in sorted(tags) for item in (key, tags[key]))
         outcome = mapping.decide(name, TYPES[kind], flat)
         if outcome is not None and outcome.drop:
@@ -198,21 +246,25 @@ def exporter_counter(samples_text: str, family: str) -> float:
                if line.startswith((family + " ", family + "{")))
 
 
-@pytest.fixture
-def exporter(tmp_path: Path) -> Iterator[MappedExporter]:
+@pytest.fixture(params=sorted(SCENARIOS))
+def scenario(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[MappedExporter, str]]:
+    """The exporter started with one scenario's mapping file, and the scenario's name."""
     peer = MappedExporter(tmp_path / "mapping.yml")
     if not peer.installed() and shutil.which("go") is None:
         pytest.skip("statsd_exporter is not built and there is no Go to build it (make bench builds it)")
     peer.install()
-    peer.mapping_file.write_text(MAPPING)
+    peer.mapping_file.write_text(SCENARIOS[request.param][0])
     peer.start(free_udp_port(), 1.0, tmp_path)
-    yield peer
+    yield peer, request.param
     peer.stop()
 
 
-def test_the_same_file_and_lines_give_the_exporter_s_names_labels_and_totals(exporter: MappedExporter) -> None:
+def test_the_same_file_and_lines_give_the_exporter_s_names_labels_and_totals(
+        scenario: tuple[MappedExporter, str]) -> None:
+    exporter, which = scenario
+    mapping_text, traffic, drops = SCENARIOS[which]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for name, value, kind, tags in TRAFFIC:
+        for name, value, kind, tags in traffic:
             suffix = "|#" + ",".join(f"{k}:{v}" for k, v in sorted(tags.items())) if tags else ""
             sock.sendto(f"{name}:{value}|{kind}{suffix}".encode(), ("127.0.0.1", exporter.port))
 
@@ -220,15 +272,15 @@ def test_the_same_file_and_lines_give_the_exporter_s_names_labels_and_totals(exp
         text = exporter._scrape()
         done = exporter_counter(text, "statsd_exporter_events_total") + exporter_counter(
             text, 'statsd_exporter_events_actions_total{action="drop"}')
-        return text if done >= len(TRAFFIC) else None
+        return text if done >= len(traffic) else None
 
-    text = wait_for(handled, 15, f"statsd_exporter to handle all {len(TRAFFIC)} lines")
+    text = wait_for(handled, 15, f"statsd_exporter to handle all {len(traffic)} lines")
     assert exporter_counter(text, "statsd_exporter_events_conflict_total") == 0
     assert exporter_counter(text, "statsd_exporter_events_error_total") == 0
     theirs = {series: value for series, value in scrape(text).items()
               if not series[0].startswith(OWN_FAMILIES) and not any(key == "quantile" for key, _ in series[1])}
-    expected, dropped = ours()
-    assert exporter_counter(text, 'statsd_exporter_events_actions_total{action="drop"}') == dropped == 2
+    expected, dropped = ours(mapping_text, traffic)
+    assert exporter_counter(text, 'statsd_exporter_events_actions_total{action="drop"}') == dropped == drops
     assert sorted(theirs, key=str) == sorted(expected, key=str)
     for series, value in expected.items():
         assert math.isclose(theirs[series], value, rel_tol=1e-9), series
