@@ -15,6 +15,7 @@ sink writes names as its backend wants, so only that escaping differs, and it is
 from __future__ import annotations
 
 import math
+import random
 import re
 import shutil
 import socket
@@ -164,8 +165,66 @@ UNORDERED_TRAFFIC: list[tuple[str, str, str, dict[str, str]]] = [
     ("q.r", "8", "c", {}),
     ("a.p.q.r", "9", "c", {}),
 ]
+#: Overlapping globs for names drawn at random from a few components, ordering on, then off.
+OVERLAPPING_GLOBS = r"""
+mappings:
+- match: a.*.c
+  name: m0
+  labels:
+    first: "$1"
+- match: a.b.*
+  name: m1
+  labels:
+    last: "$1"
+- match: "*.b.c"
+  name: m2
+  labels:
+    head: "$1"
+- match: "*.*.*"
+  name: m3
+  labels:
+    p1: "$1"
+    p2: "$2"
+    p3: "$3"
+- match: a.b.c.*
+  name: m4
+  labels:
+    tail: "$1"
+- match: "*.y.*.y"
+  name: m5
+  labels:
+    one: "$1"
+    two: "$2"
+- match: a.*
+  name: m6
+  labels:
+    sub: "$1"
+- match: "*.x"
+  name: m7
+  labels:
+    head: "$1"
+- match: "x\\.(.*)"
+  match_type: regex
+  name: m8
+  labels:
+    rest: "$1"
+"""
+
+
+def random_traffic(seed: int, count: int) -> list[tuple[str, str, str, dict[str, str]]]:
+    """``count`` counter lines on names of 1 to 4 components drawn from a, b, c, x and y."""
+    draw = random.Random(seed)
+    return [(".".join(draw.choice("abcxy") for _ in range(draw.randint(1, 4))), str(draw.randint(1, 9)), "c", {})
+            for _ in range(count)]
+
+
 #: Each scenario: the mapping file, the lines, how many the file drops.
-SCENARIOS = {"ordered": (MAPPING, TRAFFIC, 2), "unordered": (UNORDERED_MAPPING, UNORDERED_TRAFFIC, 0)}
+SCENARIOS = {
+    "ordered": (MAPPING, TRAFFIC, 2),
+    "unordered": (UNORDERED_MAPPING, UNORDERED_TRAFFIC, 0),
+    "random-ordered": (OVERLAPPING_GLOBS, random_traffic(25, 300), 0),
+    "random-unordered": ("defaults:\n  glob_disable_ordering: true\n" + OVERLAPPING_GLOBS, random_traffic(26, 300), 0),
+}
 TYPES = {"c": MetricType.COUNTER, "g": MetricType.GAUGE, "ms": MetricType.TIMER}
 
 #: A sample line of the exposition: name, optional {labels}, value.
