@@ -170,44 +170,32 @@ OVERLAPPING_GLOBS = r"""
 mappings:
 - match: a.*.c
   name: m0
-  labels:
-    first: "$1"
+  labels: {first: "$1"}
 - match: a.b.*
   name: m1
-  labels:
-    last: "$1"
+  labels: {last: "$1"}
 - match: "*.b.c"
   name: m2
-  labels:
-    head: "$1"
+  labels: {head: "$1"}
 - match: "*.*.*"
   name: m3
-  labels:
-    p1: "$1"
-    p2: "$2"
-    p3: "$3"
+  labels: {p1: "$1", p2: "$2", p3: "$3"}
 - match: a.b.c.*
   name: m4
-  labels:
-    tail: "$1"
+  labels: {tail: "$1"}
 - match: "*.y.*.y"
   name: m5
-  labels:
-    one: "$1"
-    two: "$2"
+  labels: {one: "$1", two: "$2"}
 - match: a.*
   name: m6
-  labels:
-    sub: "$1"
+  labels: {sub: "$1"}
 - match: "*.x"
   name: m7
-  labels:
-    head: "$1"
+  labels: {head: "$1"}
 - match: "x\\.(.*)"
   match_type: regex
   name: m8
-  labels:
-    rest: "$1"
+  labels: {rest: "$1"}
 """
 
 
