@@ -49,19 +49,19 @@ mappings:
   labels:
     host: "$1"
     method: "$2"
-- match: api.*.*.hits
+- &hits
+  match: api.*.*.hits
   name: api_hits
   honor_labels: true
   labels:
     host: "$1"
     method: "$2"
     source: mapping
-- match: api.*.*.errors
+# a YAML merge: the fields of the mapping above, then these
+- <<: *hits
+  match: api.*.*.errors
   name: api_errors
-  labels:
-    host: "$1"
-    method: "$2"
-    source: mapping
+  honor_labels: false
 - match: jobs.*.*
   match_metric_type: gauge
   name: jobs_queue

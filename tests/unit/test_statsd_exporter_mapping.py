@@ -172,6 +172,20 @@ def test_scalars_are_read_as_go_reads_them() -> None:
     assert mapping.globs is not None and mapping.globs.ordering_disabled
 
 
+def test_yaml_merges_are_read_as_yaml_v2_reads_them() -> None:
+    """A merged mapping's fields stand where the merge does; in labels (a Go map) a key the merge set
+    may not be given again: statsd_exporter refuses that file ("already set in map")."""
+    mapping = from_yaml("mappings:\n- &base\n  match: a.*\n  name: a_total\n  labels: &labels {app: shop, part: $1}\n"
+                        "- <<: *base\n  match: b.*\n  name: b_total\n"
+                        "- match: c.*\n  name: c_total\n  labels: {<<: *labels, zone: eu}\n")
+    assert [mapping.decide(name, MetricType.COUNTER, ()) for name in ("b.y", "c.z")] == [
+        Outcome("mapping_config[1]", "b_total", ("app", "shop", "part", "y")),
+        Outcome("mapping_config[2]", "c_total", ("app", "shop", "part", "z", "zone", "eu"))]
+    with pytest.raises(RulesError, match=r"^mapping_config: mappings\[1\]\.labels\.ab: given twice"):
+        from_yaml("mappings:\n- match: a\n  name: x\n  labels: &l {ab: c}\n- match: b\n  name: y\n"
+                  "  labels: {<<: *l, ab: d}\n")
+
+
 def test_keys_without_meaning_here_are_named_once_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="stages.receiver.rules.statsd_exporter"):
         from_yaml("defaults:\n  observer_type: histogram\nmappings:\n"

@@ -58,13 +58,19 @@ def _kind(node: Any) -> str:
 
 
 def fields(node: Any, key: str, known: set[str]) -> Iterator[tuple[str, Any]]:
-    """Each ``(field, value node)`` of the mapping ``node``, refusing an unknown or repeated field by name."""
+    """Each ``(field, value node)`` of the mapping ``node``, in document order, refusing an unknown or
+    repeated field by name; a merge (``<<: *base``) gives its mapping's fields where it stands (they
+    count as given in that mapping only, as yaml.v2 has it)."""
     if node is None or is_null(node):
         return
     if not isinstance(node, yaml.MappingNode):
         raise RulesError(key or "top level", f"expected a mapping, not a {_kind(node)}")
     seen: set[str] = set()
     for key_node, value in node.value:
+        if _is_merge(key_node):
+            for merged in _merged(value, key):
+                yield from fields(merged, key, known)
+            continue
         name = key_node.value if isinstance(key_node, yaml.ScalarNode) else repr(key_node)
         where = f"{key}.{name}" if key else name
         if name not in known:
@@ -73,6 +79,19 @@ def fields(node: Any, key: str, known: set[str]) -> Iterator[tuple[str, Any]]:
             raise RulesError(where, "given twice (statsd_exporter 0.31 refuses it too)")
         seen.add(name)
         yield name, value
+
+
+def _is_merge(node: Any) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:merge"
+
+
+def _merged(node: Any, key: str) -> list[Any]:
+    """The mappings a merge key's value brings, in the order yaml.v2 applies them (a list backwards:
+    its first mapping takes precedence)."""
+    nodes = list(reversed(node.value)) if isinstance(node, yaml.SequenceNode) else [node]
+    if not all(isinstance(each, yaml.MappingNode) for each in nodes):
+        raise RulesError(f"{key}.<<", "a merge takes a mapping or a list of mappings")
+    return nodes
 
 
 def items(node: Any, key: str) -> list[Any]:
@@ -91,14 +110,19 @@ def string(node: Any, key: str) -> str:
     return "" if is_null(node) else str(node.value)
 
 
-def string_map(node: Any, key: str) -> dict[str, str]:
-    """A ``map[string]string`` field (labels)."""
+def string_map(node: Any, key: str, out: dict[str, str] | None = None) -> dict[str, str]:
+    """A ``map[string]string`` field (labels); a key given twice, by a merge too, is refused as yaml.v2's
+    strict mode refuses it."""
+    out = {} if out is None else out
     if is_null(node):
-        return {}
+        return out
     if not isinstance(node, yaml.MappingNode):
         raise RulesError(key, f"expected a mapping, not a {_kind(node)}")
-    out: dict[str, str] = {}
     for key_node, value in node.value:
+        if _is_merge(key_node):
+            for merged in _merged(value, key):
+                string_map(merged, key, out)
+            continue
         name = string(key_node, key)
         if name in out:
             raise RulesError(f"{key}.{name}", "given twice (statsd_exporter 0.31 refuses it too)")
