@@ -27,9 +27,12 @@ import pytest
 
 from bench import peers
 from harness.ports import free_udp_port
+from harness.process import ProcessError
 from harness.wait import wait_for
 from stages.common.model import MetricType
+from stages.receiver.rules.kind import RulesError
 from stages.receiver.rules.statsd_exporter import from_yaml
+from tests.unit.test_statsd_exporter_mapping import REFUSED
 
 pytestmark = pytest.mark.e2e
 
@@ -293,13 +296,19 @@ def exporter_counter(samples_text: str, family: str) -> float:
                if line.startswith((family + " ", family + "{")))
 
 
-@pytest.fixture(params=sorted(SCENARIOS))
-def scenario(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[MappedExporter, str]]:
-    """The exporter started with one scenario's mapping file, and the scenario's name."""
+def built_exporter(tmp_path: Path) -> MappedExporter:
+    """The benchmark's statsd_exporter, built by its own install (once, cached) where Go is."""
     peer = MappedExporter(tmp_path / "mapping.yml")
     if not peer.installed() and shutil.which("go") is None:
         pytest.skip("statsd_exporter is not built and there is no Go to build it (make bench builds it)")
     peer.install()
+    return peer
+
+
+@pytest.fixture(params=sorted(SCENARIOS))
+def scenario(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[MappedExporter, str]]:
+    """The exporter started with one scenario's mapping file, and the scenario's name."""
+    peer = built_exporter(tmp_path)
     peer.mapping_file.write_text(SCENARIOS[request.param][0])
     peer.start(free_udp_port(), 1.0, tmp_path)
     yield peer, request.param
@@ -331,3 +340,13 @@ def test_the_same_file_and_lines_give_the_exporter_s_names_labels_and_totals(
     assert sorted(theirs, key=str) == sorted(expected, key=str)
     for series, value in expected.items():
         assert math.isclose(theirs[series], value, rel_tol=1e-9), series
+
+
+@pytest.mark.parametrize(("text", "where"), REFUSED, ids=[where for _, where in REFUSED])
+def test_the_exporter_refuses_every_file_refused_here(tmp_path: Path, text: str, where: str) -> None:
+    peer = built_exporter(tmp_path)
+    peer.mapping_file.write_text(text)
+    with pytest.raises(ProcessError, match="error loading config"):
+        peer.start(free_udp_port(), 1.0, tmp_path)
+    with pytest.raises(RulesError, match=rf"^mapping_config: {re.escape(where)}: "):
+        from_yaml(text)

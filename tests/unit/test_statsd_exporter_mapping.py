@@ -133,7 +133,9 @@ def test_a_name_that_expands_to_nothing_drops_the_metric() -> None:
     assert outcome is not None and outcome.drop and outcome.rule == "mapping_config[0]"
 
 
-@pytest.mark.parametrize(("text", "where"), [
+#: Files statsd_exporter refuses (tests/e2e/test_statsd_exporter_differential.py has it refuse each), and
+#: the place in each that the refusal here names.
+REFUSED = [
     ("mappings:\n- match: a.b*\n  name: x", "mappings[0].match"),
     ("mappings:\n- match: a.b\n  name: x\n- match: a.c\n  name: x\n  timer_type: histogram", "mappings[1].timer_type"),
     ("mappings:\n- match: a.b\n  name: x\n  buckets: [1]", "mappings[0].buckets"),
@@ -154,7 +156,10 @@ def test_a_name_that_expands_to_nothing_drops_the_metric() -> None:
     ("defaults:\n  match_type: fuzzy\nmappings: []", "defaults.match_type"),
     ("defaults:\n  unknown: 1", "defaults.unknown"),
     ("mapping:\n- match: a\n  name: x", "mapping"),
-])
+]
+
+
+@pytest.mark.parametrize(("text", "where"), REFUSED)
 def test_refusals_name_the_file_and_the_key(text: str, where: str) -> None:
     with pytest.raises(RulesError) as refused:
         from_yaml(text, source="/etc/m.yml")
