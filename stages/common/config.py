@@ -249,6 +249,8 @@ class Config:
     dogstatsd_mapper_profiles: list[Any] = dataclasses.field(default_factory=list)
     #: Set on a fleet tier: its shards read the edges' partials from Kafka, and no receiver runs.
     input: InputConfig | None = None
+    #: A statsd_exporter mapping file, relative to the config file (the receiver's rules read it).
+    mapping_config: str | None = None
 
     @property
     def fleet_input(self) -> KafkaInputConfig | None:
