@@ -245,10 +245,14 @@ class Config:
     run_dir: str = ""
     health_address: str = ""
     queues: QueueConfig = dataclasses.field(default_factory=QueueConfig)
+    #: DogStatsD's mapper profiles as datadog.yaml writes them; the receiver's rules check and load them.
+    dogstatsd_mapper_profiles: list[Any] = dataclasses.field(default_factory=list)
     #: Set on a fleet tier: its shards read the edges' partials from Kafka, and no receiver runs.
     input: InputConfig | None = None
     #: Raw rules applied by the receiver before sharding; stages.receiver.rules validates them (one key per kind).
     rules: list[Any] = dataclasses.field(default_factory=list)
+    #: A statsd_exporter mapping file, relative to the config file (the receiver's rules read it).
+    mapping_config: str | None = None
 
     @property
     def fleet_input(self) -> KafkaInputConfig | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.common.config import Config
-from stages.common.model import OUTPUT_TYPE_NAMES, MetricType, Sample, Tags
+from stages.common.model import OUTPUT_TYPE_NAMES, MetricType, Sample, Tags, tags_dict
 from stages.receiver.identity import DROP
 from stages.receiver.parsers import payload_parser
 from stages.receiver.rules.rule_set import RuleSet, load_rule_set
@@ -49,7 +49,7 @@ def _verdict(rules: RuleSet | None, name: str, kind: int, tags: Tags) -> dict[st
     if decision is not None:
         name, tags = decision
     return {"outcome": "unmatched" if rule is None else "mapped", "rule": rule, "name": name,
-            "type": OUTPUT_TYPE_NAMES[kind], "tags": dict(sorted(zip(tags[::2], tags[1::2], strict=True)))}
+            "type": OUTPUT_TYPE_NAMES[kind], "tags": dict(sorted(tags_dict(tags).items()))}
 
 
 def as_text(results: list[dict[str, Any]]) -> list[str]:

@@ -83,3 +83,29 @@ def test_the_config_s_rules_are_loaded_by_the_registry_and_none_without_any(tmp_
         load_rule_set(bad, tmp_path)
     assert rule_problems(bad, tmp_path) == ["rules[1].tag: unknown key (did you mean 'tags'?)"]
     assert rule_problems(Config(rules=[{"match": "a"}]), tmp_path) == []
+
+
+def test_the_three_kinds_apply_in_the_registry_s_order_a_native_continue_handing_on_to_the_mapping_file(
+        tmp_path: Path) -> None:
+    assert [key for key, _ in registry.KINDS] == ["rules", "mapping_config", "dogstatsd_mapper_profiles"]
+    (tmp_path / "mapping.yml").write_text('mappings:\n- match: svc.*.calls\n  name: svc_calls\n  labels: {svc: "$1"}\n'
+                                          '- match: junk.*\n  action: drop\n  name: x\n')
+    profiles = [{"name": "p", "prefix": "dd.", "mappings": [{"match": "dd.*.hits", "name": "dd.hits",
+                                                              "tags": {"site": "$1"}}]}]
+    config = Config(rules=[{"match": "old.*.*", "name": "svc.$1.$2", "continue": True}, {"match": "dd.x.hits"}],
+                    mapping_config="mapping.yml", dogstatsd_mapper_profiles=profiles)
+    rules = load_rule_set(config, tmp_path)
+    assert rules is not None and rules.rule_count == 5
+    assert rules.verdict("old.api.calls", C, ()) == Verdict(("svc_calls", ("svc", "api")), "mapping_config[0]")
+    assert rules.verdict("junk.a", C, ()) == Verdict(DROP, "mapping_config[1]")
+    assert rules.verdict("dd.eu.hits", C, ()) == Verdict(("dd.hits", ("site", "eu")),
+                                                         "dogstatsd_mapper_profiles[0].mappings[0]")
+    assert rules.verdict("dd.x.hits", C, ()) == Verdict(None, "rules[1]")  # the native rule decided first
+    assert rules.verdict("none", C, ()) == Verdict(None, None)
+    (tmp_path / "bad.yml").write_text("mappings:\n- match: a.b\n  nmae: x\n")
+    assert rule_problems(Config(rules=[{"match": "a", "drop": 1}], mapping_config="bad.yml",
+                                dogstatsd_mapper_profiles=[{"x": 1}]), tmp_path) == [
+        "rules[0].drop: expected true or false, got 1",
+        f"mapping_config: {tmp_path / 'bad.yml'}: mappings[0].nmae: unknown key (statsd_exporter 0.31 refuses it too)",
+        "dogstatsd_mapper_profiles[0].x: unknown key (known keys: name, prefix, mappings)",
+    ]

@@ -38,7 +38,7 @@ from typing import Any
 import re2
 
 from stages.common.config import _suggestion
-from stages.common.model import MetricType, Tags
+from stages.common.model import MetricType, Tags, tags_dict
 
 from .kind import Outcome, RulesError
 from .regex import check_template, compile_regex, expand, glob_regex
@@ -83,7 +83,7 @@ class NativeRule:
         match = self.pattern.search(name)
         if match is None:
             return None
-        held = dict(zip(tags[::2], tags[1::2], strict=True))
+        held = tags_dict(tags)
         for key, value in self.match_tags:
             if key not in held or value.search(held[key]) is None:
                 return None

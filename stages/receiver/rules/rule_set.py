@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from stages.common.config import Config
-from stages.common.model import Tags
+from stages.common.model import Tags, tags_dict
 from stages.receiver.identity import DROP, Decided, Decision
 
 from .kind import RuleKind, RulesError
@@ -72,7 +72,7 @@ class RuleSet:
             decided, new_name, new_tags = outcome.rule, outcome.name, outcome.tags
             if not outcome.carry_on:
                 break
-        if decided is None or (new_name == name and _pairs(new_tags) == _pairs(tags)):
+        if decided is None or (new_name == name and tags_dict(new_tags) == tags_dict(tags)):
             return Verdict(None, decided)
         return Verdict((new_name, new_tags), decided)
 
@@ -92,10 +92,6 @@ class RuleSet:
             number = self._by_rule[(outcome, rule)] = len(self._tallies)
             self._tallies.append(Tally(outcome, rule))
         return number
-
-
-def _pairs(tags: Tags) -> dict[str, str]:
-    return dict(zip(tags[::2], tags[1::2], strict=True))
 
 
 def load_rule_set(config: Config, config_dir: Path) -> RuleSet | None:

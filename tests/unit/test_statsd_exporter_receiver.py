@@ -1,0 +1,92 @@
+"""A statsd_exporter mapping file in the receiver's seam (stages.receiver.identity): lines parsed by the real
+receiver, their series renamed, tagged, dropped or left as sent before they are batched.
+
+The config does not hand the rules to the receiver yet (the rule set that chains the kinds does), so
+the window is given this kind's decisions here, as that rule set gives them: an Outcome's drop is
+DROP, its name and tags the new identity, no outcome leaves the series unchanged.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+
+from harness.ports import free_ports
+from stages.common import contract
+from stages.common.config import Config
+from stages.common.model import Tags, split_series_key
+from stages.receiver import receiver_loop
+from stages.receiver.identity import DROP, Decision
+from stages.receiver.rules.statsd_exporter import from_yaml
+from stages.receiver.window import Window
+
+pytestmark = pytest.mark.serverless
+
+MAPPING = from_yaml("""
+mappings:
+- match: api.*.*.hits
+  name: api_hits
+  honor_labels: true
+  labels: {host: "$1", method: "$2", source: mapping}
+- match: debug.*
+  action: drop
+  name: dropped
+- match: "db\\\\.(\\\\w+)"
+  match_type: regex
+  name: db_calls
+  labels: {table: "$1"}
+""")
+
+
+def decision(name: str, mtype: int, tags: Tags) -> Decision:
+    outcome = MAPPING.decide(name, mtype, tags)
+    if outcome is None:
+        return None
+    return DROP if outcome.drop else (outcome.name, outcome.tags)
+
+
+@pytest.fixture
+def receiver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[receiver_loop.Receiver]:
+    made = receiver_loop.new_window
+
+    def with_mapping(*args: object, rules: object = None) -> Window:
+        return made(*args, rules=decision)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(receiver_loop, "new_window", with_mapping)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    (port,) = free_ports(1, socket.SOCK_DGRAM)
+    made_receiver = receiver_loop.Receiver(Config(bind_port=port, self_metrics_prefix=""), 1, ctx, tmp_path,
+                                           "receiver")
+    yield made_receiver
+    for listener in made_receiver.listeners:
+        listener.close()
+    ctx.destroy(linger=0)
+
+
+def test_lines_are_mapped_before_they_are_batched(receiver: receiver_loop.Receiver) -> None:
+    receiver.receive([
+        b"api.h-1.get.hits:2|c|#source:client\napi.h-1.get.hits:3|c|#source:client",
+        b"api.h2.get.hits:1|c\ndebug.a:7|c\ndebug.b:1|ms",
+        b"xdb.users:4|c\nplain.name:5|c|#env:test\ndb.users:1|s",
+    ])
+    assert (receiver.metrics, receiver.rule_dropped) == (6, 2)
+    counters: dict[tuple[str, Tags], float] = {}
+    sets: list[tuple[str, Tags]] = []
+    for batches in receiver.batcher.window.take(1000):
+        for body, _, _ in batches:
+            decoded = contract.decode_batch_body(body)
+            counters.update({split_series_key(key): value
+                             for key, value in zip(decoded.counters[::2], decoded.counters[1::2], strict=True)})
+            sets += [split_series_key(key) for key in decoded.sets[::2]]
+    assert counters == {
+        ("api_hits", ("host", "h-1", "method", "get", "source", "client")): 5.0,
+        ("api_hits", ("host", "h2", "method", "get", "source", "mapping")): 1.0,
+        ("db_calls", ("table", "users")): 4.0,
+        ("plain.name", ("env", "test")): 5.0,
+    }
+    # a set is not mapped: statsd_exporter refuses sets before its mapper sees them
+    assert sets == [("db.users", ())]
