@@ -73,3 +73,22 @@ def test_dotted_names_become_one_name_with_tags_drops_are_counted_and_a_reload_c
         assert pipeline.status() == before
         sent_and_flushed(pipeline)
         assert stats(pipeline, "api.requests.latency", host="host-7", method="GET") == [(2.0, 32.0)] * 2
+
+
+def test_the_other_kinds_are_read_from_the_config_with_a_mapping_file_relative_to_it() -> None:
+    pipeline = Pipeline(config={"mapping_config": "mapping.yml", "dogstatsd_mapper_profiles": [
+        {"name": "jobs", "prefix": "job.", "mappings": [{"match": "job.*.duration", "name": "job.duration",
+                                                         "tags": {"job": "$1"}}]}]}, flush_interval=1.0)
+    (pipeline.dir / "mapping.yml").write_text('mappings:\n- match: svc.*.calls\n  name: svc_calls\n'
+                                              '  labels: {svc: "$1"}\n')
+    with pipeline:
+        pipeline.wait_interval_start()
+        stamp = time.time()
+        pipeline.send("svc.db.calls:2|c\nsvc.db.calls:3|c\njob.backup.duration:7|ms\nother:1|c", pipeline.statsd_port)
+        wait_for(lambda: pipeline.shards_flushed_after(stamp), 15, "every shard to flush the interval")
+        assert [a["value"] for a in pipeline.series("svc_calls", svc="db")] == [5.0]
+        assert [a["stats"]["sum"] for a in pipeline.series("job.duration", job="backup")] == [7.0]
+        assert names(pipeline) == {"svc_calls", "job.duration", "other"}
+        wait_for(lambda: own_total(pipeline, "rule_mapped", rule="mapping_config[0]") == 2, 10, "the counts")
+        assert own_total(pipeline, "rule_mapped", rule="dogstatsd_mapper_profiles[0].mappings[0]") == 1
+        assert own_total(pipeline, "rule_unmatched") == 1
