@@ -40,10 +40,13 @@ run/log:
 run: $(STAMP)
 	$(VENV)/bin/pystatsd run -c etc/pystatsd.yaml
 
+# Workers of make test (tests/conftest.py's worker_lane says which tests share one); 0 runs it in this process.
+TEST_WORKERS ?= 4
+
 test: install-test
 	bash tests/kafka/fetch_jars.sh
 	bash tests/sinks/install_servers.sh
-	$(PY) -m pytest --durations=30
+	$(PY) -m pytest --durations=30 -n $(TEST_WORKERS) --dist loadgroup
 
 test-unit: install-test
 	$(PY) -m pytest tests/unit
