@@ -13,6 +13,7 @@ install: $(STAMP) run/log
 # What the daemon needs, and nothing else (the test and lint tools come with `make test`). The build
 # backend's notes on experimental pyproject keys and editable installs are for packagers: not shown.
 $(STAMP): pyproject.toml stages/common/keytable.h stages/receiver/listeners/recv_many.c stages/receiver/listeners/drain.c \
+		stages/receiver/listeners/datagram_slots.h \
 		stages/receiver/window.c \
 		stages/aggregator/bucket.c
 	$(PYTHON) -m venv $(VENV)
