@@ -47,6 +47,7 @@ from stages.receiver.handover import close_held, hand_over, running_config, take
 from stages.receiver.listeners import adopt_listener, open_listener, shares_port
 from stages.receiver.listeners.connections import StreamConnections
 from stages.receiver.parsers import payload_parser, statsd_lines
+from stages.receiver.parsers.base import LineOptions, OpenInterval
 from stages.receiver.unsent import Predecessor, read_predecessor, unsent_path
 from stages.receiver.window import Window, new_window, take_payloads
 from stages.rundir.figures import publish
@@ -107,7 +108,10 @@ class Receiver:
         self.ring = RingWatch(self.run_dir)
         # After a reshard the ring file, not the command line, says how many shards there are.
         self.shards = ring_shards(self.run_dir, shards, clock.time())
-        self.parse_payload = payload_parser(self.defaults)
+        #: The interval the window fills, which a stamped metric must be stamped in; moved on per payload.
+        self.open_interval = OpenInterval(config.flush_interval, clock.time())
+        self.line_options = LineOptions(self.open_interval, config.keep_container_id)
+        self.parse_payload = payload_parser(self.defaults, self.line_options)
         #: What the rules dropped in the windows a reshard replaced (the open window counts its own).
         self.rule_dropped_before = 0
         pushes = self.connect_shards(self.shards)
@@ -166,7 +170,8 @@ class Receiver:
     def new_window(self, shards: int) -> Window:
         # No rules yet: the config has no key for them. None is the seam's free path (see
         # stages.receiver.identity): the window asks nothing and looks nothing up.
-        return new_window(shards, tag_tuple({}, self.defaults), statsd_lines(self.defaults), rules=None)
+        return new_window(shards, tag_tuple({}, self.defaults), statsd_lines(self.defaults, self.line_options),
+                          rules=None, keep_container_id=self.line_options.keep_container_id)
 
     @property
     def rule_dropped(self) -> int:
@@ -254,6 +259,8 @@ class Receiver:
         now = self.clock.time()
         self.follow_ring(now)
         window = self.batcher.open(now)
+        # The moment the window's batches will carry, so the interval a shard files them in.
+        self.open_interval.open_at(self.batcher.opened_at)
         before = window.metrics
         self.batcher.unsent.reading(len(payloads))
         take_payloads(window, payloads, self.parse_payload, self.bad)

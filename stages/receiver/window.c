@@ -173,6 +173,7 @@ typedef struct {
     Py_ssize_t cache_size;   /* answers kept at most: the table is emptied when one more would not fit */
     long long rule_dropped;  /* samples the rules dropped */
     unsigned char tag_slots[256];  /* TAG_SLOTS: a line's tags by key, once it has many (put_tag) */
+    int keep_container_id;   /* a `c:` field becomes the tag container_id (statsd.CONTAINER_ID_TAG) */
 } Window;
 
 static uint32_t crc_table[256];
@@ -626,9 +627,12 @@ static int tag_before(const tag *a, const tag *b)
     return c < 0 || (c == 0 && a->key.n < b->key.n);
 }
 
-/* The fields after the type: `@rate` (the last wins) and `#k:v,...` tags; others are ignored. */
+/* The fields after the type, in their order: `@rate` (the last wins), `#k:v,...` tags, `c:<id>` (a tag
+ * when kept); a `T` stamp is the Python parser's (it alone knows the receiver's open interval); others
+ * are ignored. */
 static int extension_fields(Window *w, const char *p, const char *end, Py_ssize_t *n_tags, double *rate)
 {
+    static const char container_id[] = "container_id";
     while (p < end) {
         const char *field_end = memchr(p, '|', (size_t)(end - p));
         if (field_end == NULL)
@@ -655,6 +659,13 @@ static int extension_fields(Window *w, const char *p, const char *end, Py_ssize_
                 }
                 item = item_end + 1;
             }
+        } else if (field_end > p && *p == 'T') {
+            return UNSURE;
+        } else if (w->keep_container_id && field_end - p > 2 && p[0] == 'c' && p[1] == ':') {
+            span key = {container_id, (Py_ssize_t)sizeof container_id - 1};
+            int got = put_tag(w, n_tags, key, (span){p + 2, field_end - p - 2});
+            if (got != OK)
+                return got;
         }
         p = field_end + 1;
     }
@@ -1163,13 +1174,14 @@ static int init_rules(Window *w, PyObject *rules, Py_ssize_t cache_size)
 
 static int Window_init(Window *w, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"shards", "defaults", "fallback", "rules", "cache_size", NULL};
-    int shards;
+    static char *kwlist[] = {"shards", "defaults", "fallback", "rules", "cache_size", "keep_container_id", NULL};
+    int shards, keep_container_id = 0;
     PyObject *defaults, *fallback, *rules = Py_None;
     Py_ssize_t cache_size = -1;  /* identity.CACHE_SIZE */
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO!O|On:Window", kwlist, &shards, &PyTuple_Type, &defaults,
-                                     &fallback, &rules, &cache_size))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO!O|Onp:Window", kwlist, &shards, &PyTuple_Type, &defaults,
+                                     &fallback, &rules, &cache_size, &keep_container_id))
         return -1;
+    w->keep_container_id = keep_container_id;
     if (shards < 1) {
         PyErr_SetString(PyExc_ValueError, "shards: at least 1");
         return -1;

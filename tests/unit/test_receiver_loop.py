@@ -186,6 +186,25 @@ def test_the_window_leaves_at_the_interval_edge_and_what_comes_after_is_the_next
     assert (header.ts, header.seq, got) == (START + INTERVAL + 0.2, 1, {name: 7.0})
 
 
+def test_a_stamped_metric_goes_in_the_window_of_its_interval_and_no_other_as_the_window_moves_on(
+        bench: Bench) -> None:
+    receiver = bench.start()
+    name = names_on(0, 2, 1)[0]
+    now, later, earlier = int(START + 5), int(START + INTERVAL), int(START - 1)
+    bench.send(f"{name}:1|c|T{now}\n{name}:10|c|T{later}\n{name}:100|c|T{earlier}".encode(),
+               f'{{"metric_name": "{name}", "metric_type": "counter", "value": 1000, "timestamp": {later}}}'.encode())
+    bench.read(2)
+    bench.clock.to(START + INTERVAL + 0.2)  # the next interval: its window is the one stamped `later`
+    receiver.send_due()
+    bench.send(f"{name}:10|c|T{later}\n{name}:1|c|T{now}".encode())
+    bench.read(3)
+    bench.clock.to(START + 2 * INTERVAL)
+    receiver.send_due()
+    assert [(header.ts, got) for header, got in bench.batches(0)] == [
+        (START + 1.0, {name: 1.0}), (START + INTERVAL + 0.2, {name: 10.0})]
+    assert receiver.bad == {"in_future": 2, "too_old": 2} and receiver.metrics == 2
+
+
 def test_a_paused_shard_gets_one_paused_batch_then_nothing_until_its_pause_ends(bench: Bench) -> None:
     receiver = bench.start()
     zero, one = names_on(0, 2, 2), names_on(1, 2, 2)
