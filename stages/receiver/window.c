@@ -352,13 +352,13 @@ enum {
     OK = 0, UNSURE,
     R_NO_VALUE, R_NO_TYPE, R_UNKNOWN_TYPE, R_BAD_VALUE, R_NON_FINITE, R_OUT_OF_RANGE, R_BAD_SAMPLE_RATE,
     R_EMPTY_NAME, R_NAME_TOO_LONG, R_BAD_TAG, R_TAG_TOO_LONG, R_TOO_MANY_TAGS, R_CONTROL_CHAR,
-    R_INVALID_UTF8, R_TOO_DEEP, R_EVENT, R_SERVICE_CHECK, N_OUTCOMES
+    R_INVALID_UTF8, R_TOO_DEEP, N_OUTCOMES
 };
 static const char *const REASONS[N_OUTCOMES] = {
     NULL, NULL,
     "no_value", "no_type", "unknown_type", "bad_value", "non_finite", "out_of_range", "bad_sample_rate",
     "empty_name", "name_too_long", "bad_tag", "tag_too_long", "too_many_tags", "control_char",
-    "invalid_utf8", "too_deep", "event_unsupported", "service_check_unsupported",
+    "invalid_utf8", "too_deep",
 };
 static PyObject *reason_keys[N_OUTCOMES];  /* REASONS as str, made once: the keys of `bad` */
 
@@ -791,14 +791,10 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
     }
     n = cut;
     const char *end = p + n;
-    /* A service check or an event (the parser's _unsupported: known by its start alone, whatever fields
-     * and tags follow) is never a metric, and is counted under its own reason. */
-    if (n >= 3 && p[0] == '_') {
-        if (memcmp(p, "_e{", 3) == 0)
-            return R_EVENT;
-        if (n >= 4 && memcmp(p, "_sc|", 4) == 0)
-            return R_SERVICE_CHECK;
-    }
+    /* A service check or an event (dogstatsd_records.is_record: known by its start alone, whatever
+     * fields and tags follow) is never a metric: the Python parser reads it, and says why it is dropped. */
+    if (n >= 3 && p[0] == '_' && (memcmp(p, "_e{", 3) == 0 || (n >= 4 && memcmp(p, "_sc|", 4) == 0)))
+        return UNSURE;
     if (colon == NULL)
         return R_NO_VALUE;
     span head = {p, colon - p};

@@ -130,6 +130,25 @@ class LineOptions:
 PLAIN = LineOptions()
 
 
+#: The tag a kept DogStatsD ``|c:`` container id becomes (DogStatsD's own name for it).
+CONTAINER_ID_TAG = "container_id"
+
+
+def dogstatsd_tags(text: str, tags: dict[str, str]) -> None:
+    """A DogStatsD ``#k:v,k2,...`` field's tags (without its ``#``) into ``tags``; a bare key has an empty value."""
+    for item in text.split(","):
+        if item:
+            key, _, value = item.partition(":")
+            check_tag(key, value, tags)
+
+
+def container_id(field: str, tags: dict[str, str]) -> None:
+    """A ``c:<id>`` field as the tag :data:`CONTAINER_ID_TAG` (an empty id adds none): when the
+    config keeps container ids."""
+    if len(field) > 2:
+        check_tag(CONTAINER_ID_TAG, field[2:], tags)
+
+
 def dogstatsd_stamp(text: str) -> int:
     """The unix seconds of a ``|T`` field's text: plain ASCII digits, as DogStatsD clients write them."""
     if not text or len(text) > MAX_STAMP_DIGITS or not text.isascii() or not text.isdigit():

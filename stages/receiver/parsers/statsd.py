@@ -4,14 +4,16 @@
 types ``c g ms h s d``, one metric per line, many lines per datagram. ``+N``/``-N`` change a gauge; a
 plain value sets it. A ``|T`` timestamp is checked against the receiver's open interval
 (:class:`~.base.OpenInterval`); a ``|c:`` container id becomes a tag when the options say so
-(:class:`~.base.LineOptions`). Other DogStatsD extension fields (``|e:``, ``|card:`` …) are ignored;
-events (``_e{``) and service checks (``_sc|``) are counted and dropped, each under a reason of its
-own whatever fields and tags it carries (passing them on is for later).
+(:class:`~.base.LineOptions`). Other DogStatsD extension fields (``|e:``, ``|card:`` …) are ignored.
+Events (``_e{``) and service checks (``_sc|``) are read (:mod:`.dogstatsd_records`) and dropped,
+counted under ``event_unsupported`` or ``service_check_unsupported``, or the reason a malformed one
+is bad (passing them on is for later).
 """
 
 from __future__ import annotations
 
 from stages.common.model import MetricType, Sample, Tags, tag_tuple
+from stages.receiver.parsers import dogstatsd_records
 from stages.receiver.parsers.base import (
     CONTROL_CHARS,
     PLAIN,
@@ -19,7 +21,9 @@ from stages.receiver.parsers.base import (
     ParseError,
     check_counted,
     check_tag,
+    container_id,
     dogstatsd_stamp,
+    dogstatsd_tags,
     metric_name,
     number,
     sample_rate,
@@ -43,8 +47,6 @@ MAX_IDENTITIES = 100_000
 
 #: name, type, rate, tags and the ``|T`` stamp (None without one)
 Identity = tuple[str, int, float, Tags, int | None]
-#: The tag a kept ``|c:`` container id becomes (DogStatsD's own name for it).
-CONTAINER_ID_TAG = "container_id"
 
 
 class Parser:
@@ -77,12 +79,16 @@ class Parser:
         """Parse one line into ``out`` (several samples for DogStatsD multi-value packing)."""
         head, sep, rest = line.partition(":")
         if not sep:
-            raise ParseError(_unsupported(line) or "no_value")
+            raise ParseError(self.record_reason(line) or "no_value")
         text, bar, tail = rest.partition("|")
         if not bar:
-            raise ParseError(_unsupported(line) or "no_type")
+            raise ParseError(self.record_reason(line) or "no_type")
         identity = self.identities.get((head, tail))
         if identity is None:
+            # Only a line whose identity is new can be a record: no good line is asked twice.
+            reason = self.record_reason(line)
+            if reason:
+                raise ParseError(reason)
             identity = _identity(head, tail, self.defaults, self.options.keep_container_id)
             if len(self.identities) >= MAX_IDENTITIES:
                 self.identities.clear()
@@ -97,6 +103,15 @@ class Parser:
         if self.options.open_interval is not None:
             self.options.open_interval.check(stamp)
         out.extend(samples)
+
+    def record_reason(self, line: str) -> str | None:
+        """Why an event or a service check is dropped (None for any other line): the reason it is
+        malformed, else that it is not passed on (yet). Its fields and tags hold colons and bars anywhere
+        (``_sc|x|0|#env:prod``), so it is known by its start alone."""
+        if not dogstatsd_records.is_record(line):
+            return None
+        got = dogstatsd_records.record(line, self.defaults, self.options.keep_container_id)
+        return f"{got['type']}_unsupported"
 
 
 def parse(text: str, defaults: dict[str, str], out: list[Sample], bad: dict[str, int],
@@ -131,9 +146,6 @@ def _samples(identity: Identity, text: str, out: list[Sample]) -> None:
 
 def _identity(head: str, tail: str, defaults: dict[str, str], keep_container_id: bool) -> Identity:
     """(name, type, rate, tags, stamp) of a line's head (``name[,k=v]``) and tail (``type|@rate|#tags...``)."""
-    unsupported = _unsupported(head)
-    if unsupported:
-        raise ParseError(unsupported)
     fields = tail.split("|")
     mtype = TYPE_CODES.get(fields[0])
     if mtype is None:
@@ -151,17 +163,6 @@ def _identity(head: str, tail: str, defaults: dict[str, str], keep_container_id:
     else:
         name = metric_name(head)
     return (name, mtype, rate, tag_tuple(tags, defaults), stamp)
-
-
-def _unsupported(line: str) -> str | None:
-    """The reason a service check or an event is dropped, known by its start alone: its fields and tags
-    hold colons and bars anywhere (``_sc|x|0|#env:prod``), so where they fall says nothing. Asked only
-    of lines that failed as metrics (a head starts as its line does), never on the good lines' path."""
-    if line.startswith("_sc|"):
-        return "service_check_unsupported"
-    if line.startswith("_e{"):
-        return "event_unsupported"
-    return None
 
 
 def _gauge_kind(mtype: int, text: str) -> int:
@@ -182,16 +183,10 @@ def _extension_fields(fields: list[str], tags: dict[str, str], keep_container_id
         if field[0] == "@":
             rate = sample_rate(number(field[1:]))
         elif field[0] == "#":
-            _dogstatsd_tags(field[1:], tags)
+            dogstatsd_tags(field[1:], tags)
         elif field[0] == "T":
             stamp = dogstatsd_stamp(field[1:])
-        elif keep_container_id and field.startswith("c:") and len(field) > 2:
-            check_tag(CONTAINER_ID_TAG, field[2:], tags)
+        elif keep_container_id and field.startswith("c:"):
+            container_id(field, tags)
     return rate, stamp
 
-
-def _dogstatsd_tags(text: str, tags: dict[str, str]) -> None:
-    for item in text.split(","):
-        if item:
-            key, _, value = item.partition(":")
-            check_tag(key, value, tags)
