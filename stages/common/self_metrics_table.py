@@ -61,6 +61,10 @@ TABLE: tuple[SelfMetric, ...] = (
     SelfMetric("receiver", "connections_refused", "counter", ("receiver", "reason"),
                "new stream connections closed unread at `peer_limit` or `connection_limit` (their data is lost, "
                "counted here)"),
+    SelfMetric("receiver", "records", "counter", ("receiver", "kind"),
+               "DogStatsD events and service checks passed on to the forwarder (`kind=event`, `service_check`)"),
+    SelfMetric("receiver", "records_dropped", "counter", ("receiver", "kind"),
+               "events and service checks dropped because the forwarder's queue was full (or no forwarder ran)"),
     SelfMetric("receiver", "rule_dropped", "counter", ("receiver",),
                "metrics a rule dropped before aggregation (the receiver's rules seam, stages/receiver/identity.py)"),
     SelfMetric("aggregator", "metrics", "counter", ("shard",),
@@ -110,6 +114,9 @@ TABLE: tuple[SelfMetric, ...] = (
                "lost on the way (the loss ledger; it includes what `pystatsd.aggregator.lost_metrics` counts, so "
                "add neither to the other)"),
     SelfMetric("forwarder", "lost_batches", "counter", ("shard",), "the receiver batches those metrics were in"),
+    SelfMetric("forwarder", "records_without_sink", "counter", (),
+               "events and service checks dropped because no sink carries records (console, file or kafka, "
+               "each with `format: json`)"),
 )
 
 DECLARED: dict[tuple[str, str], SelfMetric] = {(metric.stage, metric.name): metric for metric in TABLE}

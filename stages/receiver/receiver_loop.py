@@ -48,6 +48,7 @@ from stages.receiver.listeners import adopt_listener, open_listener, shares_port
 from stages.receiver.listeners.connections import StreamConnections
 from stages.receiver.parsers import payload_parser, statsd_lines
 from stages.receiver.parsers.base import LineOptions, OpenInterval
+from stages.receiver.records_out import RecordsOut
 from stages.receiver.unsent import Predecessor, read_predecessor, unsent_path
 from stages.receiver.window import Window, new_window, take_payloads
 from stages.rundir.figures import publish
@@ -110,7 +111,10 @@ class Receiver:
         self.shards = ring_shards(self.run_dir, shards, clock.time())
         #: The interval the window fills, which a stamped metric must be stamped in; moved on per payload.
         self.open_interval = OpenInterval(config.flush_interval, clock.time())
-        self.line_options = LineOptions(self.open_interval, config.keep_container_id)
+        #: Events and service checks the parsers read since the last payloads were taken in.
+        self.records: list[dict[str, Any]] = []
+        self.line_options = LineOptions(self.open_interval, config.keep_container_id, self.records)
+        self.records_out = RecordsOut(ctx, self.run_dir, name, config.queues.forwarder_flushes)
         self.parse_payload = payload_parser(self.defaults, self.line_options)
         #: What the rules dropped in the windows a reshard replaced (the open window counts its own).
         self.rule_dropped_before = 0
@@ -264,6 +268,8 @@ class Receiver:
         before = window.metrics
         self.batcher.unsent.reading(len(payloads))
         take_payloads(window, payloads, self.parse_payload, self.bad)
+        if self.records:
+            self.records_out.send(self.records, now)
         self.datagrams += len(payloads)
         self.metrics += window.metrics - before
         self.batcher.filled()
@@ -280,6 +286,10 @@ class Receiver:
         stats.total("rule_dropped", self.rule_dropped)
         for reason, n in self.bad.items():
             stats.total("bad_lines", n, {"reason": reason})
+        for kind, n in self.records_out.sent.items():
+            stats.total("records", n, {"kind": kind})
+        for kind, n in self.records_out.dropped.items():
+            stats.total("records_dropped", n, {"kind": kind})
         for shard, n in enumerate(self.batcher.dropped):
             if n:
                 stats.total("dropped", n, {"reason": "shard_full", "shard": str(shard)})
@@ -325,6 +335,7 @@ class Receiver:
         self.batcher.unsent.close()
         for push in self.batcher.pushes:
             push.close(linger=RECEIVER_STOP.linger_ms)
+        self.records_out.close()
         hand_over(self.listeners, self.run_dir, self.name, self.kernel_drops(), self.config)
         self.restarting = True
 
@@ -341,3 +352,4 @@ class Receiver:
         self.batcher.unsent.close()
         for push in self.batcher.pushes:
             push.close(linger=RECEIVER_STOP.linger_ms)
+        self.records_out.close()

@@ -65,3 +65,25 @@ def test_a_container_id_becomes_a_tag_when_kept(pipeline: Pipeline) -> None:
                   port=pipeline.statsd_port)
     ci = pipeline.wait_series("dog.ci")
     assert sorted((a["tags"].get("container_id", "-"), a["value"]) for a in ci) == [("-", 4), ("abc123", 1), ("own", 2)]
+
+
+def test_events_and_service_checks_reach_the_file_sink_as_records_counted_per_kind(pipeline: Pipeline) -> None:
+    pipeline.send("_e{6,11}:deploy|v2.1\\nready|d:1700000000|h:web-1|k:rel|p:low|s:ci|t:success|#env:prod|c:ci9\n"
+                  "_sc|db.up|2|d:1700000001|h:db-1|#env:prod|m:disk | full\n_sc|db.up|9\n_e{3,1}:ab|c")
+    pipeline.send("_sc|cache.up|0", port=pipeline.statsd_port)
+    wait_for(lambda: len([a for a in pipeline.aggregates() if a["type"] in ("event", "service_check")]) == 3, 10,
+             "three records in the file sink")
+    got = sorted((a for a in pipeline.aggregates() if a["type"] in ("event", "service_check")), key=lambda a: a["name"])
+    assert got[0]["timestamp"] >= 1_700_000_000 and got[0]["name"] == "cache.up"  # stamped when read
+    assert got == [
+        {"name": "cache.up", "type": "service_check", "tags": {}, "timestamp": got[0]["timestamp"], "status": 0,
+         "status_name": "ok", "hostname": "", "message": ""},
+        {"name": "db.up", "type": "service_check", "tags": {"env": "prod"}, "timestamp": 1700000001, "status": 2,
+         "status_name": "critical", "hostname": "db-1", "message": "disk | full"},
+        {"name": "deploy", "type": "event", "tags": {"env": "prod", "container_id": "ci9"}, "timestamp": 1700000000,
+         "text": "v2.1\nready", "hostname": "web-1", "aggregation_key": "rel", "priority": "low",
+         "source_type_name": "ci", "alert_type": "success"}]
+    wait_for(lambda: [total(pipeline.series("pystatsd.receiver.records", kind=kind)) for kind in
+                      ("event", "service_check")] == [1, 2]
+             and bad_lines(pipeline, "bad_service_check") == 1 and bad_lines(pipeline, "bad_event") == 1, 10,
+             "the receiver to count 1 event and 2 service checks passed on, and the 2 malformed ones")

@@ -29,9 +29,9 @@ def debug_dropped(name: str, mtype: int, tags: Tags) -> Decision:
 def receiver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[receiver_loop.Receiver]:
     made = receiver_loop.new_window
 
-    def with_rules(*args: object, rules: object = None) -> Window:
+    def with_rules(*args: object, rules: object = None, **options: object) -> Window:
         assert rules is None  # what the receiver asks for today
-        return made(*args, rules=debug_dropped)  # type: ignore[arg-type]
+        return made(*args, rules=debug_dropped, **options)  # type: ignore[arg-type]
 
     monkeypatch.setattr(receiver_loop, "new_window", with_rules)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()

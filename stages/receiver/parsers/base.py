@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from stages.common.intervals import interval_index
 
@@ -124,6 +125,9 @@ class LineOptions:
     open_interval: OpenInterval | None = None
     #: DogStatsD's ``|c:<container id>`` becomes the tag ``container_id:<id>`` (else it is ignored).
     keep_container_id: bool = False
+    #: Where events and service checks go, as records (:mod:`.dogstatsd_records`); None: they are
+    #: dropped and counted as unsupported (nobody takes them on).
+    records: list[dict[str, Any]] | None = None
 
 
 #: How a parser reads lines when nobody says otherwise.

@@ -5,9 +5,9 @@ types ``c g ms h s d``, one metric per line, many lines per datagram. ``+N``/``-
 plain value sets it. A ``|T`` timestamp is checked against the receiver's open interval
 (:class:`~.base.OpenInterval`); a ``|c:`` container id becomes a tag when the options say so
 (:class:`~.base.LineOptions`). Other DogStatsD extension fields (``|e:``, ``|card:`` …) are ignored.
-Events (``_e{``) and service checks (``_sc|``) are read (:mod:`.dogstatsd_records`) and dropped,
-counted under ``event_unsupported`` or ``service_check_unsupported``, or the reason a malformed one
-is bad (passing them on is for later).
+Events (``_e{``) and service checks (``_sc|``) are read (:mod:`.dogstatsd_records`) into the
+options' ``records`` (without one they are dropped, counted under ``event_unsupported`` or
+``service_check_unsupported``); a malformed one is counted under the reason it is bad.
 """
 
 from __future__ import annotations
@@ -79,16 +79,19 @@ class Parser:
         """Parse one line into ``out`` (several samples for DogStatsD multi-value packing)."""
         head, sep, rest = line.partition(":")
         if not sep:
-            raise ParseError(self.record_reason(line) or "no_value")
+            if self.record_line(line):
+                return
+            raise ParseError("no_value")
         text, bar, tail = rest.partition("|")
         if not bar:
-            raise ParseError(self.record_reason(line) or "no_type")
+            if self.record_line(line):
+                return
+            raise ParseError("no_type")
         identity = self.identities.get((head, tail))
         if identity is None:
             # Only a line whose identity is new can be a record: no good line is asked twice.
-            reason = self.record_reason(line)
-            if reason:
-                raise ParseError(reason)
+            if self.record_line(line):
+                return
             identity = _identity(head, tail, self.defaults, self.options.keep_container_id)
             if len(self.identities) >= MAX_IDENTITIES:
                 self.identities.clear()
@@ -104,14 +107,17 @@ class Parser:
             self.options.open_interval.check(stamp)
         out.extend(samples)
 
-    def record_reason(self, line: str) -> str | None:
-        """Why an event or a service check is dropped (None for any other line): the reason it is
-        malformed, else that it is not passed on (yet). Its fields and tags hold colons and bars anywhere
-        (``_sc|x|0|#env:prod``), so it is known by its start alone."""
+    def record_line(self, line: str) -> bool:
+        """Whether ``line`` is an event or a service check, taken into the options' ``records``; raises
+        ParseError when it is malformed, or when there is nowhere to take it (``<kind>_unsupported``). Its
+        fields and tags hold colons and bars anywhere (``_sc|x|0|#env:prod``): it is known by its start."""
         if not dogstatsd_records.is_record(line):
-            return None
+            return False
         got = dogstatsd_records.record(line, self.defaults, self.options.keep_container_id)
-        return f"{got['type']}_unsupported"
+        if self.options.records is None:
+            raise ParseError(f"{got['type']}_unsupported")
+        self.options.records.append(got)
+        return True
 
 
 def parse(text: str, defaults: dict[str, str], out: list[Sample], bad: dict[str, int],
