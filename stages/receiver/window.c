@@ -173,7 +173,7 @@ typedef struct {
     Py_ssize_t cache_size;   /* answers kept at most: the table is emptied when one more would not fit */
     long long rule_dropped;  /* samples the rules dropped */
     unsigned char tag_slots[256];  /* TAG_SLOTS: a line's tags by key, once it has many (put_tag) */
-    int keep_container_id;   /* a `c:` field becomes the tag container_id (statsd.CONTAINER_ID_TAG) */
+    int keep_container_id;   /* a `c:` field becomes the tag container_id (parsers.base.CONTAINER_ID_TAG) */
 } Window;
 
 static uint32_t crc_table[256];
