@@ -579,6 +579,16 @@ def test_a_metric_is_taken_only_when_stamped_in_the_open_interval_and_counted_ot
         assert (decoded.gauges, decoded.counters, metrics) == (["a", True, 2.0], ["e", 1.0, "j", 4.0], 4)
 
 
+def test_a_json_timestamp_that_is_no_number_stays_a_tag_as_the_original_daemon_read_it() -> None:
+    lines = ['{"metric_name": "j", "metric_type": "counter", "value": 2, "timestamp": "2026-12-05T10:00:00Z"}',
+             '{"metric_name": "j", "metric_type": "counter", "value": 3, "timestamp": true}']
+    for window in window_pair(shards=1, defaults={}, options=stamped_options(False)):
+        assert fed(window, [payload(lines)], defaults={}, options=stamped_options(False)) == {}
+        ((body, _, metrics),) = window.take(100)[0]  # type: ignore[attr-defined]
+        assert contract.decode_batch_body(body).counters == [
+            series_key("j", ("timestamp", "2026-12-05T10:00:00Z")), 2.0, series_key("j", ("timestamp", "true")), 3.0]
+
+
 def test_without_an_open_interval_a_stamp_is_read_for_its_form_only() -> None:
     out: list[Sample] = []
     bad: dict[str, int] = {}

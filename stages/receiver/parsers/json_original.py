@@ -1,10 +1,11 @@
 """The original pystatsd's JSON datagrams: one object, an array of objects, or one object per line.
 
 ``metric_name`` and ``metric_type`` are required. The value is in ``value`` (``count`` too for a
-counter, default 1; a trace has none: each object is one event); ``sample_rate`` and ``timestamp``
-(unix seconds, checked as DogStatsD's ``|T``: :class:`~.base.OpenInterval`) are optional.
+counter, default 1; a trace has none: each object is one event); ``sample_rate`` is optional, and
+so is a numeric ``timestamp`` (unix seconds, checked as DogStatsD's ``|T``: :class:`~.base.OpenInterval`).
 Every other key is a tag: strings as they are, numbers and booleans as their JSON text; an array,
-object or null makes that metric invalid.
+object or null makes that metric invalid. A ``timestamp`` that is not a JSON number stays a tag, as
+the original daemon read every key but its own: its clients switch unchanged.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ JSON_TYPES: dict[str, int] = {
 }
 
 #: Keys that are never tags.
-RESERVED = frozenset({"metric_name", "metric_type", "value", "count", "sample_rate", "timestamp"})
+RESERVED = frozenset({"metric_name", "metric_type", "value", "count", "sample_rate"})
 
 #: More than MAX_JSON_DEPTH arrays or objects (an object by its first key) opened before anything
 #: else, JSON whitespace between: too deep, known without reading the document (the compiled window
@@ -108,9 +109,10 @@ def sample_from_object(obj: Any, defaults: dict[str, str], open_interval: OpenIn
     if mtype is None:
         raise ParseError("unknown_type")
     _check_text(name)
+    stamped = _is_number(obj.get("timestamp"))
     tags: dict[str, str] = {}
     for key, raw in obj.items():
-        if key not in RESERVED:
+        if key not in RESERVED and not (stamped and key == "timestamp"):
             text = _tag_text(raw)
             _check_text(key)
             _check_text(text)
@@ -130,7 +132,7 @@ def sample_from_object(obj: Any, defaults: dict[str, str], open_interval: OpenIn
     else:
         value = _json_number(obj["value"])
     name = base.metric_name(name)
-    if "timestamp" in obj:
+    if stamped:
         # Read after the rest, as a |T is: a bad object counts under its fault, whenever it was stamped.
         stamp = _stamp(obj["timestamp"])
         if open_interval is not None:
@@ -138,10 +140,12 @@ def sample_from_object(obj: Any, defaults: dict[str, str], open_interval: OpenIn
     return (name, mtype, value, rate, tag_tuple(tags, defaults))
 
 
+def _is_number(raw: Any) -> bool:
+    return isinstance(raw, (int, float)) and not isinstance(raw, bool)
+
+
 def _stamp(raw: Any) -> float:
-    """A ``timestamp``: unix seconds, a JSON number (a fraction is allowed here), at least 0."""
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        raise ParseError("bad_timestamp")
+    """A numeric ``timestamp``: unix seconds (a fraction is allowed here), at least 0."""
     try:
         stamp = float(raw)
     except OverflowError:
