@@ -204,7 +204,7 @@ class Forwarder:
         if not stats.enabled:
             return
         for name, figures in sinks.items():
-            # Tags as literals, each call's own: tests check them against stages/common/self_metrics_table.py.
+            # Tags as literals, each call's own: tests check them against stages/common/self_metrics.yaml.
             stats.total("delivered", figures["delivered"], {"sink": name})
             stats.total("errors", figures["errors"], {"sink": name})
             for reason, n in figures["dropped"].items():

@@ -422,6 +422,16 @@ static int count_bad(PyObject *bad, int reason)
     return failed;
 }
 
+/* The first bytes of well-formed UTF-8 (Unicode's table 3-7), in order: each range's sequence length
+ * and the bounds of its second byte (the others are 0x80-0xBF). A byte in no range starts none. */
+static const struct utf8_lead {
+    unsigned char first, last, len, lo, hi;
+} UTF8_LEADS[] = {
+    {0xC2, 0xDF, 2, 0x80, 0xBF}, {0xE0, 0xE0, 3, 0xA0, 0xBF}, {0xE1, 0xEC, 3, 0x80, 0xBF},
+    {0xED, 0xED, 3, 0x80, 0x9F}, {0xEE, 0xEF, 3, 0x80, 0xBF}, {0xF0, 0xF0, 4, 0x90, 0xBF},
+    {0xF1, 0xF3, 4, 0x80, 0xBF}, {0xF4, 0xF4, 4, 0x80, 0x8F},
+};
+
 /* Whether the bytes are UTF-8 as Python's strict decoder reads it (no overlong form, no surrogate,
  * nothing past U+10FFFF): decode_lines drops and counts a line that is not. */
 static int valid_utf8(const char *text, Py_ssize_t n)
@@ -439,25 +449,13 @@ static int valid_utf8(const char *text, Py_ssize_t n)
             i++;
             continue;
         }
-        int len;
-        unsigned char lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF)
-            len = 2;
-        else if (c == 0xE0)
-            len = 3, lo = 0xA0;
-        else if (c == 0xED)
-            len = 3, hi = 0x9F;
-        else if (c >= 0xE1 && c <= 0xEF)
-            len = 3;
-        else if (c == 0xF0)
-            len = 4, lo = 0x90;
-        else if (c == 0xF4)
-            len = 4, hi = 0x8F;
-        else if (c >= 0xF1 && c <= 0xF3)
-            len = 4;
-        else
+        const struct utf8_lead *lead = UTF8_LEADS;
+        while (lead < UTF8_LEADS + sizeof UTF8_LEADS / sizeof *UTF8_LEADS && c > lead->last)
+            lead++;
+        if (lead == UTF8_LEADS + sizeof UTF8_LEADS / sizeof *UTF8_LEADS || c < lead->first)
             return 0;
-        if (n - i < len || s[i + 1] < lo || s[i + 1] > hi)
+        int len = lead->len;
+        if (n - i < len || s[i + 1] < lead->lo || s[i + 1] > lead->hi)
             return 0;
         for (int k = 2; k < len; k++)
             if (s[i + k] < 0x80 || s[i + k] > 0xBF)

@@ -134,7 +134,7 @@ def test_outside_strict_mode_an_undeclared_self_metric_is_logged_once_and_report
         stats.total("brand_new", 1)
         stats.total("brand_new", 2)
     assert [record.getMessage() for record in caplog.records] == [
-        "self-metric receiver.brand_new is not declared in stages/common/self_metrics_table.py; reported all the same"]
+        "self-metric receiver.brand_new is not declared in stages/common/self_metrics.yaml; reported all the same"]
     assert [(reading.name, reading.value) for reading in stats.take()] == [("pystatsd.receiver.brand_new", 2.0)]
 
 
