@@ -24,7 +24,7 @@
  *
  * Given rules (stages.receiver.identity), the C asks them of each series it has not seen, by its
  * built key, and keeps their answer in a second key table (rule_identity): without rules that costs
- * one NULL check per line.
+ * one NULL check per line, and an answer without a scale one more per value.
  */
 #include "keytable.h"
 
@@ -216,12 +216,14 @@ static entry *find_entry(Window *w, int kind, const char *key, Py_ssize_t key_le
 /* ---- the seam for rules (stages.receiver.identity): a series' identity rewritten or dropped ---- */
 
 /* The payload of an item of w->answers: what the rules made of its series (UNASKED: their call failed),
- * and the tally its samples are counted under (-1: none). */
+ * the tally its samples are counted under (-1: none), and the scale of their values (scaled 0: none). */
 enum { UNASKED = 0, UNCHANGED, DROPPED, RENAMED };
 typedef struct {
     int state;
     int tally;
     Py_ssize_t offset, len, name_len;  /* RENAMED: the new series key in w->answer_keys, its name's length */
+    int scaled;
+    double scale;
 } rule_answer;
 
 /* The flat tags (k1, v1, ...) of a series key's tail after its name ("", or "\x1fk1\x1fv1..."). */
@@ -273,11 +275,15 @@ static int ask_rules(Window *w, int kind, const char *key, Py_ssize_t key_len, P
     Py_XDECREF(type);
     if (pair == NULL)
         return -1;
-    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 || !PyLong_Check(PyTuple_GET_ITEM(pair, 1))) {
+    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 3 || !PyLong_Check(PyTuple_GET_ITEM(pair, 1))
+            || (PyTuple_GET_ITEM(pair, 2) != Py_None && !PyFloat_Check(PyTuple_GET_ITEM(pair, 2)))) {
         Py_DECREF(pair);
-        PyErr_SetString(PyExc_TypeError, "rules: identity.answer gives (answer, tally)");
+        PyErr_SetString(PyExc_TypeError, "rules: identity.answer gives (answer, tally, scale)");
         return -1;
     }
+    PyObject *scale = PyTuple_GET_ITEM(pair, 2);
+    int scaled = scale != Py_None;
+    double scale_value = scaled ? PyFloat_AS_DOUBLE(scale) : 1.0;
     long tally = PyLong_AsLong(PyTuple_GET_ITEM(pair, 1));
     if ((tally == -1 && PyErr_Occurred()) || tally < -1 || tally > INT_MAX
             || (tally >= 0 && make_tally(w, tally) < 0)) {
@@ -308,20 +314,24 @@ static int ask_rules(Window *w, int kind, const char *key, Py_ssize_t key_len, P
         failed = 1;
     }
     Py_DECREF(got);
-    if (!failed)
+    if (!failed) {
         a->tally = (int)tally;
+        a->scaled = scaled;
+        a->scale = scale_value;
+    }
     return failed ? -1 : 0;
 }
 
 /*
  * What the rules make of the series (*key, *key_len: its built key; *name_len: its name's bytes) of
  * type `kind`, its `count` samples added to the answer's tally: 0 kept, with *key, *key_len and
- * *name_len now the series to file it under (the same or the rules' new one); 1 dropped; -1 error.
+ * *name_len now the series to file it under (the same or the rules' new one) and *scaled, *scale the
+ * answer's scale (*scaled 0: none); 1 dropped; -1 error.
  * The rules are asked only when w->answers does not hold the series, which keeps their answer, a
  * miss too, until it is emptied for want of room.
  */
 static int rule_identity(Window *w, int kind, const char **key, Py_ssize_t *key_len, Py_ssize_t *name_len,
-                         Py_ssize_t count)
+                         Py_ssize_t count, int *scaled, double *scale)
 {
     int created;
     Py_ssize_t i = table_find(&w->answers, kind, *key, *key_len, &created);
@@ -339,6 +349,8 @@ static int rule_identity(Window *w, int kind, const char **key, Py_ssize_t *key_
         w->tallies[a->tally] += count;
     if (a->state == DROPPED)
         return 1;
+    *scaled = a->scaled;
+    *scale = a->scale;
     if (a->state == RENAMED) {
         *key = w->answer_keys.data + a->offset;
         *key_len = a->len;
@@ -347,13 +359,18 @@ static int rule_identity(Window *w, int kind, const char **key, Py_ssize_t *key_
     return 0;
 }
 
-static int add_value(entry *e, int mtype, double value, double rate)
+/* One value into its entry; `scale` (NULL: none) multiplies it once, a counter's after the rate, as
+ * statsd_exporter scales. */
+static int add_value(entry *e, int mtype, double value, double rate, const double *scale)
 {
     e->metrics++;
-    switch (mtype) {
-    case COUNTER:
-        e->value += value / rate;
+    if (mtype == COUNTER) {
+        e->value += scale ? value / rate * *scale : value / rate;
         return 0;
+    }
+    if (scale)
+        value *= *scale;
+    switch (mtype) {
     case GAUGE:
         e->was_set = 1;
         e->value = value;
@@ -889,8 +906,10 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
     }
     const char *key = w->scratch.data;
     Py_ssize_t key_len = w->scratch.len;
+    int scaled = 0;
+    double scale = 1.0;
     if (w->rules != NULL) {
-        int dropped = rule_identity(w, mtype, &key, &key_len, &name_len, count);
+        int dropped = rule_identity(w, mtype, &key, &key_len, &name_len, count, &scaled, &scale);
         if (dropped < 0)
             return -1;
         if (dropped) {
@@ -915,7 +934,7 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
     const char *piece = value;
     for (Py_ssize_t i = 0; i < count; i++) {
         int piece_type = mtype == GAUGE && (*piece == '+' || *piece == '-') ? GAUGE_DELTA : mtype;
-        if (add_value(e, piece_type, w->numbers[i], rate) < 0)
+        if (add_value(e, piece_type, w->numbers[i], rate, scaled ? &scale : NULL) < 0)
             return -1;
         const char *next = memchr(piece, ':', (size_t)(bar - piece));
         piece = next ? next + 1 : bar;
@@ -977,8 +996,10 @@ static int add_sample(Window *w, PyObject *sample, int ruled)
     int kind = mtype == GAUGE_DELTA ? GAUGE : (int)mtype;
     const char *key = b->data;
     Py_ssize_t key_len = b->len;
+    int scaled = 0;
+    double scale = 1.0;
     if (w->rules != NULL && ruled) {
-        int dropped = rule_identity(w, kind, &key, &key_len, &name_len, 1);
+        int dropped = rule_identity(w, kind, &key, &key_len, &name_len, 1, &scaled, &scale);
         if (dropped < 0)
             return -1;
         if (dropped) {
@@ -1002,7 +1023,7 @@ static int add_sample(Window *w, PyObject *sample, int ruled)
     double number = PyFloat_AsDouble(value);
     if (number == -1.0 && PyErr_Occurred())
         return -1;
-    return add_value(e, (int)mtype, number, rate);
+    return add_value(e, (int)mtype, number, rate, scaled ? &scale : NULL);
 }
 
 /* Hand a line to the Python parser and take the samples it made. */

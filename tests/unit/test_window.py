@@ -28,6 +28,7 @@ from stages.receiver.identity import CACHE_SIZE, DROP, Decided, Decision, Rules
 from stages.receiver.parsers import parse_payload, payload_parser, statsd_lines
 from stages.receiver.rules.native import load as load_native
 from stages.receiver.rules.rule_set import RuleSet
+from stages.receiver.rules.statsd_exporter import from_yaml
 from stages.receiver.window import CompiledWindow, PyWindow, take_payloads
 from tests.compiled_parts import needs_compiled_window
 from tests.unit import parser_benchmarks
@@ -293,9 +294,14 @@ def without(tags: Tags, key: str) -> Tags:
     return tuple(text for k, v in zip(tags[::2], tags[1::2], strict=True) if k != key for text in (k, v))
 
 
+#: The scales Renaming gives, picked by name apart from what it decides: none, down, up, and negative.
+SCALES = (None, 0.001, 1000.0, -2.5)
+
+
 class Renaming:
     """Rules that rename (many names into few, on other shards), add and remove tags (merging series), drop
-    (by name, and by type alone), and leave alone, some naming a tally; each question asked is noted."""
+    (by name, and by type alone), and leave alone, some naming a tally, some a scale (of renamed, merged
+    and unchanged series alike); each question asked is noted."""
 
     def __init__(self) -> None:
         self.asked: list[tuple[str, int, Tags]] = []
@@ -303,7 +309,8 @@ class Renaming:
     def __call__(self, name: str, mtype: int, tags: Tags) -> Decision | Decided:
         decision = self.decide(name, mtype, tags)
         tally = zlib.crc32(name.encode("utf-8", "surrogatepass")) % 5
-        return Decided(tally * 3, decision) if tally else decision
+        scale = SCALES[zlib.adler32(name.encode("utf-8", "surrogatepass")) % len(SCALES)]
+        return Decided(tally * 3, decision, scale) if tally or scale is not None else decision
 
     def decide(self, name: str, mtype: int, tags: Tags) -> Decision:
         self.asked.append((name, mtype, tags))
@@ -438,7 +445,9 @@ def test_a_rule_that_fails_or_answers_wrong_is_an_error_asked_again_not_a_crash(
         calls.append(name)
         raise RuntimeError("rule broke")
 
-    for wrong in [("", ()), ("a\x1fb", ()), ("a", ("k",)), ("a", ["k", "v"]), ("a", ("k", 1))]:
+    for wrong in [("", ()), ("a\x1fb", ()), ("a", ("k",)), ("a", ["k", "v"]), ("a", ("k", 1)),
+                  Decided(0, None, math.nan), Decided(0, None, math.inf), Decided(0, None, "2"),  # type: ignore[arg-type]
+                  Decided(0, None, True)]:
         for window in window_pair(rules=(lambda *_, wrong=wrong: wrong,) * 2):  # type: ignore[misc]
             with pytest.raises(ValueError, match="rules: "):
                 fed(window, [b"x:1|c"])
@@ -513,3 +522,45 @@ def test_a_rule_that_renames_a_flood_of_names_into_one_is_still_bounded_by_the_s
         assert values[(("pystatsd_overflow", "true"),)] == sum(range(50)) - sum(
             value for tags, value in values.items() if tags != (("pystatsd_overflow", "true"),))
         assert sum(values.values()) == sum(range(50))
+
+
+def totals_of(window: object) -> dict[str, object]:
+    """Per series key what a take of everything holds: a counter's sum, a gauge's (was set, value), a
+    timer-like entry's (count, values), a set's members."""
+    out: dict[str, object] = {}
+    for batches in window.take(1000):  # type: ignore[attr-defined]
+        for frame, _, _ in batches:
+            body = contract.decode_batch_body(frame)
+            out.update(zip(body.counters[::2], body.counters[1::2], strict=True))
+            out.update((key, (was_set, value)) for key, was_set, value in zip(
+                body.gauges[::3], body.gauges[1::3], body.gauges[2::3], strict=True))
+            out.update((key, (count, list(contract.unpack_values(values)))) for key, count, values in zip(
+                body.sampled[::4], body.sampled[2::4], body.sampled[3::4], strict=True))
+            out.update(zip(body.sets[::2], body.sets[1::2], strict=True))
+    return out
+
+
+def test_a_mapping_s_scale_multiplies_each_value_of_its_series_once_as_statsd_exporter_does() -> None:
+    mapping = from_yaml("mappings:\n"
+                        "- match: req.*\n  name: req_total\n  scale: 0.5\n  labels: {path: $1}\n"
+                        "- match: temp.*\n  name: temp\n  scale: -2\n  labels: {room: $1}\n"
+                        "- match: lat\n  name: lat\n  scale: 0.001\n"  # the identity unchanged, the values scaled
+                        "- match: size.*\n  name: size\n  scale: 1024\n  labels: {unit: $1}\n"
+                        "- match: hits\n  name: hits\n")
+    rule_set = RuleSet([mapping])
+    lines = ["req.a:3|c", "req.a:4|c|@0.5", "req.b:1:2|c", "temp.x:10|g", "temp.x:+1|g", "temp.y:-3|g",
+             "temp.y:+4|g", "lat:250:500|ms|@0.5", "size.kb:2|d", "hits:7|c", "other:2|c", "req.a:u|s"]
+    document = json.dumps({"metric_name": "req.a", "metric_type": "counter", "value": 10}).encode()
+    for window in window_pair(shards=2, defaults={}, rules=(rule_set, rule_set)):
+        assert fed(window, [payload(lines), document], defaults={}) == {}
+        assert totals_of(window) == {
+            series_key("req_total", ("path", "a")): 3 * 0.5 + 4 / 0.5 * 0.5 + 10 * 0.5,
+            series_key("req_total", ("path", "b")): 1.5,
+            series_key("temp", ("room", "x")): (True, -22.0),
+            series_key("temp", ("room", "y")): (False, -2.0),
+            series_key("lat", ()): (4.0, [0.25, 0.5]),  # the count stays what the rate says
+            series_key("size", ("unit", "kb")): (1.0, [2048.0]),
+            series_key("hits", ()): 7.0,
+            series_key("other", ()): 2.0,
+            series_key("req.a", ()): ["u"],  # a set: statsd_exporter maps none, so none is scaled
+        }
