@@ -68,6 +68,10 @@ TABLE: tuple[SelfMetric, ...] = (
                "metrics a rule dropped before aggregation"),
     SelfMetric("receiver", "rule_unmatched", "counter", ("receiver",),
                "metrics no rule matched, kept as sent (only with rules configured)"),
+    SelfMetric("receiver", "records", "counter", ("receiver", "kind"),
+               "DogStatsD events and service checks passed on to the forwarder (`kind=event`, `service_check`)"),
+    SelfMetric("receiver", "records_dropped", "counter", ("receiver", "kind"),
+               "events and service checks dropped because the forwarder's queue was full (or no forwarder ran)"),
     SelfMetric("aggregator", "metrics", "counter", ("shard",),
                "metrics aggregated (repeats the receiver summed count each)"),
     SelfMetric("aggregator", "series", "gauge", ("shard",),
@@ -115,6 +119,9 @@ TABLE: tuple[SelfMetric, ...] = (
                "lost on the way (the loss ledger; it includes what `pystatsd.aggregator.lost_metrics` counts, so "
                "add neither to the other)"),
     SelfMetric("forwarder", "lost_batches", "counter", ("shard",), "the receiver batches those metrics were in"),
+    SelfMetric("forwarder", "records_without_sink", "counter", (),
+               "events and service checks dropped because no sink carries records (console, file or kafka, "
+               "each with `format: json`)"),
 )
 
 DECLARED: dict[tuple[str, str], SelfMetric] = {(metric.stage, metric.name): metric for metric in TABLE}
