@@ -18,7 +18,10 @@ counts cost one addition per sample (the rule set says what each number stands f
 ``scale``): each window multiplies the value of every sample the answer files by it, once per sample,
 as statsd_exporter does (a counter's value / rate, a gauge's value or change, each timer, histogram or
 distribution value; a set's members and a trace's count are no values and stay as sent); without a
-scale (None) nothing is multiplied.
+scale (None) nothing is multiplied. A value its scale takes beyond :data:`MAX_MAGNITUDE` (the bound
+every parser holds a value to, so that no sum downstream overflows) is not taken: the window counts
+that sample as a bad line, ``out_of_range``, as a parser counts a value beyond it, and its answer's
+tally does not count it.
 
 Each window keeps the answers, misses (None) included, per (type, series key) in a cache of at most
 ``cache_size`` series (:data:`CACHE_SIZE` unless told), emptied whenever a new series would
@@ -35,6 +38,10 @@ import math
 from typing import Literal, NamedTuple, Protocol
 
 from stages.common.model import KEY_SEPARATOR, Tags, series_key, tag_tuple
+from stages.receiver.parsers.base import MAX_MAGNITUDE as MAX_MAGNITUDE  # the windows hold scaled values to it
+
+#: The reason a window counts a sample under when its rule's scale takes its value beyond MAX_MAGNITUDE.
+OUT_OF_RANGE = "out_of_range"
 
 
 class Drop(enum.Enum):

@@ -108,7 +108,7 @@ def test_a_mapping_s_scale_multiplies_every_value_of_its_series_before_it_is_agg
         pipeline.wait_interval_start()
         stamp = time.time()
         pipeline.send("net.in.bytes:100|c\nnet.in.bytes:30|c|@0.5\nlat.web:12|ms\nlat.web:20:4|ms\n"
-                      "temp:20|g\ntemp:+4|g\nplain:3|c", pipeline.statsd_port)
+                      "temp:20|g\ntemp:+4|g\nplain:3|c\nnet.in.bytes:1e300|c", pipeline.statsd_port)
         wait_for(lambda: pipeline.shards_flushed_after(stamp), 15, "every shard to flush the interval")
         assert [a["value"] for a in pipeline.series("net_bits", dir="in")] == [(100 + 30 / 0.5) * 8]
         assert [(a["stats"]["count"], a["stats"]["sum"], a["stats"]["min"], a["stats"]["max"])
@@ -118,3 +118,5 @@ def test_a_mapping_s_scale_multiplies_every_value_of_its_series_before_it_is_agg
         wait_for(lambda: own_total(pipeline, "rule_mapped", rule="mapping_config[2]") == 2, 10, "the counts")
         assert own_total(pipeline, "rule_mapped", rule="mapping_config[0]") == 2
         assert own_total(pipeline, "rule_mapped", rule="mapping_config[1]") == 3
+        # 1e300 bits is beyond what any value may be (1e300): refused and counted, the shard's sums finite
+        assert own_total(pipeline, "bad_lines", reason="out_of_range") == 1

@@ -652,3 +652,29 @@ def test_a_mapping_s_scale_multiplies_each_value_of_its_series_once_as_statsd_ex
             series_key("other", ()): 2.0,
             series_key("req.a", ()): ["u"],  # a set: statsd_exporter maps none, so none is scaled
         }
+
+
+def test_a_value_its_scale_takes_out_of_range_is_refused_and_counted_as_a_bad_line_in_both_windows() -> None:
+    """Values are held to MAX_MAGNITUDE so that no sum downstream overflows (a shard's timer sum of +inf and
+    -inf would fail its flush): a scaled value is held to it too, each value of a packed line alone."""
+    rule_set = RuleSet([from_yaml("mappings:\n- match: big.*\n  name: big\n  scale: 1e10\n  labels: {part: $1}\n")])
+    lines = ["big.c:1e295|c", "big.c:1e289|c|@0.5", "big.c:2|c", "big.t:1e291:-1e291:3|ms", "big.g:-1e291|g",
+             "big.g:+5|g", "big.s:1e300|s"]
+    document = json.dumps([{"metric_name": "big.c", "metric_type": "counter", "value": 1e295},
+                           {"metric_name": "big.c", "metric_type": "counter", "value": 1}]).encode()
+    for window in window_pair(shards=1, defaults={}, rules=(rule_set, rule_set)):
+        # the fallback parser's lines too: a non-ASCII tag sends a line to it
+        assert fed(window, [payload(lines + ["big.c:1e295|c|#k:é", "big.c:3|c|#k:é"]), document],
+                   defaults={}) == {"out_of_range": 6}
+        assert window.add(("big.c", int(MetricType.COUNTER), 1e295, 1.0, ())) == "out_of_range"  # type: ignore[attr-defined]
+        assert window.add(("big.c", int(MetricType.COUNTER), 1.0, 1.0, ())) is None  # type: ignore[attr-defined]
+        mapped = rule_set.tally_names().index(("mapped", "mapping_config[0]"))
+        assert window.tallies[mapped] == 7  # type: ignore[attr-defined]  # what was taken, no more
+        assert (window.metrics, window.rule_dropped) == (8, 0)  # type: ignore[attr-defined]
+        assert totals_of(window) == {
+            series_key("big", ("part", "c")): 1e289 / 0.5 * 1e10 + 2 * 1e10 + 1e10 + 1e10,
+            series_key("big", ("k", "é", "part", "c")): 3e10,
+            series_key("big", ("part", "t")): (1.0, [3e10]),
+            series_key("big", ("part", "g")): (False, 5e10),
+            series_key("big.s", ()): ["1e300"],  # a set: statsd_exporter maps none
+        }
