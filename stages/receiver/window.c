@@ -961,7 +961,7 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
     double counter_rate = scaled && mtype == COUNTER ? 1.0 : rate;  /* a scaled counter's value is what it adds */
     for (Py_ssize_t i = 0; i < count; i++) {
         int piece_type = mtype == GAUGE && (*piece == '+' || *piece == '-') ? GAUGE_DELTA : mtype;
-        if (!isnan(w->numbers[i]) && add_value(e, piece_type, w->numbers[i], counter_rate) < 0)
+        if ((refused == 0 || !isnan(w->numbers[i])) && add_value(e, piece_type, w->numbers[i], counter_rate) < 0)
             return -1;
         const char *next = memchr(piece, ':', (size_t)(bar - piece));
         piece = next ? next + 1 : bar;
