@@ -14,7 +14,14 @@ tags already merged in. It returns None (unchanged), :data:`DROP`, or ``(new_nam
 these inside :class:`Decided`, which adds a *tally*: a small number (``0 <= tally < MAX_TALLIES``)
 under which each window counts the samples filed by that answer (``tallies``), so that per-rule
 counts cost one addition per sample (the rule set says what each number stands for:
-:mod:`stages.receiver.rules.rule_set`).
+:mod:`stages.receiver.rules.rule_set`), and may add a *scale* (a finite float, statsd_exporter's
+``scale``): each window multiplies the value of every sample the answer files by it, once per sample,
+as statsd_exporter does (a counter's value / rate, a gauge's value or change, each timer, histogram or
+distribution value; a set's members and a trace's count are no values and stay as sent); without a
+scale (None) nothing is multiplied. A value its scale takes beyond :data:`MAX_MAGNITUDE` (the bound
+every parser holds a value to, so that no sum downstream overflows) is not taken: the window counts
+that sample as a bad line, ``out_of_range``, as a parser counts a value beyond it, and its answer's
+tally does not count it.
 
 Each window keeps the answers, misses (None) included, per (type, series key) in a cache of at most
 ``cache_size`` series (:data:`CACHE_SIZE` unless told), emptied whenever a new series would
@@ -27,9 +34,14 @@ window's ``rule_dropped``, never lost silently; with tallies, in ``tallies[tally
 from __future__ import annotations
 
 import enum
+import math
 from typing import Literal, NamedTuple, Protocol
 
 from stages.common.model import KEY_SEPARATOR, Tags, series_key, tag_tuple
+from stages.receiver.parsers.base import MAX_MAGNITUDE as MAX_MAGNITUDE  # the windows hold scaled values to it
+
+#: The reason a window counts a sample under when its rule's scale takes its value beyond MAX_MAGNITUDE.
+OUT_OF_RANGE = "out_of_range"
 
 
 class Drop(enum.Enum):
@@ -52,10 +64,15 @@ NO_TALLY = -1
 
 
 class Decided(NamedTuple):
-    """A :data:`Decision` and the tally its samples are counted under."""
+    """A :data:`Decision`, the tally its samples are counted under, and the scale of their values (None: none)."""
 
     tally: int
     decision: Decision
+    scale: float | None = None
+
+
+#: What a window caches per (type, series key): the :data:`Answer`, its tally and its scale.
+Answered = tuple[Answer, int, float | None]
 
 #: Series whose answers a window keeps (a few hundred bytes each in the compiled window, in Python more).
 CACHE_SIZE = 1 << 18
@@ -66,17 +83,21 @@ class Rules(Protocol):
         """What becomes of the series ``name``/``tags`` of type ``mtype`` (see the module's docs)."""
 
 
-def answer(rules: Rules, name: str, mtype: int, tags: Tags) -> tuple[Answer, int]:
+def answer(rules: Rules, name: str, mtype: int, tags: Tags) -> Answered:
     """``rules``' decision on one series, as the windows cache it: None, False, or the new series key
-    (built as :func:`~stages.common.model.series_key` builds every key: the tags sorted by key), and
-    its tally (:data:`NO_TALLY` when the decision names none)."""
+    (built as :func:`~stages.common.model.series_key` builds every key: the tags sorted by key), its
+    tally (:data:`NO_TALLY` when the decision names none) and its scale (a float, or None)."""
     decision = rules(name, mtype, tags)
-    tally = NO_TALLY
+    tally, scale = NO_TALLY, None
     if isinstance(decision, Decided):
-        tally, decision = decision
+        tally, decision, scale = decision
         if not isinstance(tally, int) or not 0 <= tally < MAX_TALLIES:
             raise ValueError(f"rules: tally {tally!r} for {name!r} is not from 0 to {MAX_TALLIES - 1}")
-    return _answer(decision, name), tally
+        if scale is not None:
+            if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+                raise ValueError(f"rules: scale {scale!r} for {name!r} is no finite number")
+            scale = float(scale)
+    return _answer(decision, name), tally, scale
 
 
 def _answer(decision: Decision, name: str) -> Answer:
@@ -108,11 +129,11 @@ class Answers:
         self.size = size
         #: Samples filed per tally, since the window was made: as long as the highest tally given needs.
         self.tallies: list[int] = []
-        self._answers: dict[tuple[int, str], tuple[Answer, int]] = {}
+        self._answers: dict[tuple[int, str], Answered] = {}
 
-    def of(self, kind: int, key: str, name: str, tags: Tags) -> tuple[Answer, int]:
-        """The answer and tally for the series ``key`` (of ``name`` and ``tags``) of type ``kind``; asked once
-        while held."""
+    def of(self, kind: int, key: str, name: str, tags: Tags) -> Answered:
+        """The answer, tally and scale for the series ``key`` (of ``name`` and ``tags``) of type ``kind``;
+        asked once while held."""
         try:
             return self._answers[(kind, key)]
         except KeyError:  # None is an answer too: a miss is a missing key, rare once the series are known

@@ -24,7 +24,7 @@
  *
  * Given rules (stages.receiver.identity), the C asks them of each series it has not seen, by its
  * built key, and keeps their answer in a second key table (rule_identity): without rules that costs
- * one NULL check per line.
+ * one NULL check per line, and an answer without a scale one more per value.
  */
 #include "keytable.h"
 
@@ -173,6 +173,7 @@ typedef struct {
     Py_ssize_t cache_size;   /* answers kept at most: the table is emptied when one more would not fit */
     long long rule_dropped;  /* samples the rules dropped */
     long long *tallies;      /* samples filed per tally the answers named (identity.Decided) */
+    long long out_of_range;  /* values of the line at hand a rule's scale took out of range: feed counts them */
     Py_ssize_t n_tallies;    /* as many as the highest tally given needs */
     unsigned char tag_slots[256];  /* TAG_SLOTS: a line's tags by key, once it has many (put_tag) */
     int keep_container_id;   /* a `c:` field becomes the tag container_id (parsers.base.CONTAINER_ID_TAG) */
@@ -217,12 +218,14 @@ static entry *find_entry(Window *w, int kind, const char *key, Py_ssize_t key_le
 /* ---- the seam for rules (stages.receiver.identity): a series' identity rewritten or dropped ---- */
 
 /* The payload of an item of w->answers: what the rules made of its series (UNASKED: their call failed),
- * and the tally its samples are counted under (-1: none). */
+ * the tally its samples are counted under (-1: none), and the scale of their values (scaled 0: none). */
 enum { UNASKED = 0, UNCHANGED, DROPPED, RENAMED };
 typedef struct {
     int state;
     int tally;
     Py_ssize_t offset, len, name_len;  /* RENAMED: the new series key in w->answer_keys, its name's length */
+    int scaled;
+    double scale;
 } rule_answer;
 
 /* The flat tags (k1, v1, ...) of a series key's tail after its name ("", or "\x1fk1\x1fv1..."). */
@@ -274,11 +277,15 @@ static int ask_rules(Window *w, int kind, const char *key, Py_ssize_t key_len, P
     Py_XDECREF(type);
     if (pair == NULL)
         return -1;
-    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 || !PyLong_Check(PyTuple_GET_ITEM(pair, 1))) {
+    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 3 || !PyLong_Check(PyTuple_GET_ITEM(pair, 1))
+            || (PyTuple_GET_ITEM(pair, 2) != Py_None && !PyFloat_Check(PyTuple_GET_ITEM(pair, 2)))) {
         Py_DECREF(pair);
-        PyErr_SetString(PyExc_TypeError, "rules: identity.answer gives (answer, tally)");
+        PyErr_SetString(PyExc_TypeError, "rules: identity.answer gives (answer, tally, scale)");
         return -1;
     }
+    PyObject *scale = PyTuple_GET_ITEM(pair, 2);
+    int scaled = scale != Py_None;
+    double scale_value = scaled ? PyFloat_AS_DOUBLE(scale) : 1.0;
     long tally = PyLong_AsLong(PyTuple_GET_ITEM(pair, 1));
     if ((tally == -1 && PyErr_Occurred()) || tally < -1 || tally > INT_MAX
             || (tally >= 0 && make_tally(w, tally) < 0)) {
@@ -309,20 +316,25 @@ static int ask_rules(Window *w, int kind, const char *key, Py_ssize_t key_len, P
         failed = 1;
     }
     Py_DECREF(got);
-    if (!failed)
+    if (!failed) {
         a->tally = (int)tally;
+        a->scaled = scaled;
+        a->scale = scale_value;
+    }
     return failed ? -1 : 0;
 }
 
 /*
  * What the rules make of the series (*key, *key_len: its built key; *name_len: its name's bytes) of
- * type `kind`, its `count` samples added to the answer's tally: 0 kept, with *key, *key_len and
- * *name_len now the series to file it under (the same or the rules' new one); 1 dropped; -1 error.
+ * type `kind`: 1 dropped, its `count` samples added to the answer's tally; 0 kept, with *key, *key_len
+ * and *name_len now the series to file it under (the same or the rules' new one), *scaled, *scale the
+ * answer's scale (*scaled 0: none) and *tally its tally (-1: none), which the caller adds the samples
+ * it takes to (a scale may refuse some); -1 error.
  * The rules are asked only when w->answers does not hold the series, which keeps their answer, a
  * miss too, until it is emptied for want of room.
  */
 static int rule_identity(Window *w, int kind, const char **key, Py_ssize_t *key_len, Py_ssize_t *name_len,
-                         Py_ssize_t count)
+                         Py_ssize_t count, int *scaled, double *scale, int *tally)
 {
     int created;
     Py_ssize_t i = table_find(&w->answers, kind, *key, *key_len, &created);
@@ -336,10 +348,14 @@ static int rule_identity(Window *w, int kind, const char **key, Py_ssize_t *key_
     rule_answer *a = table_item(&w->answers, i);
     if (a->state == UNASKED && ask_rules(w, kind, *key, *key_len, *name_len, a) < 0)
         return -1;
-    if (a->tally >= 0)
-        w->tallies[a->tally] += count;
-    if (a->state == DROPPED)
+    if (a->state == DROPPED) {
+        if (a->tally >= 0)
+            w->tallies[a->tally] += count;
         return 1;
+    }
+    *tally = a->tally;
+    *scaled = a->scaled;
+    *scale = a->scale;
     if (a->state == RENAMED) {
         *key = w->answer_keys.data + a->offset;
         *key_len = a->len;
@@ -348,6 +364,15 @@ static int rule_identity(Window *w, int kind, const char **key, Py_ssize_t *key_
     return 0;
 }
 
+/* A value of type `mtype` times a rule's scale, as statsd_exporter scales (a counter's value / rate,
+ * then the scale); NAN when that is beyond MAX_MAGNITUDE (the sample is refused: out_of_range). */
+static double scaled_value(int mtype, double value, double rate, double scale)
+{
+    double scaled = mtype == COUNTER ? value / rate * scale : value * scale;
+    return fabs(scaled) <= MAX_MAGNITUDE ? scaled : NAN;
+}
+
+/* One value into its entry (a scaled counter's is what it adds: given with a rate of 1, it stays exact). */
 static int add_value(entry *e, int mtype, double value, double rate)
 {
     e->metrics++;
@@ -894,14 +919,27 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
     }
     const char *key = w->scratch.data;
     Py_ssize_t key_len = w->scratch.len;
+    int scaled = 0, tally = -1;
+    double scale = 1.0;
+    Py_ssize_t refused = 0;
     if (w->rules != NULL) {
-        int dropped = rule_identity(w, mtype, &key, &key_len, &name_len, count);
+        int dropped = rule_identity(w, mtype, &key, &key_len, &name_len, count, &scaled, &scale, &tally);
         if (dropped < 0)
             return -1;
         if (dropped) {
             w->rule_dropped += count;  /* each value of the line a sample, as the parser makes them */
             return OK;
         }
+        /* each value as its rule's scale makes it, before any is filed: one out of range is refused (NAN) */
+        for (Py_ssize_t i = 0; scaled && mtype != SET && i < count; i++) {
+            w->numbers[i] = scaled_value(mtype, w->numbers[i], rate, scale);
+            refused += isnan(w->numbers[i]);
+        }
+        w->out_of_range = refused;
+        if (tally >= 0)
+            w->tallies[tally] += count - refused;
+        if (refused == count)
+            return OK;
     }
     entry *e = find_entry(w, mtype, key, key_len, name_len);
     if (e == NULL)
@@ -918,15 +956,16 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
     }
     /* the value pieces, each its own sample; on a gauge a leading sign makes it a change */
     const char *piece = value;
+    double counter_rate = scaled && mtype == COUNTER ? 1.0 : rate;  /* a scaled counter's value is what it adds */
     for (Py_ssize_t i = 0; i < count; i++) {
         int piece_type = mtype == GAUGE && (*piece == '+' || *piece == '-') ? GAUGE_DELTA : mtype;
-        if (add_value(e, piece_type, w->numbers[i], rate) < 0)
+        if ((refused == 0 || !isnan(w->numbers[i])) && add_value(e, piece_type, w->numbers[i], counter_rate) < 0)
             return -1;
         const char *next = memchr(piece, ':', (size_t)(bar - piece));
         piece = next ? next + 1 : bar;
     }
-    w->metrics += count;
-    w->shard_metrics[e->shard] += count;
+    w->metrics += count - refused;
+    w->shard_metrics[e->shard] += count - refused;
     return OK;
 }
 
@@ -942,7 +981,8 @@ static int utf8_of(PyObject *text, const char **p, Py_ssize_t *n)
     return *p == NULL ? -1 : 0;
 }
 
-/* One sample a Python parser made; `ruled`: asked of the rules (0: the receiver's own, filed as it is). */
+/* One sample a Python parser made; `ruled`: asked of the rules (0: the receiver's own, filed as it is).
+ * 0 taken, 1 refused (its rule's scale took its value out of range), -1 error. */
 static int add_sample(Window *w, PyObject *sample, int ruled)
 {
     if (!PyTuple_Check(sample) || PyTuple_GET_SIZE(sample) != 5) {
@@ -982,8 +1022,10 @@ static int add_sample(Window *w, PyObject *sample, int ruled)
     int kind = mtype == GAUGE_DELTA ? GAUGE : (int)mtype;
     const char *key = b->data;
     Py_ssize_t key_len = b->len;
+    int scaled = 0, tally = -1;
+    double scale = 1.0;
     if (w->rules != NULL && ruled) {
-        int dropped = rule_identity(w, kind, &key, &key_len, &name_len, 1);
+        int dropped = rule_identity(w, kind, &key, &key_len, &name_len, 1, &scaled, &scale, &tally);
         if (dropped < 0)
             return -1;
         if (dropped) {
@@ -991,22 +1033,34 @@ static int add_sample(Window *w, PyObject *sample, int ruled)
             return 0;
         }
     }
-    entry *e = find_entry(w, kind, key, key_len, name_len);
-    if (e == NULL)
-        return -1;
-    w->metrics++;
-    w->shard_metrics[e->shard]++;
     PyObject *value = PyTuple_GET_ITEM(sample, 2);
+    double number = 0.0;
     if (mtype == SET) {
         if (!PyUnicode_Check(value)) {
             PyErr_SetString(PyExc_TypeError, "sample: a set member must be str");
             return -1;
         }
-        return add_member(e, value);
+    } else {
+        number = PyFloat_AsDouble(value);
+        if (number == -1.0 && PyErr_Occurred())
+            return -1;
     }
-    double number = PyFloat_AsDouble(value);
-    if (number == -1.0 && PyErr_Occurred())
+    if (scaled && mtype < SET) {  /* before anything of it is counted, as the Python window does */
+        number = scaled_value((int)mtype, number, rate, scale);
+        if (isnan(number))
+            return 1;
+        if (mtype == COUNTER)
+            rate = 1.0;  /* what it adds */
+    }
+    if (tally >= 0)
+        w->tallies[tally]++;
+    entry *e = find_entry(w, kind, key, key_len, name_len);
+    if (e == NULL)
         return -1;
+    w->metrics++;
+    w->shard_metrics[e->shard]++;
+    if (mtype == SET)
+        return add_member(e, value);
     return add_value(e, (int)mtype, number, rate);
 }
 
@@ -1023,8 +1077,10 @@ static int fallback_line(Window *w, const char *p, Py_ssize_t n, PyObject *bad)
         return -1;
     Py_DECREF(result);
     int failed = 0;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(w->fallback_out) && !failed; i++)
-        failed = add_sample(w, PyList_GET_ITEM(w->fallback_out, i), 1) < 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(w->fallback_out) && !failed; i++) {
+        int got = add_sample(w, PyList_GET_ITEM(w->fallback_out, i), 1);
+        failed = got < 0 || (got == 1 && count_bad(bad, R_OUT_OF_RANGE) < 0);
+    }
     if (PyList_SetSlice(w->fallback_out, 0, PyList_GET_SIZE(w->fallback_out), NULL) < 0)
         return -1;
     return failed ? -1 : 0;
@@ -1146,6 +1202,9 @@ static int feed_payload(Window *w, const char *p, Py_ssize_t n, PyObject *bad, i
             got = cut > 0 ? fast_line(w, p, len, cut) : OK;
         if (got < 0)
             return -1;
+        for (; w->out_of_range > 0; w->out_of_range--)  /* values a rule's scale refused, each a bad line */
+            if (count_bad(bad, R_OUT_OF_RANGE) < 0)
+                return -1;
         if (got == UNSURE && fallback_line(w, p, len, bad) < 0)
             return -1;
         if (got > UNSURE && count_bad(bad, got) < 0)
@@ -1348,8 +1407,11 @@ static PyObject *Window_feed(Window *w, PyObject *args)
 
 static PyObject *Window_add(Window *w, PyObject *sample)
 {
-    if (ready(w) < 0 || add_sample(w, sample, 1) < 0)
+    int got = ready(w) < 0 ? -1 : add_sample(w, sample, 1);
+    if (got < 0)
         return NULL;
+    if (got == 1)
+        return Py_NewRef(reason_keys[R_OUT_OF_RANGE]);
     Py_RETURN_NONE;
 }
 

@@ -14,8 +14,9 @@ it when it was built; the property tests prove both give the same batches and ba
 A window reads no socket, and imports no parser: its ``parse_lines`` (the statsd parser, see
 :func:`stages.receiver.parsers.statsd_lines`) is given to it, and the Python window hands it every
 line. Given ``rules`` (:mod:`.identity`), each window asks them what becomes of each new series
-before it is given an entry and a shard, and counts what they drop in ``rule_dropped`` and the
-samples of each answer's tally in ``tallies``.
+before it is given an entry and a shard, multiplies the values of its samples by the answer's scale
+when it has one, and counts what they drop in ``rule_dropped`` and the samples of each answer's tally
+in ``tallies``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 from stages.common import compiled, contract
 from stages.common.model import MetricType, Sample, Tags, series_key, series_name
 from stages.common.sharding import shard_for
-from stages.receiver.identity import CACHE_SIZE, Answers, Rules
+from stages.receiver.identity import CACHE_SIZE, MAX_MAGNITUDE, OUT_OF_RANGE, Answers, Rules
 
 if TYPE_CHECKING:
     from stages.receiver import _window
@@ -84,8 +85,9 @@ class Window(Protocol):
         holding ``{`` or ``[``; the compiled window only one with a line that starts a document it cannot
         refuse itself (the routing rule reads every other as statsd lines: the same result)."""
 
-    def add(self, sample: Sample) -> None:
-        """Take one sample a parser made."""
+    def add(self, sample: Sample) -> str | None:
+        """Take one sample a parser made; the reason it was not taken (:data:`~.identity.OUT_OF_RANGE`: its
+        rule's scale took its value out of range), for the caller to count as a bad line, or None."""
 
     def add_own(self, sample: Sample) -> None:
         """Take one of the receiver's own samples (its self-metrics): filed as it is, the rules not asked,
@@ -145,20 +147,29 @@ class PyWindow:
             samples: list[Sample] = []
             self.parse_lines(b"\n".join(payloads[start:end]), samples, bad)
             for sample in samples:
-                self.add(sample)
+                count_refused(self.add(sample), bad)
         return end
 
-    def add(self, sample: Sample) -> None:
+    def add(self, sample: Sample) -> str | None:
         name, mtype, value, rate, tags = sample
         kind = GAUGE if mtype == GAUGE_DELTA else mtype
         key = series_key(name, tags)
+        scaled = None
         if self._answers is not None:
-            answer, tally = self._answers.of(kind, key, name, tags)
+            answer, tally, scale = self._answers.of(kind, key, name, tags)
+            if answer is False:
+                if tally >= 0:
+                    self._answers.tallies[tally] += 1
+                self.rule_dropped += 1
+                return None
+            if scale is not None and kind < SET:
+                # A rule's scale multiplies each value once, as statsd_exporter does (a counter's after its
+                # rate); what it takes out of range is refused before anything of the sample is counted.
+                scaled = value / rate * scale if kind == COUNTER else value * scale  # type: ignore[operator]
+                if not abs(scaled) <= MAX_MAGNITUDE:
+                    return OUT_OF_RANGE
             if tally >= 0:
                 self._answers.tallies[tally] += 1
-            if answer is False:
-                self.rule_dropped += 1
-                return
             if answer is not None:
                 key = answer
                 name = series_name(key)
@@ -172,24 +183,25 @@ class PyWindow:
         # A sample's value is a float for every kind but a set's member (the parser makes it so); the
         # checker cannot follow the kind, and a cast per sample would cost this fallback path a call.
         if kind == COUNTER:
-            entry.value += value / rate  # type: ignore[operator]  # a number: see above
+            entry.value += value / rate if scaled is None else scaled  # type: ignore[operator]  # a number
         elif mtype == GAUGE:
             entry.was_set = True
-            entry.value = float(value)
+            entry.value = float(value) if scaled is None else scaled
         elif mtype == GAUGE_DELTA:
-            entry.value += value  # type: ignore[operator]  # a number: see above
+            entry.value += value if scaled is None else scaled  # type: ignore[operator]  # a number: see above
         elif kind == SET:
             entry.members.setdefault(value, None)  # type: ignore[arg-type]  # a set's member: a str
         elif kind == TRACE:
             entry.value += 1.0 / rate
         else:
-            entry.values.append(float(value))
+            entry.values.append(float(value) if scaled is None else scaled)
             entry.value += 1.0 / rate
+        return None
 
     def add_own(self, sample: Sample) -> None:
         answers, self._answers = self._answers, None
         try:
-            self.add(sample)
+            self.add(sample)  # no rules: no scale, nothing refused
         finally:
             self._answers = answers
 
@@ -223,6 +235,12 @@ def _batch(entries: list[_Entry]) -> Batch:
     return contract.pack_batch_body(body), len(entries), sum(entry.metrics for entry in entries)
 
 
+def count_refused(reason: str | None, bad: dict[str, int]) -> None:
+    """A sample :meth:`Window.add` refused (``reason``, None when taken) counted in ``bad`` as a bad line."""
+    if reason is not None:
+        bad[reason] = bad.get(reason, 0) + 1
+
+
 def take_payloads(window: Window, payloads: list[bytes], parse_payload: PayloadParser, bad: dict[str, int]) -> None:
     """Every payload into ``window``, in order: statsd runs by the window itself, the rest by ``parse_payload``."""
     taken = 0
@@ -232,7 +250,7 @@ def take_payloads(window: Window, payloads: list[bytes], parse_payload: PayloadP
             samples: list[Sample] = []
             parse_payload(payloads[taken], samples, bad)
             for sample in samples:
-                window.add(sample)
+                count_refused(window.add(sample), bad)
             taken += 1
 
 

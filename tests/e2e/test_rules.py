@@ -92,3 +92,31 @@ def test_the_other_kinds_are_read_from_the_config_with_a_mapping_file_relative_t
         wait_for(lambda: own_total(pipeline, "rule_mapped", rule="mapping_config[0]") == 2, 10, "the counts")
         assert own_total(pipeline, "rule_mapped", rule="dogstatsd_mapper_profiles[0].mappings[0]") == 1
         assert own_total(pipeline, "rule_unmatched") == 1
+
+
+def test_a_mapping_s_scale_multiplies_every_value_of_its_series_before_it_is_aggregated() -> None:
+    pipeline = Pipeline(config={"mapping_config": "mapping.yml"}, flush_interval=1.0)
+    (pipeline.dir / "mapping.yml").write_text(
+        'mappings:\n- match: net.*.bytes\n  name: net_bits\n  scale: 8\n  labels: {dir: "$1"}\n'
+        '- match: lat.*\n  name: lat_ms\n  scale: 0.25\n  labels: {svc: "$1"}\n'
+        '- match: temp\n  name: temp\n  scale: -0.5\n')  # the name kept as sent: scaled all the same
+    with pipeline:
+        # RUNNING is a second alive: on a busy machine the receiver may bind its port later, and a
+        # datagram sent before is lost; a probe sent until one reaches the sink says it is listening
+        wait_for(lambda: pipeline.send("probe:1|c", pipeline.statsd_port) or pipeline.series("probe"), 15,
+                 "a probe through the pipeline")
+        pipeline.wait_interval_start()
+        stamp = time.time()
+        pipeline.send("net.in.bytes:100|c\nnet.in.bytes:30|c|@0.5\nlat.web:12|ms\nlat.web:20:4|ms\n"
+                      "temp:20|g\ntemp:+4|g\nplain:3|c\nnet.in.bytes:1e300|c", pipeline.statsd_port)
+        wait_for(lambda: pipeline.shards_flushed_after(stamp), 15, "every shard to flush the interval")
+        assert [a["value"] for a in pipeline.series("net_bits", dir="in")] == [(100 + 30 / 0.5) * 8]
+        assert [(a["stats"]["count"], a["stats"]["sum"], a["stats"]["min"], a["stats"]["max"])
+                for a in pipeline.series("lat_ms", svc="web")] == [(3.0, 9.0, 1.0, 5.0)]
+        assert pipeline.series("temp")[0]["value"] == -12.0
+        assert [a["value"] for a in pipeline.series("plain")] == [3.0]
+        wait_for(lambda: own_total(pipeline, "rule_mapped", rule="mapping_config[2]") == 2, 10, "the counts")
+        assert own_total(pipeline, "rule_mapped", rule="mapping_config[0]") == 2
+        assert own_total(pipeline, "rule_mapped", rule="mapping_config[1]") == 3
+        # 1e300 bits is beyond what any value may be (1e300): refused and counted, the shard's sums finite
+        assert own_total(pipeline, "bad_lines", reason="out_of_range") == 1

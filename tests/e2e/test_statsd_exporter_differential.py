@@ -2,10 +2,12 @@
 mapping file and the same lines, the same names, label sets and totals.
 
 The exporter runs with ``--statsd.mapping-config`` and takes the lines over UDP; once it has handled
-every one (its own events and drop counters say so) its /metrics is read. The same lines are
-decided here by ``StatsdExporterMapping.decide`` and totalled as the exporter totals them: a
-counter sums, a gauge is set (or moved, ``+n``), a timer's samples are counted and summed in
-seconds (the exporter divides milliseconds by 1000: its unit, not a mapping's doing).
+every one (its own events and drop counters say so) its /metrics is read. The same lines go
+through pystatsd's receiver window (the compiled one where it was built) under the same file's
+rules, which renames, re-tags, drops and scales them (a mapping's ``scale`` multiplies each value
+there); the window's batch is then totalled as the exporter totals: a counter sums, a gauge is set
+(or moved, ``+n``), a timer's samples are counted and summed in seconds (the exporter divides
+milliseconds by 1000: its unit, not a mapping's doing), a histogram's as they are.
 
 Names are compared after the sanitising statsd_exporter applies for Prometheus (``escape`` below,
 its ``EscapeMetricName``): pystatsd keeps an unmatched name as sent and a mapped one unescaped, each
@@ -29,9 +31,13 @@ from bench import peers
 from harness.ports import free_udp_port
 from harness.process import ProcessError
 from harness.wait import wait_for
-from stages.common.model import MetricType
+from stages.common import contract
+from stages.common.model import MetricType, split_series_key
+from stages.receiver.parsers import statsd_lines
 from stages.receiver.rules.kind import RulesError
+from stages.receiver.rules.rule_set import RuleSet
 from stages.receiver.rules.statsd_exporter import from_yaml
+from stages.receiver.window import new_window
 from tests.unit.test_statsd_exporter_mapping import REFUSED
 
 pytestmark = pytest.mark.e2e
@@ -209,14 +215,66 @@ def random_traffic(seed: int, count: int) -> list[tuple[str, str, str, dict[str,
             for _ in range(count)]
 
 
+#: ``scale`` on every type statsd_exporter scales: counters (after their rate), gauges and their changes,
+#: timers and histograms; on a renamed series, a regex's, and one whose identity the mapping leaves as
+#: it was. No negative scale on a counter: statsd_exporter refuses a negative increment.
+SCALED_MAPPING = r"""
+mappings:
+- match: api.*.latency_us
+  name: api_latency
+  scale: 0.001
+  labels:
+    host: "$1"
+- match: net.*.bytes
+  name: net_bits_total
+  scale: 8
+  labels:
+    dir: "$1"
+- match: room.*.temp
+  name: room_temp
+  scale: -0.5
+  labels:
+    room: "$1"
+- match: "mem\\.(\\w+)\\.kib"
+  match_type: regex
+  name: "mem_${1}_bytes"
+  scale: 1024
+- match: kept
+  name: kept
+  scale: 2.5
+- match: unscaled.*
+  name: unscaled
+  labels:
+    part: "$1"
+"""
+SCALED_TRAFFIC: list[tuple[str, str, str, dict[str, str]]] = [
+    ("api.h1.latency_us", "1500", "ms", {}),
+    ("api.h1.latency_us", "250", "ms", {}),
+    ("api.h2.latency_us", "40", "ms", {"zone": "eu"}),
+    ("net.in.bytes", "100", "c", {}),
+    ("net.in.bytes", "30", "c|@0.5", {}),
+    ("net.out.bytes", "7", "c", {}),
+    ("room.a.temp", "20", "g", {}),
+    ("room.a.temp", "+4", "g", {}),
+    ("room.b.temp", "-6", "g", {}),
+    ("room.b.temp", "+1", "g", {}),
+    ("mem.heap.kib", "3", "g", {}),
+    ("mem.stack.kib", "12", "h", {}),
+    ("mem.stack.kib", "0.5", "h", {}),
+    ("kept", "4", "c", {"env": "test"}),
+    ("kept", "0.2", "c", {"env": "test"}),
+    ("unscaled.x", "9", "c", {}),
+    ("other.timer", "80", "ms", {}),
+]
+
 #: Each scenario: the mapping file, the lines, how many the file drops.
 SCENARIOS = {
     "ordered": (MAPPING, TRAFFIC, 2),
     "unordered": (UNORDERED_MAPPING, UNORDERED_TRAFFIC, 0),
     "random-ordered": (OVERLAPPING_GLOBS, random_traffic(25, 300), 0),
     "random-unordered": ("defaults:\n  glob_disable_ordering: true\n" + OVERLAPPING_GLOBS, random_traffic(26, 300), 0),
+    "scaled": (SCALED_MAPPING, SCALED_TRAFFIC, 0),
 }
-TYPES = {"c": MetricType.COUNTER, "g": MetricType.GAUGE, "ms": MetricType.TIMER}
 
 #: A sample line of the exposition: name, optional {labels}, value.
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
@@ -264,30 +322,37 @@ def scrape(text: str) -> dict[Series, float]:
     return samples
 
 
+def statsd_line(name: str, value: str, kind: str, tags: dict[str, str]) -> str:
+    suffix = "|#" + ",".join(f"{k}:{v}" for k, v in sorted(tags.items())) if tags else ""
+    return f"{name}:{value}|{kind}{suffix}"
+
+
 def ours(text: str, traffic: list[tuple[str, str, str, dict[str, str]]]) -> tuple[dict[Series, float], int]:
-    """``traffic`` through our mapper of the file ``text``, totalled as the exporter totals: the samples,
-    and the lines dropped."""
-    mapping = from_yaml(text)
+    """``traffic`` through pystatsd's receiver window under the rules of the file ``text`` (renamed,
+    re-tagged, dropped and scaled there), its batch totalled as the exporter totals: the samples, and the
+    samples the rules dropped."""
+    window = new_window(1, (), statsd_lines({}), RuleSet([from_yaml(text)]))
+    bad: dict[str, int] = {}
+    window.feed(["\n".join(statsd_line(*line) for line in traffic).encode()], 0, bad)
+    assert bad == {} and window.metrics + window.rule_dropped == sum(
+        value.count(":") + 1 for _, value, _, _ in traffic)
     totals: dict[Series, float] = defaultdict(float)
-    dropped = 0
-    for name, value, kind, tags in traffic:
-        flat = tuple(item for key in sorted(tags) for item in (key, tags[key]))
-        outcome = mapping.decide(name, TYPES[kind], flat)
-        if outcome is not None and outcome.drop:
-            dropped += 1
-            continue
-        new_name, new_tags = (outcome.name, outcome.tags) if outcome is not None else (name, flat)
-        labels = frozenset(zip(new_tags[::2], new_tags[1::2], strict=True))
-        family = escape(new_name)
-        if kind == "c":
-            totals[(family, labels)] += float(value)
-        elif kind == "g":
-            relative = value[0] in "+-"
-            totals[(family, labels)] = totals[(family, labels)] + float(value) if relative else float(value)
-        else:
-            totals[(family + "_count", labels)] += 1
-            totals[(family + "_sum", labels)] += float(value) / 1000
-    return dict(totals), dropped
+
+    def series(key: str, suffix: str = "") -> Series:
+        name, tags = split_series_key(key)
+        return escape(name) + suffix, frozenset(zip(tags[::2], tags[1::2], strict=True))
+
+    for frame, _, _ in window.take(1_000_000)[0]:
+        body = contract.decode_batch_body(frame)
+        for key, total in zip(body.counters[::2], body.counters[1::2], strict=True):
+            totals[series(key)] += total
+        for key, _, value in zip(body.gauges[::3], body.gauges[1::3], body.gauges[2::3], strict=True):
+            totals[series(key)] = value  # one entry per series: the value set plus later changes, or the changes
+        for key, mtype, count, values in zip(*(body.sampled[i::4] for i in range(4)), strict=True):
+            unit = 1000 if mtype == MetricType.TIMER else 1  # the exporter's seconds from milliseconds
+            totals[series(key, "_count")] += count
+            totals[series(key, "_sum")] += sum(contract.unpack_values(values)) / unit
+    return dict(totals), window.rule_dropped
 
 
 def exporter_counter(samples_text: str, family: str) -> float:
@@ -320,9 +385,8 @@ def test_the_same_file_and_lines_give_the_exporter_s_names_labels_and_totals(
     exporter, which = scenario
     mapping_text, traffic, drops = SCENARIOS[which]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for name, value, kind, tags in traffic:
-            suffix = "|#" + ",".join(f"{k}:{v}" for k, v in sorted(tags.items())) if tags else ""
-            sock.sendto(f"{name}:{value}|{kind}{suffix}".encode(), ("127.0.0.1", exporter.port))
+        for line in traffic:
+            sock.sendto(statsd_line(*line).encode(), ("127.0.0.1", exporter.port))
 
     def handled() -> str | None:
         text = exporter._scrape()

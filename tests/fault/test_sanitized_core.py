@@ -82,11 +82,12 @@ DRIVER = textwrap.dedent('''
         assert contents[0], "no counters held"
     # The seam for rules: every answer (kept, renamed, re-tagged, dropped) with a cache small enough to
     # be emptied again and again.
-    # Every other answer names a tally, a new one now and then (the window's tally counts grow).
+    # Every other answer names a tally, a new one now and then (the window's tally counts grow), and
+    # some of those a scale.
     def rules(name, mtype, tags):
         decision = decide(name, mtype, tags)
         tally = len(name) % 41
-        return Decided(tally, decision) if tally % 2 else decision
+        return Decided(tally, decision, (None, 0.001, -3.0)[tally % 3]) if tally % 2 else decision
 
     def decide(name, mtype, tags):
         pick = len(name) % 4

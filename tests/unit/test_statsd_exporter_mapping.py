@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 
 from stages.common.model import MetricType
+from stages.receiver.identity import Decided
 from stages.receiver.rules.kind import Outcome, RulesError
-from stages.receiver.rules.statsd_exporter import from_yaml, load
+from stages.receiver.rules.rule_set import RuleSet
+from stages.receiver.rules.statsd_exporter import TTL_NOT_APPLIED, from_yaml, load
 
 pytestmark = pytest.mark.serverless
 
@@ -53,6 +55,7 @@ def test_statsd_exporter_s_own_cases(case: dict[str, Any]) -> None:
             assert outcome.drop, lookup
             continue
         assert (outcome.name, as_dict(outcome.tags)) == (lookup["name"], lookup["labels"] or {}), lookup
+        assert outcome.scale == lookup.get("scale"), lookup  # the windows multiply every value by it
 
 
 def test_every_case_of_the_go_tests_is_here() -> None:
@@ -210,3 +213,26 @@ def test_the_file_is_read_relative_to_the_config(tmp_path: Path) -> None:
         load("missing.yml", "mapping_config", tmp_path)
     with pytest.raises(RulesError, match=r"^mapping_config: expected the path"):
         load(3, "mapping_config", tmp_path)
+
+
+def test_a_mapping_s_scale_goes_with_its_outcome_and_a_scale_that_is_no_finite_number_is_refused() -> None:
+    mapping = from_yaml("mappings:\n- match: a.*\n  name: a_total\n  scale: 0.001\n"
+                        "- match: b\n  name: b\n  scale: -2\n- match: c.*\n  name: c\n  scale:\n"
+                        "- match: d.*\n  name: d\n  action: drop\n  scale: 3\n")
+    assert mapping.decide("a.x", MetricType.TIMER, ()) == Outcome("mapping_config[0]", "a_total", (), scale=0.001)
+    assert mapping.decide("b", MetricType.GAUGE_DELTA, ()) == Outcome("mapping_config[1]", "b", (), scale=-2.0)
+    assert mapping.decide("c.x", MetricType.COUNTER, ()) == Outcome("mapping_config[2]", "c", ())  # null: none
+    assert mapping.decide("d.x", MetricType.COUNTER, ()) == Outcome("mapping_config[3]", "d.x", (), drop=True)
+    rules = RuleSet([mapping])
+    # a series whose identity the mapping leaves as it is is scaled all the same
+    assert rules("b", MetricType.GAUGE, ()) == Decided(rules.tally_names().index(("mapped", "mapping_config[1]")),
+                                                       None, -2.0)
+    for text in (".nan", ".inf", "-.Inf"):
+        with pytest.raises(RulesError, match=r"^mapping_config: mappings\[0\]\.scale: .*no finite number"):
+            from_yaml(f"mappings:\n- match: a\n  name: x\n  scale: {text}\n")
+
+
+def test_the_log_names_ttl_as_not_applied_and_scale_not_at_all(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="stages.receiver.rules.statsd_exporter"):
+        from_yaml("mappings:\n- match: a.*\n  name: x\n  ttl: 5m\n  scale: 2\n")
+    assert [r.getMessage() for r in caplog.records] == [f"mapping_config: ttl (mappings[0]) {TTL_NOT_APPLIED}"]

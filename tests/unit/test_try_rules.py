@@ -72,3 +72,19 @@ def test_check_config_refuses_a_bad_rule_naming_its_key_beside_every_other_probl
     path.write_text(yaml.safe_dump({"rules": {"match": "a"}}))
     assert main(["check-config", "-c", str(path)]) == 78
     assert "rules: expected a list, got a map" in capsys.readouterr().err
+
+
+def test_a_mapping_s_scale_is_shown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "mapping.yml").write_text("mappings:\n- match: lat.*\n  name: lat\n  scale: 0.001\n"
+                                          "  labels: {svc: $1}\n- match: hits\n  name: hits\n  scale: 2\n")
+    path = tmp_path / "pystatsd.yaml"
+    path.write_text(yaml.safe_dump({"mapping_config": "mapping.yml"}))
+    assert main(["rules", "test", "-c", str(path), "lat.web:12|ms", "hits:1|c", "other:1|c"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "lat.web:12|ms  ->  lat timer svc=web values * 0.001  (mapping_config[0])",
+        "hits:1|c       ->  hits counter values * 2  (mapping_config[1])",
+        "other:1|c      ->  unchanged other counter  (no rule)",
+    ]
+    assert main(["rules", "test", "--json", "-c", str(path), "hits:1|c"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"line": "hits:1|c", "outcome": "mapped", "rule": "mapping_config[1]",
+                                                   "name": "hits", "type": "counter", "tags": {}, "scale": 2.0}

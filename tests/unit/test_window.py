@@ -29,6 +29,7 @@ from stages.receiver.parsers import parse_payload, payload_parser, statsd_lines
 from stages.receiver.parsers.base import PLAIN, LineOptions, OpenInterval
 from stages.receiver.rules.native import load as load_native
 from stages.receiver.rules.rule_set import RuleSet
+from stages.receiver.rules.statsd_exporter import from_yaml
 from stages.receiver.window import CompiledWindow, PyWindow, take_payloads
 from tests.compiled_parts import needs_compiled_window
 from tests.unit import parser_benchmarks
@@ -298,9 +299,14 @@ def without(tags: Tags, key: str) -> Tags:
     return tuple(text for k, v in zip(tags[::2], tags[1::2], strict=True) if k != key for text in (k, v))
 
 
+#: The scales Renaming gives, picked by name apart from what it decides: none, down, up, and negative.
+SCALES = (None, 0.001, 1000.0, -2.5)
+
+
 class Renaming:
     """Rules that rename (many names into few, on other shards), add and remove tags (merging series), drop
-    (by name, and by type alone), and leave alone, some naming a tally; each question asked is noted."""
+    (by name, and by type alone), and leave alone, some naming a tally, some a scale (of renamed, merged
+    and unchanged series alike); each question asked is noted."""
 
     def __init__(self) -> None:
         self.asked: list[tuple[str, int, Tags]] = []
@@ -308,7 +314,8 @@ class Renaming:
     def __call__(self, name: str, mtype: int, tags: Tags) -> Decision | Decided:
         decision = self.decide(name, mtype, tags)
         tally = zlib.crc32(name.encode("utf-8", "surrogatepass")) % 5
-        return Decided(tally * 3, decision) if tally else decision
+        scale = SCALES[zlib.adler32(name.encode("utf-8", "surrogatepass")) % len(SCALES)]
+        return Decided(tally * 3, decision, scale) if tally or scale is not None else decision
 
     def decide(self, name: str, mtype: int, tags: Tags) -> Decision:
         self.asked.append((name, mtype, tags))
@@ -443,7 +450,9 @@ def test_a_rule_that_fails_or_answers_wrong_is_an_error_asked_again_not_a_crash(
         calls.append(name)
         raise RuntimeError("rule broke")
 
-    for wrong in [("", ()), ("a\x1fb", ()), ("a", ("k",)), ("a", ["k", "v"]), ("a", ("k", 1))]:
+    for wrong in [("", ()), ("a\x1fb", ()), ("a", ("k",)), ("a", ["k", "v"]), ("a", ("k", 1)),
+                  Decided(0, None, math.nan), Decided(0, None, math.inf), Decided(0, None, "2"),  # type: ignore[arg-type]
+                  Decided(0, None, True)]:
         for window in window_pair(rules=(lambda *_, wrong=wrong: wrong,) * 2):  # type: ignore[misc]
             with pytest.raises(ValueError, match="rules: "):
                 fed(window, [b"x:1|c"])
@@ -611,3 +620,71 @@ def test_a_container_id_becomes_a_tag_only_when_kept_and_a_later_tag_of_the_line
         ((body, _, _),) = window.take(100)[0]  # type: ignore[attr-defined]
         assert contract.decode_batch_body(body).counters == expected
     assert windows[1].fallbacks == 0  # type: ignore[attr-defined]  # the C reads container ids itself
+
+
+def totals_of(window: object) -> dict[str, object]:
+    """Per series key what a take of everything holds: a counter's sum, a gauge's (was set, value), a
+    timer-like entry's (count, values), a set's members."""
+    out: dict[str, object] = {}
+    for batches in window.take(1000):  # type: ignore[attr-defined]
+        for frame, _, _ in batches:
+            body = contract.decode_batch_body(frame)
+            out.update(zip(body.counters[::2], body.counters[1::2], strict=True))
+            out.update((key, (was_set, value)) for key, was_set, value in zip(
+                body.gauges[::3], body.gauges[1::3], body.gauges[2::3], strict=True))
+            out.update((key, (count, list(contract.unpack_values(values)))) for key, count, values in zip(
+                body.sampled[::4], body.sampled[2::4], body.sampled[3::4], strict=True))
+            out.update(zip(body.sets[::2], body.sets[1::2], strict=True))
+    return out
+
+
+def test_a_mapping_s_scale_multiplies_each_value_of_its_series_once_as_statsd_exporter_does() -> None:
+    mapping = from_yaml("mappings:\n"
+                        "- match: req.*\n  name: req_total\n  scale: 0.5\n  labels: {path: $1}\n"
+                        "- match: temp.*\n  name: temp\n  scale: -2\n  labels: {room: $1}\n"
+                        "- match: lat\n  name: lat\n  scale: 0.001\n"  # the identity unchanged, the values scaled
+                        "- match: size.*\n  name: size\n  scale: 1024\n  labels: {unit: $1}\n"
+                        "- match: hits\n  name: hits\n")
+    rule_set = RuleSet([mapping])
+    lines = ["req.a:3|c", "req.a:4|c|@0.5", "req.b:1:2|c", "temp.x:10|g", "temp.x:+1|g", "temp.y:-3|g",
+             "temp.y:+4|g", "lat:250:500|ms|@0.5", "size.kb:2|d", "hits:7|c", "other:2|c", "req.a:u|s"]
+    document = json.dumps({"metric_name": "req.a", "metric_type": "counter", "value": 10}).encode()
+    for window in window_pair(shards=2, defaults={}, rules=(rule_set, rule_set)):
+        assert fed(window, [payload(lines), document], defaults={}) == {}
+        assert totals_of(window) == {
+            series_key("req_total", ("path", "a")): 3 * 0.5 + 4 / 0.5 * 0.5 + 10 * 0.5,
+            series_key("req_total", ("path", "b")): 1.5,
+            series_key("temp", ("room", "x")): (True, -22.0),
+            series_key("temp", ("room", "y")): (False, -2.0),
+            series_key("lat", ()): (4.0, [0.25, 0.5]),  # the count stays what the rate says
+            series_key("size", ("unit", "kb")): (1.0, [2048.0]),
+            series_key("hits", ()): 7.0,
+            series_key("other", ()): 2.0,
+            series_key("req.a", ()): ["u"],  # a set: statsd_exporter maps none, so none is scaled
+        }
+
+
+def test_a_value_its_scale_takes_out_of_range_is_refused_and_counted_as_a_bad_line_in_both_windows() -> None:
+    """Values are held to MAX_MAGNITUDE so that no sum downstream overflows (a shard's timer sum of +inf and
+    -inf would fail its flush): a scaled value is held to it too, each value of a packed line alone."""
+    rule_set = RuleSet([from_yaml("mappings:\n- match: big.*\n  name: big\n  scale: 1e10\n  labels: {part: $1}\n")])
+    lines = ["big.c:1e295|c", "big.c:1e289|c|@0.5", "big.c:2|c", "big.t:1e291:-1e291:3|ms", "big.g:-1e291|g",
+             "big.g:+5|g", "big.s:1e300|s"]
+    document = json.dumps([{"metric_name": "big.c", "metric_type": "counter", "value": 1e295},
+                           {"metric_name": "big.c", "metric_type": "counter", "value": 1}]).encode()
+    for window in window_pair(shards=1, defaults={}, rules=(rule_set, rule_set)):
+        # the fallback parser's lines too: a non-ASCII tag sends a line to it
+        assert fed(window, [payload(lines + ["big.c:1e295|c|#k:é", "big.c:3|c|#k:é"]), document],
+                   defaults={}) == {"out_of_range": 6}
+        assert window.add(("big.c", int(MetricType.COUNTER), 1e295, 1.0, ())) == "out_of_range"  # type: ignore[attr-defined]
+        assert window.add(("big.c", int(MetricType.COUNTER), 1.0, 1.0, ())) is None  # type: ignore[attr-defined]
+        mapped = rule_set.tally_names().index(("mapped", "mapping_config[0]"))
+        assert window.tallies[mapped] == 7  # type: ignore[attr-defined]  # what was taken, no more
+        assert (window.metrics, window.rule_dropped) == (8, 0)  # type: ignore[attr-defined]
+        assert totals_of(window) == {
+            series_key("big", ("part", "c")): 1e289 / 0.5 * 1e10 + 2 * 1e10 + 1e10 + 1e10,
+            series_key("big", ("k", "é", "part", "c")): 3e10,
+            series_key("big", ("part", "t")): (1.0, [3e10]),
+            series_key("big", ("part", "g")): (False, 5e10),
+            series_key("big.s", ()): ["1e300"],  # a set: statsd_exporter maps none
+        }

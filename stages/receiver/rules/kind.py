@@ -33,13 +33,15 @@ class Outcome:
     (``rules[3]``, ``mapping_config[12]``, ``dogstatsd_mapper_profiles[0].mappings[2]``); ``drop``
     drops the metric; otherwise ``name`` and ``tags`` (flat ``(k1, v1, ...)``, the whole new tag set)
     are the series' new identity; ``carry_on`` (a native rule's ``continue``) hands that identity to
-    the rules after this one instead of ending the search."""
+    the rules after this one instead of ending the search; ``scale`` (statsd_exporter's ``scale``; no
+    other kind sets it) multiplies every value of the series' samples, None leaves them as sent."""
 
     rule: str
     name: str
     tags: Tags
     drop: bool = False
     carry_on: bool = False
+    scale: float | None = None
 
 
 class RuleKind(Protocol):

@@ -18,16 +18,20 @@ Two differences, both because pystatsd is no Prometheus exporter: an unmatched m
 name as sent, and a mapped one the name its mapping gives, not escaped (statsd_exporter turns
 every character Prometheus refuses into ``_``; each sink here writes names as its backend wants).
 Keys that shape Prometheus' summaries and histograms (``observer_type``, ``summary_options``,
-``histogram_options``) and ``help`` are checked, then ignored, named once in the log. ``ttl`` and
-``scale`` are checked and kept on each mapping (:attr:`Mapping.ttl`, :attr:`Mapping.scale`)
-but not applied yet: a rule decides a series' identity, and neither a value nor a lifetime
-passes through :meth:`StatsdExporterMapping.decide`.
+``histogram_options``) and ``help`` are checked, then ignored, named once in the log. ``scale``
+applies as there: the outcome carries it and the receiver's windows multiply every value of the
+series by it (:mod:`stages.receiver.identity`); a scale that is not a finite number is refused (it
+would make every value NaN or infinite). ``ttl`` is checked and kept on each mapping
+(:attr:`Mapping.ttl`) but not applied, and the log says so (:data:`TTL_NOT_APPLIED`): only a gauge
+outlives the interval it was updated in here, and it expires after the shards'
+``expire_after_intervals``, whatever its mapping (the shards never learn of a mapping).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,8 +70,11 @@ _MAPPING_KEYS = {"match", "name", "labels", "honor_labels", "observer_type", "ma
                  "match_metric_type", "ttl", "summary_options", "histogram_options", "scale"}
 #: Keys checked and then ignored: they shape what Prometheus shows, and pystatsd shows no Prometheus.
 IGNORED_KEYS = ("observer_type", "summary_options", "histogram_options", "help")
-#: Keys checked and kept on each mapping, not applied yet (see the module's docs).
-KEPT_KEYS = ("ttl", "scale")
+#: Keys checked and kept on each mapping, not applied (see the module's docs).
+KEPT_KEYS = ("ttl",)
+#: What the log says of ``ttl``.
+TTL_NOT_APPLIED = ("is not applied: a gauge expires after expire_after_intervals intervals without an update, "
+                   "whatever its mapping's ttl (other types are sent only for the intervals they are updated in)")
 
 
 def _match_type(text: str) -> str | None:
@@ -137,7 +144,7 @@ class StatsdExporterMapping:
         for label, value in labels.items():
             if not (mapping.honor_labels and label in merged):
                 merged[label] = value
-        return Outcome(mapping.rule, new_name, tag_tuple(merged, {}))
+        return Outcome(mapping.rule, new_name, tag_tuple(merged, {}), scale=mapping.scale)
 
     def _find(self, name: str, event_type: str) -> tuple[Mapping, str, dict[str, str]] | None:
         if self.globs is not None:
@@ -243,7 +250,7 @@ def _decode(root: Any, key: str) -> tuple[_Defaults, list[Mapping]]:
                 _decode_fields(item, f"mappings[{i}]", _MAPPING_KEYS, mappings[-1], seen)
     for name in (*IGNORED_KEYS, *KEPT_KEYS):
         if name in seen:
-            what = "has no meaning in pystatsd: ignored" if name in IGNORED_KEYS else "is not applied yet"
+            what = "has no meaning in pystatsd: ignored" if name in IGNORED_KEYS else TTL_NOT_APPLIED
             places = seen[name]
             more = f" and {len(places) - 3} more" if len(places) > 3 else ""
             log.warning("%s: %s (%s%s) %s", key, name, ", ".join(places[:3]), more, what)
@@ -257,6 +264,13 @@ def _decode_fields(node: Any, at: str, known: set[str], target: Any, seen: dict[
         if field in IGNORED_KEYS or field in KEPT_KEYS:
             seen.setdefault(field, []).append(at)
         setattr(target, field, _READERS[field](value, f"{at}.{field}"))
+
+
+def _finite(number: float, at: str) -> float:
+    """``number`` when finite: a scale of NaN or an infinity would make every value it scales so."""
+    if not math.isfinite(number):
+        raise RulesError(at, f"{number!r} is no finite number (it would make every value it scales so)")
+    return number
 
 
 def _decode_summary(node: Any, at: str) -> bool:
@@ -300,7 +314,7 @@ _READERS: dict[str, Callable[[Any, str], Any]] = {
     "action": lambda node, at: y.choice(node, at, _action),
     "match_metric_type": lambda node, at: y.choice(node, at, _metric_type),
     "ttl": y.duration,
-    "scale": lambda node, at: None if y.is_null(node) else y.number(node, at),
+    "scale": lambda node, at: None if y.is_null(node) else _finite(y.number(node, at), at),
     "summary_options": _decode_summary,
     "histogram_options": _decode_histogram,
 }
