@@ -30,6 +30,7 @@ from harness.server_guard import refuse_in_serverless_test
 from harness.wait import wait_for
 from stages.common.strict import STRICT_ENV
 from stages.control.supervisord_conf import REPO_TEMPLATE, render_supervisord_conf
+from stages.receiver.listeners.kernel_drops import udp_socket_table
 from stages.rundir.figures import read_all
 
 
@@ -143,13 +144,22 @@ class Pipeline:
         return states
 
     def all_running(self) -> bool:
-        """Every stage RUNNING, and every Unix socket listener bound: RUNNING means a second alive, and
-        on a busy machine a receiver binds later, so a client connecting then would find no socket."""
+        """Every stage RUNNING, and the receiver bound to every UDP port and Unix socket it listens on:
+        RUNNING means a second alive, and on a busy machine a receiver binds later, so what a client
+        sent then would find no socket (a datagram lost, a connect refused)."""
         states = self.status()
         expected = self.shards + 1 + (1 + self.extra_receivers if self.receivers else 0)
         return (len(states) == expected and all(state == "RUNNING" for state, _ in states.values())
-                and all(Path(url.split("://", 1)[1]).exists() for url in self.config.get("listeners", [])
-                        if url.startswith(("unix://", "unixgram://"))))
+                and (not self.receivers or self.listening()))
+
+    def listening(self) -> bool:
+        listeners: list[str] = self.config.get("listeners", [])
+        udp_ports = {int(url.rsplit(":", 1)[1]) for url in listeners if url.startswith("udp://")}
+        if "bind_port" in self.config:
+            udp_ports.add(int(self.config["bind_port"]))
+        bound = {row.local_port for row in udp_socket_table()}
+        return udp_ports <= bound and all(Path(url.split("://", 1)[1]).exists() for url in listeners
+                                          if url.startswith(("unix://", "unixgram://")))
 
     def stop(self, sink_never_delivers: bool = False) -> None:
         """Stop every process. With ``sink_never_delivers`` the forwarder is killed once every other
