@@ -102,7 +102,9 @@ TABLE: tuple[SelfMetric, ...] = (
                "late partials dropped (`late: drop`, or past `late_max_seconds`)"),
     SelfMetric("fleet", "bad_partials", "counter", ("shard", "reason"),
                "Kafka records dropped that are not partials of this fleet, by reason"),
-    SelfMetric("forwarder", "delivered", "counter", ("sink",), "aggregates a sink delivered"),
+    SelfMetric("forwarder", "delivered", "counter", ("sink",),
+               "aggregates a sink delivered (`sink`: its name under `forwarders:`, its kind's in the original form; "
+               "two sinks of one kind are two names)"),
     SelfMetric("forwarder", "errors", "counter", ("sink",),
                "failed writes (each retried, or dropped and counted below)"),
     SelfMetric("forwarder", "dropped", "counter", ("sink", "reason"),
