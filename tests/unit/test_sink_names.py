@@ -96,7 +96,14 @@ def test_two_file_sinks_on_one_file_are_refused_however_the_path_is_spelt(tmp_pa
     one = str(tmp_path / "out.jsonl")
     for other in (one, str(tmp_path / "link" / "out.jsonl"), str(tmp_path / "sub" / ".." / "out.jsonl")):
         assert refusal({"archive": {"type": "file", "path": one}, "audit": {"type": "file", "path": other}}) == \
-            f"forwarders.audit.path: {one} is written by forwarders.archive already; one sink alone may write it"
+            f"forwarders.audit.path: file {one} is held by forwarders.archive already; one sink alone may hold it"
+
+
+def test_two_prometheus_sinks_on_one_address_are_refused() -> None:
+    assert refusal({"scrape": {"type": "prometheus", "port": 9102}, "prometheus": {}}) == \
+        "forwarders.prometheus: address 127.0.0.1:9102 is held by forwarders.scrape already; one sink alone may hold it"
+    assert list(load_sink_configs(config({"scrape": {"type": "prometheus", "port": 9103}, "prometheus": {}}))) == \
+        ["scrape", "prometheus"]
 
 
 def test_check_config_names_each_named_sink_s_keys(tmp_path: Path) -> None:
@@ -114,6 +121,6 @@ def test_check_config_names_each_named_sink_s_keys(tmp_path: Path) -> None:
         "forwarders.audit.pth: unknown key (did you mean 'path'?)",
         "forwarders.audit.path: required key is missing",
         f"forwarders.spare.type: unknown sink kind 'fiel' (did you mean 'file'?) (known kinds: {KINDS})",
-        f"forwarders.two.path: {tmp_path / 'one.jsonl'} is written by forwarders.one already; one sink alone may "
-        "write it",
+        f"forwarders.two.path: file {tmp_path / 'one.jsonl'} is held by forwarders.one already; one sink alone "
+        "may hold it",
     ]

@@ -73,19 +73,21 @@ def load_sink_config(name: Any, raw: Any) -> SinkConfig:
 
 
 def sharing_problems(loaded: dict[str, SinkConfig]) -> list[str]:
-    """Sinks that would write what one sink alone may (two file sinks on one file), each naming the other."""
-    first: dict[str, str] = {}
+    """Sinks that would hold what one sink alone may: a file (two writers would take back each other's
+    lines) or an address to serve on (the second could never bind it); each names the other."""
+    holders: dict[str, str] = {}
     problems = []
     for name, sink_config in loaded.items():
         sole = sink_config.sole_writer_of()
-        if sole is None:
-            continue
-        key, held = sole
-        if held in first:
-            problems.append(f"forwarders.{name}.{key}: {held} is written by forwarders.{first[held]} already; "
-                            "one sink alone may write it")
-        else:
-            first[held] = name
+        served = sink_config.serves_on()
+        claims = ([(f"forwarders.{name}.{sole[0]}", f"file {sole[1]}")] if sole else []) + (
+            [(f"forwarders.{name}", f"address {served}")] if served else [])
+        for key, held in claims:
+            if held in holders:
+                problems.append(f"{key}: {held} is held by forwarders.{holders[held]} already; one sink alone "
+                                "may hold it")
+            else:
+                holders[held] = name
     return problems
 
 
