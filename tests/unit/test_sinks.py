@@ -371,22 +371,33 @@ def test_sinks_stuck_in_a_write_are_abandoned_together_at_one_deadline() -> None
         sink.release.set()
 
 
-def test_sinks_of_one_kind_under_two_names_are_reloaded_each_by_its_own_name() -> None:
-    archive, audit = named_sink("file"), named_sink("file")
+def test_sinks_of_one_kind_under_two_names_are_reloaded_each_by_its_own_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fanout, "RETRY_FIRST_SECS", 0.01)
+    archive, audit = named_sink("file"), named_sink("file", failures=10**9)  # audit's folder is not mounted
     out = Fanout([entry(archive, SinkConfig(), "archive"), entry(audit, SinkConfig(), "audit")])
     out.start()
     out.put(make_flush(1, 2))
-    assert archive.wrote.wait(WAIT_SECS) and audit.wrote.wait(WAIT_SECS)
-    audit_again = named_sink("file")
-    changes = out.reconfigure([entry(named_sink("file"), SinkConfig(), "archive"),
-                               entry(audit_again, SinkConfig(buffer_max_aggregates=5), "audit")], drain_secs=WAIT_SECS)
-    assert changes == ["sink audit changed"]
-    assert [runner.name for runner in out.runners] == ["archive", "audit"] and out.runners[0].sink is archive
     out.put(make_flush(2, 3))
-    wait_for(lambda: audit_again.written == [2], WAIT_SECS, "the changed sink's successor to write")
+    wait_for(lambda: archive.written == [1, 2] and audit.attempts >= 2, WAIT_SECS, "archive to write, audit to retry")
+    audit_fixed = named_sink("file")
+    changes = out.reconfigure([entry(named_sink("file"), SinkConfig(), "archive"),
+                               entry(audit_fixed, SinkConfig(buffer_max_aggregates=50), "audit")], drain_secs=WAIT_SECS)
+    assert changes == ["sink audit changed"]
+    # archive's runner, sink and buffer run on untouched; audit's successor delivers what it held first.
+    assert [runner.name for runner in out.runners] == ["archive", "audit"] and out.runners[0].sink is archive
+    out.put(make_flush(3, 4))
+    wait_for(lambda: audit_fixed.written == [1, 2, 3], WAIT_SECS, "audit's successor to deliver all three")
+    renamed = named_sink("file")
+    changes = out.reconfigure([entry(archive, SinkConfig(), "archive"),
+                               entry(renamed, SinkConfig(buffer_max_aggregates=50), "audit2")], drain_secs=WAIT_SECS)
+    assert changes == ["sink audit2 added", "sink audit removed"]  # a rename: one removed, another added
+    out.put(make_flush(4, 5))
+    wait_for(lambda: renamed.written == [4], WAIT_SECS, "the renamed sink to write what comes after")
     out.stop(WAIT_SECS, 1.0)
-    assert (archive.written, audit.written) == ([1, 2], [1])
-    assert {name: row["delivered"] for name, row in out.figures().items()} == {"archive": 5, "audit": 5}
+    assert (archive.written, audit.written, audit_fixed.written) == ([1, 2, 3, 4], [], [1, 2, 3])
+    rows = out.figures()
+    assert {name: (row["delivered"], row["removed"]) for name, row in rows.items()} == {
+        "archive": (14, False), "audit2": (5, False), "audit": (9, True)}
 
 
 def tracked_flush(seq: int, count: int, sinks: int, done: list[int]) -> Flush:
