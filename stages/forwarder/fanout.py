@@ -326,7 +326,10 @@ class Fanout:
         and config are the same keeps its runner and all it holds. A changed sink's new runner
         delivers first what the old one holds, waiting at most ``drain_secs`` for the old one's last
         write. A removed sink delivers what it holds within ``drain_secs`` (as at a stop); the rest
-        is counted as dropped, reason ``removed``. Neither holds up a flush or another sink.
+        is counted as dropped, reason ``removed``. So does a sink whose name now holds another kind
+        (``debug_mode``'s console stand-in for a remote sink, or back): what it held was meant for
+        its own destination, and the new one starts empty, its row going on. Neither holds up a
+        flush or another sink.
         """
         current = {running.name: running for running in self.runners}
         now = time.monotonic()
@@ -336,9 +339,15 @@ class Fanout:
             if old is not None and type(old.sink) is type(sink) and old.bounds == bounds:
                 runners.append(old)
                 continue
+            if old is not None and type(old.sink) is not type(sink):
+                old.retire(now + drain_secs)
+                self.retiring.append(old)
+                changes.append(f"sink {name} is of another kind: the old one drains, the new one starts empty")
+                old = None
+            elif old is None:
+                changes.append(f"sink {name} added")
             if old is None:
                 runner = SinkRunner(sink, bounds, self._removed_counts(name), name=name)
-                changes.append(f"sink {name} added")
             else:
                 runner = SinkRunner(sink, bounds, old.counts, name=name)
                 runner.predecessor, runner.handover_by = old, now + drain_secs

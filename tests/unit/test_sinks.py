@@ -400,6 +400,27 @@ def test_sinks_of_one_kind_under_two_names_are_reloaded_each_by_its_own_name(mon
         "archive": (14, False), "audit2": (5, False), "audit": (9, True)}
 
 
+def test_a_name_that_holds_another_kind_after_a_reload_drains_the_old_sink_as_a_removed_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # debug_mode turned on by a reload: the console stand-in takes kafka's name, not what kafka held.
+    monkeypatch.setattr(fanout, "RETRY_FIRST_SECS", 0.01)
+    kafka = named_sink("kafka", failures=10**9)  # its broker is away
+    out = Fanout([entry(kafka, SinkConfig())])
+    out.start()
+    out.put(make_flush(1, 2))
+    wait_for(lambda: kafka.attempts >= 1, WAIT_SECS, "kafka to try the flush")
+    stand_in = named_sink("console")
+    changes = out.reconfigure([entry(stand_in, SinkConfig(), "kafka")], drain_secs=0.3)
+    assert changes == ["sink kafka is of another kind: the old one drains, the new one starts empty"]
+    out.put(make_flush(2, 3))
+    wait_for(lambda: stand_in.written == [2], WAIT_SECS, "the stand-in to print what came after")
+    wait_for(lambda: (out.finish_retired(), out.retiring == [])[1], WAIT_SECS, "kafka's drain to end")
+    out.stop(WAIT_SECS, 1.0)
+    # One row under the name: the stand-in's delivery and what kafka could not deliver in its drain.
+    row = out.figures()["kafka"]
+    assert (row["delivered"], row["dropped"], row["removed"]) == (3, {"removed": 2}, False)
+
+
 def tracked_flush(seq: int, count: int, sinks: int, done: list[int]) -> Flush:
     """A flush that appends its seq to ``done`` once ``sinks`` sinks are done with it (what the ledger records)."""
     flush = make_flush(seq, count)
