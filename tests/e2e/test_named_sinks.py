@@ -81,6 +81,7 @@ def test_two_file_sinks_and_a_console_by_name_each_get_every_aggregate_through_a
         losses = pipeline.counted_losses()
         assert per_key(lines(pipeline.out_path)) == (sent, sent), losses
         assert per_key(lines(audit) + lines(audit_after)) == (sent, sent), losses
+        assert losses == {}  # nothing dropped, lost or refused anywhere, self-metrics say
         assert "Sinks after the reload: audit, file, shown (sink audit changed)" in pipeline.log("forwarder")
         # Each sink's row counts every aggregate: the same flushes went to all three.
         wait_for(lambda: len({row["delivered"] for row in pipeline.sink_figures().values()}) == 1, 10,
