@@ -13,6 +13,7 @@ install: $(STAMP) run/log
 # What the daemon needs, and nothing else (the test and lint tools come with `make test`). The build
 # backend's notes on experimental pyproject keys and editable installs are for packagers: not shown.
 $(STAMP): pyproject.toml stages/common/keytable.h stages/receiver/listeners/recv_many.c stages/receiver/listeners/drain.c \
+		stages/receiver/listeners/datagram_slots.h \
 		stages/receiver/window.c \
 		stages/aggregator/bucket.c
 	$(PYTHON) -m venv $(VENV)
@@ -40,10 +41,13 @@ run/log:
 run: $(STAMP)
 	$(VENV)/bin/pystatsd run -c etc/pystatsd.yaml
 
+# Workers of make test (tests/conftest.py's worker_lane says which tests share one); 0 runs it in this process.
+TEST_WORKERS ?= 4
+
 test: install-test
 	bash tests/kafka/fetch_jars.sh
 	bash tests/sinks/install_servers.sh
-	$(PY) -m pytest --durations=30
+	$(PY) -m pytest --durations=30 -n $(TEST_WORKERS) --dist loadgroup
 
 test-unit: install-test
 	$(PY) -m pytest tests/unit

@@ -39,13 +39,13 @@ class Totals:
     #: the highest heartbeat value delivered
     heartbeat: float = 0.0
 
+    def saw_heartbeat(self, value: float) -> None:
+        self.heartbeat = max(self.heartbeat, value)
+
     @property
     def delivered(self) -> float:
         """What the load's loss is judged on: counter increments plus timer samples."""
         return self.counters + self.timer_samples
-
-    def saw_heartbeat(self, value: float) -> None:
-        self.heartbeat = max(self.heartbeat, value)
 
 
 class JsonLinesTail:

@@ -143,9 +143,13 @@ class Pipeline:
         return states
 
     def all_running(self) -> bool:
+        """Every stage RUNNING, and every Unix socket listener bound: RUNNING means a second alive, and
+        on a busy machine a receiver binds later, so a client connecting then would find no socket."""
         states = self.status()
         expected = self.shards + 1 + (1 + self.extra_receivers if self.receivers else 0)
-        return len(states) == expected and all(state == "RUNNING" for state, _ in states.values())
+        return (len(states) == expected and all(state == "RUNNING" for state, _ in states.values())
+                and all(Path(url.split("://", 1)[1]).exists() for url in self.config.get("listeners", [])
+                        if url.startswith(("unix://", "unixgram://"))))
 
     def stop(self, sink_never_delivers: bool = False) -> None:
         """Stop every process. With ``sink_never_delivers`` the forwarder is killed once every other

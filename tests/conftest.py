@@ -34,6 +34,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if not needs_a_server(item):
             item.add_marker(pytest.mark.serverless)
+        lane = worker_lane(item)
+        if lane is not None:
+            item.add_marker(pytest.mark.xdist_group(lane))
+
+
+def worker_lane(item: pytest.Item) -> str | None:
+    """The lane of a test when ``make test`` runs the suite on several workers (``--dist loadgroup``:
+    the tests of one lane run one after another on one worker, the lanes side by side). The Kafka
+    tests share one broker and its fixed network namespaces; the heavy ones would starve each other's
+    timings on two cores; any other test that needs a server shares its module's fixtures (a pipeline,
+    a server, started once); a serverless test (None) goes wherever a worker is free."""
+    if item.get_closest_marker("kafka") is not None:
+        return "kafka"
+    if item.get_closest_marker("heavy") is not None:
+        return "heavy"
+    if needs_a_server(item):
+        return item.nodeid.split("::", 1)[0]
+    return None
 
 
 def compiled_required() -> bool:

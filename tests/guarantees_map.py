@@ -136,6 +136,13 @@ PROOFS: dict[str, list[str]] = {
         "tests/e2e/test_pipeline.py::test_bad_config_ends_fatal_with_the_key_named",
         "tests/packaging/test_cli.py::test_run_refuses_a_bad_config_before_starting_anything",
     ],
+    "dogstatsd events and service checks": [
+        "tests/e2e/test_dogstatsd.py::test_events_and_service_checks_reach_the_file_sink_as_records_counted_per_kind",
+        "tests/unit/test_receiver_loop.py::test_events_and_service_checks_go_to_the_forwarder_as_records_counted_per_kind",
+        "tests/unit/test_forwarder_loop.py::test_records_reach_only_the_sinks_that_carry_them_and_no_ledger",
+        "tests/unit/test_forwarder_loop.py::"
+        "test_records_no_sink_carries_are_counted_and_malformed_ones_are_bad_messages",
+    ],
     "a shard is slow or stopped": [
         "tests/unit/test_receiver_loop.py::"
         "test_a_stopped_shard_costs_only_its_own_batches_each_counted_dropped_once_its_queue_is_full",

@@ -13,20 +13,12 @@ from stages.aggregator.series import CompiledBucket
 from stages.aggregator.shard_loop import ShardLoop, log
 from stages.common.compiled import wanted as use_compiled
 from stages.common.config import Config, ConfigError, config_path
-from stages.common.lifecycle import (
-    Loop,
-    Stage,
-    StartError,
-    run_stage,
-)
+from stages.common.lifecycle import Loop, Stage, StartError, run_stage
 from stages.common.partial_bounds import PartialBounds, partial_bounds
 from stages.common.process_names import AGGREGATOR, process_name
 
 
-class ShardStage(Stage):
-    stage = AGGREGATOR
-    description = "One aggregator shard of pystatsd."
-    log = log
+class ShardStage(Stage, stage=AGGREGATOR, description="One aggregator shard of pystatsd.", log=log):
     #: What the config's sink of format: partials asks for, read by check (None: no such sink).
     partial_bounds: PartialBounds | None = None
 

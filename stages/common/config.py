@@ -231,6 +231,8 @@ class Config:
     tcp_idle_timeout: float = 300.0
     #: Connections one peer (a TCP source address, a Unix stream socket's user) may hold on one listener; 0: no cap.
     tcp_max_connections_per_peer: int = 256
+    #: DogStatsD's ``|c:<container id>`` field becomes the tag ``container_id:<id>``; False: ignored.
+    keep_container_id: bool = False
     percentiles: list[float] = dataclasses.field(default_factory=lambda: [50.0, 90.0, 95.0, 99.0])
     expire_after_intervals: int = 30
     series_limit_per_name: int = 10_000

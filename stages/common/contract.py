@@ -61,6 +61,18 @@ entry's values are left out and ``stats`` ([values, sum, min, max, sum of square
 (:mod:`stages.aggregator.sketch`) stand for them; for a set with more members than the bound,
 ``hll`` does.
 
+``pystatsd.records.v1`` (receiver → forwarder, on the forwarder's PULL socket beside the shards'
+flushes): DogStatsD events and service checks, which nothing aggregates. Header ``src`` (sender
+instance), ``epoch`` (ns at the sender's start), ``seq`` (+1 per message per (src, epoch)), ``n``
+(records in the body); body an array of records, each a map that starts as an aggregate does
+(``name``, ``type`` ``event`` or ``service_check``, ``tags`` a map of strings, ``timestamp``
+unix seconds) followed by the kind's own keys (:mod:`stages.receiver.parsers.dogstatsd_records`;
+their JSON shape is in docs/input-formats.md). A forwarder older than this message refuses it
+as ``unknown_message`` and counts it among its bad messages. The forwarder hands the records to the
+sinks that can carry them as a flush of their own, never sent over a socket: ``shard`` =
+:data:`RECORDS_SHARD`, ``epoch`` and ``seq`` the records message's, ``n`` its records; they are in
+no sequence and no ledger.
+
 The forwarder's own metrics (``<self_metrics_prefix>forwarder.*``) reach its sinks as a flush too,
 built in the forwarder and never sent over a socket: its header has ``shard`` =
 :data:`SELF_FLUSH_SHARD` (-1: no shard made it), ``shards`` (the running shard count), ``epoch`` 0,
@@ -91,6 +103,7 @@ from stages.common.model import MetricType, series_key
 BATCH_V1 = b"pystatsd.batch.v1"
 BATCH_V2 = b"pystatsd.batch.v2"
 FLUSH_V1 = b"pystatsd.flush.v1"
+RECORDS_V1 = b"pystatsd.records.v1"
 PARTIAL_V1 = "pystatsd.partial.v1"
 
 #: A frame larger than this is refused before unpacking (msgpack sizes its limits from the input).
@@ -152,9 +165,27 @@ class FlushHeader:
         """Whether this is the forwarder's own flush (:func:`self_flush_header`), not a shard's."""
         return self.shard == SELF_FLUSH_SHARD
 
+    @property
+    def of_records(self) -> bool:
+        """Whether this flush holds a receiver's records (events, service checks), not aggregates."""
+        return self.shard == RECORDS_SHARD
+
 
 #: The ``shard`` of the forwarder's own flush (see the module docstring): no shard is numbered below 0.
 SELF_FLUSH_SHARD = -1
+#: The ``shard`` of the flush that hands a receiver's records to the sinks.
+RECORDS_SHARD = -2
+#: The ``type`` of each kind of record.
+RECORD_TYPES = frozenset({"event", "service_check"})
+
+
+@dataclass(frozen=True)
+class RecordsHeader:
+    src: str
+    epoch: int
+    seq: int
+    #: Records in the body.
+    n: int
 
 
 def self_flush_header(shards: int, interval_start: float, interval: float, n: int) -> FlushHeader:
@@ -214,6 +245,7 @@ _FIELD_TYPES: dict[type, dict[str, type | tuple[type, ...]]] = {
     FlushHeader: {"shard": int, "shards": int, "epoch": int, "seq": int, "interval_start": (int, float),
                   "interval": (int, float), "n": int, "final": bool, "seq_gaps": dict, "covers": dict,
                   "ack": bool, "revision": int, "paused": bool},
+    RecordsHeader: {"src": str, "epoch": int, "seq": int, "n": int},
 }
 
 
@@ -421,3 +453,33 @@ def decode_flush_body(frames: list[bytes]) -> list[dict[str, Any]]:
     if not isinstance(body, list) or not all(isinstance(a, dict) for a in body):
         raise DecodeError("bad_body", "not an array of maps")
     return body
+
+
+def encode_records(header: RecordsHeader, records: list[dict[str, Any]]) -> list[bytes]:
+    """A receiver's records (events, service checks) for the forwarder."""
+    return [RECORDS_V1, _pack(asdict(header)), _pack(records)]
+
+
+def decode_records(frames: list[bytes]) -> tuple[RecordsHeader, list[dict[str, Any]]]:
+    """A ``pystatsd.records.v1`` message: its header and its records, each checked for the keys every
+    record starts with; DecodeError when it is not one."""
+    header: RecordsHeader = _header(frames, RECORDS_V1, RecordsHeader)
+    records = _unpack(frames[2])
+    if not isinstance(records, list) or len(records) != header.n or not all(map(_is_record, records)):
+        raise DecodeError("bad_body", "not an array of n records")
+    return header, records
+
+
+def _is_record(record: Any) -> bool:
+    if not isinstance(record, dict) or not isinstance(record.get("name"), str):
+        return False
+    tags, stamp = record.get("tags"), record.get("timestamp")
+    return (record.get("type") in RECORD_TYPES and isinstance(tags, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())
+            and isinstance(stamp, (int, float)) and not isinstance(stamp, bool))
+
+
+def records_flush_header(header: RecordsHeader, shards: int, interval: float, now: float) -> FlushHeader:
+    """The header of the flush that hands one records message to the sinks (see the module docstring)."""
+    return FlushHeader(shard=RECORDS_SHARD, shards=shards, epoch=header.epoch, seq=header.seq,
+                       interval_start=now, interval=interval, n=header.n)

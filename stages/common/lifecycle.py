@@ -41,12 +41,13 @@ import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, ClassVar, NoReturn, Protocol
+from typing import IO, Any, ClassVar, NoReturn, Protocol
 
 import zmq
 
 from stages.common.config import Config, ConfigError, config_path, load_config
 from stages.common.config_diff import reloadable
+from stages.common.process_names import process_name
 from stages.rundir.figures import START_ERROR, clear_start_error, publish
 from stages.rundir.private_file import open_private
 from stages.rundir.run_dir_check import make_run_dir, run_dir_problems
@@ -170,7 +171,8 @@ class Loop(Protocol):
 
 
 class Stage(ABC):
-    """One kind of stage process: only what is its own; :func:`run_stage` does the rest."""
+    """One kind of stage process: only what is its own; :func:`run_stage` does the rest. What every
+    stage must say is said in its class line: ``class XStage(Stage, stage=..., description=..., log=log)``."""
 
     #: Its ``python -m stages.<stage>``: the key of its row in STOP_BUDGET_SECS.
     stage: ClassVar[str]
@@ -179,12 +181,16 @@ class Stage(ABC):
     #: Its module's logger: the lifecycle's lines about this stage (start errors, stopped) go there.
     log: ClassVar[logging.Logger]
 
+    def __init_subclass__(cls, *, stage: str, description: str, log: logging.Logger, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.stage, cls.description, cls.log = stage, description, log
+
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:  # noqa: B027 - an optional hook, empty by design
         """Arguments beyond the common ones; none unless a stage says."""
 
-    @abstractmethod
     def name(self, args: argparse.Namespace) -> str:
-        """This process's name in its log lines (and figures)."""
+        """This process's name in its log lines (and figures); its stage's only process unless it says."""
+        return process_name(self.stage)
 
     def lock_name(self, args: argparse.Namespace) -> str | None:
         """The lock file (``<name>.lock`` in the run directory) it holds while it lives; None: no lock."""

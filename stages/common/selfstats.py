@@ -61,7 +61,7 @@ class SelfStats:
                  strict: bool | None = None) -> None:
         if sorted(tags) != sorted(STAGE_TAGS.get(stage, ())):
             raise UndeclaredSelfMetric(f"stage {stage!r} is declared with tags {list(STAGE_TAGS.get(stage, ()))}, "
-                                       f"given {sorted(tags)} (stages/common/self_metrics_table.py)")
+                                       f"given {sorted(tags)} (stages/common/self_metrics.yaml)")
         self.strict = strict_by_default() if strict is None else strict
         #: (name, kind, tag keys) already checked against the table (or already logged as not declared)
         self._checked: set[tuple[str, Kind, tuple[str, ...]]] = set()

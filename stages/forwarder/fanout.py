@@ -24,7 +24,7 @@ from stages.common.contract import DecodeError
 from stages.common.figure_schemas import SinkFigures
 from stages.common.log_throttle import LogThrottle
 from stages.forwarder.sink_counts import SinkCounts
-from stages.forwarder.sinks.base import BufferConfig, Flush, NamedSink, Sink, SinkError
+from stages.forwarder.sinks.base import BufferConfig, Flush, NamedSink, Sink, SinkConfig, SinkError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ class SinkRunner:
         #: Its name under ``forwarders:`` (its kind's when none is given): in its row, tags and logs.
         self.name = name if name is not None else sink.name
         self.bounds = bounds
+        #: Whether records (events, service checks) go to this sink: its config says it writes them.
+        self.carries_records = isinstance(bounds, SinkConfig) and bounds.carries_records
         self.queue: collections.deque[Flush] = collections.deque()
         #: The flush being written, out of the queue so that dropping the oldest never touches it.
         self.current: Flush | None = None
@@ -318,6 +320,13 @@ class Fanout:
     def put(self, flush: Flush) -> None:
         for runner in self.runners:
             runner.put(flush)
+
+    def put_records(self, flush: Flush) -> bool:
+        """A flush of records (events, service checks) to the sinks that carry them; False when none does."""
+        carriers = [runner for runner in self.runners if runner.carries_records]
+        for runner in carriers:
+            runner.put(flush)
+        return bool(carriers)
 
     def reconfigure(self, sinks: list[NamedSink], drain_secs: float) -> list[str]:
         """Take ``sinks`` as the sinks from the next flush on; what changed, in words.

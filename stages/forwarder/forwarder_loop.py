@@ -1,7 +1,8 @@
 """Forwarder: ``python -m stages.forwarder --shards N``.
 
 Binds PULL ``ipc://<run>/forwarder.sock`` (the stable end: every shard connects to it) and takes one
-``pystatsd.flush.v1`` per shard per interval. It reads the header first and keeps a ledger of each
+``pystatsd.flush.v1`` per shard per interval (and the receivers' ``pystatsd.records.v1``: events and
+service checks, for the sinks that carry them). It reads the header first and keeps a ledger of each
 shard's flush sequence, so a flush that never arrived is counted. Each flush then goes to every sink
 through :mod:`stages.forwarder.fanout`. Every interval it sends its own figures (per sink: delivered,
 dropped, waiting, a sink a reload removed included; flushes and metrics lost) to every sink as
@@ -75,6 +76,8 @@ class Forwarder:
         self.run_dir = Path(run)
         self.ledger = CoverageLedger(self.run_dir / "forwarder-ledger.json")
         self.bad_messages = 0
+        #: Events and service checks that came while no sink carried records.
+        self.records_without_sink = 0
         #: (shard, shards) of every final flush: a ring retired by a reshard sent its own.
         self.finals: set[tuple[int, int]] = set()
         #: (shard, shards) of every ``paused`` flush, in a stop for a restart.
@@ -134,6 +137,9 @@ class Forwarder:
             self.take(frames)
 
     def take(self, frames: list[bytes]) -> None:
+        if frames and frames[0] == contract.RECORDS_V1:
+            self.take_records(frames)
+            return
         try:
             header = contract.decode_flush_header(frames)
             count = contract.flush_body_count(frames)
@@ -166,6 +172,21 @@ class Forwarder:
         log.debug("Took flush %d of shard %d: %d aggregates, handed to %d sinks", header.seq, header.shard,
                   count, len(self.fanout.runners))
 
+    def take_records(self, frames: list[bytes]) -> None:
+        """A receiver's events and service checks, to the sinks that carry records (in no ledger); with
+        none, counted as dropped."""
+        try:
+            header, records = contract.decode_records(frames)
+        except contract.DecodeError as exc:
+            self.bad_messages += 1
+            log.warning("Dropped a message that is not valid records (%s); %d so far", exc, self.bad_messages)
+            return
+        flush_header = contract.records_flush_header(header, self.shards, self.config.flush_interval,
+                                                     self.clock.time())
+        if not self.fanout.put_records(Flush(flush_header, records, len(frames[2]))):
+            self.records_without_sink += header.n
+            log.debug("Dropped %d records: no sink carries them", header.n)
+
     def flush_done(self, header: contract.FlushHeader, taken: Taken | None) -> None:
         """Every sink is done with the flush (on the last sink's thread)."""
         self.ledger.done(taken)
@@ -183,13 +204,14 @@ class Forwarder:
         if not stats.enabled:
             return
         for name, figures in sinks.items():
-            # Tags as literals, each call's own: tests check them against stages/common/self_metrics_table.py.
+            # Tags as literals, each call's own: tests check them against stages/common/self_metrics.yaml.
             stats.total("delivered", figures["delivered"], {"sink": name})
             stats.total("errors", figures["errors"], {"sink": name})
             for reason, n in figures["dropped"].items():
                 stats.total("dropped", n, {"sink": name, "reason": reason})
             stats.gauge("waiting", figures["waiting"], {"sink": name})
         stats.total("lost_flushes", self.lost_flushes)
+        stats.total("records_without_sink", self.records_without_sink)
         for shard, metrics in self.ledger.lost_metrics.items():
             stats.total("lost_metrics", metrics, {"shard": str(shard)})
             stats.total("lost_batches", self.ledger.lost_batches[shard], {"shard": str(shard)})

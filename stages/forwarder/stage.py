@@ -10,13 +10,7 @@ import zmq
 
 from stages.common.addresses import inet_address
 from stages.common.config import Config, ConfigError, config_path
-from stages.common.lifecycle import (
-    Loop,
-    Stage,
-    StartError,
-    redact_in_logs,
-    run_stage,
-)
+from stages.common.lifecycle import Loop, Stage, StartError, redact_in_logs, run_stage
 from stages.common.process_names import FORWARDER, process_name
 from stages.forwarder.fanout import Fanout
 from stages.forwarder.forwarder_loop import Forwarder, log
@@ -26,17 +20,11 @@ from stages.forwarder.sinks.base import NamedSink
 from stages.rundir.config_copies import RUNNING, STARTED, keep_copy
 
 
-class ForwarderStage(Stage):
-    stage = FORWARDER
-    description = "The pystatsd forwarder: flushes in, every configured sink out."
-    log = log
-
+class ForwarderStage(Stage, stage=FORWARDER, log=log,
+                     description="The pystatsd forwarder: flushes in, every configured sink out."):
     def __init__(self) -> None:
         self.sinks: list[NamedSink] = []
         self.health_server: HealthServer | None = None
-
-    def name(self, args: argparse.Namespace) -> str:
-        return process_name(FORWARDER)
 
     def lock_name(self, args: argparse.Namespace) -> str:
         return process_name(FORWARDER)

@@ -47,6 +47,8 @@ from stages.receiver.handover import close_held, hand_over, running_config, take
 from stages.receiver.listeners import adopt_listener, open_listener, shares_port
 from stages.receiver.listeners.connections import StreamConnections
 from stages.receiver.parsers import payload_parser, statsd_lines
+from stages.receiver.parsers.base import LineOptions, OpenInterval
+from stages.receiver.records_out import RecordsOut
 from stages.receiver.rules.kind import RulesError
 from stages.receiver.rules.rule_set import MAPPED, RuleSet, load_rule_set
 from stages.receiver.unsent import Predecessor, read_predecessor, unsent_path
@@ -109,7 +111,13 @@ class Receiver:
         self.ring = RingWatch(self.run_dir)
         # After a reshard the ring file, not the command line, says how many shards there are.
         self.shards = ring_shards(self.run_dir, shards, clock.time())
-        self.parse_payload = payload_parser(self.defaults)
+        #: The interval the window fills, which a stamped metric must be stamped in; moved on per payload.
+        self.open_interval = OpenInterval(config.flush_interval, clock.time())
+        #: Events and service checks the parsers read since the last payloads were taken in.
+        self.records: list[dict[str, Any]] = []
+        self.line_options = LineOptions(self.open_interval, config.keep_container_id, self.records)
+        self.records_out = RecordsOut(ctx, self.run_dir, name, config.queues.forwarder_flushes)
+        self.parse_payload = payload_parser(self.defaults, self.line_options)
         #: None without rules: the windows then ask nothing and look nothing up (stages.receiver.identity).
         self.rules = load_rule_set(config, rules_dir(config_file))
         if self.rules is not None:
@@ -172,7 +180,8 @@ class Receiver:
                       "them is not counted", refused)
 
     def new_window(self, shards: int) -> Window:
-        return new_window(shards, tag_tuple({}, self.defaults), statsd_lines(self.defaults), rules=self.rules)
+        return new_window(shards, tag_tuple({}, self.defaults), statsd_lines(self.defaults, self.line_options),
+                          rules=self.rules, keep_container_id=self.line_options.keep_container_id)
 
     @property
     def rule_dropped(self) -> int:
@@ -265,9 +274,13 @@ class Receiver:
         now = self.clock.time()
         self.follow_ring(now)
         window = self.batcher.open(now)
+        # The moment the window's batches will carry, so the interval a shard files them in.
+        self.open_interval.open_at(self.batcher.opened_at)
         before = window.metrics
         self.batcher.unsent.reading(len(payloads))
         take_payloads(window, payloads, self.parse_payload, self.bad)
+        if self.records:
+            self.records_out.send(self.records, now)
         self.datagrams += len(payloads)
         self.metrics += window.metrics - before
         self.batcher.filled()
@@ -284,6 +297,10 @@ class Receiver:
         self.report_rules(stats)
         for reason, n in self.bad.items():
             stats.total("bad_lines", n, {"reason": reason})
+        for kind, n in self.records_out.sent.items():
+            stats.total("records", n, {"kind": kind})
+        for kind, n in self.records_out.dropped.items():
+            stats.total("records_dropped", n, {"kind": kind})
         for shard, n in enumerate(self.batcher.dropped):
             if n:
                 stats.total("dropped", n, {"reason": "shard_full", "shard": str(shard)})
@@ -354,6 +371,7 @@ class Receiver:
         self.batcher.unsent.close()
         for push in self.batcher.pushes:
             push.close(linger=RECEIVER_STOP.linger_ms)
+        self.records_out.close()
         hand_over(self.listeners, self.run_dir, self.name, self.kernel_drops(), self.config)
         self.restarting = True
 

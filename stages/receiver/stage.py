@@ -9,21 +9,13 @@ from pathlib import Path
 import zmq
 
 from stages.common.config import Config, config_path
-from stages.common.lifecycle import (
-    Loop,
-    Stage,
-    StartError,
-    run_stage,
-)
+from stages.common.lifecycle import Loop, Stage, StartError, run_stage
 from stages.common.process_names import RECEIVER, process_name
 from stages.receiver.receiver_loop import Receiver, log
 
 
-class ReceiverStage(Stage):
-    stage = RECEIVER
-    description = "The pystatsd receiver: UDP, TCP and Unix sockets in, batches out to the shards."
-    log = log
-
+class ReceiverStage(Stage, stage=RECEIVER, log=log,
+                    description="The pystatsd receiver: UDP, TCP and Unix sockets in, batches out to the shards."):
     def __init__(self) -> None:
         self.receiver: Receiver | None = None
 

@@ -175,6 +175,7 @@ typedef struct {
     long long *tallies;      /* samples filed per tally the answers named (identity.Decided) */
     Py_ssize_t n_tallies;    /* as many as the highest tally given needs */
     unsigned char tag_slots[256];  /* TAG_SLOTS: a line's tags by key, once it has many (put_tag) */
+    int keep_container_id;   /* a `c:` field becomes the tag container_id (parsers.base.CONTAINER_ID_TAG) */
 } Window;
 
 static uint32_t crc_table[256];
@@ -393,13 +394,13 @@ enum {
     OK = 0, UNSURE,
     R_NO_VALUE, R_NO_TYPE, R_UNKNOWN_TYPE, R_BAD_VALUE, R_NON_FINITE, R_OUT_OF_RANGE, R_BAD_SAMPLE_RATE,
     R_EMPTY_NAME, R_NAME_TOO_LONG, R_BAD_TAG, R_TAG_TOO_LONG, R_TOO_MANY_TAGS, R_CONTROL_CHAR,
-    R_INVALID_UTF8, R_TOO_DEEP, R_EVENT, R_SERVICE_CHECK, N_OUTCOMES
+    R_INVALID_UTF8, R_TOO_DEEP, N_OUTCOMES
 };
 static const char *const REASONS[N_OUTCOMES] = {
     NULL, NULL,
     "no_value", "no_type", "unknown_type", "bad_value", "non_finite", "out_of_range", "bad_sample_rate",
     "empty_name", "name_too_long", "bad_tag", "tag_too_long", "too_many_tags", "control_char",
-    "invalid_utf8", "too_deep", "event_unsupported", "service_check_unsupported",
+    "invalid_utf8", "too_deep",
 };
 static PyObject *reason_keys[N_OUTCOMES];  /* REASONS as str, made once: the keys of `bad` */
 
@@ -421,6 +422,16 @@ static int count_bad(PyObject *bad, int reason)
     return failed;
 }
 
+/* The first bytes of well-formed UTF-8 (Unicode's table 3-7), in order: each range's sequence length
+ * and the bounds of its second byte (the others are 0x80-0xBF). A byte in no range starts none. */
+static const struct utf8_lead {
+    unsigned char first, last, len, lo, hi;
+} UTF8_LEADS[] = {
+    {0xC2, 0xDF, 2, 0x80, 0xBF}, {0xE0, 0xE0, 3, 0xA0, 0xBF}, {0xE1, 0xEC, 3, 0x80, 0xBF},
+    {0xED, 0xED, 3, 0x80, 0x9F}, {0xEE, 0xEF, 3, 0x80, 0xBF}, {0xF0, 0xF0, 4, 0x90, 0xBF},
+    {0xF1, 0xF3, 4, 0x80, 0xBF}, {0xF4, 0xF4, 4, 0x80, 0x8F},
+};
+
 /* Whether the bytes are UTF-8 as Python's strict decoder reads it (no overlong form, no surrogate,
  * nothing past U+10FFFF): decode_lines drops and counts a line that is not. */
 static int valid_utf8(const char *text, Py_ssize_t n)
@@ -438,25 +449,13 @@ static int valid_utf8(const char *text, Py_ssize_t n)
             i++;
             continue;
         }
-        int len;
-        unsigned char lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF)
-            len = 2;
-        else if (c == 0xE0)
-            len = 3, lo = 0xA0;
-        else if (c == 0xED)
-            len = 3, hi = 0x9F;
-        else if (c >= 0xE1 && c <= 0xEF)
-            len = 3;
-        else if (c == 0xF0)
-            len = 4, lo = 0x90;
-        else if (c == 0xF4)
-            len = 4, hi = 0x8F;
-        else if (c >= 0xF1 && c <= 0xF3)
-            len = 4;
-        else
+        const struct utf8_lead *lead = UTF8_LEADS;
+        while (lead < UTF8_LEADS + sizeof UTF8_LEADS / sizeof *UTF8_LEADS && c > lead->last)
+            lead++;
+        if (lead == UTF8_LEADS + sizeof UTF8_LEADS / sizeof *UTF8_LEADS || c < lead->first)
             return 0;
-        if (n - i < len || s[i + 1] < lo || s[i + 1] > hi)
+        int len = lead->len;
+        if (n - i < len || s[i + 1] < lead->lo || s[i + 1] > lead->hi)
             return 0;
         for (int k = 2; k < len; k++)
             if (s[i + k] < 0x80 || s[i + k] > 0xBF)
@@ -668,9 +667,12 @@ static int tag_before(const tag *a, const tag *b)
     return c < 0 || (c == 0 && a->key.n < b->key.n);
 }
 
-/* The fields after the type: `@rate` (the last wins) and `#k:v,...` tags; others are ignored. */
+/* The fields after the type, in their order: `@rate` (the last wins), `#k:v,...` tags, `c:<id>` (a tag
+ * when kept); a `T` stamp is the Python parser's (it alone knows the receiver's open interval); others
+ * are ignored. */
 static int extension_fields(Window *w, const char *p, const char *end, Py_ssize_t *n_tags, double *rate)
 {
+    static const char container_id[] = "container_id";
     while (p < end) {
         const char *field_end = memchr(p, '|', (size_t)(end - p));
         if (field_end == NULL)
@@ -697,6 +699,13 @@ static int extension_fields(Window *w, const char *p, const char *end, Py_ssize_
                 }
                 item = item_end + 1;
             }
+        } else if (field_end > p && *p == 'T') {
+            return UNSURE;
+        } else if (w->keep_container_id && field_end - p > 2 && p[0] == 'c' && p[1] == ':') {
+            span key = {container_id, (Py_ssize_t)sizeof container_id - 1};
+            int got = put_tag(w, n_tags, key, (span){p + 2, field_end - p - 2});
+            if (got != OK)
+                return got;
         }
         p = field_end + 1;
     }
@@ -822,14 +831,10 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
     }
     n = cut;
     const char *end = p + n;
-    /* A service check or an event (the parser's _unsupported: known by its start alone, whatever fields
-     * and tags follow) is never a metric, and is counted under its own reason. */
-    if (n >= 3 && p[0] == '_') {
-        if (memcmp(p, "_e{", 3) == 0)
-            return R_EVENT;
-        if (n >= 4 && memcmp(p, "_sc|", 4) == 0)
-            return R_SERVICE_CHECK;
-    }
+    /* A service check or an event (dogstatsd_records.is_record: known by its start alone, whatever
+     * fields and tags follow) is never a metric: the Python parser reads it, and says why it is dropped. */
+    if (n >= 3 && p[0] == '_' && (memcmp(p, "_e{", 3) == 0 || (n >= 4 && memcmp(p, "_sc|", 4) == 0)))
+        return UNSURE;
     if (colon == NULL)
         return R_NO_VALUE;
     span head = {p, colon - p};
@@ -1206,13 +1211,14 @@ static int init_rules(Window *w, PyObject *rules, Py_ssize_t cache_size)
 
 static int Window_init(Window *w, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"shards", "defaults", "fallback", "rules", "cache_size", NULL};
-    int shards;
+    static char *kwlist[] = {"shards", "defaults", "fallback", "rules", "cache_size", "keep_container_id", NULL};
+    int shards, keep_container_id = 0;
     PyObject *defaults, *fallback, *rules = Py_None;
     Py_ssize_t cache_size = -1;  /* identity.CACHE_SIZE */
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO!O|On:Window", kwlist, &shards, &PyTuple_Type, &defaults,
-                                     &fallback, &rules, &cache_size))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO!O|Onp:Window", kwlist, &shards, &PyTuple_Type, &defaults,
+                                     &fallback, &rules, &cache_size, &keep_container_id))
         return -1;
+    w->keep_container_id = keep_container_id;
     if (shards < 1) {
         PyErr_SetString(PyExc_ValueError, "shards: at least 1");
         return -1;

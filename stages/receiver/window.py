@@ -236,11 +236,13 @@ def take_payloads(window: Window, payloads: list[bytes], parse_payload: PayloadP
             taken += 1
 
 
-def new_window(shards: int, defaults: Tags, parse_lines: LineParser, rules: Rules | None = None) -> Window:
+def new_window(shards: int, defaults: Tags, parse_lines: LineParser, rules: Rules | None = None,
+               keep_container_id: bool = False) -> Window:
     """The compiled window where it was built (see :mod:`stages.common.compiled`), else :class:`PyWindow`; each
-    asks ``rules`` (see :mod:`.identity`) what becomes of each new series, None for no rules."""
+    asks ``rules`` (see :mod:`.identity`) what becomes of each new series, None for no rules.
+    ``keep_container_id`` must be what ``parse_lines`` was given (the compiled window reads lines itself)."""
     if compiled.wanted() and CompiledWindow is not None:
-        return CompiledWindow(shards, defaults, parse_lines, rules)
+        return CompiledWindow(shards, defaults, parse_lines, rules, CACHE_SIZE, keep_container_id)
     if CompiledWindow is None:
         log.info("Parsing in Python: the compiled window was not built when pystatsd was installed")
     else:

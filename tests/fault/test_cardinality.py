@@ -8,7 +8,7 @@ from harness.flood import peak_rss_per_process, send_distinct
 from harness.pipeline import Pipeline, total
 from harness.wait import WaitTimeout, wait_for
 
-pytestmark = pytest.mark.fault
+pytestmark = [pytest.mark.fault, pytest.mark.heavy]
 
 VALUES = 1_000_000
 RATE_PER_SEC = 100_000

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.fault
+pytestmark = [pytest.mark.fault, pytest.mark.heavy]
 
 REPO = Path(__file__).resolve().parent.parent.parent
 SOURCES = {"stages.receiver._window": REPO / "stages/receiver/window.c",
@@ -40,6 +40,7 @@ DRIVER = textwrap.dedent('''
     from stages.aggregator.series import SeriesLimit
     from stages.receiver.parsers import payload_parser, statsd_lines
     from stages.receiver.identity import DROP, Decided
+    from stages.receiver.parsers.base import LineOptions, OpenInterval
     from stages.receiver.window import take_payloads
     from tests.unit.lines import BYTES, HOSTILE, HOSTILE_BYTES, LINES, OTHER
 
@@ -95,9 +96,13 @@ DRIVER = textwrap.dedent('''
             return "renamed." + name[:2], tags + ("rule", "x")
         return (name, ()) if pick == 2 else None
 
-    ruled = Window(3, ("host", "h1"), statsd_lines(defaults), rules, 7)
+    # With rules, container ids kept as tags, stamps checked and records taken.
+    options = LineOptions(OpenInterval(10.0, 1700000005.0), True, [])
+    ruled = Window(3, ("host", "h1"), statsd_lines(defaults, options), rules, 7, True)
+    parse = payload_parser(defaults, options)
     for start in range(0, len(payloads), 64):
         take_payloads(ruled, payloads[start:start + 64], parse, bad)
+        options.records.clear()
         for shard in ruled.take(rng.randint(1, 50)):
             bodies += len(shard)
     assert ruled.rule_dropped > 0, "no metric dropped by a rule"

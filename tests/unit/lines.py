@@ -14,7 +14,8 @@ LINES = [
     "users:a:b|s", "users:u2|s|#x:y", "multi:1:2:3|d", "h:0.5|h", "x:1e3|c", "x:.5|c", "x:5.|c", "x:-0.0e+1|ms",
     "x:123456789012345678|ms", "x:0.1234567890123456789|ms", "x:1e308|g", "x:2.2250738585072014e-308|ms",
     "a b  c/d:1|c", "  spaced :1|c", "x:1|c|#k", "x:1|c|#k:", "x:1|c|#k:v:w", "x:1|c|#,,k:v,", "x:1|c||",
-    "x:1|c|c:container|T1700000000", "x:1|c|@0.5|@1", "x:1|c|#a:1|#b:2", "x:1|c|#a:1|#a:2", "x|y:1|c",
+    "x:1|c|c:container|T1700000000", "ci:1|c|c:abc|#k:v", "ci:2|c|#container_id:x|c:|c:y",
+    "x:1|c|@0.5|@1", "x:1|c|#a:1|#b:2", "x:1|c|#a:1|#a:2", "x|y:1|c",
     "hits:1|c\r", "hits:1|c\r\r", "q:1|c|#host:mine", "k,host=x:1|c",
     # wrong in every way the parser counts
     "bad line", "x:1|zz", "x:1", "x:|c", ":1|c", " :1|c", "x:1|c|@0", "x:1|c|@2", "x:1|c|@-1", "x:1|c|@",

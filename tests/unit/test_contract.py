@@ -7,7 +7,7 @@ version header keys may only be added: each addition gets golden files of its ow
 ({batch,flush}.v1.1.bin: ``sent_before`` and ``covers``; batch.v1.2.bin: ``metrics``; batch.v2.1.bin:
 ``paused``; flush.v1.2.bin: ``ack``, ``revision`` and the fourth frame of partials; flush.v1.3.bin:
 ``paused``, and flush.v1.3.paused.bin, a shard's empty flush before it holds the rest for a
-restarting forwarder), writers produce
+restarting forwarder; records.v1.bin: a receiver's events and service checks), writers produce
 the newest, and readers keep decoding every older file, the added keys taking their defaults. Any
 other change to the bytes for the same message is a wire-format change (a new major version). Batch
 v1 is still read (one release after v2), as a v2 body of one entry per sample.
@@ -257,3 +257,42 @@ def test_frame_at_the_size_limit_is_accepted(monkeypatch: pytest.MonkeyPatch) ->
     frames = batch_frames()
     monkeypatch.setattr(contract, "MAX_FRAME_BYTES", max(len(frames[1]), len(frames[2])))
     assert decoded(frames) == (BATCH_HEADER_V2, BODY_V2)
+
+
+RECORDS_HEADER = contract.RecordsHeader(src="receiver-1", epoch=1_700_000_000_000_000_000, seq=2, n=2)
+RECORDS = [
+    {"name": "deploy", "type": "event", "tags": {"env": "prod"}, "timestamp": 1700000001, "text": "v2\nout",
+     "hostname": "web-1", "aggregation_key": "", "priority": "normal", "source_type_name": "", "alert_type": "info"},
+    {"name": "db.ok", "type": "service_check", "tags": {}, "timestamp": 1700000002, "status": 2,
+     "status_name": "critical", "hostname": "", "message": "down: disk | full"},
+]
+
+
+def test_records_encode_to_their_golden_bytes_and_decode_back() -> None:
+    frames = contract.encode_records(RECORDS_HEADER, RECORDS)
+    assert b"".join(frames) == (GOLDEN / "records.v1.bin").read_bytes()
+    assert contract.decode_records(golden_frames("records.v1.bin", contract.RECORDS_V1)) == (RECORDS_HEADER, RECORDS)
+
+
+@pytest.mark.parametrize("records", [
+    {"a": 1}, RECORDS[:1], [{**RECORDS[0], "type": "metric"}, RECORDS[1]],
+    [{**RECORDS[0], "tags": {"k": 1}}, RECORDS[1]],
+    [{**RECORDS[0], "timestamp": None}, RECORDS[1]], [{**RECORDS[0], "timestamp": True}, RECORDS[1]],
+    [RECORDS[0], {k: v for k, v in RECORDS[1].items() if k != "name"}], [RECORDS[0], 5],
+])
+def test_records_that_are_not_n_records_are_bad_body(records: object) -> None:
+    frames = contract.encode_records(RECORDS_HEADER, RECORDS)
+    frames[2] = msgpack.packb(records)
+    with pytest.raises(DecodeError) as info:
+        contract.decode_records(frames)
+    assert info.value.reason == "bad_body"
+
+
+def test_records_are_no_flush_and_a_flush_no_records() -> None:
+    records = contract.encode_records(RECORDS_HEADER, RECORDS)
+    with pytest.raises(DecodeError) as info:
+        contract.decode_flush_header(records)
+    assert info.value.reason == "unknown_message"  # what a forwarder older than records makes of them
+    with pytest.raises(DecodeError) as info:
+        contract.decode_records(contract.encode_flush(FLUSH_HEADER, AGGREGATES))
+    assert info.value.reason == "unknown_message"

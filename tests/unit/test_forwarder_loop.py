@@ -162,6 +162,41 @@ def test_each_flush_reaches_every_sink(bench: Bench) -> None:
     assert sorted((header.shard, header.seq) for header, _ in bench.memory.got) == [(0, 1), (1, 1)]
 
 
+RECORDS = [{"name": "deploy", "type": "event", "tags": {"env": "prod"}, "timestamp": 1700000001, "text": "v2",
+            "hostname": "", "aggregation_key": "", "priority": "normal", "source_type_name": "", "alert_type": "info"},
+           {"name": "db.up", "type": "service_check", "tags": {}, "timestamp": 1700000002, "status": 0,
+            "status_name": "ok", "hostname": "", "message": ""}]
+
+
+def records(seq: int, *chosen: dict[str, Any]) -> list[bytes]:
+    return contract.encode_records(contract.RecordsHeader(src="receiver", epoch=5, seq=seq, n=len(chosen)),
+                                   list(chosen))
+
+
+def test_records_reach_only_the_sinks_that_carry_them_and_no_ledger(bench: Bench) -> None:
+    forwarder = bench.forwarder()
+    bench.send(0, records(0, *RECORDS))
+    bench.send(0, flush(0, 1, "a"))
+    take(forwarder, 2)
+    wait_for(lambda: len(file_lines(bench.out)) == 3 and bench.memory.got, 5, "the records and the flush")
+    # The json file sink writes each record as it came; a sink that writes no records gets the flush alone.
+    assert file_lines(bench.out)[:2] == RECORDS and file_lines(bench.out)[2]["name"] == "a"
+    assert bench.memory.names() == ["a"]
+    assert (forwarder.records_without_sink, forwarder.bad_messages, forwarder.lost_flushes) == (0, 0, 0)
+
+
+def test_records_no_sink_carries_are_counted_and_malformed_ones_are_bad_messages(bench: Bench) -> None:
+    bench.config_file.write_text(f"flush_interval: {INTERVAL}\nforwarders:\n  file:\n    path: {bench.out}\n"
+                                 "    format: influx\n")
+    forwarder = bench.forwarder()
+    bench.send(0, records(0, *RECORDS))
+    broken = records(1, *RECORDS)
+    broken[1] = records(1, RECORDS[0])[1]  # a header that says one record, a body of two
+    bench.send(1, broken)
+    take(forwarder, 2)
+    assert (forwarder.records_without_sink, forwarder.bad_messages) == (2, 1)
+
+
 def test_a_gap_in_a_shards_flush_sequence_is_counted_as_lost_flushes(bench: Bench) -> None:
     forwarder = bench.forwarder()
     for shard, frames in ((0, flush(0, 1, "a")), (0, flush(0, 2, "a")), (0, flush(0, 5, "a")),  # 3, 4 never came

@@ -84,11 +84,7 @@ class FakeLoop:
         self.events.append("run")
 
 
-class FakeStage(Stage):
-    stage = "receiver"
-    description = "a stage for the test"
-    log = logging.getLogger("tests.fake_stage")
-
+class FakeStage(Stage, stage="receiver", description="a stage for the test", log=logging.getLogger("tests.fake_stage")):
     def __init__(self, refuse_in: str = "") -> None:
         self.refuse_in = refuse_in
         self.events: list[str] = []

@@ -21,7 +21,7 @@ from harness.ports import free_udp_port
 from harness.wait import wait_for
 from stages.common import contract
 from stages.common.config import load_config
-from stages.common.sharding import shard_endpoint, shard_for
+from stages.common.sharding import forwarder_endpoint, shard_endpoint, shard_for
 from stages.receiver.receiver_loop import Receiver
 from stages.rundir.pause import begin_pause, end_pause, pause_path
 from stages.rundir.ring import CHECK_EVERY_SECS, Ring, write_ring
@@ -144,8 +144,8 @@ def test_bad_lines_are_counted_by_reason_and_their_neighbours_kept(bench: Bench,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     receiver = bench.start()
     bench.send(b"mix.ok:1|c\nmix.nan:nan|c\nmix.ok:2|c\nno_type:1\nmix.rate:1|c|@0\n\xff\xfe:1|c\nmix.ok:3|c\n",
-               # A service check and an event with tags, as hot-shots and datadog send them (not supported yet).
-               b"_sc|mix.check|0|#env:prod\n", b"_e{5,4}:title|text|#env:prod\n",
+               # A malformed service check and event (good ones go on to the forwarder, not counted here).
+               b"_sc|mix.check|9|#env:prod\n", b"_e{5,9}:title|text|#env:prod\n",
                b'{"metric_name": "mix.json", "metric_type": "counter", "count": 4}\n{"metric_name": "x"}',
                # Not JSON-looking, so the statsd parser sees a line without a value.
                b"not json {",
@@ -157,8 +157,7 @@ def test_bad_lines_are_counted_by_reason_and_their_neighbours_kept(bench: Bench,
     assert got == {"mix.ok": 6.0, "mix.json": 4.0}
     assert receiver.metrics == 4
     assert receiver.bad == {"non_finite": 1, "no_type": 1, "no_value": 1, "bad_sample_rate": 1, "invalid_utf8": 1,
-                            "missing_field": 1, "bad_tag": 1, "service_check_unsupported": 1,
-                            "event_unsupported": 1}
+                            "missing_field": 1, "bad_tag": 1, "bad_service_check": 1, "bad_event": 1}
     assert "Dropped 9 bad lines so far" in caplog.text
 
 
@@ -184,6 +183,51 @@ def test_the_window_leaves_at_the_interval_edge_and_what_comes_after_is_the_next
     receiver.send_due()
     (header, got), = bench.batches(0)
     assert (header.ts, header.seq, got) == (START + INTERVAL + 0.2, 1, {name: 7.0})
+
+
+def test_a_stamped_metric_goes_in_the_window_of_its_interval_and_no_other_as_the_window_moves_on(
+        bench: Bench) -> None:
+    receiver = bench.start()
+    name = names_on(0, 2, 1)[0]
+    now, later, earlier = int(START + 5), int(START + INTERVAL), int(START - 1)
+    bench.send(f"{name}:1|c|T{now}\n{name}:10|c|T{later}\n{name}:100|c|T{earlier}".encode(),
+               f'{{"metric_name": "{name}", "metric_type": "counter", "value": 1000, "timestamp": {later}}}'.encode())
+    bench.read(2)
+    bench.clock.to(START + INTERVAL + 0.2)  # the next interval: its window is the one stamped `later`
+    receiver.send_due()
+    bench.send(f"{name}:10|c|T{later}\n{name}:1|c|T{now}".encode())
+    bench.read(3)
+    bench.clock.to(START + 2 * INTERVAL)
+    receiver.send_due()
+    assert [(header.ts, got) for header, got in bench.batches(0)] == [
+        (START + 1.0, {name: 1.0}), (START + INTERVAL + 0.2, {name: 10.0})]
+    assert receiver.bad == {"in_future": 2, "too_old": 2} and receiver.metrics == 2
+
+
+def test_events_and_service_checks_go_to_the_forwarder_as_records_counted_per_kind(bench: Bench) -> None:
+    forwarder = bench.ctx.socket(zmq.PULL)
+    forwarder.bind(forwarder_endpoint(bench.run))
+    receiver = bench.start()
+    bench.send(b"_e{6,4}:deploy|v2.1|t:success|#env:prod\nok:1|c\n_sc|db.up|2|d:1700000003|m:disk | full",
+               b"_sc|db.up|0")
+    bench.read(2)
+    messages = []
+    while forwarder.poll(500):
+        messages.append(contract.decode_records(forwarder.recv_multipart()))
+    forwarder.close(linger=0)
+    # One message per burst of datagrams read (the two may come in one read or two).
+    assert [(header.src, header.seq) for header, _ in messages] == [("receiver", seq) for seq in range(len(messages))]
+    assert sum(header.n for header, _ in messages) == 3
+    now = int(START + 1.0)  # a record without a d: field is stamped with the second it was read
+    assert [record for _, records in messages for record in records] == [
+        {"name": "deploy", "type": "event", "tags": {}, "timestamp": now, "text": "v2.1", "hostname": "",
+         "aggregation_key": "", "priority": "normal", "source_type_name": "", "alert_type": "success"} | {
+            "tags": {"env": "prod"}},
+        {"name": "db.up", "type": "service_check", "tags": {}, "timestamp": 1700000003, "status": 2,
+         "status_name": "critical", "hostname": "", "message": "disk | full"},
+        {"name": "db.up", "type": "service_check", "tags": {}, "timestamp": now, "status": 0, "status_name": "ok",
+         "hostname": "", "message": ""}]
+    assert (receiver.records_out.sent, receiver.bad, receiver.metrics) == ({"event": 1, "service_check": 2}, {}, 1)
 
 
 def test_a_paused_shard_gets_one_paused_batch_then_nothing_until_its_pause_ends(bench: Bench) -> None:

@@ -3,7 +3,8 @@
 ``AGENT_MAPPINGS`` and ``AGENT_REFUSALS`` are the tables of the agent's ``comp/dogstatsd/mapper/mapper_test.go``
 (``TestMappings``, ``TestMappingErrors``), each case under its name there, config, packets and expected
 results as written there; ``TAG_ALREADY_PRESENT`` is from its ``comp/dogstatsd/server/server_test.go``
-(``TestMappingCases``: how mapped tags join the sender's). The rest are what this port adds or decides.
+(``TestMappingCases``: how mapped tags join the sender's). They are read from
+tests/data/dogstatsd_mapper/agent_cases.yaml. The rest are what this port adds or decides.
 """
 
 from __future__ import annotations
@@ -24,358 +25,13 @@ pytestmark = pytest.mark.serverless
 
 KEY = "dogstatsd_mapper_profiles"
 
-# (name, config, packets, expected: one (name, tags) per packet that maps, in order; tags as the agent writes them)
-AGENT_MAPPINGS: list[tuple[str, str, list[str], list[tuple[str, list[str]]]]] = [
-    ("Simple OK case", """
-dogstatsd_mapper_profiles:
-  - name: test
-    prefix: 'test.'
-    mappings:
-      - match: "test.job.duration.*.*"
-        name: "test.job.duration"
-        tags:
-          job_type: "$1"
-          job_name: "$2"
-      - match: "test.job.size.*.*"
-        name: "test.job.size"
-        tags:
-          foo: "$1"
-          bar: "$2"
-""", [
-        "test.job.duration.my_job_type.my_job_name",
-        "test.job.size.my_job_type.my_job_name",
-        "test.job.size.not_match",
-    ], [
-        ("test.job.duration", ["job_type:my_job_type", "job_name:my_job_name"]),
-        ("test.job.size", ["foo:my_job_type", "bar:my_job_name"]),
-    ]),
-    ("Not/Partially mapped are accepted", """
-dogstatsd_mapper_profiles:
-  - name: test
-    prefix: 'test.'
-    mappings:
-      - match: "test.job.duration.*.*"
-        name: "test.job.duration"
-        tags:
-          job_type: "$1"
-      - match: "test.task.duration.*.*"
-        name: "test.task.duration"
-""", [
-        "test.job.duration.my_job_type.my_job_name",
-        "test.task.duration.my_job_type.my_job_name",
-    ], [
-        ("test.job.duration", ["job_type:my_job_type"]),
-        ("test.task.duration", []),
-    ]),
-    ("Use regex expansion alternative syntax", """
-dogstatsd_mapper_profiles:
- - name: test
-   prefix: 'test.'
-   mappings:
-    - match: "test.job.duration.*.*"
-      name: "test.job.duration"
-      tags:
-        job_type: "${1}_x"
-        job_name: "${2}_y"
-""", [
-        "test.job.duration.my_job_type.my_job_name",
-    ], [
-        ("test.job.duration", ["job_type:my_job_type_x", "job_name:my_job_name_y"]),
-    ]),
-    ("Expand name", """
-dogstatsd_mapper_profiles:
- - name: test
-   prefix: 'test.'
-   mappings:
-    - match: "test.job.duration.*.*"
-      name: "test.hello.$2.$1"
-      tags:
-        job_type: "$1"
-        job_name: "$2"
-""", [
-        "test.job.duration.my_job_type.my_job_name",
-    ], [
-        ("test.hello.my_job_name.my_job_type", ["job_type:my_job_type", "job_name:my_job_name"]),
-    ]),
-    ("Match before underscore", """
-dogstatsd_mapper_profiles:
- - name: test
-   prefix: 'test.'
-   mappings:
-    - match: "test.*_start"
-      name: "test.start"
-      tags:
-        job: "$1"
-""", [
-        "test.my_job_start",
-    ], [
-        ("test.start", ["job:my_job"]),
-    ]),
-    ("No tags", """
-dogstatsd_mapper_profiles:
- - name: test
-   prefix: 'test.'
-   mappings:
-    - match: "test.my-worker.start"
-      name: "test.worker.start"
-    - match: "test.my-worker.stop.*"
-      name: "test.worker.stop"
-""", [
-        "test.my-worker.start",
-        "test.my-worker.stop.worker-name",
-    ], [
-        ("test.worker.start", []),
-        ("test.worker.stop", []),
-    ]),
-    ("All allowed characters", """
-dogstatsd_mapper_profiles:
- - name: test
-   prefix: 'test.'
-   mappings:
-    - match: "test.abcdefghijklmnopqrstuvwxyz_ABCDEFGHIJKLMNOPQRSTUVWXYZ-01234567.*"
-      name: "test.alphabet"
-""", [
-        "test.abcdefghijklmnopqrstuvwxyz_ABCDEFGHIJKLMNOPQRSTUVWXYZ-01234567.123",
-    ], [
-        ("test.alphabet", []),
-    ]),
-    ("Regex match type", """
-dogstatsd_mapper_profiles:
- - name: test
-   prefix: 'test.'
-   mappings:
-    - match: "test\\\\.job\\\\.duration\\\\.(.*)"
-      match_type: regex
-      name: "test.job.duration"
-      tags:
-        job_name: "$1"
-    - match: 'test\\.task\\.duration\\.(.*)' # no need to escape using single quote
-      match_type: regex
-      name: "test.task.duration"
-      tags:
-        task_name: "$1"
-""", [
-        "test.job.duration.my.funky.job$name-abc/123",
-        "test.task.duration.MY_task_name",
-    ], [
-        ("test.job.duration", ["job_name:my.funky.job$name-abc/123"]),
-        ("test.task.duration", ["task_name:MY_task_name"]),
-    ]),
-    ("Complex Regex match type", """
-dogstatsd_mapper_profiles:
-  - name: test
-    prefix: 'test.'
-    mappings:
-      - match: "test\\\\.job\\\\.([a-z][0-9]-\\\\w+)\\\\.(.*)"
-        match_type: regex
-        name: "test.job"
-        tags:
-          job_type: "$1"
-          job_name: "$2"
-""", [
-        "test.job.a5-foo.bar",
-        "test.job.foo.bar-not-match",
-    ], [
-        ("test.job", ["job_type:a5-foo", "job_name:bar"]),
-    ]),
-    ("Profile and prefix", """
-dogstatsd_mapper_profiles:
-  - name: test
-    prefix: 'foo.'
-    mappings:
-      - match: "foo.duration.*"
-        name: "foo.duration"
-        tags:
-          name: "$1"
-  - name: test
-    prefix: 'bar.'
-    mappings:
-      - match: "bar.count.*"
-        name: "bar.count"
-        tags:
-          name: "$1"
-      - match: "foo.duration2.*"
-        name: "foo.duration2"
-        tags:
-          name: "$1"
-""", [
-        "foo.duration.foo_name1",
-        "foo.duration2.foo_name1",  # should not match, metric in wrong group.
-        "bar.count.bar_name1",
-        "z.not.mapped",
-    ], [
-        ("foo.duration", ["name:foo_name1"]),
-        ("bar.count", ["name:bar_name1"]),
-    ]),
-    ("Wildcard prefix", """
-dogstatsd_mapper_profiles:
-  - name: test
-    prefix: '*'
-    mappings:
-      - match: "foo.duration.*"
-        name: "foo.duration"
-        tags:
-          name: "$1"
-""", [
-        "foo.duration.foo_name1",
-    ], [
-        ("foo.duration", ["name:foo_name1"]),
-    ]),
-    ("Wildcard prefix order", """
-dogstatsd_mapper_profiles:
-  - name: test
-    prefix: '*'
-    mappings:
-      - match: "foo.duration.*"
-        name: "foo.duration"
-        tags:
-          name1: "$1"
-  - name: test
-    prefix: '*'
-    mappings:
-      - match: "foo.duration.*"
-        name: "foo.duration"
-        tags:
-          name2: "$1"
-""", [
-        "foo.duration.foo_name",
-    ], [
-        ("foo.duration", ["name1:foo_name"]),
-    ]),
-    ("Multiple profiles order", """
-dogstatsd_mapper_profiles:
-  - name: test
-    prefix: 'foo.'
-    mappings:
-      - match: "foo.*.duration.*"
-        name: "foo.bar1.duration"
-        tags:
-          bar: "$1"
-          foo: "$2"
-  - name: test
-    prefix: 'foo.bar.'
-    mappings:
-      - match: "foo.bar.duration.*"
-        name: "foo.bar2.duration"
-        tags:
-          foo_bar: "$1"
-""", [
-        "foo.bar.duration.foo_name",
-    ], [
-        ("foo.bar1.duration", ["bar:bar", "foo:foo_name"]),
-    ]),
-]
-
-# (name, config, what the agent's error says, the key named here)
-AGENT_REFUSALS: list[tuple[str, str, str, str]] = [
-    ("Empty name", """
-dogstatsd_mapper_profiles:
-  - name: test
-    prefix: 'test.'
-    mappings:
-      - match: "test.job.duration.*.*"
-        name: ""
-        tags:
-          job_type: "$1"
-          job_name: "$2"
-""", "name is required", "dogstatsd_mapper_profiles[0].mappings[0].name"),
-    ("Missing name", """
-dogstatsd_mapper_profiles:
-  - name: test
-    prefix: 'test.'
-    mappings:
-      - match: "test.job.duration.*.*"
-        tags:
-          job_type: "$1"
-          job_name: "$2"
-""", "name is required", "dogstatsd_mapper_profiles[0].mappings[0].name"),
-    ("Missing match", """
-dogstatsd_mapper_profiles:
-  - name: test
-    prefix: 'test.'
-    mappings:
-      - name: "test.job.duration"
-        tags:
-          job_type: "$1"
-          job_name: "$2"
-""", "match is required", "dogstatsd_mapper_profiles[0].mappings[0].match"),
-    ("Invalid match regex []", """
-dogstatsd_mapper_profiles:
-  - name: test
-    prefix: 'test.'
-    mappings:
-      - match: "test.[]duration.*.*"
-        name: "test.job.duration"
-""", "it does not match allowed match regex", "dogstatsd_mapper_profiles[0].mappings[0].match"),
-    ("Invalid match regex ^", """
-dogstatsd_mapper_profiles:
-  - name: test
-    prefix: 'test.'
-    mappings:
-      - match: "^test.invalid.duration.*.*"
-        name: "test.job.duration"
-""", "it does not match allowed match regex", "dogstatsd_mapper_profiles[0].mappings[0].match"),
-    ("Consecutive *", """
-dogstatsd_mapper_profiles:
-  - name: test
-    prefix: 'test.'
-    mappings:
-      - match: "test.invalid.duration.**"
-        name: "test.job.duration"
-""", "it should not contain consecutive `*`", "dogstatsd_mapper_profiles[0].mappings[0].match"),
-    ("Invalid match type", """
-dogstatsd_mapper_profiles:
-  - name: test
-    prefix: 'test.'
-    mappings:
-      - match: "test.invalid.duration"
-        match_type: invalid
-        name: "test.job.duration"
-""", "invalid match type", "dogstatsd_mapper_profiles[0].mappings[0].match_type"),
-    ("Missing profile name", """
-dogstatsd_mapper_profiles:
-  - prefix: 'test.'
-    mappings:
-      - match: "test.invalid.duration"
-        match_type: invalid
-        name: "test.job.duration"
-""", "missing profile name", "dogstatsd_mapper_profiles[0].name"),
-    ("Missing profile prefix", """
-dogstatsd_mapper_profiles:
-  - name: test
-    mappings:
-      - match: "test.invalid.duration"
-        match_type: invalid
-        name: "test.job.duration"
-""", "missing prefix for profile", "dogstatsd_mapper_profiles[0].prefix"),
-]
-
-
-# The agent's server reads the key in comp/dogstatsd/server's TestDogstatsdMappingProfilesOk with this config.
-PROFILES_OK = """
-dogstatsd_mapper_profiles:
-  - name: "airflow"
-    prefix: "airflow."
-    mappings:
-      - match: 'airflow\\.job\\.duration_sec\\.(.*)'
-        name: "airflow.job.duration"
-        match_type: "regex"
-        tags:
-          job_type: "$1"
-          job_name: "$2"
-      - match: "airflow.job.size.*.*"
-        name: "airflow.job.size"
-        tags:
-          foo: "$1"
-          bar: "$2"
-  - name: "profile2"
-    prefix: "profile2."
-    mappings:
-      - match: "profile2.hello.*"
-        name: "profile2.hello"
-        tags:
-          foo: "$1"
-"""
+#: The agent's own cases (tests/data/dogstatsd_mapper/agent_cases.yaml says where each comes from).
+AGENT = yaml.safe_load((Path(__file__).resolve().parents[1] / "data" / "dogstatsd_mapper" / "agent_cases.yaml")
+                       .read_text())
+AGENT_MAPPINGS: list[dict[str, Any]] = AGENT["mappings"]
+AGENT_REFUSALS: list[dict[str, Any]] = AGENT["refusals"]
+PROFILES_OK: str = AGENT["profiles_ok"]
+TAG_ALREADY_PRESENT: str = AGENT["tag_already_present"]
 
 
 def mapper_of(config: str) -> DogStatsDMapper:
@@ -387,27 +43,30 @@ def as_agent_writes_it(outcome: Outcome) -> tuple[str, list[str]]:
     return outcome.name, sorted(f"{k}:{v}" for k, v in zip(outcome.tags[0::2], outcome.tags[1::2], strict=True))
 
 
-@pytest.mark.parametrize(("config", "packets", "expected"), [case[1:] for case in AGENT_MAPPINGS],
-                         ids=[case[0] for case in AGENT_MAPPINGS])
-def test_the_agent_s_mapping_cases(config: str, packets: list[str], expected: list[tuple[str, list[str]]]) -> None:
-    mapper = mapper_of(config)
+def test_every_case_of_the_agent_s_tables_is_here() -> None:
+    assert (len(AGENT_MAPPINGS), len(AGENT_REFUSALS)) == (13, 9)
+
+
+@pytest.mark.parametrize("case", AGENT_MAPPINGS, ids=[case["name"] for case in AGENT_MAPPINGS])
+def test_the_agent_s_mapping_cases(case: dict[str, Any]) -> None:
+    mapper = mapper_of(case["config"])
     results = []
-    for packet in packets:
+    for packet in case["packets"]:
         outcome = mapper.decide(packet, MetricType.GAUGE, ())
         if outcome is not None:
             assert not outcome.drop and not outcome.carry_on
             results.append(as_agent_writes_it(outcome))
-    assert results == [(name, sorted(tags)) for name, tags in expected]
+    assert results == [(name, sorted(tags)) for name, tags in case["expected"]]
 
 
-@pytest.mark.parametrize(("config", "agent_says", "key"), [case[1:] for case in AGENT_REFUSALS],
-                         ids=[case[0] for case in AGENT_REFUSALS])
-def test_the_agent_s_refusals_name_the_key(config: str, agent_says: str, key: str) -> None:
+@pytest.mark.parametrize("case", AGENT_REFUSALS, ids=[case["name"] for case in AGENT_REFUSALS])
+def test_the_agent_s_refusals_name_the_key(case: dict[str, Any]) -> None:
     with pytest.raises(RulesError) as refused:
-        mapper_of(config)
+        mapper_of(case["config"])
+    key = case["key"]
     assert refused.value.key == key
     assert str(refused.value).startswith(f"{key}: ")
-    assert agent_says in str(refused.value)
+    assert case["agent_says"] in str(refused.value)
 
 
 def test_the_agent_s_profiles_ok_case_loads_every_mapping_and_expands_a_missing_group_to_nothing() -> None:
@@ -460,7 +119,7 @@ def test_a_mapped_tag_overrides_the_sender_s_tag_of_that_key() -> None:
 
 
 def test_every_metric_type_is_mapped_and_the_rule_is_named_by_its_key_path() -> None:
-    mapper = mapper_of(AGENT_MAPPINGS[0][1])
+    mapper = mapper_of(AGENT_MAPPINGS[0]["config"])
     assert mapper.rule_names() == [f"{KEY}[0].mappings[0]", f"{KEY}[0].mappings[1]"]
     for mtype in MetricType:
         outcome = mapper.decide("test.job.size.a.b", mtype, ())

@@ -88,8 +88,9 @@ def test_every_self_metric_the_code_emits_is_declared_and_every_declared_one_is_
     assert problems == []
     assert {(metric.stage, metric.name) for metric in TABLE} - used == set(), "declared but never emitted"
     # What the issue counted: the receiver's 7 (and the rules' 3), a shard's 11 (handoffs_refused too), the
-    # fleet's 7, the forwarder's 7.
-    assert [sum(metric.stage == stage for metric in TABLE) for stage in STAGE_TAGS] == [10, 11, 7, 7]
+    # fleet's 7, the forwarder's 7. Then records (events, service checks): the receiver's records and
+    # records_dropped, the forwarder's records_without_sink.
+    assert [sum(metric.stage == stage for metric in TABLE) for stage in STAGE_TAGS] == [12, 11, 7, 8]
 
 
 def test_the_scan_catches_an_undeclared_name_a_wrong_type_wrong_tags_and_a_name_it_cannot_read() -> None:
@@ -133,7 +134,7 @@ def test_outside_strict_mode_an_undeclared_self_metric_is_logged_once_and_report
         stats.total("brand_new", 1)
         stats.total("brand_new", 2)
     assert [record.getMessage() for record in caplog.records] == [
-        "self-metric receiver.brand_new is not declared in stages/common/self_metrics_table.py; reported all the same"]
+        "self-metric receiver.brand_new is not declared in stages/common/self_metrics.yaml; reported all the same"]
     assert [(reading.name, reading.value) for reading in stats.take()] == [("pystatsd.receiver.brand_new", 2.0)]
 
 

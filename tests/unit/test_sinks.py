@@ -22,7 +22,14 @@ import pytest
 
 from harness.tmpfs import Filler, small_tmpfs
 from harness.wait import wait_for
-from stages.common.contract import FLUSH_CHUNK, FlushHeader, encode_flush, flush_body_chunks
+from stages.common.contract import (
+    FLUSH_CHUNK,
+    FlushHeader,
+    RecordsHeader,
+    encode_flush,
+    flush_body_chunks,
+    records_flush_header,
+)
 from stages.forwarder import fanout
 from stages.forwarder.encoders import make_encoder
 from stages.forwarder.fanout import Fanout, SinkRunner
@@ -38,6 +45,7 @@ from stages.forwarder.sinks.base import (
     SinkError,
 )
 from stages.forwarder.sinks.file import FileConfig, FileSink
+from stages.forwarder.sinks.kafka import KafkaConfig, KafkaSink, record_id
 
 WAIT_SECS = 5.0
 
@@ -519,3 +527,15 @@ def test_a_flush_whose_body_is_not_aggregates_is_dropped_as_rejected_and_the_nex
     runner.request_stop(time.monotonic())
     runner.finish(time.monotonic() + 1)
     assert lines(tmp_path / "out.jsonl") == make_flush(1).aggregates
+
+
+def test_kafka_gives_each_record_an_id_of_its_own_and_a_resent_one_the_same() -> None:
+    event = {"name": "deploy", "type": "event", "tags": {}, "timestamp": 1700000000, "text": "v2", "hostname": "",
+             "aggregation_key": "", "priority": "normal", "source_type_name": "", "alert_type": "info"}
+    sink = KafkaSink(KafkaConfig(kafka_broker="127.0.0.1:9", kafka_topic="t", format="json"))
+    header = records_flush_header(RecordsHeader(src="receiver", epoch=5, seq=3, n=2), 2, 10.0, 1700000001.0)
+    # Two alike events: an aggregate's id (series and interval) would make a consumer keep one of them.
+    records = sink._encode(Flush(header, [event, dict(event)], 0))
+    assert [(r.key, r.id) for r in records] == [(b"deploy", b"records@5.3/0"), (b"deploy", b"records@5.3/1")]
+    assert [r.id for r in sink._encode(Flush(header, [event, dict(event)], 0))] == [r.id for r in records]
+    assert record_id(event, 0, 1) == record_id(dict(event), 0, 1)

@@ -1,10 +1,6 @@
 """A statsd_exporter mapping file in the receiver's seam (stages.receiver.identity): lines parsed by the real
-receiver, their series renamed, tagged, dropped or left as sent before they are batched.
-
-The config does not hand the rules to the receiver yet (the rule set that chains the kinds does), so
-the window is given this kind's decisions here, as that rule set gives them: an Outcome's drop is
-DROP, its name and tags the new identity, no outcome leaves the series unchanged.
-"""
+receiver, its mapping_config read relative to the config file, their series renamed, tagged, dropped or
+left as sent before they are batched."""
 
 from __future__ import annotations
 
@@ -20,13 +16,10 @@ from stages.common import contract
 from stages.common.config import Config
 from stages.common.model import Tags, split_series_key
 from stages.receiver import receiver_loop
-from stages.receiver.identity import DROP, Decision
-from stages.receiver.rules.statsd_exporter import from_yaml
-from stages.receiver.window import Window
 
 pytestmark = pytest.mark.serverless
 
-MAPPING = from_yaml("""
+MAPPING = """
 mappings:
 - match: api.*.*.hits
   name: api_hits
@@ -39,28 +32,17 @@ mappings:
   match_type: regex
   name: db_calls
   labels: {table: "$1"}
-""")
-
-
-def decision(name: str, mtype: int, tags: Tags) -> Decision:
-    outcome = MAPPING.decide(name, mtype, tags)
-    if outcome is None:
-        return None
-    return DROP if outcome.drop else (outcome.name, outcome.tags)
+"""
 
 
 @pytest.fixture
-def receiver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[receiver_loop.Receiver]:
-    made = receiver_loop.new_window
-
-    def with_mapping(*args: object, rules: object = None) -> Window:
-        return made(*args, rules=decision)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(receiver_loop, "new_window", with_mapping)
+def receiver(tmp_path: Path) -> Iterator[receiver_loop.Receiver]:
+    (tmp_path / "mapping.yml").write_text(MAPPING)
+    config_file = tmp_path / "pystatsd.yaml"
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     (port,) = free_ports(1, socket.SOCK_DGRAM)
-    made_receiver = receiver_loop.Receiver(Config(bind_port=port, self_metrics_prefix=""), 1, ctx, tmp_path,
-                                           "receiver")
+    made_receiver = receiver_loop.Receiver(Config(bind_port=port, self_metrics_prefix="", mapping_config="mapping.yml"),
+                                           1, ctx, tmp_path, "receiver", config_file=config_file)
     yield made_receiver
     for listener in made_receiver.listeners:
         listener.close()

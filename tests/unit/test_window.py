@@ -26,6 +26,7 @@ from stages.common.sharding import shard_for
 from stages.receiver import identity
 from stages.receiver.identity import CACHE_SIZE, DROP, Decided, Decision, Rules
 from stages.receiver.parsers import parse_payload, payload_parser, statsd_lines
+from stages.receiver.parsers.base import PLAIN, LineOptions, OpenInterval
 from stages.receiver.rules.native import load as load_native
 from stages.receiver.rules.rule_set import RuleSet
 from stages.receiver.window import CompiledWindow, PyWindow, take_payloads
@@ -51,26 +52,30 @@ CORPUS = Path(__file__).resolve().parent.parent / "data" / "datagrams"
 DEFAULTS = {"host": "h1", "env": "stage"}
 
 def window_pair(shards: int = 3, defaults: dict[str, str] | None = None,
-                rules: tuple[Rules, Rules] | None = None, cache_size: int = CACHE_SIZE) -> tuple[PyWindow, object]:
+                rules: tuple[Rules, Rules] | None = None, cache_size: int = CACHE_SIZE,
+                options: LineOptions = PLAIN) -> tuple[PyWindow, object]:
     """A Python and a compiled window alike; with ``rules``, the first for the Python one, the second the other."""
     defaults = DEFAULTS if defaults is None else defaults
     flat = tag_tuple({}, defaults)
     python_rules, compiled_rules = rules or (None, None)
-    return (PyWindow(shards, flat, statsd_lines(defaults), python_rules, cache_size),
-            CompiledWindow(shards, flat, statsd_lines(defaults), compiled_rules, cache_size))
+    return (PyWindow(shards, flat, statsd_lines(defaults, options), python_rules, cache_size),
+            CompiledWindow(shards, flat, statsd_lines(defaults, options), compiled_rules, cache_size,
+                           options.keep_container_id))
 
 
-def fed(window: object, payloads: list[bytes], defaults: dict[str, str] | None = None) -> dict[str, int]:
+def fed(window: object, payloads: list[bytes], defaults: dict[str, str] | None = None,
+        options: LineOptions = PLAIN) -> dict[str, int]:
     bad: dict[str, int] = {}
-    take_payloads(window, payloads, payload_parser(DEFAULTS if defaults is None else defaults), bad)  # type: ignore[arg-type]
+    parse = payload_parser(DEFAULTS if defaults is None else defaults, options)
+    take_payloads(window, payloads, parse, bad)  # type: ignore[arg-type]
     return bad
 
 
 def assert_same(payloads: list[bytes], shards: int = 3, max_entries: int = 7,
                 defaults: dict[str, str] | None = None, rules: tuple[Rules, Rules] | None = None,
-                cache_size: int = CACHE_SIZE) -> list[list[tuple[bytes, int, int]]]:
-    python, compiled = window_pair(shards, defaults, rules, cache_size)
-    python_bad, compiled_bad = fed(python, payloads, defaults), fed(compiled, payloads, defaults)
+                cache_size: int = CACHE_SIZE, options: LineOptions = PLAIN) -> list[list[tuple[bytes, int, int]]]:
+    python, compiled = window_pair(shards, defaults, rules, cache_size, options)
+    python_bad, compiled_bad = fed(python, payloads, defaults, options), fed(compiled, payloads, defaults, options)
     assert compiled_bad == python_bad
     assert (compiled.metrics, compiled.entries) == (python.metrics, python.entries)  # type: ignore[attr-defined]
     assert compiled.rule_dropped == python.rule_dropped  # type: ignore[attr-defined]
@@ -513,3 +518,96 @@ def test_a_rule_that_renames_a_flood_of_names_into_one_is_still_bounded_by_the_s
         assert values[(("pystatsd_overflow", "true"),)] == sum(range(50)) - sum(
             value for tags, value in values.items() if tags != (("pystatsd_overflow", "true"),))
         assert sum(values.values()) == sum(range(50))
+
+
+#: A receiver's open interval, 10 s long, filling [1700000000, 1700000010).
+OPEN_AT = 1700000005.0
+STAMPED = [
+    "st:1|g|T1700000000", "st:2|g|T1700000009", "st:3|c|T1699999999", "st:4|c|T1700000010", "st:5|c|T1",
+    "st:6|ms|T1700000003|#a:b", "st:7|c|T1700000003|T1800000000", "st:1:2|d|T1700000004|@0.5",
+    "st:8|c|T", "st:9|c|T17e8", "st:10|c|T-1700000000", "st:11|c|T+1700000000", "st:12|c|T 1700000000",
+    "st:13|c|T" + "1" * 19, "st:x|c|T1699999999", "st:14|c|@2|T1699999999", "st:15|c|T1699999999|@2",
+    "st:16|c|T1700000005|#" + ",".join(f"t{i}:v" for i in range(70)), "st:17|c|Tx|#k:" + "v" * 1100,
+    "st:18|s|T1700000001", "st:19|g|T\u0661700000000", "st:20|g|T1700000001|c:abc",
+    "ci:1|c|c:abc", "ci:2|c|c:", "ci:3|c|c:abc|#container_id:mine", "ci:4|c|#container_id:mine|c:abc",
+    "ci,container_id=influx:5|c|c:abc", "ci:6|c|card:high|c:d|e:it-1", "ci:7|c|c:" + "c" * 1100,
+    "ci:8|c|#" + ",".join(f"t{i}:v" for i in range(64)) + "|c:full",
+    '{"metric_name": "js", "metric_type": "gauge", "value": 1, "timestamp": 1700000001}',
+    '{"metric_name": "js", "metric_type": "gauge", "value": 2, "timestamp": 1700000001.5}',
+    '{"metric_name": "js", "metric_type": "gauge", "value": 3, "timestamp": 1699999999}',
+    '{"metric_name": "js", "metric_type": "gauge", "value": 4, "timestamp": 1700000010}',
+    '{"metric_name": "js", "metric_type": "gauge", "value": 5, "timestamp": "1700000001"}',
+    '{"metric_name": "js", "metric_type": "gauge", "value": 6, "timestamp": true}',
+    '{"metric_name": "js", "metric_type": "gauge", "value": 7, "timestamp": -1}',
+    '{"metric_name": "js", "metric_type": "gauge", "timestamp": 1699999999}',
+]
+
+
+def stamped_options(keep_container_id: bool) -> LineOptions:
+    return LineOptions(OpenInterval(10.0, OPEN_AT), keep_container_id)
+
+
+@pytest.mark.parametrize("keep_container_id", [False, True])
+def test_stamped_lines_and_container_ids_give_the_same_batches_in_both_windows(keep_container_id: bool) -> None:
+    options = stamped_options(keep_container_id)
+    for line in STAMPED + LINES:
+        assert_same([payload([line])], options=options)
+    assert_same([payload(STAMPED + LINES + OTHER)] + BYTES, options=options)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["x:1|c", "y:2|g", "z:3|ms|#k:v", "s:a|s"]),
+                          st.lists(st.one_of(st.integers(1699999990, 1700000020).map(lambda t: f"T{t}"),
+                                             st.sampled_from(["c:abc", "c:", "#container_id:x", "@0.5", "T", "Tz"])),
+                                   max_size=3)),
+                min_size=1, max_size=12), st.booleans())
+def test_drawn_stamps_and_container_ids_give_the_same_batches(lines, keep_container_id) -> None:
+    text = ["|".join([line, *fields]) for line, fields in lines]
+    assert_same([payload(text)], options=stamped_options(keep_container_id))
+
+
+def test_a_metric_is_taken_only_when_stamped_in_the_open_interval_and_counted_otherwise() -> None:
+    lines = ["a:1|g|T1700000000", "a:2|g|T1700000009", "b:1|c|T1699999999", "b:1|c|T1699996405",
+             "c:1|c|T1700000010", "c:1:2|d|T1700000010", "d:1|c|T17x", "e:1|c",
+             '{"metric_name": "j", "metric_type": "counter", "value": 4, "timestamp": 1700000009.5}',
+             '{"metric_name": "j", "metric_type": "counter", "value": 4, "timestamp": 1700000010}']
+    for window in window_pair(shards=1, defaults={}, options=stamped_options(False)):
+        bad = fed(window, [payload(lines)], defaults={}, options=stamped_options(False))
+        assert bad == {"too_old": 2, "in_future": 3, "bad_timestamp": 1}
+        ((body, _, metrics),) = window.take(100)[0]  # type: ignore[attr-defined]
+        decoded = contract.decode_batch_body(body)
+        assert (decoded.gauges, decoded.counters, metrics) == (["a", True, 2.0], ["e", 1.0, "j", 4.0], 4)
+
+
+def test_a_json_timestamp_that_is_no_number_stays_a_tag_as_the_original_daemon_read_it() -> None:
+    lines = ['{"metric_name": "j", "metric_type": "counter", "value": 2, "timestamp": "2026-12-05T10:00:00Z"}',
+             '{"metric_name": "j", "metric_type": "counter", "value": 3, "timestamp": true}']
+    for window in window_pair(shards=1, defaults={}, options=stamped_options(False)):
+        assert fed(window, [payload(lines)], defaults={}, options=stamped_options(False)) == {}
+        ((body, _, metrics),) = window.take(100)[0]  # type: ignore[attr-defined]
+        assert contract.decode_batch_body(body).counters == [
+            series_key("j", ("timestamp", "2026-12-05T10:00:00Z")), 2.0, series_key("j", ("timestamp", "true")), 3.0]
+
+
+def test_without_an_open_interval_a_stamp_is_read_for_its_form_only() -> None:
+    out: list[Sample] = []
+    bad: dict[str, int] = {}
+    parse_payload(b"a:1|c|T1\nb:1|c|T\nc:1|c|c:abc", {}, out, bad)
+    assert (out, bad) == ([("a", int(MetricType.COUNTER), 1.0, 1.0, ()), ("c", int(MetricType.COUNTER), 1.0, 1.0, ())],
+                          {"bad_timestamp": 1})
+
+
+@pytest.mark.parametrize(("keep", "expected"), [
+    (False, ["ci", 1.0, series_key("ci", ("container_id", "mine")), 2.0]),
+    (True, [series_key("ci", ("container_id", "abc")), 1.0, series_key("ci", ("container_id", "mine")), 2.0,
+            "ci", 0.0]),
+])
+def test_a_container_id_becomes_a_tag_only_when_kept_and_a_later_tag_of_the_line_wins(
+        keep: bool, expected: list[object]) -> None:
+    lines = ["ci:1|c|c:abc", "ci:2|c|c:abc|#container_id:mine", "ci:0|c|c:"]
+    windows = window_pair(shards=1, defaults={}, options=stamped_options(keep))
+    for window in windows:
+        assert fed(window, [payload(lines)], defaults={}, options=stamped_options(keep)) == {}
+        ((body, _, _),) = window.take(100)[0]  # type: ignore[attr-defined]
+        assert contract.decode_batch_body(body).counters == expected
+    assert windows[1].fallbacks == 0  # type: ignore[attr-defined]  # the C reads container ids itself

@@ -202,6 +202,14 @@ class SinkConfig(BufferConfig):
 
     #: Formats this sink writes itself, beside the encoders' (the kafka sink's ``partials``).
     own_formats: ClassVar[tuple[str, ...]] = ()
+    #: Whether the sink can write records (DogStatsD events and service checks) as well as aggregates.
+    writes_records: ClassVar[bool] = False
+
+    @property
+    def carries_records(self) -> bool:
+        """Whether records go to this sink: one that writes them, in the json format (the one whose
+        objects a record's keys fit; every other format is an aggregate's)."""
+        return self.writes_records and self.format == "json"
 
 
 def not_empty(value: str, key: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import ClassVar
 
 from stages.forwarder.encoders import make_encoder
 from stages.forwarder.encoders.options import EncoderOptions
@@ -16,6 +17,7 @@ class ConsoleConfig(SinkConfig):
     #: Print the daemon's own metrics too; off, a terminal shows the user's aggregates only (the
     #: remote sinks get the daemon's own metrics either way).
     self_metrics: bool = False
+    writes_records: ClassVar[bool] = True
 
 
 class ConsoleSink(BaseSink[ConsoleConfig], name="console", config_type=ConsoleConfig, remote=False):

@@ -19,7 +19,7 @@ import os
 import re
 import stat
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, ClassVar
 
 from stages.forwarder.encoders import make_encoder
 from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError, close_quietly, not_empty
@@ -34,6 +34,7 @@ class FileConfig(SinkConfig):
     format: str = "json"
     #: The permissions of a file the sink creates (octal, as chmod takes them); an existing file keeps its own.
     mode: str = "0600"
+    writes_records: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         not_empty(self.path, "path")

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from stages.common.config import KafkaSecurity, Secret, kafka_brokers, resolve_secret
+from stages.common.contract import FlushHeader
 from stages.common.partial_bounds import PARTIALS, PartialBounds
 from stages.forwarder.encoders import make_encoder
 from stages.forwarder.encoders.options import EncoderOptions
@@ -69,6 +70,7 @@ class KafkaConfig(SinkConfig, KafkaSecurity):
     partial_max_values: int = PartialBounds.partial_max_values
     partial_max_members: int = PartialBounds.partial_max_members
     own_formats: ClassVar[tuple[str, ...]] = (PARTIALS,)
+    writes_records: ClassVar[bool] = True
     #: Brokers as a list, from the comma-separated ``kafka_broker``.
     brokers: list[str] = field(init=False, default_factory=list)
 
@@ -151,6 +153,12 @@ def record_id(aggregate: dict[str, Any], index: int, count: int, revision: int =
     return f"{digest}@{aggregate['timestamp']}{suffix}{revised}".encode()
 
 
+def records_id(header: FlushHeader, index: int) -> bytes:
+    """An event's or a service check's: its receiver's records message (stream and seq) and its place in
+    it, so two alike sent apart keep their own ids."""
+    return f"records@{header.epoch}.{header.seq}/{index}".encode()
+
+
 def partial_id(key: bytes, value: bytes) -> bytes:
     """A partial's value names its series (the key), interval, host and flush stream: the same partial
     sent again has the same id."""
@@ -189,10 +197,14 @@ class KafkaSink(BaseSink[KafkaConfig], name="kafka", config_type=KafkaConfig, re
             keys, values = flush.partials[0::2], flush.partials[1::2]
             return [_Record(key, value, partial_id(key, value)) for key, value in zip(keys, values, strict=True)]
         records: list[_Record] = []
-        for aggregate in flush.each():
+        header = flush.header
+        for n, aggregate in enumerate(flush.each()):
             key = aggregate["name"].encode("utf-8")
             values = list(self.encoder.encode(aggregate))
-            records.extend(_Record(key, value, record_id(aggregate, i, len(values), flush.header.revision))
+            if header.of_records:  # an event or service check: in json, one value each
+                records.extend(_Record(key, value, records_id(header, n)) for value in values)
+                continue
+            records.extend(_Record(key, value, record_id(aggregate, i, len(values), header.revision))
                            for i, value in enumerate(values))
         return records
 

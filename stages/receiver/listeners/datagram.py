@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
-from typing import Any, ClassVar, Self
+from typing import Any, Self
 
+from stages.receiver.listeners.bound import BoundListener
 from stages.receiver.listeners.connections import StreamConnections
-from stages.receiver.listeners.family import AddressFamily
 from stages.receiver.listeners.kernel_drops import socket_drops
 
 recv_many: Callable[[int, int], list[bytes]] | None
@@ -37,29 +37,27 @@ def set_receive_buffer(sock: socket.socket, requested: int, url: str) -> None:
         log.info("Listening on %s with a %d-byte receive buffer", url, granted)
 
 
-class DatagramListener:
+class DatagramListener(BoundListener):
     """One bound, non-blocking datagram socket; a kind of it names its :attr:`family` of addresses."""
 
-    family: ClassVar[AddressFamily]
+    socket_type = socket.SOCK_DGRAM
 
     @classmethod
-    def open(cls, url: str, address: Any, receive_buffer_bytes: int, socket_mode: int, reuse_port: bool,
-             streams: StreamConnections) -> Self:
-        return cls(url, cls.family.bind(address, socket.SOCK_DGRAM, url, reuse_port, socket_mode,
-                                        lambda sock: cls.size_buffer(sock, receive_buffer_bytes, url)))
+    def on_socket(cls, url: str, sock: socket.socket, streams: StreamConnections) -> Self:
+        return cls(url, sock)
 
     @classmethod
     def adopt(cls, url: str, held: dict[str, Any], receive_buffer_bytes: int, streams: StreamConnections) -> Self:
         """The listener a previous receiver of this process handed over (:meth:`hand_over`): the same
         bound socket, with what the kernel queued on it meanwhile."""
         sock = socket.socket(fileno=held["fd"])
-        cls.size_buffer(sock, receive_buffer_bytes, url)
+        cls.prepare(sock, receive_buffer_bytes, url)
         return cls(url, sock)
 
     @classmethod
-    def size_buffer(cls, sock: socket.socket, requested: int, url: str) -> None:
+    def prepare(cls, sock: socket.socket, receive_buffer_bytes: int, url: str) -> None:
         """Ask for ``receive_buffer_bytes``: what a UDP socket holds before the kernel drops."""
-        set_receive_buffer(sock, requested, url)
+        set_receive_buffer(sock, receive_buffer_bytes, url)
 
     def hand_over(self) -> dict[str, Any]:
         """Keep the socket open across an exec (its queue with it); what :meth:`adopt` needs."""

@@ -39,9 +39,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* As in recv_many.c: datagrams per recvmmsg call, bytes per datagram (never cut short below 64 KiB). */
-#define SLOTS 64
-#define SLOT_BYTES 65536
+#include "datagram_slots.h"
+
 #define CAPSULE "stages.receiver.listeners._drain"
 
 /* A run of records: [uint32 length][bytes], back to back. */
@@ -117,10 +116,8 @@ static void *drain_main(void *arg)
     static __thread struct iovec iovs[SLOTS];
     char *slots = malloc((size_t)SLOTS * SLOT_BYTES);
     int error = slots == NULL ? ENOMEM : 0;
-    for (int i = 0; slots != NULL && i < SLOTS; i++) {
-        iovs[i].iov_base = slots + (size_t)i * SLOT_BYTES;
-        iovs[i].iov_len = SLOT_BYTES;
-    }
+    if (slots != NULL)
+        lay_out_slots(iovs, slots);
     struct pollfd fds[2] = {{d->fd, POLLIN, 0}, {d->stop_fd, POLLIN, 0}};
     while (!error) {
         pthread_mutex_lock(&d->lock);
@@ -137,11 +134,7 @@ static void *drain_main(void *arg)
         }
         if (fds[1].revents)
             break;
-        for (int i = 0; i < SLOTS; i++) {
-            memset(&msgs[i].msg_hdr, 0, sizeof(msgs[i].msg_hdr));
-            msgs[i].msg_hdr.msg_iov = &iovs[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-        }
+        ready_slots(msgs, iovs, SLOTS);
         int n = recvmmsg(d->fd, msgs, SLOTS, MSG_DONTWAIT, NULL);
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
@@ -338,13 +331,8 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "_drain",
-    "A thread that empties a Unix datagram socket's short kernel queue into memory.",
-    -1, methods,
-};
-
 PyMODINIT_FUNC PyInit__drain(void)
 {
-    return PyModule_Create(&module_def);
+    return module_of_functions("_drain", "A thread that empties a Unix datagram socket's short kernel queue into memory.",
+                               methods);
 }

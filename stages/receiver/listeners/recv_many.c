@@ -14,13 +14,8 @@
 #include <Python.h>
 
 #include <errno.h>
-#include <string.h>
-#include <sys/socket.h>
 
-/* Datagrams per recvmmsg call. */
-#define SLOTS 64
-/* Larger than any UDP payload (65,507 bytes over IPv4), as in datagram.py: never cut short. */
-#define SLOT_BYTES 65536
+#include "datagram_slots.h"
 
 static char *slot_memory;  /* SLOTS * SLOT_BYTES, touched only as far as datagrams fill it */
 static struct mmsghdr msgs[SLOTS];
@@ -35,10 +30,7 @@ static int ensure_slots(void)
         PyErr_NoMemory();
         return -1;
     }
-    for (int i = 0; i < SLOTS; i++) {
-        iovs[i].iov_base = slot_memory + (size_t)i * SLOT_BYTES;
-        iovs[i].iov_len = SLOT_BYTES;
-    }
+    lay_out_slots(iovs, slot_memory);
     return 0;
 }
 
@@ -71,11 +63,7 @@ static PyObject *recv_many(PyObject *module, PyObject *args)
     Py_ssize_t left = limit;
     while (left > 0) {
         unsigned int want = left < SLOTS ? (unsigned int)left : SLOTS;
-        for (unsigned int i = 0; i < want; i++) {
-            memset(&msgs[i].msg_hdr, 0, sizeof(msgs[i].msg_hdr));
-            msgs[i].msg_hdr.msg_iov = &iovs[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-        }
+        ready_slots(msgs, iovs, want);
         int n = recvmmsg(fd, msgs, want, MSG_DONTWAIT, NULL);
         if (n < 0) {
             if (errno == EINTR) {
@@ -108,13 +96,9 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "_recv_many",
-    "A burst of datagrams per system call (recvmmsg) for the receiver's datagram listeners.",
-    -1, methods,
-};
-
 PyMODINIT_FUNC PyInit__recv_many(void)
 {
-    return PyModule_Create(&module_def);
+    return module_of_functions("_recv_many",
+                               "A burst of datagrams per system call (recvmmsg) for the receiver's datagram listeners.",
+                               methods);
 }

@@ -19,10 +19,10 @@ import logging
 import socket
 import time
 from collections import OrderedDict
-from typing import Any, ClassVar, Self
+from typing import Any, Self
 
+from stages.receiver.listeners.bound import BoundListener
 from stages.receiver.listeners.connections import StreamConnections
-from stages.receiver.listeners.family import AddressFamily
 
 log = logging.getLogger(__name__)
 
@@ -84,18 +84,19 @@ class Connection:
         return b"" if self.discarding else rest
 
 
-class StreamListener:
+class StreamListener(BoundListener):
     """A listening stream socket and its connections; a kind of it names its :attr:`family` of addresses."""
 
-    family: ClassVar[AddressFamily]
+    socket_type = socket.SOCK_STREAM
 
     @classmethod
-    def open(cls, url: str, address: Any, receive_buffer_bytes: int, socket_mode: int, reuse_port: bool,
-             streams: StreamConnections) -> Self:
+    def prepare(cls, sock: socket.socket, receive_buffer_bytes: int, url: str) -> None:
         # SO_REUSEADDR: a restarted receiver can bind while the last one's connections sit in TIME_WAIT.
-        return cls(url, cls.family.bind(address, socket.SOCK_STREAM, url, reuse_port, socket_mode,
-                                        lambda sock: sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)),
-                   streams)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+    @classmethod
+    def on_socket(cls, url: str, sock: socket.socket, streams: StreamConnections) -> Self:
+        return cls(url, sock, streams)
 
     @classmethod
     def adopt(cls, url: str, held: dict[str, Any], receive_buffer_bytes: int, streams: StreamConnections) -> Self:

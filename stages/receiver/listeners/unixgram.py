@@ -56,7 +56,7 @@ class UnixgramListener(DatagramListener):
     family = UNIX_PATHS
 
     @classmethod
-    def size_buffer(cls, sock: socket.socket, requested: int, url: str) -> None:
+    def prepare(cls, sock: socket.socket, receive_buffer_bytes: int, url: str) -> None:
         # The kernel bounds this socket's queue by count (max_dgram_qlen), not by its receive buffer
         # (11 datagrams of 4000 bytes queue on a 2304-byte one): asking for one, and logging that
         # net.core.rmem_max should be raised for it, would only mislead.

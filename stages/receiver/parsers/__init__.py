@@ -13,10 +13,11 @@ from itertools import groupby
 
 from stages.common.model import Sample
 from stages.receiver.parsers import json_original, statsd
-from stages.receiver.parsers.base import ParseError
+from stages.receiver.parsers.base import PLAIN, LineOptions, ParseError
 
 
-def parse_payload(data: bytes, defaults: dict[str, str], out: list[Sample], bad: dict[str, int]) -> None:
+def parse_payload(data: bytes, defaults: dict[str, str], out: list[Sample], bad: dict[str, int],
+                  options: LineOptions = PLAIN) -> None:
     """Parse one datagram (or chunk of complete stream lines) into ``out``, counting bad lines in ``bad``."""
     text = decode_lines(data, bad)
     if json_original.starts_document(text):
@@ -25,19 +26,20 @@ def parse_payload(data: bytes, defaults: dict[str, str], out: list[Sample], bad:
         except ParseError:
             pass  # not one document: line by line below, where each bad line is counted
         else:
-            json_original.add_objects(document, defaults, out, bad)
+            json_original.add_objects(document, defaults, out, bad, options.open_interval)
             return
     for is_json, lines in groupby(text.split("\n"), json_original.starts_document):
         if is_json:
             for line in lines:
-                json_original.parse(line, defaults, out, bad)
+                json_original.parse(line, defaults, out, bad, options.open_interval)
         else:
-            statsd.parse("\n".join(lines), defaults, out, bad)
+            statsd.parse("\n".join(lines), defaults, out, bad, options)
 
 
-def statsd_lines(defaults: dict[str, str]) -> Callable[[bytes, list[Sample], dict[str, int]], None]:
+def statsd_lines(defaults: dict[str, str],
+                 options: LineOptions = PLAIN) -> Callable[[bytes, list[Sample], dict[str, int]], None]:
     """The batch window's parser: the statsd lines of ``data``, with ``defaults`` merged into their tags."""
-    parser = statsd.Parser(defaults)
+    parser = statsd.Parser(defaults, options)
 
     def parse_lines(data: bytes, out: list[Sample], bad: dict[str, int]) -> None:
         parser.parse(decode_lines(data, bad), out, bad)
@@ -45,11 +47,13 @@ def statsd_lines(defaults: dict[str, str]) -> Callable[[bytes, list[Sample], dic
     return parse_lines
 
 
-def payload_parser(defaults: dict[str, str]) -> Callable[[bytes, list[Sample], dict[str, int]], None]:
-    """:func:`parse_payload` with ``defaults`` bound, as the receiver hands it payloads the window leaves."""
+def payload_parser(defaults: dict[str, str],
+                   options: LineOptions = PLAIN) -> Callable[[bytes, list[Sample], dict[str, int]], None]:
+    """:func:`parse_payload` with ``defaults`` and ``options`` bound, as the receiver hands it payloads the
+    window leaves."""
 
     def parse(data: bytes, out: list[Sample], bad: dict[str, int]) -> None:
-        parse_payload(data, defaults, out, bad)
+        parse_payload(data, defaults, out, bad, options)
 
     return parse
 

@@ -1,20 +1,23 @@
 """The original pystatsd's JSON datagrams: one object, an array of objects, or one object per line.
 
 ``metric_name`` and ``metric_type`` are required. The value is in ``value`` (``count`` too for a
-counter, default 1; a trace has none: each object is one event) and ``sample_rate`` is optional.
+counter, default 1; a trace has none: each object is one event); ``sample_rate`` is optional, and
+so is a numeric ``timestamp`` (unix seconds, checked as DogStatsD's ``|T``: :class:`~.base.OpenInterval`).
 Every other key is a tag: strings as they are, numbers and booleans as their JSON text; an array,
-object or null makes that metric invalid.
+object or null makes that metric invalid. A ``timestamp`` that is not a JSON number stays a tag, as
+the original daemon read every key but its own: its clients switch unchanged.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
 from stages.common.model import MetricType, Sample, tag_tuple
 from stages.receiver.parsers import base
-from stages.receiver.parsers.base import ParseError
+from stages.receiver.parsers.base import OpenInterval, ParseError
 
 JSON_TYPES: dict[str, int] = {
     "counter": int(MetricType.COUNTER),
@@ -47,21 +50,24 @@ def starts_document(text: str) -> bool:
     return first == "{" or first == "["
 
 
-def parse(text: str, defaults: dict[str, str], out: list[Sample], bad: dict[str, int]) -> None:
+def parse(text: str, defaults: dict[str, str], out: list[Sample], bad: dict[str, int],
+          open_interval: OpenInterval | None = None) -> None:
     """One document: append the samples of every good object to ``out``; count each bad one in ``bad``."""
     try:
         document = load(text)
     except ParseError as exc:
         bad[exc.reason] = bad.get(exc.reason, 0) + 1
         return
-    add_objects(document, defaults, out, bad)
+    add_objects(document, defaults, out, bad, open_interval)
 
 
-def add_objects(document: Any, defaults: dict[str, str], out: list[Sample], bad: dict[str, int]) -> None:
-    """The samples of a loaded document: one object, or an array of them; each bad one counted."""
+def add_objects(document: Any, defaults: dict[str, str], out: list[Sample], bad: dict[str, int],
+                open_interval: OpenInterval | None = None) -> None:
+    """The samples of a loaded document: one object, or an array of them; each bad one counted. A stamped
+    object is checked against ``open_interval`` (None: outside a receiver, it is not)."""
     for obj in document if isinstance(document, list) else (document,):
         try:
-            out.append(sample_from_object(obj, defaults))
+            out.append(sample_from_object(obj, defaults, open_interval))
         except ParseError as exc:
             bad[exc.reason] = bad.get(exc.reason, 0) + 1
 
@@ -89,7 +95,7 @@ def _no_constants(name: str) -> None:
     raise ParseError("non_finite")
 
 
-def sample_from_object(obj: Any, defaults: dict[str, str]) -> Sample:
+def sample_from_object(obj: Any, defaults: dict[str, str], open_interval: OpenInterval | None = None) -> Sample:
     if not isinstance(obj, dict):
         raise ParseError("not_object")
     name, kind = obj.get("metric_name"), obj.get("metric_type")
@@ -103,9 +109,10 @@ def sample_from_object(obj: Any, defaults: dict[str, str]) -> Sample:
     if mtype is None:
         raise ParseError("unknown_type")
     _check_text(name)
+    stamped = _is_number(obj.get("timestamp"))
     tags: dict[str, str] = {}
     for key, raw in obj.items():
-        if key not in RESERVED:
+        if key not in RESERVED and not (stamped and key == "timestamp"):
             text = _tag_text(raw)
             _check_text(key)
             _check_text(text)
@@ -124,7 +131,28 @@ def sample_from_object(obj: Any, defaults: dict[str, str]) -> Sample:
         _check_text(value)
     else:
         value = _json_number(obj["value"])
-    return (base.metric_name(name), mtype, value, rate, tag_tuple(tags, defaults))
+    name = base.metric_name(name)
+    if stamped:
+        # Read after the rest, as a |T is: a bad object counts under its fault, whenever it was stamped.
+        stamp = _stamp(obj["timestamp"])
+        if open_interval is not None:
+            open_interval.check(stamp)
+    return (name, mtype, value, rate, tag_tuple(tags, defaults))
+
+
+def _is_number(raw: Any) -> bool:
+    return isinstance(raw, (int, float)) and not isinstance(raw, bool)
+
+
+def _stamp(raw: Any) -> float:
+    """A numeric ``timestamp``: unix seconds (a fraction is allowed here), at least 0."""
+    try:
+        stamp = float(raw)
+    except OverflowError:
+        raise ParseError("bad_timestamp") from None
+    if not math.isfinite(stamp) or stamp < 0:
+        raise ParseError("bad_timestamp")
+    return stamp
 
 
 def _check_text(text: str) -> None:
