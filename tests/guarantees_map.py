@@ -74,6 +74,8 @@ PROOFS: dict[str, list[str]] = {
     "pystatsd reload or systemctl reload pystatsd": [
         f"{INFLUXDB}::test_a_reload_that_fixes_influxdbs_url_delivers_what_the_wrong_one_held_exactly_once",
         f"{INFLUXDB}::test_a_reload_that_adds_influxdb_and_removes_the_file_sink_loses_and_repeats_nothing",
+        "tests/e2e/test_named_sinks.py::"
+        "test_two_file_sinks_and_a_console_by_name_each_get_every_aggregate_through_a_reload_of_one",
         "tests/unit/test_forwarder_loop.py::"
         "test_a_sink_a_reload_removes_drains_on_its_own_and_what_it_still_holds_is_counted_removed",
         "tests/unit/test_forwarder_loop.py::test_a_reload_swaps_the_sinks_from_the_next_flush",

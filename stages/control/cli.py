@@ -42,7 +42,7 @@ from stages.control.supervisord_conf import (
     render_supervisord_conf,
     supervisord_template,
 )
-from stages.forwarder.sinks import load_sink_configs
+from stages.forwarder.sinks import load_sink_configs, sharing_problems, sink_kind, sink_sections
 from stages.receiver.rules.kind import RulesError
 from stages.receiver.rules.rule_set import rule_problems
 from stages.rundir.config_copies import RUNNING, load_copy, source_of
@@ -317,7 +317,7 @@ def diff_configs(path: Path, new_path: Path) -> int:
     for checked in (path, new_path):
         if check_config(checked) != EXIT_OK:
             return EXIT_CONFIG
-    changes = config_changes(load_config(path), load_config(new_path), load_sink_configs)
+    changes = config_changes(load_config(path), load_config(new_path), sink_sections)
     if not changes:
         print(f"{new_path}: no change against {path}")
         return EXIT_OK
@@ -344,13 +344,20 @@ def config_problems(path: Path) -> list[str]:
     if config is None:
         return problems
     problems += rule_problems(config, path.parent)
+    sinks = {}
     for sink, raw_sink in config.forwarders.items():
+        try:
+            sink_kind(sink, raw_sink)  # its name and type first: a problem there leaves no keys to check
+        except ConfigError as exc:
+            problems += exc.problems
+            continue
         check_sink = _sink_checker(config, sink)
         sink_problems, loaded = _peel(check_sink, raw_sink, f"forwarders.{sink}")
         problems += sink_problems
         if loaded is not None:
+            sinks[sink] = loaded[sink]
             problems += [f"forwarders.{sink}.{problem}" for problem in loaded[sink].problems_here()]
-    return problems
+    return problems + sharing_problems(sinks)
 
 
 def _raw_mapping(path: Path) -> dict[str, Any] | None:

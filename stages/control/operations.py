@@ -31,7 +31,7 @@ from stages.control.supervisord_conf import (
     programs_text,
     replace_paths,
 )
-from stages.forwarder.sinks import load_sink_configs
+from stages.forwarder.sinks import sink_sections
 from stages.rundir.config_copies import RUNNING, STARTED, load_copy
 from stages.rundir.figures import read_all
 from stages.rundir.private_file import read_private, write_private
@@ -137,7 +137,7 @@ def describe_reload(run_dir: Path, new: Config) -> list[str]:
     running, started = load_copy(run_dir, RUNNING), load_copy(run_dir, STARTED)
     if running is None or started is None:
         return ["(no copy of the running config in the run directory: what changes is not shown)"]
-    changes = [c for c in config_changes(running, new, load_sink_configs) if c.applies == ON_RELOAD]
+    changes = [c for c in config_changes(running, new, sink_sections) if c.applies == ON_RELOAD]
     lines = [f"{c.key}: {c.old} -> {c.new}" for c in changes] or ["no change that a reload applies"]
     lines += [f"{c.key}: {c.old} -> {c.new} (waits for the next pystatsd run)" for c in reloadable(started, new)[1]]
     return lines

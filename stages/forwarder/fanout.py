@@ -5,11 +5,12 @@ The queue holds whole flushes, bounded by the sink's ``buffer_max_aggregates`` a
 raises a retriable :class:`SinkError` is retried with backoff (0.5 s doubling to 5 s) until it
 succeeds or the stop deadline passes; any other failure drops that flush, counted and logged.
 
-A reload (:meth:`Fanout.reconfigure`) loses nothing uncounted. A changed sink's old runner stops
-after the write it is in; its successor, before anything of its own, takes what the old one holds
-(the flush it was retrying first, then its queue) and delivers it with the new settings. A removed
-sink keeps delivering for the drain a stop gives, on its own thread; what is left then is counted as
-dropped, reason ``removed``, and its row stays in the figures.
+Every sink is known by its name under ``forwarders:`` (several of one kind are several names), and a
+reload matches the sinks by name. A reload (:meth:`Fanout.reconfigure`) loses nothing uncounted. A
+changed sink's old runner stops after the write it is in; its successor, before anything of its own,
+takes what the old one holds (the flush it was retrying first, then its queue) and delivers it with
+the new settings. A removed sink keeps delivering for the drain a stop gives, on its own thread; what
+is left then is counted as dropped, reason ``removed``, and its row stays in the figures.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from stages.common.contract import DecodeError
 from stages.common.figure_schemas import SinkFigures
 from stages.common.log_throttle import LogThrottle
 from stages.forwarder.sink_counts import SinkCounts
-from stages.forwarder.sinks.base import BufferConfig, Flush, Sink, SinkConfig, SinkError
+from stages.forwarder.sinks.base import BufferConfig, Flush, NamedSink, Sink, SinkConfig, SinkError
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,11 @@ RETRY_MAX_SECS = 5.0
 
 
 class SinkRunner:
-    def __init__(self, sink: Sink, bounds: BufferConfig, counts: SinkCounts | None = None) -> None:
+    def __init__(self, sink: Sink, bounds: BufferConfig, counts: SinkCounts | None = None,
+                 name: str | None = None) -> None:
         self.sink = sink
-        self.name = sink.name
+        #: Its name under ``forwarders:`` (its kind's when none is given): in its row, tags and logs.
+        self.name = name if name is not None else sink.name
         self.bounds = bounds
         #: Whether records (events, service checks) go to this sink: its config says it writes them.
         self.carries_records = isinstance(bounds, SinkConfig) and bounds.carries_records
@@ -302,8 +305,8 @@ def _done_with(flush: Flush) -> None:
 class Fanout:
     """Hands every flush to every sink's runner."""
 
-    def __init__(self, sinks: list[tuple[Sink, BufferConfig]]) -> None:
-        self.runners = [SinkRunner(sink, bounds) for sink, bounds in sinks]
+    def __init__(self, sinks: list[NamedSink]) -> None:
+        self.runners = [SinkRunner(sink, bounds, name=name) for name, sink, bounds in sinks]
         #: Runners a reload took out that are not released yet (a removed sink draining, a changed
         #: sink's old runner until its successor took what it held).
         self.retiring: list[SinkRunner] = []
@@ -325,38 +328,44 @@ class Fanout:
             runner.put(flush)
         return bool(carriers)
 
-    def reconfigure(self, sinks: list[tuple[Sink, BufferConfig]], drain_secs: float) -> list[str]:
+    def reconfigure(self, sinks: list[NamedSink], drain_secs: float) -> list[str]:
         """Take ``sinks`` as the sinks from the next flush on; what changed, in words.
 
-        A sink whose config is the same keeps its runner and all it holds. A changed sink's new
-        runner delivers first what the old one holds, waiting at most ``drain_secs`` for the old
-        one's last write. A removed sink delivers what it holds within ``drain_secs`` (as at a stop);
-        the rest is counted as dropped, reason ``removed``. Neither holds up a flush or another sink.
+        Sinks are matched by name: one renamed is one removed and another added. A sink whose kind
+        and config are the same keeps its runner and all it holds. A changed sink's new runner
+        delivers first what the old one holds, waiting at most ``drain_secs`` for the old one's last
+        write. A removed sink delivers what it holds within ``drain_secs`` (as at a stop); the rest
+        is counted as dropped, reason ``removed``. So does a sink whose name now holds another kind
+        (``debug_mode``'s console stand-in for a remote sink, or back): what it held was meant for
+        its own destination, and the new one starts empty, its row going on. Neither holds up a
+        flush or another sink.
         """
-        # By name, in order: debug_mode makes a console stand-in of every remote sink, all named console.
-        current: dict[str, list[SinkRunner]] = {}
-        for running in self.runners:
-            current.setdefault(running.name, []).append(running)
+        current = {running.name: running for running in self.runners}
         now = time.monotonic()
         runners, changes = [], []
-        for sink, bounds in sinks:
-            same_name = current.get(sink.name)
-            old = same_name.pop(0) if same_name else None
+        for name, sink, bounds in sinks:
+            old = current.pop(name, None)
             if old is not None and type(old.sink) is type(sink) and old.bounds == bounds:
                 runners.append(old)
                 continue
+            if old is not None and type(old.sink) is not type(sink):
+                old.retire(now + drain_secs)
+                self.retiring.append(old)
+                changes.append(f"sink {name} is of another kind: the old one drains, the new one starts empty")
+                old = None
+            elif old is None:
+                changes.append(f"sink {name} added")
             if old is None:
-                runner = SinkRunner(sink, bounds, self._removed_counts(sink.name))
-                changes.append(f"sink {sink.name} added")
+                runner = SinkRunner(sink, bounds, self._removed_counts(name), name=name)
             else:
-                runner = SinkRunner(sink, bounds, old.counts)
+                runner = SinkRunner(sink, bounds, old.counts, name=name)
                 runner.predecessor, runner.handover_by = old, now + drain_secs
                 old.retire(now, successor=runner)
                 self.retiring.append(old)
-                changes.append(f"sink {sink.name} changed")
+                changes.append(f"sink {name} changed")
             runner.start()
             runners.append(runner)
-        gone = [runner for left in current.values() for runner in left]
+        gone = list(current.values())
         changes += [f"sink {runner.name} removed" for runner in gone]
         for runner in gone:
             runner.retire(now + drain_secs)

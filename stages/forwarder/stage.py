@@ -16,14 +16,14 @@ from stages.forwarder.fanout import Fanout
 from stages.forwarder.forwarder_loop import Forwarder, log
 from stages.forwarder.health import HealthServer
 from stages.forwarder.sinks import build_sinks, config_secrets
-from stages.forwarder.sinks.base import BufferConfig, Sink
+from stages.forwarder.sinks.base import NamedSink
 from stages.rundir.config_copies import RUNNING, STARTED, keep_copy
 
 
 class ForwarderStage(Stage, stage=FORWARDER, log=log,
                      description="The pystatsd forwarder: flushes in, every configured sink out."):
     def __init__(self) -> None:
-        self.sinks: list[tuple[Sink, BufferConfig]] = []
+        self.sinks: list[NamedSink] = []
         self.health_server: HealthServer | None = None
 
     def lock_name(self, args: argparse.Namespace) -> str:
@@ -49,7 +49,7 @@ class ForwarderStage(Stage, stage=FORWARDER, log=log,
         forwarder = Forwarder(config, args.shards, fanout, ctx, run, config_file)
         for copy in (STARTED, RUNNING):
             keep_copy(run, copy, config_file)
-        log.info("Forwarding to %s on %s", ", ".join(s.name for s, _ in self.sinks), forwarder.endpoint)
+        log.info("Forwarding to %s on %s", ", ".join(sink.name for sink in self.sinks), forwarder.endpoint)
         if self.health_server is not None:
             self.health_server.start()
         return forwarder

@@ -360,8 +360,8 @@ def test_influxdb_sink_reports_an_absent_server_as_retriable() -> None:
 def test_debug_mode_prints_instead_of_sending(tmp_path: Path) -> None:
     forwarders = {"influxdb": {"database": "db"}, "graphite": {}, "prometheus": {}}
     sinks = build_sinks(Config(debug_mode=True, forwarders=forwarders))
-    assert [type(sink) for sink, _ in sinks] == [ConsoleSink] * 3
-    assert [type(cast(ConsoleSink, sink).encoder).__name__ for sink, _ in sinks] == [
+    assert [type(sink) for _, sink, _ in sinks] == [ConsoleSink] * 3
+    assert [type(cast(ConsoleSink, sink).encoder).__name__ for _, sink, _ in sinks] == [
         "InfluxEncoder", "JsonEncoder", "JsonEncoder"]
 
 
@@ -377,7 +377,7 @@ def test_debug_mode_prints_instead_of_sending(tmp_path: Path) -> None:
 def test_the_console_shows_the_user_s_aggregates_and_the_daemon_s_own_only_when_asked(
         capsysbinary: pytest.CaptureFixture[bytes], forwarders: dict[str, Any], debug_mode: bool,
         printed: list[str]) -> None:
-    ((sink, _),) = build_sinks(Config(debug_mode=debug_mode, forwarders=forwarders))
+    ((_, sink, _),) = build_sinks(Config(debug_mode=debug_mode, forwarders=forwarders))
     sink.write(flush(counter(), counter("pystatsd.receiver.metrics", 3.0)))
     lines = capsysbinary.readouterr().out.decode().splitlines()
     assert [line.split('"')[3] if line.startswith("{") else line.split(" ")[0] for line in lines] == printed

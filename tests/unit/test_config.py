@@ -14,7 +14,7 @@ import pytest
 
 from stages.common.addresses import parse_listener
 from stages.common.config import REPO_CONFIG, Config, ConfigError, QueueConfig, Secret, load_config, load_section
-from stages.forwarder.sinks import build_sinks
+from stages.forwarder.sinks import SINKS, build_sinks
 from stages.forwarder.sinks.console import ConsoleSink
 from stages.forwarder.sinks.file import FileConfig, FileSink
 from stages.forwarder.sinks.kafka import KafkaConfig
@@ -143,7 +143,8 @@ def test_unknown_key_inside_a_sink_names_the_dotted_key(write_config, tmp_path: 
 
 def test_misspelt_sink_suggests_the_right_one(write_config) -> None:
     assert sinks_error(write_config("forwarders:\n  fil:\n    path: /tmp/x\n")) == \
-        "forwarders.fil: unknown sink (did you mean 'file'?)"
+        "forwarders.fil: no such sink kind (did you mean 'file'?), and no type says which kind this sink is " \
+        f"(known kinds: {', '.join(sorted(SINKS))})"
 
 
 def test_original_daemon_config_loads_unchanged() -> None:
@@ -187,11 +188,11 @@ def test_non_numeric_bind_port_env_var_is_refused(write_config, monkeypatch) -> 
 def test_repo_config_loads_and_prints_to_the_console() -> None:
     config = load_config(REPO_CONFIG)
     assert config.listener_urls() == ["udp://127.0.0.1:5090", "udp://127.0.0.1:8125"]
-    assert [type(sink) for sink, _ in build_sinks(config)] == [ConsoleSink]
+    assert [type(sink) for _, sink, _ in build_sinks(config)] == [ConsoleSink]
 
 
 def test_no_forwarders_means_the_console_sink(write_config) -> None:
-    assert [type(sink) for sink, _ in build_sinks(load_config(write_config("")))] == [ConsoleSink]
+    assert [type(sink) for _, sink, _ in build_sinks(load_config(write_config("")))] == [ConsoleSink]
 
 
 def test_debug_mode_replaces_the_remote_kafka_sink_with_the_console(write_config, tmp_path: Path) -> None:
@@ -199,7 +200,7 @@ def test_debug_mode_replaces_the_remote_kafka_sink_with_the_console(write_config
     text = original + f"  file:\n    path: {tmp_path / 'out.jsonl'}\n"
     sinks = build_sinks(load_config(write_config(text)))
     # kafka (remote) becomes a console stand-in; file (local) stays.
-    assert [type(sink) for sink, _ in sinks] == [ConsoleSink, FileSink]
+    assert [type(sink) for _, sink, _ in sinks] == [ConsoleSink, FileSink]
 
 
 @pytest.mark.parametrize("url", [

@@ -10,7 +10,7 @@ import yaml
 from stages.common.config import Config, load_section
 from stages.common.config_diff import AT_RESTART, ON_RELOAD, Change, config_changes
 from stages.control.cli import main
-from stages.forwarder.sinks import load_sink_configs
+from stages.forwarder.sinks import sink_sections
 
 BASE = {"bind_port": 5090, "percentiles": [50, 99], "agent": {"tags": {"dc": "a"}},
         "forwarders": {"file": {"path": "/tmp/x.jsonl"},
@@ -23,14 +23,14 @@ def config(**changes: object) -> Config:
 
 
 def test_the_same_config_changes_nothing() -> None:
-    assert config_changes(config(), config(), load_sink_configs) == []
+    assert config_changes(config(), config(), sink_sections) == []
 
 
 def test_each_changed_key_once_with_how_it_applies() -> None:
     new = config(flush_interval=5, agent={"tags": {"team": "core"}}, percentiles=[50, 99],
                  forwarders={"influxdb": {**BASE["forwarders"]["influxdb"], "database": "n"},  # type: ignore[index]
                              "graphite": {"host": "127.0.0.1"}})
-    assert config_changes(config(), new, load_sink_configs) == [
+    assert config_changes(config(), new, sink_sections) == [
         Change("agent.tags.dc", "'a'", "(not set)", ON_RELOAD),
         Change("agent.tags.team", "(not set)", "'core'", ON_RELOAD),
         Change("flush_interval", "10.0", "5.0", AT_RESTART),
@@ -43,7 +43,7 @@ def test_each_changed_key_once_with_how_it_applies() -> None:
 def test_a_changed_rule_shows_as_the_keys_it_changed_and_applies_on_reload() -> None:
     rules = [{"match": "api.*", "name": "api", "tags": {"host": "$1"}}, {"match": "debug.*", "drop": True}]
     new = [{"match": "api.*", "name": "api.requests", "tags": {"host": "$1"}}]
-    assert config_changes(config(rules=rules), config(rules=new), load_sink_configs) == [
+    assert config_changes(config(rules=rules), config(rules=new), sink_sections) == [
         Change("rules[0].name", "'api'", "'api.requests'", ON_RELOAD),
         Change("rules[1].drop", "True", "(not set)", ON_RELOAD),
         Change("rules[1].match", "'debug.*'", "(not set)", ON_RELOAD),
@@ -53,7 +53,7 @@ def test_a_changed_rule_shows_as_the_keys_it_changed_and_applies_on_reload() -> 
 def test_a_changed_secret_is_named_never_shown() -> None:
     forwarders = {**BASE["forwarders"], "influxdb": {**BASE["forwarders"]["influxdb"],  # type: ignore[dict-item]
                                                       "password": "correct-horse"}}
-    (change,) = config_changes(config(), config(forwarders=forwarders), load_sink_configs)
+    (change,) = config_changes(config(), config(forwarders=forwarders), sink_sections)
     assert change == Change("forwarders.influxdb.password", "(a secret)", "(a secret)", ON_RELOAD)
 
 
@@ -68,3 +68,15 @@ def test_the_command_checks_both_and_prints_the_changes(tmp_path: Path, capsys: 
     assert "hunter2" not in out
     assert main(["check-config", "-c", str(old), "--diff", str(bad)]) == 78
     assert "bind_prot: unknown key (did you mean 'bind_port'?)" in capsys.readouterr().err
+
+
+def test_named_sinks_show_by_name_and_a_changed_kind_as_their_type() -> None:
+    named = {"archive": {"type": "file", "path": "/tmp/a.jsonl"}, "audit": {"type": "file", "path": "/tmp/b.jsonl"}}
+    new = {"archive": {"type": "console"}, "audit": {"type": "file", "path": "/tmp/c.jsonl"}}
+    assert config_changes(config(forwarders=named), config(forwarders=new), sink_sections) == [
+        Change("forwarders.archive.mode", "'0600'", "(not set)", ON_RELOAD),
+        Change("forwarders.archive.path", "'/tmp/a.jsonl'", "(not set)", ON_RELOAD),
+        Change("forwarders.archive.self_metrics", "(not set)", "False", ON_RELOAD),
+        Change("forwarders.archive.type", "'file'", "'console'", ON_RELOAD),
+        Change("forwarders.audit.path", "'/tmp/b.jsonl'", "'/tmp/c.jsonl'", ON_RELOAD),
+    ]

@@ -32,7 +32,7 @@ from stages.forwarder import forwarder_loop
 from stages.forwarder.fanout import Fanout
 from stages.forwarder.forwarder_loop import Forwarder
 from stages.forwarder.sinks import build_sinks
-from stages.forwarder.sinks.base import BaseSink, BufferConfig, Flush, Sink, SinkConfig, SinkError
+from stages.forwarder.sinks.base import BaseSink, BufferConfig, Flush, NamedSink, Sink, SinkConfig, SinkError
 from stages.rundir.figures import read_all
 from stages.rundir.pause import forwarder_pause_path, read_pause
 from tests.fake_clock import FakeClock
@@ -112,8 +112,7 @@ class Bench:
     def forwarder(self, stopped_alone: bool = False, sinks: list[Sink] | None = None) -> Forwarder:
         """A forwarder on the config file's file sink and, unless ``sinks`` says otherwise, the memory sink."""
         config = load_config(self.config_file)
-        built: list[tuple[Sink, BufferConfig]] = [(sink, BufferConfig()) for sink in
-                                                  (sinks if sinks is not None else [self.memory])]
+        built = [NamedSink(sink.name, sink, BufferConfig()) for sink in (sinks if sinks is not None else [self.memory])]
         fanout = Fanout(built + build_sinks(config))
         fanout.start()
         forwarder = Forwarder(config, SHARDS, fanout, self.ctx, self.run, self.config_file, clock=self.clock,

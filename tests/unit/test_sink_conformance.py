@@ -207,7 +207,7 @@ def test_its_format_and_masked_encoder_options_hide_every_secret(name: str,
 def test_debug_mode_stands_the_console_in_for_every_remote_sink_and_only_those() -> None:
     forwarders = {name: minimal_raw(name) for name in SINKS}
     sinks = build_sinks(Config(debug_mode=True, forwarders=forwarders))
-    for name, (sink, _) in zip(forwarders, sinks, strict=True):
+    for name, (_, sink, _) in zip(forwarders, sinks, strict=True):
         assert type(sink) is (ConsoleSink if SINKS[name].remote else SINKS[name])
 
 

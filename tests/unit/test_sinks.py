@@ -34,7 +34,16 @@ from stages.forwarder import fanout
 from stages.forwarder.encoders import make_encoder
 from stages.forwarder.fanout import Fanout, SinkRunner
 from stages.forwarder.sinks import file as file_sink
-from stages.forwarder.sinks.base import BufferConfig, Completion, EncodedAggregates, Flush, SinkConfig, SinkError
+from stages.forwarder.sinks.base import (
+    BufferConfig,
+    Completion,
+    EncodedAggregates,
+    Flush,
+    NamedSink,
+    Sink,
+    SinkConfig,
+    SinkError,
+)
 from stages.forwarder.sinks.file import FileConfig, FileSink
 from stages.forwarder.sinks.kafka import KafkaConfig, KafkaSink, record_id
 
@@ -307,9 +316,14 @@ def test_buffer_bytes_bound_drops_the_oldest_queued_flushes() -> None:
     assert sink.written == [2, 3]
 
 
+def entry(sink: Sink, bounds: BufferConfig, name: str | None = None) -> NamedSink:
+    """A sink as the forwarder's config gives it: under ``name``, its kind's by default (the original form)."""
+    return NamedSink(name or sink.name, sink, bounds)
+
+
 def test_a_blocked_sink_does_not_delay_another_sink() -> None:
     slow, fast = RecordingSink(block=True), RecordingSink()
-    out = Fanout([(slow, BufferConfig()), (fast, BufferConfig())])
+    out = Fanout([entry(slow, BufferConfig()), entry(fast, BufferConfig())])
     out.start()
     out.put(make_flush(1))
     assert slow.entered.wait(WAIT_SECS)
@@ -333,14 +347,14 @@ def named_sink(sink_name: str, **options: Any) -> RecordingSink:
 
 def test_reconfigure_keeps_an_unchanged_sink_and_drains_a_removed_or_changed_one() -> None:
     kept, removed, old = named_sink("kept"), named_sink("removed", block=True), named_sink("changed")
-    out = Fanout([(kept, SinkConfig()), (removed, SinkConfig()), (old, SinkConfig())])
+    out = Fanout([entry(kept, SinkConfig()), entry(removed, SinkConfig()), entry(old, SinkConfig())])
     out.start()
     out.put(make_flush(1))
     assert removed.entered.wait(WAIT_SECS) and old.wrote.wait(WAIT_SECS)  # "removed" is stuck in a write
     new, added = named_sink("changed"), named_sink("added")
     kept_again = named_sink("kept")  # the same name and config: the running one stays, this is not used
-    changes = out.reconfigure([(kept_again, SinkConfig()), (new, SinkConfig(buffer_max_aggregates=5)),
-                               (added, SinkConfig())], drain_secs=WAIT_SECS)
+    changes = out.reconfigure([entry(kept_again, SinkConfig()), entry(new, SinkConfig(buffer_max_aggregates=5)),
+                               entry(added, SinkConfig())], drain_secs=WAIT_SECS)
     assert changes == ["sink changed changed", "sink added added", "sink removed removed"]
     out.put(make_flush(2))
     removed.release.set()  # what the removed sink held is still delivered, after the reload
@@ -352,7 +366,7 @@ def test_reconfigure_keeps_an_unchanged_sink_and_drains_a_removed_or_changed_one
 
 def test_sinks_stuck_in_a_write_are_abandoned_together_at_one_deadline() -> None:
     stuck = [named_sink(f"stuck{i}", block=True) for i in range(5)]
-    out = Fanout([(sink, SinkConfig()) for sink in stuck])
+    out = Fanout([entry(sink, SinkConfig()) for sink in stuck])
     out.start()
     out.put(make_flush(1))
     assert all(sink.entered.wait(WAIT_SECS) for sink in stuck)
@@ -365,16 +379,54 @@ def test_sinks_stuck_in_a_write_are_abandoned_together_at_one_deadline() -> None
         sink.release.set()
 
 
-def test_reconfigure_tells_apart_sinks_of_one_name() -> None:
-    # debug_mode stands a console sink in for every remote one: several runners share a name.
-    first, second = named_sink("console"), named_sink("console")
-    out = Fanout([(first, SinkConfig()), (second, SinkConfig())])
+def test_sinks_of_one_kind_under_two_names_are_reloaded_each_by_its_own_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fanout, "RETRY_FIRST_SECS", 0.01)
+    archive, audit = named_sink("file"), named_sink("file", failures=10**9)  # audit's folder is not mounted
+    out = Fanout([entry(archive, SinkConfig(), "archive"), entry(audit, SinkConfig(), "audit")])
     out.start()
-    changes = out.reconfigure([(named_sink("console"), SinkConfig())], drain_secs=WAIT_SECS)
-    assert changes == ["sink console removed"]
-    assert out.runners[0].sink is first
+    out.put(make_flush(1, 2))
+    out.put(make_flush(2, 3))
+    wait_for(lambda: archive.written == [1, 2] and audit.attempts >= 2, WAIT_SECS, "archive to write, audit to retry")
+    audit_fixed = named_sink("file")
+    changes = out.reconfigure([entry(named_sink("file"), SinkConfig(), "archive"),
+                               entry(audit_fixed, SinkConfig(buffer_max_aggregates=50), "audit")], drain_secs=WAIT_SECS)
+    assert changes == ["sink audit changed"]
+    # archive's runner, sink and buffer run on untouched; audit's successor delivers what it held first.
+    assert [runner.name for runner in out.runners] == ["archive", "audit"] and out.runners[0].sink is archive
+    out.put(make_flush(3, 4))
+    wait_for(lambda: audit_fixed.written == [1, 2, 3], WAIT_SECS, "audit's successor to deliver all three")
+    renamed = named_sink("file")
+    changes = out.reconfigure([entry(archive, SinkConfig(), "archive"),
+                               entry(renamed, SinkConfig(buffer_max_aggregates=50), "audit2")], drain_secs=WAIT_SECS)
+    assert changes == ["sink audit2 added", "sink audit removed"]  # a rename: one removed, another added
+    out.put(make_flush(4, 5))
+    wait_for(lambda: renamed.written == [4], WAIT_SECS, "the renamed sink to write what comes after")
     out.stop(WAIT_SECS, 1.0)
-    assert out.retiring == []
+    assert (archive.written, audit.written, audit_fixed.written) == ([1, 2, 3, 4], [], [1, 2, 3])
+    rows = out.figures()
+    assert {name: (row["delivered"], row["removed"]) for name, row in rows.items()} == {
+        "archive": (14, False), "audit2": (5, False), "audit": (9, True)}
+
+
+def test_a_name_that_holds_another_kind_after_a_reload_drains_the_old_sink_as_a_removed_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # debug_mode turned on by a reload: the console stand-in takes kafka's name, not what kafka held.
+    monkeypatch.setattr(fanout, "RETRY_FIRST_SECS", 0.01)
+    kafka = named_sink("kafka", failures=10**9)  # its broker is away
+    out = Fanout([entry(kafka, SinkConfig())])
+    out.start()
+    out.put(make_flush(1, 2))
+    wait_for(lambda: kafka.attempts >= 1, WAIT_SECS, "kafka to try the flush")
+    stand_in = named_sink("console")
+    changes = out.reconfigure([entry(stand_in, SinkConfig(), "kafka")], drain_secs=0.3)
+    assert changes == ["sink kafka is of another kind: the old one drains, the new one starts empty"]
+    out.put(make_flush(2, 3))
+    wait_for(lambda: stand_in.written == [2], WAIT_SECS, "the stand-in to print what came after")
+    wait_for(lambda: (out.finish_retired(), out.retiring == [])[1], WAIT_SECS, "kafka's drain to end")
+    out.stop(WAIT_SECS, 1.0)
+    # One row under the name: the stand-in's delivery and what kafka could not deliver in its drain.
+    row = out.figures()["kafka"]
+    assert (row["delivered"], row["dropped"], row["removed"]) == (3, {"removed": 2}, False)
 
 
 def tracked_flush(seq: int, count: int, sinks: int, done: list[int]) -> Flush:
@@ -387,14 +439,14 @@ def test_a_changed_sink_hands_what_it_holds_to_its_successor_which_delivers_it_f
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fanout, "RETRY_FIRST_SECS", 0.01)
     old = named_sink("influx", failures=10**9)  # a typo in its URL: every write fails
-    out = Fanout([(old, SinkConfig())])
+    out = Fanout([entry(old, SinkConfig())])
     out.start()
     done: list[int] = []
     for seq in (1, 2, 3):
         out.put(tracked_flush(seq, seq, 1, done))
     wait_for(lambda: old.attempts >= 2, WAIT_SECS, "the old sink retrying its first flush")
     new = named_sink("influx")  # the URL fixed
-    out.reconfigure([(new, SinkConfig(buffer_max_aggregates=100))], drain_secs=WAIT_SECS)
+    out.reconfigure([entry(new, SinkConfig(buffer_max_aggregates=100))], drain_secs=WAIT_SECS)
     out.put(tracked_flush(4, 4, 1, done))
     wait_for(lambda: len(new.written) == 4, WAIT_SECS, "the new sink delivering all four flushes")
     out.stop(WAIT_SECS, 1.0)
@@ -409,14 +461,14 @@ def test_a_removed_sink_gets_its_drain_then_what_is_left_is_counted_as_dropped_r
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fanout, "RETRY_FIRST_SECS", 0.01)
     kept, kafka = named_sink("kept"), named_sink("kafka", failures=10**9)  # its broker is unreachable
-    out = Fanout([(kept, SinkConfig()), (kafka, SinkConfig())])
+    out = Fanout([entry(kept, SinkConfig()), entry(kafka, SinkConfig())])
     out.start()
     done: list[int] = []
     for seq in (1, 2):
         out.put(tracked_flush(seq, seq + 1, 2, done))
     wait_for(lambda: kafka.attempts >= 1 and kept.written == [1, 2], WAIT_SECS, "both sinks to take the flushes")
     started = time.monotonic()
-    changes = out.reconfigure([(named_sink("kept"), SinkConfig())], drain_secs=0.3)
+    changes = out.reconfigure([entry(named_sink("kept"), SinkConfig())], drain_secs=0.3)
     assert changes == ["sink kafka removed"]
     assert time.monotonic() - started < 0.2  # the drain is the removed sink's thread's, not the loop's
     out.put(tracked_flush(3, 1, 1, done))
@@ -432,14 +484,14 @@ def test_a_removed_sink_gets_its_drain_then_what_is_left_is_counted_as_dropped_r
 
 def test_a_sink_removed_then_added_again_carries_its_totals_on() -> None:
     first = named_sink("file")
-    out = Fanout([(first, SinkConfig())])
+    out = Fanout([entry(first, SinkConfig())])
     out.start()
     out.put(make_flush(1, 2))
     assert first.wrote.wait(WAIT_SECS)
     out.reconfigure([], drain_secs=WAIT_SECS)
     wait_for(lambda: (out.finish_retired(), "file" in out.removed)[1], WAIT_SECS, "the removed sink's release")
     again = named_sink("file")
-    out.reconfigure([(again, SinkConfig())], drain_secs=WAIT_SECS)
+    out.reconfigure([entry(again, SinkConfig())], drain_secs=WAIT_SECS)
     out.put(make_flush(2, 3))
     assert again.wrote.wait(WAIT_SECS)
     out.stop(WAIT_SECS, 1.0)

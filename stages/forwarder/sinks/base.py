@@ -54,7 +54,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
 
 from stages.common.contract import FlushHeader
 from stages.forwarder.encoders import check_format
@@ -185,6 +185,11 @@ class SinkConfig(BufferConfig):
         if self.format not in self.own_formats:
             check_format(self.format)
 
+    def sole_writer_of(self) -> tuple[str, str] | None:
+        """(its key, what it names) that this sink must be the only writer of (the file sink's file),
+        or None; two sinks of one config naming the same are refused at load, naming each other."""
+        return None
+
     def problems_here(self) -> list[str]:
         """What keeps this config from working on this host now (a local path that can never be opened),
         each naming its key; looked at without creating or changing anything.
@@ -224,7 +229,7 @@ class SinkError(Exception):
 class Sink(Protocol):
     """What the forwarder needs of a sink (the module docstring says what each call may do)."""
 
-    #: The key under ``forwarders:`` that selects this sink.
+    #: Its kind: the ``type`` of a section under ``forwarders:``, or the key of one that has none.
     name: ClassVar[str]
     #: The frozen dataclass its config section is loaded into.
     config_type: ClassVar[type[SinkConfig]]
@@ -245,6 +250,15 @@ class Sink(Protocol):
 
 
 C = TypeVar("C", bound=SinkConfig)
+
+
+class NamedSink(NamedTuple):
+    """One configured sink: its ``name`` under ``forwarders:`` (its row in ``pystatsd status``, its
+    self-metrics' ``sink`` tag, what a reload matches it by), the sink and its buffer bounds."""
+
+    name: str
+    sink: Sink
+    bounds: BufferConfig
 
 
 class BaseSink(Generic[C]):

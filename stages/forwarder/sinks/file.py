@@ -7,9 +7,9 @@ back what it wrote: the file is truncated to where the flush began, so no torn l
 runner's retry, handed the same flush, appends it once. Each flush of a regular file ends with
 ``fdatasync``, so that an error the file system reports only when it writes the data out (NFS, a
 thin volume) fails that flush, taken back and retried, rather than one the sink counted delivered.
-The sink is its file's only writer: what another process appended after a failed flush's first
-bytes (or a ``copytruncate`` rotation) is never truncated; the flush's partial lines then stay, and
-a log line says so.
+The sink is its file's only writer (two file sinks on one path are refused at load): what another
+process appended after a failed flush's first bytes (or a ``copytruncate`` rotation) is never
+truncated; the flush's partial lines then stay, and a log line says so.
 """
 
 from __future__ import annotations
@@ -41,6 +41,10 @@ class FileConfig(SinkConfig):
         if not re.fullmatch(r"0?[0-7]{3}", self.mode):
             raise ValueError(f"mode: expected an octal mode such as \"0640\", got {self.mode!r}")
         super().__post_init__()
+
+    def sole_writer_of(self) -> tuple[str, str]:
+        # Resolved: two spellings of one file (a symlink, a ``..``) are one file.
+        return "path", os.path.realpath(self.path)
 
     def problems_here(self) -> list[str]:
         problem = append_problem(self.path)
