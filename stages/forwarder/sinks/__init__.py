@@ -17,10 +17,11 @@ from stages.forwarder.sinks.graphite import GraphiteSink
 from stages.forwarder.sinks.influxdb import InfluxDBSink
 from stages.forwarder.sinks.kafka import KafkaSink
 from stages.forwarder.sinks.prometheus import PrometheusSink
+from stages.forwarder.sinks.prometheus_remote_write import PrometheusRemoteWriteSink
 
 # Typed as the Protocol, so that the type checker holds each class to it; keyed by each sink's own name.
 SINKS: dict[str, type[Sink]] = {sink.name: sink for sink in (
-    ConsoleSink, FileSink, KafkaSink, InfluxDBSink, GraphiteSink, PrometheusSink)}
+    ConsoleSink, FileSink, KafkaSink, InfluxDBSink, GraphiteSink, PrometheusSink, PrometheusRemoteWriteSink)}
 
 
 def load_sink_configs(config: Config) -> dict[str, SinkConfig]:
