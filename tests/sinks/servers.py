@@ -230,29 +230,40 @@ class VictoriaMetricsServer(Server):
 
     name = "victoria-metrics"
 
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(self, work_dir: Path, basic_auth: tuple[str, str] | None = None) -> None:
+        """With ``basic_auth`` (user, password) every endpoint asks for them (``-httpAuth.*``)."""
         super().__init__(work_dir)
         self.port = free_tcp_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.write_url = f"{self.url}/api/v1/write"
+        self.basic_auth = basic_auth
 
     def command(self) -> list[str]:
+        auth = [f"-httpAuth.username={self.basic_auth[0]}", f"-httpAuth.password={self.basic_auth[1]}"] \
+            if self.basic_auth else []
         return ["victoria-metrics", f"-storageDataPath={self.dir}/data", f"-httpListenAddr=127.0.0.1:{self.port}",
-                "-loggerLevel=ERROR"]
+                "-loggerLevel=ERROR", *auth]
 
     def ready(self) -> bool:
+        # /health answers without credentials.
         return _answers_ok(f"{self.url}/health")
+
+    def _get(self, path: str) -> bytes:
+        request = urllib.request.Request(f"{self.url}{path}")
+        if self.basic_auth:
+            token = base64.b64encode(":".join(self.basic_auth).encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body: bytes = response.read()
+            return body
 
     def samples(self, selector: str) -> dict[str, dict[int, float]]:
         """Every sample of each series ``selector`` picks, through /api/v1/export (after a forced flush,
         so that what was just written is searchable): labels as text → {timestamp in ms: value}."""
-        with urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10):
-            pass
-        params = urllib.parse.urlencode({"match[]": selector, "start": "0"})
-        with urllib.request.urlopen(f"{self.url}/api/v1/export?{params}", timeout=10) as response:
-            lines = response.read().decode().splitlines()
+        self._get("/internal/force_flush")
+        lines = self._get(f"/api/v1/export?{urllib.parse.urlencode({'match[]': selector, 'start': '0'})}")
         found: dict[str, dict[int, float]] = {}
-        for line in lines:
+        for line in lines.decode().splitlines():
             series = json.loads(line)
             points = found.setdefault(_series_text(series["metric"]), {})
             for ts, value in zip(series["timestamps"], series["values"], strict=True):
