@@ -188,6 +188,106 @@ class CarbonServer(Server):
         return sorted(json.loads(result.stdout))
 
 
+class PrometheusServer(Server):
+    """Prometheus with its remote write receiver on, scraping nothing, its TSDB in the work dir."""
+
+    name = "prometheus"
+
+    def __init__(self, work_dir: Path) -> None:
+        super().__init__(work_dir)
+        self.port = free_tcp_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.write_url = f"{self.url}/api/v1/write"
+        self.config_path = self.dir / "prometheus.yml"
+        self.config_path.write_text("global: {}\n")
+
+    def command(self) -> list[str]:
+        return ["prometheus", f"--config.file={self.config_path}", f"--storage.tsdb.path={self.dir}/data",
+                f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-remote-write-receiver",
+                "--log.level=warn"]
+
+    def ready(self) -> bool:
+        return _answers_ok(f"{self.url}/-/ready")
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """An instant query at now through /api/v1/query: its result (a vector's or a matrix's series)."""
+        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            answer = json.load(response)
+        assert answer["status"] == "success", answer
+        result: list[dict[str, Any]] = answer["data"]["result"]
+        return result
+
+    def samples(self, selector: str) -> dict[str, dict[int, float]]:
+        """Every raw sample of the last hour of each series ``selector`` picks: its labels (as text, sorted,
+        __name__ first) → {timestamp in ms: value}."""
+        return {_series_text(s["metric"]): {round(ts * 1000): float(v) for ts, v in s["values"]}
+                for s in self.query(f"{selector}[1h]")}
+
+
+class VictoriaMetricsServer(Server):
+    """VictoriaMetrics single-node (remote write at /api/v1/write), its storage in the work dir."""
+
+    name = "victoria-metrics"
+
+    def __init__(self, work_dir: Path, basic_auth: tuple[str, str] | None = None) -> None:
+        """With ``basic_auth`` (user, password) every endpoint asks for them (``-httpAuth.*``)."""
+        super().__init__(work_dir)
+        self.port = free_tcp_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.write_url = f"{self.url}/api/v1/write"
+        self.basic_auth = basic_auth
+
+    def command(self) -> list[str]:
+        auth = [f"-httpAuth.username={self.basic_auth[0]}", f"-httpAuth.password={self.basic_auth[1]}"] \
+            if self.basic_auth else []
+        return ["victoria-metrics", f"-storageDataPath={self.dir}/data", f"-httpListenAddr=127.0.0.1:{self.port}",
+                "-loggerLevel=ERROR", *auth]
+
+    def ready(self) -> bool:
+        # /health answers without credentials.
+        return _answers_ok(f"{self.url}/health")
+
+    def _get(self, path: str) -> bytes:
+        request = urllib.request.Request(f"{self.url}{path}")
+        if self.basic_auth:
+            token = base64.b64encode(":".join(self.basic_auth).encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body: bytes = response.read()
+            return body
+
+    def samples(self, selector: str) -> dict[str, dict[int, float]]:
+        """Every sample of each series ``selector`` picks, through /api/v1/export (after a forced flush,
+        so that what was just written is searchable): labels as text → {timestamp in ms: value}."""
+        self._get("/internal/force_flush")
+        lines = self._get(f"/api/v1/export?{urllib.parse.urlencode({'match[]': selector, 'start': '0'})}")
+        found: dict[str, dict[int, float]] = {}
+        for line in lines.decode().splitlines():
+            series = json.loads(line)
+            points = found.setdefault(_series_text(series["metric"]), {})
+            for ts, value in zip(series["timestamps"], series["values"], strict=True):
+                # A sample stored twice would read as one here: count them instead of overwriting.
+                assert ts not in points, f"{series['metric']}: two samples at {ts}"
+                points[ts] = float(value)
+        return found
+
+
+def _answers_ok(url: str) -> bool:
+    """Whether a GET of ``url`` answers 200 now."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _series_text(labels: dict[str, str]) -> str:
+    """A series as PromQL writes it: ``name{a="1",b="2"}``."""
+    rest = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()) if k != "__name__")
+    return f"{labels.get('__name__', '')}{{{rest}}}"
+
+
 # Run by the system Python: carbon's own functions turn a metric into its file's path.
 _READ_WHISPER = """
 import json, os, sys, time, whisper

@@ -26,10 +26,11 @@ from stages.forwarder.sinks.graphite import GraphiteSink
 from stages.forwarder.sinks.influxdb import InfluxDBSink
 from stages.forwarder.sinks.kafka import KafkaSink
 from stages.forwarder.sinks.prometheus import PrometheusSink
+from stages.forwarder.sinks.prometheus_remote_write import PrometheusRemoteWriteSink
 
 # Typed as the Protocol, so that the type checker holds each class to it; keyed by each sink's own name.
 SINKS: dict[str, type[Sink]] = {sink.name: sink for sink in (
-    ConsoleSink, FileSink, KafkaSink, InfluxDBSink, GraphiteSink, PrometheusSink)}
+    ConsoleSink, FileSink, KafkaSink, InfluxDBSink, GraphiteSink, PrometheusSink, PrometheusRemoteWriteSink)}
 
 
 #: A sink's name: it is a self-metric's tag value, a thread's and a log line's name, a dotted key of

@@ -104,16 +104,42 @@ class _Series:
     quantiles: dict[str, float] = field(default_factory=dict)
 
 
+#: A series of the store: (metric name, kind, sorted labels).
+SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]
+
+
+def samples(name: str, series: _Series) -> Iterator[tuple[str, dict[str, str], float]]:
+    """The samples a series shows, each (sample name, labels, value): the one rendering of the kinds,
+    for the scrape endpoint and for remote write alike."""
+    if series.kind == "counter":
+        # As prometheus-client names a counter: ``_total`` once, whether or not the name ends with it.
+        yield (name if name.endswith("_total") else name + "_total"), series.labels, series.value
+    elif series.kind == "gauge":
+        yield name, series.labels, series.value
+    else:
+        for q, value in series.quantiles.items():
+            yield name, {**series.labels, "quantile": q}, value
+        yield name + "_sum", series.labels, series.total
+        yield name + "_count", series.labels, series.count
+
+
+#: The series an update touched, each with its metric name (:meth:`SeriesStore.update`).
+Touched = dict[SeriesKey, tuple[str, _Series]]
+
+
 class SeriesStore:
     """The latest state of every series, keyed by (metric name, kind, labels); safe across threads."""
 
     def __init__(self, expire_after_secs: float) -> None:
         self.expire_after_secs = expire_after_secs
-        self.series: dict[tuple[str, str, tuple[tuple[str, str], ...]], _Series] = {}
+        self.series: dict[SeriesKey, _Series] = {}
         self.lock = threading.Lock()
         self.next_purge = 0.0
 
-    def update(self, aggregates: Iterable[dict[str, Any]], now: float) -> None:
+    def update(self, aggregates: Iterable[dict[str, Any]], now: float,
+               touched: Touched | None = None) -> None:
+        """Add the aggregates to their series; ``touched``, when given, gets each series they updated
+        (once, however many aggregates a name's sanitising merged into it), with its metric name."""
         with self.lock:
             for aggregate in aggregates:
                 kind = KINDS.get(aggregate["type"])
@@ -137,6 +163,8 @@ class SeriesStore:
                     series.count += stats["count"]
                     series.total += stats["sum"]
                     series.quantiles = {q: v for q, v in ((quantile(s), v) for s, v in stats.items()) if q is not None}
+                if touched is not None:
+                    touched[key] = (name, series)
             if now >= self.next_purge:
                 self._purge(now)
                 self.next_purge = now + PURGE_EVERY_SECS
@@ -170,21 +198,16 @@ class StoreCollector(Collector):
         for name, group in sorted(self.store.snapshot(time.monotonic()).items()):
             kind = group[0].kind
             doc = f"pystatsd {group[0].source}"
+            family: Metric
             if kind == "counter":
-                family: Metric = CounterMetricFamily(name, doc, labels=())
-                for series in group:
-                    family.add_sample(family.name + "_total", series.labels, series.value)
+                family = CounterMetricFamily(name, doc, labels=())
             elif kind == "gauge":
                 family = GaugeMetricFamily(name, doc, labels=())
-                for series in group:
-                    family.add_sample(name, series.labels, series.value)
             else:
                 family = Metric(name, doc, "summary")
-                for series in group:
-                    for q, value in series.quantiles.items():
-                        family.add_sample(name, {**series.labels, "quantile": q}, value)
-                    family.add_sample(name + "_sum", series.labels, series.total)
-                    family.add_sample(name + "_count", series.labels, series.count)
+            for series in group:
+                for sample_name, labels, value in samples(name, series):
+                    family.add_sample(sample_name, labels, value)
             yield family
 
 

@@ -1,0 +1,259 @@
+"""Prometheus remote write 1.0 sink: each flush as protobuf ``WriteRequest`` s, Snappy-compressed, POSTed to ``url``.
+
+What a series becomes is the scrape sink's rule (:mod:`stages.forwarder.sinks.prometheus`, its
+:class:`SeriesStore` and :func:`samples`): names and label names sanitised by Prometheus' rules, a
+counter or trace a running total ``<name>_total`` kept since the sink started (a restart of the
+forwarder starts again at 0: a counter reset, which Prometheus' ``rate()`` and ``increase()`` expect),
+a gauge or set as it is, a timer, histogram or distribution a summary (``quantile`` from each
+percentile of its interval, ``_sum`` and ``_count`` running totals). Each sample is stamped with the
+end of its interval, in milliseconds; a tag with an empty value is left out (Prometheus reads an
+empty label as no label).
+
+The message types are built at run time from a descriptor written here (:func:`_prompb_classes`):
+``protobuf`` is the encoder, but no maintained package ships prompb's generated classes alone (the
+ones that have them carry a whole exporter with them), and the four messages remote write 1.0 uses
+are a few lines of descriptor. Snappy's block format (what the protocol asks, not the framed one)
+is ``cramjam``'s.
+
+A flush goes in requests of at most ``samples_per_request`` samples, each encoded and compressed
+once; after a failure the same flush resumes at the request that failed, so a request that was
+delivered is never sent again. The request that failed may have been stored all the same (the
+answer was lost): sent again, each of its samples repeats the last one of its series exactly, which
+Prometheus takes as a no-op; a sample older than its series' last is refused as out of order,
+which is why nothing delivered is ever sent again and flushes go in order.
+
+Answers: 2xx is delivered. A connection error, 429 or 5xx is retried, and never before the time a
+``Retry-After`` asked for. Any other answer (400 for a sample out of order or a bad label, 401 and
+403 for credentials, 404) refuses the flush: retrying would fail the same way, so it is dropped,
+counted (``rejected``) and logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import http.client
+import logging
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+import cramjam
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+from stages import __version__
+from stages.common.config import Secret, resolve_secret
+from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError
+from stages.forwarder.sinks.progress import FlushProgress
+from stages.forwarder.sinks.prometheus import SeriesStore, Touched, samples
+
+log = logging.getLogger(__name__)
+
+#: The headers remote write 1.0 asks for on every request.
+PROTOCOL_HEADERS = {
+    "Content-Encoding": "snappy",
+    "Content-Type": "application/x-protobuf",
+    "X-Prometheus-Remote-Write-Version": "0.1.0",
+    "User-Agent": f"pystatsd/{__version__}",
+}
+#: How much of an error answer is quoted in the log.
+ERROR_TEXT_CHARS = 300
+#: The longest ``Retry-After`` taken as it is; a longer one waits this long.
+MAX_RETRY_AFTER_SECS = 300.0
+
+
+def _prompb_classes() -> tuple[Any, Any]:
+    """prompb's ``WriteRequest`` and ``TimeSeries`` (remote write 1.0's field numbers), from a descriptor.
+
+    In a pool of their own: another module's ``prometheus.*`` messages cannot clash with them.
+    """
+    proto = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name="pystatsd/prompb_remote.proto", package="prometheus",
+                                              syntax="proto3")
+
+    def message(name: str, *fields: tuple[str, int, int, str]) -> None:
+        described = file.message_type.add(name=name)
+        for field_name, number, kind, type_name in fields:
+            repeated = proto.LABEL_REPEATED if type_name else proto.LABEL_OPTIONAL
+            described.field.add(name=field_name, number=number, type=kind, label=repeated,
+                                type_name=type_name or None)
+
+    message("Label", ("name", 1, proto.TYPE_STRING, ""), ("value", 2, proto.TYPE_STRING, ""))
+    message("Sample", ("value", 1, proto.TYPE_DOUBLE, ""), ("timestamp", 2, proto.TYPE_INT64, ""))
+    message("TimeSeries", ("labels", 1, proto.TYPE_MESSAGE, ".prometheus.Label"),
+            ("samples", 2, proto.TYPE_MESSAGE, ".prometheus.Sample"))
+    message("WriteRequest", ("timeseries", 1, proto.TYPE_MESSAGE, ".prometheus.TimeSeries"))
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return (message_factory.GetMessageClass(pool.FindMessageTypeByName("prometheus.WriteRequest")),
+            message_factory.GetMessageClass(pool.FindMessageTypeByName("prometheus.TimeSeries")))
+
+
+WriteRequest, TimeSeries = _prompb_classes()
+
+
+@dataclass(frozen=True)
+class PrometheusRemoteWriteConfig(SinkConfig):
+    url: str
+    bearer_token: Secret | None = None
+    bearer_token_env: str | None = None
+    bearer_token_file: str | None = None
+    username: str | None = None
+    password: Secret | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    timeout_secs: float = 10.0
+    samples_per_request: int = 2000
+    expire_after_secs: float = 300.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        parts = urllib.parse.urlsplit(self.url)
+        # Checked first, and the URL not quoted: it would show the password.
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("url: put the credentials in username and password, not in the URL")
+        try:
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:  # not a number, or out of range
+            port_ok = False
+        if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or parts.fragment:
+            raise ValueError(f"url: expected http(s)://host:port/path, got {self.url!r}")
+        if not 0 < self.timeout_secs <= 600:
+            raise ValueError("timeout_secs: must be more than 0 and at most 600")
+        if self.samples_per_request < 1:
+            raise ValueError("samples_per_request: must be at least 1")
+        if self.expire_after_secs <= 0:
+            raise ValueError("expire_after_secs: must be more than 0")
+        token = resolve_secret(self.bearer_token, self.bearer_token_env, self.bearer_token_file, "bearer_token")
+        password = resolve_secret(self.password, self.password_env, self.password_file, "password")
+        object.__setattr__(self, "bearer_token", token)
+        object.__setattr__(self, "password", password)
+        if password is not None and not self.username:
+            raise ValueError("username: a password needs a username")
+        if token is not None and self.username:
+            raise ValueError("bearer_token: set either a bearer token or username and password, not both")
+
+    def authorization(self) -> Secret | None:
+        """The ``Authorization`` header the config asks for, or None."""
+        if self.bearer_token is not None:
+            return Secret(f"Bearer {self.bearer_token.reveal()}")
+        if self.username:
+            password = self.password.reveal() if self.password is not None else ""
+            return Secret("Basic " + base64.b64encode(f"{self.username}:{password}".encode()).decode("ascii"))
+        return None
+
+
+def retry_after_secs(value: str | None) -> float:
+    """A ``Retry-After`` header's wait in seconds (delay-seconds or an HTTP date), at most
+    :data:`MAX_RETRY_AFTER_SECS`; 0 when absent or unreadable."""
+    if not value:
+        return 0.0
+    try:
+        secs = float(value)
+    except ValueError:
+        try:
+            secs = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return 0.0
+    return min(max(secs, 0.0), MAX_RETRY_AFTER_SECS)
+
+
+class PrometheusRemoteWriteSink(BaseSink[PrometheusRemoteWriteConfig], name="prometheus_remote_write",
+                                config_type=PrometheusRemoteWriteConfig, remote=True):
+    def __init__(self, config: PrometheusRemoteWriteConfig) -> None:
+        super().__init__(config)
+        parts = urllib.parse.urlsplit(config.url)
+        self.scheme, self.host, self.port = parts.scheme, parts.hostname or "", parts.port
+        self.path = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        self.auth = config.authorization()
+        #: The running totals: what makes counters cumulative, kept across flushes by design.
+        self.store = SeriesStore(config.expire_after_secs)
+        self.conn: http.client.HTTPConnection | None = None
+        #: No request before this (monotonic): the time a ``Retry-After`` asked for.
+        self.not_before = 0.0
+        #: A part is one request's compressed body: a flush resumes at the request that failed.
+        self.progress: FlushProgress[bytes] = FlushProgress(self._requests)
+
+    def _requests(self, flush: Flush) -> list[bytes]:
+        """The flush's samples as compressed WriteRequests; adds its counters to the running totals, once."""
+        stamp = round((flush.header.interval_start + flush.header.interval) * 1000)
+        touched: Touched = {}
+        for chunk in flush.chunks():
+            self.store.update(chunk, time.monotonic(), touched)
+        bodies: list[bytes] = []
+        request, count = WriteRequest(), 0
+        for name, series in touched.values():
+            for sample_name, labels, value in samples(name, series):
+                # Sorted by name, as the protocol asks; Prometheus' own __name__ among them.
+                pairs = sorted([("__name__", sample_name), *((k, v) for k, v in labels.items() if v)])
+                request.timeseries.append(TimeSeries(labels=[{"name": k, "value": v} for k, v in pairs],
+                                                     samples=[{"value": value, "timestamp": stamp}]))
+                count += 1
+                if count == self.config.samples_per_request:
+                    bodies.append(_compressed(request))
+                    request, count = WriteRequest(), 0
+        if count:
+            bodies.append(_compressed(request))
+        return bodies
+
+    def write(self, flush: Flush) -> None:
+        wait = self.not_before - time.monotonic()
+        if wait > 0:
+            raise SinkError(f"remote write at {self.config.url} asked to wait: {wait:.1f} s more (Retry-After)")
+        for body in self.progress.resume(flush):
+            status, answer, retry_after = self._request(body)
+            self._check(status, answer, retry_after)
+            self.progress.delivered(1)
+        self.progress.finish()
+
+    def _request(self, body: bytes) -> tuple[int, bytes, str | None]:
+        """POST one request: (status, answer, its Retry-After)."""
+        headers = dict(PROTOCOL_HEADERS)
+        if self.auth is not None:
+            headers["Authorization"] = self.auth.reveal()
+        reused = self.conn is not None
+        try:
+            return self._post(body, headers)
+        except SinkError:
+            if not reused:
+                raise
+        # The kept-open connection had been dropped by the server (idle, restarted): one new try at once.
+        return self._post(body, headers)
+
+    def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str | None]:
+        if self.conn is None:
+            cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
+            self.conn = cls(self.host, self.port, timeout=self.config.timeout_secs)
+        try:
+            self.conn.request("POST", self.path, body=body, headers=headers)
+            response = self.conn.getresponse()
+            answer = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise SinkError(f"remote write at {self.config.url} unreachable: {type(exc).__name__}: {exc}") from None
+        if response.will_close:
+            self.close()
+        return response.status, answer, response.getheader("Retry-After")
+
+    def _check(self, status: int, body: bytes, retry_after: str | None) -> None:
+        if 200 <= status < 300:
+            return
+        text = (f"remote write at {self.config.url} answered HTTP {status}: "
+                f"{body.decode('utf-8', 'replace').strip()[:ERROR_TEXT_CHARS]}")
+        if status == 429 or status >= 500:
+            self.not_before = time.monotonic() + retry_after_secs(retry_after)
+            raise SinkError(text)
+        if status in (401, 403):
+            text += " (check the credentials)"
+        raise SinkError(f"{text} (data refused, not retried)", retriable=False)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def _compressed(request: Any) -> bytes:
+    """A WriteRequest as remote write sends it: serialised, then Snappy's block format."""
+    return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))

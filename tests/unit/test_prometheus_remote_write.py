@@ -1,0 +1,206 @@
+"""The prometheus_remote_write sink's wire and its answers to each HTTP status, against a loopback stand-in
+that records what it is sent and answers as told: what the real servers (tests/sinks) cannot be made
+to do on demand (429 with Retry-After, a 503 between two requests of one flush, checking a bearer token)."""
+
+from __future__ import annotations
+
+import email.utils
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import cramjam
+import pytest
+
+from harness.wait import wait_for
+from stages.common.config import ConfigError, load_section
+from stages.common.contract import FlushHeader
+from stages.forwarder.sinks.base import Flush, SinkError
+from stages.forwarder.sinks.prometheus_remote_write import (
+    MAX_RETRY_AFTER_SECS,
+    PrometheusRemoteWriteConfig,
+    PrometheusRemoteWriteSink,
+    WriteRequest,
+    retry_after_secs,
+)
+
+STAMP = 1795597610
+
+
+class StandIn:
+    """An HTTP server on loopback: records each POST (path, headers, body) and answers the next of
+    ``answers`` ((status, headers)), 204 once they run out."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.answers: list[tuple[int, dict[str, str]]] = []
+        stand_in = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # the name http.server calls
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                stand_in.requests.append((self.path, dict(self.headers), body))
+                status, headers = stand_in.answers.pop(0) if stand_in.answers else (204, {})
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/v1/write?tenant=a"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+
+    def series(self, index: int) -> dict[str, tuple[float, int]]:
+        """Request ``index``'s series, decoded: labels as ``name{k="v",...}`` → (value, timestamp)."""
+        request = WriteRequest.FromString(bytes(cramjam.snappy.decompress_raw(self.requests[index][2])))
+        decoded = {}
+        for series in request.timeseries:
+            names = [label.name for label in series.labels]
+            assert names == sorted(names), names
+            labels = {label.name: label.value for label in series.labels}
+            rest = ",".join(f'{k}="{v}"' for k, v in labels.items() if k != "__name__")
+            (sample,) = series.samples
+            decoded[f"{labels['__name__']}{{{rest}}}"] = (sample.value, sample.timestamp)
+        return decoded
+
+
+@pytest.fixture
+def stand_in() -> Iterator[StandIn]:
+    server = StandIn()
+    server.thread.start()
+    try:
+        yield server
+    finally:
+        server.server.shutdown()
+        server.server.server_close()
+        server.thread.join(5)
+
+
+def flush(*aggregates: dict[str, Any]) -> Flush:
+    header = FlushHeader(shard=0, shards=1, epoch=1, seq=1, interval_start=STAMP - 10.0, interval=10.0,
+                         n=len(aggregates))
+    return Flush(header, list(aggregates), 0)
+
+
+def counter(name: str, value: float, **tags: str) -> dict[str, Any]:
+    return {"name": name, "type": "counter", "tags": tags, "timestamp": STAMP, "interval": 10, "value": value,
+            "rate": value / 10}
+
+
+def sink(url: str, **keys: Any) -> PrometheusRemoteWriteSink:
+    config = load_section(PrometheusRemoteWriteConfig, {"url": url, **keys}, "forwarders.prometheus_remote_write")
+    return PrometheusRemoteWriteSink(config)
+
+
+def test_a_request_is_remote_write_1_0_with_its_headers_and_a_bearer_token(
+        stand_in: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_RW_TOKEN", "rw-token-9e1f")
+    writer = sink(stand_in.url, bearer_token_env="TEST_RW_TOKEN")
+    timer = {"name": "api.lat", "type": "timer", "tags": {"quantile": "q", "Zone": "b", "empty": ""},
+             "timestamp": STAMP, "interval": 10, "stats": {"count": 4.0, "sum": 100.0, "min": 10.0, "p99_9": 40.0}}
+    try:
+        writer.write(flush(counter("api.requests", 42.0, env="prod"), timer))
+    finally:
+        writer.close()
+    ((path, headers, _),) = stand_in.requests
+    assert path == "/api/v1/write?tenant=a"
+    assert {k: headers[k] for k in ("Content-Encoding", "Content-Type", "X-Prometheus-Remote-Write-Version",
+                                    "Authorization")} == {
+        "Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
+        "X-Prometheus-Remote-Write-Version": "0.1.0", "Authorization": "Bearer rw-token-9e1f"}
+    ms = STAMP * 1000
+    # Labels sorted by name (upper case before "__name__"), the empty tag left out, the summary's own
+    # quantile tag renamed.
+    assert stand_in.series(0) == {
+        'api_requests_total{env="prod"}': (42.0, ms),
+        'api_lat{Zone="b",exported_quantile="q",quantile="0.999"}': (40.0, ms),
+        'api_lat_sum{Zone="b",exported_quantile="q"}': (100.0, ms),
+        'api_lat_count{Zone="b",exported_quantile="q"}': (4.0, ms),
+    }
+
+
+def test_basic_auth(stand_in: StandIn) -> None:
+    writer = sink(stand_in.url, username="pystatsd", password="s3cret")
+    writer.write(flush(counter("c", 1.0)))
+    writer.close()
+    assert stand_in.requests[0][1]["Authorization"] == "Basic cHlzdGF0c2Q6czNjcmV0"
+
+
+def test_a_flush_resumes_at_the_request_that_failed_and_its_counters_are_added_once(stand_in: StandIn) -> None:
+    writer = sink(stand_in.url, samples_per_request=2)
+    first = flush(*(counter(f"c{i}", float(i)) for i in range(5)))  # 5 samples: 3 requests
+    stand_in.answers = [(204, {}), (503, {})]
+    with pytest.raises(SinkError) as failed:
+        writer.write(first)
+    assert failed.value.retriable and "HTTP 503" in str(failed.value)
+    writer.write(first)  # the runner's retry: the very same flush
+    # Requests 1 and 2, then 2 again (its very bytes) and 3: the delivered one is not sent again.
+    assert len(stand_in.requests) == 4
+    assert stand_in.requests[2][2] == stand_in.requests[1][2]
+    writer.write(flush(counter("c4", 10.0)))
+    writer.close()
+    assert stand_in.series(4) == {"c4_total{}": (14.0, STAMP * 1000)}
+
+
+def test_retry_after_holds_the_next_request_back(stand_in: StandIn) -> None:
+    writer = sink(stand_in.url)
+    stand_in.answers = [(429, {"Retry-After": "1"})]
+    the_flush = flush(counter("c", 1.0))
+    with pytest.raises(SinkError) as busy:
+        writer.write(the_flush)
+    assert busy.value.retriable
+    with pytest.raises(SinkError, match="Retry-After") as held:
+        writer.write(the_flush)
+    assert held.value.retriable and len(stand_in.requests) == 1
+
+    def delivered() -> bool:
+        try:
+            writer.write(the_flush)
+        except SinkError:
+            return False
+        return True
+
+    started = time.monotonic()
+    wait_for(delivered, 5, "the write once Retry-After has passed")
+    assert time.monotonic() - started > 0.5 and len(stand_in.requests) == 2
+    writer.close()
+
+
+@pytest.mark.parametrize(("status", "retriable"), [(500, True), (502, True), (429, True), (400, False),
+                                                    (401, False), (403, False), (404, False), (409, False)])
+def test_5xx_and_429_are_retried_and_any_other_4xx_refuses_the_flush(stand_in: StandIn, status: int,
+                                                                     retriable: bool) -> None:
+    writer = sink(stand_in.url)
+    stand_in.answers = [(status, {})]
+    with pytest.raises(SinkError) as failed:
+        writer.write(flush(counter("c", 1.0)))
+    writer.close()
+    assert failed.value.retriable is retriable
+    assert ("check the credentials" in str(failed.value)) is (status in (401, 403))
+
+
+def test_retry_after_is_read_as_seconds_or_a_date_and_bounded() -> None:
+    assert retry_after_secs("7") == 7.0
+    assert retry_after_secs(None) == retry_after_secs("soon") == 0.0
+    assert retry_after_secs("86400") == MAX_RETRY_AFTER_SECS
+    in_a_minute = email.utils.formatdate(time.time() + 60, usegmt=True)
+    assert 55 < retry_after_secs(in_a_minute) <= 60
+
+
+@pytest.mark.parametrize(("keys", "error"), [
+    ({"url": "http://u:p@h:9090/api/v1/write"}, "url: put the credentials in username and password"),
+    ({"url": "ftp://h/api/v1/write"}, "url: expected http"),
+    ({"url": "http://h/w", "bearer_token": "t", "username": "u"}, "bearer_token: set either"),
+    ({"url": "http://h/w", "password": "p"}, "username: a password needs a username"),
+    ({"url": "http://h/w", "samples_per_request": 0}, "samples_per_request: must be at least 1"),
+    ({"url": "http://h/w", "bearer_token_env": "TEST_RW_UNSET_VARIABLE"}, "bearer_token_env: environment variable"),
+])
+def test_a_bad_key_is_named(keys: dict[str, Any], error: str) -> None:
+    with pytest.raises(ConfigError, match=f"forwarders.prometheus_remote_write.{error}"):
+        load_section(PrometheusRemoteWriteConfig, keys, "forwarders.prometheus_remote_write")
