@@ -27,26 +27,6 @@ def installed_servers() -> None:
                     pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def influx(installed_servers: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]:
-    server = InfluxServer(tmp_path_factory.mktemp("influx"), *INFLUX_ADMIN)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def carbon(installed_servers: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CarbonServer]:
-    server = CarbonServer(tmp_path_factory.mktemp("carbon"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def serving(server: S) -> Iterator[S]:
     """The server started, and stopped once the session is over."""
     server.start()
@@ -54,6 +34,16 @@ def serving(server: S) -> Iterator[S]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def influx(installed_servers: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]:
+    yield from serving(InfluxServer(tmp_path_factory.mktemp("influx"), *INFLUX_ADMIN))
+
+
+@pytest.fixture(scope="session")
+def carbon(installed_servers: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CarbonServer]:
+    yield from serving(CarbonServer(tmp_path_factory.mktemp("carbon")))
 
 
 @pytest.fixture(scope="session")
