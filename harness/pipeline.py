@@ -150,14 +150,17 @@ class Pipeline:
         states = self.status()
         expected = self.shards + 1 + (1 + self.extra_receivers if self.receivers else 0)
         return (len(states) == expected and all(state == "RUNNING" for state, _ in states.values())
-                and (not self.receivers or self.listening()))
+                and (not self.receivers or self.listening(next(pid for name, (_, pid) in states.items()
+                                                               if "receiver" in name))))
 
-    def listening(self) -> bool:
+    def listening(self, receiver: int | None) -> bool:
+        """Whether the receiver (pid) is bound to every port and Unix socket of the config, as the
+        kernel lists them in its network namespace (a host's, for a pipeline run in one)."""
         listeners: list[str] = self.config.get("listeners", [])
         udp_ports = {int(url.rsplit(":", 1)[1]) for url in listeners if url.startswith("udp://")}
         if "bind_port" in self.config:
             udp_ports.add(int(self.config["bind_port"]))
-        bound = {row.local_port for row in udp_socket_table()}
+        bound = {row.local_port for row in udp_socket_table(receiver)}
         return udp_ports <= bound and all(Path(url.split("://", 1)[1]).exists() for url in listeners
                                           if url.startswith(("unix://", "unixgram://")))
 

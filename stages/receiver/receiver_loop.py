@@ -388,6 +388,7 @@ class Receiver:
         self.batcher.unsent.close()
         for push in self.batcher.pushes:
             push.close(linger=RECEIVER_STOP.linger_ms)
+        self.records_out.close()
 
 
 def rules_dir(config_file: Path | None) -> Path:

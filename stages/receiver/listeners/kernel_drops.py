@@ -24,10 +24,12 @@ class UdpSocketRow:
     drops: int
 
 
-def udp_socket_table() -> list[UdpSocketRow]:
-    """Every UDP socket the kernel lists, IPv4 and IPv6; empty where /proc is not there."""
+def udp_socket_table(pid: int | None = None) -> list[UdpSocketRow]:
+    """Every UDP socket the kernel lists, IPv4 and IPv6, in this process's network namespace (or in
+    ``pid``'s); empty where /proc is not there."""
     rows = []
-    for table in UDP_TABLES:
+    tables = UDP_TABLES if pid is None else tuple(Path(f"/proc/{pid}/net") / table.name for table in UDP_TABLES)
+    for table in tables:
         try:
             lines = table.read_text().splitlines()[1:]
         except OSError:
