@@ -151,7 +151,15 @@ class Pipeline:
         expected = self.shards + 1 + (1 + self.extra_receivers if self.receivers else 0)
         return (len(states) == expected and all(state == "RUNNING" for state, _ in states.values())
                 and (not self.receivers or self.listening(next(pid for name, (_, pid) in states.items()
-                                                               if "receiver" in name))))
+                                                               if "receiver" in name)))
+                and all(self.loaded_config(name.split(":")[-1]) for name in states))
+
+    def loaded_config(self, program: str) -> bool:
+        """Whether ``program`` has read its config (as its log says, where it has one here): on a busy
+        machine a stage may not have by the time it is RUNNING, and would read a config the test
+        rewrites next (a reload test's bad one) as its first."""
+        path = self.run_dir / "log" / f"{program}.log"
+        return not path.exists() or "Loaded config" in path.read_text()
 
     def listening(self, receiver: int | None) -> bool:
         """Whether the receiver (pid) is bound to every port and Unix socket of the config, as the
