@@ -59,6 +59,10 @@ def test_make_run_installs_only_the_daemon_quietly_and_prints_the_user_s_aggrega
     reader.start()
     try:
         wait_for(lambda: sum("entered RUNNING state" in line for line in lines) == 4, 30, "every stage RUNNING")
+        # RUNNING is a second alive; on a busy machine the receiver binds its port later, and a line sent
+        # before that is refused by the kernel. What the user sees when it listens is this line.
+        wait_for(lambda: any(f"Listening on udp://127.0.0.1:{QUICK_START_PORTS[0]}" in line for line in lines), 30,
+                 "the receiver to say it listens")
         sent = subprocess.run([copy / ".venv" / "bin" / "pystatsd", "send", "page.views:1|c|#page:home"],
                               cwd=copy, capture_output=True, text=True, timeout=30)
         assert sent.stdout == f"sent 1 line to 127.0.0.1:{QUICK_START_PORTS[0]} (udp)\n"
