@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sinks.servers import CarbonServer, InfluxServer
+from tests.sinks.servers import INFLUXD_1_8, CarbonServer, InfluxServer, VictoriaMetricsServer
 
 HERE = Path(__file__).resolve().parent
 INFLUX_ADMIN = ("pystatsd", "influx-test-secret-4b1d")
@@ -16,7 +16,7 @@ INFLUX_ADMIN = ("pystatsd", "influx-test-secret-4b1d")
 
 @pytest.fixture(scope="session")
 def installed_servers() -> None:
-    """Debian's influxdb and graphite-carbon, installed when missing."""
+    """Debian's influxdb, graphite-carbon and victoria-metrics, and InfluxDB 1.8.3 built, when missing."""
     # A missing server fails the run, never skips it: skipped tests would pass CI testing nothing.
     result = subprocess.run(["bash", str(HERE / "install_servers.sh")], capture_output=True, text=True,
                             timeout=900)
@@ -44,3 +44,24 @@ def carbon(installed_servers: None, tmp_path_factory: pytest.TempPathFactory) ->
     finally:
         server.stop()
 
+
+
+@pytest.fixture(scope="session")
+def influx_1_8(installed_servers: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]:
+    """InfluxDB 1.8.3: the 1.x that serves InfluxDB 2's /api/v2/write."""
+    server = InfluxServer(tmp_path_factory.mktemp("influx18"), *INFLUX_ADMIN, program=str(INFLUXD_1_8))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def victoria(installed_servers: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetricsServer]:
+    server = VictoriaMetricsServer(tmp_path_factory.mktemp("victoria"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,14 +1,16 @@
-"""Real InfluxDB 1.x and carbon-cache servers for the sink tests, on free loopback ports in a temp dir;
-and the pipeline the sink tests run.
+"""Real InfluxDB 1.x, VictoriaMetrics and carbon-cache servers for the sink tests, on free loopback ports in
+a temp dir; and the pipeline the sink tests run.
 
-The programs are Debian's (install_servers.sh installs them); nothing here depends on pytest. Each
-server is killed by the kernel if the test process dies, so none outlives a crashed run.
+The programs are Debian's and InfluxDB 1.8.3 built from its module (install_servers.sh installs
+them); nothing here depends on pytest. Each server is killed by the kernel if the test process dies,
+so none outlives a crashed run.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import textwrap
 import urllib.error
@@ -17,12 +19,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from harness.paths import CACHE
 from harness.pipeline import Pipeline
 from harness.ports import accepts_tcp, free_tcp_port
 from harness.process import ChildProcess
 
 #: The system Python carbon runs on: it has the whisper library the tests read carbon's files with.
 SYSTEM_PYTHON = "/usr/bin/python3"
+#: InfluxDB 1.8.3, the first 1.x to serve InfluxDB 2's /api/v2/write (build_influxd.sh builds it).
+INFLUXD_1_8 = CACHE / "influxdb-1.8.3" / "influxd"
 
 class Server:
     """One server process: started, stopped (SIGTERM), restarted on the same ports with the same data."""
@@ -50,13 +55,14 @@ class Server:
 
 
 class InfluxServer(Server):
-    """influxd with authentication on and one admin user, HTTP API on a free loopback port."""
+    """influxd (Debian's, or ``program``) with authentication on and one admin user, HTTP API on a free
+    loopback port."""
 
     name = "influxd"
 
-    def __init__(self, work_dir: Path, admin: str, password: str) -> None:
+    def __init__(self, work_dir: Path, admin: str, password: str, program: str = "influxd") -> None:
         super().__init__(work_dir)
-        self.admin, self.password = admin, password
+        self.admin, self.password, self.program = admin, password, program
         self.http_port, self.rpc_port = free_tcp_port(), free_tcp_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.config_path = self.dir / "influxdb.conf"
@@ -83,7 +89,7 @@ class InfluxServer(Server):
             """))
 
     def command(self) -> list[str]:
-        return ["influxd", "run", "-config", str(self.config_path)]
+        return [self.program, "run", "-config", str(self.config_path)]
 
     def ready(self) -> bool:
         try:
@@ -123,6 +129,60 @@ class InfluxServer(Server):
         source = f'"{rp}"."{measurement}"' if rp else f'"{measurement}"'
         series = self.query(f"SELECT * FROM {source}", database)[0].get("series", [])
         return [dict(zip(s["columns"], row, strict=True)) for s in series for row in s["values"]]
+
+
+class VictoriaMetricsServer(Server):
+    """victoria-metrics with its data in the work dir, HTTP API (InfluxDB's writes among it) on a free loopback port.
+
+    It keeps every sample it is sent, two at one timestamp included (no ``-dedup.minScrapeInterval``):
+    a point written twice shows twice in :meth:`points`.
+    """
+
+    name = "victoria-metrics"
+
+    def __init__(self, work_dir: Path) -> None:
+        super().__init__(work_dir)
+        self.http_port = free_tcp_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+
+    def command(self) -> list[str]:
+        return ["victoria-metrics", f"-storageDataPath={self.dir}/data", f"-httpListenAddr=127.0.0.1:{self.http_port}",
+                "-loggerLevel=WARN"]
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def _get(self, path: str, **params: str) -> bytes:
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        with urllib.request.urlopen(f"{self.url}{path}{query}", timeout=10) as response:
+            body: bytes = response.read()
+            return body
+
+    def points(self, measurement: str) -> list[dict[str, Any]]:
+        """Every point of ``measurement`` written in InfluxDB's line protocol, each a dict of its time (in seconds),
+        tags and fields, as :meth:`InfluxServer.points` has them; a point written twice is there twice.
+
+        VictoriaMetrics stores field ``f`` of measurement ``m`` as the series ``m_f``: its samples are
+        put back together by tags, timestamp and how many came before at that timestamp."""
+        self._get("/internal/force_flush")  # what it took is searchable at once, not within a second
+        pattern = json.dumps(re.escape(measurement) + "_.+")
+        export = self._get("/api/v1/export", **{"match[]": f"{{__name__=~{pattern}}}"})
+        joined: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for line in export.decode().splitlines():
+            series = json.loads(line)
+            labels = dict(series["metric"])
+            field = labels.pop("__name__")[len(measurement) + 1:]
+            seen: dict[int, int] = {}
+            for stamp, value in zip(series["timestamps"], series["values"], strict=True):
+                seen[stamp] = seen.get(stamp, 0) + 1
+                point = joined.setdefault((tuple(sorted(labels.items())), stamp, seen[stamp]),
+                                          {"time": stamp // 1000, **labels})
+                point[field] = float(value)
+        return sorted(joined.values(), key=lambda p: (p["time"], sorted((k, str(v)) for k, v in p.items())))
 
 
 class CarbonServer(Server):
