@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sinks.servers import INFLUXD_1_8, CarbonServer, InfluxServer, VictoriaMetricsServer
+from tests.sinks.servers import INFLUXD_1_8, CarbonServer, InfluxServer, VictoriaMetricsServer, serving
 
 HERE = Path(__file__).resolve().parent
 INFLUX_ADMIN = ("pystatsd", "influx-test-secret-4b1d")
@@ -27,41 +27,21 @@ def installed_servers() -> None:
 
 @pytest.fixture(scope="session")
 def influx(installed_servers: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]:
-    server = InfluxServer(tmp_path_factory.mktemp("influx"), *INFLUX_ADMIN)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from serving(InfluxServer(tmp_path_factory.mktemp("influx"), *INFLUX_ADMIN))
 
 
 @pytest.fixture(scope="session")
 def carbon(installed_servers: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CarbonServer]:
-    server = CarbonServer(tmp_path_factory.mktemp("carbon"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from serving(CarbonServer(tmp_path_factory.mktemp("carbon")))
 
 
 
 @pytest.fixture(scope="session")
 def influx_1_8(installed_servers: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]:
     """InfluxDB 1.8.3: the 1.x that serves InfluxDB 2's /api/v2/write."""
-    server = InfluxServer(tmp_path_factory.mktemp("influx18"), *INFLUX_ADMIN, program=str(INFLUXD_1_8))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from serving(InfluxServer(tmp_path_factory.mktemp("influx18"), *INFLUX_ADMIN, program=str(INFLUXD_1_8)))
 
 
 @pytest.fixture(scope="session")
 def victoria(installed_servers: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetricsServer]:
-    server = VictoriaMetricsServer(tmp_path_factory.mktemp("victoria"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from serving(VictoriaMetricsServer(tmp_path_factory.mktemp("victoria")))

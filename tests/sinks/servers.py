@@ -9,25 +9,39 @@ so none outlives a crashed run.
 from __future__ import annotations
 
 import base64
+import http.server
 import json
 import re
 import subprocess
 import textwrap
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from harness.paths import CACHE
 from harness.pipeline import Pipeline
 from harness.ports import accepts_tcp, free_tcp_port
 from harness.process import ChildProcess
+from harness.traffic import SteadyTraffic
+from harness.wait import wait_for
 
 #: The system Python carbon runs on: it has the whisper library the tests read carbon's files with.
 SYSTEM_PYTHON = "/usr/bin/python3"
 #: InfluxDB 1.8.3, the first 1.x to serve InfluxDB 2's /api/v2/write (build_influxd.sh builds it).
 INFLUXD_1_8 = CACHE / "influxdb-1.8.3" / "influxd"
+
+def answers(url: str, status: int) -> bool:
+    """Whether a GET of ``url`` is answered with ``status``: how an HTTP server tells it is ready."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == status)
+    except OSError:
+        return False
+
 
 class Server:
     """One server process: started, stopped (SIGTERM), restarted on the same ports with the same data."""
@@ -92,11 +106,7 @@ class InfluxServer(Server):
         return [self.program, "run", "-config", str(self.config_path)]
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as response:
-                return response.status == 204
-        except OSError:
-            return False
+        return answers(f"{self.url}/ping", 204)
 
     def start(self, timeout: float = 30) -> None:
         first = not (self.dir / "meta").exists()
@@ -150,11 +160,7 @@ class VictoriaMetricsServer(Server):
                 "-loggerLevel=WARN"]
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
-                return response.status == 200
-        except OSError:
-            return False
+        return answers(f"{self.url}/health", 200)
 
     def _get(self, path: str, **params: str) -> bytes:
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
@@ -286,6 +292,16 @@ def sink_pipeline(sink: str, settings: dict[str, Any], flush_interval: float = 1
     return pipeline
 
 
+def wait_receiving(pipeline: Pipeline) -> None:
+    """Until the pipeline flushes what it is sent (a ``probe`` counter, to its file sink): RUNNING is a second
+    after each stage's start, and on a busy machine the receiver may not listen yet; a datagram sent before
+    it does is lost uncounted."""
+    def probed() -> bool:
+        pipeline.send("probe:1|c", pipeline.statsd_port)
+        return bool(pipeline.series("probe"))
+    wait_for(probed, 30, "the pipeline to flush a probe", every=0.5)
+
+
 def own(aggregates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The aggregates that are not the daemon's own metrics."""
     return [a for a in aggregates if not a["name"].startswith("pystatsd.")]
@@ -293,3 +309,47 @@ def own(aggregates: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 #: What the sink outage tests send throughout: a counter and a gauge in one datagram.
 OUTAGE_LOAD = {"outage": "o.c:1|c|#run:outage\no.g:7|g"}
+
+
+class Restartable(Protocol):
+    def stop(self) -> None: ...
+
+    def start(self) -> None: ...
+
+
+S = TypeVar("S", bound=Restartable)
+
+
+def serving(server: S) -> Iterator[S]:
+    """``server`` started, for a fixture to yield from; stopped after."""
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def through_an_outage(pipeline: Pipeline, server: Restartable, stored: Callable[[], int]) -> list[dict[str, Any]]:
+    """OUTAGE_LOAD into a started ``pipeline`` while ``server`` is stopped for 4 s and started again, until
+    ``stored()``, how many of o.c's points the server holds, is all the file sink has but its last: the
+    o.c aggregates flushed while the server was away."""
+    with SteadyTraffic(pipeline.statsd_port, OUTAGE_LOAD, every_secs=0.05, max_secs=60):
+        wait_for(stored, 15, "the first points", every=0.5)
+        time.sleep(1.5)
+        server.stop()
+        stopped = time.time()
+        time.sleep(4)
+        during = [a for a in pipeline.series("o.c") if a["timestamp"] > stopped]
+        server.start()
+        # Retries back off to 5 s; then the buffered intervals go, oldest first.
+        wait_for(lambda: stored() >= len(pipeline.series("o.c")) - 1, 20, "the buffered intervals to arrive",
+                 every=0.5)
+    return during
+
+
+def reply(handler: http.server.BaseHTTPRequestHandler, status: int, body: bytes) -> None:
+    """Answer a stub server's request with ``status`` and ``body``."""
+    handler.send_response(status)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)

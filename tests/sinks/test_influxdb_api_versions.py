@@ -19,11 +19,18 @@ from typing import Any
 
 import pytest
 
-from harness.pipeline import Pipeline
 from harness.ports import free_tcp_port
 from harness.traffic import SteadyTraffic
 from harness.wait import wait_for
-from tests.sinks.servers import OUTAGE_LOAD, InfluxServer, VictoriaMetricsServer, own, sink_pipeline
+from tests.sinks.servers import (
+    InfluxServer,
+    VictoriaMetricsServer,
+    own,
+    reply,
+    sink_pipeline,
+    through_an_outage,
+    wait_receiving,
+)
 from tests.sinks.test_influxdb_sink import points as influx_points
 
 pytestmark = pytest.mark.servers
@@ -167,11 +174,7 @@ class InfluxDB3StandIn(Destination):
                     else:
                         database, precision = where.split(" ")
                         stand_in.lines.setdefault(database, []).extend((precision, line) for line in lines)
-                answer = json.dumps({"error": problem}).encode() if problem else b""
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                reply(self, status, json.dumps({"error": problem}).encode() if problem else b"")
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -217,15 +220,6 @@ def destination(request: pytest.FixtureRequest) -> Any:
         assert stand_in.problems == [], "requests the sink sent that InfluxDB 3 would not take"
 
 
-def wait_receiving(pipeline: Pipeline) -> None:
-    """Until the pipeline flushes what it is sent: RUNNING is a second after each stage's start, and on a
-    busy machine the receiver may not listen yet; a datagram sent before it does is lost uncounted."""
-    def probed() -> bool:
-        pipeline.send("probe:1|c", pipeline.statsd_port)
-        return bool(pipeline.series("probe"))
-    wait_for(probed, 30, "the pipeline to flush a probe", every=0.5)
-
-
 def without_time(point: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in point.items() if k != "time"}
 
@@ -269,17 +263,7 @@ def test_a_stopped_server_loses_nothing_and_writes_nothing_twice(destination: De
     try:
         pipeline.start()
         wait_receiving(pipeline)
-        with SteadyTraffic(pipeline.statsd_port, OUTAGE_LOAD, every_secs=0.05, max_secs=60):
-            wait_for(lambda: destination.points(["outage"], "o.c"), 15, "the first points", every=0.5)
-            time.sleep(1.5)
-            destination.stop()
-            stopped = time.time()
-            time.sleep(4)
-            during = [a for a in pipeline.series("o.c") if a["timestamp"] > stopped]
-            destination.start()
-            # Retries back off to 5 s; then the buffered intervals go, oldest first.
-            wait_for(lambda: len(destination.points(["outage"], "o.c")) >= len(pipeline.series("o.c")) - 1, 20,
-                     "the buffered intervals to arrive", every=0.5)
+        during = through_an_outage(pipeline, destination, lambda: len(destination.points(["outage"], "o.c")))
     finally:
         pipeline.stop()
     flushed, gauges = pipeline.series("o.c"), pipeline.series("o.g")

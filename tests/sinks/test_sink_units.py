@@ -31,6 +31,7 @@ from stages.forwarder.sinks.prometheus import (
     metric_name,
     quantile,
 )
+from tests.sinks.servers import reply
 
 STAMP = 1795597610
 
@@ -274,11 +275,7 @@ class StubInflux(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.requests.append((self.path, dict(self.headers), body))
         status = self.statuses.pop(0) if self.statuses else 204
-        answer = b'{"error":"stub says no"}' if status >= 300 else b""
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
+        reply(self, status, b'{"error":"stub says no"}' if status >= 300 else b"")
 
     def log_message(self, *args: Any) -> None:
         pass
