@@ -1,24 +1,31 @@
-"""pytest wiring for the sink tests: the real InfluxDB and carbon servers, installed and started once."""
+"""pytest wiring for the sink tests: the real servers (InfluxDB 1.x and 1.8.3, carbon, Prometheus,
+VictoriaMetrics), installed or built when missing and started once per session."""
 
 from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
-from tests.sinks.servers import CarbonServer, InfluxServer, PrometheusServer, Server, VictoriaMetricsServer
+from tests.sinks.servers import (
+    INFLUXD_1_8,
+    CarbonServer,
+    InfluxServer,
+    PrometheusServer,
+    VictoriaMetricsServer,
+    serving,
+)
 
 HERE = Path(__file__).resolve().parent
 INFLUX_ADMIN = ("pystatsd", "influx-test-secret-4b1d")
-S = TypeVar("S", bound=Server)
 
 
 @pytest.fixture(scope="session")
 def installed_servers() -> None:
-    """Debian's influxdb, graphite-carbon, prometheus and victoria-metrics, installed when missing."""
+    """Debian's influxdb, graphite-carbon, prometheus and victoria-metrics, and InfluxDB 1.8.3 built, when
+    missing."""
     # A missing server fails the run, never skips it: skipped tests would pass CI testing nothing.
     result = subprocess.run(["bash", str(HERE / "install_servers.sh")], capture_output=True, text=True,
                             timeout=900)
@@ -27,18 +34,15 @@ def installed_servers() -> None:
                     pytrace=False)
 
 
-def serving(server: S) -> Iterator[S]:
-    """The server started, and stopped once the session is over."""
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture(scope="session")
 def influx(installed_servers: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]:
     yield from serving(InfluxServer(tmp_path_factory.mktemp("influx"), *INFLUX_ADMIN))
+
+
+@pytest.fixture(scope="session")
+def influx_1_8(installed_servers: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]:
+    """InfluxDB 1.8.3: the 1.x that serves InfluxDB 2's /api/v2/write."""
+    yield from serving(InfluxServer(tmp_path_factory.mktemp("influx18"), *INFLUX_ADMIN, program=str(INFLUXD_1_8)))
 
 
 @pytest.fixture(scope="session")

@@ -1,28 +1,47 @@
-"""Real InfluxDB 1.x and carbon-cache servers for the sink tests, on free loopback ports in a temp dir;
-and the pipeline the sink tests run.
+"""Real InfluxDB 1.x, VictoriaMetrics and carbon-cache servers for the sink tests, on free loopback ports in
+a temp dir; and the pipeline the sink tests run.
 
-The programs are Debian's (install_servers.sh installs them); nothing here depends on pytest. Each
-server is killed by the kernel if the test process dies, so none outlives a crashed run.
+The programs are Debian's and InfluxDB 1.8.3 built from its module (install_servers.sh installs
+them); nothing here depends on pytest. Each server is killed by the kernel if the test process dies,
+so none outlives a crashed run.
 """
 
 from __future__ import annotations
 
 import base64
+import http.server
 import json
+import re
 import subprocess
 import textwrap
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
+from harness.paths import CACHE
 from harness.pipeline import Pipeline
 from harness.ports import accepts_tcp, free_tcp_port
 from harness.process import ChildProcess
+from harness.traffic import SteadyTraffic
+from harness.wait import wait_for
 
 #: The system Python carbon runs on: it has the whisper library the tests read carbon's files with.
 SYSTEM_PYTHON = "/usr/bin/python3"
+#: InfluxDB 1.8.3, the first 1.x to serve InfluxDB 2's /api/v2/write (build_influxd.sh builds it).
+INFLUXD_1_8 = CACHE / "influxdb-1.8.3" / "influxd"
+
+def answers(url: str, status: int) -> bool:
+    """Whether a GET of ``url`` is answered with ``status``: how an HTTP server tells it is ready."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == status)
+    except OSError:
+        return False
+
 
 class Server:
     """One server process: started, stopped (SIGTERM), restarted on the same ports with the same data."""
@@ -50,13 +69,14 @@ class Server:
 
 
 class InfluxServer(Server):
-    """influxd with authentication on and one admin user, HTTP API on a free loopback port."""
+    """influxd (Debian's, or ``program``) with authentication on and one admin user, HTTP API on a free
+    loopback port."""
 
     name = "influxd"
 
-    def __init__(self, work_dir: Path, admin: str, password: str) -> None:
+    def __init__(self, work_dir: Path, admin: str, password: str, program: str = "influxd") -> None:
         super().__init__(work_dir)
-        self.admin, self.password = admin, password
+        self.admin, self.password, self.program = admin, password, program
         self.http_port, self.rpc_port = free_tcp_port(), free_tcp_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.config_path = self.dir / "influxdb.conf"
@@ -83,14 +103,10 @@ class InfluxServer(Server):
             """))
 
     def command(self) -> list[str]:
-        return ["influxd", "run", "-config", str(self.config_path)]
+        return [self.program, "run", "-config", str(self.config_path)]
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as response:
-                return response.status == 204
-        except OSError:
-            return False
+        return answers(f"{self.url}/ping", 204)
 
     def start(self, timeout: float = 30) -> None:
         first = not (self.dir / "meta").exists()
@@ -123,6 +139,82 @@ class InfluxServer(Server):
         source = f'"{rp}"."{measurement}"' if rp else f'"{measurement}"'
         series = self.query(f"SELECT * FROM {source}", database)[0].get("series", [])
         return [dict(zip(s["columns"], row, strict=True)) for s in series for row in s["values"]]
+
+
+class VictoriaMetricsServer(Server):
+    """VictoriaMetrics single-node, its storage in the work dir, its HTTP API on a free loopback port:
+    remote write at /api/v1/write, InfluxDB's line protocol at /write and /api/v2/write.
+
+    It keeps every sample it is sent, two at one timestamp included (no ``-dedup.minScrapeInterval``):
+    a point written twice shows twice in :meth:`points`, and fails :meth:`samples`.
+    """
+
+    name = "victoria-metrics"
+
+    def __init__(self, work_dir: Path, basic_auth: tuple[str, str] | None = None) -> None:
+        """With ``basic_auth`` (user, password) every endpoint asks for them (``-httpAuth.*``)."""
+        super().__init__(work_dir)
+        self.port = free_tcp_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.write_url = f"{self.url}/api/v1/write"
+        self.basic_auth = basic_auth
+
+    def command(self) -> list[str]:
+        auth = [f"-httpAuth.username={self.basic_auth[0]}", f"-httpAuth.password={self.basic_auth[1]}"] \
+            if self.basic_auth else []
+        return ["victoria-metrics", f"-storageDataPath={self.dir}/data", f"-httpListenAddr=127.0.0.1:{self.port}",
+                "-loggerLevel=ERROR", *auth]
+
+    def ready(self) -> bool:
+        # /health answers without credentials.
+        return answers(f"{self.url}/health", 200)
+
+    def _get(self, path: str, **params: str) -> bytes:
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        request = urllib.request.Request(f"{self.url}{path}{query}")
+        if self.basic_auth:
+            token = base64.b64encode(":".join(self.basic_auth).encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body: bytes = response.read()
+            return body
+
+    def _export(self, selector: str) -> list[dict[str, Any]]:
+        """Every series ``selector`` picks, through /api/v1/export, after a forced flush (so that what was
+        just written is searchable at once, not within a second)."""
+        self._get("/internal/force_flush")
+        return [json.loads(line) for line in self._get("/api/v1/export", **{"match[]": selector, "start": "0"})
+                .decode().splitlines()]
+
+    def samples(self, selector: str) -> dict[str, dict[int, float]]:
+        """Each series ``selector`` picks: labels as text → {timestamp in ms: value}."""
+        found: dict[str, dict[int, float]] = {}
+        for series in self._export(selector):
+            points = found.setdefault(_series_text(series["metric"]), {})
+            for ts, value in zip(series["timestamps"], series["values"], strict=True):
+                # A sample stored twice would read as one here: count them instead of overwriting.
+                assert ts not in points, f"{series['metric']}: two samples at {ts}"
+                points[ts] = float(value)
+        return found
+
+    def points(self, measurement: str) -> list[dict[str, Any]]:
+        """Every point of ``measurement`` written in InfluxDB's line protocol, each a dict of its time (in seconds),
+        tags and fields, as :meth:`InfluxServer.points` has them; a point written twice is there twice.
+
+        VictoriaMetrics stores field ``f`` of measurement ``m`` as the series ``m_f``: its samples are
+        put back together by tags, timestamp and how many came before at that timestamp."""
+        pattern = json.dumps(re.escape(measurement) + "_.+")
+        joined: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for series in self._export(f"{{__name__=~{pattern}}}"):
+            labels = dict(series["metric"])
+            field = labels.pop("__name__")[len(measurement) + 1:]
+            seen: dict[int, int] = {}
+            for stamp, value in zip(series["timestamps"], series["values"], strict=True):
+                seen[stamp] = seen.get(stamp, 0) + 1
+                point = joined.setdefault((tuple(sorted(labels.items())), stamp, seen[stamp]),
+                                          {"time": stamp // 1000, **labels})
+                point[field] = float(value)
+        return sorted(joined.values(), key=lambda p: (p["time"], sorted((k, str(v)) for k, v in p.items())))
 
 
 class CarbonServer(Server):
@@ -207,7 +299,7 @@ class PrometheusServer(Server):
                 "--log.level=warn"]
 
     def ready(self) -> bool:
-        return _answers_ok(f"{self.url}/-/ready")
+        return answers(f"{self.url}/-/ready", 200)
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """An instant query at now through /api/v1/query: its result (a vector's or a matrix's series)."""
@@ -223,63 +315,6 @@ class PrometheusServer(Server):
         __name__ first) → {timestamp in ms: value}."""
         return {_series_text(s["metric"]): {round(ts * 1000): float(v) for ts, v in s["values"]}
                 for s in self.query(f"{selector}[1h]")}
-
-
-class VictoriaMetricsServer(Server):
-    """VictoriaMetrics single-node (remote write at /api/v1/write), its storage in the work dir."""
-
-    name = "victoria-metrics"
-
-    def __init__(self, work_dir: Path, basic_auth: tuple[str, str] | None = None) -> None:
-        """With ``basic_auth`` (user, password) every endpoint asks for them (``-httpAuth.*``)."""
-        super().__init__(work_dir)
-        self.port = free_tcp_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.write_url = f"{self.url}/api/v1/write"
-        self.basic_auth = basic_auth
-
-    def command(self) -> list[str]:
-        auth = [f"-httpAuth.username={self.basic_auth[0]}", f"-httpAuth.password={self.basic_auth[1]}"] \
-            if self.basic_auth else []
-        return ["victoria-metrics", f"-storageDataPath={self.dir}/data", f"-httpListenAddr=127.0.0.1:{self.port}",
-                "-loggerLevel=ERROR", *auth]
-
-    def ready(self) -> bool:
-        # /health answers without credentials.
-        return _answers_ok(f"{self.url}/health")
-
-    def _get(self, path: str) -> bytes:
-        request = urllib.request.Request(f"{self.url}{path}")
-        if self.basic_auth:
-            token = base64.b64encode(":".join(self.basic_auth).encode()).decode()
-            request.add_header("Authorization", f"Basic {token}")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            body: bytes = response.read()
-            return body
-
-    def samples(self, selector: str) -> dict[str, dict[int, float]]:
-        """Every sample of each series ``selector`` picks, through /api/v1/export (after a forced flush,
-        so that what was just written is searchable): labels as text → {timestamp in ms: value}."""
-        self._get("/internal/force_flush")
-        lines = self._get(f"/api/v1/export?{urllib.parse.urlencode({'match[]': selector, 'start': '0'})}")
-        found: dict[str, dict[int, float]] = {}
-        for line in lines.decode().splitlines():
-            series = json.loads(line)
-            points = found.setdefault(_series_text(series["metric"]), {})
-            for ts, value in zip(series["timestamps"], series["values"], strict=True):
-                # A sample stored twice would read as one here: count them instead of overwriting.
-                assert ts not in points, f"{series['metric']}: two samples at {ts}"
-                points[ts] = float(value)
-        return found
-
-
-def _answers_ok(url: str) -> bool:
-    """Whether a GET of ``url`` answers 200 now."""
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def _series_text(labels: dict[str, str]) -> str:
@@ -326,6 +361,16 @@ def sink_pipeline(sink: str, settings: dict[str, Any], flush_interval: float = 1
     return pipeline
 
 
+def wait_receiving(pipeline: Pipeline) -> None:
+    """Until the pipeline flushes what it is sent (a ``probe`` counter, to its file sink): RUNNING is a second
+    after each stage's start, and on a busy machine the receiver may not listen yet; a datagram sent before
+    it does is lost uncounted."""
+    def probed() -> bool:
+        pipeline.send("probe:1|c", pipeline.statsd_port)
+        return bool(pipeline.series("probe"))
+    wait_for(probed, 30, "the pipeline to flush a probe", every=0.5)
+
+
 def own(aggregates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The aggregates that are not the daemon's own metrics."""
     return [a for a in aggregates if not a["name"].startswith("pystatsd.")]
@@ -333,3 +378,47 @@ def own(aggregates: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 #: What the sink outage tests send throughout: a counter and a gauge in one datagram.
 OUTAGE_LOAD = {"outage": "o.c:1|c|#run:outage\no.g:7|g"}
+
+
+class Restartable(Protocol):
+    def stop(self) -> None: ...
+
+    def start(self) -> None: ...
+
+
+S = TypeVar("S", bound=Restartable)
+
+
+def serving(server: S) -> Iterator[S]:
+    """``server`` started, for a fixture to yield from; stopped after."""
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def through_an_outage(pipeline: Pipeline, server: Restartable, stored: Callable[[], int]) -> list[dict[str, Any]]:
+    """OUTAGE_LOAD into a started ``pipeline`` while ``server`` is stopped for 4 s and started again, until
+    ``stored()``, how many of o.c's points the server holds, is all the file sink has but its last: the
+    o.c aggregates flushed while the server was away."""
+    with SteadyTraffic(pipeline.statsd_port, OUTAGE_LOAD, every_secs=0.05, max_secs=60):
+        wait_for(stored, 15, "the first points", every=0.5)
+        time.sleep(1.5)
+        server.stop()
+        stopped = time.time()
+        time.sleep(4)
+        during = [a for a in pipeline.series("o.c") if a["timestamp"] > stopped]
+        server.start()
+        # Retries back off to 5 s; then the buffered intervals go, oldest first.
+        wait_for(lambda: stored() >= len(pipeline.series("o.c")) - 1, 20, "the buffered intervals to arrive",
+                 every=0.5)
+    return during
+
+
+def reply(handler: http.server.BaseHTTPRequestHandler, status: int, body: bytes) -> None:
+    """Answer a stub server's request with ``status`` and ``body``."""
+    handler.send_response(status)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)

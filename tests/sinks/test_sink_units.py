@@ -31,6 +31,7 @@ from stages.forwarder.sinks.prometheus import (
     metric_name,
     quantile,
 )
+from tests.sinks.servers import reply
 
 STAMP = 1795597610
 
@@ -274,11 +275,7 @@ class StubInflux(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.requests.append((self.path, dict(self.headers), body))
         status = self.statuses.pop(0) if self.statuses else 204
-        answer = b'{"error":"stub says no"}' if status >= 300 else b""
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
+        reply(self, status, b'{"error":"stub says no"}' if status >= 300 else b"")
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -352,6 +349,100 @@ def test_influxdb_sink_reports_an_absent_server_as_retriable() -> None:
     with pytest.raises(SinkError) as error:
         sink.write(flush(gauge()))
     assert error.value.retriable and "unreachable" in str(error.value)
+
+
+@pytest.mark.parametrize(("settings", "problem"), [
+    ({"org": "o"}, "org: not a key of api_version 1 (only of api_version 2)"),
+    ({"token": "t"}, "token: not a key of api_version 1 (only of api_version 2 or 3)"),
+    ({"api_version": 2, "org": "o", "bucket": "b", "username": "u"},
+     "username: not a key of api_version 2 (only of api_version 1)"),
+    ({"api_version": 2, "org": "o", "bucket": "b", "database": "db"},
+     "database: not a key of api_version 2 (only of api_version 1 or 3)"),
+    ({"api_version": 2, "org": "o", "bucket": "b", "create_database": False},
+     "create_database: not a key of api_version 2 (only of api_version 1)"),
+    ({"api_version": 3, "database": "db", "bucket": "b"}, "bucket: not a key of api_version 3 (only of api_version 2)"),
+    ({"api_version": 3, "database": "db", "retention_policy": "week"},
+     "retention_policy: not a key of api_version 3 (only of api_version 1)"),
+    ({"api_version": 2, "bucket": "b"}, "org: required with api_version 2"),
+    ({"api_version": 2, "org": "o"}, "bucket: required with api_version 2"),
+    ({"api_version": 2, "org": "o", "bucket": ""}, "bucket: must not be empty"),
+    ({"api_version": 3}, "database: required with api_version 3"),
+    ({}, "database: required with api_version 1"),
+    ({"api_version": 4, "database": "db"}, "api_version: must be one of 1, 2, 3, got 4"),
+])
+def test_influxdb_config_refuses_the_keys_of_another_api_version_naming_them(settings: dict[str, Any],
+                                                                             problem: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_section(InfluxDBConfig, settings, "forwarders.influxdb")
+    assert str(error.value) == f"forwarders.influxdb.{problem}"
+
+
+def test_influxdb_config_reads_the_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_INFLUX_TOKEN", "env-token")
+    config = influx_config(api_version=3, token_env="TEST_INFLUX_TOKEN")
+    assert config.token is not None and config.token.reveal() == "env-token"
+    assert "env-token" not in repr(config)
+    # token_file: the pipeline tests read it (tests/sinks/test_influxdb_api_versions.py).
+    with pytest.raises(ConfigError, match="token: set only one of token, token_env and token_file"):
+        influx_config(api_version=3, token="a", token_env="TEST_INFLUX_TOKEN")
+    # Each version's own default address: InfluxDB 3 listens on 8181.
+    assert [influx_config(api_version=v, **({"org": "o", "bucket": "b", "database": None} if v == 2 else {})).url
+            for v in (1, 2, 3)] == ["http://127.0.0.1:8086", "http://127.0.0.1:8086", "http://127.0.0.1:8181"]
+
+
+@pytest.mark.parametrize(("settings", "path", "query", "authorization"), [
+    ({"api_version": 2, "org": "my org", "bucket": "db/rp", "token": "user:secret", "precision": "u"},
+     "/prefix/api/v2/write", {"org": ["my org"], "bucket": ["db/rp"], "precision": ["us"]}, "Token user:secret"),
+    ({"api_version": 3, "database": "metrics", "token": "apiv3_x", "precision": "ms"},
+     "/prefix/api/v3/write_lp", {"db": ["metrics"], "precision": ["millisecond"]}, "Bearer apiv3_x"),
+    ({"api_version": 3, "database": "metrics"}, "/prefix/api/v3/write_lp",
+     {"db": ["metrics"], "precision": ["nanosecond"]}, None),
+], ids=["v2", "v3", "v3-no-token"])
+def test_influxdb_sink_writes_to_each_api_versions_endpoint_with_its_token(
+        stub_influx: tuple[str, type[StubInflux]], settings: dict[str, Any], path: str, query: dict[str, list[str]],
+        authorization: str | None, caplog: pytest.LogCaptureFixture) -> None:
+    """No InfluxDB 3 can be had here: this stub stands for its /api/v3/write_lp (path, query, header, body)."""
+    url, handler = stub_influx
+    settings = {"url": url + "/prefix/", **settings}
+    if "org" in settings:
+        settings["database"] = None
+    config = influx_config(**settings)
+    sink = InfluxDBSink(config)
+    sink.open()
+    sink.write(flush(counter(env="prod"), gauge()))
+    sink.close()
+    ((sent_path, headers, body),) = handler.requests  # no CREATE DATABASE: that is version 1's
+    assert urllib.parse.urlsplit(sent_path).path == path
+    assert urllib.parse.parse_qs(urllib.parse.urlsplit(sent_path).query) == query
+    assert headers.get("Authorization") == authorization
+    assert headers["Content-Type"] == "text/plain; charset=utf-8"
+    divisor = influxdb_module.PRECISIONS[config.precision]
+    stamp = STAMP * 10**9 // divisor
+    assert body == (f"api.requests,env=prod value=42.0,rate=4.2 {stamp}\nroom.temp value=21.5 {stamp}").encode()
+    assert "secret" not in repr(config) and "apiv3_x" not in repr(config) and "secret" not in caplog.text
+
+
+@pytest.mark.parametrize("api_version", [2, 3])
+@pytest.mark.parametrize(("status", "retriable", "hint"), [
+    (500, True, ""), (503, True, ""), (429, True, ""), (401, True, "check the token"), (403, True, "check the token"),
+    (404, True, "create "), (400, False, "data refused"), (413, False, "data refused"), (422, False, "data refused"),
+])
+def test_influxdb_sink_retries_and_drops_alike_in_every_api_version(
+        stub_influx: tuple[str, type[StubInflux]], api_version: int, status: int, retriable: bool,
+        hint: str) -> None:
+    url, handler = stub_influx
+    handler.statuses.append(status)
+    where = {"org": "o", "bucket": "b"} if api_version == 2 else {"database": "db"}
+    sink = InfluxDBSink(load_section(InfluxDBConfig, {"url": url, "api_version": api_version, "token": "t", **where},
+                                     "forwarders.influxdb"))
+    with pytest.raises(SinkError) as error:
+        sink.write(flush(gauge()))
+    assert error.value.retriable is retriable
+    assert f"HTTP {status}: stub says no" in str(error.value) and hint in str(error.value)
+    if status == 404:
+        assert ("create bucket 'b'" if api_version == 2 else "create database 'db'") in str(error.value)
+    sink.write(flush(gauge()))  # the next answer is 204
+    assert len(handler.requests) == 2
 
 
 # ----- all three ---------------------------------------------------------------------------------

@@ -60,13 +60,25 @@ def readme_examples(name: str) -> list[dict[str, Any]]:
 
 
 def minimal_raw(name: str) -> dict[str, Any]:
-    """The sink's required keys, valued as in docs/configuration.md's first example that has them all."""
-    required = required_keys(SINKS[name].config_type)
-    if not required:
-        return {}
-    examples = [section for section in readme_examples(name) if required <= set(section)]
-    assert examples, f"docs/configuration.md: no example of forwarders.{name} with its required keys {sorted(required)}"
-    return {key: examples[0][key] for key in required}
+    """The sink's required keys, valued as in docs/configuration.md's first example that has them all: its
+    dataclass's, and those its own check asks for as ``<key>: required ...`` (a key required with the
+    default of another, as influxdb's ``database`` with its default ``api_version``)."""
+    config_type = SINKS[name].config_type
+    required, raw = required_keys(config_type), dict[str, Any]()
+    while True:
+        if required:
+            examples = [section for section in readme_examples(name) if required <= set(section)]
+            assert examples, (f"docs/configuration.md: no example of forwarders.{name} with its required keys "
+                              f"{sorted(required)}")
+            raw = {key: examples[0][key] for key in required}
+        try:
+            load_section(config_type, raw, f"forwarders.{name}")
+        except ConfigError as exc:
+            asked = set(re.findall(rf"forwarders\.{name}\.(\w+): required", str(exc))) - required
+            if asked:
+                required |= asked
+                continue
+        return raw
 
 
 def minimal_config(name: str, **overrides: Any) -> SinkConfig:

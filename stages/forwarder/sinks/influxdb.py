@@ -1,4 +1,6 @@
-"""InfluxDB 1.x sink: the ``influx`` format's line protocol, POSTed to ``/write`` over a kept-open HTTP connection.
+"""InfluxDB sink: the ``influx`` format's line protocol, POSTed over a kept-open HTTP connection to the write
+API of ``api_version`` 1 (``/write``, basic authentication), 2 (``/api/v2/write``, ``Authorization: Token``)
+or 3 (``/api/v3/write_lp``, ``Authorization: Bearer``).
 
 A flush goes in requests of at most ``LINES_PER_REQUEST`` lines (InfluxDB's advice for batch size);
 after a failure the flush resumes at the request that failed. Writing a point again is harmless:
@@ -6,7 +8,8 @@ InfluxDB keeps one point per series and timestamp, so a retried request overwrit
 
 Answers: 204 is delivered. A connection error, 429 or 5xx means the server is away or busy:
 retried. 401 and 403 (credentials) and 404 (no such database) are retried too, since the data is
-fine and the server's setup will be (with ``create_database`` a missing database is created again).
+fine and the server's setup will be (with ``create_database`` a missing database is created again;
+a missing bucket, with api_version 2, once someone creates it).
 Any other 4xx means InfluxDB refuses the data itself (a bad line): retrying would loop forever, so
 the flush is dropped, counted and logged.
 """
@@ -29,6 +32,24 @@ log = logging.getLogger(__name__)
 
 #: ``precision`` → how many nanoseconds make one unit of it.
 PRECISIONS = {"ns": 1, "u": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+API_VERSIONS = (1, 2, 3)
+#: ``precision`` as each API version's ``precision`` parameter spells it: 1 takes the key itself, 2
+#: ``us`` for microseconds, 3 the long names (the short ones came in later releases of InfluxDB 3).
+PRECISION_PARAMETERS = {
+    1: {p: p for p in PRECISIONS},
+    2: {"ns": "ns", "u": "us", "ms": "ms", "s": "s"},
+    3: {"ns": "nanosecond", "u": "microsecond", "ms": "millisecond", "s": "second"},
+}
+#: The server's address when ``url`` is not set: InfluxDB 3 listens on 8181, the others on 8086.
+DEFAULT_URLS = {1: "http://127.0.0.1:8086", 2: "http://127.0.0.1:8086", 3: "http://127.0.0.1:8181"}
+#: The keys only some API versions take (the others every one): set with another, they are refused.
+VERSION_KEYS = {
+    "database": (1, 3), "retention_policy": (1,), "username": (1,), "password": (1,), "password_env": (1,),
+    "password_file": (1,), "create_database": (1,), "org": (2,), "bucket": (2,),
+    "token": (2, 3), "token_env": (2, 3), "token_file": (2, 3),
+}
+#: The keys an API version cannot do without.
+REQUIRED_KEYS = {1: ("database",), 2: ("org", "bucket"), 3: ("database",)}
 #: Lines per request: InfluxDB's documentation advises batches of 5000 points.
 LINES_PER_REQUEST = 5000
 LINE_PROTOCOL = "text/plain; charset=utf-8"
@@ -38,16 +59,24 @@ ERROR_TEXT_CHARS = 300
 
 @dataclass(frozen=True)
 class InfluxDBConfig(SinkConfig):
-    database: str
-    url: str = "http://127.0.0.1:8086"
+    api_version: int = 1
+    database: str | None = None
+    #: Empty: ``DEFAULT_URLS``' for ``api_version``.
+    url: str = ""
     retention_policy: str | None = None
     username: str | None = None
     password: Secret | None = None
     password_env: str | None = None
     password_file: str | None = None
+    org: str | None = None
+    bucket: str | None = None
+    token: Secret | None = None
+    token_env: str | None = None
+    token_file: str | None = None
     precision: str = "ns"
     timeout_secs: float = 10.0
-    create_database: bool = False
+    #: None when not set: with api_version 2 or 3 then, where it is refused, as it was not set.
+    create_database: bool | None = None
 
     @property
     def format(self) -> str:
@@ -56,7 +85,9 @@ class InfluxDBConfig(SinkConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        not_empty(self.database, "database")
+        self._check_version_keys()
+        if not self.url:
+            object.__setattr__(self, "url", DEFAULT_URLS[self.api_version])
         parts = urllib.parse.urlsplit(self.url)
         # Checked first, and the URL not quoted: it would show the password.
         if parts.username is not None or parts.password is not None:
@@ -75,6 +106,54 @@ class InfluxDBConfig(SinkConfig):
         object.__setattr__(self, "password", password)
         if password is not None and not self.username:
             raise ValueError("username: a password needs a username")
+        object.__setattr__(self, "token", resolve_secret(self.token, self.token_env, self.token_file, "token"))
+
+    def _check_version_keys(self) -> None:
+        """Refuse an unknown ``api_version``, a key of another version and a missing key of this one."""
+        if self.api_version not in API_VERSIONS:
+            raise ValueError(f"api_version: must be one of {', '.join(map(str, API_VERSIONS))}, got {self.api_version}")
+        for key, versions in VERSION_KEYS.items():
+            if getattr(self, key) is not None and self.api_version not in versions:
+                takes = " or ".join(map(str, versions))
+                raise ValueError(f"{key}: not a key of api_version {self.api_version} (only of api_version {takes})")
+        for key in REQUIRED_KEYS[self.api_version]:
+            if getattr(self, key) is None:
+                raise ValueError(f"{key}: required with api_version {self.api_version}")
+            not_empty(getattr(self, key), key)
+
+    def write_target(self) -> tuple[str, Secret | None]:
+        """The write API's path and query (below the URL's path), and the ``Authorization`` header's value."""
+        precision = PRECISION_PARAMETERS[self.api_version][self.precision]
+        if self.api_version == 2:
+            query = {"org": self.org, "bucket": self.bucket, "precision": precision}
+            return f"/api/v2/write?{urllib.parse.urlencode(query)}", self._token_header("Token")
+        if self.api_version == 3:
+            query = {"db": self.database, "precision": precision}
+            return f"/api/v3/write_lp?{urllib.parse.urlencode(query)}", self._token_header("Bearer")
+        query = {"db": self.database, "precision": precision}
+        if self.retention_policy:
+            query["rp"] = self.retention_policy
+        # Basic auth rather than u=/p= parameters: a URL ends up in proxies' logs, a header does not.
+        auth = None
+        if self.username:
+            password = self.password.reveal() if self.password is not None else ""
+            auth = Secret("Basic " + base64.b64encode(f"{self.username}:{password}".encode()).decode("ascii"))
+        return f"/write?{urllib.parse.urlencode(query)}", auth
+
+    def _token_header(self, scheme: str) -> Secret | None:
+        return Secret(f"{scheme} {self.token.reveal()}") if self.token is not None else None
+
+    def credentials_hint(self) -> str:
+        """What to check when the server refuses the credentials."""
+        return "check username and password" if self.api_version == 1 else "check the token"
+
+    def missing_hint(self) -> str:
+        """What to do when the server says where the lines go does not exist."""
+        if self.api_version == 2:
+            return f"create bucket {self.bucket!r}"
+        if self.api_version == 3:
+            return f"create database {self.database!r}"
+        return f"create database {self.database!r} or set create_database: true"
 
 
 def _quote_identifier(name: str) -> str:
@@ -100,17 +179,9 @@ class InfluxDBSink(BaseSink[InfluxDBConfig], name="influxdb", config_type=Influx
         parts = urllib.parse.urlsplit(config.url)
         self.scheme, self.host, self.port = parts.scheme, parts.hostname or "", parts.port
         base = parts.path.rstrip("/")
-        params = {"db": config.database, "precision": config.precision}
-        if config.retention_policy:
-            params["rp"] = config.retention_policy
-        self.write_path = f"{base}/write?{urllib.parse.urlencode(params)}"
+        write_path, self.auth = config.write_target()
+        self.write_path = base + write_path
         self.query_path = f"{base}/query"
-        # Basic auth rather than u=/p= parameters: a URL ends up in proxies' logs, a header does not.
-        self.auth: Secret | None = None
-        if config.username:
-            password = config.password.reveal() if config.password is not None else ""
-            token = base64.b64encode(f"{config.username}:{password}".encode()).decode("ascii")
-            self.auth = Secret(f"Basic {token}")
         self.conn: http.client.HTTPConnection | None = None
         #: A part is a line: a flush resumes at the first line of the request that failed.
         self.progress: FlushProgress[bytes] = FlushProgress(self._lines)
@@ -121,7 +192,7 @@ class InfluxDBSink(BaseSink[InfluxDBConfig], name="influxdb", config_type=Influx
 
     def _create_database(self) -> None:
         """CREATE DATABASE (a no-op when it exists); a refusal is logged, the writes then tell."""
-        statement = f"CREATE DATABASE {_quote_identifier(self.config.database)}"
+        statement = f"CREATE DATABASE {_quote_identifier(self.config.database or '')}"
         status, body = self._request(self.query_path, urllib.parse.urlencode({"q": statement}).encode(),
                                      "application/x-www-form-urlencoded")
         error = _error_text(body) if status != 200 else ""
@@ -196,9 +267,9 @@ class InfluxDBSink(BaseSink[InfluxDBConfig], name="influxdb", config_type=Influx
             return
         text = f"InfluxDB at {self.config.url} answered HTTP {status}: {_error_text(body)}"
         if status in (401, 403):
-            raise SinkError(f"{text} (check username and password)")
+            raise SinkError(f"{text} ({self.config.credentials_hint()})")
         if status == 404:
-            raise SinkError(f"{text} (create database {self.config.database!r} or set create_database: true)")
+            raise SinkError(f"{text} ({self.config.missing_hint()})")
         if status == 429 or status >= 500:
             raise SinkError(text)
         raise SinkError(f"{text} (data refused, not retried)", retriable=False)
