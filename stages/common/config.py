@@ -76,7 +76,7 @@ def resolve_secret(value: Secret | None, env: str | None, path: str | None, key:
     if path is not None:
         try:
             mode = os.stat(path).st_mode
-            text = open(path, encoding="utf-8").read().strip()  # read whole at once: no `with` to hold it open
+            text = Path(path).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ValueError(f"{key}_file: cannot read {path!r}: {exc.strerror}") from None
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
