@@ -23,7 +23,7 @@
  * that starts a JSON document the C cannot refuse itself: `feed` stops there and the caller routes it.
  *
  * Given rules (stages.receiver.identity), the C asks them of each series it has not seen, by its
- * built key, and keeps their answer in a second key table (rule_identity): without rules that costs
+ * built key, and keeps their answer in a second key table (ruled_entry): without rules that costs
  * one NULL check per line.
  */
 #include "keytable.h"
@@ -174,6 +174,8 @@ typedef struct {
     long long rule_dropped;  /* samples the rules dropped */
     long long *tallies;      /* samples filed per tally the answers named (identity.Decided) */
     Py_ssize_t n_tallies;    /* as many as the highest tally given needs */
+    unsigned long long generation;  /* bumped whenever the entries are cleared: an answer's entry is good
+                                       while its entry_generation is this (0 never is) */
     unsigned char tag_slots[256];  /* TAG_SLOTS: a line's tags by key, once it has many (put_tag) */
 } Window;
 
@@ -198,19 +200,23 @@ static uint32_t crc32_of(const char *p, Py_ssize_t n)
     return c ^ 0xFFFFFFFFu;
 }
 
-/* The entry of (kind, key), made if new; the name (key up to its first separator) picks the shard. */
-static entry *find_entry(Window *w, int kind, const char *key, Py_ssize_t key_len, Py_ssize_t name_len)
+/* Entry i of the table, found for (kind, key); made ready when it was just `created`. */
+static entry *file_entry(Window *w, Py_ssize_t i, int kind, const char *key, Py_ssize_t name_len, int created)
 {
-    int created;
-    Py_ssize_t i = table_find(&w->table, kind, key, key_len, &created);
-    if (i < 0)
-        return NULL;
     entry *e = table_item(&w->table, i);
     if (created) {
         e->kind = kind;
         e->shard = (int)(crc32_of(key, name_len) % (uint32_t)w->shards);
     }
     return e;
+}
+
+/* The entry of (kind, key), made if new; the name (key up to its first separator) picks the shard. */
+static entry *find_entry(Window *w, int kind, const char *key, Py_ssize_t key_len, Py_ssize_t name_len)
+{
+    int created;
+    Py_ssize_t i = table_find(&w->table, kind, key, key_len, &created);
+    return i < 0 ? NULL : file_entry(w, i, kind, key, name_len, created);
 }
 
 /* ---- the seam for rules (stages.receiver.identity): a series' identity rewritten or dropped ---- */
@@ -222,6 +228,11 @@ typedef struct {
     int state;
     int tally;
     Py_ssize_t offset, len, name_len;  /* RENAMED: the new series key in w->answer_keys, its name's length */
+    /* The entry the series was last filed under and the window generation that entry belongs to: a
+     * series seen again before the entries are taken goes straight to it, one table lookup a line as
+     * without rules (the entries are only appended to between two takes, so its index holds). */
+    unsigned long long entry_generation;
+    Py_ssize_t entry_index;
 } rule_answer;
 
 /* The flat tags (k1, v1, ...) of a series key's tail after its name ("", or "\x1fk1\x1fv1..."). */
@@ -314,37 +325,47 @@ static int ask_rules(Window *w, int kind, const char *key, Py_ssize_t key_len, P
 }
 
 /*
- * What the rules make of the series (*key, *key_len: its built key; *name_len: its name's bytes) of
- * type `kind`, its `count` samples added to the answer's tally: 0 kept, with *key, *key_len and
- * *name_len now the series to file it under (the same or the rules' new one); 1 dropped; -1 error.
- * The rules are asked only when w->answers does not hold the series, which keeps their answer, a
- * miss too, until it is emptied for want of room.
+ * The entry the series (key, key_len: its built key; name_len: its name's bytes) of type `kind` is
+ * filed under once the rules decided (the same series or the rules' new one), its `count` samples
+ * added to the answer's tally; NULL with *dropped set when the rules drop it, NULL without it on an
+ * error. The rules are asked only when w->answers does not hold the series, which keeps their
+ * answer, a miss too, until it is emptied for want of room.
  */
-static int rule_identity(Window *w, int kind, const char **key, Py_ssize_t *key_len, Py_ssize_t *name_len,
-                         Py_ssize_t count)
+static entry *ruled_entry(Window *w, int kind, const char *key, Py_ssize_t key_len, Py_ssize_t name_len,
+                          Py_ssize_t count, int *dropped)
 {
     int created;
-    Py_ssize_t i = table_find(&w->answers, kind, *key, *key_len, &created);
+    *dropped = 0;
+    Py_ssize_t i = table_find(&w->answers, kind, key, key_len, &created);
     if (i >= 0 && created && w->answers.n > w->cache_size) {
         table_clear(&w->answers);  /* full: emptied, then this series alone, as identity.Answers does */
         w->answer_keys.len = 0;
-        i = table_find(&w->answers, kind, *key, *key_len, &created);
+        i = table_find(&w->answers, kind, key, key_len, &created);
     }
     if (i < 0)
-        return -1;
+        return NULL;
     rule_answer *a = table_item(&w->answers, i);
-    if (a->state == UNASKED && ask_rules(w, kind, *key, *key_len, *name_len, a) < 0)
-        return -1;
+    if (a->state == UNASKED && ask_rules(w, kind, key, key_len, name_len, a) < 0)
+        return NULL;
     if (a->tally >= 0)
         w->tallies[a->tally] += count;
-    if (a->state == DROPPED)
-        return 1;
-    if (a->state == RENAMED) {
-        *key = w->answer_keys.data + a->offset;
-        *key_len = a->len;
-        *name_len = a->name_len;
+    if (a->state == DROPPED) {
+        *dropped = 1;
+        return NULL;
     }
-    return 0;
+    if (a->entry_generation == w->generation)
+        return table_item(&w->table, a->entry_index);
+    if (a->state == RENAMED) {
+        key = w->answer_keys.data + a->offset;
+        key_len = a->len;
+        name_len = a->name_len;
+    }
+    Py_ssize_t e = table_find(&w->table, kind, key, key_len, &created);
+    if (e < 0)
+        return NULL;
+    a->entry_generation = w->generation;
+    a->entry_index = e;
+    return file_entry(w, e, kind, key, name_len, created);
 }
 
 static int add_value(entry *e, int mtype, double value, double rate)
@@ -887,18 +908,17 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
             if (fabs(w->numbers[i] / rate) > MAX_MAGNITUDE)
                 return R_OUT_OF_RANGE;  /* what it adds would be out of range */
     }
-    const char *key = w->scratch.data;
-    Py_ssize_t key_len = w->scratch.len;
+    entry *e;
     if (w->rules != NULL) {
-        int dropped = rule_identity(w, mtype, &key, &key_len, &name_len, count);
-        if (dropped < 0)
-            return -1;
+        int dropped;
+        e = ruled_entry(w, mtype, w->scratch.data, w->scratch.len, name_len, count, &dropped);
         if (dropped) {
             w->rule_dropped += count;  /* each value of the line a sample, as the parser makes them */
             return OK;
         }
+    } else {
+        e = find_entry(w, mtype, w->scratch.data, w->scratch.len, name_len);
     }
-    entry *e = find_entry(w, mtype, key, key_len, name_len);
     if (e == NULL)
         return -1;
     if (mtype == SET) {
@@ -975,18 +995,17 @@ static int add_sample(Window *w, PyObject *sample, int ruled)
             return -1;
     }
     int kind = mtype == GAUGE_DELTA ? GAUGE : (int)mtype;
-    const char *key = b->data;
-    Py_ssize_t key_len = b->len;
+    entry *e;
     if (w->rules != NULL && ruled) {
-        int dropped = rule_identity(w, kind, &key, &key_len, &name_len, 1);
-        if (dropped < 0)
-            return -1;
+        int dropped;
+        e = ruled_entry(w, kind, b->data, b->len, name_len, 1, &dropped);
         if (dropped) {
             w->rule_dropped++;
             return 0;
         }
+    } else {
+        e = find_entry(w, kind, b->data, b->len, name_len);
     }
-    entry *e = find_entry(w, kind, key, key_len, name_len);
     if (e == NULL)
         return -1;
     w->metrics++;
@@ -1161,6 +1180,7 @@ static void clear_entries(Window *w)
     }
     if (w->table.slots)
         table_clear(&w->table);
+    w->generation++;  /* every answer's entry is gone with them */
     w->metrics = 0;
     if (w->shard_metrics)
         memset(w->shard_metrics, 0, (size_t)w->shards * sizeof(long long));
@@ -1281,6 +1301,7 @@ static int Window_init(Window *w, PyObject *args, PyObject *kwargs)
     w->fallback = fallback;
     if (rules != Py_None && init_rules(w, rules, cache_size) < 0)
         return -1;
+    w->generation = 1;  /* a new answer's entry_generation, 0, names no window's entries */
     return table_init(&w->table, sizeof(entry), w);
 }
 
