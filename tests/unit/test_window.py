@@ -286,6 +286,20 @@ def test_the_micro_benchmarks_run() -> None:
     assert all(nanoseconds > 0 for nanoseconds in figures.values())
 
 
+def test_the_rules_micro_benchmark_runs() -> None:
+    # bench.rules_window (the window with and without bench/rules.yaml): that it runs, on a few lines the rules
+    # rename, drop, re-tag and miss; it times each window and its caches cold as asked.
+    from bench import rules_window
+
+    tags = "|#env:bench,host:h1,zone:z1"
+    datagrams = ["\n".join(f"bench.{kind}{i}:1|{code}{tags}" for kind, code in (("t", "ms"), ("c", "c"), ("g", "g"))
+                           for i in range(90, 100)).encode()] * 3
+    for evict in (0, 1):
+        figures = rules_window.measure(datagrams, rounds=1, python=CompiledWindow is None, evict_mib=evict)
+        assert list(figures) == ["without rules", "with bench/rules.yaml"]
+        assert all(nanoseconds > 0 for nanoseconds in figures.values())
+
+
 # ---- the seam for rules (stages.receiver.identity): both windows ask the same, and file the same ----
 
 def without(tags: Tags, key: str) -> Tags:
