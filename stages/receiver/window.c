@@ -150,6 +150,29 @@ typedef struct {
     span key, value;
 } tag;
 
+/* What the rules made of a series (UNASKED: their call failed), and the tally its samples are counted
+ * under (-1: none): a record of w->answers, which holds its own key (kind 0: an empty record). The
+ * answers are persistent and large (a few MiB at 20,000 series), and the shards' work on the same core
+ * leaves them cold between two reads: a lookup touches this one record (128 bytes, two cache lines), not
+ * a slot, an item and a key elsewhere. */
+enum { UNASKED = 0, UNCHANGED, DROPPED, RENAMED };
+#define INLINE_KEY 56
+typedef struct __attribute__((aligned(64))) {
+    uint64_t hash;
+    int kind;
+    int state;
+    int tally;
+    int key_len;
+    Py_ssize_t key_offset;  /* a key longer than INLINE_KEY: in w->answer_keys */
+    Py_ssize_t offset, len, name_len;  /* RENAMED: the new series key in w->answer_keys, its name's length */
+    /* The entry the series was last filed under and the window generation that entry belongs to: a
+     * series seen again before the entries are taken goes straight to it, one table lookup a line as
+     * without rules (the entries are only appended to between two takes, so its index holds). */
+    unsigned long long entry_generation;
+    Py_ssize_t entry_index;
+    char key[INLINE_KEY];
+} rule_answer;
+
 typedef struct {
     PyObject_HEAD
     int shards;
@@ -168,8 +191,10 @@ typedef struct {
     long long fallbacks;     /* lines handed to the Python parser: what the C was not sure of */
     PyObject *rules;         /* stages.receiver.identity.Rules; NULL without rules: nothing is asked */
     PyObject *answer;        /* stages.receiver.identity.answer, with rules */
-    key_table answers;       /* with rules: (type, series key) -> rule_answer, misses too */
-    buffer answer_keys;      /* the new series keys the answers point into */
+    rule_answer *answers;    /* with rules: (type, series key) -> rule_answer, misses too: open addressing */
+    Py_ssize_t n_answers, answer_slots;  /* answers held; records (a power of two, at least twice n_answers) */
+    uint64_t answer_seed;
+    buffer answer_keys;      /* the new series keys the answers point into, and their own keys too long to hold */
     Py_ssize_t cache_size;   /* answers kept at most: the table is emptied when one more would not fit */
     long long rule_dropped;  /* samples the rules dropped */
     long long *tallies;      /* samples filed per tally the answers named (identity.Decided) */
@@ -221,19 +246,6 @@ static entry *find_entry(Window *w, int kind, const char *key, Py_ssize_t key_le
 
 /* ---- the seam for rules (stages.receiver.identity): a series' identity rewritten or dropped ---- */
 
-/* The payload of an item of w->answers: what the rules made of its series (UNASKED: their call failed),
- * and the tally its samples are counted under (-1: none). */
-enum { UNASKED = 0, UNCHANGED, DROPPED, RENAMED };
-typedef struct {
-    int state;
-    int tally;
-    Py_ssize_t offset, len, name_len;  /* RENAMED: the new series key in w->answer_keys, its name's length */
-    /* The entry the series was last filed under and the window generation that entry belongs to: a
-     * series seen again before the entries are taken goes straight to it, one table lookup a line as
-     * without rules (the entries are only appended to between two takes, so its index holds). */
-    unsigned long long entry_generation;
-    Py_ssize_t entry_index;
-} rule_answer;
 
 /* The flat tags (k1, v1, ...) of a series key's tail after its name ("", or "\x1fk1\x1fv1..."). */
 static PyObject *tags_of(const char *p, Py_ssize_t n)
@@ -312,7 +324,10 @@ static int ask_rules(Window *w, int kind, const char *key, Py_ssize_t key_len, P
         failed = p == NULL || buffer_put(&w->answer_keys, p, n) < 0;
         if (!failed) {
             const char *separator = memchr(p, KEY_SEPARATOR, (size_t)n);
-            *a = (rule_answer){RENAMED, (int)tally, offset, n, separator ? separator - p : n};
+            a->state = RENAMED;
+            a->offset = offset;
+            a->len = n;
+            a->name_len = separator ? separator - p : n;
         }
     } else {
         PyErr_SetString(PyExc_TypeError, "rules: identity.answer gives None, False or a series key");
@@ -322,6 +337,88 @@ static int ask_rules(Window *w, int kind, const char *key, Py_ssize_t key_len, P
     if (!failed)
         a->tally = (int)tally;
     return failed ? -1 : 0;
+}
+
+/* The key a record holds. */
+static const char *answer_key(const Window *w, const rule_answer *a)
+{
+    return a->key_len <= INLINE_KEY ? a->key : w->answer_keys.data + a->key_offset;
+}
+
+/* The record of (kind, key, hash), or the empty one where it would go. */
+static rule_answer *answer_probe(const Window *w, uint64_t hash, int kind, const char *key, Py_ssize_t len)
+{
+    Py_ssize_t mask = w->answer_slots - 1;
+    for (Py_ssize_t s = (Py_ssize_t)(hash & (uint64_t)mask);; s = (s + 1) & mask) {
+        rule_answer *a = &w->answers[s];
+        if (a->kind == 0 || (a->hash == hash && a->kind == kind && a->key_len == len
+                             && memcmp(answer_key(w, a), key, (size_t)len) == 0))
+            return a;
+    }
+}
+
+/* Twice the records (1024 at first), every answer moved to its place among them. 0, or -1 error. The
+ * records are aligned to cache lines: one is two lines, never three. */
+static int answers_grow(Window *w)
+{
+    Py_ssize_t slots = w->answer_slots ? 2 * w->answer_slots : 1024;
+    rule_answer *old = w->answers;
+    Py_ssize_t old_slots = w->answer_slots;
+    w->answers = aligned_alloc(64, (size_t)slots * sizeof(rule_answer));
+    if (w->answers == NULL) {
+        w->answers = old;
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(w->answers, 0, (size_t)slots * sizeof(rule_answer));
+    w->answer_slots = slots;
+    for (Py_ssize_t i = 0; i < old_slots; i++)
+        if (old[i].kind != 0)
+            *answer_probe(w, old[i].hash, old[i].kind, answer_key(w, &old[i]), old[i].key_len) = old[i];
+    free(old);
+    return 0;
+}
+
+/* Every answer forgotten (with the keys they held). */
+static void answers_clear(Window *w)
+{
+    memset(w->answers, 0, (size_t)w->answer_slots * sizeof(rule_answer));
+    w->n_answers = 0;
+    w->answer_keys.len = 0;
+}
+
+/* The record of (kind, key), a new one (*created set, UNASKED) when it is not held; emptied first when a
+ * new one would make more than w->cache_size, as identity.Answers does. NULL with an exception set. */
+static rule_answer *answer_of(Window *w, int kind, const char *key, Py_ssize_t len, int *created)
+{
+    uint64_t hash = hash_key(w->answer_seed, kind, key, len);
+    rule_answer *a = answer_probe(w, hash, kind, key, len);
+    *created = a->kind == 0;
+    if (!*created)
+        return a;
+    if (len > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "rules: a series key too long");
+        return NULL;
+    }
+    if (w->n_answers + 1 > w->cache_size)
+        answers_clear(w);
+    if ((w->n_answers + 1) * 2 > w->answer_slots && answers_grow(w) < 0)
+        return NULL;
+    a = answer_probe(w, hash, kind, key, len);
+    Py_ssize_t offset = 0;
+    if (len > INLINE_KEY) {
+        offset = w->answer_keys.len;
+        if (buffer_put(&w->answer_keys, key, len) < 0)
+            return NULL;
+    }
+    a->hash = hash;
+    a->kind = kind;
+    a->key_len = (int)len;
+    a->key_offset = offset;
+    if (len <= INLINE_KEY)
+        memcpy(a->key, key, (size_t)len);
+    w->n_answers++;
+    return a;
 }
 
 /*
@@ -336,15 +433,9 @@ static entry *ruled_entry(Window *w, int kind, const char *key, Py_ssize_t key_l
 {
     int created;
     *dropped = 0;
-    Py_ssize_t i = table_find(&w->answers, kind, key, key_len, &created);
-    if (i >= 0 && created && w->answers.n > w->cache_size) {
-        table_clear(&w->answers);  /* full: emptied, then this series alone, as identity.Answers does */
-        w->answer_keys.len = 0;
-        i = table_find(&w->answers, kind, key, key_len, &created);
-    }
-    if (i < 0)
+    rule_answer *a = answer_of(w, kind, key, key_len, &created);
+    if (a == NULL)
         return NULL;
-    rule_answer *a = table_item(&w->answers, i);
     if (a->state == UNASKED && ask_rules(w, kind, key, key_len, name_len, a) < 0)
         return NULL;
     if (a->tally >= 0)
@@ -1213,7 +1304,8 @@ static int init_rules(Window *w, PyObject *rules, Py_ssize_t cache_size)
         PyErr_SetString(PyExc_ValueError, "cache_size: at least 1");
         return -1;
     }
-    if (table_init(&w->answers, sizeof(rule_answer), w) < 0) {
+    w->answer_seed = hash_seed(w);
+    if (answers_grow(w) < 0) {
         Py_DECREF(answer);
         return -1;
     }
@@ -1309,7 +1401,7 @@ static void Window_dealloc(Window *w)
 {
     clear_entries(w);
     table_free(&w->table);
-    table_free(&w->answers);
+    free(w->answers);  /* aligned_alloc's */
     PyMem_Free(w->answer_keys.data);
     PyMem_Free(w->tallies);
     Py_XDECREF(w->rules);

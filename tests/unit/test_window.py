@@ -437,6 +437,23 @@ def test_take_after_take_under_rules_both_windows_file_each_series_anew() -> Non
         assert compiled.rule_dropped == python.rule_dropped  # type: ignore[attr-defined]
 
 
+def test_thousands_of_answers_short_and_long_keys_and_a_cache_emptied_on_the_way_match() -> None:
+    # The compiled window's answers grow (1,024 records at first, two per answer) and hold a series key of up to
+    # 56 bytes in the record itself, a longer one beside: thousands of series, half with keys far longer, both
+    # windows alike, with a cache that holds them all and one emptied several times on the way.
+    lines = [f"svc{i}.{'long_component_' * (i % 2 * 4)}hits:1|c|#host:h{i % 5},dc:{'x' * (i % 3 * 30)}"
+             for i in range(3000)]
+    for cache_size in (CACHE_SIZE, 700):
+        python, compiled = window_pair(shards=2, defaults={}, rules=(rules := renaming_pair()), cache_size=cache_size)
+        burst = [payload(lines[start:start + 100]) for start in range(0, len(lines), 100)]
+        for _ in range(2):
+            assert fed(compiled, burst, defaults={}) == fed(python, burst, defaults={})
+            assert compiled.take(50) == python.take(50)  # type: ignore[attr-defined]
+        assert compiled.tallies == python.tallies  # type: ignore[attr-defined]
+        assert rules[0].asked == rules[1].asked
+        assert len(rules[0].asked) == (3000 if cache_size == CACHE_SIZE else 6000)
+
+
 def test_the_cache_is_bounded_and_emptied_when_full() -> None:
     for window, rules in zip(window_pair(shards=1, defaults={}, rules=(python := renaming_pair()), cache_size=2),
                              python, strict=True):
