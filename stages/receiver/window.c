@@ -23,8 +23,8 @@
  * that starts a JSON document the C cannot refuse itself: `feed` stops there and the caller routes it.
  *
  * Given rules (stages.receiver.identity), the C asks them of each series it has not seen, by its
- * built key, and keeps their answer in a second key table (ruled_entry): without rules that costs
- * one NULL check per line.
+ * built key, and keeps their answer in an array of records that hold their key (ruled_entry):
+ * without rules that costs one NULL check per line.
  */
 #include "keytable.h"
 
