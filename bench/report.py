@@ -41,11 +41,18 @@ from bench.results import (
     points_of,
     proven_rate,
 )
+from bench.systems import PYSTATSD_RULES
 from harness.paths import REPO
 
 BEGIN = "<!-- bench/run.py writes from here to the end marker; edit outside the markers -->"
 END = "<!-- end of what bench/run.py writes -->"
 PYSTATSD = "pystatsd"
+
+#: pystatsd itself, with and without rules: never a peer.
+OWN = (PYSTATSD, PYSTATSD_RULES)
+#: Issue 25: with the rule file of a web service plus Airflow, at least this share of the rate without rules.
+RULES_SHARE_TARGET = 0.9
+RULES_LABEL = "with bench/rules.yaml (50 rules)"
 
 #: Issue 12's targets. pystatsd against the best peer's highest loss-free rate, per load:
 RATIO_TARGETS = {"mix-20": 3.0, "mix-1": 2.0}
@@ -214,7 +221,7 @@ def loads_in(results: BenchResults) -> list[Load]:
 
 def systems_of(results: BenchResults, load: str) -> list[str]:
     """The systems measured under the load, pystatsd first."""
-    return sorted(dict.fromkeys(p.system for p in results.sweep if p.load == load), key=lambda s: s != PYSTATSD)
+    return sorted(dict.fromkeys(p.system for p in results.sweep if p.load == load), key=lambda s: s not in OWN)
 
 
 def best_point(results: BenchResults, system: str, load: str) -> RatePoint | None:
@@ -234,7 +241,7 @@ def proven(results: BenchResults, system: str, load: str) -> float:
 
 def best_peer(results: BenchResults, load: str) -> str | None:
     """The peer with the highest loss-free rate under the load; None without peers or passes."""
-    rated = [(proven(results, system, load), system) for system in systems_of(results, load) if system != PYSTATSD]
+    rated = [(proven(results, system, load), system) for system in systems_of(results, load) if system not in OWN]
     top = max(rated, default=(0.0, None))
     return top[1] if top[0] else None
 
@@ -293,18 +300,27 @@ def load_table(results: BenchResults, load: Load) -> list[str]:
     return [f"### {load.describe()[0].upper()}{load.describe()[1:]}", "", *table(header, rows), ""]
 
 
+def ratio_row(results: BenchResults, label: str, load: str, system: str, other: str | None,
+              other_label: str | None = None) -> list[str]:
+    """``system``'s highest loss-free rate under ``load`` beside ``other``'s, their ratio, and each one's CPU."""
+    mine = proven(results, system, load)
+    theirs = proven(results, other, load) if other else 0.0
+    mine_cpu = cpu_at_best(results, system, load)
+    their_cpu = cpu_at_best(results, other, load) if other else None
+    return [label, rate(mine) if mine else "none passed", other_label or other or "–",
+            rate(theirs) if theirs else "–", ratio(mine, theirs),
+            f"{mine_cpu:.2f}" if mine_cpu is not None else "–",
+            f"{their_cpu:.2f}" if their_cpu is not None else "–"]
+
+
 def ratio_rows(results: BenchResults, loads: list[Load]) -> list[list[str]]:
+    """Per load, pystatsd beside the best peer; where pystatsd-rules ran, a row of it beside pystatsd."""
     rows = []
     for load in loads:
-        peer = best_peer(results, load.name)
-        mine = proven(results, PYSTATSD, load.name)
-        theirs = proven(results, peer, load.name) if peer else 0.0
-        mine_cpu = cpu_at_best(results, PYSTATSD, load.name)
-        their_cpu = cpu_at_best(results, peer, load.name) if peer else None
-        rows.append([load.describe(), rate(mine) if mine else "none passed", peer or "–",
-                     rate(theirs) if theirs else "–", ratio(mine, theirs),
-                     f"{mine_cpu:.2f}" if mine_cpu is not None else "–",
-                     f"{their_cpu:.2f}" if their_cpu is not None else "–"])
+        rows.append(ratio_row(results, load.describe(), load.name, PYSTATSD, best_peer(results, load.name)))
+        if points_of(results.sweep, PYSTATSD_RULES, load.name):
+            rows.append(ratio_row(results, f"{load.describe()}, {RULES_LABEL}", load.name, PYSTATSD_RULES,
+                                  PYSTATSD, "pystatsd without rules"))
     return rows
 
 
@@ -331,6 +347,17 @@ def target_rows(results: BenchResults) -> list[list[str]]:
         rows.append([label, f"{got:.2f}× ({rate(mine)} vs {peer}'s {rate(theirs)} metrics/s)",
                      verdict(got >= wanted, f"pystatsd needs {wanted / got:.2f}× its rate "
                                             f"({rate(wanted * theirs)} metrics/s)")])
+    if points_of(results.sweep, PYSTATSD_RULES, HEADLINE):
+        label = (f"{describe(results, HEADLINE)}, {RULES_LABEL}: ≥ {RULES_SHARE_TARGET:.0%} of the rate without "
+                 "(issue 25)")
+        ruled, plain = proven(results, PYSTATSD_RULES, HEADLINE), proven(results, PYSTATSD, HEADLINE)
+        if not (ruled and plain):
+            rows.append([label, "not measured", "–"])
+        else:
+            got = ruled / plain
+            rows.append([label, f"{got:.0%} ({rate(ruled)} vs {rate(plain)} metrics/s)",
+                         verdict(got >= RULES_SHARE_TARGET, f"{rate(RULES_SHARE_TARGET * plain - ruled)} "
+                                                            "metrics/s short")])
     for load, wanted in CPU_TARGETS.items():
         label = f"{describe(results, load)}: ≤ {wanted:g} CPU-s per M metrics"
         got = cpu_at_best(results, PYSTATSD, load)

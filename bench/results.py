@@ -80,6 +80,10 @@ class RunResult:
     catch_up_s: float = 0.0
     #: a run over one whole flush interval, aligned to the system's flushes (see RatePoint.deciding_runs)
     whole_interval: bool = False
+    #: of ``delivered``: the counted items the system's rules dropped (and counted), and those delivered
+    #: under a name a rule gave (bench.tally.Totals)
+    rule_dropped: float = 0.0
+    renamed: float = 0.0
 
     @property
     def loss_pct(self) -> float:

@@ -27,6 +27,13 @@ run by run; a run during which other processes took the systems' core is repeate
 pystatsd over shard and receiver counts, measures idle CPU and memory with 1,000 series, and writes
 a report and a plot.
 
+Beside pystatsd runs pystatsd-rules: the same pipeline with the rule file of a web service plus Airflow
+(bench/rules.yaml and the statsd_exporter mapping file it names, 50 rules; its header says which share
+of the mix each rule renames, re-tags or drops). It runs under the headline load (and the smoke load)
+unless --systems names it, taking turns with pystatsd run by run, so the report puts its rate beside
+the plain one, and their ratio. What it delivered counts the items renamed (under their new names) and
+those its rules dropped (the receiver's rule_dropped), so its loss is judged as exactly as any other's.
+
 From the repo root (bench/ and harness/ are imported from there):
 
     .venv/bin/python -m bench.run                      # the full sweep (make bench); writes bench/RESULTS.md
@@ -57,6 +64,7 @@ from pathlib import Path
 from bench import peers, procstat, report
 from bench.results import HEADLINE, LOADS, BenchResults, IdleResult, Load, RatePoint, RunResult, highest_pass
 from bench.systems import (
+    PYSTATSD_RULES,
     PeerSystem,
     PystatsdSystem,
     System,
@@ -68,7 +76,7 @@ from bench.systems import (
 from bench.tally import Totals
 from harness.paths import REPO
 
-ALL_SYSTEMS = ("pystatsd", "etsy", "etsy-tuned", "telegraf", "statsd_exporter")
+ALL_SYSTEMS = ("pystatsd", PYSTATSD_RULES, "etsy", "etsy-tuned", "telegraf", "statsd_exporter")
 QUICK_LOADS = ("mix-20", "mix-1")
 #: What the repeated-counter loads run by default: they compare pystatsd with its earlier figures.
 COUNTERS_SYSTEMS = ("pystatsd",)
@@ -76,6 +84,8 @@ COUNTERS_SYSTEMS = ("pystatsd",)
 #: (a 208 KiB receive buffer, under 100 datagrams of 20 lines) loses nothing while it flushes, even on a
 #: busy machine.
 SMOKE_LOAD = Load("smoke", "mix", 20, 2_000, 1.0)
+#: The loads pystatsd-rules runs unless --systems names it: what the rules cost is one ratio, the headline's.
+RULES_LOADS = ("mix-20", SMOKE_LOAD.name)
 #: Where a search starts, per (mode, lines per datagram) and system: near where the systems pass here,
 #: so few steps are spent getting there (a start that fails steps down). pystatsd's repeated-counter
 #: starts are 0.9× its previous figures (1,600,000 and 516,000/s), the target's threshold.
@@ -105,6 +115,12 @@ MAX_REPEATED_RUNS = 20
 #: Systems started for a load get this long before its first run: their start-up work (imports,
 #: first flush) would otherwise count against the first runs.
 WARMUP_SECS = 3.0
+#: pystatsd-rules asks its rules once per series it has not seen (some 10 µs each, in Python): the mix's
+#: 20,000 series at once would take 0.2 s of the receiver at the start of its first run, a burst no steady
+#: load pays. Before its first run, and after each restart, it gets the load at this rate for this long
+#: (every series seen, all but surely), and the runner waits for that to be delivered.
+RULES_WARM_RATE = 100_000
+RULES_WARM_SECS = 2.0
 #: settle(): how a system counts as idle (CPU under this share of a core over a look, nothing queued,
 #: for IDLE_SECS), and how long its delivered total must then stay the same once complete.
 IDLE_CPU_SHARE = 0.3
@@ -304,6 +320,8 @@ def measure_run(system: System, plan: Plan, load: Load, rate: float, shards: int
         foreign_cpu_share=foreign_share(before.cpu, loaded, plan.system_cpus),
         load=load.name, metrics_sent=float(sent["metrics_sent"]), ring_wrapped=bool(sent["ring_wrapped"]),
         catch_up_s=max(0.0, done.catch_up_s), whole_interval=whole,
+        rule_dropped=after.totals.rule_dropped - before.totals.rule_dropped,
+        renamed=after.totals.renamed - before.totals.renamed,
     )
     run.delivered_per_sec = run.metrics_delivered / run.elapsed
     return run
@@ -444,9 +462,9 @@ class Bench:
 
     def make_system(self, name: str, flush_interval: float, shards: int | None = None,
                     receivers: int = 1) -> System:
-        if name == "pystatsd":
+        if name in ("pystatsd", PYSTATSD_RULES):
             return PystatsdSystem(shards or self.args.shards, flush_interval, self.args.kafka_broker,
-                                  extra_receivers=receivers - 1)
+                                  extra_receivers=receivers - 1, rules=name == PYSTATSD_RULES)
         return PeerSystem(peers.PEERS[name], flush_interval, self.plan.workdir)
 
     @contextmanager
@@ -494,15 +512,30 @@ class Bench:
                 # whatever is still queued would be counted in the next run: start afresh
                 system.stop()
                 system.start()
+                self.warm_rules(system, load)
             if not again:
                 return run
             retries += 1
             self.progress.repeated += 1
 
+    def warm_rules(self, system: System, load: Load) -> None:
+        """pystatsd-rules' rules asked of (nearly) every series of the load, once, before it is measured: see
+        RULES_WARM_RATE. Any other system is left as it is."""
+        if system.name != PYSTATSD_RULES:
+            return
+        before = system.read()[0].delivered
+        sent = peers.run_loadgen(system.target_port(), RULES_WARM_RATE, RULES_WARM_SECS, load.per_datagram,
+                                 load.series, self.plan.workdir / "warm.json", mode=load.mode, cpu=self.plan.load_cpu,
+                                 sockets=self.plan.client_sockets, untagged=load.untagged)
+        settle(system, before + sent["counter_total"] + sent["timer_samples"], load.flush_interval,
+               self.plan.system_cpus)
+
     def systems_for(self, load: Load) -> list[str]:
-        if load.mode == "counters" and not self.args.systems_given:
+        if self.args.systems_given:
+            return list(self.args.systems)
+        if load.mode == "counters":
             return [name for name in self.args.systems if name in COUNTERS_SYSTEMS]
-        return list(self.args.systems)
+        return [name for name in self.args.systems if name != PYSTATSD_RULES or load.name in RULES_LOADS]
 
     def search(self, load: Load, name: str, measured: list[RatePoint]) -> RateSearch:
         """One system's search under ``load``, started near where it will end."""
@@ -516,7 +549,8 @@ class Bench:
                 start, step, bisections = known * factor, CLOSE_STEP, max(0, bisections - 1)
             else:
                 size = load.per_datagram if load.per_datagram in (1, 20) else (20 if load.per_datagram > 5 else 1)
-                start = START_RATES[(load.mode, size)].get(name, 100_000)
+                # with rules, from where pystatsd starts: the two are to be compared
+                start = START_RATES[(load.mode, size)].get("pystatsd" if name == PYSTATSD_RULES else name, 100_000)
         return RateSearch(max(MIN_RATE, round(start, -3)), self.args.max_rate, step, bisections,
                           self.confirm_runs(load), self.args.rates)
 
@@ -531,6 +565,8 @@ class Bench:
             searches = {stack.enter_context(self.running(name, load.flush_interval)): self.search(load, name, measured)
                         for name in names}
             time.sleep(WARMUP_SECS)
+            for system in searches:
+                self.warm_rules(system, load)
             while True:
                 step = []
                 for system, search in searches.items():
@@ -588,7 +624,9 @@ class Bench:
         return IdleResult(name, self.args.idle_seconds, cpu, rss)
 
     def full(self, results: BenchResults) -> None:
-        for name in self.args.systems if self.args.idle_seconds > 0 else []:
+        # idle, the rules have nothing to do: pystatsd-rules idles as pystatsd does
+        idling = [name for name in self.args.systems if name != PYSTATSD_RULES] if self.args.idle_seconds > 0 else []
+        for name in idling:
             results.idle.append(self.idle(name))
         for load in self.args.loads:
             results.sweep.extend(self.sweep(load, results.sweep))

@@ -13,13 +13,22 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+import yaml
+
 from bench import peers, procstat
-from bench.tally import COUNTER_PREFIX, HEARTBEAT, LOAD_PREFIX, TIMER_PREFIX, JsonLinesTail, Totals
+from bench.tally import COUNTER_PREFIX, GENERATED_NAME, HEARTBEAT, LOAD_PREFIX, TIMER_PREFIX, JsonLinesTail, Totals
+from harness.paths import REPO
 from harness.pipeline import Pipeline
 from harness.ports import free_udp_port
 from harness.traffic import SteadyTraffic
 
 SELF_PREFIX = "pystatsd."
+#: pystatsd with the rule file of a web service plus Airflow (bench/rules.yaml, 50 rules): the same pipeline,
+#: so the same load measures what the rules cost.
+PYSTATSD_RULES = "pystatsd-rules"
+RULES_FILE = REPO / "bench" / "rules.yaml"
+#: What each rule dropped, per rule (tag ``rule``): summed, it is what the rules dropped.
+RULE_DROPPED = "pystatsd.receiver.rule_dropped"
 #: pystatsd's own counters that say where samples, batches or aggregates were lost.
 LOSS_METRICS = (
     "pystatsd.receiver.kernel_drops",
@@ -67,10 +76,17 @@ class AggregateTally(Totals):
     def add(self, aggregate: dict[str, Any]) -> None:
         name, kind = aggregate["name"], aggregate["type"]
         if name.startswith(LOAD_PREFIX):
+            counted = 0.0
             if kind == "counter":
-                self.counters += aggregate["value"]
+                counted = aggregate["value"]
+                self.counters += counted
             elif kind == "timer":
-                self.timer_samples += aggregate["stats"]["count"]
+                counted = aggregate["stats"]["count"]
+                self.timer_samples += counted
+            if counted and not GENERATED_NAME.fullmatch(name):
+                self.renamed += counted
+        elif kind == "counter" and name == RULE_DROPPED:
+            self.rule_dropped += aggregate["value"]
         elif kind == "counter" and name in self.losses:
             self.losses[name] += aggregate["value"]
         elif kind == "gauge" and name == HEARTBEAT:
@@ -126,12 +142,23 @@ def kafka_topic(broker: str, name: str) -> str:
     return name
 
 
+def rules_config(path: Path = RULES_FILE) -> dict[str, Any]:
+    """The rule keys of ``path`` (a pystatsd config), for a pipeline whose config lives elsewhere: the mapping
+    file's path made absolute, as the file reads it relative to itself."""
+    config = yaml.safe_load(path.read_text())
+    if "mapping_config" in config:
+        config["mapping_config"] = str(path.parent / config["mapping_config"])
+    return config
+
+
 class PystatsdSystem:
-    """The real pipeline under supervisord (harness/pipeline.py), read back from its file or Kafka sink."""
+    """The real pipeline under supervisord (harness/pipeline.py), read back from its file or Kafka sink; with
+    ``rules``, the system PYSTATSD_RULES: the same with bench/rules.yaml's rules."""
 
     def __init__(self, shards: int, flush_interval: float, kafka_broker: str | None = None,
-                 extra_receivers: int = 0) -> None:
-        self.name = "pystatsd"
+                 extra_receivers: int = 0, rules: bool = False) -> None:
+        self.name = PYSTATSD_RULES if rules else "pystatsd"
+        self.rules = rules
         self.poll_secs = 0.1
         self.shards = shards
         self.extra_receivers = extra_receivers
@@ -150,7 +177,8 @@ class PystatsdSystem:
                                          "format": "json", "include_apikey": False}}}
 
     def start(self) -> None:
-        self.pipeline = Pipeline(self._sink_config(), shards=self.shards, flush_interval=self.flush_interval,
+        config = {**self._sink_config(), **(rules_config() if self.rules else {})}
+        self.pipeline = Pipeline(config, shards=self.shards, flush_interval=self.flush_interval,
                                  extra_receivers=self.extra_receivers)
         if self.tail is None:
             self.tail = FileTail(self.pipeline.out_path)
@@ -194,7 +222,8 @@ class PystatsdSystem:
     def read(self) -> tuple[Totals, dict[str, float]]:
         assert self.tail is not None
         tally = self.tail.poll()
-        return Totals(tally.counters, tally.timer_samples, tally.heartbeat), dict(tally.losses)
+        return (Totals(tally.counters, tally.timer_samples, tally.heartbeat, tally.rule_dropped, tally.renamed),
+                dict(tally.losses))
 
     def flush_phase(self) -> float | None:
         return 0.0  # intervals of the wall clock (a shard flushes FLUSH_GRACE_SECS after each ends)

@@ -10,6 +10,7 @@ took in before it, which tells a run that lost data from one still on its way.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,9 @@ COUNTER_PREFIX = f"{LOAD_PREFIX}c"
 TIMER_PREFIX = f"{LOAD_PREFIX}t"
 #: Outside LOAD_PREFIX, so that no system counts it as load.
 HEARTBEAT = "benchctl.heartbeat"
+#: A name as the load generator (or the RSS probe) writes it: ``bench.c17``, ``bench.trss3``. Under rules
+#: (bench/rules.yaml) a counted item delivered under any other ``bench.`` name was renamed on the way.
+GENERATED_NAME = re.compile(r"bench\.[ctgs](?:rss)?[0-9]+")
 
 
 def underscored(name: str) -> str:
@@ -38,14 +42,21 @@ class Totals:
     timer_samples: float = 0.0
     #: the highest heartbeat value delivered
     heartbeat: float = 0.0
+    #: counter increments and timer samples the system's rules dropped, as it counted them (pystatsd's
+    #: ``receiver.rule_dropped``: one per line, which is one increment because the rules of the benchmark
+    #: drop only counters of value 1); included in ``delivered``: dropped by a rule is dealt with, not lost
+    rule_dropped: float = 0.0
+    #: of ``counters`` and ``timer_samples``, those delivered under a name a rule gave (not GENERATED_NAME)
+    renamed: float = 0.0
 
     def saw_heartbeat(self, value: float) -> None:
         self.heartbeat = max(self.heartbeat, value)
 
     @property
     def delivered(self) -> float:
-        """What the load's loss is judged on: counter increments plus timer samples."""
-        return self.counters + self.timer_samples
+        """What the load's loss is judged on: counter increments plus timer samples, delivered under the
+        names the load sent or the names rules gave them, or dropped by a rule and counted."""
+        return self.counters + self.timer_samples + self.rule_dropped
 
 
 class JsonLinesTail:

@@ -124,14 +124,21 @@ static inline int table_grow_slots(key_table *t)
     return 0;
 }
 
+/* A seed for hash_key: random, else made from `salt` and the time. */
+static inline uint64_t hash_seed(void *salt)
+{
+    uint64_t seed = (uint64_t)(uintptr_t)salt * 0x9E3779B97F4A7C15ULL;
+    if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed))
+        seed ^= (uint64_t)time(NULL);
+    return seed;
+}
+
 /* A table whose items carry `payload` bytes each (a multiple of 8 keeps them aligned). */
 static inline int table_init(key_table *t, Py_ssize_t payload, void *salt)
 {
     memset(t, 0, sizeof(*t));
     t->stride = (Py_ssize_t)sizeof(key_ref) + payload;
-    t->seed = (uint64_t)(uintptr_t)salt * 0x9E3779B97F4A7C15ULL;
-    if (getrandom(&t->seed, sizeof(t->seed), GRND_NONBLOCK) != (ssize_t)sizeof(t->seed))
-        t->seed ^= (uint64_t)time(NULL);
+    t->seed = hash_seed(salt);
     return table_grow_slots(t);
 }
 

@@ -23,8 +23,8 @@
  * that starts a JSON document the C cannot refuse itself: `feed` stops there and the caller routes it.
  *
  * Given rules (stages.receiver.identity), the C asks them of each series it has not seen, by its
- * built key, and keeps their answer in a second key table (rule_identity): without rules that costs
- * one NULL check per line, and an answer without a scale one more per value.
+ * built key, and keeps their answer in an array of records that hold their key (rule_answer_of):
+ * without rules that costs one NULL check per line, and an answer without a scale one more per value.
  */
 #include "keytable.h"
 
@@ -150,6 +150,32 @@ typedef struct {
     span key, value;
 } tag;
 
+/* What the rules made of a series (UNASKED: their call failed), and the tally its samples are counted
+ * under (-1: none): a record of w->answers, which holds its own key (kind 0: an empty record). The
+ * answers are persistent and large (a few MiB at 20,000 series), and the shards' work on the same core
+ * leaves them cold between two reads: a lookup touches this one record (128 bytes, two cache lines), not
+ * a slot, an item and a key elsewhere. */
+enum { UNASKED = 0, UNCHANGED, DROPPED, RENAMED };
+#define INLINE_KEY 44  /* what keeps a record at 128 bytes */
+typedef struct __attribute__((aligned(64))) {
+    uint64_t hash;
+    int kind;
+    int state;
+    int tally;
+    int key_len;
+    Py_ssize_t key_offset;  /* a key longer than INLINE_KEY: in w->answer_keys */
+    Py_ssize_t offset, len, name_len;  /* RENAMED: the new series key in w->answer_keys, its name's length */
+    /* The entry the series was last filed under and the window generation that entry belongs to: a
+     * series seen again before the entries are taken goes straight to it, one table lookup a line as
+     * without rules (the entries are only appended to between two takes, so its index holds). */
+    unsigned long long entry_generation;
+    Py_ssize_t entry_index;
+    double scale;           /* the scale of its values, when scaled */
+    int scaled;
+    char key[INLINE_KEY];
+} rule_answer;
+_Static_assert(sizeof(rule_answer) == 128, "a record is two cache lines");
+
 typedef struct {
     PyObject_HEAD
     int shards;
@@ -168,13 +194,17 @@ typedef struct {
     long long fallbacks;     /* lines handed to the Python parser: what the C was not sure of */
     PyObject *rules;         /* stages.receiver.identity.Rules; NULL without rules: nothing is asked */
     PyObject *answer;        /* stages.receiver.identity.answer, with rules */
-    key_table answers;       /* with rules: (type, series key) -> rule_answer, misses too */
-    buffer answer_keys;      /* the new series keys the answers point into */
+    rule_answer *answers;    /* with rules: (type, series key) -> rule_answer, misses too: open addressing */
+    Py_ssize_t n_answers, answer_slots;  /* answers held; records (a power of two, at least twice n_answers) */
+    uint64_t answer_seed;
+    buffer answer_keys;      /* the new series keys the answers point into, and their own keys too long to hold */
     Py_ssize_t cache_size;   /* answers kept at most: the table is emptied when one more would not fit */
     long long rule_dropped;  /* samples the rules dropped */
     long long *tallies;      /* samples filed per tally the answers named (identity.Decided) */
     long long out_of_range;  /* values of the line at hand a rule's scale took out of range: feed counts them */
     Py_ssize_t n_tallies;    /* as many as the highest tally given needs */
+    unsigned long long generation;  /* bumped whenever the entries are cleared: an answer's entry is good
+                                       while its entry_generation is this (0 never is) */
     unsigned char tag_slots[256];  /* TAG_SLOTS: a line's tags by key, once it has many (put_tag) */
     int keep_container_id;   /* a `c:` field becomes the tag container_id (parsers.base.CONTAINER_ID_TAG) */
 } Window;
@@ -200,13 +230,9 @@ static uint32_t crc32_of(const char *p, Py_ssize_t n)
     return c ^ 0xFFFFFFFFu;
 }
 
-/* The entry of (kind, key), made if new; the name (key up to its first separator) picks the shard. */
-static entry *find_entry(Window *w, int kind, const char *key, Py_ssize_t key_len, Py_ssize_t name_len)
+/* Entry i of the table, found for (kind, key); made ready when it was just `created`. */
+static entry *file_entry(Window *w, Py_ssize_t i, int kind, const char *key, Py_ssize_t name_len, int created)
 {
-    int created;
-    Py_ssize_t i = table_find(&w->table, kind, key, key_len, &created);
-    if (i < 0)
-        return NULL;
     entry *e = table_item(&w->table, i);
     if (created) {
         e->kind = kind;
@@ -215,18 +241,16 @@ static entry *find_entry(Window *w, int kind, const char *key, Py_ssize_t key_le
     return e;
 }
 
+/* The entry of (kind, key), made if new; the name (key up to its first separator) picks the shard. */
+static entry *find_entry(Window *w, int kind, const char *key, Py_ssize_t key_len, Py_ssize_t name_len)
+{
+    int created;
+    Py_ssize_t i = table_find(&w->table, kind, key, key_len, &created);
+    return i < 0 ? NULL : file_entry(w, i, kind, key, name_len, created);
+}
+
 /* ---- the seam for rules (stages.receiver.identity): a series' identity rewritten or dropped ---- */
 
-/* The payload of an item of w->answers: what the rules made of its series (UNASKED: their call failed),
- * the tally its samples are counted under (-1: none), and the scale of their values (scaled 0: none). */
-enum { UNASKED = 0, UNCHANGED, DROPPED, RENAMED };
-typedef struct {
-    int state;
-    int tally;
-    Py_ssize_t offset, len, name_len;  /* RENAMED: the new series key in w->answer_keys, its name's length */
-    int scaled;
-    double scale;
-} rule_answer;
 
 /* The flat tags (k1, v1, ...) of a series key's tail after its name ("", or "\x1fk1\x1fv1..."). */
 static PyObject *tags_of(const char *p, Py_ssize_t n)
@@ -309,7 +333,10 @@ static int ask_rules(Window *w, int kind, const char *key, Py_ssize_t key_len, P
         failed = p == NULL || buffer_put(&w->answer_keys, p, n) < 0;
         if (!failed) {
             const char *separator = memchr(p, KEY_SEPARATOR, (size_t)n);
-            *a = (rule_answer){RENAMED, (int)tally, offset, n, separator ? separator - p : n};
+            a->state = RENAMED;
+            a->offset = offset;
+            a->len = n;
+            a->name_len = separator ? separator - p : n;
         }
     } else {
         PyErr_SetString(PyExc_TypeError, "rules: identity.answer gives None, False or a series key");
@@ -324,44 +351,134 @@ static int ask_rules(Window *w, int kind, const char *key, Py_ssize_t key_len, P
     return failed ? -1 : 0;
 }
 
+/* The key a record holds. */
+static const char *answer_key(const Window *w, const rule_answer *a)
+{
+    return a->key_len <= INLINE_KEY ? a->key : w->answer_keys.data + a->key_offset;
+}
+
+/* The record of (kind, key, hash), or the empty one where it would go. */
+static rule_answer *answer_probe(const Window *w, uint64_t hash, int kind, const char *key, Py_ssize_t len)
+{
+    Py_ssize_t mask = w->answer_slots - 1;
+    for (Py_ssize_t s = (Py_ssize_t)(hash & (uint64_t)mask);; s = (s + 1) & mask) {
+        rule_answer *a = &w->answers[s];
+        if (a->kind == 0 || (a->hash == hash && a->kind == kind && a->key_len == len
+                             && memcmp(answer_key(w, a), key, (size_t)len) == 0))
+            return a;
+    }
+}
+
+/* Twice the records (1024 at first), every answer moved to its place among them. 0, or -1 error. The
+ * records are aligned to cache lines: one is two lines, never three. */
+static int answers_grow(Window *w)
+{
+    Py_ssize_t slots = w->answer_slots ? 2 * w->answer_slots : 1024;
+    rule_answer *old = w->answers;
+    Py_ssize_t old_slots = w->answer_slots;
+    w->answers = aligned_alloc(64, (size_t)slots * sizeof(rule_answer));
+    if (w->answers == NULL) {
+        w->answers = old;
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(w->answers, 0, (size_t)slots * sizeof(rule_answer));
+    w->answer_slots = slots;
+    for (Py_ssize_t i = 0; i < old_slots; i++)
+        if (old[i].kind != 0)
+            *answer_probe(w, old[i].hash, old[i].kind, answer_key(w, &old[i]), old[i].key_len) = old[i];
+    free(old);
+    return 0;
+}
+
+/* Every answer forgotten (with the keys they held). */
+static void answers_clear(Window *w)
+{
+    memset(w->answers, 0, (size_t)w->answer_slots * sizeof(rule_answer));
+    w->n_answers = 0;
+    w->answer_keys.len = 0;
+}
+
+/* The record of (kind, key), a new one (*created set, UNASKED) when it is not held; emptied first when a
+ * new one would make more than w->cache_size, as identity.Answers does. NULL with an exception set. */
+static rule_answer *answer_of(Window *w, int kind, const char *key, Py_ssize_t len, int *created)
+{
+    uint64_t hash = hash_key(w->answer_seed, kind, key, len);
+    rule_answer *a = answer_probe(w, hash, kind, key, len);
+    *created = a->kind == 0;
+    if (!*created)
+        return a;
+    if (len > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "rules: a series key too long");
+        return NULL;
+    }
+    if (w->n_answers + 1 > w->cache_size)
+        answers_clear(w);
+    if ((w->n_answers + 1) * 2 > w->answer_slots && answers_grow(w) < 0)
+        return NULL;
+    a = answer_probe(w, hash, kind, key, len);
+    Py_ssize_t offset = 0;
+    if (len > INLINE_KEY) {
+        offset = w->answer_keys.len;
+        if (buffer_put(&w->answer_keys, key, len) < 0)
+            return NULL;
+    }
+    a->hash = hash;
+    a->kind = kind;
+    a->key_len = (int)len;
+    a->key_offset = offset;
+    if (len <= INLINE_KEY)
+        memcpy(a->key, key, (size_t)len);
+    w->n_answers++;
+    return a;
+}
+
 /*
- * What the rules make of the series (*key, *key_len: its built key; *name_len: its name's bytes) of
- * type `kind`: 1 dropped, its `count` samples added to the answer's tally; 0 kept, with *key, *key_len
- * and *name_len now the series to file it under (the same or the rules' new one), *scaled, *scale the
- * answer's scale (*scaled 0: none) and *tally its tally (-1: none), which the caller adds the samples
- * it takes to (a scale may refuse some); -1 error.
- * The rules are asked only when w->answers does not hold the series, which keeps their answer, a
- * miss too, until it is emptied for want of room.
+ * The rules' answer for the series (key, key_len: its built key; name_len: its name's bytes) of type
+ * `kind`: NULL with *dropped set when they drop it (its `count` samples added to the answer's tally),
+ * NULL without it on an error; else the record whose tally, scale and series the caller files under
+ * (answered_entry), adding to the tally the samples it takes (a scale may refuse some). The rules are
+ * asked only when w->answers does not hold the series, which keeps their answer, a miss too, until it
+ * is emptied for want of room.
  */
-static int rule_identity(Window *w, int kind, const char **key, Py_ssize_t *key_len, Py_ssize_t *name_len,
-                         Py_ssize_t count, int *scaled, double *scale, int *tally)
+static rule_answer *rule_answer_of(Window *w, int kind, const char *key, Py_ssize_t key_len, Py_ssize_t name_len,
+                                   Py_ssize_t count, int *dropped)
 {
     int created;
-    Py_ssize_t i = table_find(&w->answers, kind, *key, *key_len, &created);
-    if (i >= 0 && created && w->answers.n > w->cache_size) {
-        table_clear(&w->answers);  /* full: emptied, then this series alone, as identity.Answers does */
-        w->answer_keys.len = 0;
-        i = table_find(&w->answers, kind, *key, *key_len, &created);
-    }
-    if (i < 0)
-        return -1;
-    rule_answer *a = table_item(&w->answers, i);
-    if (a->state == UNASKED && ask_rules(w, kind, *key, *key_len, *name_len, a) < 0)
-        return -1;
+    *dropped = 0;
+    rule_answer *a = answer_of(w, kind, key, key_len, &created);
+    if (a == NULL)
+        return NULL;
+    if (a->state == UNASKED && ask_rules(w, kind, key, key_len, name_len, a) < 0)
+        return NULL;
     if (a->state == DROPPED) {
         if (a->tally >= 0)
             w->tallies[a->tally] += count;
-        return 1;
+        *dropped = 1;
+        return NULL;
     }
-    *tally = a->tally;
-    *scaled = a->scaled;
-    *scale = a->scale;
+    return a;
+}
+
+/* The entry the series `a` answers for is filed under (the same series or the rules' new one): straight
+ * from the record when it found it since the entries were last taken. NULL on an error. */
+static entry *answered_entry(Window *w, rule_answer *a, int kind, const char *key, Py_ssize_t key_len,
+                             Py_ssize_t name_len)
+{
+    if (a->entry_generation == w->generation)
+        return table_item(&w->table, a->entry_index);
     if (a->state == RENAMED) {
-        *key = w->answer_keys.data + a->offset;
-        *key_len = a->len;
-        *name_len = a->name_len;
+        key = w->answer_keys.data + a->offset;
+        key_len = a->len;
+        name_len = a->name_len;
     }
-    return 0;
+    int created;
+    Py_ssize_t e = table_find(&w->table, kind, key, key_len, &created);
+    if (e < 0)
+        return NULL;
+    a->entry_generation = w->generation;
+    a->entry_index = e;
+    return file_entry(w, e, kind, key, name_len, created);
 }
 
 /* A value of type `mtype` times a rule's scale, as statsd_exporter scales (a counter's value / rate,
@@ -917,31 +1034,32 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
             if (fabs(w->numbers[i] / rate) > MAX_MAGNITUDE)
                 return R_OUT_OF_RANGE;  /* what it adds would be out of range */
     }
-    const char *key = w->scratch.data;
-    Py_ssize_t key_len = w->scratch.len;
-    int scaled = 0, tally = -1;
-    double scale = 1.0;
+    rule_answer *a = NULL;
+    int scaled = 0;
     Py_ssize_t refused = 0;
     if (w->rules != NULL) {
-        int dropped = rule_identity(w, mtype, &key, &key_len, &name_len, count, &scaled, &scale, &tally);
-        if (dropped < 0)
-            return -1;
+        int dropped;
+        a = rule_answer_of(w, mtype, w->scratch.data, w->scratch.len, name_len, count, &dropped);
         if (dropped) {
             w->rule_dropped += count;  /* each value of the line a sample, as the parser makes them */
             return OK;
         }
+        if (a == NULL)
+            return -1;
         /* each value as its rule's scale makes it, before any is filed: one out of range is refused (NAN) */
+        scaled = a->scaled;
         for (Py_ssize_t i = 0; scaled && mtype != SET && i < count; i++) {
-            w->numbers[i] = scaled_value(mtype, w->numbers[i], rate, scale);
+            w->numbers[i] = scaled_value(mtype, w->numbers[i], rate, a->scale);
             refused += isnan(w->numbers[i]);
         }
         w->out_of_range = refused;
-        if (tally >= 0)
-            w->tallies[tally] += count - refused;
+        if (a->tally >= 0)
+            w->tallies[a->tally] += count - refused;
         if (refused == count)
             return OK;
     }
-    entry *e = find_entry(w, mtype, key, key_len, name_len);
+    entry *e = a != NULL ? answered_entry(w, a, mtype, w->scratch.data, w->scratch.len, name_len)
+                         : find_entry(w, mtype, w->scratch.data, w->scratch.len, name_len);
     if (e == NULL)
         return -1;
     if (mtype == SET) {
@@ -1020,19 +1138,18 @@ static int add_sample(Window *w, PyObject *sample, int ruled)
             return -1;
     }
     int kind = mtype == GAUGE_DELTA ? GAUGE : (int)mtype;
-    const char *key = b->data;
-    Py_ssize_t key_len = b->len;
-    int scaled = 0, tally = -1;
-    double scale = 1.0;
+    rule_answer *a = NULL;
     if (w->rules != NULL && ruled) {
-        int dropped = rule_identity(w, kind, &key, &key_len, &name_len, 1, &scaled, &scale, &tally);
-        if (dropped < 0)
-            return -1;
+        int dropped;
+        a = rule_answer_of(w, kind, b->data, b->len, name_len, 1, &dropped);
         if (dropped) {
             w->rule_dropped++;
             return 0;
         }
+        if (a == NULL)
+            return -1;
     }
+    int scaled = a != NULL && a->scaled;
     PyObject *value = PyTuple_GET_ITEM(sample, 2);
     double number = 0.0;
     if (mtype == SET) {
@@ -1046,15 +1163,15 @@ static int add_sample(Window *w, PyObject *sample, int ruled)
             return -1;
     }
     if (scaled && mtype < SET) {  /* before anything of it is counted, as the Python window does */
-        number = scaled_value((int)mtype, number, rate, scale);
+        number = scaled_value((int)mtype, number, rate, a->scale);
         if (isnan(number))
             return 1;
         if (mtype == COUNTER)
             rate = 1.0;  /* what it adds */
     }
-    if (tally >= 0)
-        w->tallies[tally]++;
-    entry *e = find_entry(w, kind, key, key_len, name_len);
+    if (a != NULL && a->tally >= 0)
+        w->tallies[a->tally]++;
+    entry *e = a != NULL ? answered_entry(w, a, kind, b->data, b->len, name_len) : find_entry(w, kind, b->data, b->len, name_len);
     if (e == NULL)
         return -1;
     w->metrics++;
@@ -1225,6 +1342,7 @@ static void clear_entries(Window *w)
     }
     if (w->table.slots)
         table_clear(&w->table);
+    w->generation++;  /* every answer's entry is gone with them */
     w->metrics = 0;
     if (w->shard_metrics)
         memset(w->shard_metrics, 0, (size_t)w->shards * sizeof(long long));
@@ -1257,7 +1375,8 @@ static int init_rules(Window *w, PyObject *rules, Py_ssize_t cache_size)
         PyErr_SetString(PyExc_ValueError, "cache_size: at least 1");
         return -1;
     }
-    if (table_init(&w->answers, sizeof(rule_answer), w) < 0) {
+    w->answer_seed = hash_seed(w);
+    if (answers_grow(w) < 0) {
         Py_DECREF(answer);
         return -1;
     }
@@ -1346,6 +1465,7 @@ static int Window_init(Window *w, PyObject *args, PyObject *kwargs)
     w->fallback = fallback;
     if (rules != Py_None && init_rules(w, rules, cache_size) < 0)
         return -1;
+    w->generation = 1;  /* a new answer's entry_generation, 0, names no window's entries */
     return table_init(&w->table, sizeof(entry), w);
 }
 
@@ -1353,7 +1473,7 @@ static void Window_dealloc(Window *w)
 {
     clear_entries(w);
     table_free(&w->table);
-    table_free(&w->answers);
+    free(w->answers);  /* aligned_alloc's */
     PyMem_Free(w->answer_keys.data);
     PyMem_Free(w->tallies);
     Py_XDECREF(w->rules);

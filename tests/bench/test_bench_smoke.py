@@ -43,3 +43,23 @@ def test_bench_smoke_delivers_exactly_what_was_sent(tmp_path: Path) -> None:
         # the mix: counters and timers both counted, and every line a datagram of its own run
         assert run["metrics_sent"] > run["sent"], run
         assert not run["ring_wrapped"], run
+
+
+def test_bench_smoke_with_rules_accounts_for_every_line(tmp_path: Path) -> None:
+    # pystatsd-rules: the mix through bench/rules.yaml, which renames every timer, drops the counters
+    # bench.c9* and merges the series of others; what is delivered under the new names and what the
+    # receiver counted as dropped by a rule add up to exactly what was sent.
+    report = tmp_path / "smoke.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--systems", "pystatsd-rules", "--json", str(report)],
+        cwd=REPO, capture_output=True, text=True, timeout=100,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    [run] = [run for point in json.loads(report.read_text())["sweep"] for run in point["runs"]]
+    assert run["system"] == "pystatsd-rules"
+    assert run["delivered"] == run["sent"] > 0, run
+    # each outcome happened: timers delivered under bench.timer, counters dropped and counted, and the
+    # counters no rule matched (the rest) delivered as sent
+    assert run["renamed"] > 0 and run["rule_dropped"] > 0, run
+    assert run["renamed"] + run["rule_dropped"] < run["sent"], run
+    assert not run["ring_wrapped"], run

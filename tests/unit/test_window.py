@@ -292,6 +292,20 @@ def test_the_micro_benchmarks_run() -> None:
     assert all(nanoseconds > 0 for nanoseconds in figures.values())
 
 
+def test_the_rules_micro_benchmark_runs() -> None:
+    # bench.rules_window (the window with and without bench/rules.yaml): that it runs, on a few lines the rules
+    # rename, drop, re-tag and miss; it times each window and its caches cold as asked.
+    from bench import rules_window
+
+    tags = "|#env:bench,host:h1,zone:z1"
+    datagrams = ["\n".join(f"bench.{kind}{i}:1|{code}{tags}" for kind, code in (("t", "ms"), ("c", "c"), ("g", "g"))
+                           for i in range(90, 100)).encode()] * 3
+    for evict in (0, 1):
+        figures = rules_window.measure(datagrams, rounds=1, python=CompiledWindow is None, evict_mib=evict)
+        assert list(figures) == ["without rules", "with bench/rules.yaml"]
+        assert all(nanoseconds > 0 for nanoseconds in figures.values())
+
+
 # ---- the seam for rules (stages.receiver.identity): both windows ask the same, and file the same ----
 
 def without(tags: Tags, key: str) -> Tags:
@@ -417,6 +431,39 @@ def test_rules_are_asked_once_per_distinct_name_type_and_tag_set_across_takes_mi
             window.take(5)  # type: ignore[attr-defined]
         assert sorted(rules.asked) == [("a", 1, ()), ("a", 1, ("k", "v")), ("a", 2, ()), ("a", 4, ()), ("b", 1, ()),
                                        ("drop.me", 1, ()), ("j", 1, ()), ("x.y", 1, ())]
+
+
+def test_take_after_take_under_rules_both_windows_file_each_series_anew() -> None:
+    # The compiled window remembers, per answer, the entry its series went to until the entries are
+    # taken: after a take (and after the answers were emptied for room) a series seen again, merged
+    # with others or not, must get an entry of the new window, as the Python one gives.
+    lines = [f"svc{i % 7}.hits:{i}|c|#host:h{i % 3}" for i in range(40)] + ["a:1|ms", "a:2|ms", "drop.me:1|c"]
+    for cache_size in (CACHE_SIZE, 3):
+        python, compiled = window_pair(shards=2, defaults={}, rules=renaming_pair(), cache_size=cache_size)
+        for round_ in range(4):
+            burst = [payload(lines[round_:] + lines[:round_])]
+            assert fed(compiled, burst, defaults={}) == fed(python, burst, defaults={})
+            assert compiled.entries == python.entries  # type: ignore[attr-defined]
+            assert compiled.take(5) == python.take(5)  # type: ignore[attr-defined]
+        assert compiled.tallies == python.tallies  # type: ignore[attr-defined]
+        assert compiled.rule_dropped == python.rule_dropped  # type: ignore[attr-defined]
+
+
+def test_thousands_of_answers_short_and_long_keys_and_a_cache_emptied_on_the_way_match() -> None:
+    # The compiled window's answers grow (1,024 records at first, two per answer) and hold a series key of up to
+    # 56 bytes in the record itself, a longer one beside: thousands of series, half with keys far longer, both
+    # windows alike, with a cache that holds them all and one emptied several times on the way.
+    lines = [f"svc{i}.{'long_component_' * (i % 2 * 4)}hits:1|c|#host:h{i % 5},dc:{'x' * (i % 3 * 30)}"
+             for i in range(3000)]
+    for cache_size in (CACHE_SIZE, 700):
+        python, compiled = window_pair(shards=2, defaults={}, rules=(rules := renaming_pair()), cache_size=cache_size)
+        burst = [payload(lines[start:start + 100]) for start in range(0, len(lines), 100)]
+        for _ in range(2):
+            assert fed(compiled, burst, defaults={}) == fed(python, burst, defaults={})
+            assert compiled.take(50) == python.take(50)  # type: ignore[attr-defined]
+        assert compiled.tallies == python.tallies  # type: ignore[attr-defined]
+        assert rules[0].asked == rules[1].asked
+        assert len(rules[0].asked) == (3000 if cache_size == CACHE_SIZE else 6000)
 
 
 def test_the_cache_is_bounded_and_emptied_when_full() -> None:
