@@ -139,6 +139,7 @@ typedef struct {
     double *values;                   /* timer-likes: every value, in arrival order */
     Py_ssize_t n_values, cap_values;
     PyObject *members;                /* sets: dict member -> None, in arrival order */
+    double ttl;                       /* gauges: the rules' ttl at its last sample, seconds (0: none) */
 } entry;
 
 typedef struct {
@@ -218,7 +219,8 @@ static entry *find_entry(Window *w, int kind, const char *key, Py_ssize_t key_le
 /* ---- the seam for rules (stages.receiver.identity): a series' identity rewritten or dropped ---- */
 
 /* The payload of an item of w->answers: what the rules made of its series (UNASKED: their call failed),
- * the tally its samples are counted under (-1: none), and the scale of their values (scaled 0: none). */
+ * the tally its samples are counted under (-1: none), the scale of their values (scaled 0: none) and the
+ * ttl of its gauges in seconds (0: none). */
 enum { UNASKED = 0, UNCHANGED, DROPPED, RENAMED };
 typedef struct {
     int state;
@@ -226,6 +228,7 @@ typedef struct {
     Py_ssize_t offset, len, name_len;  /* RENAMED: the new series key in w->answer_keys, its name's length */
     int scaled;
     double scale;
+    double ttl;
 } rule_answer;
 
 /* The flat tags (k1, v1, ...) of a series key's tail after its name ("", or "\x1fk1\x1fv1..."). */
@@ -277,15 +280,18 @@ static int ask_rules(Window *w, int kind, const char *key, Py_ssize_t key_len, P
     Py_XDECREF(type);
     if (pair == NULL)
         return -1;
-    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 3 || !PyLong_Check(PyTuple_GET_ITEM(pair, 1))
-            || (PyTuple_GET_ITEM(pair, 2) != Py_None && !PyFloat_Check(PyTuple_GET_ITEM(pair, 2)))) {
+    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 4 || !PyLong_Check(PyTuple_GET_ITEM(pair, 1))
+            || (PyTuple_GET_ITEM(pair, 2) != Py_None && !PyFloat_Check(PyTuple_GET_ITEM(pair, 2)))
+            || (PyTuple_GET_ITEM(pair, 3) != Py_None && !PyFloat_Check(PyTuple_GET_ITEM(pair, 3)))) {
         Py_DECREF(pair);
-        PyErr_SetString(PyExc_TypeError, "rules: identity.answer gives (answer, tally, scale)");
+        PyErr_SetString(PyExc_TypeError, "rules: identity.answer gives (answer, tally, scale, ttl)");
         return -1;
     }
     PyObject *scale = PyTuple_GET_ITEM(pair, 2);
     int scaled = scale != Py_None;
     double scale_value = scaled ? PyFloat_AS_DOUBLE(scale) : 1.0;
+    PyObject *ttl = PyTuple_GET_ITEM(pair, 3);
+    double ttl_value = ttl != Py_None ? PyFloat_AS_DOUBLE(ttl) : 0.0;  /* identity.answer: positive when given */
     long tally = PyLong_AsLong(PyTuple_GET_ITEM(pair, 1));
     if ((tally == -1 && PyErr_Occurred()) || tally < -1 || tally > INT_MAX
             || (tally >= 0 && make_tally(w, tally) < 0)) {
@@ -320,6 +326,7 @@ static int ask_rules(Window *w, int kind, const char *key, Py_ssize_t key_len, P
         a->tally = (int)tally;
         a->scaled = scaled;
         a->scale = scale_value;
+        a->ttl = ttl_value;
     }
     return failed ? -1 : 0;
 }
@@ -328,13 +335,13 @@ static int ask_rules(Window *w, int kind, const char *key, Py_ssize_t key_len, P
  * What the rules make of the series (*key, *key_len: its built key; *name_len: its name's bytes) of
  * type `kind`: 1 dropped, its `count` samples added to the answer's tally; 0 kept, with *key, *key_len
  * and *name_len now the series to file it under (the same or the rules' new one), *scaled, *scale the
- * answer's scale (*scaled 0: none) and *tally its tally (-1: none), which the caller adds the samples
- * it takes to (a scale may refuse some); -1 error.
+ * answer's scale (*scaled 0: none), *ttl its gauges' ttl (0: none) and *tally its tally (-1: none),
+ * which the caller adds the samples it takes to (a scale may refuse some); -1 error.
  * The rules are asked only when w->answers does not hold the series, which keeps their answer, a
  * miss too, until it is emptied for want of room.
  */
 static int rule_identity(Window *w, int kind, const char **key, Py_ssize_t *key_len, Py_ssize_t *name_len,
-                         Py_ssize_t count, int *scaled, double *scale, int *tally)
+                         Py_ssize_t count, int *scaled, double *scale, double *ttl, int *tally)
 {
     int created;
     Py_ssize_t i = table_find(&w->answers, kind, *key, *key_len, &created);
@@ -356,6 +363,7 @@ static int rule_identity(Window *w, int kind, const char **key, Py_ssize_t *key_
     *tally = a->tally;
     *scaled = a->scaled;
     *scale = a->scale;
+    *ttl = a->ttl;
     if (a->state == RENAMED) {
         *key = w->answer_keys.data + a->offset;
         *key_len = a->len;
@@ -920,10 +928,10 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
     const char *key = w->scratch.data;
     Py_ssize_t key_len = w->scratch.len;
     int scaled = 0, tally = -1;
-    double scale = 1.0;
+    double scale = 1.0, ttl = 0.0;
     Py_ssize_t refused = 0;
     if (w->rules != NULL) {
-        int dropped = rule_identity(w, mtype, &key, &key_len, &name_len, count, &scaled, &scale, &tally);
+        int dropped = rule_identity(w, mtype, &key, &key_len, &name_len, count, &scaled, &scale, &ttl, &tally);
         if (dropped < 0)
             return -1;
         if (dropped) {
@@ -944,6 +952,8 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
     entry *e = find_entry(w, mtype, key, key_len, name_len);
     if (e == NULL)
         return -1;
+    if (mtype == GAUGE)
+        e->ttl = ttl;  /* as its last sample's answer gives it, as PyWindow keeps it */
     if (mtype == SET) {
         PyObject *member = PyUnicode_DecodeASCII(value, bar - value, NULL);
         if (member == NULL)
@@ -1023,9 +1033,9 @@ static int add_sample(Window *w, PyObject *sample, int ruled)
     const char *key = b->data;
     Py_ssize_t key_len = b->len;
     int scaled = 0, tally = -1;
-    double scale = 1.0;
+    double scale = 1.0, ttl = 0.0;
     if (w->rules != NULL && ruled) {
-        int dropped = rule_identity(w, kind, &key, &key_len, &name_len, 1, &scaled, &scale, &tally);
+        int dropped = rule_identity(w, kind, &key, &key_len, &name_len, 1, &scaled, &scale, &ttl, &tally);
         if (dropped < 0)
             return -1;
         if (dropped) {
@@ -1057,6 +1067,8 @@ static int add_sample(Window *w, PyObject *sample, int ruled)
     entry *e = find_entry(w, kind, key, key_len, name_len);
     if (e == NULL)
         return -1;
+    if (kind == GAUGE)
+        e->ttl = ttl;
     w->metrics++;
     w->shard_metrics[e->shard]++;
     if (mtype == SET)
@@ -1480,6 +1492,26 @@ fail:
     return NULL;
 }
 
+/* The gauge ttls of a batch's entries: {series key: seconds} of those the rules gave one (PyWindow's). */
+static PyObject *ttls_of(Window *w, const Py_ssize_t *order, Py_ssize_t n)
+{
+    PyObject *ttls = PyDict_New();
+    for (Py_ssize_t i = 0; ttls != NULL && i < n; i++) {
+        entry *e = table_item(&w->table, order[i]);
+        if (e->kind != GAUGE || e->ttl <= 0.0)
+            continue;
+        Py_ssize_t key_len;
+        const char *key = table_key(&w->table, order[i], &key_len);
+        PyObject *k = PyUnicode_DecodeUTF8(key, key_len, NULL);
+        PyObject *v = k ? PyFloat_FromDouble(e->ttl) : NULL;
+        if (v == NULL || PyDict_SetItem(ttls, k, v) < 0)
+            Py_CLEAR(ttls);
+        Py_XDECREF(k);
+        Py_XDECREF(v);
+    }
+    return ttls;
+}
+
 static PyObject *Window_take(Window *w, PyObject *arg)
 {
     Py_ssize_t max_entries = PyLong_AsSsize_t(arg);
@@ -1513,7 +1545,12 @@ static PyObject *Window_take(Window *w, PyObject *arg)
             PyObject *body = body_of(w, order + start, count);
             if (body == NULL)
                 goto fail;
-            PyObject *batch = Py_BuildValue("(Nnl)", body, count, (long)metrics);
+            PyObject *ttls = ttls_of(w, order + start, count);
+            if (ttls == NULL) {
+                Py_DECREF(body);
+                goto fail;
+            }
+            PyObject *batch = Py_BuildValue("(NnlN)", body, count, (long)metrics, ttls);
             if (batch == NULL || PyList_Append(batches, batch) < 0) {
                 Py_XDECREF(batch);
                 goto fail;
@@ -1568,7 +1605,7 @@ static PyMethodDef Window_methods[] = {
     {"add_own", (PyCFunction)Window_add_own, METH_O,
      "add_own(sample): take one of the receiver's own samples, filed as it is (the rules are not asked)."},
     {"take", (PyCFunction)Window_take, METH_O,
-     "take(max_entries) -> per shard, [(body, entries, metrics), ...]; the window is empty after."},
+     "take(max_entries) -> per shard, [(body, entries, metrics, gauge ttls), ...]; the window is empty after."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -68,7 +68,7 @@ DRIVER = textwrap.dedent('''
     for start in range(0, len(payloads), 64):
         take_payloads(window, payloads[start:start + 64], parse, bad)
         for shard in window.take(rng.randint(1, 50)):
-            for body, _, _ in shard:
+            for body, *_ in shard:
                 for bucket in buckets:
                     bucket.merge(body)
                 bodies += 1
