@@ -10,11 +10,13 @@ the deltas already received apply to (they are applied when the interval closes)
 since the switch is newer and stays.
 
 The file is a msgpack map ``{"kind": "pystatsd.gauges.v1", "gauges": [[key, value, index of the
-last interval that changed it], ...]}``, written by a shard of one release and read by a shard of the
-next when an upgrade and a reshard meet. Within v1 keys may only be added, each with a default, and
-each addition gets a golden file of its own (tests/data/rundir/gauges.v1*.bin): the writer produces
-the newest bytes and the reader keeps reading every older file. Any other change is a new kind
-(``pystatsd.gauges.v2``), read beside v1 for one release.
+last interval that changed it], ...]}``, since v1.1 with ``"expire_for": {key: idle intervals}`` for
+the gauges a rule gave a ttl (left out when none; a reader without it keeps the default expiry),
+written by a shard of one release and read by a shard of the next when an upgrade and a reshard
+meet. Within v1 keys may only be added, each with a default, and each addition gets a golden file
+of its own (tests/data/rundir/gauges.v1*.bin): the writer produces the newest bytes and the reader
+keeps reading every older file. Any other change is a new kind (``pystatsd.gauges.v2``), read beside
+v1 for one release.
 """
 
 from __future__ import annotations
@@ -53,12 +55,16 @@ def next_ring(run_dir: Path, shards: int, started: float) -> Ring | None:
 def write_carried(run_dir: Path, gauges: Gauges, from_shard: int, from_shards: int, shards: int) -> int:
     """Split ``gauges`` by the new ring's shard of each name, one file per new shard; the gauges written."""
     split: dict[int, list[list[Any]]] = {shard: [] for shard in range(shards)}
+    expiry: dict[int, dict[str, int]] = {shard: {} for shard in range(shards)}
     for key, (value, seen) in gauges.values.items():
-        split[shard_for(series_name(key), shards)].append([key, value, seen])
+        shard = shard_for(series_name(key), shards)
+        split[shard].append([key, value, seen])
+        if key in gauges.expire_for:
+            expiry[shard][key] = gauges.expire_for[key]
     for shard, carried in split.items():
         if carried:
-            write_private(carry_path(run_dir, shard, shards, from_shard, from_shards), encode_carried(carried),
-                          durable=True)
+            write_private(carry_path(run_dir, shard, shards, from_shard, from_shards),
+                          encode_carried(carried, expiry[shard]), durable=True)
     return len(gauges.values)
 
 
@@ -70,11 +76,14 @@ def take_carried(run_dir: Path, gauges: Gauges, shard: int, shards: int) -> int:
         try:
             data = read_private(path)
             path.unlink()
-            for key, value, seen in decode_carried(data):
+            carried, expiry = decode_carried(data)
+            for key, value, seen in carried:
                 if key not in gauges.values:
                     admitted = gauges.admit(key)
                     if admitted is not None and admitted not in gauges.values:
                         gauges.values[admitted] = [float(value), int(seen)]
+                        if admitted in expiry:
+                            gauges.expire_for[admitted] = expiry[admitted]
                         adopted += 1
         except (OSError, ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
             path.unlink(missing_ok=True)
@@ -82,15 +91,19 @@ def take_carried(run_dir: Path, gauges: Gauges, shard: int, shards: int) -> int:
     return adopted
 
 
-def encode_carried(carried: list[list[Any]]) -> bytes:
-    """One carry file's bytes: ``carried`` is [key, value, index of the last interval that changed it] per gauge."""
-    return bytes(msgpack.packb({"kind": GAUGES_V1, "gauges": carried}, use_bin_type=True))
+def encode_carried(carried: list[list[Any]], expire_for: dict[str, int] | None = None) -> bytes:
+    """One carry file's bytes: ``carried`` is [key, value, index of the last interval that changed it] per
+    gauge, ``expire_for`` the idle intervals of those a rule gave a ttl (v1.1; left out when empty)."""
+    fields: dict[str, Any] = {"kind": GAUGES_V1, "gauges": carried}
+    if expire_for:
+        fields["expire_for"] = expire_for
+    return bytes(msgpack.packb(fields, use_bin_type=True))
 
 
-def decode_carried(data: bytes) -> list[list[Any]]:
-    """The gauges of a carry file (as :func:`encode_carried` took them); ValueError (or msgpack's) when
-    it is not a ``pystatsd.gauges.v1`` file."""
+def decode_carried(data: bytes) -> tuple[list[list[Any]], dict[str, int]]:
+    """The gauges of a carry file and their ``expire_for`` (as :func:`encode_carried` took them; empty in a
+    v1 file without it); ValueError (or msgpack's) when it is not a ``pystatsd.gauges.v1`` file."""
     raw = msgpack.unpackb(data, raw=False)
     if not isinstance(raw, dict) or raw.get("kind") != GAUGES_V1:
         raise ValueError("not a pystatsd.gauges.v1 file")
-    return [list(entry) for entry in raw["gauges"]]
+    return [list(entry) for entry in raw["gauges"]], {str(k): int(n) for k, n in raw.get("expire_for", {}).items()}

@@ -17,7 +17,8 @@ for a crash. A killed shard writes nothing: its open interval is lost and counte
 An upgrade by restart has the old release write the file and the new one read it, so the format is
 versioned: a msgpack map of :class:`Handoff`'s fields and ``"kind": "pystatsd.handoff.v1"`` (each
 bucket's tables as a batch v2 body, :mod:`stages.common.contract`). Within v1 fields may only be added, each
-with a default, and each addition gets a golden file of its own (tests/data/rundir/handoff.v1*.bin):
+with a default, and each addition gets a golden file of its own (tests/data/rundir/handoff.v1*.bin;
+v1.1: ``gauge_expiry`` and ``bucket_gauge_ttls``, what a rule's ttl makes of a gauge's expiry):
 the writer produces the newest bytes and the reader keeps reading every older file. Any other change
 is a new kind (``pystatsd.handoff.v2``), read beside v1 for one release. A file of a newer release
 (a field this one does not know) is refused, as one of another shard is.
@@ -72,6 +73,10 @@ class Handoff:
     gap_metrics: dict[str, int] = field(default_factory=dict)
     late_metrics: int = 0
     metrics: int = 0
+    #: v1.1: key → idle intervals of the live gauges a rule gave a ttl (``Gauges.expire_for``)
+    gauge_expiry: dict[str, int] = field(default_factory=dict)
+    #: v1.1: index → the same for the gauges each open bucket changed (``IntervalBucket.gauge_ttls``)
+    bucket_gauge_ttls: dict[int, dict[str, int]] = field(default_factory=dict)
 
     def encode(self) -> bytes:
         return bytes(msgpack.packb({"kind": HANDOFF_V1, **self.__dict__}, use_bin_type=True))
@@ -84,6 +89,9 @@ class Handoff:
                 raise HandoffRefused("not a pystatsd.handoff.v1 file")
             raw["buckets"] = {int(index): (bytes(body), int(metrics), dict(covers), dict(folded))
                               for index, (body, metrics, covers, folded) in raw["buckets"].items()}
+            raw["bucket_gauge_ttls"] = {int(index): {str(key): int(n) for key, n in ttls.items()}
+                                        for index, ttls in raw.get("bucket_gauge_ttls", {}).items()}
+            raw["gauge_expiry"] = {str(key): int(n) for key, n in raw.get("gauge_expiry", {}).items()}
             return cls(**raw)
         except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
             raise HandoffRefused(f"unreadable ({exc})") from None
@@ -106,8 +114,11 @@ def capture(state: ShardState, shards: int, epoch: int, seq: int, now: float | N
         bucket.close()
         handoff.buckets[index] = (pack_batch_body(bucket_body(bucket, overflow)), bucket.metrics, bucket.covers,
                                   bucket.limit.folded)
+        if bucket.gauge_ttls:
+            handoff.bucket_gauge_ttls[index] = bucket.gauge_ttls
     handoff.gauges = [[key, value, seen] for key, (value, seen) in overflow_last(state.gauges.values, overflow)]
     handoff.gauges_folded = state.gauges.limit.folded
+    handoff.gauge_expiry = state.gauges.expire_for
     handoff.streams = [[src, epoch_, last, through] for (src, epoch_), (last, through) in state.last_seq.items()]
     return handoff
 
@@ -151,9 +162,11 @@ def restore(state: ShardState, handoff: Handoff, shards: int, now: float, max_ag
         # Each series is admitted here as it was there (overflow series last): nothing folds anew.
         bucket.merge_frame(body)
         bucket.metrics, bucket.covers, bucket.limit.folded = metrics, covers, folded
+        bucket.gauge_ttls = handoff.bucket_gauge_ttls.get(index, {})
     for key, value, seen in handoff.gauges:
         state.gauges.values[state.gauges.limit.admit(key)] = [value, seen]
     state.gauges.limit.folded = handoff.gauges_folded
+    state.gauges.expire_for = {key: n for key, n in handoff.gauge_expiry.items() if key in state.gauges.values}
     state.last_seq = {(src, epoch): (last, through) for src, epoch, last, through in handoff.streams}
     state.seq_gaps, state.gap_metrics = handoff.seq_gaps, handoff.gap_metrics
     state.late_metrics, state.metrics = handoff.late_metrics, handoff.metrics

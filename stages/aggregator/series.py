@@ -78,7 +78,7 @@ class IntervalBucket:
     """
 
     __slots__ = ("counters", "gauge_changes", "sampled", "sets", "traces", "metrics", "known", "limit", "covers",
-                 "_compiled")
+                 "gauge_ttls", "_compiled")
 
     def __init__(self, limit: SeriesLimit, compiled: bool | None = None) -> None:
         self.counters: dict[SeriesKey, float] = {}
@@ -95,6 +95,8 @@ class IntervalBucket:
         self.limit = limit
         #: "src@epoch" → [first seq, sent_before, last seq, sent through last] of the batches merged
         self.covers: dict[str, list[int]] = {}
+        #: key → intervals a gauge changed here lives idle, from its batches' ``gauge_ttls`` (see :class:`Gauges`)
+        self.gauge_ttls: dict[SeriesKey, int] = {}
         if compiled is None:
             compiled = use_compiled()
         self._compiled = CompiledBucket(limit.admit) if compiled and CompiledBucket is not None else None
@@ -201,7 +203,9 @@ class IntervalBucket:
 
 
 class Gauges:
-    """Gauge values carried from interval to interval until idle for ``expire_after`` intervals.
+    """Gauge values carried from interval to interval until idle for ``expire_after`` intervals, or for
+    the intervals a rule's ttl makes of it (``expire_for``: the batches' ``gauge_ttls``, as of its last
+    change; a change without one brings it back to ``expire_after``).
 
     At most ``max_live`` are kept: a gauge a shard has not heard of while it holds that many is
     dropped, and ``dropped`` counts it (once per interval it came in). The newest goes, not an old
@@ -213,6 +217,8 @@ class Gauges:
         self.expire_after = expire_after
         #: key → [value, index of the last interval that changed it]
         self.values: dict[SeriesKey, list[Any]] = {}
+        #: key → intervals it lives idle, for the live gauges a rule gave a ttl
+        self.expire_for: dict[SeriesKey, int] = {}
         self.limit = limit
         self.max_live = max_live
         #: new gauges dropped at ``max_live`` since the caller last cleared it
@@ -225,7 +231,9 @@ class Gauges:
             return None
         return self.limit.admit(key)
 
-    def apply(self, changes: dict[SeriesKey, list[Any]], index: int) -> None:
+    def apply(self, changes: dict[SeriesKey, list[Any]], index: int, ttls: dict[SeriesKey, int] | None = None) -> None:
+        """The interval ``index``'s changes; ``ttls``: the intervals its changed gauges with a ttl live idle."""
+        ttls = ttls or {}
         for key, (was_set, value) in changes.items():
             current = self.values.get(key)
             if current is None:
@@ -239,12 +247,19 @@ class Gauges:
             else:
                 current[0] += value
                 current[1] = index
+            expire_for = ttls.get(key)
+            if expire_for is not None:
+                self.expire_for[key] = expire_for
+            elif self.expire_for:
+                self.expire_for.pop(key, None)
 
     def aggregates(self, index: int, timestamp: float, interval: float) -> list[dict[str, Any]]:
         """Every live gauge's value at the end of interval ``index``; forgets the idle ones."""
-        expired = [key for key, (_, seen) in self.values.items() if index - seen >= self.expire_after]
+        expire_for, default = self.expire_for, self.expire_after
+        expired = [key for key, (_, seen) in self.values.items() if index - seen >= expire_for.get(key, default)]
         for key in expired:
             del self.values[key]
+            expire_for.pop(key, None)
             self.limit.release(series_name(key))
         make = IntervalAggregates(timestamp, interval).make_keyed
         return [make(key, "gauge", {"value": value}) for key, (value, _) in self.values.items()]

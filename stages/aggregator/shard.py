@@ -13,6 +13,7 @@ for), never of a batch's entries (one per series).
 from __future__ import annotations
 
 import gc
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,11 @@ class ClosedInterval:
     partials: list[bytes] | None = None
     #: new gauges dropped at the shard's ``gauges_limit`` in this interval
     dropped_gauges: int = 0
+
+
+def ttl_intervals(ttl: float, interval: float) -> int:
+    """The idle intervals a gauge with a rule's ``ttl`` (seconds) lives: ``ceil(ttl / interval)``, at least one."""
+    return max(1, math.ceil(ttl / interval))
 
 
 def overrun_secs(closed: ClosedInterval, handed_at: float) -> float:
@@ -123,6 +129,8 @@ class ShardState:
             bucket = self.buckets[index] = self.new_bucket()
         bucket.merge_frame(body)
         bucket.metrics += header.metrics
+        for key, ttl in header.gauge_ttls.items():
+            bucket.gauge_ttls[key] = ttl_intervals(ttl, self.interval)
         # Per bucket, so a flush claims exactly the batches whose metrics are in it: a crash before
         # the next flush then shows as a gap in the forwarder's ledger.
         stream = f"{header.src}@{header.epoch}"
@@ -187,7 +195,7 @@ class ShardState:
         bucket.close()
         start = self.start_of(index)
         end = self.start_of(index + 1)
-        self.gauges.apply(bucket.gauge_changes, index)
+        self.gauges.apply(bucket.gauge_changes, index, bucket.gauge_ttls)
         aggregates = bucket.aggregates(end, self.interval, self.percentiles)
         reports_gauges = ((self.gauges_handed_at is None or index < self.gauges_handed_at)
                           and (self.gauges_taken_over_at is None or index >= self.gauges_taken_over_at))

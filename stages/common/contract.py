@@ -16,7 +16,10 @@ time the batch's first datagram was read; it decides the interval), ``n`` (entri
 ``metrics`` (metrics the batch stands for: every metric the receiver accumulated into its
 entries), ``sent_before`` (metrics of earlier batches in the same stream), ``paused`` (true on the
 empty batch a receiver sends a stopping shard when it begins to hold that shard's batches: nothing of
-that stream comes after it, see :mod:`stages.rundir.pause`). The body is columnar:
+that stream comes after it, see :mod:`stages.rundir.pause`), ``gauge_ttls`` (since v2.2; left out when
+empty: a map of the series keys of the batch's gauges whose rule gives a ttl to that ttl in seconds,
+:mod:`stages.receiver.identity`; a shard forgets such a gauge once idle for ``ceil(ttl / interval)``
+intervals, one that does not know the key, or a batch without it, the default expiry). The body is columnar:
 each series once per batch, accumulated over the receiver's batch window. It is an array of five
 flat arrays (see :class:`BatchBody`), each entry's fields one after another:
 
@@ -90,6 +93,7 @@ from __future__ import annotations
 
 import gc
 import io
+import math
 import sys
 from array import array
 from collections.abc import Iterator, Sequence
@@ -132,10 +136,17 @@ class BatchHeader:
     metrics: int = -1
     #: The sender's last batch to this shard instance: it holds the later ones (:mod:`stages.rundir.pause`).
     paused: bool = False
+    #: Series key → seconds: the batch's gauges a rule gives a ttl (v2.2; empty: none, and not encoded).
+    gauge_ttls: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.metrics < 0:
             object.__setattr__(self, "metrics", self.n)
+        for key, ttl in self.gauge_ttls.items():
+            # TypeError: decode_batch refuses the batch as bad_header, as a wrongly typed key
+            if not isinstance(key, str) or isinstance(ttl, bool) or not isinstance(ttl, (int, float)) \
+                    or not 0 < ttl < math.inf:
+                raise TypeError(f"gauge_ttls: {key!r}: {ttl!r} is no positive finite number of seconds")
 
 
 @dataclass(frozen=True)
@@ -241,7 +252,7 @@ def _checked_header(raw: Any, cls: type[Any]) -> Any:
 #: What each header key must be: a wrongly typed value is refused here, not crashed on downstream.
 _FIELD_TYPES: dict[type, dict[str, type | tuple[type, ...]]] = {
     BatchHeader: {"src": str, "epoch": int, "seq": int, "ts": (int, float), "n": int, "sent_before": int,
-                  "metrics": int, "paused": bool},
+                  "metrics": int, "paused": bool, "gauge_ttls": dict},
     FlushHeader: {"shard": int, "shards": int, "epoch": int, "seq": int, "interval_start": (int, float),
                   "interval": (int, float), "n": int, "final": bool, "seq_gaps": dict, "covers": dict,
                   "ack": bool, "revision": int, "paused": bool},
@@ -290,8 +301,12 @@ def pack_batch_body(body: BatchBody) -> bytes:
 
 
 def encode_batch(header: BatchHeader, body: bytes) -> list[bytes]:
-    """A batch of a packed body (:func:`pack_batch_body`, or the compiled window's own)."""
-    return [BATCH_V2, _pack(asdict(header)), body]
+    """A batch of a packed body (:func:`pack_batch_body`, or the compiled window's own); ``gauge_ttls``
+    only when it has any, so a batch without is as v2.1 wrote it."""
+    fields = asdict(header)
+    if not header.gauge_ttls:
+        del fields["gauge_ttls"]
+    return [BATCH_V2, _pack(fields), body]
 
 
 def decode_batch(frames: list[bytes]) -> tuple[BatchHeader, bytes]:

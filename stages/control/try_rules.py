@@ -25,8 +25,9 @@ _KIND = {int(MetricType.GAUGE_DELTA): int(MetricType.GAUGE)}
 def tried(config: Config, config_dir: Path, lines: list[str]) -> Iterator[dict[str, Any]]:
     """Per metric of each line (a bad line: once, with its reason), what the rules make of it:
     ``line``, ``outcome`` (``mapped``, ``dropped``, ``unmatched`` or ``bad``), ``rule`` (which decided),
-    the ``name``, ``type`` and ``tags`` it is aggregated under, and ``scale`` when the rule multiplies its
-    values (statsd_exporter's ``scale``). RulesError when the rules cannot load."""
+    the ``name``, ``type`` and ``tags`` it is aggregated under, ``scale`` when the rule multiplies its
+    values (statsd_exporter's ``scale``) and, for a gauge, ``ttl`` when the rule gives one (seconds idle
+    before it is forgotten; statsd_exporter's ``ttl``). RulesError when the rules cannot load."""
     rules = load_rule_set(config, config_dir)
     parse = payload_parser(config.agent.tags)
     for line in lines:
@@ -44,14 +45,16 @@ def tried(config: Config, config_dir: Path, lines: list[str]) -> Iterator[dict[s
 
 
 def _verdict(rules: RuleSet | None, name: str, kind: int, tags: Tags) -> dict[str, Any]:
-    decision, rule, scale = rules.verdict(name, kind, tags) if rules is not None else (None, None, None)
+    decision, rule, scale, ttl = rules.verdict(name, kind, tags) if rules is not None else (None,) * 4
     if decision is DROP:
         return {"outcome": "dropped", "rule": rule}
     if decision is not None:
         name, tags = decision
     scaled = {"scale": scale} if scale is not None else {}
+    # only a gauge outlives its interval: only a gauge has anything for a ttl to forget
+    expiring = {"ttl": ttl} if ttl is not None and kind == int(MetricType.GAUGE) else {}
     return {"outcome": "unmatched" if rule is None else "mapped", "rule": rule, "name": name,
-            "type": OUTPUT_TYPE_NAMES[kind], "tags": dict(sorted(tags_dict(tags).items())), **scaled}
+            "type": OUTPUT_TYPE_NAMES[kind], "tags": dict(sorted(tags_dict(tags).items())), **scaled, **expiring}
 
 
 def as_text(results: list[dict[str, Any]]) -> list[str]:
@@ -72,5 +75,6 @@ def _becomes(result: dict[str, Any]) -> str:
     tags = ",".join(f"{key}={value}" for key, value in result["tags"].items())
     unchanged = "" if result["outcome"] == "mapped" else "unchanged "
     scaled = f" values * {result['scale']:g}" if "scale" in result else ""
-    what = f"{unchanged}{result['name']} {result['type']}{' ' + tags if tags else ''}{scaled}"
+    expiring = f" ttl {result['ttl']:g}s" if "ttl" in result else ""
+    what = f"{unchanged}{result['name']} {result['type']}{' ' + tags if tags else ''}{scaled}{expiring}"
     return f"{what}  ({result['rule'] or 'no rule'})"

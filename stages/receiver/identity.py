@@ -21,7 +21,11 @@ distribution value; a set's members and a trace's count are no values and stay a
 scale (None) nothing is multiplied. A value its scale takes beyond :data:`MAX_MAGNITUDE` (the bound
 every parser holds a value to, so that no sum downstream overflows) is not taken: the window counts
 that sample as a bad line, ``out_of_range``, as a parser counts a value beyond it, and its answer's
-tally does not count it.
+tally does not count it. It may add a *ttl* too (positive finite seconds, statsd_exporter's ``ttl``):
+each window keeps it on the gauge entries the answer files and hands it with their batch
+(``gauge_ttls``, :mod:`stages.common.contract`), and the shard forgets such a gauge once idle for
+``ceil(ttl / flush_interval)`` intervals instead of ``expire_after_intervals``; on the other types it
+does nothing (they live one interval). Without a ttl (None) the shard's default applies.
 
 Each window keeps the answers, misses (None) included, per (type, series key) in a cache of at most
 ``cache_size`` series (:data:`CACHE_SIZE` unless told), emptied whenever a new series would
@@ -64,15 +68,17 @@ NO_TALLY = -1
 
 
 class Decided(NamedTuple):
-    """A :data:`Decision`, the tally its samples are counted under, and the scale of their values (None: none)."""
+    """A :data:`Decision`, the tally its samples are counted under, the scale of their values and the ttl
+    of its gauges in seconds (None: none)."""
 
     tally: int
     decision: Decision
     scale: float | None = None
+    ttl: float | None = None
 
 
-#: What a window caches per (type, series key): the :data:`Answer`, its tally and its scale.
-Answered = tuple[Answer, int, float | None]
+#: What a window caches per (type, series key): the :data:`Answer`, its tally, its scale and its ttl.
+Answered = tuple[Answer, int, float | None, float | None]
 
 #: Series whose answers a window keeps (a few hundred bytes each in the compiled window, in Python more).
 CACHE_SIZE = 1 << 18
@@ -86,18 +92,22 @@ class Rules(Protocol):
 def answer(rules: Rules, name: str, mtype: int, tags: Tags) -> Answered:
     """``rules``' decision on one series, as the windows cache it: None, False, or the new series key
     (built as :func:`~stages.common.model.series_key` builds every key: the tags sorted by key), its
-    tally (:data:`NO_TALLY` when the decision names none) and its scale (a float, or None)."""
+    tally (:data:`NO_TALLY` when the decision names none), its scale and its ttl (floats, or None)."""
     decision = rules(name, mtype, tags)
-    tally, scale = NO_TALLY, None
+    tally, scale, ttl = NO_TALLY, None, None
     if isinstance(decision, Decided):
-        tally, decision, scale = decision
+        tally, decision, scale, ttl = decision
         if not isinstance(tally, int) or not 0 <= tally < MAX_TALLIES:
             raise ValueError(f"rules: tally {tally!r} for {name!r} is not from 0 to {MAX_TALLIES - 1}")
         if scale is not None:
             if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
                 raise ValueError(f"rules: scale {scale!r} for {name!r} is no finite number")
             scale = float(scale)
-    return _answer(decision, name), tally, scale
+        if ttl is not None:
+            if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < math.inf:
+                raise ValueError(f"rules: ttl {ttl!r} for {name!r} is no positive finite number of seconds")
+            ttl = float(ttl)
+    return _answer(decision, name), tally, scale, ttl
 
 
 def _answer(decision: Decision, name: str) -> Answer:
@@ -132,7 +142,7 @@ class Answers:
         self._answers: dict[tuple[int, str], Answered] = {}
 
     def of(self, kind: int, key: str, name: str, tags: Tags) -> Answered:
-        """The answer, tally and scale for the series ``key`` (of ``name`` and ``tags``) of type ``kind``;
+        """The answer, tally, scale and ttl for the series ``key`` (of ``name`` and ``tags``) of type ``kind``;
         asked once while held."""
         try:
             return self._answers[(kind, key)]

@@ -139,6 +139,7 @@ typedef struct {
     double *values;                   /* timer-likes: every value, in arrival order */
     Py_ssize_t n_values, cap_values;
     PyObject *members;                /* sets: dict member -> None, in arrival order */
+    double ttl;                       /* gauges: the rules' ttl at its last sample, seconds (0: none) */
 } entry;
 
 typedef struct {
@@ -164,13 +165,15 @@ typedef struct __attribute__((aligned(64))) {
     int tally;
     int key_len;
     Py_ssize_t key_offset;  /* a key longer than INLINE_KEY: in w->answer_keys */
-    Py_ssize_t offset, len, name_len;  /* RENAMED: the new series key in w->answer_keys, its name's length */
+    Py_ssize_t offset;      /* RENAMED: the new series key in w->answer_keys, */
+    int len, name_len;      /* its length and its name's */
     /* The entry the series was last filed under and the window generation that entry belongs to: a
      * series seen again before the entries are taken goes straight to it, one table lookup a line as
      * without rules (the entries are only appended to between two takes, so its index holds). */
     unsigned long long entry_generation;
     Py_ssize_t entry_index;
     double scale;           /* the scale of its values, when scaled */
+    double ttl;             /* its gauges' ttl in seconds (0: none) */
     int scaled;
     char key[INLINE_KEY];
 } rule_answer;
@@ -301,15 +304,18 @@ static int ask_rules(Window *w, int kind, const char *key, Py_ssize_t key_len, P
     Py_XDECREF(type);
     if (pair == NULL)
         return -1;
-    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 3 || !PyLong_Check(PyTuple_GET_ITEM(pair, 1))
-            || (PyTuple_GET_ITEM(pair, 2) != Py_None && !PyFloat_Check(PyTuple_GET_ITEM(pair, 2)))) {
+    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 4 || !PyLong_Check(PyTuple_GET_ITEM(pair, 1))
+            || (PyTuple_GET_ITEM(pair, 2) != Py_None && !PyFloat_Check(PyTuple_GET_ITEM(pair, 2)))
+            || (PyTuple_GET_ITEM(pair, 3) != Py_None && !PyFloat_Check(PyTuple_GET_ITEM(pair, 3)))) {
         Py_DECREF(pair);
-        PyErr_SetString(PyExc_TypeError, "rules: identity.answer gives (answer, tally, scale)");
+        PyErr_SetString(PyExc_TypeError, "rules: identity.answer gives (answer, tally, scale, ttl)");
         return -1;
     }
     PyObject *scale = PyTuple_GET_ITEM(pair, 2);
     int scaled = scale != Py_None;
     double scale_value = scaled ? PyFloat_AS_DOUBLE(scale) : 1.0;
+    PyObject *ttl = PyTuple_GET_ITEM(pair, 3);
+    double ttl_value = ttl != Py_None ? PyFloat_AS_DOUBLE(ttl) : 0.0;  /* identity.answer: positive when given */
     long tally = PyLong_AsLong(PyTuple_GET_ITEM(pair, 1));
     if ((tally == -1 && PyErr_Occurred()) || tally < -1 || tally > INT_MAX
             || (tally >= 0 && make_tally(w, tally) < 0)) {
@@ -330,13 +336,15 @@ static int ask_rules(Window *w, int kind, const char *key, Py_ssize_t key_len, P
         Py_ssize_t n;
         const char *p = PyUnicode_AsUTF8AndSize(got, &n);
         Py_ssize_t offset = w->answer_keys.len;
-        failed = p == NULL || buffer_put(&w->answer_keys, p, n) < 0;
+        if (p != NULL && n > INT_MAX)
+            PyErr_SetString(PyExc_ValueError, "rules: a new series key too long");
+        failed = p == NULL || n > INT_MAX || buffer_put(&w->answer_keys, p, n) < 0;
         if (!failed) {
             const char *separator = memchr(p, KEY_SEPARATOR, (size_t)n);
             a->state = RENAMED;
             a->offset = offset;
-            a->len = n;
-            a->name_len = separator ? separator - p : n;
+            a->len = (int)n;
+            a->name_len = (int)(separator ? separator - p : n);
         }
     } else {
         PyErr_SetString(PyExc_TypeError, "rules: identity.answer gives None, False or a series key");
@@ -347,6 +355,7 @@ static int ask_rules(Window *w, int kind, const char *key, Py_ssize_t key_len, P
         a->tally = (int)tally;
         a->scaled = scaled;
         a->scale = scale_value;
+        a->ttl = ttl_value;
     }
     return failed ? -1 : 0;
 }
@@ -1062,6 +1071,8 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
                          : find_entry(w, mtype, w->scratch.data, w->scratch.len, name_len);
     if (e == NULL)
         return -1;
+    if (mtype == GAUGE)
+        e->ttl = a != NULL ? a->ttl : 0.0;  /* as its last sample's answer gives it, as PyWindow keeps it */
     if (mtype == SET) {
         PyObject *member = PyUnicode_DecodeASCII(value, bar - value, NULL);
         if (member == NULL)
@@ -1174,6 +1185,8 @@ static int add_sample(Window *w, PyObject *sample, int ruled)
     entry *e = a != NULL ? answered_entry(w, a, kind, b->data, b->len, name_len) : find_entry(w, kind, b->data, b->len, name_len);
     if (e == NULL)
         return -1;
+    if (kind == GAUGE)
+        e->ttl = a != NULL ? a->ttl : 0.0;
     w->metrics++;
     w->shard_metrics[e->shard]++;
     if (mtype == SET)
@@ -1600,6 +1613,26 @@ fail:
     return NULL;
 }
 
+/* The gauge ttls of a batch's entries: {series key: seconds} of those the rules gave one (PyWindow's). */
+static PyObject *ttls_of(Window *w, const Py_ssize_t *order, Py_ssize_t n)
+{
+    PyObject *ttls = PyDict_New();
+    for (Py_ssize_t i = 0; ttls != NULL && i < n; i++) {
+        entry *e = table_item(&w->table, order[i]);
+        if (e->kind != GAUGE || e->ttl <= 0.0)
+            continue;
+        Py_ssize_t key_len;
+        const char *key = table_key(&w->table, order[i], &key_len);
+        PyObject *k = PyUnicode_DecodeUTF8(key, key_len, NULL);
+        PyObject *v = k ? PyFloat_FromDouble(e->ttl) : NULL;
+        if (v == NULL || PyDict_SetItem(ttls, k, v) < 0)
+            Py_CLEAR(ttls);
+        Py_XDECREF(k);
+        Py_XDECREF(v);
+    }
+    return ttls;
+}
+
 static PyObject *Window_take(Window *w, PyObject *arg)
 {
     Py_ssize_t max_entries = PyLong_AsSsize_t(arg);
@@ -1633,7 +1666,12 @@ static PyObject *Window_take(Window *w, PyObject *arg)
             PyObject *body = body_of(w, order + start, count);
             if (body == NULL)
                 goto fail;
-            PyObject *batch = Py_BuildValue("(Nnl)", body, count, (long)metrics);
+            PyObject *ttls = ttls_of(w, order + start, count);
+            if (ttls == NULL) {
+                Py_DECREF(body);
+                goto fail;
+            }
+            PyObject *batch = Py_BuildValue("(NnlN)", body, count, (long)metrics, ttls);
             if (batch == NULL || PyList_Append(batches, batch) < 0) {
                 Py_XDECREF(batch);
                 goto fail;
@@ -1688,7 +1726,7 @@ static PyMethodDef Window_methods[] = {
     {"add_own", (PyCFunction)Window_add_own, METH_O,
      "add_own(sample): take one of the receiver's own samples, filed as it is (the rules are not asked)."},
     {"take", (PyCFunction)Window_take, METH_O,
-     "take(max_entries) -> per shard, [(body, entries, metrics), ...]; the window is empty after."},
+     "take(max_entries) -> per shard, [(body, entries, metrics, gauge ttls), ...]; the window is empty after."},
     {NULL, NULL, 0, NULL},
 };
 

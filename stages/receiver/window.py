@@ -15,7 +15,8 @@ A window reads no socket, and imports no parser: its ``parse_lines`` (the statsd
 :func:`stages.receiver.parsers.statsd_lines`) is given to it, and the Python window hands it every
 line. Given ``rules`` (:mod:`.identity`), each window asks them what becomes of each new series
 before it is given an entry and a shard, multiplies the values of its samples by the answer's scale
-when it has one, and counts what they drop in ``rule_dropped`` and the samples of each answer's tally
+when it has one, keeps its ttl on the gauge entries it files (handed on with each batch: the
+:data:`Batch`'s ``gauge_ttls``), and counts what they drop in ``rule_dropped`` and the samples of each answer's tally
 in ``tallies``.
 """
 
@@ -51,8 +52,10 @@ TRACE = int(MetricType.TRACE)
 LineParser = Callable[[bytes, list[Sample], dict[str, int]], None]
 #: ``parse_payload(data, out, bad)``: the samples of one payload in any format (the parsers' routing rule).
 PayloadParser = Callable[[bytes, list[Sample], dict[str, int]], None]
-#: (body, entries, metrics) of one batch
-Batch = tuple[bytes, int, int]
+#: Per batch, its gauges' keys with a rule's ttl in seconds (:mod:`.identity`); empty when none has one.
+GaugeTtls = dict[str, float]
+#: (body, entries, metrics, gauge ttls) of one batch
+Batch = tuple[bytes, int, int, GaugeTtls]
 
 
 class Window(Protocol):
@@ -94,11 +97,12 @@ class Window(Protocol):
         so that a rule neither renames nor drops them and what the rules count is what clients sent."""
 
     def take(self, max_entries: int) -> list[list[Batch]]:
-        """Per shard, its entries cut into batches of at most ``max_entries``; the window is empty after."""
+        """Per shard, its entries cut into batches of at most ``max_entries``, each with its gauges' ttls
+        (:data:`Batch`); the window is empty after."""
 
 
 class _Entry:
-    __slots__ = ("kind", "key", "shard", "metrics", "was_set", "value", "values", "members")
+    __slots__ = ("kind", "key", "shard", "metrics", "was_set", "value", "values", "members", "ttl")
 
     def __init__(self, kind: int, key: str, shard: int) -> None:
         self.kind = kind
@@ -110,6 +114,8 @@ class _Entry:
         self.value = 0.0
         self.values: list[float] = []
         self.members: dict[str, None] = {}
+        #: a gauge's ttl in seconds, as the rules' answer at its last sample gave it (None: none)
+        self.ttl: float | None = None
 
 
 class PyWindow:
@@ -154,9 +160,9 @@ class PyWindow:
         name, mtype, value, rate, tags = sample
         kind = GAUGE if mtype == GAUGE_DELTA else mtype
         key = series_key(name, tags)
-        scaled = None
+        scaled = ttl = None
         if self._answers is not None:
-            answer, tally, scale = self._answers.of(kind, key, name, tags)
+            answer, tally, scale, ttl = self._answers.of(kind, key, name, tags)
             if answer is False:
                 if tally >= 0:
                     self._answers.tallies[tally] += 1
@@ -187,8 +193,10 @@ class PyWindow:
         elif mtype == GAUGE:
             entry.was_set = True
             entry.value = float(value) if scaled is None else scaled
+            entry.ttl = ttl
         elif mtype == GAUGE_DELTA:
             entry.value += value if scaled is None else scaled  # type: ignore[operator]  # a number: see above
+            entry.ttl = ttl
         elif kind == SET:
             entry.members.setdefault(value, None)  # type: ignore[arg-type]  # a set's member: a str
         elif kind == TRACE:
@@ -220,19 +228,22 @@ class PyWindow:
 
 def _batch(entries: list[_Entry]) -> Batch:
     body = contract.BatchBody.empty()
+    ttls: GaugeTtls = {}
     for entry in entries:
         kind = entry.kind
         if kind == COUNTER:
             body.counters.extend((entry.key, entry.value))
         elif kind == GAUGE:
             body.gauges.extend((entry.key, entry.was_set, entry.value))
+            if entry.ttl is not None:
+                ttls[entry.key] = entry.ttl
         elif kind == SET:
             body.sets.extend((entry.key, list(entry.members)))
         elif kind == TRACE:
             body.traces.extend((entry.key, entry.value))
         else:
             body.sampled.extend((entry.key, kind, entry.value, contract.pack_values(entry.values)))
-    return contract.pack_batch_body(body), len(entries), sum(entry.metrics for entry in entries)
+    return contract.pack_batch_body(body), len(entries), sum(entry.metrics for entry in entries), ttls
 
 
 def count_refused(reason: str | None, bad: dict[str, int]) -> None:

@@ -120,3 +120,23 @@ def test_a_mapping_s_scale_multiplies_every_value_of_its_series_before_it_is_agg
         assert own_total(pipeline, "rule_mapped", rule="mapping_config[1]") == 3
         # 1e300 bits is beyond what any value may be (1e300): refused and counted, the shard's sums finite
         assert own_total(pipeline, "bad_lines", reason="out_of_range") == 1
+
+
+def test_a_mapping_s_ttl_forgets_its_gauge_after_ceil_ttl_over_interval_idle_intervals() -> None:
+    # ttl 2.5 s at 1 s intervals: 3 intervals (the one it was set in and two idle ones), where a gauge
+    # of no mapping, and one of a mapping without a ttl, stay on expire_after_intervals (30)
+    pipeline = Pipeline(config={"mapping_config": "mapping.yml"}, flush_interval=1.0)
+    (pipeline.dir / "mapping.yml").write_text(
+        'mappings:\n- match: temp.*\n  name: temp\n  ttl: 2500ms\n  labels: {room: "$1"}\n'
+        '- match: load.*\n  name: load\n  labels: {cpu: "$1"}\n')
+    with pipeline:
+        wait_for(lambda: pipeline.send("probe:1|c", pipeline.statsd_port) or pipeline.series("probe"), 15,
+                 "a probe through the pipeline")
+        pipeline.wait_interval_start()
+        pipeline.send("temp.kitchen:21|g\nload.0:3|g\nplain:7|g", pipeline.statsd_port)
+        wait_for(lambda: len(pipeline.series("plain")) >= 7, 30, "seven intervals of the plain gauge")
+        assert [a["value"] for a in pipeline.series("temp", room="kitchen")] == [21.0] * 3
+        assert len(pipeline.series("load", cpu="0")) >= 7
+        # set in the same interval as the plain gauge: reported in its first three, and no later
+        assert ([a["timestamp"] for a in pipeline.series("temp")]
+                == [a["timestamp"] for a in pipeline.series("plain")][:3])

@@ -343,7 +343,7 @@ def ours(text: str, traffic: list[str]) -> tuple[dict[Series, float], int]:
         name, tags = split_series_key(key)
         return escape(name) + suffix, frozenset(zip(tags[::2], tags[1::2], strict=True))
 
-    for frame, _, _ in window.take(1_000_000)[0]:
+    for frame, *_ in window.take(1_000_000)[0]:
         body = contract.decode_batch_body(frame)
         for key, total in zip(body.counters[::2], body.counters[1::2], strict=True):
             totals[series(key)] += total

@@ -68,7 +68,7 @@ DRIVER = textwrap.dedent('''
     for start in range(0, len(payloads), 64):
         take_payloads(window, payloads[start:start + 64], parse, bad)
         for shard in window.take(rng.randint(1, 50)):
-            for body, _, _ in shard:
+            for body, *_ in shard:
                 for bucket in buckets:
                     bucket.merge(body)
                 bodies += 1
@@ -83,11 +83,12 @@ DRIVER = textwrap.dedent('''
     # The seam for rules: every answer (kept, renamed, re-tagged, dropped) with a cache small enough to
     # be emptied again and again.
     # Every other answer names a tally, a new one now and then (the window's tally counts grow), and
-    # some of those a scale.
+    # some of those a scale, some a ttl (kept on gauge entries, handed with their batches).
     def rules(name, mtype, tags):
         decision = decide(name, mtype, tags)
         tally = len(name) % 41
-        return Decided(tally, decision, (None, 0.001, -3.0)[tally % 3]) if tally % 2 else decision
+        return (Decided(tally, decision, (None, 0.001, -3.0)[tally % 3], (None, 30.0)[tally % 5 % 2])
+                if tally % 2 else decision)
 
     def decide(name, mtype, tags):
         pick = len(name) % 4
@@ -100,12 +101,15 @@ DRIVER = textwrap.dedent('''
     # With rules, container ids kept as tags, stamps checked and records taken.
     options = LineOptions(OpenInterval(10.0, 1700000005.0), True, [])
     ruled = Window(3, ("host", "h1"), statsd_lines(defaults, options), rules, 7, True)
+    ttls = 0
     parse = payload_parser(defaults, options)
     for start in range(0, len(payloads), 64):
         take_payloads(ruled, payloads[start:start + 64], parse, bad)
         options.records.clear()
         for shard in ruled.take(rng.randint(1, 50)):
             bodies += len(shard)
+            ttls += sum(len(batch[3]) for batch in shard)
+    assert ttls > 0, "no gauge given a ttl"
     assert ruled.rule_dropped > 0, "no metric dropped by a rule"
     assert len(ruled.tallies) > 20 and sum(ruled.tallies) > 0, "no metric counted under a tally"
     print("ok", bodies, sum(bad.values()))

@@ -17,7 +17,7 @@ def bodies_of(samples: list[Sample]) -> list[BatchBody]:
     window = PyWindow(1, (), _no_lines)
     for sample in samples:
         window.add(sample)
-    return [contract.decode_batch_body(body) for body, _, _ in window.take(1_000_000)[0]]
+    return [contract.decode_batch_body(body) for body, *_ in window.take(1_000_000)[0]]
 
 
 def one_body(samples: list[Sample]) -> bytes:

@@ -88,8 +88,8 @@ def feed_all(window: Window, datagrams: list[bytes], window_entries: int) -> lis
     for start in range(0, len(datagrams), BURST):
         window.feed(datagrams[start:start + BURST], 0, bad)
         if window.entries >= window_entries:
-            bodies.extend(body for shard in window.take(MAX_ENTRIES) for body, _, _ in shard)
-    bodies.extend(body for shard in window.take(MAX_ENTRIES) for body, _, _ in shard)
+            bodies.extend(body for shard in window.take(MAX_ENTRIES) for body, *_ in shard)
+    bodies.extend(body for shard in window.take(MAX_ENTRIES) for body, *_ in shard)
     return bodies
 
 

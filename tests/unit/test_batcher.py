@@ -18,6 +18,7 @@ from stages.common import contract
 from stages.common.model import MetricType, series_key
 from stages.common.sharding import shard_for
 from stages.receiver.batcher import WINDOW_BATCHES, Batcher
+from stages.receiver.identity import Decided
 from stages.receiver.parsers import statsd_lines
 from stages.receiver.unsent import read_predecessor
 from stages.receiver.window import CompiledWindow, PyWindow
@@ -220,7 +221,7 @@ def test_held_batches_zeromq_has_no_room_for_yet_stay_held_in_order(window_type:
         batcher.send_due(time.time() + 1)
         batcher.add([("hits", C, 1.0, 1.0, ())] * 2, NOW + 1)
         batcher.send_all()  # after the held one, not before it
-        assert (batcher.dropped, [metrics for _, _, metrics, _ in batcher.held[0]]) == ([0], [1, 2])
+        assert (batcher.dropped, [metrics for _, _, metrics, *_ in batcher.held[0]]) == ([0], [1, 2])
         pull = ctx.socket(zmq.PULL)
         pull.bind("inproc://next-instance")
         push.connect("inproc://next-instance")
@@ -253,3 +254,33 @@ def test_a_killed_batchers_unsent_file_says_what_it_held_and_a_planned_stop_says
     batcher.send_all()
     batcher.unsent.close()
     assert read_predecessor(path) is None
+
+
+def test_the_ttls_the_rules_give_gauges_go_in_their_batch_header_held_ones_too(window_type: type, shards,
+                                                                                tmp_path: Path) -> None:
+    """A rule's ttl reaches the shard in the header of the batch that holds its gauge (``gauge_ttls``), also
+    when the batch was held for a pausing shard; a batch with none has none."""
+    pushes, pulls = shards
+    names = {shard_of(f"t{n}"): f"t{n}" for n in range(20)}  # a gauge with a ttl on each shard
+    plain = {shard_of(f"p{n}"): f"p{n}" for n in range(20)}  # and one without
+
+    def rules(name: str, mtype: int, tags: tuple[str, ...]) -> Decided | None:
+        return Decided(0, None, None, 30.0) if name.startswith("t") else None
+
+    batcher = Batcher(pushes, "r1", window_type(2, (), statsd_lines({}), rules), 1000, max_age_secs=0.05,
+                      interval=10.0, pauses=PauseWatch.of_ring(tmp_path, 2), hold_max=100)
+    paused, other = 1, 0
+    begin_pause(pause_path(tmp_path, paused, 2), hold_secs=5)
+    window = batcher.open(NOW)
+    for shard in (paused, other):
+        for sample in ((names[shard], G, 1.0, 1.0, ()), (plain[shard], GD, 2.0, 1.0, ()), (ON[shard], C, 1.0, 1.0, ())):
+            assert window.add(sample) is None
+    batcher.filled()
+    batcher.send_all()
+    assert [h.gauge_ttls for h, _ in received(pulls[other])] == [{names[other]: 30.0}]
+    end_pause(pause_path(tmp_path, paused, 2))
+    batcher.send_due(time.time() + 1)
+    assert [h.gauge_ttls for h, _ in received(pulls[paused])] == [{}, {names[paused]: 30.0}]  # the paused one has none
+    batcher.add([(ON[other], C, 1.0, 1.0, ())], NOW)
+    batcher.send_all()
+    assert [h.gauge_ttls for h, _ in received(pulls[other])] == [{}]

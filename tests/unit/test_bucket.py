@@ -31,7 +31,7 @@ CARDINAL = [f"card:{i}|c|#user:u{i}" for i in range(6)] + [f"card:{i}.5|ms|#user
 def bodies(payloads: list[bytes], max_entries: int) -> list[bytes]:
     window = PyWindow(1, (), statsd_lines({}))
     take_payloads(window, payloads, payload_parser({}), {})
-    return [body for body, _, _ in window.take(max_entries)[0]]
+    return [body for body, *_ in window.take(max_entries)[0]]
 
 
 def both(frames: list[bytes], limit: int) -> tuple[IntervalBucket, IntervalBucket]:

@@ -5,7 +5,8 @@ fixed. tests/data/contract/{batch,flush}.v1.bin are the three frames of BATCH/FL
 written once when v1 was fixed; batch.v2.bin likewise when the columnar batch v2 was fixed. Within a
 version header keys may only be added: each addition gets golden files of its own
 ({batch,flush}.v1.1.bin: ``sent_before`` and ``covers``; batch.v1.2.bin: ``metrics``; batch.v2.1.bin:
-``paused``; flush.v1.2.bin: ``ack``, ``revision`` and the fourth frame of partials; flush.v1.3.bin:
+``paused``; batch.v2.2.bin: ``gauge_ttls``, left out when empty; flush.v1.2.bin: ``ack``, ``revision``
+and the fourth frame of partials; flush.v1.3.bin:
 ``paused``, and flush.v1.3.paused.bin, a shard's empty flush before it holds the rest for a
 restarting forwarder; records.v1.bin: a receiver's events and service checks), writers produce
 the newest, and readers keep decoding every older file, the added keys taking their defaults. Any
@@ -15,6 +16,7 @@ v1 is still read (one release after v2), as a v2 body of one entry per sample.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import msgpack
@@ -39,6 +41,9 @@ BODY_V2 = BatchBody(
     sets=["api.users", ["u42", "u7"]],
     traces=["checkout", 1.0],
 )
+#: v2.2: the ttls a rule gave two of its gauges.
+BATCH_HEADER_V2_2 = dataclasses.replace(BATCH_HEADER_V2, gauge_ttls={"queue.depth": 300.0,
+                                                                     "pool.free\x1fdb\x1fmain": 0.25})
 FLUSH_HEADER = FlushHeader(shard=1, shards=4, epoch=1_700_000_000_000_000_000, seq=3,
                            interval_start=1700000000.0, interval=10.0, n=1, final=False,
                            seq_gaps={"receiver-1": 2})
@@ -100,6 +105,31 @@ def test_golden_v2_batches_decode_to_the_message() -> None:
         assert (header, body) == (BATCH_HEADER_V2, BODY_V2)
         assert header.paused is False
         assert list(contract.unpack_values(body.sampled[3])) == [37.8, 12.25, 1000.0]
+
+
+def test_a_batch_with_gauge_ttls_encodes_to_the_v2_2_golden_and_decodes_back() -> None:
+    frames = contract.encode_batch(BATCH_HEADER_V2_2, contract.pack_batch_body(BODY_V2))
+    assert b"".join(frames) == (GOLDEN / "batch.v2.2.bin").read_bytes()
+    assert decoded(golden_frames("batch.v2.2.bin", BATCH_V2)) == (BATCH_HEADER_V2_2, BODY_V2)
+
+
+def test_a_shard_of_v2_1_reads_a_v2_2_batch_as_one_without_ttls(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A reader takes the header keys it knows: one that does not know gauge_ttls ignores them (its
+    # gauges then expire as every gauge does), and a batch without the key is one of no ttl.
+    fields = dict(contract._FIELD_TYPES[BatchHeader])
+    del fields["gauge_ttls"]
+    monkeypatch.setitem(contract._FIELD_TYPES, BatchHeader, fields)
+    assert decoded(golden_frames("batch.v2.2.bin", BATCH_V2)) == (BATCH_HEADER_V2, BODY_V2)
+    monkeypatch.undo()
+    assert decoded(golden_frames("batch.v2.1.bin", BATCH_V2))[0].gauge_ttls == {}
+
+
+@pytest.mark.parametrize("ttls", [{"g": 0}, {"g": -1.0}, {"g": float("inf")}, {"g": True}, {"g": "30"},
+                                  [1, 2]])
+def test_gauge_ttls_that_are_no_positive_seconds_per_key_are_bad_header(ttls: object) -> None:
+    header = msgpack.unpackb(batch_frames()[1])
+    header["gauge_ttls"] = ttls
+    assert decode_error([BATCH_V2, msgpack.packb(header), batch_frames()[2]]) == "bad_header"
 
 
 def test_a_paused_batch_round_trips() -> None:

@@ -59,3 +59,17 @@ def test_only_a_ring_written_after_the_shard_started_retires_it(tmp_path: Path) 
     assert next_ring(tmp_path, 2, started=100.0) is None
     write_ring(tmp_path, Ring(4, 110.0))
     assert next_ring(tmp_path, 2, started=100.0) == Ring(4, 110.0)
+
+
+def test_a_gauge_s_ttl_goes_with_it_to_the_new_ring(tmp_path: Path) -> None:
+    old = gauges(OLD)
+    ruled = {key: 3 for key in list(OLD)[::3]}  # the idle intervals a rule's ttl gave some of them
+    old.expire_for.update(ruled)
+    write_carried(tmp_path, old, from_shard=1, from_shards=2, shards=3)
+    for shard in range(3):
+        new = gauges({})
+        take_carried(tmp_path, new, shard, 3)
+        assert new.expire_for == {key: n for key, n in ruled.items() if shard_for(series_name(key), 3) == shard}
+        # the ruled ones are forgotten after 3 idle intervals, the others at the default's 30
+        assert {a["name"] for a in new.aggregates(7 + 3, 0.0, 10.0)} == {
+            series_name(key) for key in new.values if key not in ruled}

@@ -39,7 +39,7 @@ def receiver(tmp_path: Path) -> Iterator[receiver_loop.Receiver]:
 def taken(receiver: receiver_loop.Receiver) -> dict[tuple[str, tuple[str, ...]], float]:
     counters: dict[tuple[str, tuple[str, ...]], float] = {}
     for batches in receiver.batcher.window.take(1000):
-        for body, _, _ in batches:
+        for body, *_ in batches:
             keys_and_sums = contract.decode_batch_body(body).counters
             counters.update({split_series_key(key): value
                              for key, value in zip(keys_and_sums[::2], keys_and_sums[1::2], strict=True)})

@@ -172,10 +172,10 @@ def test_the_seam_takes_an_outcome_as_the_series_it_names() -> None:
             return None
         return DROP if outcome.drop else (outcome.name, outcome.tags)
 
-    key, tally, scale = answer(rules, "test.job.duration.t.n", MetricType.TIMER, ("host", "h1"))
+    key, tally, scale, _ = answer(rules, "test.job.duration.t.n", MetricType.TIMER, ("host", "h1"))
     assert isinstance(key, str) and tally == NO_TALLY and scale is None
     assert split_series_key(key) == ("test.job.duration", ("host", "h1", "job_name", "n", "job_type", "t"))
-    assert answer(rules, "other.name", MetricType.TIMER, ()) == (None, NO_TALLY, None)
+    assert answer(rules, "other.name", MetricType.TIMER, ()) == (None, NO_TALLY, None, None)
 
 
 @pytest.mark.parametrize(("raw", "key", "says"), [

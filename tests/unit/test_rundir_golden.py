@@ -11,6 +11,7 @@ input below, and every golden decodes back to that input (the added keys taking 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -50,15 +51,20 @@ HELD = {"udp://127.0.0.1:8125": {"fd": 5},
 RUNNING = Config(flush_interval=5.0, run_dir="/var/run/pystatsd", health_address="127.0.0.1:8126",
                  queues=QueueConfig(shard_batches=100, forwarder_flushes=50))
 CARRIED = [["queue.depth", 12.0, 170000000], ["pool.free\x1fdb\x1fmain", -2.5, 169999990]]
+#: v1.1 of each: what a rule's ttl makes of a gauge's expiry (idle intervals), live and in the open bucket.
+HANDOFF_1 = dataclasses.replace(HANDOFF, gauge_expiry={"queue.depth": 30},
+                                bucket_gauge_ttls={170000000: {"queue.depth": 30}})
+CARRIED_EXPIRY = {"queue.depth": 30}
 
 
 def test_a_handoff_encodes_to_the_newest_v1_golden_bytes() -> None:
-    assert HANDOFF.encode() == (GOLDEN / "handoff.v1.bin").read_bytes()
+    assert HANDOFF_1.encode() == (GOLDEN / "handoff.v1.1.bin").read_bytes()
 
 
 def test_the_golden_handoffs_decode_to_the_handoff() -> None:
-    for name in ("handoff.v1.bin",):
-        assert Handoff.decode((GOLDEN / name).read_bytes()) == HANDOFF
+    assert Handoff.decode((GOLDEN / "handoff.v1.1.bin").read_bytes()) == HANDOFF_1
+    # v1, before the ttls: every gauge on the default expiry
+    assert Handoff.decode((GOLDEN / "handoff.v1.bin").read_bytes()) == HANDOFF
 
 
 def test_a_handoff_of_another_kind_or_with_a_field_this_release_does_not_know_is_refused() -> None:
@@ -69,12 +75,13 @@ def test_a_handoff_of_another_kind_or_with_a_field_this_release_does_not_know_is
 
 
 def test_carried_gauges_encode_to_the_newest_v1_golden_bytes() -> None:
-    assert encode_carried(CARRIED) == (GOLDEN / "gauges.v1.bin").read_bytes()
+    assert encode_carried(CARRIED, CARRIED_EXPIRY) == (GOLDEN / "gauges.v1.1.bin").read_bytes()
+    assert encode_carried(CARRIED) == (GOLDEN / "gauges.v1.bin").read_bytes()  # no ttl: as v1 wrote it
 
 
 def test_the_golden_carried_gauges_decode_to_the_gauges() -> None:
-    for name in ("gauges.v1.bin",):
-        assert decode_carried((GOLDEN / name).read_bytes()) == CARRIED
+    assert decode_carried((GOLDEN / "gauges.v1.1.bin").read_bytes()) == (CARRIED, CARRIED_EXPIRY)
+    assert decode_carried((GOLDEN / "gauges.v1.bin").read_bytes()) == (CARRIED, {})
 
 
 def test_a_gauge_carry_of_another_kind_is_refused() -> None:

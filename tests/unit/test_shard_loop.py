@@ -34,7 +34,7 @@ from stages.rundir.ring import CHECK_EVERY_SECS
 from tests.fake_clock import FakeClock
 from tests.unit.bodies import one_body
 
-C, MS = int(MetricType.COUNTER), int(MetricType.TIMER)
+C, MS, G = int(MetricType.COUNTER), int(MetricType.TIMER), int(MetricType.GAUGE)
 INTERVAL = 10.0
 #: The start of the interval open when each test begins (a multiple of INTERVAL).
 T0 = 1_700_000_000.0
@@ -74,20 +74,20 @@ class Wire:
         return loop
 
     def push(self, samples: list[tuple[Any, ...]], ts: float | None = None, seq: int | None = None,
-             paused: bool = False) -> None:
+             paused: bool = False, gauge_ttls: dict[str, float] | None = None) -> None:
         """One batch of ``samples`` read at ``ts`` (now if not given), the next in the receiver's sequence."""
         self.seq = self.seq if seq is None else seq
         header = contract.BatchHeader(src="receiver", epoch=1, seq=self.seq,
                                       ts=self.clock.time() if ts is None else ts, n=len(samples),
-                                      sent_before=self.sent_before, paused=paused)
+                                      sent_before=self.sent_before, paused=paused, gauge_ttls=gauge_ttls or {})
         self.seq += 1
         self.sent_before += len(samples)
         self.receiver.send_multipart(contract.encode_batch(header, one_body(samples)))
 
     def send(self, loop: ShardLoop, samples: list[tuple[Any, ...]], ts: float | None = None,
-             seq: int | None = None) -> None:
+             seq: int | None = None, gauge_ttls: dict[str, float] | None = None) -> None:
         """:meth:`push`, and the loop merges the batch before this returns."""
-        self.push(samples, ts, seq)
+        self.push(samples, ts, seq, gauge_ttls=gauge_ttls)
         assert loop.pull.poll(ARRIVES_MS), "the batch did not arrive"
         assert loop.receive_burst() == 1
 
@@ -299,3 +299,35 @@ def test_a_forwarder_pause_holds_the_flushes_after_the_paused_one_until_it_ends(
     loop.send_held()
     ((h2, second),) = wire.flushes()
     assert (h2.seq, h2.paused, h2.interval_start, traffic(second)) == (1, False, T0 + INTERVAL, {"hits": 2.0})
+
+
+def test_a_gauge_with_a_ttl_expires_after_ceil_ttl_over_interval_idle_intervals_across_a_restart(wire: Wire) -> None:
+    """A rule's ttl (the batch's gauge_ttls) forgets its gauge after ceil(ttl / flush_interval) intervals
+    without an update, where a gauge of a batch without the key (as a receiver before v2.2 sends every
+    batch) follows expire_after_intervals; a planned restart in between keeps both, the live gauge's
+    ttl and that of a gauge changed in the interval still open."""
+    wire.config_file.write_text(f"flush_interval: {INTERVAL}\nexpire_after_intervals: 5\n")
+    wire.config = Config(flush_interval=INTERVAL, expire_after_intervals=5)
+    loop = wire.shard(stopped_alone=True)
+    wire.send(loop, [("ttl.g", G, 7.0, 1.0, ())], gauge_ttls={"ttl.g": 25.0})  # ceil(25 / 10) = 3 intervals
+    wire.send(loop, [("plain.g", G, 9.0, 1.0, ())])  # no gauge_ttls: the default, 5
+    gauges: list[set[str]] = []
+
+    def flush_at(k: int, shard: ShardLoop) -> None:
+        wire.clock.to(EDGE + k * INTERVAL)
+        shard.flush_due()
+        ((header, aggregates),) = wire.flushes()
+        assert header.interval_start == T0 + k * INTERVAL
+        gauges.append({a["name"] for a in aggregates
+                       if a["type"] == "gauge" and not a["name"].startswith("pystatsd.")})
+
+    flush_at(0, loop)
+    flush_at(1, loop)
+    # interval 2 is open: a gauge changed in it, with a ttl of 2 intervals, goes with the hand-off's bucket
+    wire.send(loop, [("late.g", G, 1.0, 1.0, ())], gauge_ttls={"late.g": 15.0})
+    stop_paused(wire, loop)
+    after = wire.shard()
+    for k in range(2, 6):
+        flush_at(k, after)
+    assert gauges == [{"ttl.g", "plain.g"}, {"ttl.g", "plain.g"}, {"ttl.g", "plain.g", "late.g"},
+                      {"plain.g", "late.g"}, {"plain.g"}, set()]

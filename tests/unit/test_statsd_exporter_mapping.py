@@ -21,7 +21,7 @@ from stages.common.model import MetricType
 from stages.receiver.identity import Decided
 from stages.receiver.rules.kind import Outcome, RulesError
 from stages.receiver.rules.rule_set import RuleSet
-from stages.receiver.rules.statsd_exporter import TTL_NOT_APPLIED, from_yaml, load
+from stages.receiver.rules.statsd_exporter import TTL_GAUGES_ONLY, from_yaml, load
 
 pytestmark = pytest.mark.serverless
 
@@ -232,7 +232,7 @@ def test_a_mapping_s_scale_goes_with_its_outcome_and_a_scale_that_is_no_finite_n
             from_yaml(f"mappings:\n- match: a\n  name: x\n  scale: {text}\n")
 
 
-def test_the_log_names_ttl_as_not_applied_and_scale_not_at_all(caplog: pytest.LogCaptureFixture) -> None:
+def test_the_log_names_ttl_as_for_gauges_and_scale_not_at_all(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="stages.receiver.rules.statsd_exporter"):
         from_yaml("mappings:\n- match: a.*\n  name: x\n  ttl: 5m\n  scale: 2\n")
-    assert [r.getMessage() for r in caplog.records] == [f"mapping_config: ttl (mappings[0]) {TTL_NOT_APPLIED}"]
+    assert [r.getMessage() for r in caplog.records] == [f"mapping_config: ttl (mappings[0]) {TTL_GAUGES_ONLY}"]

@@ -59,7 +59,7 @@ def test_lines_are_mapped_before_they_are_batched(receiver: receiver_loop.Receiv
     counters: dict[tuple[str, Tags], float] = {}
     sets: list[tuple[str, Tags]] = []
     for batches in receiver.batcher.window.take(1000):
-        for body, _, _ in batches:
+        for body, *_ in batches:
             decoded = contract.decode_batch_body(body)
             counters.update({split_series_key(key): value
                              for key, value in zip(decoded.counters[::2], decoded.counters[1::2], strict=True)})

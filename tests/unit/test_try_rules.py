@@ -88,3 +88,22 @@ def test_a_mapping_s_scale_is_shown(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["rules", "test", "--json", "-c", str(path), "hits:1|c"]) == 0
     assert json.loads(capsys.readouterr().out) == {"line": "hits:1|c", "outcome": "mapped", "rule": "mapping_config[1]",
                                                    "name": "hits", "type": "counter", "tags": {}, "scale": 2.0}
+
+
+def test_a_mapping_s_ttl_is_shown_on_its_gauges(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # only a gauge outlives its interval, so only a gauge's line shows the ttl it is forgotten after
+    (tmp_path / "mapping.yml").write_text("defaults:\n  ttl: 90s\nmappings:\n- match: temp.*\n  name: temp\n"
+                                          "  ttl: 2m\n  labels: {room: $1}\n- match: hits\n  name: hits\n")
+    path = tmp_path / "pystatsd.yaml"
+    path.write_text(yaml.safe_dump({"mapping_config": "mapping.yml"}))
+    assert main(["rules", "test", "-c", str(path), "temp.x:21|g", "temp.x:+1|g", "hits:1|c", "other:1|g"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "temp.x:21|g  ->  temp gauge room=x ttl 120s  (mapping_config[0])",
+        "temp.x:+1|g  ->  temp gauge room=x ttl 120s  (mapping_config[0])",
+        "hits:1|c     ->  hits counter  (mapping_config[1])",
+        "other:1|g    ->  unchanged other gauge  (no rule)",
+    ]
+    assert main(["rules", "test", "--json", "-c", str(path), "temp.x:21|g"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"line": "temp.x:21|g", "outcome": "mapped",
+                                                   "rule": "mapping_config[0]", "name": "temp", "type": "gauge",
+                                                   "tags": {"room": "x"}, "ttl": 120.0}

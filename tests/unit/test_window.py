@@ -30,7 +30,7 @@ from stages.receiver.parsers.base import PLAIN, LineOptions, OpenInterval
 from stages.receiver.rules.native import load as load_native
 from stages.receiver.rules.rule_set import RuleSet
 from stages.receiver.rules.statsd_exporter import from_yaml
-from stages.receiver.window import CompiledWindow, PyWindow, take_payloads
+from stages.receiver.window import Batch, CompiledWindow, PyWindow, take_payloads
 from tests.compiled_parts import needs_compiled_window
 from tests.unit import parser_benchmarks
 from tests.unit.lines import (
@@ -74,7 +74,7 @@ def fed(window: object, payloads: list[bytes], defaults: dict[str, str] | None =
 
 def assert_same(payloads: list[bytes], shards: int = 3, max_entries: int = 7,
                 defaults: dict[str, str] | None = None, rules: tuple[Rules, Rules] | None = None,
-                cache_size: int = CACHE_SIZE, options: LineOptions = PLAIN) -> list[list[tuple[bytes, int, int]]]:
+                cache_size: int = CACHE_SIZE, options: LineOptions = PLAIN) -> list[list[Batch]]:
     python, compiled = window_pair(shards, defaults, rules, cache_size, options)
     python_bad, compiled_bad = fed(python, payloads, defaults, options), fed(compiled, payloads, defaults, options)
     assert compiled_bad == python_bad
@@ -86,7 +86,7 @@ def assert_same(payloads: list[bytes], shards: int = 3, max_entries: int = 7,
     python_batches, compiled_batches = python.take(max_entries), compiled.take(max_entries)  # type: ignore[attr-defined]
     assert compiled_batches == python_batches
     # What each shard's batches stand for is what the window said it held for that shard.
-    assert [sum(metrics for _, _, metrics in batches) for batches in python_batches] == held
+    assert [sum(metrics for _, _, metrics, _ in batches) for batches in python_batches] == held
     assert (compiled.metrics, compiled.entries, compiled.shard_metrics) == (0, 0, [0] * shards)  # type: ignore[attr-defined]
     return python_batches
 
@@ -247,7 +247,7 @@ def test_the_same_batches_make_the_same_aggregates_with_no_non_finite_value() ->
     for window in (python, compiled):
         fed(window, payloads)
         bucket = IntervalBucket(SeriesLimit(10_000, ("pystatsd_overflow", "true")), compiled=False)
-        for body, _, _ in window.take(3)[0]:  # type: ignore[attr-defined]
+        for body, *_ in window.take(3)[0]:  # type: ignore[attr-defined]
             bucket.merge(contract.decode_batch_body(body))
         aggregates.append(bucket.aggregates(10.0, 10.0, [50.0, 99.0]))
     assert aggregates[0] == aggregates[1] and len(aggregates[0]) > 30
@@ -261,7 +261,7 @@ def test_counters_and_timers_are_accumulated_exactly() -> None:
     for window in window_pair(shards=1, defaults={}):
         assert window.feed([payload(lines)], 0, {}) == 1  # type: ignore[attr-defined]
         assert window.metrics == len(lines)  # type: ignore[attr-defined]
-        ((body, entries, metrics),) = window.take(10)[0]  # type: ignore[attr-defined]
+        ((body, entries, metrics, _),) = window.take(10)[0]  # type: ignore[attr-defined]
         decoded = contract.decode_batch_body(body)
         assert (entries, metrics) == (3, len(lines))
         assert decoded.counters == ["c", 540.0]
@@ -315,12 +315,14 @@ def without(tags: Tags, key: str) -> Tags:
 
 #: The scales Renaming gives, picked by name apart from what it decides: none, down, up, and negative.
 SCALES = (None, 0.001, 1000.0, -2.5)
+#: The ttls it gives (seconds), picked by name apart from both: none, short, long.
+TTLS = (None, 0.25, 300.0)
 
 
 class Renaming:
     """Rules that rename (many names into few, on other shards), add and remove tags (merging series), drop
-    (by name, and by type alone), and leave alone, some naming a tally, some a scale (of renamed, merged
-    and unchanged series alike); each question asked is noted."""
+    (by name, and by type alone), and leave alone, some naming a tally, some a scale, some a ttl (of renamed,
+    merged and unchanged series alike); each question asked is noted."""
 
     def __init__(self) -> None:
         self.asked: list[tuple[str, int, Tags]] = []
@@ -329,7 +331,8 @@ class Renaming:
         decision = self.decide(name, mtype, tags)
         tally = zlib.crc32(name.encode("utf-8", "surrogatepass")) % 5
         scale = SCALES[zlib.adler32(name.encode("utf-8", "surrogatepass")) % len(SCALES)]
-        return Decided(tally * 3, decision, scale) if tally or scale is not None else decision
+        ttl = TTLS[len(name) % len(TTLS)]
+        return Decided(tally * 3, decision, scale, ttl) if tally or scale is not None or ttl else decision
 
     def decide(self, name: str, mtype: int, tags: Tags) -> Decision:
         self.asked.append((name, mtype, tags))
@@ -388,7 +391,7 @@ def counters_of(window: object) -> dict[str, tuple[int, float]]:
     """Per series key, (its shard, its counter sum), from a take of everything."""
     out = {}
     for shard, batches in enumerate(window.take(1000)):  # type: ignore[attr-defined]
-        for body, _, _ in batches:
+        for body, *_ in batches:
             counters = contract.decode_batch_body(body).counters
             out.update({key: (shard, value) for key, value in zip(counters[::2], counters[1::2], strict=True)})
     return out
@@ -499,7 +502,9 @@ def test_a_rule_that_fails_or_answers_wrong_is_an_error_asked_again_not_a_crash(
 
     for wrong in [("", ()), ("a\x1fb", ()), ("a", ("k",)), ("a", ["k", "v"]), ("a", ("k", 1)),
                   Decided(0, None, math.nan), Decided(0, None, math.inf), Decided(0, None, "2"),  # type: ignore[arg-type]
-                  Decided(0, None, True)]:
+                  Decided(0, None, True), Decided(0, None, None, 0.0), Decided(0, None, None, -5.0),
+                  Decided(0, None, None, math.inf), Decided(0, None, None, math.nan),
+                  Decided(0, None, None, True), Decided(0, None, None, "30")]:  # type: ignore[arg-type]
         for window in window_pair(rules=(lambda *_, wrong=wrong: wrong,) * 2):  # type: ignore[misc]
             with pytest.raises(ValueError, match="rules: "):
                 fed(window, [b"x:1|c"])
@@ -563,7 +568,7 @@ def test_a_rule_that_renames_a_flood_of_names_into_one_is_still_bounded_by_the_s
         fed(window, [payload(lines)], defaults={})
         limit = SeriesLimit(10, ("pystatsd_overflow", "true"))
         bucket = IntervalBucket(limit, compiled=compiled_bucket)
-        for body, _, _ in window.take(7)[0]:  # type: ignore[attr-defined]
+        for body, *_ in window.take(7)[0]:  # type: ignore[attr-defined]
             bucket.merge_frame(body)
         bucket.close()
         values = {tuple(sorted(aggregate["tags"].items())): aggregate["value"]
@@ -630,7 +635,7 @@ def test_a_metric_is_taken_only_when_stamped_in_the_open_interval_and_counted_ot
     for window in window_pair(shards=1, defaults={}, options=stamped_options(False)):
         bad = fed(window, [payload(lines)], defaults={}, options=stamped_options(False))
         assert bad == {"too_old": 2, "in_future": 3, "bad_timestamp": 1}
-        ((body, _, metrics),) = window.take(100)[0]  # type: ignore[attr-defined]
+        ((body, _, metrics, _),) = window.take(100)[0]  # type: ignore[attr-defined]
         decoded = contract.decode_batch_body(body)
         assert (decoded.gauges, decoded.counters, metrics) == (["a", True, 2.0], ["e", 1.0, "j", 4.0], 4)
 
@@ -640,7 +645,7 @@ def test_a_json_timestamp_that_is_no_number_stays_a_tag_as_the_original_daemon_r
              '{"metric_name": "j", "metric_type": "counter", "value": 3, "timestamp": true}']
     for window in window_pair(shards=1, defaults={}, options=stamped_options(False)):
         assert fed(window, [payload(lines)], defaults={}, options=stamped_options(False)) == {}
-        ((body, _, metrics),) = window.take(100)[0]  # type: ignore[attr-defined]
+        ((body, _, metrics, _),) = window.take(100)[0]  # type: ignore[attr-defined]
         assert contract.decode_batch_body(body).counters == [
             series_key("j", ("timestamp", "2026-12-05T10:00:00Z")), 2.0, series_key("j", ("timestamp", "true")), 3.0]
 
@@ -664,7 +669,7 @@ def test_a_container_id_becomes_a_tag_only_when_kept_and_a_later_tag_of_the_line
     windows = window_pair(shards=1, defaults={}, options=stamped_options(keep))
     for window in windows:
         assert fed(window, [payload(lines)], defaults={}, options=stamped_options(keep)) == {}
-        ((body, _, _),) = window.take(100)[0]  # type: ignore[attr-defined]
+        ((body, *_),) = window.take(100)[0]  # type: ignore[attr-defined]
         assert contract.decode_batch_body(body).counters == expected
     assert windows[1].fallbacks == 0  # type: ignore[attr-defined]  # the C reads container ids itself
 
@@ -674,7 +679,7 @@ def totals_of(window: object) -> dict[str, object]:
     timer-like entry's (count, values), a set's members."""
     out: dict[str, object] = {}
     for batches in window.take(1000):  # type: ignore[attr-defined]
-        for frame, _, _ in batches:
+        for frame, *_ in batches:
             body = contract.decode_batch_body(frame)
             out.update(zip(body.counters[::2], body.counters[1::2], strict=True))
             out.update((key, (was_set, value)) for key, was_set, value in zip(
@@ -735,3 +740,30 @@ def test_a_value_its_scale_takes_out_of_range_is_refused_and_counted_as_a_bad_li
             series_key("big", ("part", "g")): (False, 5e10),
             series_key("big.s", ()): ["1e300"],  # a set: statsd_exporter maps none
         }
+
+
+def test_a_mapping_s_ttl_goes_with_its_gauges_batch_in_both_windows() -> None:
+    """statsd_exporter's ttl, kept on the gauge entries the mapping files (renamed or not, set, changed, from the
+    C path and the fallback parser alike) and handed per batch with their keys; the other types' and the
+    unmatched gauges' entries carry none, and without rules every batch's map is empty."""
+    rule_set = RuleSet([from_yaml("defaults:\n  ttl: 45s\nmappings:\n"
+                                  "- match: temp.*\n  name: temp\n  ttl: 2m\n  labels: {room: $1}\n"
+                                  "- match: load\n  name: load\n"  # the default's ttl, the identity unchanged
+                                  "- match: req.*\n  name: req\n  labels: {path: $1}\n")])
+    lines = ["temp.x:10|g", "temp.y:+1|g", "temp.z:3|g|#k:\u00e9", "load:0.5|g", "req.a:1|c", "req.a:2|g",
+             "other:4|g", "lat:3|ms"]
+    document = json.dumps({"metric_name": "temp.w", "metric_type": "gauge", "value": 1}).encode()
+    for window in window_pair(shards=2, defaults={}, rules=(rule_set, rule_set)):
+        assert fed(window, [payload(lines), document], defaults={}) == {}
+        ttls: dict[str, float] = {}
+        for batches in window.take(2):  # type: ignore[attr-defined]
+            for *_, batch_ttls in batches:
+                ttls.update(batch_ttls)
+        assert ttls == {series_key("temp", ("room", "x")): 120.0, series_key("temp", ("room", "y")): 120.0,
+                        series_key("temp", ("k", "\u00e9", "room", "z")): 120.0,
+                        series_key("temp", ("room", "w")): 120.0, series_key("load", ()): 45.0,
+                        series_key("req", ("path", "a")): 45.0}
+    assert_same([payload(lines), document], shards=2, max_entries=2, defaults={}, rules=(rule_set, rule_set))
+    for window in window_pair(shards=2, defaults={}):
+        fed(window, [payload(lines)], defaults={})
+        assert all(ttls == {} for batches in window.take(2) for *_, ttls in batches)  # type: ignore[attr-defined]

@@ -34,7 +34,9 @@ class Outcome:
     drops the metric; otherwise ``name`` and ``tags`` (flat ``(k1, v1, ...)``, the whole new tag set)
     are the series' new identity; ``carry_on`` (a native rule's ``continue``) hands that identity to
     the rules after this one instead of ending the search; ``scale`` (statsd_exporter's ``scale``; no
-    other kind sets it) multiplies every value of the series' samples, None leaves them as sent."""
+    other kind sets it) multiplies every value of the series' samples, None leaves them as sent; ``ttl``
+    (statsd_exporter's ``ttl``, seconds; no other kind sets it) is how long a gauge of the series lives
+    without an update (:mod:`stages.receiver.identity`), None: ``expire_after_intervals``."""
 
     rule: str
     name: str
@@ -42,6 +44,7 @@ class Outcome:
     drop: bool = False
     carry_on: bool = False
     scale: float | None = None
+    ttl: float | None = None
 
 
 class RuleKind(Protocol):

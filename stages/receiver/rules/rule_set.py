@@ -3,7 +3,7 @@
 :func:`load_rule_set` loads each kind of :mod:`.registry` the config gives rules for; the
 :class:`RuleSet` asks them in that order. A kind's outcome ends the search unless it carries on (a
 native rule's ``continue``): then the next kinds see the identity it made. The rule that decided is
-the last one that matched (its scale, if it gives one, is the series'); its series are counted under
+the last one that matched (its scale and ttl, if it gives them, are the series'); its series are counted under
 one of its tallies (mapped or dropped), the series no rule matched under :data:`UNMATCHED`, so the
 windows count every sample under exactly one (:meth:`RuleSet.tally_names` says which is which, for
 the self-metrics).
@@ -36,11 +36,13 @@ class Tally(NamedTuple):
 
 class Verdict(NamedTuple):
     """What the rules make of one series, which rule decided (None: none matched), and the scale of its
-    values that rule gives (None: none; statsd_exporter's ``scale``, even where the identity stays)."""
+    values that rule gives (None: none; statsd_exporter's ``scale``, even where the identity stays), and
+    the ttl of its gauges (seconds, None: none; statsd_exporter's ``ttl``)."""
 
     decision: Decision
     rule: str | None
     scale: float | None = None
+    ttl: float | None = None
 
 
 class RuleSet:
@@ -56,15 +58,15 @@ class RuleSet:
                 self._tally(DROPPED, rule)
 
     def __call__(self, name: str, mtype: int, tags: Tags, /) -> Decided:
-        decision, rule, scale = self.verdict(name, mtype, tags)
+        decision, rule, scale, ttl = self.verdict(name, mtype, tags)
         if rule is None:
             return Decided(UNMATCHED, None)
-        return Decided(self._tally(DROPPED if decision is DROP else MAPPED, rule), decision, scale)
+        return Decided(self._tally(DROPPED if decision is DROP else MAPPED, rule), decision, scale, ttl)
 
     def verdict(self, name: str, mtype: int, tags: Tags) -> Verdict:
         """The decision on the series ``name``/``tags`` of type ``mtype`` (None when the rules leave it as
-        it is), the rule that decided, and its scale."""
-        decided, scale = None, None
+        it is), the rule that decided, its scale and its ttl."""
+        decided, scale, ttl = None, None, None
         new_name, new_tags = name, tags
         for kind in self.kinds:
             outcome = kind.decide(new_name, mtype, new_tags)
@@ -72,12 +74,13 @@ class RuleSet:
                 continue
             if outcome.drop:
                 return Verdict(DROP, outcome.rule)
-            decided, new_name, new_tags, scale = outcome.rule, outcome.name, outcome.tags, outcome.scale
+            decided, new_name, new_tags = outcome.rule, outcome.name, outcome.tags
+            scale, ttl = outcome.scale, outcome.ttl
             if not outcome.carry_on:
                 break
         if decided is None or (new_name == name and tags_dict(new_tags) == tags_dict(tags)):
-            return Verdict(None, decided, scale)
-        return Verdict((new_name, new_tags), decided, scale)
+            return Verdict(None, decided, scale, ttl)
+        return Verdict((new_name, new_tags), decided, scale, ttl)
 
     @property
     def rule_count(self) -> int:

@@ -21,10 +21,11 @@ Keys that shape Prometheus' summaries and histograms (``observer_type``, ``summa
 ``histogram_options``) and ``help`` are checked, then ignored, named once in the log. ``scale``
 applies as there: the outcome carries it and the receiver's windows multiply every value of the
 series by it (:mod:`stages.receiver.identity`); a scale that is not a finite number is refused (it
-would make every value NaN or infinite). ``ttl`` is checked and kept on each mapping
-(:attr:`Mapping.ttl`) but not applied, and the log says so (:data:`TTL_NOT_APPLIED`): only a gauge
-outlives the interval it was updated in here, and it expires after the shards'
-``expire_after_intervals``, whatever its mapping (the shards never learn of a mapping).
+would make every value NaN or infinite). ``ttl`` (the mapping's, else the default's) applies to
+gauges: the outcome carries it, the windows hand it with the gauge's batch and the shard forgets the
+gauge once idle for ``ceil(ttl / flush_interval)`` intervals instead of ``expire_after_intervals``.
+statsd_exporter's ttl forgets a series of any type; here only a gauge outlives the interval it was
+updated in, so only a gauge has anything to forget, and the log says so once (:data:`TTL_GAUGES_ONLY`).
 """
 
 from __future__ import annotations
@@ -70,11 +71,11 @@ _MAPPING_KEYS = {"match", "name", "labels", "honor_labels", "observer_type", "ma
                  "match_metric_type", "ttl", "summary_options", "histogram_options", "scale"}
 #: Keys checked and then ignored: they shape what Prometheus shows, and pystatsd shows no Prometheus.
 IGNORED_KEYS = ("observer_type", "summary_options", "histogram_options", "help")
-#: Keys checked and kept on each mapping, not applied (see the module's docs).
+#: Keys that apply with a difference the log names (see the module's docs).
 KEPT_KEYS = ("ttl",)
 #: What the log says of ``ttl``.
-TTL_NOT_APPLIED = ("is not applied: a gauge expires after expire_after_intervals intervals without an update, "
-                   "whatever its mapping's ttl (other types are sent only for the intervals they are updated in)")
+TTL_GAUGES_ONLY = ("applies to gauges: one idle for ceil(ttl / flush_interval) intervals is forgotten instead of "
+                   "after expire_after_intervals (other types are sent only for the intervals they are updated in)")
 
 
 def _match_type(text: str) -> str | None:
@@ -110,7 +111,7 @@ class Mapping:
     #: whether ``summary_options`` / ``histogram_options`` are given (checked, not used here)
     summary_options: bool = False
     histogram_options: bool = False
-    #: statsd_exporter's ``ttl`` in seconds (0: none), the default's when the mapping sets none.
+    #: statsd_exporter's ``ttl`` in seconds (0 or less: none), the default's when the mapping sets none.
     ttl: float = 0.0
     #: statsd_exporter's ``scale``: each value times this; None when not set.
     scale: float | None = None
@@ -144,7 +145,8 @@ class StatsdExporterMapping:
         for label, value in labels.items():
             if not (mapping.honor_labels and label in merged):
                 merged[label] = value
-        return Outcome(mapping.rule, new_name, tag_tuple(merged, {}), scale=mapping.scale)
+        return Outcome(mapping.rule, new_name, tag_tuple(merged, {}), scale=mapping.scale,
+                       ttl=mapping.ttl if mapping.ttl > 0 else None)
 
     def _find(self, name: str, event_type: str) -> tuple[Mapping, str, dict[str, str]] | None:
         if self.globs is not None:
@@ -250,7 +252,7 @@ def _decode(root: Any, key: str) -> tuple[_Defaults, list[Mapping]]:
                 _decode_fields(item, f"mappings[{i}]", _MAPPING_KEYS, mappings[-1], seen)
     for name in (*IGNORED_KEYS, *KEPT_KEYS):
         if name in seen:
-            what = "has no meaning in pystatsd: ignored" if name in IGNORED_KEYS else TTL_NOT_APPLIED
+            what = "has no meaning in pystatsd: ignored" if name in IGNORED_KEYS else TTL_GAUGES_ONLY
             places = seen[name]
             more = f" and {len(places) - 3} more" if len(places) > 3 else ""
             log.warning("%s: %s (%s%s) %s", key, name, ", ".join(places[:3]), more, what)
