@@ -23,6 +23,9 @@ from stages.rundir.capture_request import CaptureRequest, CaptureWatch
 
 log = logging.getLogger(__name__)
 
+#: How long an idle receiver sleeps at most: it looks for a request (or its end) when it wakes, and a
+#: capture begins, and ends, within this of the command's asking. Twice a second costs nothing measurable.
+IDLE_WAKE_SECS = 0.5
 #: Messages (bursts) queued for the command before the next ones are dropped.
 QUEUE_MESSAGES = 1000
 #: How long the end of a capture waits for room in the queue, and then for the command to take it.

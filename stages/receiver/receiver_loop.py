@@ -43,7 +43,7 @@ from stages.common.model import tag_tuple
 from stages.common.selfstats import SelfStats
 from stages.common.sharding import shard_endpoint
 from stages.receiver.batcher import Batcher
-from stages.receiver.capture_tap import CaptureTap
+from stages.receiver.capture_tap import IDLE_WAKE_SECS, CaptureTap
 from stages.receiver.handover import close_held, hand_over, running_config, take_over
 from stages.receiver.listeners import adopt_listener, open_listener, shares_port
 from stages.receiver.listeners.connections import StreamConnections
@@ -225,7 +225,7 @@ class Receiver:
             due = self.batcher.next_due()
             wake = self.next_report if due is None else min(due, self.next_report)
             expiries = [e for e in (listener.next_expiry() for listener in self.listeners) if e is not None]
-            wait = min([max(0.0, wake - now), *expiries])
+            wait = min([max(0.0, wake - now), *expiries, IDLE_WAKE_SECS])
             read = 0
             for fd, _ in poller.poll(math.ceil(wait * 1000)):
                 listener = by_fd.get(fd)
