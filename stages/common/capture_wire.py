@@ -5,7 +5,9 @@ A message is a JSON head and, for a burst, one frame per payload read. Heads:
 "kind": "datagram"|"stream", "connection": N, "closed": bool, "time": T, "dropped": D}`` for what one
 read of one socket gave (a stream's connection numbered by the receiver, ``closed`` once the peer is
 gone); ``{"end": true, "dropped": D}`` when it stops. ``dropped`` counts the payloads this receiver
-could not hand to ZeroMQ so far (the command read too slowly); every head names its ``receiver``.
+could not hand to ZeroMQ so far (the command read too slowly); every head names its ``receiver`` and
+its ``session`` (``<receiver>/<pid>/<ns>``: a receiver restarted in place begins a new one, its
+connections and drops counted anew).
 """
 
 from __future__ import annotations

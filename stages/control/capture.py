@@ -56,6 +56,8 @@ class Capture:
     receivers: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: (receiver session, its connection number) → the file's connection number
     connections: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: receiver session → what it dropped so far (a receiver restarted in place begins a session anew)
+    session_drops: dict[str, int] = field(default_factory=dict)
     ended: str | None = None
     #: payloads that came after --max-bytes stopped the file
     left_out: int = 0
@@ -67,9 +69,11 @@ class Capture:
             return  # nothing a receiver sends; the socket is private to this user
         name = head["receiver"]
         seen = self.receivers.setdefault(name, {"listeners": [], "dropped": 0, "ended": False})
-        seen["dropped"] = max(seen["dropped"], int(head.get("dropped", 0)))
+        session = str(head.get("session", name))
+        self.session_drops[session] = max(self.session_drops.get(session, 0), int(head.get("dropped", 0)))
+        seen["dropped"] = sum(n for s, n in self.session_drops.items() if s.startswith(f"{name}/"))
         if "hello" in head:
-            seen["listeners"] = list(head["hello"])
+            seen["listeners"], seen["ended"] = list(head["hello"]), False
             print(f"capturing what {name} reads on {', '.join(seen['listeners']) or 'no listener asked for'}",
                   file=err, flush=True)
         elif head.get("end"):
@@ -84,8 +88,9 @@ class Capture:
         if stream:
             key = (str(head["session"]), int(head["connection"]))
             connection = self.connections.setdefault(key, len(self.connections) + 1)
-        for payload in payloads:
+        for index, payload in enumerate(payloads):
             if not self.room_for(len(payload)):
+                self.left_out += len(payloads) - index
                 return
             self.writer.add(STREAM if stream else DATAGRAM, time_, url, connection, payload)
         if stream and head.get("closed") and self.room_for(0):
@@ -93,14 +98,11 @@ class Capture:
 
     def room_for(self, length: int) -> bool:
         """Whether a record of ``length`` bytes may still be written without the file passing max_bytes."""
-        if self.ended == "max_bytes":
-            self.left_out += 1
-            return False
-        if self.writer.size + len(self.writer.pending) + length + 64 + TRAILER_ROOM > self.max_bytes:
-            self.ended = "max_bytes"
-            self.left_out += 1
-            return False
-        return True
+        if self.ended != "max_bytes" and (self.writer.size + len(self.writer.pending) + length + 64 + TRAILER_ROOM
+                                          <= self.max_bytes):
+            return True
+        self.ended = "max_bytes"
+        return False
 
     @property
     def dropped(self) -> int:
