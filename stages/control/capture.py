@@ -158,7 +158,12 @@ def _run(run_dir: Path, result: Capture, duration: float, listener: str | None, 
     pull = ctx.socket(zmq.PULL)
     pull.setsockopt(zmq.RCVHWM, QUEUE_MESSAGES)
     endpoint = capture_endpoint(run_dir, os.getpid())
-    pull.bind(endpoint)
+    try:
+        pull.bind(endpoint)
+    except zmq.ZMQError as exc:
+        pull.close(linger=0)
+        ctx.term()
+        raise CaptureError(f"cannot take what the receivers send on {endpoint}: {exc}") from None
     start = time.time()
     request = CaptureRequest(uuid.uuid4().hex, endpoint, start + duration + END_SECS, os.getpid(), listener)
     previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -169,7 +174,8 @@ def _run(run_dir: Path, result: Capture, duration: float, listener: str | None, 
         except KeyboardInterrupt:
             result.ended = "interrupted"
         end_request(run_dir, request.id)
-        _receive_ends(pull, result, err)
+        with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: the file is still finished whole
+            _receive_ends(pull, result, err)
     finally:
         signal.signal(signal.SIGTERM, previous)
         end_request(run_dir, request.id)

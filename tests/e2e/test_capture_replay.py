@@ -83,6 +83,13 @@ def test_a_capture_replayed_into_a_second_pipeline_gives_the_same_aggregates_exa
         first_tcp = with_tcp(first)
         first.ctl("restart", "all")  # the listeners the config now names
         wait_for(first.all_running, 30, "the first pipeline to run again")
+        wrong = first.pystatsd("capture", "--duration", "5", "--listener", "udp://127.0.0.1:1", str(path))
+        assert wrong.returncode == 1 and not path.exists()
+        assert wrong.stderr.splitlines()[-1] == ("capture: no receiver listens on udp://127.0.0.1:1: --listener "
+                                                 "takes one of the config's listeners")
+        (tmp_path / "taken.cap").write_bytes(b"")
+        taken = first.pystatsd("capture", "--duration", "5", str(tmp_path / "taken.cap"))
+        assert taken.returncode == 1 and "taken.cap exists: a capture writes a new file" in taken.stderr
         capture = started_capture(first, path, "--duration", "9")
         first.wait_interval_start()
         sent_at = time.time()
