@@ -52,14 +52,16 @@ def write_request(run_dir: Path, request: CaptureRequest) -> None:
 
 
 def read_request(run_dir: Path) -> CaptureRequest | None:
-    """The request in ``run_dir``, or None (no file, or not one pystatsd wrote)."""
+    """The request in ``run_dir``, or None (no file, not one pystatsd wrote, or an endpoint other than
+    the command's socket in this run directory: a receiver sends what it reads nowhere else)."""
     try:
         raw = json.loads(read_private(capture_path(run_dir)))
-        listener = raw["listener"]
-        return CaptureRequest(str(raw["id"]), str(raw["endpoint"]), float(raw["until"]), int(raw["pid"]),
-                              None if listener is None else str(listener))
+        listener, pid = raw["listener"], int(raw["pid"])
+        request = CaptureRequest(str(raw["id"]), str(raw["endpoint"]), float(raw["until"]), pid,
+                                 None if listener is None else str(listener))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    return request if request.endpoint == capture_endpoint(run_dir, pid) else None
 
 
 def end_request(run_dir: Path, request_id: str) -> None:

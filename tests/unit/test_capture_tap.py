@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,23 @@ def test_without_a_request_a_read_is_the_listeners_and_nothing_is_sent(tmp_path:
     tap.follow(time.time(), [OneDatagram()])
     assert tap.session is None
     assert tap.read(OneDatagram(), 3, 256, {}) == [b"hits:1|c"]
+
+
+def test_a_request_for_another_endpoint_than_the_commands_socket_here_is_ignored(tmp_path: Path, ctx: Ctx) -> None:
+    write_request(tmp_path, CaptureRequest("one", "tcp://192.0.2.1:5555", time.time() + 60, os.getpid(), None))
+    tap = CaptureTap(ctx, tmp_path, "receiver")
+    tap.follow(time.time(), [OneDatagram()])
+    assert tap.session is None
+
+
+def test_a_request_whose_command_is_gone_or_past_its_time_is_ignored(tmp_path: Path, ctx: Ctx) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    for pid, until in ((gone.pid, time.time() + 60), (os.getpid(), time.time() - 1)):
+        write_request(tmp_path, CaptureRequest("one", capture_endpoint(tmp_path, pid), until, pid, None))
+        tap = CaptureTap(ctx, tmp_path, "receiver")
+        tap.follow(time.time(), [OneDatagram()])
+        assert tap.session is None
 
 
 def test_a_reader_too_slow_never_holds_the_receiver_and_every_payload_is_captured_or_counted(
