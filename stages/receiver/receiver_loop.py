@@ -118,8 +118,10 @@ class Receiver:
         self.records: list[dict[str, Any]] = []
         self.line_options = LineOptions(self.open_interval, config.keep_container_id, self.records)
         self.records_out = RecordsOut(ctx, self.run_dir, name, config.queues.forwarder_flushes)
-        #: What it reads, to `pystatsd capture` while one asks (stages.receiver.capture_tap).
+        #: What it reads, to `pystatsd capture` while one asks (stages.receiver.capture_tap); asked before
+        #: the first read, so a capture goes on across a restart in place without a gap.
         self.capture = CaptureTap(ctx, self.run_dir, name)
+        self.capture.follow(clock.time(), self.listeners)
         self.parse_payload = payload_parser(self.defaults, self.line_options)
         #: None without rules: the windows then ask nothing and look nothing up (stages.receiver.identity).
         self.rules = load_rule_set(config, rules_dir(config_file))

@@ -140,3 +140,32 @@ def test_a_stopped_pipeline_is_not_captured_and_the_command_says_so(tmp_path: Pa
     finally:
         pipeline.sock.close()
         pipeline.cleanup()
+
+
+def test_a_capture_goes_on_across_a_restart_of_the_receiver_in_place_missing_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "restart.cap"
+    with Pipeline(shards=1) as pipeline:
+        capture = started_capture(pipeline, path, "--duration", "10")
+        before = [f"before:{n}|c" for n in range(20)]
+        after = [f"after:{n}|c" for n in range(20)]
+        for datagram in before:
+            pipeline.send(datagram, pipeline.statsd_port)
+        # Datagrams all through the restart: those the kernel queues while the new image starts are its first read.
+        restart = subprocess.Popen([VENV_BIN / "pystatsd", "restart", "receiver", "-c", str(pipeline.config_path),
+                                    "--run-dir", str(pipeline.run_dir)], env=pipeline.env, stdout=subprocess.DEVNULL)
+        during: list[str] = []
+        while restart.poll() is None and len(during) < 4000:
+            during.append(f"during:{len(during)}|c")
+            pipeline.send(during[-1], pipeline.statsd_port)
+            time.sleep(0.002)
+        assert restart.wait(60) == 0
+        for datagram in after:
+            pipeline.send(datagram, pipeline.statsd_port)
+        _, err = capture.communicate(timeout=30)
+        assert capture.returncode == 0, err
+        # The restarted image said hello anew (the first hello was read by started_capture).
+        assert err.count("capturing what receiver reads on") == 1, err
+        assert "dropped" not in err and "no end" not in err, err
+    records, trailer = read_records(path)
+    assert [r.payload.decode() for r in records] == before + during + after
+    assert trailer["dropped"] == 0
