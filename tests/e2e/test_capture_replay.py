@@ -36,6 +36,7 @@ STREAMS = [[b"tcp.hits:1|c\ntcp.ms:5|ms\n", b"tcp.ms:7|ms\ntcp.users:a|s\n"],
 
 
 def with_tcp(pipeline: Pipeline) -> int:
+    """A TCP listener beside the UDP one, in the config of a pipeline not yet started."""
     port = free_tcp_port()
     pipeline.config["listeners"] = [f"udp://127.0.0.1:{pipeline.statsd_port}", f"tcp://127.0.0.1:{port}"]
     pipeline.save_config()
@@ -79,10 +80,9 @@ def read_records(path: Path) -> tuple[list[Any], dict[str, Any]]:
 
 def test_a_capture_replayed_into_a_second_pipeline_gives_the_same_aggregates_exactly(tmp_path: Path) -> None:
     path = tmp_path / "traffic.cap"
-    with Pipeline(shards=2, flush_interval=INTERVAL) as first:
-        first_tcp = with_tcp(first)
-        first.ctl("restart", "all")  # the listeners the config now names
-        wait_for(first.all_running, 30, "the first pipeline to run again")
+    first = Pipeline(shards=2, flush_interval=INTERVAL)
+    first_tcp = with_tcp(first)
+    with first:
         wrong = first.pystatsd("capture", "--duration", "5", "--listener", "udp://127.0.0.1:1", str(path))
         assert wrong.returncode == 1 and not path.exists()
         assert wrong.stderr.splitlines()[-1] == ("capture: no receiver listens on udp://127.0.0.1:1: --listener "
@@ -111,10 +111,9 @@ def test_a_capture_replayed_into_a_second_pipeline_gives_the_same_aggregates_exa
     assert (trailer["ended"], trailer["dropped"], trailer["records"]) == ("duration", 0, len(records))
     assert len(expected) > 10
 
-    with Pipeline(shards=2, flush_interval=INTERVAL) as second:
-        second_tcp = with_tcp(second)
-        second.ctl("restart", "all")
-        wait_for(second.all_running, 30, "the second pipeline to run again")
+    second = Pipeline(shards=2, flush_interval=INTERVAL)
+    second_tcp = with_tcp(second)
+    with second:
         second.wait_interval_start()
         replayed = subprocess.run([VENV_BIN / "pystatsd", "replay", str(path), "--max",
                                    "--to", f"udp://127.0.0.1:{second.statsd_port}",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from stages.control import cli
-from stages.control.capture_file import DATAGRAM, CaptureReader, CaptureWriter
+from stages.control.capture_file import CLOSE, DATAGRAM, STREAM, CaptureReader, CaptureWriter
 from stages.control.replay import ReplayError, destinations
 
 URL = "udp://127.0.0.1:8125"
@@ -112,3 +112,31 @@ def test_a_destination_of_the_other_kind_is_refused() -> None:
         destinations([URL], ["tcp://127.0.0.1:8125"], force=False)
     with pytest.raises(ReplayError, match="are both datagram listeners"):
         destinations([URL], ["udp://127.0.0.1:1", "unixgram:///x.sock"], force=False)
+
+
+def test_each_recorded_stream_connection_gets_a_connection_of_its_own_closed_where_it_closed(tmp_path: Path) -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    tcp = "tcp://127.0.0.1:8125"
+    out = io.BytesIO()
+    writer = CaptureWriter(out, {})
+    for at, connection, payload in ((1.0, 1, b"a:1|c\n"), (1.1, 2, b"b:1|c\n"), (1.2, 1, b"a:2|c")):
+        writer.add(STREAM, at, tcp, connection, payload)
+    writer.add(CLOSE, 1.3, tcp, 1)
+    writer.add(STREAM, 1.4, tcp, 2, b"b:2|c\n")
+    writer.finish({})
+    path = tmp_path / "s.cap"
+    path.write_bytes(out.getvalue())
+    try:
+        # Small: the kernel holds it all until the test accepts, after the replay returned.
+        assert cli.main(["replay", str(path), "--max", "--to", f"tcp://127.0.0.1:{server.getsockname()[1]}"]) == 0
+        streams = []
+        for _ in range(2):
+            conn, _ = server.accept()
+            with conn:
+                chunks = []
+                while chunk := conn.recv(65536):
+                    chunks.append(chunk)
+                streams.append(b"".join(chunks))
+        assert sorted(streams) == [b"a:1|c\na:2|c", b"b:1|c\nb:2|c\n"]
+    finally:
+        server.close()
