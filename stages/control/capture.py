@@ -56,8 +56,8 @@ class Capture:
     receivers: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: (receiver session, its connection number) → the file's connection number
     connections: dict[tuple[str, int], int] = field(default_factory=dict)
-    #: receiver session → what it dropped so far (a receiver restarted in place begins a session anew)
-    session_drops: dict[str, int] = field(default_factory=dict)
+    #: (receiver, its session) → what it dropped so far (a receiver restarted in place begins a session anew)
+    session_drops: dict[tuple[str, str], int] = field(default_factory=dict)
     ended: str | None = None
     #: payloads that came after --max-bytes stopped the file
     left_out: int = 0
@@ -69,9 +69,9 @@ class Capture:
             return  # nothing a receiver sends; the socket is private to this user
         name = head["receiver"]
         seen = self.receivers.setdefault(name, {"listeners": [], "dropped": 0, "ended": False})
-        session = str(head.get("session", name))
+        session = (name, str(head.get("session")))
         self.session_drops[session] = max(self.session_drops.get(session, 0), int(head.get("dropped", 0)))
-        seen["dropped"] = sum(n for s, n in self.session_drops.items() if s.startswith(f"{name}/"))
+        seen["dropped"] = sum(n for (receiver, _), n in self.session_drops.items() if receiver == name)
         if "hello" in head:
             seen["listeners"], seen["ended"] = list(head["hello"]), False
             print(f"capturing what {name} reads on {', '.join(seen['listeners']) or 'no listener asked for'}",
@@ -82,7 +82,7 @@ class Capture:
             self.burst(head, payloads)
 
     def burst(self, head: dict[str, Any], payloads: list[bytes]) -> None:
-        time_, url = float(head["time"]), str(head["burst"])
+        arrived, url = float(head["time"]), str(head["burst"])
         stream = head["kind"] == capture_wire.STREAM
         connection = 0
         if stream:
@@ -92,9 +92,9 @@ class Capture:
             if not self.room_for(len(payload)):
                 self.left_out += len(payloads) - index
                 return
-            self.writer.add(STREAM if stream else DATAGRAM, time_, url, connection, payload)
+            self.writer.add(STREAM if stream else DATAGRAM, arrived, url, connection, payload)
         if stream and head.get("closed") and self.room_for(0):
-            self.writer.add(CLOSE, time_, url, connection)
+            self.writer.add(CLOSE, arrived, url, connection)
 
     def room_for(self, length: int) -> bool:
         """Whether a record of ``length`` bytes may still be written without the file passing max_bytes."""
