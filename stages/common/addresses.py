@@ -54,6 +54,11 @@ def parse_listener(url: str) -> tuple[str, Any]:
         raise ValueError(f"{url!r}: {exc}") from None
 
 
+def loopback_if_any(address: str) -> str:
+    """Where to reach a daemon bound to ``address``: a wildcard bind is reached on loopback."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(address, address)
+
+
 def live_unix_socket(path: str, kind: int) -> bool:
     """Whether a process serves the Unix socket at ``path`` (one that is only left over does not)."""
     try:

@@ -1,5 +1,6 @@
 """The ``pystatsd`` command: ``run`` (the whole pipeline under supervisord), ``check-config``, ``status``,
-``send`` (metrics to a running instance, as written), ``rules test`` (what the rules make of lines), ``version``.
+``send`` (metrics to a running instance, as written), ``rules test`` (what the rules make of lines),
+``capture`` and ``replay`` (what the receivers read, to a file and back: stages.control.capture_cli), ``version``.
 
 ``run`` checks the config, renders the repo's ``supervisord.conf`` (or the copy an installed package
 ships) into the run directory with this interpreter and that run directory filled in, then becomes
@@ -27,12 +28,12 @@ import yaml
 
 from pystatsd.client import Client
 from stages import __version__
-from stages.common.addresses import live_unix_socket
+from stages.common.addresses import live_unix_socket, loopback_if_any
 from stages.common.config import Config, ConfigError, config_path, load_config, load_section
 from stages.common.config_diff import config_changes
 from stages.common.lifecycle import DEFAULT_RUN_DIR, EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE
 from stages.common.process_names import AGGREGATOR, is_process_of
-from stages.control import operations, status, try_rules
+from stages.control import capture_cli, operations, status, try_rules
 from stages.control.address_check import address_problems, tcp_url
 from stages.control.supervisord_conf import (
     INSTALLED_TEMPLATE,
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                             help="lines as a client sends them (api.h1.GET.latency:12|ms); read from stdin if none")
     rules_test.add_argument("-c", "--config", help=config_help)
     rules_test.add_argument("--json", action="store_true", help="one JSON object per metric instead of text")
+    capture_cli.add_parsers(commands, config_help)
     commands.add_parser("version", help="print the version")
     args = parser.parse_args(argv)
     if args.command == "version":
@@ -132,6 +134,10 @@ def command(args: argparse.Namespace, path: Path) -> int:
         return reload_instance(path, args.config is not None, args.run_dir)
     if args.command == "send":
         return send_lines(path, args.lines or sys.stdin.read().splitlines(), args.host, args.port)
+    if args.command == "capture":
+        return capture_cli.capture_command(args, instance(path, args.run_dir)[1])
+    if args.command == "replay":
+        return capture_cli.replay_command(args)
     if args.command == "rules":
         return test_rules(path, args.lines or sys.stdin.read().splitlines(), args.json)
     return run_pipeline(path, args.run_dir, {"shards": args.shards, "extra_receivers": args.extra_receivers})
@@ -293,11 +299,6 @@ def test_rules(path: Path, lines: list[str], as_json: bool) -> int:
         return EXIT_CONFIG
     print("\n".join((try_rules.as_json if as_json else try_rules.as_text)(results)))
     return EXIT_OK
-
-
-def loopback_if_any(address: str) -> str:
-    """Where to reach a daemon bound to ``address``: a wildcard bind is reached on loopback."""
-    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(address, address)
 
 
 def check_config(path: Path) -> int:

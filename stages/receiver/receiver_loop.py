@@ -43,6 +43,7 @@ from stages.common.model import tag_tuple
 from stages.common.selfstats import SelfStats
 from stages.common.sharding import shard_endpoint
 from stages.receiver.batcher import Batcher
+from stages.receiver.capture_tap import IDLE_WAKE_SECS, CaptureTap
 from stages.receiver.handover import close_held, hand_over, running_config, take_over
 from stages.receiver.listeners import adopt_listener, open_listener, shares_port
 from stages.receiver.listeners.connections import StreamConnections
@@ -117,6 +118,10 @@ class Receiver:
         self.records: list[dict[str, Any]] = []
         self.line_options = LineOptions(self.open_interval, config.keep_container_id, self.records)
         self.records_out = RecordsOut(ctx, self.run_dir, name, config.queues.forwarder_flushes)
+        #: What it reads, to `pystatsd capture` while one asks (stages.receiver.capture_tap); asked before
+        #: the first read, so a capture goes on across a restart in place without a gap.
+        self.capture = CaptureTap(ctx, self.run_dir, name)
+        self.capture.follow(clock.time(), self.listeners)
         self.parse_payload = payload_parser(self.defaults, self.line_options)
         #: None without rules: the windows then ask nothing and look nothing up (stages.receiver.identity).
         self.rules = load_rule_set(config, rules_dir(config_file))
@@ -222,7 +227,7 @@ class Receiver:
             due = self.batcher.next_due()
             wake = self.next_report if due is None else min(due, self.next_report)
             expiries = [e for e in (listener.next_expiry() for listener in self.listeners) if e is not None]
-            wait = min([max(0.0, wake - now), *expiries])
+            wait = min([max(0.0, wake - now), *expiries, IDLE_WAKE_SECS])
             read = 0
             for fd, _ in poller.poll(math.ceil(wait * 1000)):
                 listener = by_fd.get(fd)
@@ -245,7 +250,7 @@ class Receiver:
 
     def read(self, listener: Any, fd: int) -> int:
         """What ``listener`` has waiting on ``fd`` (a poll found it ready) into the window; how many payloads."""
-        payloads = listener.read(fd, READ_BURST, self.bad)
+        payloads = self.capture.read(listener, fd, READ_BURST, self.bad)
         self.receive(payloads)
         return len(payloads)
 
@@ -254,6 +259,7 @@ class Receiver:
         shard's pause ended, this receiver's own counters."""
         now = self.clock.time()
         self.batcher.send_due(now)
+        self.capture.follow(now, self.listeners)
         if now >= self.next_report:
             self.report(now)
 
@@ -372,6 +378,7 @@ class Receiver:
         for push in self.batcher.pushes:
             push.close(linger=RECEIVER_STOP.linger_ms)
         self.records_out.close()
+        self.capture.close()
         hand_over(self.listeners, self.run_dir, self.name, self.kernel_drops(), self.config)
         self.restarting = True
 
@@ -389,6 +396,7 @@ class Receiver:
         for push in self.batcher.pushes:
             push.close(linger=RECEIVER_STOP.linger_ms)
         self.records_out.close()
+        self.capture.close()
 
 
 def rules_dir(config_file: Path | None) -> Path:
