@@ -34,19 +34,20 @@ def underscored(name: str) -> str:
 
 @dataclass
 class Totals:
-    """Cumulative figures of one system; a run is the difference of two readings."""
+    """Cumulative figures of one system; a run is the difference of two readings.
 
-    #: counter increments of the load's names
+    ``counters`` and ``timer_samples`` are the counter increments and timer samples (each timer
+    aggregate's count) of the load's names, ``heartbeat`` the highest heartbeat value delivered.
+    ``rule_dropped`` is what the system's rules dropped, as it counted them (pystatsd's
+    ``receiver.rule_dropped``: one per line, which is one increment because the rules of the benchmark
+    drop only counters of value 1); ``delivered`` includes it: dropped by a rule is dealt with, not lost.
+    ``renamed`` is the part of ``counters`` and ``timer_samples`` delivered under a name a rule gave (not
+    GENERATED_NAME)."""
+
     counters: float = 0.0
-    #: timer samples of the load's names (each timer aggregate's count)
     timer_samples: float = 0.0
-    #: the highest heartbeat value delivered
     heartbeat: float = 0.0
-    #: counter increments and timer samples the system's rules dropped, as it counted them (pystatsd's
-    #: ``receiver.rule_dropped``: one per line, which is one increment because the rules of the benchmark
-    #: drop only counters of value 1); included in ``delivered``: dropped by a rule is dealt with, not lost
     rule_dropped: float = 0.0
-    #: of ``counters`` and ``timer_samples``, those delivered under a name a rule gave (not GENERATED_NAME)
     renamed: float = 0.0
 
     def saw_heartbeat(self, value: float) -> None:

@@ -372,13 +372,7 @@ class Receiver:
         log.info("Restarting in place: handing every open batch on, keeping every socket open")
         for listener in self.listeners:
             self.receive(listener.release())
-        self.batcher.send_all()
-        self.batcher.release_all()
-        self.batcher.unsent.close()
-        for push in self.batcher.pushes:
-            push.close(linger=RECEIVER_STOP.linger_ms)
-        self.records_out.close()
-        self.capture.close()
+        self.hand_on_and_close()
         hand_over(self.listeners, self.run_dir, self.name, self.kernel_drops(), self.config)
         self.restarting = True
 
@@ -390,6 +384,11 @@ class Receiver:
         for listener in self.listeners:
             self.receive(listener.drain(self.bad))
             listener.close()
+        self.hand_on_and_close()
+
+    def hand_on_and_close(self) -> None:
+        """Every open and held batch to the shards, then every socket to another stage or the command
+        closed (a stop and a restart in place alike: the process ends next)."""
         self.batcher.send_all()
         self.batcher.release_all()
         self.batcher.unsent.close()

@@ -361,16 +361,6 @@ def sink_pipeline(sink: str, settings: dict[str, Any], flush_interval: float = 1
     return pipeline
 
 
-def wait_receiving(pipeline: Pipeline) -> None:
-    """Until the pipeline flushes what it is sent (a ``probe`` counter, to its file sink): RUNNING is a second
-    after each stage's start, and on a busy machine the receiver may not listen yet; a datagram sent before
-    it does is lost uncounted."""
-    def probed() -> bool:
-        pipeline.send("probe:1|c", pipeline.statsd_port)
-        return bool(pipeline.series("probe"))
-    wait_for(probed, 30, "the pipeline to flush a probe", every=0.5)
-
-
 def own(aggregates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The aggregates that are not the daemon's own metrics."""
     return [a for a in aggregates if not a["name"].startswith("pystatsd.")]

@@ -29,7 +29,6 @@ from tests.sinks.servers import (
     reply,
     sink_pipeline,
     through_an_outage,
-    wait_receiving,
 )
 from tests.sinks.test_influxdb_sink import points as influx_points
 
@@ -229,7 +228,6 @@ def test_values_tags_and_timestamps_read_back(destination: Destination, tmp_path
     pipeline = sink_pipeline("influxdb", destination.settings("values", tmp_path))
     try:
         pipeline.start()
-        wait_receiving(pipeline)
         pipeline.wait_interval_start()
         pipeline.send("v.req:3|c|#route:/login,env:prod\nv.req:3|c|#route:/login,env:prod\n"
                       "v.lat:10|ms\nv.lat:30|ms\nv.users:alice|s\nv.users:bob|s\nv.users:alice|s\nv.temp:21.5|g|#room:a",
@@ -262,7 +260,6 @@ def test_a_stopped_server_loses_nothing_and_writes_nothing_twice(destination: De
     pipeline = sink_pipeline("influxdb", destination.settings("outage", tmp_path))
     try:
         pipeline.start()
-        wait_receiving(pipeline)
         during = through_an_outage(pipeline, destination, lambda: len(destination.points(["outage"], "o.c")))
     finally:
         pipeline.stop()
@@ -290,7 +287,6 @@ def test_a_reload_that_moves_the_sink_to_another_target_loses_and_repeats_nothin
     pipeline = sink_pipeline("influxdb", settings, self_metrics_prefix="")
     load = {key: f"rl.c:1|c|#key:{key}\nrl.t:{i}|ms|#key:{key}" for i, key in enumerate("abcd")}
     with pipeline:
-        wait_receiving(pipeline)
         with SteadyTraffic(pipeline.statsd_port, load, every_secs=0.005, max_secs=60) as traffic:
             wait_for(lambda: destination.points(["before"], "rl.c"), 15, "the first points", every=0.5)
             time.sleep(1.0)

@@ -16,7 +16,7 @@ from harness.ports import free_tcp_port
 from harness.traffic import SteadyTraffic
 from harness.wait import wait_for
 from tests.sinks.conftest import INFLUX_ADMIN
-from tests.sinks.servers import InfluxServer, own, sink_pipeline, through_an_outage, wait_receiving
+from tests.sinks.servers import InfluxServer, own, sink_pipeline, through_an_outage
 
 pytestmark = pytest.mark.servers
 
@@ -42,7 +42,6 @@ def test_values_tags_and_timestamps_read_back(influx: InfluxServer, tmp_path: Pa
                                           "password_file": str(password_file), "create_database": True})
     try:
         pipeline.start()
-        wait_receiving(pipeline)
         pipeline.wait_interval_start()
         pipeline.send("i.req:3|c|#route:/login,env:prod\ni.req:3|c|#route:/login,env:prod\n"
                       "i.lat:10|ms\ni.lat:30|ms\ni.users:alice|s\ni.users:bob|s\ni.users:alice|s",
@@ -83,7 +82,6 @@ def test_retention_policy_precision_and_password_from_the_environment(influx: In
     pipeline.env["TEST_INFLUX_PASSWORD"] = PASSWORD
     try:
         pipeline.start()
-        wait_receiving(pipeline)
         pipeline.send("r.c:5|c|#k:v", pipeline.statsd_port)
         wait_for(lambda: points(influx, "rp_test", "r.c", rp="short"), 15, "the point in rp_test.short", every=0.5)
     finally:
@@ -101,7 +99,6 @@ def test_a_stopped_server_loses_nothing_and_holds_up_no_other_sink(influx: Influ
                                           "password": PASSWORD, "create_database": True})
     try:
         pipeline.start()
-        wait_receiving(pipeline)
         during = through_an_outage(pipeline, influx, lambda: len(points(influx, "outage", "o.c")))
     finally:
         pipeline.stop()
@@ -127,7 +124,6 @@ def test_a_reload_that_adds_influxdb_and_removes_the_file_sink_loses_and_repeats
     pipeline = Pipeline(flush_interval=1.0)
     load = {key: f"rl.c:1|c|#key:{key}\nrl.t:{i}|ms|#key:{key}" for i, key in enumerate("abcd")}
     with pipeline:
-        wait_receiving(pipeline)
         with SteadyTraffic(pipeline.statsd_port, load, every_secs=0.005, max_secs=60) as traffic:
             time.sleep(2.5)
             pipeline.config["forwarders"] = {"influxdb": {"url": influx.url, "database": "reload", "username": USER,
@@ -161,11 +157,10 @@ def test_a_reload_that_fixes_influxdbs_url_delivers_what_the_wrong_one_held_exac
     # No self-metrics: what waits for InfluxDB is then exactly the user's aggregates.
     pipeline = sink_pipeline("influxdb", settings, self_metrics_prefix="")
     with pipeline:
-        wait_receiving(pipeline)
         pipeline.wait_interval_start()
         pipeline.send("fx.a:1|c\nfx.b:2|c\nfx.c:5|c", pipeline.statsd_port)
         wait_for(lambda: all(pipeline.series(m) for m in ("fx.a", "fx.b", "fx.c")), 20, "the 3 aggregates flushed")
-        # With the probes wait_receiving sent: everything the file sink has waits for InfluxDB.
+        # Everything the file sink has waits for InfluxDB.
         held = wait_for(lambda: pipeline.sink_figures().get("influxdb", {}).get("waiting") == (
             n := len(pipeline.aggregates())) and n, 20, "the aggregates waiting for InfluxDB at the wrong URL")
         pipeline.config["forwarders"]["influxdb"]["url"] = influx.url
