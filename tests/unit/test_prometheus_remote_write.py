@@ -18,12 +18,11 @@ from harness.wait import wait_for
 from stages.common.config import ConfigError, load_section
 from stages.common.contract import FlushHeader
 from stages.forwarder.sinks.base import Flush, SinkError
+from stages.forwarder.sinks.http_post import MAX_RETRY_AFTER_SECS, retry_after_secs
 from stages.forwarder.sinks.prometheus_remote_write import (
-    MAX_RETRY_AFTER_SECS,
     PrometheusRemoteWriteConfig,
     PrometheusRemoteWriteSink,
     WriteRequest,
-    retry_after_secs,
 )
 
 STAMP = 1795597610
