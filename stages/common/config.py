@@ -76,7 +76,8 @@ def resolve_secret(value: Secret | None, env: str | None, path: str | None, key:
     if path is not None:
         try:
             mode = os.stat(path).st_mode
-            text = open(path, encoding="utf-8").read().strip()  # read whole at once: no `with` to hold it open
+            with open(path, encoding="utf-8") as file:  # closed at once: a file left to the collector warns
+                text = file.read().strip()
         except OSError as exc:
             raise ValueError(f"{key}_file: cannot read {path!r}: {exc.strerror}") from None
         if mode & (stat.S_IRWXG | stat.S_IRWXO):

@@ -153,6 +153,11 @@ class OtlpEncoder:
     def requests(self, aggregates: Iterable[dict[str, Any]], now: float) -> list[ExportMetricsServiceRequest]:
         """The aggregates as requests of at most ``points_per_request`` points (one per aggregate); adds
         them to the running totals, so called once per flush."""
+        if self.cumulative and now >= self.next_purge:
+            # Before this flush's series are looked up: one idle too long starts again, from this interval.
+            oldest = now - self.config.expire_after_secs
+            self.running = {key: r for key, r in self.running.items() if r.updated >= oldest}
+            self.next_purge = now + PURGE_EVERY_SECS
         requests, batch = [], []
         for aggregate in aggregates:
             batch.append(aggregate)
@@ -161,10 +166,6 @@ class OtlpEncoder:
                 batch = []
         if batch:
             requests.append(self._request(batch, now))
-        if self.cumulative and now >= self.next_purge:
-            oldest = now - self.config.expire_after_secs
-            self.running = {key: r for key, r in self.running.items() if r.updated >= oldest}
-            self.next_purge = now + PURGE_EVERY_SECS
         return requests
 
     def _request(self, aggregates: list[dict[str, Any]], now: float) -> ExportMetricsServiceRequest:
