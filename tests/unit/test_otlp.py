@@ -7,7 +7,7 @@ from __future__ import annotations
 import gzip
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ def flush(*aggregates: dict[str, Any]) -> Flush:
     return Flush(header, list(aggregates), 0)
 
 
-def decoded(requests: list[ExportMetricsServiceRequest]) -> list[dict[str, Any]]:
+def decoded(requests: Iterable[ExportMetricsServiceRequest]) -> list[dict[str, Any]]:
     return [MessageToDict(request) for request in requests]
 
 
@@ -123,7 +123,7 @@ def test_cumulative_keeps_running_totals_from_the_first_interval_and_forgets_an_
 
 def test_a_flush_goes_in_requests_of_at_most_points_per_request() -> None:
     encoder = OtlpEncoder(config(points_per_request=2))
-    requests = encoder.requests([agg(f"c{i}", "counter", 1.0) for i in range(5)], 0.0)
+    requests = list(encoder.requests([agg(f"c{i}", "counter", 1.0) for i in range(5)], 0.0))
     assert [sum(len(m.sum.data_points) for r in q.resource_metrics for s in r.scope_metrics for m in s.metrics)
             for q in requests] == [2, 2, 1]
 

@@ -29,7 +29,7 @@ import gzip
 import logging
 import time
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,23 +150,23 @@ class OtlpEncoder:
         self.running: dict[tuple[Attributes, str, str, Attributes], _Running] = {}
         self.next_purge = 0.0
 
-    def requests(self, aggregates: Iterable[dict[str, Any]], now: float) -> list[ExportMetricsServiceRequest]:
-        """The aggregates as requests of at most ``points_per_request`` points (one per aggregate); adds
-        them to the running totals, so called once per flush."""
+    def requests(self, aggregates: Iterable[dict[str, Any]], now: float) -> Iterator[ExportMetricsServiceRequest]:
+        """The aggregates as requests of at most ``points_per_request`` points (one per aggregate), made one
+        at a time as they are asked for (a caller that serialises each holds one request's messages, not a
+        flush's); adds them to the running totals, so read once per flush."""
         if self.cumulative and now >= self.next_purge:
             # Before this flush's series are looked up: one idle too long starts again, from this interval.
             oldest = now - self.config.expire_after_secs
             self.running = {key: r for key, r in self.running.items() if r.updated >= oldest}
             self.next_purge = now + PURGE_EVERY_SECS
-        requests, batch = [], []
+        batch = []
         for aggregate in aggregates:
             batch.append(aggregate)
             if len(batch) == self.config.points_per_request:
-                requests.append(self._request(batch, now))
+                yield self._request(batch, now)
                 batch = []
         if batch:
-            requests.append(self._request(batch, now))
-        return requests
+            yield self._request(batch, now)
 
     def _request(self, aggregates: list[dict[str, Any]], now: float) -> ExportMetricsServiceRequest:
         # resource → (metric name, kind, monotonic) → Metric: one Metric holds every series of a name.
