@@ -253,7 +253,7 @@ class SinkRunner:
                 if not opened:
                     self.sink.open()
                     opened = True
-                self.sink.write(flush)
+                refused = self.sink.write(flush) or 0
             except DecodeError as exc:  # decoded as it is written: only a broken sender on the ipc socket sends one
                 self.counts.add_error()
                 self._drop_current("rejected", exc)
@@ -280,7 +280,12 @@ class SinkRunner:
                 ours = self.current is flush
                 self.current = None
             if ours:
-                self.counts.add_delivered(flush.count)
+                refused = min(max(refused, 0), flush.count)
+                self.counts.add_delivered(flush.count - refused)
+                if refused:
+                    self.counts.add_dropped("rejected", refused)
+                    log.error("Sink %s: the destination refused %d of a flush's %d aggregates", self.name, refused,
+                              flush.count)
                 _done_with(flush)
 
     def _drop_current(self, reason: str, exc: Exception) -> None:

@@ -13,6 +13,7 @@ from tests.sinks.servers import (
     INFLUXD_1_8,
     CarbonServer,
     InfluxServer,
+    OtelCollector,
     PrometheusServer,
     VictoriaMetricsServer,
     serving,
@@ -24,8 +25,8 @@ INFLUX_ADMIN = ("pystatsd", "influx-test-secret-4b1d")
 
 @pytest.fixture(scope="session")
 def installed_servers() -> None:
-    """Debian's influxdb, graphite-carbon, prometheus and victoria-metrics, and InfluxDB 1.8.3 built, when
-    missing."""
+    """Debian's influxdb, graphite-carbon, prometheus and victoria-metrics, and InfluxDB 1.8.3 and an
+    OpenTelemetry Collector built, when missing."""
     # A missing server fails the run, never skips it: skipped tests would pass CI testing nothing.
     result = subprocess.run(["bash", str(HERE / "install_servers.sh")], capture_output=True, text=True,
                             timeout=900)
@@ -59,3 +60,9 @@ def prometheus(installed_servers: None, tmp_path_factory: pytest.TempPathFactory
 def victoria_metrics(installed_servers: None,
                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetricsServer]:
     yield from serving(VictoriaMetricsServer(tmp_path_factory.mktemp("victoria")))
+
+
+@pytest.fixture(scope="session")
+def otelcol(installed_servers: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OtelCollector]:
+    """An OpenTelemetry Collector built from the Go module proxy (build_otelcol.sh), OTLP in, a file out."""
+    yield from serving(OtelCollector(tmp_path_factory.mktemp("otelcol")))

@@ -2,7 +2,8 @@
 # Install the servers the sink tests run against, from Debian's packages: InfluxDB 1.x (influxd),
 # Graphite's carbon (carbon-cache, with the whisper library the tests read its files with),
 # Prometheus (remote write) and VictoriaMetrics (remote write, and InfluxDB 2's /api/v2/write); then InfluxDB 1.8.3,
-# built once by build_influxd.sh beside this script. Idempotent: when every program is already
+# built once by build_influxd.sh beside this script, and the OpenTelemetry Collector the otlp sink tests
+# run against, built once by build_otelcol.sh. Idempotent: when every program is already
 # there, nothing is fetched. The packages' own services are not used (the tests start their own
 # servers on free loopback ports).
 set -euo pipefail
@@ -51,3 +52,4 @@ install_packages() {
 
 install_packages
 bash "$here/build_influxd.sh"
+bash "$here/build_otelcol.sh"

@@ -33,6 +33,8 @@ from harness.wait import wait_for
 SYSTEM_PYTHON = "/usr/bin/python3"
 #: InfluxDB 1.8.3, the first 1.x to serve InfluxDB 2's /api/v2/write (build_influxd.sh builds it).
 INFLUXD_1_8 = CACHE / "influxdb-1.8.3" / "influxd"
+#: The OpenTelemetry Collector of the otlp sink tests (build_otelcol.sh builds it).
+OTELCOL = CACHE / "otelcol" / "otelcol"
 
 def answers(url: str, status: int) -> bool:
     """Whether a GET of ``url`` is answered with ``status``: how an HTTP server tells it is ready."""
@@ -315,6 +317,92 @@ class PrometheusServer(Server):
         __name__ first) → {timestamp in ms: value}."""
         return {_series_text(s["metric"]): {round(ts * 1000): float(v) for ts, v in s["values"]}
                 for s in self.query(f"{selector}[1h]")}
+
+
+class OtelCollector(Server):
+    """An OpenTelemetry Collector: its OTLP receiver (HTTP) on a free loopback port, its file exporter
+    appending each request it takes to a file as a line of OTLP JSON (kept across restarts)."""
+
+    name = "otelcol"
+
+    def __init__(self, work_dir: Path) -> None:
+        super().__init__(work_dir)
+        self.port = free_tcp_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.out_path = self.dir / "metrics.jsonl"
+        self.config_path = self.dir / "otelcol.yaml"
+        # The Collector's own metrics off: their default port would clash between two collectors.
+        self.config_path.write_text(textwrap.dedent(f"""\
+            receivers:
+              otlp:
+                protocols:
+                  http:
+                    endpoint: 127.0.0.1:{self.port}
+            exporters:
+              file:
+                path: {self.out_path}
+                append: true
+                flush_interval: 100ms
+            service:
+              telemetry:
+                metrics:
+                  level: none
+                logs:
+                  level: warn
+              pipelines:
+                metrics:
+                  receivers: [otlp]
+                  exporters: [file]
+            """))
+
+    def command(self) -> list[str]:
+        return [str(OTELCOL), f"--config=file:{self.config_path}"]
+
+    def ready(self) -> bool:
+        return accepts_tcp(self.port)
+
+    def points(self, prefix: str) -> list[dict[str, Any]]:
+        """Every data point the Collector wrote of the metrics named ``prefix...``, flattened: its metric's
+        ``name`` and ``kind`` (sum, gauge, histogram), ``temporality`` (1 delta, 2 cumulative) and
+        ``monotonic``, its ``resource`` and ``attributes`` as dicts, ``start`` and ``time`` in seconds, and
+        ``value`` (a sum's or gauge's) or ``count``, ``sum``, ``min``, ``max`` and ``buckets`` (a histogram's)."""
+        found = []
+        text = self.out_path.read_text() if self.out_path.exists() else ""
+        # Whole lines only: the exporter may be writing the last one now.
+        for line in text.split("\n")[:-1]:
+            for resource_metrics in json.loads(line)["resourceMetrics"]:
+                resource = _otlp_attributes(resource_metrics.get("resource", {}))
+                for scope in resource_metrics["scopeMetrics"]:
+                    for metric in scope["metrics"]:
+                        if metric["name"].startswith(prefix):
+                            found += _otlp_points(metric, resource)
+        return found
+
+
+def _otlp_attributes(holder: dict[str, Any]) -> dict[str, str]:
+    return {a["key"]: a["value"].get("stringValue", "") for a in holder.get("attributes", [])}
+
+
+def _otlp_points(metric: dict[str, Any], resource: dict[str, str]) -> list[dict[str, Any]]:
+    """One OTLP JSON metric's data points, flattened (:meth:`OtelCollector.points`)."""
+    kind = next(k for k in ("sum", "gauge", "histogram") if k in metric)
+    body = metric[kind]
+    points = []
+    for point in body["dataPoints"]:
+        flat: dict[str, Any] = {
+            "name": metric["name"], "kind": kind, "temporality": body.get("aggregationTemporality"),
+            "monotonic": body.get("isMonotonic", False), "resource": resource,
+            "attributes": _otlp_attributes(point), "time": int(point["timeUnixNano"]) / 1e9,
+            "start": int(point.get("startTimeUnixNano", 0)) / 1e9}
+        if kind == "histogram":
+            flat.update(count=int(point["count"]), sum=point.get("sum"), min=point.get("min"),
+                        max=point.get("max"), buckets=[int(c) for c in point.get("bucketCounts", [])],
+                        bounds=point.get("explicitBounds", []))
+        else:
+            # JSON's numbers: asInt comes as a string (int64).
+            flat["value"] = float(point["asDouble"]) if "asDouble" in point else int(point.get("asInt", 0))
+        points.append(flat)
+    return points
 
 
 def _series_text(labels: dict[str, str]) -> str:

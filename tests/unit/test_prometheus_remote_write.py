@@ -1,12 +1,10 @@
 """The prometheus_remote_write sink's wire and its answers to each HTTP status, against a loopback stand-in
-that records what it is sent and answers as told: what the real servers (tests/sinks) cannot be made
-to do on demand (429 with Retry-After, a 503 between two requests of one flush, checking a bearer token)."""
+(tests/unit/http_stand_in.py): what the real servers (tests/sinks) cannot be made to do on demand (429
+with Retry-After, a 503 between two requests of one flush, checking a bearer token)."""
 
 from __future__ import annotations
 
 import email.utils
-import http.server
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,68 +16,34 @@ from harness.wait import wait_for
 from stages.common.config import ConfigError, load_section
 from stages.common.contract import FlushHeader
 from stages.forwarder.sinks.base import Flush, SinkError
+from stages.forwarder.sinks.http_post import MAX_RETRY_AFTER_SECS, retry_after_secs
 from stages.forwarder.sinks.prometheus_remote_write import (
-    MAX_RETRY_AFTER_SECS,
     PrometheusRemoteWriteConfig,
     PrometheusRemoteWriteSink,
     WriteRequest,
-    retry_after_secs,
 )
+from tests.unit.http_stand_in import StandIn, serve
 
 STAMP = 1795597610
 
 
-class StandIn:
-    """An HTTP server on loopback: records each POST (path, headers, body) and answers the next of
-    ``answers`` ((status, headers)), 204 once they run out."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, dict[str, str], bytes]] = []
-        self.answers: list[tuple[int, dict[str, str]]] = []
-        stand_in = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # the name http.server calls
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                stand_in.requests.append((self.path, dict(self.headers), body))
-                status, headers = stand_in.answers.pop(0) if stand_in.answers else (204, {})
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/v1/write?tenant=a"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-
-    def series(self, index: int) -> dict[str, tuple[float, int]]:
-        """Request ``index``'s series, decoded: labels as ``name{k="v",...}`` → (value, timestamp)."""
-        request = WriteRequest.FromString(bytes(cramjam.snappy.decompress_raw(self.requests[index][2])))
-        decoded = {}
-        for series in request.timeseries:
-            names = [label.name for label in series.labels]
-            assert names == sorted(names), names
-            labels = {label.name: label.value for label in series.labels}
-            rest = ",".join(f'{k}="{v}"' for k, v in labels.items() if k != "__name__")
-            (sample,) = series.samples
-            decoded[f"{labels['__name__']}{{{rest}}}"] = (sample.value, sample.timestamp)
-        return decoded
-
-
 @pytest.fixture
 def stand_in() -> Iterator[StandIn]:
-    server = StandIn()
-    server.thread.start()
-    try:
-        yield server
-    finally:
-        server.server.shutdown()
-        server.server.server_close()
-        server.thread.join(5)
+    yield from serve("/api/v1/write?tenant=a")
+
+
+def series(stand_in: StandIn, index: int) -> dict[str, tuple[float, int]]:
+    """Request ``index``'s series, decoded: labels as ``name{k="v",...}`` → (value, timestamp)."""
+    request = WriteRequest.FromString(bytes(cramjam.snappy.decompress_raw(stand_in.requests[index][2])))
+    decoded = {}
+    for one in request.timeseries:
+        names = [label.name for label in one.labels]
+        assert names == sorted(names), names
+        labels = {label.name: label.value for label in one.labels}
+        rest = ",".join(f'{k}="{v}"' for k, v in labels.items() if k != "__name__")
+        (sample,) = one.samples
+        decoded[f"{labels['__name__']}{{{rest}}}"] = (sample.value, sample.timestamp)
+    return decoded
 
 
 def flush(*aggregates: dict[str, Any]) -> Flush:
@@ -117,7 +81,7 @@ def test_a_request_is_remote_write_1_0_with_its_headers_and_a_bearer_token(
     ms = STAMP * 1000
     # Labels sorted by name (upper case before "__name__"), the empty tag left out, the summary's own
     # quantile tag renamed.
-    assert stand_in.series(0) == {
+    assert series(stand_in, 0) == {
         'api_requests_total{env="prod"}': (42.0, ms),
         'api_lat{Zone="b",exported_quantile="q",quantile="0.999"}': (40.0, ms),
         'api_lat_sum{Zone="b",exported_quantile="q"}': (100.0, ms),
@@ -145,7 +109,7 @@ def test_a_flush_resumes_at_the_request_that_failed_and_its_counters_are_added_o
     assert stand_in.requests[2][2] == stand_in.requests[1][2]
     writer.write(flush(counter("c4", 10.0)))
     writer.close()
-    assert stand_in.series(4) == {"c4_total{}": (14.0, STAMP * 1000)}
+    assert series(stand_in, 4) == {"c4_total{}": (14.0, STAMP * 1000)}
 
 
 def test_retry_after_holds_the_next_request_back(stand_in: StandIn) -> None:

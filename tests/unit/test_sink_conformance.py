@@ -168,6 +168,8 @@ def local_destination(config_type: type[SinkConfig], stack: ExitStack, tmp_path:
         return {"host": "127.0.0.1", "port": listener.getsockname()[1]}
     if "url" in given:
         return {"url": stack.enter_context(http_stand_in())}
+    if "endpoint" in given:  # an HTTP receiver's base URL (otlp)
+        return {"endpoint": stack.enter_context(http_stand_in())}
     return {}
 
 

@@ -25,12 +25,14 @@ from stages.forwarder.sinks.file import FileSink
 from stages.forwarder.sinks.graphite import GraphiteSink
 from stages.forwarder.sinks.influxdb import InfluxDBSink
 from stages.forwarder.sinks.kafka import KafkaSink
+from stages.forwarder.sinks.otlp import OtlpSink
 from stages.forwarder.sinks.prometheus import PrometheusSink
 from stages.forwarder.sinks.prometheus_remote_write import PrometheusRemoteWriteSink
 
 # Typed as the Protocol, so that the type checker holds each class to it; keyed by each sink's own name.
 SINKS: dict[str, type[Sink]] = {sink.name: sink for sink in (
-    ConsoleSink, FileSink, KafkaSink, InfluxDBSink, GraphiteSink, PrometheusSink, PrometheusRemoteWriteSink)}
+    ConsoleSink, FileSink, KafkaSink, InfluxDBSink, GraphiteSink, PrometheusSink, PrometheusRemoteWriteSink,
+    OtlpSink)}
 
 
 #: A sink's name: it is a self-metric's tag value, a thread's and a log line's name, a dotted key of
@@ -121,6 +123,8 @@ def config_secrets(config: Config) -> list[str]:
             value = getattr(sink_config, field.name)
             if isinstance(value, Secret):
                 secrets.append(value.reveal())
+            elif isinstance(value, dict):  # a map of secrets: the otlp sink's headers
+                secrets += [item.reveal() for item in value.values() if isinstance(item, Secret)]
     return secrets
 
 

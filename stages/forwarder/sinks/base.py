@@ -242,8 +242,11 @@ class Sink(Protocol):
     def open(self) -> None:
         """Connect or open files; raise SinkError(retriable=True) while the destination is away."""
 
-    def write(self, flush: Flush) -> None:
-        """Deliver one flush completely, or raise SinkError; the aggregates are left as they came."""
+    def write(self, flush: Flush) -> int | None:
+        """Deliver one flush completely, or raise SinkError; the aggregates are left as they came.
+
+        A destination that takes a flush but refuses part of it (OTLP's partial success) is told by the
+        number of aggregates it refused: counted as dropped (``rejected``), the rest as delivered."""
 
     def close(self) -> None:
         """Release what ``open`` took; everything written must be out by then."""

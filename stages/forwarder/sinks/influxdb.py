@@ -17,7 +17,6 @@ the flush is dropped, counted and logged.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import logging
 import urllib.parse
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from stages.common.config import Secret, resolve_secret
 from stages.forwarder.encoders import make_encoder
 from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError, not_empty
+from stages.forwarder.sinks.http_post import ERROR_TEXT_CHARS, HttpPoster
 from stages.forwarder.sinks.progress import FlushProgress
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,6 @@ REQUIRED_KEYS = {1: ("database",), 2: ("org", "bucket"), 3: ("database",)}
 #: Lines per request: InfluxDB's documentation advises batches of 5000 points.
 LINES_PER_REQUEST = 5000
 LINE_PROTOCOL = "text/plain; charset=utf-8"
-#: How much of an error answer is quoted in the log.
-ERROR_TEXT_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -176,13 +174,11 @@ class InfluxDBSink(BaseSink[InfluxDBConfig], name="influxdb", config_type=Influx
         super().__init__(config)
         self.encoder = make_encoder(config.format)
         self.divisor = PRECISIONS[config.precision]
-        parts = urllib.parse.urlsplit(config.url)
-        self.scheme, self.host, self.port = parts.scheme, parts.hostname or "", parts.port
-        base = parts.path.rstrip("/")
+        self.poster = HttpPoster(config.url, f"InfluxDB at {config.url}", config.timeout_secs)
+        base = urllib.parse.urlsplit(config.url).path.rstrip("/")
         write_path, self.auth = config.write_target()
         self.write_path = base + write_path
         self.query_path = f"{base}/query"
-        self.conn: http.client.HTTPConnection | None = None
         #: A part is a line: a flush resumes at the first line of the request that failed.
         self.progress: FlushProgress[bytes] = FlushProgress(self._lines)
 
@@ -205,37 +201,13 @@ class InfluxDBSink(BaseSink[InfluxDBConfig], name="influxdb", config_type=Influx
             log.warning("InfluxDB at %s did not create database %r (HTTP %d): %s", self.config.url,
                         self.config.database, status, error)
 
-    def _connection(self) -> http.client.HTTPConnection:
-        cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-        return cls(self.host, self.port, timeout=self.config.timeout_secs)
-
     def _request(self, path: str, body: bytes, content_type: str) -> tuple[int, bytes]:
         """POST ``body``: (status, answer)."""
         headers = {"Content-Type": content_type}
         if self.auth is not None:
             headers["Authorization"] = self.auth.reveal()
-        reused = self.conn is not None
-        try:
-            return self._post(path, body, headers)
-        except SinkError:
-            if not reused:
-                raise
-        # The kept-open connection had been dropped by the server (idle, restarted): one new try at once.
-        return self._post(path, body, headers)
-
-    def _post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        if self.conn is None:
-            self.conn = self._connection()
-        try:
-            self.conn.request("POST", path, body=body, headers=headers)
-            response = self.conn.getresponse()
-            answer = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            self.close()
-            raise SinkError(f"InfluxDB at {self.config.url} unreachable: {type(exc).__name__}: {exc}") from None
-        if response.will_close:
-            self.close()
-        return response.status, answer
+        status, answer, _ = self.poster.post(body, headers, path)
+        return status, answer
 
     def _lines(self, flush: Flush) -> list[bytes]:
         lines = [record for aggregate in flush.each() for record in self.encoder.encode(aggregate)]
@@ -275,6 +247,4 @@ class InfluxDBSink(BaseSink[InfluxDBConfig], name="influxdb", config_type=Influx
         raise SinkError(f"{text} (data refused, not retried)", retriable=False)
 
     def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+        self.poster.close()

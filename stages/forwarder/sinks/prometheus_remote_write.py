@@ -31,11 +31,8 @@ counted (``rejected``) and logged.
 from __future__ import annotations
 
 import base64
-import email.utils
-import http.client
 import logging
 import time
-import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +41,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from stages import __version__
 from stages.common.config import Secret, resolve_secret
-from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError
+from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig
+from stages.forwarder.sinks.http_post import HttpPoster, check_http_url
 from stages.forwarder.sinks.progress import FlushProgress
 from stages.forwarder.sinks.prometheus import SeriesStore, Touched, samples
 
@@ -57,10 +55,6 @@ PROTOCOL_HEADERS = {
     "X-Prometheus-Remote-Write-Version": "0.1.0",
     "User-Agent": f"pystatsd/{__version__}",
 }
-#: How much of an error answer is quoted in the log.
-ERROR_TEXT_CHARS = 300
-#: The longest ``Retry-After`` taken as it is; a longer one waits this long.
-MAX_RETRY_AFTER_SECS = 300.0
 
 
 def _prompb_classes() -> tuple[Any, Any]:
@@ -109,16 +103,7 @@ class PrometheusRemoteWriteConfig(SinkConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        parts = urllib.parse.urlsplit(self.url)
-        # Checked first, and the URL not quoted: it would show the password.
-        if parts.username is not None or parts.password is not None:
-            raise ValueError("url: put the credentials in username and password, not in the URL")
-        try:
-            port_ok = parts.port is None or parts.port > 0
-        except ValueError:  # not a number, or out of range
-            port_ok = False
-        if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or parts.fragment:
-            raise ValueError(f"url: expected http(s)://host:port/path, got {self.url!r}")
+        check_http_url(self.url, "url", "username and password")
         if not 0 < self.timeout_secs <= 600:
             raise ValueError("timeout_secs: must be more than 0 and at most 600")
         if self.samples_per_request < 1:
@@ -144,34 +129,14 @@ class PrometheusRemoteWriteConfig(SinkConfig):
         return None
 
 
-def retry_after_secs(value: str | None) -> float:
-    """A ``Retry-After`` header's wait in seconds (delay-seconds or an HTTP date), at most
-    :data:`MAX_RETRY_AFTER_SECS`; 0 when absent or unreadable."""
-    if not value:
-        return 0.0
-    try:
-        secs = float(value)
-    except ValueError:
-        try:
-            secs = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return 0.0
-    return min(max(secs, 0.0), MAX_RETRY_AFTER_SECS)
-
-
 class PrometheusRemoteWriteSink(BaseSink[PrometheusRemoteWriteConfig], name="prometheus_remote_write",
                                 config_type=PrometheusRemoteWriteConfig, remote=True):
     def __init__(self, config: PrometheusRemoteWriteConfig) -> None:
         super().__init__(config)
-        parts = urllib.parse.urlsplit(config.url)
-        self.scheme, self.host, self.port = parts.scheme, parts.hostname or "", parts.port
-        self.path = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        self.poster = HttpPoster(config.url, f"remote write at {config.url}", config.timeout_secs)
         self.auth = config.authorization()
         #: The running totals: what makes counters cumulative, kept across flushes by design.
         self.store = SeriesStore(config.expire_after_secs)
-        self.conn: http.client.HTTPConnection | None = None
-        #: No request before this (monotonic): the time a ``Retry-After`` asked for.
-        self.not_before = 0.0
         #: A part is one request's compressed body: a flush resumes at the request that failed.
         self.progress: FlushProgress[bytes] = FlushProgress(self._requests)
 
@@ -198,60 +163,17 @@ class PrometheusRemoteWriteSink(BaseSink[PrometheusRemoteWriteConfig], name="pro
         return bodies
 
     def write(self, flush: Flush) -> None:
-        wait = self.not_before - time.monotonic()
-        if wait > 0:
-            raise SinkError(f"remote write at {self.config.url} asked to wait: {wait:.1f} s more (Retry-After)")
-        for body in self.progress.resume(flush):
-            status, answer, retry_after = self._request(body)
-            self._check(status, answer, retry_after)
-            self.progress.delivered(1)
-        self.progress.finish()
-
-    def _request(self, body: bytes) -> tuple[int, bytes, str | None]:
-        """POST one request: (status, answer, its Retry-After)."""
+        self.poster.wait_over()
         headers = dict(PROTOCOL_HEADERS)
         if self.auth is not None:
             headers["Authorization"] = self.auth.reveal()
-        reused = self.conn is not None
-        try:
-            return self._post(body, headers)
-        except SinkError:
-            if not reused:
-                raise
-        # The kept-open connection had been dropped by the server (idle, restarted): one new try at once.
-        return self._post(body, headers)
-
-    def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str | None]:
-        if self.conn is None:
-            cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-            self.conn = cls(self.host, self.port, timeout=self.config.timeout_secs)
-        try:
-            self.conn.request("POST", self.path, body=body, headers=headers)
-            response = self.conn.getresponse()
-            answer = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            self.close()
-            raise SinkError(f"remote write at {self.config.url} unreachable: {type(exc).__name__}: {exc}") from None
-        if response.will_close:
-            self.close()
-        return response.status, answer, response.getheader("Retry-After")
-
-    def _check(self, status: int, body: bytes, retry_after: str | None) -> None:
-        if 200 <= status < 300:
-            return
-        text = (f"remote write at {self.config.url} answered HTTP {status}: "
-                f"{body.decode('utf-8', 'replace').strip()[:ERROR_TEXT_CHARS]}")
-        if status == 429 or status >= 500:
-            self.not_before = time.monotonic() + retry_after_secs(retry_after)
-            raise SinkError(text)
-        if status in (401, 403):
-            text += " (check the credentials)"
-        raise SinkError(f"{text} (data refused, not retried)", retriable=False)
+        for body in self.progress.resume(flush):
+            self.poster.check(*self.poster.post(body, headers))
+            self.progress.delivered(1)
+        self.progress.finish()
 
     def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+        self.poster.close()
 
 
 def _compressed(request: Any) -> bytes:
