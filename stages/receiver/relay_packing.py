@@ -20,43 +20,54 @@ from stages.receiver.parsers.json_original import starts_document
 NEWLINE = b"\n"
 
 
+#: First bytes of a payload that may be a JSON document (``{``, ``[``, or whitespace before one).
+MAYBE_DOCUMENT = frozenset(b"{[ \t\n\r\x0b\x0c")
+
+
 def pack(payloads: list[bytes], limit: int) -> tuple[list[bytes], int]:
     """``payloads`` as datagrams of at most ``limit`` bytes (longer only for one line alone), in order,
     and how many lines were longer than any UDP datagram holds (left out)."""
     datagrams: list[bytes] = []
-    #: The pieces of the datagram being filled, with the newlines put between them.
+    #: The pieces of the datagram being filled, with the newlines put between them, and its size.
     parts: list[bytes] = []
     size = 0
     too_long = 0
     for payload in payloads:
-        if not payload:
+        n = len(payload)
+        if not n:
             continue
+        if n <= limit and payload[0] not in MAYBE_DOCUMENT:
+            # The common case, inline: a payload that fits, beside the last one if both fit.
+            if parts:
+                separator = parts[-1][-1] != 10  # 10: b"\n"
+                if size + separator + n <= limit:
+                    if separator:
+                        parts.append(NEWLINE)
+                    parts.append(payload)
+                    size += separator + n
+                    continue
+                datagrams.append(parts[0] if len(parts) == 1 else b"".join(parts))
+            parts, size = [payload], n
+            continue
+        if parts:
+            datagrams.append(joined(parts))
+            parts, size = [], 0
         if is_document(payload):
             # A JSON document alone, as a whole.
-            if parts:
-                datagrams.append(joined(parts))
-                parts, size = [], 0
-            if len(payload) <= MAX_UDP_PAYLOAD:
+            if n <= MAX_UDP_PAYLOAD:
                 datagrams.append(payload)
             else:
                 too_long += 1
             continue
-        if len(payload) <= limit:
-            pieces = [payload]
-        else:
-            pieces, cut_off = cut(payload, limit)
-            too_long += cut_off
-        for piece in pieces:
-            separator = 1 if parts and not parts[-1].endswith(NEWLINE) else 0
-            if parts and size + separator + len(piece) <= limit:
-                if separator:
-                    parts.append(NEWLINE)
-                parts.append(piece)
-                size += separator + len(piece)
-            else:
-                if parts:
-                    datagrams.append(joined(parts))
-                parts, size = [piece], len(piece)
+        if n <= limit:
+            parts, size = [payload], n  # whitespace first, but no document
+            continue
+        pieces, cut_off = cut(payload, limit)
+        too_long += cut_off
+        if pieces:
+            # Cut as full as the limit allows: only the last piece may take the next payload beside it.
+            datagrams.extend(pieces[:-1])
+            parts, size = [pieces[-1]], len(pieces[-1])
     if parts:
         datagrams.append(joined(parts))
     return datagrams, too_long
