@@ -9,6 +9,7 @@ readings, so one running system serves many runs.
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -130,8 +131,14 @@ class PystatsdSystem:
     """The real pipeline under supervisord (harness/pipeline.py), read back from its file or Kafka sink."""
 
     def __init__(self, shards: int, flush_interval: float, kafka_broker: str | None = None,
-                 extra_receivers: int = 0) -> None:
+                 extra_receivers: int = 0, relay: bool = False) -> None:
         self.name = "pystatsd"
+        #: With ``relay``, the receiver relays every line to a UDP socket on loopback that nothing reads
+        #: (what the relay costs the receiver: the sends; the kernel drops at that socket once it is full).
+        self.relay_sink: socket.socket | None = None
+        if relay:
+            self.relay_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.relay_sink.bind(("127.0.0.1", 0))
         self.poll_secs = 0.1
         self.shards = shards
         self.extra_receivers = extra_receivers
@@ -150,7 +157,10 @@ class PystatsdSystem:
                                          "format": "json", "include_apikey": False}}}
 
     def start(self) -> None:
-        self.pipeline = Pipeline(self._sink_config(), shards=self.shards, flush_interval=self.flush_interval,
+        config = self._sink_config()
+        if self.relay_sink is not None:
+            config["relay"] = [f"udp://127.0.0.1:{self.relay_sink.getsockname()[1]}"]
+        self.pipeline = Pipeline(config, shards=self.shards, flush_interval=self.flush_interval,
                                  extra_receivers=self.extra_receivers)
         if self.tail is None:
             self.tail = FileTail(self.pipeline.out_path)
@@ -178,6 +188,8 @@ class PystatsdSystem:
             self.pipeline.cleanup()
             if isinstance(self.tail, KafkaTail):
                 self.tail.close()
+            if self.relay_sink is not None:
+                self.relay_sink.close()
             self.pipeline, self.tail, self.pids = None, None, {}
 
     def target_port(self) -> int:
