@@ -37,7 +37,7 @@ def received(sock: socket.socket) -> list[bytes]:
 
 def test_every_line_arrives_unchanged_in_datagrams_of_at_most_the_limit(sink: socket.socket) -> None:
     port = sink.getsockname()[1]
-    relay = Relay([f"udp://127.0.0.1:{port}", f"udp://localhost:{port}"], 200, now=0.0)
+    relay = Relay([f"udp://127.0.0.1:{port}", f"udp://127.0.0.1:{port}"], 200, now=0.0)
     relay.forward(LINES[:50], 1.0)
     relay.forward([b"\n".join(LINES[50:])], 1.1)
     datagrams = received(sink)
@@ -88,6 +88,25 @@ def test_a_name_that_does_not_resolve_counts_its_lines_and_lines_too_long_for_ud
     relay.forward([b"a:1|c\nb:1|c", b"h:1|c|#" + b"t" * 65507], 1.0)
     assert [d.dropped for d in relay.destinations] == [{"unresolved": 2, "too_long": 1}, {"too_long": 1}]
     assert received(sink) == [b"a:1|c\nb:1|c"]
+    relay.close()
+
+
+def test_a_full_send_buffer_drops_the_rest_of_that_read_and_the_next_read_is_sent(sink: socket.socket) -> None:
+    relay = Relay([f"udp://127.0.0.1:{sink.getsockname()[1]}"], 30, now=0.0)
+    (destination,) = relay.destinations
+    calls = []
+
+    def full_after_two(data: bytes) -> int:
+        calls.append(data)
+        if len(calls) == 3:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return len(data)
+
+    destination.sock = SendSpy(destination.sock, full_after_two)  # type: ignore[arg-type, assignment]
+    relay.forward(LINES[:10], 1.0)  # 10 lines of about 17 bytes: one a datagram at a limit of 30
+    assert (len(calls), destination.datagrams, destination.dropped) == (3, 2, {"buffer_full": 8})
+    relay.forward(LINES[10:12], 1.0)  # not down: sent
+    assert (len(calls), destination.datagrams, destination.dropped) == (5, 4, {"buffer_full": 8})
     relay.close()
 
 
