@@ -464,7 +464,8 @@ class Bench:
                     receivers: int = 1) -> System:
         if name in ("pystatsd", PYSTATSD_RULES):
             return PystatsdSystem(shards or self.args.shards, flush_interval, self.args.kafka_broker,
-                                  extra_receivers=receivers - 1, rules=name == PYSTATSD_RULES)
+                                  extra_receivers=receivers - 1, rules=name == PYSTATSD_RULES,
+                                  relay=self.args.relay)
         return PeerSystem(peers.PEERS[name], flush_interval, self.plan.workdir)
 
     @contextmanager
@@ -730,6 +731,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle-seconds", type=float, default=10.0, help="length of the idle CPU measurement (0: none)")
     parser.add_argument("--sink", choices=("file", "kafka"), default="file", help="pystatsd's sink")
     parser.add_argument("--kafka-broker", help="host:port of the broker, required with --sink kafka")
+    parser.add_argument("--relay", action="store_true",
+                        help="pystatsd relays every line (relay:) to a UDP socket on loopback that nothing reads")
     parser.add_argument("--load-cpu", type=int, default=0, help="the core the load generator is pinned to")
     parser.add_argument("--smoke", action="store_true",
                         help=f"one short low-rate run per system ({SMOKE_LOAD.describe()}, unless a load of one's "

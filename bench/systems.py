@@ -9,6 +9,7 @@ readings, so one running system serves many runs.
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -156,9 +157,15 @@ class PystatsdSystem:
     ``rules``, the system PYSTATSD_RULES: the same with bench/rules.yaml's rules."""
 
     def __init__(self, shards: int, flush_interval: float, kafka_broker: str | None = None,
-                 extra_receivers: int = 0, rules: bool = False) -> None:
+                 extra_receivers: int = 0, rules: bool = False, relay: bool = False) -> None:
         self.name = PYSTATSD_RULES if rules else "pystatsd"
         self.rules = rules
+        #: With ``relay``, the receiver relays every line to a UDP socket on loopback that nothing reads
+        #: (what the relay costs the receiver: the sends; the kernel drops at that socket once it is full).
+        self.relay_sink: socket.socket | None = None
+        if relay:
+            self.relay_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.relay_sink.bind(("127.0.0.1", 0))
         self.poll_secs = 0.1
         self.shards = shards
         self.extra_receivers = extra_receivers
@@ -178,6 +185,8 @@ class PystatsdSystem:
 
     def start(self) -> None:
         config = {**self._sink_config(), **(rules_config() if self.rules else {})}
+        if self.relay_sink is not None:
+            config["relay"] = [f"udp://127.0.0.1:{self.relay_sink.getsockname()[1]}"]
         self.pipeline = Pipeline(config, shards=self.shards, flush_interval=self.flush_interval,
                                  extra_receivers=self.extra_receivers)
         if self.tail is None:
@@ -206,6 +215,8 @@ class PystatsdSystem:
             self.pipeline.cleanup()
             if isinstance(self.tail, KafkaTail):
                 self.tail.close()
+            if self.relay_sink is not None:
+                self.relay_sink.close()
             self.pipeline, self.tail, self.pids = None, None, {}
 
     def target_port(self) -> int:

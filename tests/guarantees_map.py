@@ -25,6 +25,12 @@ PROOFS: dict[str, list[str]] = {
         f"{LISTENERS}::test_line_too_long_is_counted_and_its_neighbours_survive",
         "tests/unit/test_parser_properties.py::test_every_line_is_a_sample_or_a_counted_bad_line",
     ],
+    "a raw relay destination": [
+        "tests/e2e/test_relay.py::test_a_destination_with_nothing_bound_costs_nothing_and_every_line_it_missed_is_counted",
+        "tests/e2e/test_relay.py::test_every_line_read_on_every_listener_arrives_unchanged_and_a_reload_moves_it",
+        "tests/unit/test_relay.py::test_a_destination_with_nothing_bound_counts_every_line_and_is_sent_to_once_it_is_up",
+        "tests/unit/test_relay.py::test_a_name_that_does_not_resolve_counts_its_lines_and_lines_too_long_for_udp_count_everywhere",
+    ],
     "a rule drops a metric": [
         "tests/e2e/test_rules.py::test_dotted_names_become_one_name_with_tags_drops_are_counted_and_a_reload_changes_the_rule",
         "tests/unit/test_receiver_rules.py::test_what_each_rule_maps_and_drops_is_counted_in_the_figures_and_the_self_metrics",

@@ -59,6 +59,17 @@ def loopback_if_any(address: str) -> str:
     return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(address, address)
 
 
+def parse_relay(url: str) -> tuple[str, int]:
+    """A raw relay destination, ``udp://host:port`` → (host, port); ValueError names the URL."""
+    scheme, sep, rest = url.partition("://")
+    if scheme != "udp" or not sep:
+        raise ValueError(f"{url!r}: the relay sends UDP only: expected udp://host:port")
+    try:
+        return inet_address(rest)
+    except ValueError as exc:
+        raise ValueError(f"{url!r}: {exc}") from None
+
+
 def live_unix_socket(path: str, kind: int) -> bool:
     """Whether a process serves the Unix socket at ``path`` (one that is only left over does not)."""
     try:

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 import yaml
 
+from pystatsd.client import DEFAULT_MAX_DATAGRAM, MAX_UDP_PAYLOAD
 from pystatsd.ports import check_port
-from stages.common.addresses import inet_address, parse_listener
+from stages.common.addresses import inet_address, parse_listener, parse_relay
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +256,11 @@ class Config:
     rules: list[Any] = dataclasses.field(default_factory=list)
     #: A statsd_exporter mapping file, relative to the config file (the receiver's rules read it).
     mapping_config: str | None = None
+    #: ``udp://host:port`` destinations the receiver sends every line it reads to, unchanged, before parsing.
+    relay: list[str] = dataclasses.field(default_factory=list)
+    #: The relay's largest datagram: 1432 bytes fit a 1500-byte Ethernet frame after the largest IPv4
+    #: header (60) and UDP's (8), so no datagram is fragmented on the way (a lost fragment loses it all).
+    relay_max_datagram_bytes: int = DEFAULT_MAX_DATAGRAM
 
     @property
     def fleet_input(self) -> KafkaInputConfig | None:
@@ -286,6 +292,7 @@ class Config:
                 parse_listener(url)
             except ValueError as exc:
                 raise ValueError(f"listeners[{i}]: {exc}") from None
+        self._check_relay()
         if self.health_address:
             try:
                 inet_address(self.health_address)
@@ -300,6 +307,15 @@ class Config:
             raise ValueError("tcp_idle_timeout: must not be negative (0 keeps idle connections open)")
         if self.tcp_max_connections_per_peer < 0:
             raise ValueError("tcp_max_connections_per_peer: must not be negative (0: no cap per peer)")
+
+    def _check_relay(self) -> None:
+        for i, url in enumerate(self.relay):
+            try:
+                parse_relay(url)
+            except ValueError as exc:
+                raise ValueError(f"relay[{i}]: {exc}") from None
+        if not 1 <= self.relay_max_datagram_bytes <= MAX_UDP_PAYLOAD:
+            raise ValueError(f"relay_max_datagram_bytes: must be from 1 to {MAX_UDP_PAYLOAD} (the largest UDP payload)")
 
     def _read_old_names(self) -> None:
         if self.batch_max_samples is not None:

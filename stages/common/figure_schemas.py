@@ -16,6 +16,13 @@ from typing import Any, Literal, TypedDict, TypeVar, Union, cast, get_args, get_
 T = TypeVar("T")
 
 
+class RelayFigures(TypedDict):
+    #: datagrams the kernel took for the destination
+    datagrams: int
+    #: reason → lines not relayed (none: left out)
+    dropped: dict[str, int]
+
+
 class ReceiverFigures(TypedDict):
     listeners: list[str]
     datagrams: int
@@ -34,6 +41,8 @@ class ReceiverFigures(TypedDict):
     rule_unmatched: int
     #: rule (``rules[3]``) → outcome (``mapped``, ``dropped``) → metrics it decided so far (none: left out)
     rules: dict[str, dict[str, int]]
+    #: relay destination (``host:port``) → what it was sent and lost (no ``relay:``: empty)
+    relay: dict[str, RelayFigures]
 
 
 class ShardFigures(TypedDict):

@@ -143,6 +143,10 @@ def _receiver_summary(figures: ReceiverFigures) -> str:
         parts.append(f"dropped_shard_full {sum(figures['dropped_shard_full'].values()):,}")
     if figures["rule_dropped"]:
         parts.append(f"rule_dropped {figures['rule_dropped']:,}")
+    for destination, relayed in figures["relay"].items():
+        # Each destination of the raw relay: what went, and what did not, by reason.
+        parts.append(f"relay {destination} {relayed['datagrams']:,} datagrams, dropped lines "
+                     f"{_by_reason(relayed['dropped'])}")
     if figures["connections"] or figures["connections_refused"] or figures["connections_closed"]:
         # Stream listeners only: how many clients hold a connection, and whom the limits turned away or closed.
         parts.append(f"connections {figures['connections']:,}")

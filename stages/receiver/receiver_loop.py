@@ -50,6 +50,7 @@ from stages.receiver.listeners.connections import StreamConnections
 from stages.receiver.parsers import payload_parser, statsd_lines
 from stages.receiver.parsers.base import LineOptions, OpenInterval
 from stages.receiver.records_out import RecordsOut
+from stages.receiver.relay import open_relay
 from stages.receiver.rules.kind import RulesError
 from stages.receiver.rules.rule_set import MAPPED, RuleSet, load_rule_set
 from stages.receiver.unsent import Predecessor, read_predecessor, unsent_path
@@ -123,6 +124,8 @@ class Receiver:
         self.capture = CaptureTap(ctx, self.run_dir, name)
         self.capture.follow(clock.time(), self.listeners)
         self.parse_payload = payload_parser(self.defaults, self.line_options)
+        #: None without ``relay:``; its names resolved here, so a reload (a restart in place) resolves anew.
+        self.relay = open_relay(config.relay, config.relay_max_datagram_bytes, clock.time())
         #: None without rules: the windows then ask nothing and look nothing up (stages.receiver.identity).
         self.rules = load_rule_set(config, rules_dir(config_file))
         if self.rules is not None:
@@ -278,6 +281,9 @@ class Receiver:
         if not payloads:
             return
         now = self.clock.time()
+        if self.relay is not None:
+            # Before parsing and the rules: every line as read, bad ones and dropped ones too.
+            self.relay.forward(payloads, now)
         self.follow_ring(now)
         window = self.batcher.open(now)
         # The moment the window's batches will carry, so the interval a shard files them in.
@@ -314,6 +320,10 @@ class Receiver:
             stats.total("connections_refused", n, {"reason": reason})
         for reason, n in self.streams.closed.items():
             stats.total("connections_closed", n, {"reason": reason})
+        for destination in self.relay.destinations if self.relay is not None else []:
+            stats.total("relay_datagrams", destination.datagrams, {"destination": destination.name})
+            for reason, n in destination.dropped.items():
+                stats.total("relay_dropped", n, {"destination": destination.name, "reason": reason})
         samples = stats.samples()
         if samples:
             self.batcher.add(samples, now)
@@ -365,7 +375,9 @@ class Receiver:
             "dropped_shard_full": {str(shard): n for shard, n in enumerate(self.batcher.dropped) if n},
             "rule_dropped": self.rule_dropped, "rule_unmatched": unmatched, "rules": per_rule,
             "connections": self.streams.open, "connections_refused": dict(self.streams.refused),
-            "connections_closed": dict(self.streams.closed)}
+            "connections_closed": dict(self.streams.closed),
+            "relay": {destination.name: {"datagrams": destination.datagrams, "dropped": dict(destination.dropped)}
+                      for destination in (self.relay.destinations if self.relay is not None else [])}}
 
     def restart_in_place(self) -> None:
         """SIGHUP: every open batch to the shards, every socket kept open for the next image of this process."""
@@ -396,6 +408,8 @@ class Receiver:
             push.close(linger=RECEIVER_STOP.linger_ms)
         self.records_out.close()
         self.capture.close()
+        if self.relay is not None:
+            self.relay.close()
 
 
 def rules_dir(config_file: Path | None) -> Path:

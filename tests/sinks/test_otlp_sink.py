@@ -16,7 +16,6 @@ from tests.sinks.servers import (
     OtelCollector,
     sink_pipeline,
     through_an_outage,
-    wait_receiving,
 )
 
 pytestmark = pytest.mark.servers
@@ -59,7 +58,6 @@ def test_counters_gauges_histograms_and_sets_with_attributes_and_resource_read_b
     pipeline = sink_pipeline(SINK, {"endpoint": otelcol.endpoint, "resource_tags": ["host"]})
     try:
         pipeline.start()
-        wait_receiving(pipeline)
         pipeline.wait_interval_start()
         pipeline.send("od.req:3|c|#route:/login,host:web1\nod.req:3|c|#route:/login,host:web1\nod.down:-2|c\n"
                       "od.lat:10|ms|#host:web1\nod.lat:30|ms|#host:web1\nod.lat:20|ms|#host:web1\n"
@@ -98,7 +96,6 @@ def test_cumulative_temporality_sends_running_totals_from_the_series_first_inter
     pipeline = sink_pipeline(SINK, {"endpoint": otelcol.endpoint, "temporality": "cumulative"})
     try:
         pipeline.start()
-        wait_receiving(pipeline)
         pipeline.wait_interval_start()
         for amount in (6, 4, 5):
             pipeline.send(f"oc.req:{amount}|c|#route:/a\noc.lat:{amount}|ms\noc.lat:{10 * amount}|ms",
@@ -128,7 +125,6 @@ def test_a_restarted_collector_gets_every_interval_once(otelcol: OtelCollector) 
     pipeline = sink_pipeline(SINK, {"endpoint": otelcol.endpoint})
     try:
         pipeline.start()
-        wait_receiving(pipeline)
         during = through_an_outage(pipeline, otelcol, lambda: len(otelcol.points("o.c")))
     finally:
         pipeline.stop()
@@ -153,7 +149,6 @@ def test_a_reload_that_moves_the_endpoint_loses_and_repeats_nothing(otelcol: Ote
     load = {key: f"or.c:1|c|#key:{key}\nor.t:{i}|ms|#key:{key}" for i, key in enumerate("abcd")}
     try:
         with pipeline:
-            wait_receiving(pipeline)
             with SteadyTraffic(pipeline.statsd_port, load, every_secs=0.005, max_secs=60) as traffic:
                 wait_for(lambda: otelcol.points("or.c"), 15, "the first points", every=0.5)
                 time.sleep(1.0)

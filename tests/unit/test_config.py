@@ -333,3 +333,14 @@ def test_a_kafka_ssl_cafile_its_user_cannot_read_is_refused(roots_folder: Path) 
     raw["ssl_cafile"] = str(roots_folder)
     with pytest.raises(ConfigError, match="forwarders.kafka.ssl_cafile: no such file"):
         load_section(KafkaConfig, raw, "forwarders.kafka")
+
+
+def test_relay_destinations_and_datagram_limit_are_read_and_checked(write_config) -> None:
+    config = load_config(write_config('relay: ["udp://127.0.0.1:8135", "udp://[::1]:8125"]\n'))
+    assert (config.relay, config.relay_max_datagram_bytes) == (["udp://127.0.0.1:8135", "udp://[::1]:8125"], 1432)
+    assert config_error(write_config('relay: ["udp://127.0.0.1:8135", "tcp://127.0.0.1:8125"]\n')) == \
+        "relay[1]: 'tcp://127.0.0.1:8125': the relay sends UDP only: expected udp://host:port"
+    assert config_error(write_config('relay: ["udp://127.0.0.1:0"]\n')) == \
+        "relay[0]: 'udp://127.0.0.1:0': expected host:port with a port from 1 to 65535"
+    assert config_error(write_config("relay_max_datagram_bytes: 65508\n")) == \
+        "relay_max_datagram_bytes: must be from 1 to 65507 (the largest UDP payload)"

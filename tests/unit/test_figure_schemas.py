@@ -33,7 +33,8 @@ def fake(**attributes: Any) -> Any:
 def receiver_figures() -> dict[str, Any]:
     receiver = fake(listeners=[fake(url="udp://127.0.0.1:8125")], datagrams=12, metrics=1500,
                     bad={"no_value": 2}, batcher=fake(dropped=[0, 3]), rule_dropped=5, rules=None,
-                    streams=fake(open=2, refused={"peer_limit": 1}, closed={}))
+                    streams=fake(open=2, refused={"peer_limit": 1}, closed={}),
+                    relay=fake(destinations=[fake(name="127.0.0.1:8126", datagrams=3, dropped={"unreachable": 2})]))
     return dict(Receiver.figures(receiver, 4))
 
 

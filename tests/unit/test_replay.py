@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.sockets import loopback_udp
 from stages.control import cli
 from stages.control.capture_file import CLOSE, DATAGRAM, STREAM, CaptureReader, CaptureWriter
 from stages.control.replay import ReplayError, destinations
@@ -21,11 +22,8 @@ URL = "udp://127.0.0.1:8125"
 
 @pytest.fixture
 def target() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(0)
-    yield sock
-    sock.close()
+    with loopback_udp(0) as sock:
+        yield sock
 
 
 def capture_file(path: Path, times: list[float], blocks: bool = False) -> bytes:

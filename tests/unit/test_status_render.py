@@ -21,7 +21,7 @@ def report() -> dict[str, Any]:
                     "listeners": ["udp://127.0.0.1:8125"], "datagrams": 12, "metrics": 1500, "kernel_drops": 0,
                     "bad_lines": {"no_value": 2, "bad_type": 1}, "dropped_shard_full": {}, "connections": 0,
                     "connections_refused": {}, "connections_closed": {}, "rule_dropped": 0,
-                    "rule_unmatched": 0, "rules": {}}),
+                    "rule_unmatched": 0, "rules": {}, "relay": {}}),
                 "aggregator-0": record("aggregator", {"shard": 0, "aggregates": 3, "metrics": 1500, "gauges": 0,
                                                       "held_flushes": 0, "dropped_flushes": 0, "bad_messages": {}}),
                 "forwarder": record("forwarder", {
@@ -77,3 +77,13 @@ def test_stream_connections_show_what_the_limits_refused_and_closed() -> None:
     (line,) = [line for line in render(status, NOW).splitlines() if line.startswith("receiver")]
     assert line.endswith("connections 256  connections_refused 3 (peer_limit=3)  "
                          "connections_closed 7 (idle_timeout=2, peer_limit=5)")
+
+
+def test_each_relay_destination_shows_what_went_and_what_was_dropped_by_reason() -> None:
+    status = report()
+    status["stages"]["receiver"]["figures"]["relay"] = {
+        "127.0.0.1:8125": {"datagrams": 1200, "dropped": {}},
+        "10.0.0.9:8125": {"datagrams": 3, "dropped": {"unreachable": 40, "buffer_full": 2}}}
+    (line,) = [line for line in render(status, NOW).splitlines() if line.startswith("receiver")]
+    assert line.endswith("relay 127.0.0.1:8125 1,200 datagrams, dropped lines 0  "
+                         "relay 10.0.0.9:8125 3 datagrams, dropped lines 42 (buffer_full=2, unreachable=40)")
