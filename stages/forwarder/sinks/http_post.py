@@ -12,13 +12,41 @@ import email.utils
 import http.client
 import time
 import urllib.parse
+from dataclasses import dataclass
 
+from stages.common.config import Secret
 from stages.forwarder.sinks.base import SinkError
 
 #: How much of an error answer is quoted in the log.
 ERROR_TEXT_CHARS = 300
 #: The longest ``Retry-After`` taken as it is; a longer one waits this long.
 MAX_RETRY_AFTER_SECS = 300.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class PasswordKeys:
+    """The keys of a sink that logs in with a user name and a password (the password from the config,
+    ``password_env`` or ``password_file``: stages.common.config.resolve_secret)."""
+
+    username: str | None = None
+    password: Secret | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PushKeys:
+    """The keys of a sink that pushes requests and keeps running totals: how long a request may take,
+    and how long an idle series' totals are kept."""
+
+    timeout_secs: float = 10.0
+    expire_after_secs: float = 300.0
+
+    def check_push_keys(self) -> None:
+        if not 0 < self.timeout_secs <= 600:
+            raise ValueError("timeout_secs: must be more than 0 and at most 600")
+        if self.expire_after_secs <= 0:
+            raise ValueError("expire_after_secs: must be more than 0")
 
 
 def check_http_url(url: str, key: str, credentials_in: str) -> None:

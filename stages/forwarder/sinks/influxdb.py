@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from stages.common.config import Secret, resolve_secret
 from stages.forwarder.encoders import make_encoder
 from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError, not_empty
-from stages.forwarder.sinks.http_post import ERROR_TEXT_CHARS, HttpPoster
+from stages.forwarder.sinks.http_post import ERROR_TEXT_CHARS, HttpPoster, PasswordKeys
 from stages.forwarder.sinks.progress import FlushProgress
 
 log = logging.getLogger(__name__)
@@ -56,16 +56,12 @@ LINE_PROTOCOL = "text/plain; charset=utf-8"
 
 
 @dataclass(frozen=True)
-class InfluxDBConfig(SinkConfig):
+class InfluxDBConfig(SinkConfig, PasswordKeys):
     api_version: int = 1
     database: str | None = None
     #: Empty: ``DEFAULT_URLS``' for ``api_version``.
     url: str = ""
     retention_policy: str | None = None
-    username: str | None = None
-    password: Secret | None = None
-    password_env: str | None = None
-    password_file: str | None = None
     org: str | None = None
     bucket: str | None = None
     token: Secret | None = None

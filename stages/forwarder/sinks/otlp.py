@@ -52,7 +52,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from stages import __version__
 from stages.common.config import Secret, resolve_secret
 from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig
-from stages.forwarder.sinks.http_post import HttpPoster, check_http_url
+from stages.forwarder.sinks.http_post import HttpPoster, PushKeys, check_http_url
 from stages.forwarder.sinks.progress import FlushProgress
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ Attributes = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
-class OtlpConfig(SinkConfig):
+class OtlpConfig(SinkConfig, PushKeys):
     endpoint: str
     headers: dict[str, Secret] = field(default_factory=dict)
     headers_env: dict[str, str] = field(default_factory=dict)
@@ -78,9 +78,7 @@ class OtlpConfig(SinkConfig):
     temporality: str = "delta"
     compression: str = "gzip"
     resource_tags: list[str] = field(default_factory=list)
-    timeout_secs: float = 10.0
     points_per_request: int = 2000
-    expire_after_secs: float = 300.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -89,12 +87,9 @@ class OtlpConfig(SinkConfig):
             raise ValueError(f"temporality: expected one of {', '.join(TEMPORALITIES)}, got {self.temporality!r}")
         if self.compression not in COMPRESSIONS:
             raise ValueError(f"compression: expected one of {', '.join(COMPRESSIONS)}, got {self.compression!r}")
-        if not 0 < self.timeout_secs <= 600:
-            raise ValueError("timeout_secs: must be more than 0 and at most 600")
+        self.check_push_keys()
         if self.points_per_request < 1:
             raise ValueError("points_per_request: must be at least 1")
-        if self.expire_after_secs <= 0:
-            raise ValueError("expire_after_secs: must be more than 0")
         # Every header in one map, each value a Secret wherever it came from.
         headers: dict[str, Secret] = {}
         for name, value, env, path in ([(n, v, None, None) for n, v in self.headers.items()]

@@ -42,7 +42,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from stages import __version__
 from stages.common.config import Secret, resolve_secret
 from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig
-from stages.forwarder.sinks.http_post import HttpPoster, check_http_url
+from stages.forwarder.sinks.http_post import HttpPoster, PasswordKeys, PushKeys, check_http_url
 from stages.forwarder.sinks.progress import FlushProgress
 from stages.forwarder.sinks.prometheus import SeriesStore, Touched, samples
 
@@ -88,28 +88,19 @@ WriteRequest, TimeSeries = _prompb_classes()
 
 
 @dataclass(frozen=True)
-class PrometheusRemoteWriteConfig(SinkConfig):
+class PrometheusRemoteWriteConfig(SinkConfig, PasswordKeys, PushKeys):
     url: str
     bearer_token: Secret | None = None
     bearer_token_env: str | None = None
     bearer_token_file: str | None = None
-    username: str | None = None
-    password: Secret | None = None
-    password_env: str | None = None
-    password_file: str | None = None
-    timeout_secs: float = 10.0
     samples_per_request: int = 2000
-    expire_after_secs: float = 300.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_http_url(self.url, "url", "username and password")
-        if not 0 < self.timeout_secs <= 600:
-            raise ValueError("timeout_secs: must be more than 0 and at most 600")
+        self.check_push_keys()
         if self.samples_per_request < 1:
             raise ValueError("samples_per_request: must be at least 1")
-        if self.expire_after_secs <= 0:
-            raise ValueError("expire_after_secs: must be more than 0")
         token = resolve_secret(self.bearer_token, self.bearer_token_env, self.bearer_token_file, "bearer_token")
         password = resolve_secret(self.password, self.password_env, self.password_file, "password")
         object.__setattr__(self, "bearer_token", token)
