@@ -1,4 +1,5 @@
-"""docs/configuration.md names every key the config's dataclasses take, and no key they do not.
+"""docs/configuration.md and its sink pages (docs/sinks/) name every key the config's dataclasses take,
+and no key they do not.
 
 Both ways, so that a key can neither go undocumented nor stay documented once it is gone: the keys
 of ``Config`` (with its sections ``agent``, ``queues`` and ``input.kafka``) against the first column
@@ -11,15 +12,15 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import yaml
 
 from stages.common.config import AgentConfig, Config, KafkaInputConfig, QueueConfig
 from stages.forwarder.sinks import SINKS, sink_kind
 from stages.forwarder.sinks.base import BufferConfig
+from tests import config_pages
 
-DOC = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+DOC = config_pages.TEXT
 NESTED = {"agent": AgentConfig, "queues": QueueConfig}
 
 
@@ -77,6 +78,9 @@ def test_every_sink_and_its_keys_are_documented() -> None:
     rows = sink_rows()
     for name in SINKS:
         assert name in rows, f"sink {name} has no row in the sink table of docs/configuration.md"
+        if name != "console":
+            page = config_pages.SINK_PAGES / f"{name.replace('_', '-')}.md"
+            assert page.exists(), f"sink {name} has no page in docs/sinks/"
         missing = sorted(sink_keys(name) - shared - set(named(rows[name])))
         assert not missing, f"sink {name}: keys missing from its row of the sink table: {missing}"
 

@@ -33,8 +33,9 @@ from stages.forwarder.encoders.options import EncoderOptions
 from stages.forwarder.sinks import SINKS, build_sinks
 from stages.forwarder.sinks.base import Flush, Sink, SinkConfig
 from stages.forwarder.sinks.console import ConsoleConfig, ConsoleSink
+from tests import config_pages
 
-CONFIG_DOC = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+CONFIG_DOC = config_pages.TEXT
 SENTINEL = "CONFORMANCE-SECRET-51c2"
 #: Config keys naming a destination that only the real server can stand for → where that test is.
 SERVER_KEYS = {"kafka_broker": "tests/kafka/test_kafka_sink.py"}
