@@ -1,5 +1,6 @@
 """The ``pystatsd`` command: ``run`` (the whole pipeline under supervisord), ``check-config``, ``status``,
-``send`` (metrics to a running instance, as written), ``rules test`` (what the rules make of lines), ``version``.
+``send`` (metrics to a running instance, as written), ``rules test`` (what the rules make of lines), ``tap``
+(the metrics passing a point of the running pipeline: stages.control.tap), ``version``.
 
 ``run`` checks the config, renders the repo's ``supervisord.conf`` (or the copy an installed package
 ships) into the run directory with this interpreter and that run directory filled in, then becomes
@@ -32,6 +33,7 @@ from stages.common.config import Config, ConfigError, config_path, load_config, 
 from stages.common.config_diff import config_changes
 from stages.common.lifecycle import DEFAULT_RUN_DIR, EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE
 from stages.common.process_names import AGGREGATOR, is_process_of
+from stages.common.tap import RECEIVED, WHERE
 from stages.control import operations, status, try_rules
 from stages.control.address_check import address_problems, tcp_url
 from stages.control.supervisord_conf import (
@@ -42,6 +44,7 @@ from stages.control.supervisord_conf import (
     render_supervisord_conf,
     supervisord_template,
 )
+from stages.control.tap import DEFAULT_RATE, new_spec, tap
 from stages.forwarder.sinks import load_sink_configs, sharing_problems, sink_kind, sink_sections
 from stages.receiver.rules.kind import RulesError
 from stages.receiver.rules.rule_set import rule_problems
@@ -106,6 +109,19 @@ def main(argv: list[str] | None = None) -> int:
                             help="lines as a client sends them (api.h1.GET.latency:12|ms); read from stdin if none")
     rules_test.add_argument("-c", "--config", help=config_help)
     rules_test.add_argument("--json", action="store_true", help="one JSON object per metric instead of text")
+    tap_cmd = commands.add_parser("tap", help="print the metrics passing a point of the running pipeline, sampled, "
+                              "one JSON object a line")
+    tap_cmd.add_argument("--where", choices=WHERE, default=RECEIVED,
+                     help="received: parsed by the receiver (default); mapped: after the rules, with the rule "
+                          "that decided; flushed: the aggregates the forwarder hands the sinks")
+    tap_cmd.add_argument("--match", metavar="GLOB", help="only names this shell glob matches (api.*.latency)")
+    tap_cmd.add_argument("--tag", metavar="K:V", action="append", default=[], help="only metrics with this tag "
+                     "(repeat: all of them)")
+    tap_cmd.add_argument("--count", type=int, metavar="N", help="stop after N metrics (default: until interrupted)")
+    tap_cmd.add_argument("--rate", metavar="N/s", help=f"at most N metrics a second from each stage process "
+                     f"(default: {DEFAULT_RATE:g}/s)")
+    tap_cmd.add_argument("-c", "--config", help=config_help)
+    tap_cmd.add_argument("--run-dir", help="the running instance's run directory (default: as for run)")
     commands.add_parser("version", help="print the version")
     args = parser.parse_args(argv)
     if args.command == "version":
@@ -134,6 +150,8 @@ def command(args: argparse.Namespace, path: Path) -> int:
         return send_lines(path, args.lines or sys.stdin.read().splitlines(), args.host, args.port)
     if args.command == "rules":
         return test_rules(path, args.lines or sys.stdin.read().splitlines(), args.json)
+    if args.command == "tap":
+        return tap_instance(path, args)
     return run_pipeline(path, args.run_dir, {"shards": args.shards, "extra_receivers": args.extra_receivers})
 
 
@@ -253,6 +271,25 @@ def show_status(path: Path, run_dir_arg: str | None, as_json: bool) -> int:
     report = status.collect(run_dir, shards, config.flush_interval)
     print(json.dumps(report, indent=2, sort_keys=True) if as_json else status.render(report))
     return EXIT_OK if report["healthy"] else EXIT_UNHEALTHY
+
+
+def tap_instance(path: Path, args: argparse.Namespace) -> int:
+    """``pystatsd tap``: the metrics passing ``--where`` in the running instance."""
+    if args.count is not None and args.count < 1:
+        raise Refused(f"--count: at least 1, got {args.count}")
+    try:
+        spec = new_spec(args.where, args.match, args.tag, args.rate)
+    except ValueError as exc:
+        raise Refused(str(exc)) from None
+    try:
+        _, run_dir = instance(path, args.run_dir)
+    except RunDirRefused:
+        raise
+    except Refused as exc:
+        # As status does: a config edited since the start is no reason not to tap what runs.
+        print(f"{exc} (tapping the instance in the run directory given or the default one)", file=sys.stderr)
+        run_dir = usable(Path(args.run_dir or default_run_dir(supervisord_template())).absolute())
+    return tap(run_dir, spec, args.count)
 
 
 def send_lines(path: Path, lines: list[str], host: str | None, port: int | None) -> int:

@@ -51,6 +51,7 @@ from stages.receiver.parsers.base import LineOptions, OpenInterval
 from stages.receiver.records_out import RecordsOut
 from stages.receiver.rules.kind import RulesError
 from stages.receiver.rules.rule_set import MAPPED, RuleSet, load_rule_set
+from stages.receiver.tap_view import ReceiverTap
 from stages.receiver.unsent import Predecessor, read_predecessor, unsent_path
 from stages.receiver.window import Window, new_window, take_payloads
 from stages.rundir.figures import publish
@@ -122,6 +123,8 @@ class Receiver:
         self.rules = load_rule_set(config, rules_dir(config_file))
         if self.rules is not None:
             log.info("Applying %d rules before sharding", self.rules.rule_count)
+        #: pystatsd tap's view of what this receiver parses and maps: nothing while no tap listens.
+        self.tap = ReceiverTap(ctx, self.run_dir, name, self.defaults, self.line_options, self.rules)
         #: What the rules dropped, and each tally counted, in the windows a reshard replaced (the open
         #: window counts its own).
         self.rule_dropped_before = 0
@@ -279,6 +282,7 @@ class Receiver:
         before = window.metrics
         self.batcher.unsent.reading(len(payloads))
         take_payloads(window, payloads, self.parse_payload, self.bad)
+        self.tap.show(payloads)
         if self.records:
             self.records_out.send(self.records, now)
         self.datagrams += len(payloads)
@@ -372,6 +376,7 @@ class Receiver:
         for push in self.batcher.pushes:
             push.close(linger=RECEIVER_STOP.linger_ms)
         self.records_out.close()
+        self.tap.close()
         hand_over(self.listeners, self.run_dir, self.name, self.kernel_drops(), self.config)
         self.restarting = True
 
@@ -389,6 +394,7 @@ class Receiver:
         for push in self.batcher.pushes:
             push.close(linger=RECEIVER_STOP.linger_ms)
         self.records_out.close()
+        self.tap.close()
 
 
 def rules_dir(config_file: Path | None) -> Path:
