@@ -1,6 +1,7 @@
 """The ``pystatsd`` command: ``run`` (the whole pipeline under supervisord), ``check-config``, ``status``,
 ``send`` (metrics to a running instance, as written), ``rules test`` (what the rules make of lines), ``tap``
-(the metrics passing a point of the running pipeline: stages.control.tap), ``version``.
+(the metrics passing a point of the running pipeline: stages.control.tap), ``top`` (its busiest names:
+stages.control.top), ``version``.
 
 ``run`` checks the config, renders the repo's ``supervisord.conf`` (or the copy an installed package
 ships) into the run directory with this interpreter and that run directory filled in, then becomes
@@ -45,6 +46,7 @@ from stages.control.supervisord_conf import (
     supervisord_template,
 )
 from stages.control.tap import DEFAULT_RATE, new_spec, tap
+from stages.control.top import parse_by, top
 from stages.forwarder.sinks import load_sink_configs, sharing_problems, sink_kind, sink_sections
 from stages.receiver.rules.kind import RulesError
 from stages.receiver.rules.rule_set import rule_problems
@@ -122,6 +124,16 @@ def main(argv: list[str] | None = None) -> int:
                      f"(default: {DEFAULT_RATE:g}/s)")
     tap_cmd.add_argument("-c", "--config", help=config_help)
     tap_cmd.add_argument("--run-dir", help="the running instance's run directory (default: as for run)")
+    top_cmd = commands.add_parser("top", help="the busiest names, series or tag values of the running pipeline, "
+                                  "refreshed")
+    top_cmd.add_argument("--by", default="name", metavar="name|series|tag:K",
+                         help="name: names by metrics a second (default); series: names by series, nearest their "
+                              "series_limit_per_name first; tag:K: the values of tag K by metrics a second")
+    top_cmd.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between refreshes "
+                         "(default 2; the shards' figures change once per flush_interval)")
+    top_cmd.add_argument("--json", action="store_true", help="print one snapshot as JSON and exit, for scripts")
+    top_cmd.add_argument("-c", "--config", help=config_help)
+    top_cmd.add_argument("--run-dir", help="the running instance's run directory (default: as for run)")
     commands.add_parser("version", help="print the version")
     args = parser.parse_args(argv)
     if args.command == "version":
@@ -152,6 +164,8 @@ def command(args: argparse.Namespace, path: Path) -> int:
         return test_rules(path, args.lines or sys.stdin.read().splitlines(), args.json)
     if args.command == "tap":
         return tap_instance(path, args)
+    if args.command == "top":
+        return top_instance(path, args)
     return run_pipeline(path, args.run_dir, {"shards": args.shards, "extra_receivers": args.extra_receivers})
 
 
@@ -281,15 +295,30 @@ def tap_instance(path: Path, args: argparse.Namespace) -> int:
         spec = new_spec(args.where, args.match, args.tag, args.rate)
     except ValueError as exc:
         raise Refused(str(exc)) from None
+    return tap(running_run_dir(path, args.run_dir), spec, args.count)
+
+
+def top_instance(path: Path, args: argparse.Namespace) -> int:
+    """``pystatsd top``: the busiest names of the running instance."""
+    if not args.interval > 0:
+        raise Refused(f"--interval: a positive number of seconds, got {args.interval}")
     try:
-        _, run_dir = instance(path, args.run_dir)
+        by, tag_key = parse_by(args.by)
+    except ValueError as exc:
+        raise Refused(str(exc)) from None
+    return top(running_run_dir(path, args.run_dir), by, tag_key, args.interval, args.json)
+
+
+def running_run_dir(path: Path, run_dir_arg: str | None) -> Path:
+    """The run directory of the instance a watching command (tap, top) looks at: as status finds it, a
+    config edited since the start being no reason not to look at what runs."""
+    try:
+        return instance(path, run_dir_arg)[1]
     except RunDirRefused:
         raise
     except Refused as exc:
-        # As status does: a config edited since the start is no reason not to tap what runs.
-        print(f"{exc} (tapping the instance in the run directory given or the default one)", file=sys.stderr)
-        run_dir = usable(Path(args.run_dir or default_run_dir(supervisord_template())).absolute())
-    return tap(run_dir, spec, args.count)
+        print(f"{exc} (looking at the instance in the run directory given or the default one)", file=sys.stderr)
+        return usable(Path(run_dir_arg or default_run_dir(supervisord_template())).absolute())
 
 
 def send_lines(path: Path, lines: list[str], host: str | None, port: int | None) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from harness.paths import VENV_BIN
-from harness.pipeline import Pipeline
+from harness.pipeline import Pipeline, commands_without_a_pipeline
 from harness.wait import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -110,25 +110,14 @@ def test_flushed_shows_the_aggregates() -> None:
 
 
 def test_a_tap_of_a_pipeline_that_is_not_running_says_so_and_exits_1() -> None:
-    pipeline = Pipeline(flush_interval=1.0)
-    try:
-        done = pipeline.pystatsd("tap", "--count", "1")
-    finally:
-        pipeline.sock.close()
-        pipeline.cleanup()
+    [done] = commands_without_a_pipeline(("tap", "--count", "1"))
     assert done.returncode == 1
     assert "no receiver is running" in done.stderr
 
 
 def test_bad_options_are_refused_naming_the_option() -> None:
-    pipeline = Pipeline(flush_interval=1.0)
-    try:
-        rate = pipeline.pystatsd("tap", "--rate", "fast")
-        count = pipeline.pystatsd("tap", "--count", "0")
-        tag = pipeline.pystatsd("tap", "--tag", ":v")
-    finally:
-        pipeline.sock.close()
-        pipeline.cleanup()
+    rate, count, tag = commands_without_a_pipeline(("tap", "--rate", "fast"), ("tap", "--count", "0"),
+                                                   ("tap", "--tag", ":v"))
     assert (rate.returncode, count.returncode, tag.returncode) == (78, 78, 78)
     assert "--rate: 'fast'" in rate.stderr
     assert "--count: at least 1" in count.stderr
