@@ -55,7 +55,7 @@ class ClosedInterval:
     partials: list[bytes] | None = None
     #: new gauges dropped at the shard's ``gauges_limit`` in this interval
     dropped_gauges: int = 0
-    #: the interval's busiest names and tag values (pystatsd top)
+    #: the interval's busiest names and tag values, while a pystatsd top asks for them
     busiest: BusiestFigures | None = None
 
 
@@ -96,8 +96,9 @@ class ShardState:
         #: Set in a reshard: from this interval on the new ring reports this shard's gauges (gauge_carry),
         #: so an interval this shard closes from then on (after a stall, or of late batches) leaves them out.
         self.gauges_handed_at: int | None = None
-        #: The tag keys a running pystatsd top asks this shard's busiest figures to group by (the loop sets them).
-        self.top_tag_keys: list[str] = []
+        #: The tag keys a running pystatsd top asks this shard's busiest figures to group by (the loop sets
+        #: them); None while no top runs: then the busiest names are not summed at all.
+        self.top_tag_keys: list[str] | None = None
         #: Set in a reshard on a new ring's shard that adopted carried gauges: the first interval of its
         #: ring. One before it, closed after the carry arrived, is the retiring shard's to report.
         self.gauges_taken_over_at: int | None = None
@@ -220,6 +221,7 @@ class ShardState:
             aggregates.extend(self._self_metrics(bucket, len(aggregates), gaps, gap_metrics, folded, end, flush_ms))
         return ClosedInterval(index, start, self.interval, aggregates, gaps, gap_metrics, folded, bucket.covers,
                               flush_ms, partials, dropped_gauges,
+                              None if self.top_tag_keys is None else
                               busiest(bucket, folded, self.interval, self.series_limit, self.top_tag_keys,
                                       self.self_prefix))
 

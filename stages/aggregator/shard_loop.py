@@ -188,7 +188,8 @@ class ShardLoop:
                 self.next_ring = next_ring(self.run_dir, self.shards, self.epoch / 1e9)
                 if self.next_ring is not None:
                     self.state.gauges_handed_at = self.state.index_of(self.next_ring.since)
-        self.state.top_tag_keys = asked_tag_keys(self.run_dir, now) if now >= self.state.next_deadline() else []
+        if now >= self.state.next_deadline():
+            self.state.top_tag_keys = asked_tag_keys(self.run_dir, now)
         closed_now = self.state.due(now)
         for closed in closed_now:
             self.queue_flush(closed, final=False)

@@ -5,7 +5,8 @@ Each stage process that has a tap point binds one ZeroMQ XPUB socket, ``<run>/ta
 as JSON: where it taps (``received``, ``mapped``, ``flushed``), the name glob, the tags, the rate, and
 a nonce of its own. The XPUB hands the stage every subscription and unsubscription (ZeroMQ sends an
 unsubscription when a subscriber disconnects or dies), so :meth:`TapPoint.specs` knows, for the cost
-of one non-blocking look per burst, which taps listen; with none, the stage does nothing more.
+of one non-blocking look per burst (and at most one each :data:`LOOK_EVERY_SECS`), which taps listen;
+with none, the stage does nothing more.
 
 For each listening spec the stage filters what passes (:meth:`TapSpec.wants`), samples at most
 ``rate`` metrics a second (:meth:`TapPoint.allowance`) and publishes each one as ``[topic, json]``
@@ -43,6 +44,9 @@ WHERE = (RECEIVED, MAPPED, FLUSHED)
 STAGE_OF = {RECEIVED: "receiver", MAPPED: "receiver", FLUSHED: "forwarder"}
 #: Messages a tap point queues for a tap before ZeroMQ drops the rest (a tap that does not read).
 SEND_QUEUE = 1000
+#: How often, at most, a stage looks at its tap socket's subscriptions: a look costs a few microseconds, a
+#: busy receiver has a thousand bursts a second, and a new tap waits this long at most.
+LOOK_EVERY_SECS = 0.01
 #: Version of a spec's JSON; a stage ignores a subscription it cannot read (a newer tap's).
 SPEC_VERSION = 1
 
@@ -153,17 +157,24 @@ class TapPoint:
         self.pub.bind(self.endpoint)
         #: topic → the tap listening with it
         self.listening: dict[bytes, Listening] = {}
+        self._listening_list: list[Listening] = []
+        self._next_look = 0.0
 
     def specs(self) -> list[Listening]:
         """The taps listening now: every subscription change that came since the last look, then the list.
-        One non-blocking look when nothing changed."""
+        One non-blocking look when nothing changed, at most every LOOK_EVERY_SECS (the list is kept between)."""
+        now = self.clock()
+        if now < self._next_look:
+            return self._listening_list
+        self._next_look = now + LOOK_EVERY_SECS
         while int(self.pub.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             try:
                 message = self.pub.recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
             self._subscription(message)
-        return list(self.listening.values())
+            self._listening_list = list(self.listening.values())
+        return self._listening_list
 
     def _subscription(self, message: bytes) -> None:
         if not message:

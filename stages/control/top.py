@@ -2,8 +2,9 @@
 
 It reads what each shard publishes with its figures once per flush (``busiest``:
 stages/aggregator/busiest.py), merges the shards (a name lives on one shard; a tag value's figures add
-up over them) and draws a screen each ``--interval``; ``--json`` prints one snapshot for scripts. For
-``--by tag:K`` it asks the shards to group by K (stages.rundir.top_request) while it runs. A
+up over them) and draws a screen each ``--interval``; ``--json`` prints one snapshot for scripts. The
+shards sum their busiest names only while a top asks (stages.rundir.top_request, which also names the
+tag K of ``--by tag:K``): the first screen waits for their next flush. A
 pipeline that is not running is said so, exit 1; once running, a pipeline that restarts is waited for.
 """
 
@@ -94,7 +95,8 @@ def render(view: dict[str, Any], run_dir: Path, height: int) -> str:
         lines += [f"{row['name'][:48]:<48} {row['rate']:>12,.1f} {row['series']:>8,} {row['limit_used']:>9.1%} "
                   f"{row['folded']:>8,}" for row in view["rows"]]
     if not view["rows"]:
-        lines.append("(nothing in the last interval)" if view["shards"] else "(no shard has published yet: waiting)")
+        lines.append("(nothing in the last interval)" if view["updated"] and view["shards"]
+                     else "(waiting for the shards' next flush)")
     return "\n".join(lines[:max(height - 1, 4)])
 
 
@@ -112,11 +114,13 @@ def top(run_dir: Path, by: str, tag_key: str | None, refresh: float, as_json: bo
     try:
         while frames is None or drawn < frames:
             now = time.time()
-            if tag_key is not None:
-                ask(run_dir, [tag_key], now + max(refresh, 1.0) * STALE_INTERVALS + 10)
+            ask(run_dir, [] if tag_key is None else [tag_key], now + max(refresh, 1.0) * STALE_INTERVALS + 10)
             view = snapshot(run_dir, by, tag_key, now)
-            # The shards group by a tag from their next flush on: a snapshot waits for it, a few intervals at most.
-            grouped = tag_key is None or (view["updated"] or 0) > started
+            # The shards sum what top shows from their next flush on, while it asks: wait for it, a few
+            # intervals at most (figures older than the request may be empty).
+            grouped = (view["updated"] or 0) > started
+            if not grouped:
+                view["rows"] = []
             if as_json and (grouped or now - started > STALE_INTERVALS * max(view["interval"], 1.0)):
                 out.write(json.dumps(view) + "\n")
                 return 0

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zmq
 
 from harness.wait import wait_for
-from stages.common.tap import FLUSHED, TapPoint, TapSpec, tap_endpoint
+from stages.common.tap import FLUSHED, LOOK_EVERY_SECS, TapPoint, TapSpec, tap_endpoint
 from stages.control.tap import TapArgumentError, parse_rate, parse_tags
 
 
@@ -44,13 +45,18 @@ def test_a_point_publishes_only_while_a_tap_listens_and_at_most_its_rate() -> No
         try:
             assert (Path(run) / "tap" / "receiver.sock").exists()
             assert point.specs() == []
+
+            def look() -> list[Any]:
+                now[0] += LOOK_EVERY_SECS  # past the pause between two looks
+                return point.specs()
             sub = ctx.socket(zmq.SUB)
             spec = TapSpec(rate=3, nonce="x")
             sub.setsockopt(zmq.SUBSCRIBE, spec.topic())
             sub.connect(tap_endpoint(run, "receiver"))
-            listening = wait_for(point.specs, 5, "the subscription")
+            listening = wait_for(look, 5, "the subscription")
             assert [tap.spec for tap in listening] == [spec]
             tap = listening[0]
+            now[0] = 2000.0  # the start of a second
             sent = 0
             while point.allowance(tap):
                 point.publish(tap, {"n": sent})
@@ -61,7 +67,7 @@ def test_a_point_publishes_only_while_a_tap_listens_and_at_most_its_rate() -> No
             got = [sub.recv_multipart() for _ in range(3)]
             assert [frames[0] for frames in got] == [spec.topic()] * 3
             sub.close(linger=0)
-            wait_for(lambda: point.specs() == [], 5, "the unsubscription of the tap that went")
+            wait_for(lambda: look() == [], 5, "the unsubscription of the tap that went")
         finally:
             point.close()
             ctx.term()
