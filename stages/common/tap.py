@@ -32,6 +32,7 @@ import zmq
 
 from stages.common.model import Tags
 from stages.common.sharding import MAX_IPC_PATH
+from stages.rundir.private_file import make_private_dir
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +149,7 @@ class TapPoint:
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], run_dir: os.PathLike[str] | str, process: str,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        path = tap_path(run_dir, process)
-        path.parent.mkdir(mode=0o700, exist_ok=True)
+        make_private_dir(tap_path(run_dir, process).parent)
         self.endpoint = tap_endpoint(run_dir, process)
         self.pub = ctx.socket(zmq.XPUB)
         self.pub.setsockopt(zmq.SNDHWM, SEND_QUEUE)
