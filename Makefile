@@ -47,6 +47,7 @@ TEST_WORKERS ?= 4
 test: install-test
 	bash tests/kafka/fetch_jars.sh
 	bash tests/sinks/install_servers.sh
+	bash tests/e2e/install_tmux.sh
 	$(PY) -m pytest --durations=30 -n $(TEST_WORKERS) --dist loadgroup
 
 test-unit: install-test

@@ -267,3 +267,14 @@ def running_pipeline(config: dict[str, Any] | None = None, shards: int = 2, **op
     """Start a pipeline, yield it, always stop and remove it (for fixtures)."""
     with Pipeline(config, shards=shards, **options) as pipeline:
         yield pipeline
+
+
+def commands_without_a_pipeline(*commands: tuple[str, ...]) -> list[subprocess.CompletedProcess[str]]:
+    """Each ``pystatsd`` command (its arguments) run on a pipeline's config and run directory that were never
+    started: what a command says of an instance that is not running."""
+    pipeline = Pipeline(flush_interval=1.0)
+    try:
+        return [pipeline.pystatsd(*command) for command in commands]
+    finally:
+        pipeline.sock.close()
+        pipeline.cleanup()

@@ -18,9 +18,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from stages.aggregator.busiest import busiest
 from stages.aggregator.partials import PartialSource, partial_records
 from stages.aggregator.series import Gauges, IntervalBucket, SeriesLimit
 from stages.common.contract import BatchHeader
+from stages.common.figure_schemas import BusiestFigures
 from stages.common.intervals import interval_index, interval_start
 from stages.common.model import tag_tuple
 from stages.common.selfstats import SelfStats
@@ -54,6 +56,8 @@ class ClosedInterval:
     partials: list[bytes] | None = None
     #: new gauges dropped at the shard's ``gauges_limit`` in this interval
     dropped_gauges: int = 0
+    #: the interval's busiest names and tag values, while a pystatsd top asks for them
+    busiest: BusiestFigures | None = None
 
 
 def ttl_intervals(ttl: float, interval: float) -> int:
@@ -77,6 +81,8 @@ class ShardState:
         self.interval = interval
         self.percentiles = percentiles
         self.stats = SelfStats(self_prefix, "aggregator", {"shard": str(shard)}, default_tags)
+        #: The daemon's own metrics' prefix: not among the busiest names (a counter of them counts thousands).
+        self.self_prefix = self_prefix
         self.series_limit = series_limit
         self.overflow_tags = tag_tuple({OVERFLOW_TAG: "true"}, default_tags)
         self.buckets: dict[int, IntervalBucket] = {}
@@ -96,6 +102,9 @@ class ShardState:
         #: Set in a reshard: from this interval on the new ring reports this shard's gauges (gauge_carry),
         #: so an interval this shard closes from then on (after a stall, or of late batches) leaves them out.
         self.gauges_handed_at: int | None = None
+        #: The tag keys a running pystatsd top asks this shard's busiest figures to group by (the loop sets
+        #: them); None while no top runs: then the busiest names are not summed at all.
+        self.top_tag_keys: list[str] | None = None
         #: Set in a reshard on a new ring's shard that adopted carried gauges: the first interval of its
         #: ring. One before it, closed after the carry arrived, is the retiring shard's to report.
         self.gauges_taken_over_at: int | None = None
@@ -111,6 +120,7 @@ class ShardState:
         self.overflow_tags = tag_tuple({OVERFLOW_TAG: "true"}, default_tags)
         self.gauges.limit.limit, self.gauges.limit.overflow_tags = series_limit, self.overflow_tags
         self.stats.retag(self_prefix, default_tags)
+        self.self_prefix = self_prefix
 
     def index_of(self, ts: float) -> int:
         return interval_index(ts, self.interval)
@@ -218,7 +228,10 @@ class ShardState:
                 self.stats.add("dropped_gauges", dropped_gauges)
             aggregates.extend(self._self_metrics(bucket, len(aggregates), gaps, gap_metrics, folded, end, flush_ms))
         return ClosedInterval(index, start, self.interval, aggregates, gaps, gap_metrics, folded, bucket.covers,
-                              flush_ms, partials, dropped_gauges)
+                              flush_ms, partials, dropped_gauges,
+                              None if self.top_tag_keys is None else
+                              busiest(bucket, folded, self.interval, self.series_limit, self.top_tag_keys,
+                                      self.self_prefix))
 
     def _self_metrics(self, bucket: IntervalBucket, series: int, gaps: dict[str, int], gap_metrics: dict[str, int],
                       folded: dict[str, int], end: float, flush_ms: float) -> list[dict[str, Any]]:

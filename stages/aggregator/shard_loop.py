@@ -25,6 +25,7 @@ from pathlib import Path
 
 import zmq
 
+from stages.aggregator.busiest import empty_busiest
 from stages.aggregator.gauge_carry import next_ring, take_carried, write_carried
 from stages.aggregator.handoff import HandoffRefused, capture, handoff_path, restore, take_handoff, write_handoff
 from stages.aggregator.outbox import Outbox
@@ -47,6 +48,7 @@ from stages.common.sharding import shard_endpoint
 from stages.rundir.figures import publish
 from stages.rundir.pause import begin_pause, end_pause, pause_path
 from stages.rundir.ring import CHECK_EVERY_SECS, Ring, read_ring, ring_shards
+from stages.rundir.top_request import asked_tag_keys
 
 log = logging.getLogger("stages.aggregator")
 
@@ -186,6 +188,8 @@ class ShardLoop:
                 self.next_ring = next_ring(self.run_dir, self.shards, self.epoch / 1e9)
                 if self.next_ring is not None:
                     self.state.gauges_handed_at = self.state.index_of(self.next_ring.since)
+        if now >= self.state.next_deadline():
+            self.state.top_tag_keys = asked_tag_keys(self.run_dir, now)
         closed_now = self.state.due(now)
         for closed in closed_now:
             self.queue_flush(closed, final=False)
@@ -239,7 +243,8 @@ class ShardLoop:
         return {
             "shard": self.shard, "aggregates": len(closed.aggregates), "metrics": self.state.metrics,
             "gauges": len(self.state.gauges.values), "held_flushes": len(self.outbox),
-            "dropped_flushes": self.outbox.dropped, "bad_messages": dict(self.decode_errors)}
+            "dropped_flushes": self.outbox.dropped, "bad_messages": dict(self.decode_errors),
+            "busiest": closed.busiest or empty_busiest(self.state.interval, self.state.series_limit)}
 
     def queue_flush(self, closed: ClosedInterval, final: bool) -> None:
         for src, batches in closed.seq_gaps.items():

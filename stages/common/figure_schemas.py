@@ -45,6 +45,32 @@ class ReceiverFigures(TypedDict):
     relay: dict[str, RelayFigures]
 
 
+class NameFigure(TypedDict):
+    name: str
+    #: metrics a second its series stand for (stages/aggregator/busiest.py says how each type counts)
+    rate: float
+    #: series it had in the interval
+    series: int
+    #: series series_limit_per_name folded into its overflow series in the interval
+    folded: int
+
+
+class TagValueFigure(TypedDict):
+    value: str
+    rate: float
+    series: int
+
+
+class BusiestFigures(TypedDict):
+    """The last interval's busiest names and tag values, bounded (``pystatsd top`` reads them)."""
+
+    interval: float
+    series_limit: int
+    names: list[NameFigure]
+    #: tag key → its busiest values
+    tags: dict[str, list[TagValueFigure]]
+
+
 class ShardFigures(TypedDict):
     shard: int
     aggregates: int
@@ -54,6 +80,7 @@ class ShardFigures(TypedDict):
     dropped_flushes: int
     #: reason → messages that were not batches
     bad_messages: dict[str, int]
+    busiest: BusiestFigures
 
 
 class FleetFigures(TypedDict):

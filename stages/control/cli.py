@@ -1,6 +1,8 @@
 """The ``pystatsd`` command: ``run`` (the whole pipeline under supervisord), ``check-config``, ``status``,
 ``send`` (metrics to a running instance, as written), ``rules test`` (what the rules make of lines),
-``capture`` and ``replay`` (what the receivers read, to a file and back: stages.control.capture_cli), ``version``.
+``capture`` and ``replay`` (what the receivers read, to a file and back: stages.control.capture_cli), ``tap``
+(the metrics passing a point of the running pipeline: stages.control.tap), ``top`` (its busiest names:
+stages.control.top), ``version``.
 
 ``run`` checks the config, renders the repo's ``supervisord.conf`` (or the copy an installed package
 ships) into the run directory with this interpreter and that run directory filled in, then becomes
@@ -33,6 +35,7 @@ from stages.common.config import Config, ConfigError, config_path, load_config, 
 from stages.common.config_diff import config_changes
 from stages.common.lifecycle import DEFAULT_RUN_DIR, EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE
 from stages.common.process_names import AGGREGATOR, is_process_of
+from stages.common.tap import RECEIVED, WHERE
 from stages.control import capture_cli, operations, status, try_rules
 from stages.control.address_check import address_problems, tcp_url
 from stages.control.supervisord_conf import (
@@ -43,6 +46,8 @@ from stages.control.supervisord_conf import (
     render_supervisord_conf,
     supervisord_template,
 )
+from stages.control.tap import DEFAULT_RATE, new_spec, tap
+from stages.control.top import parse_by, top
 from stages.forwarder.sinks import load_sink_configs, sharing_problems, sink_kind, sink_sections
 from stages.receiver.rules.kind import RulesError
 from stages.receiver.rules.rule_set import rule_problems
@@ -108,6 +113,29 @@ def main(argv: list[str] | None = None) -> int:
     rules_test.add_argument("-c", "--config", help=config_help)
     rules_test.add_argument("--json", action="store_true", help="one JSON object per metric instead of text")
     capture_cli.add_parsers(commands, config_help)
+    tap_cmd = commands.add_parser("tap", help="print the metrics passing a point of the running pipeline, sampled, "
+                              "one JSON object a line")
+    tap_cmd.add_argument("--where", choices=WHERE, default=RECEIVED,
+                     help="received: parsed by the receiver (default); mapped: after the rules, with the rule "
+                          "that decided; flushed: the aggregates the forwarder hands the sinks")
+    tap_cmd.add_argument("--match", metavar="GLOB", help="only names this shell glob matches (api.*.latency)")
+    tap_cmd.add_argument("--tag", metavar="K:V", action="append", default=[], help="only metrics with this tag "
+                     "(repeat: all of them)")
+    tap_cmd.add_argument("--count", type=int, metavar="N", help="stop after N metrics (default: until interrupted)")
+    tap_cmd.add_argument("--rate", metavar="N/s", help=f"at most N metrics a second from each stage process "
+                     f"(default: {DEFAULT_RATE:g}/s)")
+    tap_cmd.add_argument("-c", "--config", help=config_help)
+    tap_cmd.add_argument("--run-dir", help="the running instance's run directory (default: as for run)")
+    top_cmd = commands.add_parser("top", help="the busiest names, series or tag values of the running pipeline, "
+                                  "refreshed")
+    top_cmd.add_argument("--by", default="name", metavar="name|series|tag:K",
+                         help="name: names by metrics a second (default); series: names by series, nearest their "
+                              "series_limit_per_name first; tag:K: the values of tag K by metrics a second")
+    top_cmd.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between refreshes "
+                         "(default 2; the shards' figures change once per flush_interval)")
+    top_cmd.add_argument("--json", action="store_true", help="print one snapshot as JSON and exit, for scripts")
+    top_cmd.add_argument("-c", "--config", help=config_help)
+    top_cmd.add_argument("--run-dir", help="the running instance's run directory (default: as for run)")
     commands.add_parser("version", help="print the version")
     args = parser.parse_args(argv)
     if args.command == "version":
@@ -140,6 +168,10 @@ def command(args: argparse.Namespace, path: Path) -> int:
         return capture_cli.replay_command(args)
     if args.command == "rules":
         return test_rules(path, args.lines or sys.stdin.read().splitlines(), args.json)
+    if args.command == "tap":
+        return tap_instance(path, args)
+    if args.command == "top":
+        return top_instance(path, args)
     return run_pipeline(path, args.run_dir, {"shards": args.shards, "extra_receivers": args.extra_receivers})
 
 
@@ -259,6 +291,40 @@ def show_status(path: Path, run_dir_arg: str | None, as_json: bool) -> int:
     report = status.collect(run_dir, shards, config.flush_interval)
     print(json.dumps(report, indent=2, sort_keys=True) if as_json else status.render(report))
     return EXIT_OK if report["healthy"] else EXIT_UNHEALTHY
+
+
+def tap_instance(path: Path, args: argparse.Namespace) -> int:
+    """``pystatsd tap``: the metrics passing ``--where`` in the running instance."""
+    if args.count is not None and args.count < 1:
+        raise Refused(f"--count: at least 1, got {args.count}")
+    try:
+        spec = new_spec(args.where, args.match, args.tag, args.rate)
+    except ValueError as exc:
+        raise Refused(str(exc)) from None
+    return tap(running_run_dir(path, args.run_dir), spec, args.count)
+
+
+def top_instance(path: Path, args: argparse.Namespace) -> int:
+    """``pystatsd top``: the busiest names of the running instance."""
+    if not args.interval > 0:
+        raise Refused(f"--interval: a positive number of seconds, got {args.interval}")
+    try:
+        by, tag_key = parse_by(args.by)
+    except ValueError as exc:
+        raise Refused(str(exc)) from None
+    return top(running_run_dir(path, args.run_dir), by, tag_key, args.interval, args.json)
+
+
+def running_run_dir(path: Path, run_dir_arg: str | None) -> Path:
+    """The run directory of the instance a watching command (tap, top) looks at: as status finds it, a
+    config edited since the start being no reason not to look at what runs."""
+    try:
+        return instance(path, run_dir_arg)[1]
+    except RunDirRefused:
+        raise
+    except Refused as exc:
+        print(f"{exc} (looking at the instance in the run directory given or the default one)", file=sys.stderr)
+        return usable(Path(run_dir_arg or default_run_dir(supervisord_template())).absolute())
 
 
 def send_lines(path: Path, lines: list[str], host: str | None, port: int | None) -> int:

@@ -43,6 +43,7 @@ from stages.forwarder.fanout import Fanout
 from stages.forwarder.ledger import CoverageLedger, Taken
 from stages.forwarder.sinks import build_sinks, config_secrets
 from stages.forwarder.sinks.base import Completion, EncodedAggregates, Flush
+from stages.forwarder.tap_flushes import FlushTap
 from stages.rundir.config_copies import RUNNING, keep_copy
 from stages.rundir.delivery import DeliveryRecorder, forwarder_identity
 from stages.rundir.figures import publish
@@ -87,6 +88,8 @@ class Forwarder:
         if config.fleet_input is not None:
             self.delivery.announce(list(range(ring_shards(self.run_dir, shards, clock.time()))))
         self.next_report = self._report_time(self.clock.time())
+        #: pystatsd tap's view of the flushes: nothing while no tap listens.
+        self.tap = FlushTap(ctx, self.run_dir, FORWARDER)
 
     def _report_time(self, now: float) -> float:
         return next_edge(now, self.config.flush_interval)
@@ -171,6 +174,7 @@ class Forwarder:
                               partials))
         log.debug("Took flush %d of shard %d: %d aggregates, handed to %d sinks", header.seq, header.shard,
                   count, len(self.fanout.runners))
+        self.tap.show(frames)
 
     def take_records(self, frames: list[bytes]) -> None:
         """A receiver's events and service checks, to the sinks that carry records (in no ledger); with
@@ -233,6 +237,7 @@ class Forwarder:
         self.pull.unbind(self.endpoint)
         self.receive_all()
         self.pull.close(linger=0)
+        self.tap.close()
         self.fanout.stop(FORWARDER_STOP.sink_drain_secs, FORWARDER_STOP.sink_join_slack_secs)
 
     def pause_shards(self) -> None:

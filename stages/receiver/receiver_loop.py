@@ -53,6 +53,7 @@ from stages.receiver.records_out import RecordsOut
 from stages.receiver.relay import open_relay
 from stages.receiver.rules.kind import RulesError
 from stages.receiver.rules.rule_set import MAPPED, RuleSet, load_rule_set
+from stages.receiver.tap_view import ReceiverTap
 from stages.receiver.unsent import Predecessor, read_predecessor, unsent_path
 from stages.receiver.window import Window, new_window, take_payloads
 from stages.rundir.figures import publish
@@ -130,6 +131,8 @@ class Receiver:
         self.rules = load_rule_set(config, rules_dir(config_file))
         if self.rules is not None:
             log.info("Applying %d rules before sharding", self.rules.rule_count)
+        #: pystatsd tap's view of what this receiver parses and maps: nothing while no tap listens.
+        self.tap = ReceiverTap(ctx, self.run_dir, name, self.defaults, self.line_options, self.rules)
         #: What the rules dropped, and each tally counted, in the windows a reshard replaced (the open
         #: window counts its own).
         self.rule_dropped_before = 0
@@ -291,6 +294,7 @@ class Receiver:
         before = window.metrics
         self.batcher.unsent.reading(len(payloads))
         take_payloads(window, payloads, self.parse_payload, self.bad)
+        self.tap.show(payloads)
         if self.records:
             self.records_out.send(self.records, now)
         self.datagrams += len(payloads)
@@ -410,6 +414,7 @@ class Receiver:
         self.capture.close()
         if self.relay is not None:
             self.relay.close()
+        self.tap.close()
 
 
 def rules_dir(config_file: Path | None) -> Path:

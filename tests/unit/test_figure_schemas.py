@@ -12,7 +12,9 @@ from typing import Any, cast
 
 import pytest
 
+from stages.aggregator.busiest import busiest
 from stages.aggregator.fleet.loop import FleetLoop
+from stages.aggregator.series import IntervalBucket, SeriesLimit
 from stages.aggregator.shard_loop import ShardLoop
 from stages.common.figure_schemas import SCHEMAS, ForwarderFigures, figures_of, problems
 from stages.common.strict import STRICT_ENV
@@ -47,7 +49,10 @@ class Outbox(list[bytes]):
 def shard_figures() -> dict[str, Any]:
     loop = fake(shard=0, state=fake(metrics=1500, gauges=fake(values={"g": 1.0})), outbox=Outbox([b"held"]),
                 decode_errors=collections.Counter({"bad_header": 1}))
-    return dict(ShardLoop.figures(loop, fake(aggregates=[{}, {}, {}])))
+    bucket = IntervalBucket(SeriesLimit(10, ()), compiled=False)
+    bucket.counters["hits\x1fregion\x1feu"] = 3.0
+    return dict(ShardLoop.figures(loop, fake(aggregates=[{}, {}, {}],
+                                             busiest=busiest(bucket, {"hits": 1}, 10.0, 10, ["region"]))))
 
 
 def fleet_figures() -> dict[str, Any]:

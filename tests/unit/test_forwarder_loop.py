@@ -119,6 +119,7 @@ class Bench:
                               stopped_alone=lambda run_dir: stopped_alone)
         self.stack.callback(fanout.stop, 0.5, 0.5)
         self.stack.callback(forwarder.pull.close, 0)
+        self.stack.callback(forwarder.tap.close)
         return forwarder
 
     def send(self, shard: int, frames: list[bytes]) -> None:

@@ -23,7 +23,9 @@ def report() -> dict[str, Any]:
                     "connections_refused": {}, "connections_closed": {}, "rule_dropped": 0,
                     "rule_unmatched": 0, "rules": {}, "relay": {}}),
                 "aggregator-0": record("aggregator", {"shard": 0, "aggregates": 3, "metrics": 1500, "gauges": 0,
-                                                      "held_flushes": 0, "dropped_flushes": 0, "bad_messages": {}}),
+                                                      "held_flushes": 0, "dropped_flushes": 0, "bad_messages": {},
+                                                      "busiest": {"interval": 10, "series_limit": 10_000,
+                                                                  "names": [], "tags": {}}}),
                 "forwarder": record("forwarder", {
                     "sinks": {"file": {"delivered": 23, "waiting": 0, "dropped": {}, "errors": 0, "failing": None,
                                        "removed": False}},
