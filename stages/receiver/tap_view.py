@@ -78,7 +78,8 @@ class ReceiverTap:
         filed_type = int(MetricType.GAUGE) if mtype == MetricType.GAUGE_DELTA else mtype
         new_name, new_tags, rule, outcome, scale = name, tags, None, "unmatched", None
         if self.rules is not None:
-            decision, rule, scale = self.rules.verdict(name, filed_type, tags)
+            verdict = self.rules.verdict(name, filed_type, tags)
+            decision, rule, scale = verdict.decision, verdict.rule, verdict.scale
             if decision is DROP:
                 outcome = DROPPED
             elif rule is not None:
