@@ -41,7 +41,7 @@ LINES = ["api.host-7.GET.users.latency:12|ms", "api.host-7.GET.users.latency:20|
 
 def measurements(influx: InfluxServer) -> set[str]:
     try:
-        series = influx.query("SHOW MEASUREMENTS", "metrics")[0].get("series", [])
+        series = influx.query("SHOW MEASUREMENTS", "rules")[0].get("series", [])
     except AssertionError as exc:
         if "database not found" in str(exc):
             return set()
@@ -50,7 +50,7 @@ def measurements(influx: InfluxServer) -> set[str]:
 
 
 def test_dotted_names_become_one_measurement_per_metric_with_their_parts_as_tags(influx: InfluxServer) -> None:
-    pipeline = sink_pipeline("influxdb", {"url": influx.url, "database": "metrics", "username": USER,
+    pipeline = sink_pipeline("influxdb", {"url": influx.url, "database": "rules", "username": USER,
                                           "password": PASSWORD, "create_database": True},
                              mapping_config="mapping.yml", rules=RULES)
     (pipeline.dir / "mapping.yml").write_text(MAPPING)
@@ -67,13 +67,13 @@ def test_dotted_names_become_one_measurement_per_metric_with_their_parts_as_tags
 
     assert measurements(influx) == wanted  # nothing exploded into a measurement of its own, nothing dropped there
     latency = {(p["host"], p["method"], p["endpoint"]): (p["count"], p["sum"])
-               for p in influx.points("metrics", "api_latency")}
+               for p in influx.points("rules", "api_latency")}
     assert latency == {("host-7", "GET", "users"): (2.0, 32.0), ("host-8", "POST", "orders"): (1.0, 5.0)}
     runs = {(p["state"], p["dag_id"]): (p["count"], p["sum"])
-            for p in influx.points("metrics", "airflow_dagrun_duration")}
+            for p in influx.points("rules", "airflow_dagrun_duration")}
     assert runs == {("success", "etl"): (1.0, 300.0), ("failed", "etl"): (1.0, 10.0),
                     ("success", "report"): (1.0, 20.0)}
-    (requests,) = influx.points("metrics", "web.requests")
+    (requests,) = influx.points("rules", "web.requests")
     assert (requests["value"], requests["env"], requests.get("pod")) == (3.0, "prod", None)
     # What InfluxDB holds is what was flushed, and the dropped line is nowhere.
     assert {a["name"] for a in flushed} == wanted
