@@ -50,7 +50,7 @@ test: install-test
 	bash tests/kafka/fetch_jars.sh
 	bash tests/sinks/install_servers.sh
 	bash tests/e2e/install_tmux.sh
-	$(PY) -m pytest --durations=30 -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest --durations=30 -n $(TEST_WORKERS)
 
 test-unit: install-test
 	$(PY) -m pytest tests/unit

@@ -15,10 +15,12 @@ or server it starts fails it (naming the test) instead of slowing `make check` d
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
 from harness.server_guard import SERVERLESS_ENV
+from tests.lanes import LaneScheduling
 
 #: The markers of a test that needs a server (a pipeline under supervisord, Kafka, InfluxDB or carbon, a
 #: package build): `make check` runs every test that carries none of them.
@@ -34,24 +36,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if not needs_a_server(item):
             item.add_marker(pytest.mark.serverless)
-        lane = worker_lane(item)
-        if lane is not None:
-            item.add_marker(pytest.mark.xdist_group(lane))
 
 
-def worker_lane(item: pytest.Item) -> str | None:
-    """The lane of a test when ``make test`` runs the suite on several workers (``--dist loadgroup``:
-    the tests of one lane run one after another on one worker, the lanes side by side). The Kafka
-    tests share one broker and its fixed network namespaces; the heavy ones would starve each other's
-    timings on two cores; any other test that needs a server shares its module's fixtures (a pipeline,
-    a server, started once); a serverless test (None) goes wherever a worker is free."""
-    if item.get_closest_marker("kafka") is not None:
-        return "kafka"
-    if item.get_closest_marker("heavy") is not None:
-        return "heavy"
-    if needs_a_server(item):
-        return item.nodeid.split("::", 1)[0]
-    return None
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LaneScheduling:
+    """`make test TEST_WORKERS=N`'s scheduler: the lanes of tests/lanes.py."""
+    return LaneScheduling(config, log)
 
 
 def compiled_required() -> bool:

@@ -14,7 +14,7 @@ import pytest
 from bench import peers
 from harness.paths import REPO
 
-pytestmark = [pytest.mark.e2e, pytest.mark.heavy]
+pytestmark = pytest.mark.e2e
 
 
 def smoke_systems() -> list[str]:

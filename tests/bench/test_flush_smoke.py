@@ -9,7 +9,7 @@ import pytest
 
 from harness.paths import REPO
 
-pytestmark = [pytest.mark.e2e, pytest.mark.heavy]
+pytestmark = pytest.mark.e2e
 
 
 def test_flush_smoke_loses_nothing_and_reports_every_flush() -> None:

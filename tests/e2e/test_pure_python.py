@@ -15,7 +15,7 @@ from harness.wait import wait_for
 from tests.compiled_parts import needs_compiled_bucket, needs_compiled_window
 from tests.unit.lines import BYTES, LINES, OTHER
 
-pytestmark = [pytest.mark.e2e, pytest.mark.heavy,
+pytestmark = [pytest.mark.e2e,
               needs_compiled_window,
               needs_compiled_bucket]
 

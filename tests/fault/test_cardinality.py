@@ -10,7 +10,7 @@ from harness.flood import peak_rss_per_process, send_distinct
 from harness.pipeline import Pipeline, total
 from harness.wait import WaitTimeout, wait_for
 
-pytestmark = [pytest.mark.fault, pytest.mark.heavy]
+pytestmark = pytest.mark.fault
 
 VALUES = 1_000_000
 RATE_PER_SEC = 100_000

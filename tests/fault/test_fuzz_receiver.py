@@ -11,7 +11,7 @@ import pytest
 from harness.pipeline import Pipeline, total
 from harness.wait import wait_for
 
-pytestmark = [pytest.mark.fault, pytest.mark.heavy]
+pytestmark = pytest.mark.fault
 
 DATAGRAMS = 1_000_000
 RATE_PER_SEC = 40_000

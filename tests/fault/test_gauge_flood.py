@@ -12,7 +12,7 @@ from harness.flood import peak_rss_per_process, send_distinct
 from harness.pipeline import Pipeline
 from harness.wait import WaitTimeout, wait_for
 
-pytestmark = [pytest.mark.fault, pytest.mark.heavy]
+pytestmark = pytest.mark.fault
 
 GAUGES = 500_000
 RATE_PER_SEC = 25_000

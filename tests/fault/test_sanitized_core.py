@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.fault, pytest.mark.heavy]
+pytestmark = pytest.mark.fault
 
 REPO = Path(__file__).resolve().parent.parent.parent
 SOURCES = {"stages.receiver._window": REPO / "stages/receiver/window.c",

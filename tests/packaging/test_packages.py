@@ -37,7 +37,7 @@ from harness.pipeline import Pipeline
 from harness.wait import wait_for
 from tests.packaging.conftest import Packages
 
-pytestmark = [pytest.mark.packaging, pytest.mark.heavy]
+pytestmark = pytest.mark.packaging
 
 PREFIX = "/opt/pystatsd"
 CONFIG = "/etc/pystatsd/pystatsd.conf"

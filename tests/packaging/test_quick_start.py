@@ -17,7 +17,7 @@ import pytest
 from harness.paths import REPO
 from harness.wait import wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.heavy]
+pytestmark = pytest.mark.e2e
 
 #: The ports etc/pystatsd.yaml listens on.
 QUICK_START_PORTS = (5090, 8125)
