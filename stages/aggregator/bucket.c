@@ -9,8 +9,10 @@
  * two give the same contents and aggregates.
  *
  * Bucket(admit): `admit(key) -> key` is SeriesLimit.admit, called once per new series key.
- * merge(body): add a batch body; ValueError when it is not one (what merged before stays merged, as
- * in the Python). contents() -> (counters, gauge_changes, sampled, sets, traces).
+ * merge(body, entry_metrics=b""): add a batch body, and to each series the metrics its entry stands for
+ * (the header's entry_metrics, uint32 little-endian in body order; empty: one each); ValueError when it
+ * is not one, or the counts are not one per entry (what merged before stays merged, as in the Python).
+ * contents() -> (counters, gauge_changes, sampled, sets, traces). series_metrics() -> {key: metrics}.
  */
 #include "keytable.h"
 
@@ -33,6 +35,7 @@ typedef struct {
     double *values;         /* timer-likes, in arrival order */
     Py_ssize_t n_values, cap_values;
     PyObject *members;      /* sets: a set of str */
+    long long metrics;      /* metrics its entries stood for (entry_metrics): pystatsd top's figure */
 } accumulator;
 
 typedef struct {
@@ -49,6 +52,7 @@ typedef struct {
 
 typedef struct {
     const unsigned char *p, *end;
+    const unsigned char *counts, *counts_end;  /* entry_metrics: the next entry's count, or NULL for one each */
 } reader;
 
 static int bad_body(const char *what)
@@ -172,6 +176,31 @@ static int read_number(reader *r, double *out, int *is_int)
     return 0;
 }
 
+/* The metrics the entry just merged stands for (the next of entry_metrics), or -1 with an exception set. */
+static long long next_count(reader *r)
+{
+    if (r->counts == NULL)
+        return 1;
+    if (r->counts_end - r->counts < 4) {
+        PyErr_SetString(PyExc_ValueError, "entry_metrics: fewer counts than the body has entries");
+        return -1;
+    }
+    long long count = (long long)r->counts[0] | (long long)r->counts[1] << 8 | (long long)r->counts[2] << 16
+                      | (long long)r->counts[3] << 24;
+    r->counts += 4;
+    return count;
+}
+
+/* The entry just merged into `a`: its metrics (the next of entry_metrics, or one) added to a's. 0, or -1. */
+static int count_entry(reader *r, accumulator *a)
+{
+    long long count = next_count(r);
+    if (count < 0)
+        return -1;
+    a->metrics += count;  /* the one figure the hot path keeps for pystatsd top */
+    return 0;
+}
+
 /* A section's array header: the number of its entries of `stride` fields, or -1. */
 static Py_ssize_t read_section(reader *r, Py_ssize_t stride)
 {
@@ -276,7 +305,7 @@ static int merge_scalar(Bucket *b, reader *r, int kind, const char *key, Py_ssiz
     } else {
         a->value += value;
     }
-    return 0;
+    return count_entry(r, a);
 }
 
 /* Timers, histograms, distributions (key, type, count, packed values): one entry after its key. */
@@ -312,7 +341,7 @@ static int merge_sampled(Bucket *b, reader *r, int unused, const char *key, Py_s
             bits = (bits << 8) | (unsigned char)packed[v + j];
         memcpy(&a->values[a->n_values++], &bits, 8);
     }
-    return 0;
+    return count_entry(r, a);
 }
 
 /* Sets (key, [members]): one entry after its key. */
@@ -340,7 +369,7 @@ static int merge_set(Bucket *b, reader *r, int unused, const char *key, Py_ssize
         if (failed)
             return -1;
     }
-    return 0;
+    return count_entry(r, a);
 }
 
 typedef int (*entry_merger)(Bucket *b, reader *r, int kind, const char *key, Py_ssize_t len);
@@ -393,16 +422,31 @@ static void Bucket_dealloc(Bucket *b)
     Py_TYPE(b)->tp_free((PyObject *)b);
 }
 
-static PyObject *Bucket_merge(Bucket *b, PyObject *body)
+static PyObject *Bucket_merge(Bucket *b, PyObject *args)
 {
+    PyObject *body, *entry_metrics = NULL;
+    if (!PyArg_ParseTuple(args, "O|O:merge", &body, &entry_metrics))
+        return NULL;
     if (b->records.slots == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Bucket not initialised");
         return NULL;
     }
-    Py_buffer view;
-    if (PyObject_GetBuffer(body, &view, PyBUF_SIMPLE) < 0)
+    Py_buffer view, counts = {0};
+    if (entry_metrics != NULL && PyObject_GetBuffer(entry_metrics, &counts, PyBUF_SIMPLE) < 0)
         return NULL;
-    reader r = {view.buf, (const unsigned char *)view.buf + view.len};
+    if (counts.len % 4) {
+        PyBuffer_Release(&counts);
+        PyErr_SetString(PyExc_ValueError, "entry_metrics: not whole counts");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(body, &view, PyBUF_SIMPLE) < 0) {
+        if (entry_metrics != NULL)
+            PyBuffer_Release(&counts);
+        return NULL;
+    }
+    const unsigned char *first_count = counts.len ? counts.buf : NULL;
+    reader r = {view.buf, (const unsigned char *)view.buf + view.len, first_count,
+                first_count ? first_count + counts.len : NULL};
     Py_ssize_t sections = read_array(&r);
     int failed = sections < 0 || (sections != 5 && bad_body("not five sections") < 0)
                  || merge_section(b, &r, 2, COUNTER, merge_scalar) < 0
@@ -411,7 +455,13 @@ static PyObject *Bucket_merge(Bucket *b, PyObject *body)
                  || merge_section(b, &r, 2, SET, merge_set) < 0
                  || merge_section(b, &r, 2, TRACE, merge_scalar) < 0
                  || (r.p != r.end && bad_body("bytes after the body") < 0);
+    if (!failed && r.counts != r.counts_end) {
+        PyErr_SetString(PyExc_ValueError, "entry_metrics: more counts than the body has entries");
+        failed = 1;
+    }
     PyBuffer_Release(&view);
+    if (entry_metrics != NULL)
+        PyBuffer_Release(&counts);
     if (failed)
         return NULL;
     Py_RETURN_NONE;
@@ -491,8 +541,31 @@ fail:
     return NULL;
 }
 
+/* Each series' metrics, all its types added up (IntervalBucket.series_metrics): asked for only while a top runs. */
+static PyObject *Bucket_series_metrics(Bucket *b, PyObject *unused)
+{
+    PyObject *out = PyDict_New();
+    for (Py_ssize_t i = 0; out != NULL && i < b->n_accs; i++) {
+        accumulator *a = &b->accs[i];
+        Py_ssize_t len;
+        const char *key = table_key(&b->records, a->record, &len);
+        PyObject *text = PyUnicode_DecodeUTF8(key, len, NULL);
+        PyObject *held = text == NULL ? NULL : PyDict_GetItemWithError(out, text);
+        long long sum = a->metrics + (held != NULL ? PyLong_AsLongLong(held) : 0);
+        PyObject *total = text == NULL || PyErr_Occurred() ? NULL : PyLong_FromLongLong(sum);
+        if (total == NULL || PyDict_SetItem(out, text, total) < 0)
+            Py_CLEAR(out);
+        Py_XDECREF(text);
+        Py_XDECREF(total);
+    }
+    return out;
+}
+
 static PyMethodDef Bucket_methods[] = {
-    {"merge", (PyCFunction)Bucket_merge, METH_O, "merge(body): add a pystatsd.batch.v2 body."},
+    {"merge", (PyCFunction)Bucket_merge, METH_VARARGS,
+     "merge(body, entry_metrics=b''): add a pystatsd.batch.v2 body, and each entry's metrics."},
+    {"series_metrics", (PyCFunction)Bucket_series_metrics, METH_NOARGS,
+     "series_metrics() -> {series key: metrics}, as IntervalBucket keeps it."},
     {"contents", (PyCFunction)Bucket_contents, METH_NOARGS,
      "contents() -> (counters, gauge_changes, sampled, sets, traces), as IntervalBucket keeps them."},
     {NULL, NULL, 0, NULL},

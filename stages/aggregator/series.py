@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 from stages.aggregator.stats import summary
 from stages.common.compiled import wanted as use_compiled
-from stages.common.contract import BatchBody, decode_batch_body, unpack_values
+from stages.common.contract import (
+    ENTRY_METRICS_WIDTH,
+    BatchBody,
+    decode_batch_body,
+    unpack_entry_metrics,
+    unpack_values,
+)
 from stages.common.model import (
     OUTPUT_TYPE_NAMES,
     SAMPLED_TYPES,
@@ -75,10 +82,14 @@ class IntervalBucket:
     Batch bodies come in through :meth:`merge_frame`: into the compiled bucket (bucket.c) where it
     was built, which keeps them until :meth:`close` turns them into the tables below; else through
     :meth:`merge`, the specification, straight into them.
+
+    Each series' metrics (``series_metrics``: what ``pystatsd top`` shows) are the batch headers'
+    ``entry_metrics`` added up per series kept (an entry without one, of an older receiver, a handoff or
+    a partial, counts one): unweighted, one per value a client sent, as the headers' ``metrics`` count.
     """
 
-    __slots__ = ("counters", "gauge_changes", "sampled", "sets", "traces", "metrics", "known", "limit", "covers",
-                 "gauge_ttls", "_compiled")
+    __slots__ = ("counters", "gauge_changes", "sampled", "sets", "traces", "metrics", "series_metrics", "known",
+                 "limit", "covers", "gauge_ttls", "_compiled")
 
     def __init__(self, limit: SeriesLimit, compiled: bool | None = None) -> None:
         self.counters: dict[SeriesKey, float] = {}
@@ -90,6 +101,9 @@ class IntervalBucket:
         self.traces: dict[SeriesKey, float] = {}
         #: metrics the batches merged stood for
         self.metrics = 0
+        #: key → metrics merged into the series (all its types): kept by merge, by the compiled bucket only
+        #: filled at ``close(series_metrics=True)``
+        self.series_metrics: dict[SeriesKey, int] = {}
         #: Every series seen in this interval, as admitted by ``limit`` (which counts them per name).
         self.known: dict[SeriesKey, SeriesKey] = {}
         self.limit = limit
@@ -101,32 +115,49 @@ class IntervalBucket:
             compiled = use_compiled()
         self._compiled = CompiledBucket(limit.admit) if compiled and CompiledBucket is not None else None
 
-    def merge_frame(self, frame: bytes) -> None:
-        """Add a batch's body frame (ValueError or DecodeError when it is not one)."""
+    def merge_frame(self, frame: bytes, entry_metrics: bytes = b"") -> None:
+        """Add a batch's body frame and its header's ``entry_metrics`` (ValueError or DecodeError when it is
+        not one, or they do not match)."""
         if self._compiled is not None:
-            self._compiled.merge(frame)
+            self._compiled.merge(frame, entry_metrics)
         else:
-            self.merge(decode_batch_body(frame))
+            self.merge(decode_batch_body(frame), entry_metrics)
 
-    def close(self) -> None:
-        """Ready the tables for the flush; no batch is merged after."""
+    def close(self, series_metrics: bool = False) -> None:
+        """Ready the tables for the flush, and ``series_metrics`` when asked (the Python keeps it anyway); no
+        batch is merged after."""
         if self._compiled is not None:
             self.counters, self.gauge_changes, self.sampled, self.sets, self.traces = self._compiled.contents()
+            if series_metrics:
+                self.series_metrics = self._compiled.series_metrics()
             self._compiled = None
 
-    def merge(self, body: BatchBody) -> None:
-        """Add a batch's entries, series by series (see :mod:`stages.common.contract` for their fields).
+    def merge(self, body: BatchBody, entry_metrics: bytes = b"") -> None:
+        """Add a batch's entries, series by series (see :mod:`stages.common.contract` for their fields), and
+        to each series the metrics its entry stands for (``entry_metrics``, in body order; empty: one each).
 
         A key already held in its type's table was admitted as itself: only the others go through
         ``known`` (and the series limit), which saves a lookup per entry on the hot path.
         """
-        self._merge_sums(self.counters, body.counters)
-        self._merge_gauges(body.gauges)
-        self._merge_sampled(body.sampled)
-        self._merge_sets(body.sets)
-        self._merge_sums(self.traces, body.traces)
+        if len(entry_metrics) % ENTRY_METRICS_WIDTH:
+            raise ValueError("entry_metrics: not whole counts")
+        counts: Iterator[int] = iter(unpack_entry_metrics(entry_metrics)) if entry_metrics else repeat(1)
+        self._merge_sums(self.counters, body.counters, counts)
+        self._merge_gauges(body.gauges, counts)
+        self._merge_sampled(body.sampled, counts)
+        self._merge_sets(body.sets, counts)
+        self._merge_sums(self.traces, body.traces, counts)
+        if entry_metrics and next(counts, None) is not None:
+            raise ValueError("entry_metrics: more counts than the body has entries")
 
-    def _merge_sums(self, totals: dict[SeriesKey, float], section: Sequence[Any]) -> None:
+    def _count(self, key: SeriesKey, counts: Iterator[int]) -> None:
+        """The next entry's metrics added to its series (``key``, as kept)."""
+        count = next(counts, None)
+        if count is None:
+            raise ValueError("entry_metrics: fewer counts than the body has entries")
+        self.series_metrics[key] = self.series_metrics.get(key, 0) + count
+
+    def _merge_sums(self, totals: dict[SeriesKey, float], section: Sequence[Any], counts: Iterator[int]) -> None:
         entries = iter(section)
         for key, value in zip(entries, entries, strict=True):
             total = totals.get(key)
@@ -134,8 +165,9 @@ class IntervalBucket:
                 key = self._series(key)
                 total = totals.get(key, 0.0)
             totals[key] = total + value
+            self._count(key, counts)
 
-    def _merge_gauges(self, section: Sequence[Any]) -> None:
+    def _merge_gauges(self, section: Sequence[Any], counts: Iterator[int]) -> None:
         gauges = self.gauge_changes
         entries = iter(section)
         for key, was_set, value in zip(entries, entries, entries, strict=True):
@@ -147,8 +179,9 @@ class IntervalBucket:
                 gauges[key] = [was_set, value]
             else:
                 change[1] += value
+            self._count(key, counts)
 
-    def _merge_sampled(self, section: Sequence[Any]) -> None:
+    def _merge_sampled(self, section: Sequence[Any], counts: Iterator[int]) -> None:
         entries = iter(section)
         for key, mtype, count, values in zip(entries, entries, entries, entries, strict=True):
             of_type = self.sampled.get(mtype)
@@ -164,11 +197,13 @@ class IntervalBucket:
                 entry = of_type.get(key)
                 if entry is None:
                     of_type[key] = [[values], count]
+                    self._count(key, counts)
                     continue
             entry[0].append(values)
             entry[1] += count
+            self._count(key, counts)
 
-    def _merge_sets(self, section: Sequence[Any]) -> None:
+    def _merge_sets(self, section: Sequence[Any], counts: Iterator[int]) -> None:
         sets = self.sets
         entries = iter(section)
         for key, members in zip(entries, entries, strict=True):
@@ -178,8 +213,10 @@ class IntervalBucket:
                 kept = sets.get(key)
                 if kept is None:
                     sets[key] = set(members)
+                    self._count(key, counts)
                     continue
             kept.update(members)
+            self._count(key, counts)
 
     def _series(self, key: SeriesKey) -> SeriesKey:
         """The key a series is kept under in this interval (its own, or its name's overflow series)."""

@@ -137,7 +137,7 @@ class ShardState:
         bucket = self.buckets.get(index)
         if bucket is None:
             bucket = self.buckets[index] = self.new_bucket()
-        bucket.merge_frame(body)
+        bucket.merge_frame(body, header.entry_metrics)
         bucket.metrics += header.metrics
         for key, ttl in header.gauge_ttls.items():
             bucket.gauge_ttls[key] = ttl_intervals(ttl, self.interval)
@@ -202,7 +202,7 @@ class ShardState:
     def _build(self, index: int) -> ClosedInterval:
         started = time.perf_counter()
         bucket = self.buckets.pop(index, None) or self.new_bucket()
-        bucket.close()
+        bucket.close(series_metrics=self.top_tag_keys is not None)
         start = self.start_of(index)
         end = self.start_of(index + 1)
         self.gauges.apply(bucket.gauge_changes, index, bucket.gauge_ttls)

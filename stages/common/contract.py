@@ -19,7 +19,10 @@ empty batch a receiver sends a stopping shard when it begins to hold that shard'
 that stream comes after it, see :mod:`stages.rundir.pause`), ``gauge_ttls`` (since v2.2; left out when
 empty: a map of the series keys of the batch's gauges whose rule gives a ttl to that ttl in seconds,
 :mod:`stages.receiver.identity`; a shard forgets such a gauge once idle for ``ceil(ttl / interval)``
-intervals, one that does not know the key, or a batch without it, the default expiry). The body is columnar:
+intervals, one that does not know the key, or a batch without it, the default expiry), ``entry_metrics``
+(since v2.3; left out when empty: bin, per entry of the body in body order, section by section, the
+metrics it stands for as an unsigned 32-bit little-endian integer, so ``4 * n`` bytes; a shard counts
+each series' metrics by it, for ``pystatsd top``; a batch without it, each entry one metric). The body is columnar:
 each series once per batch, accumulated over the receiver's batch window. It is an array of five
 flat arrays (see :class:`BatchBody`), each entry's fields one after another:
 
@@ -138,10 +141,16 @@ class BatchHeader:
     paused: bool = False
     #: Series key → seconds: the batch's gauges a rule gives a ttl (v2.2; empty: none, and not encoded).
     gauge_ttls: dict[str, float] = field(default_factory=dict)
+    #: Per body entry, in body order, the metrics it stands for (v2.3, :func:`pack_entry_metrics`; empty: not
+    #: encoded, each entry one metric).
+    entry_metrics: bytes = b""
 
     def __post_init__(self) -> None:
         if self.metrics < 0:
             object.__setattr__(self, "metrics", self.n)
+        if self.entry_metrics and len(self.entry_metrics) != ENTRY_METRICS_WIDTH * self.n:
+            # TypeError: decode_batch refuses the batch as bad_header, as a wrongly typed key
+            raise TypeError(f"entry_metrics: {len(self.entry_metrics)} bytes for {self.n} entries")
         for key, ttl in self.gauge_ttls.items():
             # TypeError: decode_batch refuses the batch as bad_header, as a wrongly typed key
             if not isinstance(key, str) or isinstance(ttl, bool) or not isinstance(ttl, (int, float)) \
@@ -252,7 +261,7 @@ def _checked_header(raw: Any, cls: type[Any]) -> Any:
 #: What each header key must be: a wrongly typed value is refused here, not crashed on downstream.
 _FIELD_TYPES: dict[type, dict[str, type | tuple[type, ...]]] = {
     BatchHeader: {"src": str, "epoch": int, "seq": int, "ts": (int, float), "n": int, "sent_before": int,
-                  "metrics": int, "paused": bool, "gauge_ttls": dict},
+                  "metrics": int, "paused": bool, "gauge_ttls": dict, "entry_metrics": bytes},
     FlushHeader: {"shard": int, "shards": int, "epoch": int, "seq": int, "interval_start": (int, float),
                   "interval": (int, float), "n": int, "final": bool, "seq_gaps": dict, "covers": dict,
                   "ack": bool, "revision": int, "paused": bool},
@@ -279,20 +288,40 @@ BODY_STRIDES: tuple[int, ...] = (2, 3, 4, 2, 2)
 _BIG_ENDIAN = sys.byteorder == "big"
 
 
-def pack_values(values: Sequence[float]) -> bytes:
-    """Timer values as a body carries them: float64, little-endian."""
-    packed = array("d", values)
+def _little_endian(packed: array[Any]) -> array[Any]:
+    """``packed`` in little-endian order (the wire's) from the machine's, or back: swapped in place."""
     if _BIG_ENDIAN:
         packed.byteswap()
-    return packed.tobytes()
+    return packed
+
+
+def pack_values(values: Sequence[float]) -> bytes:
+    """Timer values as a body carries them: float64, little-endian."""
+    return _little_endian(array("d", values)).tobytes()
 
 
 def unpack_values(data: bytes) -> array[float]:
     packed = array("d")
     packed.frombytes(data)
-    if _BIG_ENDIAN:
-        packed.byteswap()
-    return packed
+    return _little_endian(packed)
+
+
+#: Bytes per entry of a batch header's ``entry_metrics``: an unsigned 32-bit count.
+ENTRY_METRICS_WIDTH = 4
+#: The most metrics an ``entry_metrics`` count holds (an entry standing for more says this many).
+ENTRY_METRICS_MAX = 2**32 - 1
+
+
+def pack_entry_metrics(counts: Sequence[int]) -> bytes:
+    """A header's ``entry_metrics``: each entry's metrics, uint32 little-endian (the compiled window writes
+    the same bytes itself)."""
+    return _little_endian(array("I", [min(count, ENTRY_METRICS_MAX) for count in counts])).tobytes()
+
+
+def unpack_entry_metrics(data: bytes) -> array[int]:
+    packed = array("I")
+    packed.frombytes(data)
+    return _little_endian(packed)
 
 
 def pack_batch_body(body: BatchBody) -> bytes:
@@ -302,10 +331,12 @@ def pack_batch_body(body: BatchBody) -> bytes:
 
 def encode_batch(header: BatchHeader, body: bytes) -> list[bytes]:
     """A batch of a packed body (:func:`pack_batch_body`, or the compiled window's own); ``gauge_ttls``
-    only when it has any, so a batch without is as v2.1 wrote it."""
+    and ``entry_metrics`` only when it has any, so a batch without is as v2.1 wrote it."""
     fields = asdict(header)
     if not header.gauge_ttls:
         del fields["gauge_ttls"]
+    if not header.entry_metrics:
+        del fields["entry_metrics"]
     return [BATCH_V2, _pack(fields), body]
 
 

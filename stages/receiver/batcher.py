@@ -4,7 +4,8 @@ The window (:mod:`.window`) accumulates each series into one entry; it leaves at
 ``batch_max_age_ms``, at an interval edge, or when it holds :data:`WINDOW_BATCHES` full batches per
 shard; each shard's part goes in batches of at most ``max_entries`` series entries. A batch's
 header says how many metrics it stands for, so the shards and the forwarder's ledger count
-metrics, not entries, and carries the ttls the rules gave its gauges (``gauge_ttls``), held with it.
+metrics, not entries, and carries the ttls the rules gave its gauges (``gauge_ttls``) and each entry's
+metrics (``entry_metrics``: what ``pystatsd top`` counts per series), held with it.
 
 Sends never block: a shard whose queue is full (dead, stopped or slow) costs the batch, and the
 metrics it stood for are counted as dropped for that shard.
@@ -72,8 +73,9 @@ class Batcher:
         self._drop_log = LogThrottle(INPUT_LOG_EVERY_SECS)
         self.pauses = pauses
         self.hold_max = hold_max
-        #: shard → (body, entries, metrics, ts, gauge ttls) of the batches held for it while it pauses, oldest first
-        self.held: dict[int, list[tuple[bytes, int, int, float, GaugeTtls]]] = {}
+        #: shard → (body, entries, metrics, ts, gauge ttls, entry metrics) of the batches held for it while it
+        #: pauses, oldest first
+        self.held: dict[int, list[tuple[bytes, int, int, float, GaugeTtls, bytes]]] = {}
 
     def switch(self, pushes: list[zmq.Socket[bytes]], window: Window,
                pauses: PauseWatch) -> list[zmq.Socket[bytes]]:
@@ -141,7 +143,7 @@ class Batcher:
         for shard in paused - self.held.keys():
             self.held[shard] = []
             # Not taken (no connection to queue on): nothing of this stream is on the way to it either.
-            self._try_push(shard, EMPTY_BODY, 0, 0, now, {}, paused=True)
+            self._try_push(shard, EMPTY_BODY, 0, 0, now, {}, b"", paused=True)
             log.info("Shard %d is stopping: holding its batches until it has", shard)
         for shard in self.held.keys() - paused:
             self.release(shard)
@@ -175,28 +177,30 @@ class Batcher:
             return
         self.follow_pauses(self.clock.time())
         taken = self.window.take(self.max_entries)
-        self.unsent.window_taken([sum(metrics for _, _, metrics, _ in batches) for batches in taken])
+        self.unsent.window_taken([sum(metrics for _, _, metrics, _, _ in batches) for batches in taken])
         for shard, batches in enumerate(taken):
-            for body, entries, metrics, ttls in batches:
+            for body, entries, metrics, ttls, entry_metrics in batches:
                 held = self.held.get(shard)
                 if held is None:
-                    self._push(shard, body, entries, metrics, opened_at, ttls)
+                    self._push(shard, body, entries, metrics, opened_at, ttls, entry_metrics)
                 elif len(held) < self.hold_max:
-                    held.append((body, entries, metrics, opened_at, ttls))
+                    held.append((body, entries, metrics, opened_at, ttls, entry_metrics))
                 else:
                     self._drop(shard, entries, metrics)
 
-    def _push(self, shard: int, body: bytes, entries: int, metrics: int, ts: float, ttls: GaugeTtls) -> None:
-        if not self._try_push(shard, body, entries, metrics, ts, ttls):
+    def _push(self, shard: int, body: bytes, entries: int, metrics: int, ts: float, ttls: GaugeTtls,
+              entry_metrics: bytes) -> None:
+        if not self._try_push(shard, body, entries, metrics, ts, ttls, entry_metrics):
             self._drop(shard, entries, metrics)
 
     def _try_push(self, shard: int, body: bytes, entries: int, metrics: int, ts: float, ttls: GaugeTtls,
-                  paused: bool = False) -> bool:
+                  entry_metrics: bytes, paused: bool = False) -> bool:
         """Whether ZeroMQ took the batch (it never blocks)."""
         # Counted as handed on before it is: a kill in between then shows as a gap, counted.
         seq, sent_before = self.unsent.sending(shard, metrics)
         header = BatchHeader(src=self.src, epoch=self.epoch, seq=seq, ts=ts, n=entries,
-                             sent_before=sent_before, metrics=metrics, paused=paused, gauge_ttls=ttls)
+                             sent_before=sent_before, metrics=metrics, paused=paused, gauge_ttls=ttls,
+                             entry_metrics=entry_metrics)
         try:
             # The body is not copied into ZeroMQ's own buffer: tens of KiB a batch.
             self.pushes[shard].send_multipart(contract.encode_batch(header, body), zmq.NOBLOCK, copy=False)

@@ -1555,8 +1555,11 @@ static PyObject *Window_add_own(Window *w, PyObject *sample)
     Py_RETURN_NONE;
 }
 
-/* One body (stages.common.contract.pack_batch_body) of entries order[0..n). */
-static PyObject *body_of(Window *w, const Py_ssize_t *order, Py_ssize_t n)
+/*
+ * One body (stages.common.contract.pack_batch_body) of entries order[0..n), and into counts (4 * n bytes)
+ * each entry's metrics in body order (stages.common.contract.pack_entry_metrics: uint32 little-endian).
+ */
+static PyObject *body_of(Window *w, const Py_ssize_t *order, Py_ssize_t n, unsigned char *counts)
 {
     static const int section_of[] = {0, 0, 1, 1, 2, 2, 2, 3, 4};  /* by kind */
     static const int stride[] = {2, 3, 4, 2, 2};
@@ -1573,6 +1576,9 @@ static PyObject *body_of(Window *w, const Py_ssize_t *order, Py_ssize_t n)
             entry *e = table_item(&w->table, order[i]);
             if (section_of[e->kind] != section)
                 continue;
+            uint32_t metrics = e->metrics > (long long)UINT32_MAX ? UINT32_MAX : (uint32_t)e->metrics;
+            for (int j = 0; j < 4; j++)
+                *counts++ = (unsigned char)(metrics >> (8 * j));
             Py_ssize_t key_len;
             const char *key = table_key(&w->table, order[i], &key_len);
             if (pack_str(&b, key, key_len) < 0)
@@ -1663,15 +1669,21 @@ static PyObject *Window_take(Window *w, PyObject *arg)
             long long metrics = 0;
             for (Py_ssize_t i = start; i < start + count; i++)
                 metrics += ((entry *)table_item(&w->table, order[i]))->metrics;
-            PyObject *body = body_of(w, order + start, count);
-            if (body == NULL)
+            PyObject *counts = PyBytes_FromStringAndSize(NULL, count * 4);
+            if (counts == NULL)
                 goto fail;
+            PyObject *body = body_of(w, order + start, count, (unsigned char *)PyBytes_AS_STRING(counts));
+            if (body == NULL) {
+                Py_DECREF(counts);
+                goto fail;
+            }
             PyObject *ttls = ttls_of(w, order + start, count);
             if (ttls == NULL) {
                 Py_DECREF(body);
+                Py_DECREF(counts);
                 goto fail;
             }
-            PyObject *batch = Py_BuildValue("(NnlN)", body, count, (long)metrics, ttls);
+            PyObject *batch = Py_BuildValue("(NnlNN)", body, count, (long)metrics, ttls, counts);
             if (batch == NULL || PyList_Append(batches, batch) < 0) {
                 Py_XDECREF(batch);
                 goto fail;
@@ -1726,7 +1738,7 @@ static PyMethodDef Window_methods[] = {
     {"add_own", (PyCFunction)Window_add_own, METH_O,
      "add_own(sample): take one of the receiver's own samples, filed as it is (the rules are not asked)."},
     {"take", (PyCFunction)Window_take, METH_O,
-     "take(max_entries) -> per shard, [(body, entries, metrics, gauge ttls), ...]; the window is empty after."},
+     "take(max_entries) -> per shard, [(body, entries, metrics, gauge ttls, entry metrics), ...]; the window is empty after."},
     {NULL, NULL, 0, NULL},
 };
 

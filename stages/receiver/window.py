@@ -54,8 +54,9 @@ LineParser = Callable[[bytes, list[Sample], dict[str, int]], None]
 PayloadParser = Callable[[bytes, list[Sample], dict[str, int]], None]
 #: Per batch, its gauges' keys with a rule's ttl in seconds (:mod:`.identity`); empty when none has one.
 GaugeTtls = dict[str, float]
-#: (body, entries, metrics, gauge ttls) of one batch
-Batch = tuple[bytes, int, int, GaugeTtls]
+#: (body, entries, metrics, gauge ttls, entry metrics) of one batch: the last, each entry's metrics in body order
+#: (:func:`stages.common.contract.pack_entry_metrics`)
+Batch = tuple[bytes, int, int, GaugeTtls, bytes]
 
 
 class Window(Protocol):
@@ -229,21 +230,30 @@ class PyWindow:
 def _batch(entries: list[_Entry]) -> Batch:
     body = contract.BatchBody.empty()
     ttls: GaugeTtls = {}
+    #: each section's entries' metrics, in the body's section order
+    counts: tuple[list[int], ...] = ([], [], [], [], [])
     for entry in entries:
         kind = entry.kind
         if kind == COUNTER:
             body.counters.extend((entry.key, entry.value))
+            counts[0].append(entry.metrics)
         elif kind == GAUGE:
             body.gauges.extend((entry.key, entry.was_set, entry.value))
+            counts[1].append(entry.metrics)
             if entry.ttl is not None:
                 ttls[entry.key] = entry.ttl
         elif kind == SET:
             body.sets.extend((entry.key, list(entry.members)))
+            counts[3].append(entry.metrics)
         elif kind == TRACE:
             body.traces.extend((entry.key, entry.value))
+            counts[4].append(entry.metrics)
         else:
             body.sampled.extend((entry.key, kind, entry.value, contract.pack_values(entry.values)))
-    return contract.pack_batch_body(body), len(entries), sum(entry.metrics for entry in entries), ttls
+            counts[2].append(entry.metrics)
+    in_order = [count for section in counts for count in section]
+    return (contract.pack_batch_body(body), len(entries), sum(in_order), ttls,
+            contract.pack_entry_metrics(in_order))
 
 
 def count_refused(reason: str | None, bad: dict[str, int]) -> None:

@@ -1,5 +1,6 @@
-"""A shard's busiest names from its closed interval's tables: each type counted as the module says, the
-daemon's own metrics left out, the folded series per name, a tag's values only when asked for."""
+"""A shard's busiest names from its closed interval's per-series metric counts: the daemon's own metrics left
+out, the folded series per name, a tag's values only when asked for. (How each type is counted:
+tests/unit/test_bucket.py.)"""
 
 from __future__ import annotations
 
@@ -10,12 +11,9 @@ from stages.common.model import series_key
 
 def test_names_rates_series_and_tag_values() -> None:
     bucket = IntervalBucket(SeriesLimit(10, ()), compiled=False)
-    bucket.counters[series_key("hits", ("region", "eu"))] = 30.0
-    bucket.counters[series_key("hits", ("region", "us"))] = 10.0
-    bucket.sampled[4] = {series_key("latency", ("region", "eu")): [[b""], 8.0]}
-    bucket.sets[series_key("users", ())] = {"a", "b"}
-    bucket.gauge_changes[series_key("load", ("region", "us"))] = [True, 0.5]
-    bucket.counters["pystatsd.receiver.metrics"] = 5000.0
+    bucket.series_metrics = {series_key("hits", ("region", "eu")): 30, series_key("hits", ("region", "us")): 10,
+                             series_key("latency", ("region", "eu")): 8, series_key("users", ()): 2,
+                             series_key("load", ("region", "us")): 1, "pystatsd.receiver.metrics": 5000}
     figures = busiest(bucket, {"hits": 3}, 2.0, 10, ["region"], own_prefix="pystatsd.")
     assert [(n["name"], n["rate"], n["series"], n["folded"]) for n in figures["names"]] == [
         ("hits", 20.0, 2, 3), ("latency", 4.0, 1, 0), ("users", 1.0, 1, 0), ("load", 0.5, 1, 0)]

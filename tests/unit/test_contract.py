@@ -6,7 +6,7 @@ written once when v1 was fixed; batch.v2.bin likewise when the columnar batch v2
 version header keys may only be added: each addition gets golden files of its own
 ({batch,flush}.v1.1.bin: ``sent_before`` and ``covers``; batch.v1.2.bin: ``metrics``; batch.v2.1.bin:
 ``paused``; batch.v2.2.bin: ``gauge_ttls``, left out when empty; flush.v1.2.bin: ``ack``, ``revision``
-and the fourth frame of partials; flush.v1.3.bin:
+and the fourth frame of partials; batch.v2.3.bin: ``entry_metrics``, left out when empty; flush.v1.3.bin:
 ``paused``, and flush.v1.3.paused.bin, a shard's empty flush before it holds the rest for a
 restarting forwarder; records.v1.bin: a receiver's events and service checks), writers produce
 the newest, and readers keep decoding every older file, the added keys taking their defaults. Any
@@ -44,6 +44,10 @@ BODY_V2 = BatchBody(
 #: v2.2: the ttls a rule gave two of its gauges.
 BATCH_HEADER_V2_2 = dataclasses.replace(BATCH_HEADER_V2, gauge_ttls={"queue.depth": 300.0,
                                                                      "pool.free\x1fdb\x1fmain": 0.25})
+#: v2.3: each entry's metrics in body order (the counter 1, the gauges 1 and 1, the timer 3, the set 2, the
+#: trace 1: the 9 of ``metrics``).
+ENTRY_METRICS = [1, 1, 1, 3, 2, 1]
+BATCH_HEADER_V2_3 = dataclasses.replace(BATCH_HEADER_V2, entry_metrics=contract.pack_entry_metrics(ENTRY_METRICS))
 FLUSH_HEADER = FlushHeader(shard=1, shards=4, epoch=1_700_000_000_000_000_000, seq=3,
                            interval_start=1700000000.0, interval=10.0, n=1, final=False,
                            seq_gaps={"receiver-1": 2})
@@ -130,6 +134,30 @@ def test_gauge_ttls_that_are_no_positive_seconds_per_key_are_bad_header(ttls: ob
     header = msgpack.unpackb(batch_frames()[1])
     header["gauge_ttls"] = ttls
     assert decode_error([BATCH_V2, msgpack.packb(header), batch_frames()[2]]) == "bad_header"
+
+
+def test_a_batch_with_entry_metrics_encodes_to_the_v2_3_golden_and_decodes_back() -> None:
+    frames = contract.encode_batch(BATCH_HEADER_V2_3, contract.pack_batch_body(BODY_V2))
+    assert b"".join(frames) == (GOLDEN / "batch.v2.3.bin").read_bytes()
+    header, body = decoded(golden_frames("batch.v2.3.bin", BATCH_V2))
+    assert (header, body) == (BATCH_HEADER_V2_3, BODY_V2)
+    assert list(contract.unpack_entry_metrics(header.entry_metrics)) == ENTRY_METRICS
+    assert header.entry_metrics[:4] == b"\x01\x00\x00\x00"  # little-endian, whatever the machine
+    assert decoded(golden_frames("batch.v2.2.bin", BATCH_V2))[0].entry_metrics == b""
+
+
+def test_a_shard_of_v2_2_reads_a_v2_3_batch_as_one_without_entry_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    fields = dict(contract._FIELD_TYPES[BatchHeader])
+    del fields["entry_metrics"]
+    monkeypatch.setitem(contract._FIELD_TYPES, BatchHeader, fields)
+    assert decoded(golden_frames("batch.v2.3.bin", BATCH_V2)) == (BATCH_HEADER_V2, BODY_V2)
+
+
+@pytest.mark.parametrize("entry_metrics", [b"\x01\x00\x00\x00", b"\x00" * 25, [1, 1, 1, 3, 2, 1], "abc"])
+def test_entry_metrics_that_are_not_one_count_per_entry_are_bad_header(entry_metrics: object) -> None:
+    header = msgpack.unpackb(batch_frames()[1])
+    header["entry_metrics"] = entry_metrics
+    assert decode_error([BATCH_V2, msgpack.packb(header, use_bin_type=True), batch_frames()[2]]) == "bad_header"
 
 
 def test_a_paused_batch_round_trips() -> None:

@@ -86,7 +86,12 @@ def assert_same(payloads: list[bytes], shards: int = 3, max_entries: int = 7,
     python_batches, compiled_batches = python.take(max_entries), compiled.take(max_entries)  # type: ignore[attr-defined]
     assert compiled_batches == python_batches
     # What each shard's batches stand for is what the window said it held for that shard.
-    assert [sum(metrics for _, _, metrics, _ in batches) for batches in python_batches] == held
+    assert [sum(metrics for _, _, metrics, *_ in batches) for batches in python_batches] == held
+    # Each entry's metrics, one count per entry, add up to the batch's.
+    for _, entries, metrics, _, entry_metrics in (batch for batches in python_batches for batch in batches):
+        counts = contract.unpack_entry_metrics(entry_metrics)
+        assert (len(counts), sum(counts)) == (entries, metrics)
+        assert min(counts) >= 1
     assert (compiled.metrics, compiled.entries, compiled.shard_metrics) == (0, 0, [0] * shards)  # type: ignore[attr-defined]
     return python_batches
 
@@ -261,9 +266,11 @@ def test_counters_and_timers_are_accumulated_exactly() -> None:
     for window in window_pair(shards=1, defaults={}):
         assert window.feed([payload(lines)], 0, {}) == 1  # type: ignore[attr-defined]
         assert window.metrics == len(lines)  # type: ignore[attr-defined]
-        ((body, entries, metrics, _),) = window.take(10)[0]  # type: ignore[attr-defined]
+        ((body, entries, metrics, _, entry_metrics),) = window.take(10)[0]  # type: ignore[attr-defined]
         decoded = contract.decode_batch_body(body)
         assert (entries, metrics) == (3, len(lines))
+        # In body order, unweighted: c's 510 lines (its sum says 540), t's 100 samples, s's 3 lines (2 members).
+        assert list(contract.unpack_entry_metrics(entry_metrics)) == [510, 100, 3]
         assert decoded.counters == ["c", 540.0]
         assert decoded.sampled[:3] == ["t", int(MetricType.TIMER), 250.0]
         assert list(contract.unpack_values(decoded.sampled[3])) == [1.5, 2.0] * 50
@@ -635,7 +642,7 @@ def test_a_metric_is_taken_only_when_stamped_in_the_open_interval_and_counted_ot
     for window in window_pair(shards=1, defaults={}, options=stamped_options(False)):
         bad = fed(window, [payload(lines)], defaults={}, options=stamped_options(False))
         assert bad == {"too_old": 2, "in_future": 3, "bad_timestamp": 1}
-        ((body, _, metrics, _),) = window.take(100)[0]  # type: ignore[attr-defined]
+        ((body, _, metrics, *_),) = window.take(100)[0]  # type: ignore[attr-defined]
         decoded = contract.decode_batch_body(body)
         assert (decoded.gauges, decoded.counters, metrics) == (["a", True, 2.0], ["e", 1.0, "j", 4.0], 4)
 
@@ -645,7 +652,7 @@ def test_a_json_timestamp_that_is_no_number_stays_a_tag_as_the_original_daemon_r
              '{"metric_name": "j", "metric_type": "counter", "value": 3, "timestamp": true}']
     for window in window_pair(shards=1, defaults={}, options=stamped_options(False)):
         assert fed(window, [payload(lines)], defaults={}, options=stamped_options(False)) == {}
-        ((body, _, metrics, _),) = window.take(100)[0]  # type: ignore[attr-defined]
+        ((body, _, metrics, *_),) = window.take(100)[0]  # type: ignore[attr-defined]
         assert contract.decode_batch_body(body).counters == [
             series_key("j", ("timestamp", "2026-12-05T10:00:00Z")), 2.0, series_key("j", ("timestamp", "true")), 3.0]
 
@@ -757,7 +764,7 @@ def test_a_mapping_s_ttl_goes_with_its_gauges_batch_in_both_windows() -> None:
         assert fed(window, [payload(lines), document], defaults={}) == {}
         ttls: dict[str, float] = {}
         for batches in window.take(2):  # type: ignore[attr-defined]
-            for *_, batch_ttls in batches:
+            for *_, batch_ttls, _ in batches:
                 ttls.update(batch_ttls)
         assert ttls == {series_key("temp", ("room", "x")): 120.0, series_key("temp", ("room", "y")): 120.0,
                         series_key("temp", ("k", "\u00e9", "room", "z")): 120.0,
@@ -766,4 +773,4 @@ def test_a_mapping_s_ttl_goes_with_its_gauges_batch_in_both_windows() -> None:
     assert_same([payload(lines), document], shards=2, max_entries=2, defaults={}, rules=(rule_set, rule_set))
     for window in window_pair(shards=2, defaults={}):
         fed(window, [payload(lines)], defaults={})
-        assert all(ttls == {} for batches in window.take(2) for *_, ttls in batches)  # type: ignore[attr-defined]
+        assert all(ttls == {} for batches in window.take(2) for *_, ttls, _ in batches)  # type: ignore[attr-defined]
