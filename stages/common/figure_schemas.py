@@ -47,7 +47,7 @@ class ReceiverFigures(TypedDict):
 
 class NameFigure(TypedDict):
     name: str
-    #: metrics a second its series stand for (stages/aggregator/busiest.py says how each type counts)
+    #: metrics a second its series received: one per value a client sent, of every type (stages/aggregator/busiest.py)
     rate: float
     #: series it had in the interval
     series: int

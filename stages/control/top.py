@@ -2,10 +2,13 @@
 
 It reads what each shard publishes with its figures once per flush (``busiest``:
 stages/aggregator/busiest.py), merges the shards (a name lives on one shard; a tag value's figures add
-up over them) and draws a screen each ``--interval``; ``--json`` prints one snapshot for scripts. The
-shards sum their busiest names only while a top asks (stages.rundir.top_request, which also names the
-tag K of ``--by tag:K``): the first screen waits for their next flush. A
-pipeline that is not running is said so, exit 1; once running, a pipeline that restarts is waited for.
+up over them) and draws a screen each ``--interval``; ``--json`` prints one snapshot for scripts. Each
+row's ``metrics_per_s`` (the screen's METRICS/S, the figures' ``rate``) is the metrics the name or tag
+value received a second in the shards' last interval: one per value a client sent, whatever its type
+or sample rate, as ``pystatsd status`` counts metrics (stages/aggregator/busiest.py). The shards sum
+their busiest names only while a top asks (stages.rundir.top_request, which also names the tag K of
+``--by tag:K``): the first screen waits for their next flush. A pipeline that is not running is said
+so, exit 1; once running, a pipeline that restarts is waited for.
 """
 
 from __future__ import annotations
@@ -65,19 +68,20 @@ def snapshot(run_dir: Path, by: str, tag_key: str | None, now: float) -> dict[st
             continue
         shards += 1
         interval, limit, updated = busiest["interval"], busiest["series_limit"], max(updated, record["updated"])
-        names += [{**row, "limit_used": round(row["series"] / limit, 4) if limit else 0.0} for row in busiest["names"]]
+        names += [{"name": row["name"], "metrics_per_s": row["rate"], "series": row["series"], "folded": row["folded"],
+                   "limit_used": round(row["series"] / limit, 4) if limit else 0.0} for row in busiest["names"]]
         for row in busiest["tags"].get(tag_key or "", []):
             total = values.setdefault(row["value"], {"rate": 0.0, "series": 0})
             total["rate"] += row["rate"]
             total["series"] += row["series"]
     rows: list[dict[str, Any]]
     if by == "tag":
-        rows = sorted(({"value": value, "rate": round(total["rate"], 3), "series": int(total["series"])}
-                       for value, total in values.items()), key=lambda r: -r["rate"])
+        rows = sorted(({"value": value, "metrics_per_s": round(total["rate"], 3), "series": int(total["series"])}
+                       for value, total in values.items()), key=lambda r: -r["metrics_per_s"])
     elif by == "series":
-        rows = sorted(names, key=lambda r: (-r["series"], -r["folded"], -r["rate"]))
+        rows = sorted(names, key=lambda r: (-r["series"], -r["folded"], -r["metrics_per_s"]))
     else:
-        rows = sorted(names, key=lambda r: (-r["rate"], -r["series"]))
+        rows = sorted(names, key=lambda r: (-r["metrics_per_s"], -r["series"]))
     return {"by": f"tag:{tag_key}" if by == "tag" else by, "shards": shards, "interval": interval,
             "series_limit_per_name": limit, "updated": updated or None, "rows": rows}
 
@@ -89,11 +93,11 @@ def render(view: dict[str, Any], run_dir: Path, height: int) -> str:
              f"updated {updated}  (Ctrl-C quits)", ""]
     if view["by"].startswith("tag:"):
         lines.append(f"{'VALUE':<48} {'METRICS/S':>12} {'SERIES':>8}")
-        lines += [f"{row['value'][:48]:<48} {row['rate']:>12,.1f} {row['series']:>8,}" for row in view["rows"]]
+        lines += [f"{row['value'][:48]:<48} {row['metrics_per_s']:>12,.1f} {row['series']:>8,}" for row in view["rows"]]
     else:
         lines.append(f"{'NAME':<48} {'METRICS/S':>12} {'SERIES':>8} {'OF LIMIT':>9} {'FOLDED':>8}")
-        lines += [f"{row['name'][:48]:<48} {row['rate']:>12,.1f} {row['series']:>8,} {row['limit_used']:>9.1%} "
-                  f"{row['folded']:>8,}" for row in view["rows"]]
+        lines += [f"{row['name'][:48]:<48} {row['metrics_per_s']:>12,.1f} {row['series']:>8,} "
+                  f"{row['limit_used']:>9.1%} {row['folded']:>8,}" for row in view["rows"]]
     if not view["rows"]:
         lines.append("(nothing in the last interval)" if view["updated"] and view["shards"]
                      else "(waiting for the shards' next flush)")
