@@ -18,7 +18,9 @@ An upgrade by restart has the old release write the file and the new one read it
 versioned: a msgpack map of :class:`Handoff`'s fields and ``"kind": "pystatsd.handoff.v1"`` (each
 bucket's tables as a batch v2 body, :mod:`stages.common.contract`). Within v1 fields may only be added, each
 with a default, and each addition gets a golden file of its own (tests/data/rundir/handoff.v1*.bin;
-v1.1: ``gauge_expiry`` and ``bucket_gauge_ttls``, what a rule's ttl makes of a gauge's expiry):
+v1.1: ``gauge_expiry`` and ``bucket_gauge_ttls``, what a rule's ttl makes of a gauge's expiry; v1.2:
+``bucket_entry_metrics``, each bucket body's entry metrics as a batch header's, so each series' metrics
+go on as counted, for ``pystatsd top``; a bucket without, each entry one):
 the writer produces the newest bytes and the reader keeps reading every older file. Any other change
 is a new kind (``pystatsd.handoff.v2``), read beside v1 for one release. A file of a newer release
 (a field this one does not know) is refused, as one of another shard is.
@@ -36,7 +38,7 @@ import msgpack
 
 from stages.aggregator.series import IntervalBucket, SeriesKey
 from stages.aggregator.shard import ShardState
-from stages.common.contract import BatchBody, pack_batch_body
+from stages.common.contract import BODY_STRIDES, BatchBody, pack_batch_body, pack_entry_metrics
 from stages.common.model import series_key, series_name
 from stages.rundir.private_file import read_private, write_private
 
@@ -77,6 +79,8 @@ class Handoff:
     gauge_expiry: dict[str, int] = field(default_factory=dict)
     #: v1.1: index → the same for the gauges each open bucket changed (``IntervalBucket.gauge_ttls``)
     bucket_gauge_ttls: dict[int, dict[str, int]] = field(default_factory=dict)
+    #: v1.2: index → the bucket body's entry metrics (a batch header's ``entry_metrics``: its series' metrics)
+    bucket_entry_metrics: dict[int, bytes] = field(default_factory=dict)
 
     def encode(self) -> bytes:
         return bytes(msgpack.packb({"kind": HANDOFF_V1, **self.__dict__}, use_bin_type=True))
@@ -92,6 +96,8 @@ class Handoff:
             raw["bucket_gauge_ttls"] = {int(index): {str(key): int(n) for key, n in ttls.items()}
                                         for index, ttls in raw.get("bucket_gauge_ttls", {}).items()}
             raw["gauge_expiry"] = {str(key): int(n) for key, n in raw.get("gauge_expiry", {}).items()}
+            raw["bucket_entry_metrics"] = {int(index): bytes(counts)
+                                           for index, counts in raw.get("bucket_entry_metrics", {}).items()}
             return cls(**raw)
         except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
             raise HandoffRefused(f"unreadable ({exc})") from None
@@ -111,9 +117,10 @@ def capture(state: ShardState, shards: int, epoch: int, seq: int, now: float | N
                       metrics=state.metrics)
     overflow = state.overflow_tags
     for index, bucket in state.buckets.items():
-        bucket.close()
-        handoff.buckets[index] = (pack_batch_body(bucket_body(bucket, overflow)), bucket.metrics, bucket.covers,
-                                  bucket.limit.folded)
+        bucket.close(series_metrics=True)
+        body = bucket_body(bucket, overflow)
+        handoff.buckets[index] = (pack_batch_body(body), bucket.metrics, bucket.covers, bucket.limit.folded)
+        handoff.bucket_entry_metrics[index] = body_entry_metrics(body, bucket.series_metrics)
         if bucket.gauge_ttls:
             handoff.bucket_gauge_ttls[index] = bucket.gauge_ttls
     handoff.gauges = [[key, value, seen] for key, (value, seen) in overflow_last(state.gauges.values, overflow)]
@@ -141,6 +148,14 @@ def bucket_body(bucket: IntervalBucket, overflow: tuple[str, ...]) -> BatchBody:
     return body
 
 
+def body_entry_metrics(body: BatchBody, series_metrics: dict[SeriesKey, int]) -> bytes:
+    """The ``entry_metrics`` of a closed bucket's ``body``: each series' metrics with its first entry (a key of
+    two types has two), 0 with the others."""
+    left = dict(series_metrics)
+    return pack_entry_metrics([left.pop(section[i], 0) for section, stride in zip(body, BODY_STRIDES, strict=True)
+                               for i in range(0, len(section), stride)])
+
+
 def overflow_last(table: dict[SeriesKey, Any], overflow: tuple[str, ...]) -> list[tuple[SeriesKey, Any]]:
     return sorted(table.items(), key=lambda item: item[0] == series_key(series_name(item[0]), overflow))
 
@@ -160,7 +175,7 @@ def restore(state: ShardState, handoff: Handoff, shards: int, now: float, max_ag
     for index, (body, metrics, covers, folded) in sorted(handoff.buckets.items()):
         bucket = state.buckets[index] = state.new_bucket()
         # Each series is admitted here as it was there (overflow series last): nothing folds anew.
-        bucket.merge_frame(body)
+        bucket.merge_frame(body, handoff.bucket_entry_metrics.get(index, b""))
         bucket.metrics, bucket.covers, bucket.limit.folded = metrics, covers, folded
         bucket.gauge_ttls = handoff.bucket_gauge_ttls.get(index, {})
     for key, value, seen in handoff.gauges:

@@ -24,3 +24,12 @@ def one_body(samples: list[Sample]) -> bytes:
     """The single body frame of ``samples`` (an empty one when there are none)."""
     bodies = bodies_of(samples)
     return contract.pack_batch_body(bodies[0] if bodies else BatchBody.empty())
+
+
+def one_batch(samples: list[Sample]) -> tuple[bytes, int, bytes]:
+    """The single body frame of ``samples`` (not empty), its entries and its header's ``entry_metrics``."""
+    window = PyWindow(1, (), _no_lines)
+    for sample in samples:
+        window.add(sample)
+    ((body, entries, _, _, entry_metrics),) = window.take(1_000_000)[0]
+    return body, entries, entry_metrics

@@ -23,7 +23,7 @@ from stages.aggregator.handoff import (
 from stages.aggregator.shard import FLUSH_GRACE_SECS, ShardState
 from stages.common.contract import BatchHeader
 from stages.common.model import MetricType
-from tests.unit.bodies import one_body
+from tests.unit.bodies import one_batch, one_body
 
 C, G, T, S, TR = (int(MetricType.COUNTER), int(MetricType.GAUGE), int(MetricType.TIMER), int(MetricType.SET),
                   int(MetricType.TRACE))
@@ -82,6 +82,30 @@ def test_a_restart_mid_interval_flushes_the_interval_once_as_if_never_restarted(
     assert by_name[("wide", (("pystatsd_overflow", "true"),))]["value"] == 3.0
     # The gauges carry on too: the next interval reports 5.0 in both.
     assert flushed(successor, 1020.0 + FLUSH_GRACE_SECS) == flushed(control, 1020.0 + FLUSH_GRACE_SECS)
+
+
+def test_a_restart_mid_interval_keeps_each_series_metrics_for_top() -> None:
+    control, restarting = make_state(), make_state()
+
+    def send_counted(state: ShardState, samples: list[tuple], seq: int, sent_before: int) -> None:
+        body, entries, entry_metrics = one_batch(samples)
+        state.add_batch(BatchHeader(src="r", epoch=7, seq=seq, ts=1001.0 + 4 * seq, n=entries,
+                                    sent_before=sent_before, metrics=len(samples), entry_metrics=entry_metrics),
+                        body)
+
+    for state in (control, restarting):
+        state.top_tag_keys = []
+        send_counted(state, BEFORE, seq=0, sent_before=0)
+    successor, _ = restarted(restarting, now=1004.0)
+    successor.top_tag_keys = []
+    for state in (control, successor):
+        send_counted(state, AFTER, seq=1, sent_before=len(BEFORE))
+    (expected,) = [closed.busiest for closed in control.due(1010.0 + FLUSH_GRACE_SECS)]
+    assert [closed.busiest for closed in successor.due(1010.0 + FLUSH_GRACE_SECS)] == [expected]
+    assert expected is not None
+    # lat: two samples before, one after; wide: six series of one (three kept, three in the overflow series)
+    assert {(n["name"], n["rate"], n["series"]) for n in expected["names"]} == {
+        ("hits", 0.2, 1), ("depth", 0.2, 1), ("lat", 0.3, 1), ("users", 0.2, 1), ("job", 0.1, 1), ("wide", 0.6, 4)}
 
 
 def test_an_interval_that_ended_while_no_instance_ran_is_flushed_at_start_with_its_own_timestamp() -> None:

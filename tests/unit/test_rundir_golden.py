@@ -22,7 +22,7 @@ from stages.aggregator.gauge_carry import decode_carried, encode_carried
 from stages.aggregator.handoff import Handoff, HandoffRefused
 from stages.common.config import Config, QueueConfig
 from stages.common.config_diff import restart_settings
-from stages.common.contract import BatchBody, pack_batch_body, pack_values
+from stages.common.contract import BatchBody, pack_batch_body, pack_entry_metrics, pack_values
 from stages.receiver.handover import decode_handover, encode_handover, running_config
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "rundir"
@@ -55,13 +55,18 @@ CARRIED = [["queue.depth", 12.0, 170000000], ["pool.free\x1fdb\x1fmain", -2.5, 1
 HANDOFF_1 = dataclasses.replace(HANDOFF, gauge_expiry={"queue.depth": 30},
                                 bucket_gauge_ttls={170000000: {"queue.depth": 30}})
 CARRIED_EXPIRY = {"queue.depth": 30}
+#: v1.2 of the hand-off: its bucket's series' metrics (the counter's 2, the gauge's 1, the timer's 3, the set's 2,
+#: the trace's 1: the bucket's 9).
+HANDOFF_2 = dataclasses.replace(HANDOFF_1, bucket_entry_metrics={170000000: pack_entry_metrics([2, 1, 3, 2, 1])})
 
 
 def test_a_handoff_encodes_to_the_newest_v1_golden_bytes() -> None:
-    assert HANDOFF_1.encode() == (GOLDEN / "handoff.v1.1.bin").read_bytes()
+    assert HANDOFF_2.encode() == (GOLDEN / "handoff.v1.2.bin").read_bytes()
 
 
 def test_the_golden_handoffs_decode_to_the_handoff() -> None:
+    assert Handoff.decode((GOLDEN / "handoff.v1.2.bin").read_bytes()) == HANDOFF_2
+    # v1.1, before the entry metrics: each entry one metric
     assert Handoff.decode((GOLDEN / "handoff.v1.1.bin").read_bytes()) == HANDOFF_1
     # v1, before the ttls: every gauge on the default expiry
     assert Handoff.decode((GOLDEN / "handoff.v1.bin").read_bytes()) == HANDOFF
