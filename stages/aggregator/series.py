@@ -142,22 +142,19 @@ class IntervalBucket:
         if len(entry_metrics) % ENTRY_METRICS_WIDTH:
             raise ValueError("entry_metrics: not whole counts")
         counts: Iterator[int] = iter(unpack_entry_metrics(entry_metrics)) if entry_metrics else repeat(1)
-        self._merge_sums(self.counters, body.counters, counts)
-        self._merge_gauges(body.gauges, counts)
-        self._merge_sampled(body.sampled, counts)
-        self._merge_sets(body.sets, counts)
-        self._merge_sums(self.traces, body.traces, counts)
+        try:
+            self._merge_sums(self.counters, body.counters, counts)
+            self._merge_gauges(body.gauges, counts)
+            self._merge_sampled(body.sampled, counts)
+            self._merge_sets(body.sets, counts)
+            self._merge_sums(self.traces, body.traces, counts)
+        except StopIteration:  # next(counts) after the last: each section adds each entry's count inline
+            raise ValueError("entry_metrics: fewer counts than the body has entries") from None
         if entry_metrics and next(counts, None) is not None:
             raise ValueError("entry_metrics: more counts than the body has entries")
 
-    def _count(self, key: SeriesKey, counts: Iterator[int]) -> None:
-        """The next entry's metrics added to its series (``key``, as kept)."""
-        count = next(counts, None)
-        if count is None:
-            raise ValueError("entry_metrics: fewer counts than the body has entries")
-        self.series_metrics[key] = self.series_metrics.get(key, 0) + count
-
     def _merge_sums(self, totals: dict[SeriesKey, float], section: Sequence[Any], counts: Iterator[int]) -> None:
+        metrics = self.series_metrics
         entries = iter(section)
         for key, value in zip(entries, entries, strict=True):
             total = totals.get(key)
@@ -165,10 +162,10 @@ class IntervalBucket:
                 key = self._series(key)
                 total = totals.get(key, 0.0)
             totals[key] = total + value
-            self._count(key, counts)
+            metrics[key] = metrics.get(key, 0) + next(counts)
 
     def _merge_gauges(self, section: Sequence[Any], counts: Iterator[int]) -> None:
-        gauges = self.gauge_changes
+        gauges, metrics = self.gauge_changes, self.series_metrics
         entries = iter(section)
         for key, was_set, value in zip(entries, entries, entries, strict=True):
             change = gauges.get(key)
@@ -179,9 +176,10 @@ class IntervalBucket:
                 gauges[key] = [was_set, value]
             else:
                 change[1] += value
-            self._count(key, counts)
+            metrics[key] = metrics.get(key, 0) + next(counts)
 
     def _merge_sampled(self, section: Sequence[Any], counts: Iterator[int]) -> None:
+        metrics = self.series_metrics
         entries = iter(section)
         for key, mtype, count, values in zip(entries, entries, entries, entries, strict=True):
             of_type = self.sampled.get(mtype)
@@ -197,14 +195,14 @@ class IntervalBucket:
                 entry = of_type.get(key)
                 if entry is None:
                     of_type[key] = [[values], count]
-                    self._count(key, counts)
+                    metrics[key] = metrics.get(key, 0) + next(counts)
                     continue
             entry[0].append(values)
             entry[1] += count
-            self._count(key, counts)
+            metrics[key] = metrics.get(key, 0) + next(counts)
 
     def _merge_sets(self, section: Sequence[Any], counts: Iterator[int]) -> None:
-        sets = self.sets
+        sets, metrics = self.sets, self.series_metrics
         entries = iter(section)
         for key, members in zip(entries, entries, strict=True):
             kept = sets.get(key)
@@ -213,10 +211,10 @@ class IntervalBucket:
                 kept = sets.get(key)
                 if kept is None:
                     sets[key] = set(members)
-                    self._count(key, counts)
+                    metrics[key] = metrics.get(key, 0) + next(counts)
                     continue
             kept.update(members)
-            self._count(key, counts)
+            metrics[key] = metrics.get(key, 0) + next(counts)
 
     def _series(self, key: SeriesKey) -> SeriesKey:
         """The key a series is kept under in this interval (its own, or its name's overflow series)."""

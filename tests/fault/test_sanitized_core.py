@@ -68,9 +68,9 @@ DRIVER = textwrap.dedent('''
     for start in range(0, len(payloads), 64):
         take_payloads(window, payloads[start:start + 64], parse, bad)
         for shard in window.take(rng.randint(1, 50)):
-            for body, *_ in shard:
+            for body, *_, entry_metrics in shard:
                 for bucket in buckets:
-                    bucket.merge(body)
+                    bucket.merge(body, entry_metrics)
                 bodies += 1
     for bucket in buckets:
         for cut in (bytes(body[:len(body) // 2]), body + b"\\x00", b"\\x95"):
@@ -78,6 +78,12 @@ DRIVER = textwrap.dedent('''
                 bucket.merge(cut)
             except ValueError:
                 pass
+        for counts in (entry_metrics[:-4], entry_metrics + b"\\x01\\x00\\x00\\x00", entry_metrics[:-1], b"\\x01"):
+            try:
+                bucket.merge(body, counts)
+            except ValueError:
+                pass
+        assert sum(bucket.series_metrics().values()) > 0
         contents = bucket.contents()
         assert contents[0], "no counters held"
     # The seam for rules: every answer (kept, renamed, re-tagged, dropped) with a cache small enough to
