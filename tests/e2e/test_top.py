@@ -26,9 +26,9 @@ pytestmark = pytest.mark.e2e
 TRAFFIC = {"busy.name": (30, 3), "wide.name": (12, 12), "calm.name": (2, 1)}
 
 
-#: One interval's lines of each type, none counting one in its aggregate: a counter of 5s (its total 100), a
-#: gauge set and changed (its value 1 series), a set of 3 members sent 9 times, a timer sampled at 0.5
-#: (its count 8). Each line is one metric, as ``pystatsd status`` counts them.
+#: One interval's lines of types whose aggregates do not count their lines: a counter of 5s (its total 100), a
+#: gauge set and changed 12 times (one value), 9 lines of a set of 3 members, a timer sampled at 0.5 (its
+#: count 8). Each line is one metric, as ``pystatsd status`` counts them.
 EVERY_TYPE = (["big.counter:5|c"] * 20 + ["level.gauge:7|g", "level.gauge:+1|g"] * 6
               + [f"who.set:u{i % 3}|s" for i in range(9)] + ["slow.timer:3|ms|@0.5"] * 4)
 
