@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
+from stages.aggregator.histogram_bounds import BucketBounds, bucket_fields
 from stages.aggregator.stats import summary
 from stages.common.compiled import wanted as use_compiled
 from stages.common.contract import (
@@ -223,15 +224,26 @@ class IntervalBucket:
             series = self.known[key] = self.limit.admit(key)
         return series
 
-    def aggregates(self, timestamp: float, interval: float, percentiles: list[float]) -> list[dict[str, Any]]:
-        """Counters, timer-likes, sets and traces of this interval (gauges are kept by :class:`Gauges`)."""
+    def aggregates(self, timestamp: float, interval: float, percentiles: list[float],
+                   bounds: BucketBounds | None = None) -> list[dict[str, Any]]:
+        """Counters, timer-likes, sets and traces of this interval (gauges are kept by :class:`Gauges`);
+        a timer-like whose name ``bounds`` gives bounds carries its ``buckets`` too."""
         make = IntervalAggregates(timestamp, interval).make_keyed
         out = [make(key, "counter", {"value": value, "rate": value / interval}) for key, value in self.counters.items()]
         for mtype, of_type in self.sampled.items():
             type_name = OUTPUT_TYPE_NAMES[mtype]
-            out.extend(make(key, type_name, {"stats": summary(list(unpack_values(b"".join(packed))), count,
-                                                              percentiles)})
-                       for key, (packed, count) in of_type.items())
+            if not bounds:
+                out.extend(make(key, type_name, {"stats": summary(list(unpack_values(b"".join(packed))), count,
+                                                                  percentiles)})
+                           for key, (packed, count) in of_type.items())
+                continue
+            for key, (packed, count) in of_type.items():
+                values = list(unpack_values(b"".join(packed)))
+                fields: dict[str, Any] = {"stats": summary(values, count, percentiles)}  # sorts the values
+                buckets = bucket_fields(values, count, bounds.of(series_name(key)))
+                if buckets is not None:
+                    fields["buckets"] = buckets
+                out.append(make(key, type_name, fields))
         out.extend(make(key, "set", {"value": float(len(members))}) for key, members in self.sets.items())
         out.extend(make(key, "trace", {"value": value}) for key, value in self.traces.items())
         return out

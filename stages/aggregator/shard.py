@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from stages.aggregator.busiest import busiest
+from stages.aggregator.histogram_bounds import BucketBounds
 from stages.aggregator.partials import PartialSource, partial_records
 from stages.aggregator.series import Gauges, IntervalBucket, SeriesLimit
+from stages.common.config import HistogramBuckets
 from stages.common.contract import BatchHeader
 from stages.common.figure_schemas import BusiestFigures
 from stages.common.intervals import interval_index, interval_start
@@ -76,10 +78,13 @@ def overrun_secs(closed: ClosedInterval, handed_at: float) -> float:
 class ShardState:
     def __init__(self, shard: int, interval: float, percentiles: list[float], expire_after: int,
                  self_prefix: str, default_tags: dict[str, str], now: float | None = None,
-                 series_limit: int = 10_000, gauges_limit: int = 100_000) -> None:
+                 series_limit: int = 10_000, gauges_limit: int = 100_000,
+                 histogram_buckets: list[HistogramBuckets] | None = None) -> None:
         self.shard = shard
         self.interval = interval
         self.percentiles = percentiles
+        #: The bounds each timer-like is counted into at its flush (``histogram_buckets``).
+        self.bounds = BucketBounds(histogram_buckets or [])
         self.stats = SelfStats(self_prefix, "aggregator", {"shard": str(shard)}, default_tags)
         #: The daemon's own metrics' prefix: not among the busiest names (a counter of them counts thousands).
         self.self_prefix = self_prefix
@@ -110,10 +115,13 @@ class ShardState:
         self.gauges_taken_over_at: int | None = None
 
     def reconfigure(self, percentiles: list[float], expire_after: int, series_limit: int, self_prefix: str,
-                    default_tags: dict[str, str], gauges_limit: int = 100_000) -> None:
+                    default_tags: dict[str, str], gauges_limit: int = 100_000,
+                    histogram_buckets: list[HistogramBuckets] | None = None) -> None:
         """A reload's settings, for the intervals not yet open (buckets already open keep their limit;
-        a lower ``gauges_limit`` drops no live gauge: it takes no new one until enough have expired)."""
+        a lower ``gauges_limit`` drops no live gauge: it takes no new one until enough have expired).
+        Percentiles and histogram bounds apply to every flush from now on, as they are read at the flush."""
         self.percentiles = percentiles
+        self.bounds = BucketBounds(histogram_buckets or [])
         self.gauges.expire_after = expire_after
         self.gauges.max_live = gauges_limit
         self.series_limit = series_limit
@@ -206,7 +214,7 @@ class ShardState:
         start = self.start_of(index)
         end = self.start_of(index + 1)
         self.gauges.apply(bucket.gauge_changes, index, bucket.gauge_ttls)
-        aggregates = bucket.aggregates(end, self.interval, self.percentiles)
+        aggregates = bucket.aggregates(end, self.interval, self.percentiles, self.bounds)
         reports_gauges = ((self.gauges_handed_at is None or index < self.gauges_handed_at)
                           and (self.gauges_taken_over_at is None or index >= self.gauges_taken_over_at))
         if reports_gauges:

@@ -81,7 +81,7 @@ class ShardLoop:
         self.state = ShardState(
             shard, config.flush_interval, config.percentiles, config.expire_after_intervals,
             config.self_metrics_prefix, config.agent.tags, series_limit=config.series_limit_per_name,
-            gauges_limit=config.gauges_limit, now=clock.time())
+            gauges_limit=config.gauges_limit, now=clock.time(), histogram_buckets=config.histogram_buckets)
         self.shard, self.shards = shard, shards
         self.run_dir = Path(run)
         self.epoch = int(clock.time() * 1e9)  # unix time in ns: the instance's start
@@ -199,7 +199,8 @@ class ShardLoop:
         if self.reloaded is not None and self.state.closed_through >= self.reloaded[1]:
             config, self.reloaded = self.reloaded[0], None
             self.state.reconfigure(config.percentiles, config.expire_after_intervals, config.series_limit_per_name,
-                                   config.self_metrics_prefix, config.agent.tags, config.gauges_limit)
+                                   config.self_metrics_prefix, config.agent.tags, config.gauges_limit,
+                                   config.histogram_buckets)
             self.config = config
             log.info("The reloaded config applies from this interval on")
         if closed_now:

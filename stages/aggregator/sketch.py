@@ -99,3 +99,24 @@ def hll_union_of(sketches: list[hll_sketch]) -> hll_sketch:
     for sketch in sketches:
         union.update(sketch)
     return union.get_result()
+
+
+def at_most(sketch: DDSketch, bound: float) -> float:
+    """The weight of the values ``sketch`` saw that are at most ``bound``, read from its bins: the bin
+    that holds the bound counts whole, so a value up to one bin's width (2 %, twice the relative
+    accuracy) beyond the bound may be counted in it; every other value is on its right side."""
+    mapping = sketch._mapping
+
+    def weight(store: Any, wanted: Any) -> float:
+        return float(sum(w for i, w in enumerate(store.bins) if w and wanted(store.offset + i)))
+
+    if bound < 0:
+        if -bound < mapping.min_possible:
+            return float(sketch._negative_store.count)
+        key = mapping.key(-bound)
+        return weight(sketch._negative_store, lambda k: k >= key)
+    below = float(sketch._negative_store.count + sketch._zero_count)
+    if bound < mapping.min_possible:
+        return below
+    key = mapping.key(bound)
+    return below + weight(sketch._store, lambda k: k <= key)

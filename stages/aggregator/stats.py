@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
+from array import array
+from collections.abc import Sequence
 
 
 @functools.lru_cache(maxsize=64)
@@ -55,3 +58,22 @@ def timer_statistics(count: float, total: float, low: float, high: float, mean: 
     """A timer's statistics beside its percentiles (``pNN``, :func:`percentile_key`), keyed as every
     sink sees them: the one list of their keys, for the edge's exact summary and the fleet tier's."""
     return {"count": count, "sum": total, "min": low, "max": high, "mean": mean, "median": median, "stddev": stddev}
+
+
+def bucket_counts(values: list[float] | array[float], count: float, bounds: Sequence[float]) -> list[float]:
+    """How many of the sorted ``values`` are at most each bound (Prometheus' ``le``), cumulative, and a
+    last entry for ``+Inf``: ``count`` itself.
+
+    Each value stands for ``count / len(values)`` metrics, as it does in a partial's sketch: the shard
+    keeps a series' values and their sample-rate-corrected count, not each value's rate, so where
+    every sample came at one rate (or none) each weighs exactly 1 / rate. A bucket never holds more
+    than ``count``, so the counts only grow.
+    """
+    n = len(values)
+    weight = count / n
+    out = []
+    for bound in bounds:
+        below = bisect.bisect_right(values, bound)
+        out.append(count if below == n else min(below * weight, count))
+    out.append(count)
+    return out

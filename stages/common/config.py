@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import logging
 import math
 import os
@@ -26,6 +27,7 @@ import yaml
 from pystatsd.client import DEFAULT_MAX_DATAGRAM, MAX_UDP_PAYLOAD
 from pystatsd.ports import check_port
 from stages.common.addresses import inet_address, parse_listener, parse_relay
+from stages.common.name_glob import text_problem
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +209,25 @@ class InputConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class HistogramBuckets:
+    """One entry of ``histogram_buckets``: the timer-likes whose name ``match`` (a name glob, as the
+    rules') matches are counted into ``buckets`` (upper bounds, ascending; ``+Inf`` is implied)."""
+
+    match: str
+    buckets: list[float]
+
+    def __post_init__(self) -> None:
+        problem = text_problem(self.match)
+        if problem is not None:
+            raise ValueError(f"match: {problem}")
+        if not self.buckets:
+            raise ValueError("buckets: must list at least one bound")
+        for i, (low, high) in enumerate(itertools.pairwise(self.buckets)):
+            if not low < high:
+                raise ValueError(f"buckets[{i + 1}]: bounds must be ascending, but {high!r} is not above {low!r}")
+
+
+@dataclasses.dataclass(frozen=True)
 class QueueConfig:
     shard_batches: int = 2000
     forwarder_flushes: int = 1000
@@ -235,6 +256,8 @@ class Config:
     #: DogStatsD's ``|c:<container id>`` field becomes the tag ``container_id:<id>``; False: ignored.
     keep_container_id: bool = False
     percentiles: list[float] = dataclasses.field(default_factory=lambda: [50.0, 90.0, 95.0, 99.0])
+    #: Bucket bounds per name glob for timers, histograms and distributions (the first entry that matches).
+    histogram_buckets: list[HistogramBuckets] = dataclasses.field(default_factory=list)
     expire_after_intervals: int = 30
     series_limit_per_name: int = 10_000
     #: Live gauges one shard keeps; a new gauge past it is dropped and counted (the live ones stay exact).
@@ -461,8 +484,10 @@ def _convert_scalar(hint: Any, value: Any, dotted: str) -> Any:
             raise ConfigError(f"{dotted}: expected a whole number, got {_type_word(value)}")
         return value
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{dotted}: expected a number, got {_type_word(value)}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{dotted}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
         # YAML turns bare words like 5090 or yes into numbers and booleans; a string key wants text.

@@ -52,7 +52,11 @@ Kafka offsets by it), ``revision`` (0 for an interval's flush; 1, 2, ... for eac
 of an interval the fleet tier already flushed: late partials merged in), ``paused`` (true on the
 empty flush a shard sends a forwarder stopping for a restart when it begins to hold its flushes,
 see :mod:`stages.rundir.pause`; it is in no sequence and reaches no sink); body a list of aggregates,
-each a map with exactly the output-contract keys. An optional fourth frame holds the interval's
+each a map with exactly the output-contract keys; since v1.4 a timer's, histogram's or distribution's
+may carry ``buckets`` (a map: ``le``, the ascending bounds ``histogram_buckets`` gave its name, and
+``counts``, the metrics at most each bound, cumulative, with one more, ``+Inf``'s, equal to its
+count), left out where no bounds apply: a reader that does not know the key ignores it, and an
+aggregate without it has no buckets. An optional fourth frame holds the interval's
 partials (a shard whose config has a sink of ``format: partials``): a msgpack array of Kafka key,
 record value, key, value, ... with each value a ``pystatsd.partial.v1``.
 
@@ -88,7 +92,8 @@ built in the forwarder and never sent over a socket: its header has ``shard`` =
 may tell it by :attr:`FlushHeader.from_forwarder`. The receiver's and the shards' own metrics need
 nothing of the kind: the receiver's go into its batches as any metric, a shard's into its flush.
 
-Versioning: within v1 header keys may be added and readers ignore keys they do not know. Removing or
+Versioning: within v1 header keys (and optional aggregate keys) may be added and readers ignore keys
+they do not know. Removing or
 retyping a key or changing a body layout makes v2; readers then accept v2 and v1 for one release.
 """
 

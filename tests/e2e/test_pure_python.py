@@ -25,6 +25,8 @@ INTERVAL = 4.0
 RULES = [{"match": "mix.t*", "name": "mix.timer", "tags": {"series": "$1"}},
          {"match": "mix.g*", "match_metric_type": "gauge", "drop_tags": ["route"]},
          {"match": "mix.s1*", "drop": True}]
+#: Every timer-like of the mix and of the hand-picked lines counted into buckets, alike in both.
+BUCKETS = [{"match": "mix.timer", "buckets": [5, 20.08, 50, 200]}, {"match": "*", "buckets": [-1, 0, 1, 1e6]}]
 
 
 def datagrams(rng: random.Random) -> list[bytes]:
@@ -54,8 +56,8 @@ def comparable(aggregates: list[dict[str, Any]]) -> list[str]:
 
 
 def test_the_python_pipeline_delivers_exactly_what_the_compiled_one_does() -> None:
-    compiled = Pipeline(config={"rules": RULES}, flush_interval=INTERVAL)
-    python = Pipeline(config={"rules": RULES}, flush_interval=INTERVAL)
+    compiled = Pipeline(config={"rules": RULES, "histogram_buckets": BUCKETS}, flush_interval=INTERVAL)
+    python = Pipeline(config={"rules": RULES, "histogram_buckets": BUCKETS}, flush_interval=INTERVAL)
     python.env["PYSTATSD_PURE_PYTHON"] = "1"
     with compiled, python:
         assert "batches merged in Python" in python.log("aggregator-0")
@@ -71,5 +73,6 @@ def test_the_python_pipeline_delivers_exactly_what_the_compiled_one_does() -> No
         in_first = [[a for a in pipeline.aggregates() if a["timestamp"] == first] for pipeline in (compiled, python)]
         assert comparable(in_first[0]) == comparable(in_first[1])
         assert any(a["name"] == "mix.timer" for a in in_first[0])
+        assert all(a["buckets"]["counts"][-1] == a["stats"]["count"] for a in in_first[0] if a["name"] == "mix.timer")
         assert sum(a["value"] for a in in_first[0] if a["name"].startswith("mix.c")) == sum(
             1 for data in datagrams(random.Random(7)) for line in data.split(b"\n") if line.startswith(b"mix.c"))

@@ -44,9 +44,14 @@ def delta_point(aggregate: dict[str, Any], resource_tags: tuple[str, ...] = ()) 
         point.update(kind="gauge", temporality=None, monotonic=False, value=aggregate["value"], start=0.0)
     else:
         stats = aggregate["stats"]
+        # The file sink shows the buckets cumulative: the Collector holds each bucket's own count.
+        cumulative = [round(c) for c in aggregate["buckets"]["counts"]] if "buckets" in aggregate else None
         point.update(kind="histogram", temporality=DELTA, monotonic=False, count=round(stats["count"]),
-                     sum=stats["sum"], min=stats["min"], max=stats["max"], buckets=[round(stats["count"])],
-                     bounds=[], start=float(aggregate["timestamp"] - aggregate["interval"]))
+                     sum=stats["sum"], min=stats["min"], max=stats["max"],
+                     buckets=[round(stats["count"])] if cumulative is None else
+                     [high - low for low, high in zip([0, *cumulative], cumulative, strict=False)],
+                     bounds=aggregate["buckets"]["le"] if cumulative is not None else [],
+                     start=float(aggregate["timestamp"] - aggregate["interval"]))
     return point
 
 
@@ -90,6 +95,32 @@ def test_counters_gauges_histograms_and_sets_with_attributes_and_resource_read_b
     assert {p["value"] for p in by_name["od.temp"]} == {21.5}
     assert all(p["attributes"] == {"room": "a"} and p["resource"] == {} for p in by_name["od.temp"])
     assert (row["dropped"], row["waiting"]) == ({}, 0), row
+
+
+def test_timers_matching_histogram_buckets_land_with_their_exact_bucket_counts(otelcol: OtelCollector) -> None:
+    pipeline = sink_pipeline(SINK, {"endpoint": otelcol.endpoint},
+                             histogram_buckets=[{"match": "ob.*", "buckets": [1, 5, 10]}])
+    try:
+        pipeline.start()
+        pipeline.wait_interval_start()
+        # Sampled at 0.5: each value stands for 2. 1 is on a bound (le: in it); 20 is past the last.
+        pipeline.send("ob.lat:0.5|ms|@0.5\nob.lat:1|ms|@0.5\nob.lat:3|ms|@0.5\nob.lat:7|ms|@0.5\nob.lat:20|ms|@0.5\n"
+                      "ob.size:10|h\nob.size:10.5|h\nplain.lat:4|ms", pipeline.statsd_port)
+        wait_for(lambda: len(otelcol.points("ob.")) == 2 and len(otelcol.points("plain.")) == 1, 20,
+                 "the bucketed and the plain timers in the Collector", every=0.5)
+    finally:
+        pipeline.stop()
+    flushed = [a for a in pipeline.aggregates() if a["name"].startswith(("ob.", "plain."))]
+    stored = otelcol.points("ob.") + otelcol.points("plain.")
+    pipeline.cleanup()
+
+    assert ordered(stored) == ordered([delta_point(a) for a in flushed])
+    by_name = {p["name"]: p for p in stored}
+    assert (by_name["ob.lat"]["bounds"], by_name["ob.lat"]["buckets"], by_name["ob.lat"]["count"]) == (
+        [1, 5, 10], [4, 2, 2, 2], 10)
+    assert (by_name["ob.size"]["bounds"], by_name["ob.size"]["buckets"]) == ([1, 5, 10], [0, 0, 1, 1])
+    # A name no pattern matches: no bounds, one bucket holding the count, as before.
+    assert (by_name["plain.lat"]["bounds"], by_name["plain.lat"]["buckets"]) == ([], [1])
 
 
 def test_cumulative_temporality_sends_running_totals_from_the_series_first_interval(otelcol: OtelCollector) -> None:

@@ -104,6 +104,42 @@ def test_counters_gauges_summaries_and_sets_read_back_with_sanitised_names(serve
 
 
 @pytest.mark.parametrize("server_name", SERVERS)
+def test_timers_as_histogram_land_as_cumulative_le_buckets_with_exact_counts(server_name: str,
+                                                                            request: pytest.FixtureRequest) -> None:
+    server: RemoteServer = request.getfixturevalue(server_name)
+    p = f"rw{server_name[0]}h"
+    pipeline = sink_pipeline(SINK, {"url": server.write_url, "timers_as": "histogram"},
+                             histogram_buckets=[{"match": f"{p}.*", "buckets": [1, 5, 10]}])
+    try:
+        pipeline.start()
+        receiving(pipeline)
+        pipeline.wait_interval_start()
+        # At 0.5 each value stands for 2; 1 is on a bound (le: in it), 20 past the last (+Inf alone).
+        pipeline.send(f"{p}.lat:0.5|ms|@0.5\n{p}.lat:1|ms|@0.5\n{p}.lat:3|ms|@0.5\n{p}.lat:20|ms|@0.5\n"
+                      f"{p}x.lat:3|ms", pipeline.statsd_port)
+        next_interval(pipeline.flush_interval)
+        pipeline.send(f"{p}.lat:7|ms\n{p}.lat:10|ms\n{p}.lat:0|ms", pipeline.statsd_port)
+        wait_for(lambda: len(server.samples(f"{p}_lat_count").get(f"{p}_lat_count{{}}", {})) == 2, 20,
+                 f"the 2 intervals of {p}_lat in {server_name}", every=0.5)
+    finally:
+        pipeline.stop()
+    lat = [a for a in own(pipeline.aggregates()) if a["name"] == f"{p}.lat"]
+    stored = server.samples(f'{{__name__=~"{p}_lat_.+"}}')
+    pipeline.cleanup()
+
+    expected = {f'{p}_lat_bucket{{le="{le}"}}': running_totals(lat, lambda a, i=i: a["buckets"]["counts"][i])
+                for i, le in enumerate(("1.0", "5.0", "10.0", "+Inf"))}
+    expected[f"{p}_lat_sum{{}}"] = running_totals(lat, lambda a: a["stats"]["sum"])
+    expected[f"{p}_lat_count{{}}"] = running_totals(lat, lambda a: a["stats"]["count"])
+    assert stored == expected
+    # The numbers themselves: cumulative in le, and added up across the two intervals.
+    assert [list(expected[f'{p}_lat_bucket{{le="{le}"}}'].values()) for le in ("1.0", "5.0", "10.0", "+Inf")] == [
+        [4, 5], [6, 7], [6, 9], [8, 11]]
+    # A timer no pattern matches stays a summary.
+    assert f'{p}x_lat{{quantile="0.5"}}' in server.samples(f"{p}x_lat")
+
+
+@pytest.mark.parametrize("server_name", SERVERS)
 def test_a_restarted_destination_gets_every_interval_once(server_name: str, request: pytest.FixtureRequest) -> None:
     server: RemoteServer = request.getfixturevalue(server_name)
     p = f"rw{server_name[0]}o"

@@ -14,8 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stages.aggregator.histogram_bounds import BucketBounds
 from stages.aggregator.series import IntervalBucket, SeriesLimit
 from stages.common import contract
+from stages.common.config import HistogramBuckets
 from stages.common.contract import BatchBody, DecodeError
 from stages.common.model import series_key
 from stages.receiver.parsers import payload_parser, statsd_lines
@@ -33,6 +35,10 @@ CARDINAL = [f"card:{i}|c|#user:u{i}" for i in range(6)] + [f"card:{i}.5|ms|#user
 
 #: A batch body frame, and its header's entry_metrics (b"": none, one metric per entry).
 Frame = tuple[bytes, bytes]
+
+
+#: Every timer-like counted into buckets (one of them, ``card``, into bounds of its own).
+BOUNDS = BucketBounds([HistogramBuckets("card", [0.5, 1.5, 2.5]), HistogramBuckets("*", [-1.0, 0.0, 1.0, 10.0, 1e6])])
 
 
 def bodies(payloads: list[bytes], max_entries: int) -> list[Frame]:
@@ -67,6 +73,7 @@ def assert_same(frames: list[Frame] | list[bytes], limit: int) -> IntervalBucket
     assert compiled.series_metrics == python.series_metrics
     assert sampled(compiled) == sampled(python)
     assert compiled.aggregates(10.0, 10.0, [50.0, 90.0]) == python.aggregates(10.0, 10.0, [50.0, 90.0])
+    assert compiled.aggregates(10.0, 10.0, [50.0], BOUNDS) == python.aggregates(10.0, 10.0, [50.0], BOUNDS)
     assert (compiled.limit.per_name, compiled.limit.folded) == (python.limit.per_name, python.limit.folded)
     return python
 
@@ -161,3 +168,15 @@ def test_entry_metrics_not_one_count_per_entry_are_refused_by_both() -> None:
         for compiled in (False, True):
             with pytest.raises(ValueError, match="entry_metrics"):
                 IntervalBucket(SeriesLimit(10, OVERFLOW), compiled=compiled).merge_frame(body, counts)
+
+
+def test_bucket_counts_come_out_the_same_from_both_with_rates_and_values_on_a_bound() -> None:
+    # On a bound counts in it (le); a sampled line weighs 1 / rate; past the last bound only +Inf holds it.
+    lines = ["card:0.5|ms|@0.5", "card:1.5|ms|@0.5", "card:1.5|ms|@0.5", "card:2|ms|@0.5", "card:9|ms|@0.5",
+             "lat:0|h", "lat:-3|h", "lat:1e7|d"]
+    python = assert_same(bodies([payload(lines)], max_entries=2), limit=10_000)
+    buckets = {(a["name"], a["type"]): a["buckets"] for a in python.aggregates(10.0, 10.0, [50.0], BOUNDS)}
+    wide = [-1.0, 0.0, 1.0, 10.0, 1e6]
+    assert buckets == {("card", "timer"): {"le": [0.5, 1.5, 2.5], "counts": [2.0, 6.0, 8.0, 10.0]},
+                       ("lat", "histogram"): {"le": wide, "counts": [1.0, 2.0, 2.0, 2.0, 2.0, 2.0]},
+                       ("lat", "distribution"): {"le": wide, "counts": [0.0] * 5 + [1.0]}}

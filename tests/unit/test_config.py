@@ -344,3 +344,31 @@ def test_relay_destinations_and_datagram_limit_are_read_and_checked(write_config
         "relay[0]: 'udp://127.0.0.1:0': expected host:port with a port from 1 to 65535"
     assert config_error(write_config("relay_max_datagram_bytes: 65508\n")) == \
         "relay_max_datagram_bytes: must be from 1 to 65507 (the largest UDP payload)"
+
+
+@pytest.mark.parametrize(("entries", "error"), [
+    ([{"match": "api.*", "buckets": [0.1, 1]}, {"match": "db.*", "buckets": [1, 1]}],
+     "histogram_buckets[1].buckets[1]: bounds must be ascending, but 1.0 is not above 1.0"),
+    ([{"match": "a", "buckets": [5, 2]}], "histogram_buckets[0].buckets[1]: bounds must be ascending"),
+    ([{"match": "a", "buckets": [1, ".inf"]}], "histogram_buckets[0].buckets[1]: expected a number, got a string"),
+    ([{"match": "a", "buckets": []}], "histogram_buckets[0].buckets: must list at least one bound"),
+    ([{"match": "", "buckets": [1]}], "histogram_buckets[0].match: must not be empty"),
+    ([{"match": "a\tb", "buckets": [1]}], "histogram_buckets[0].match: 'a\\tb' holds a control character"),
+    ([{"match": "a"}], "histogram_buckets[0].buckets: required key is missing"),
+    ([{"match": "a", "buckets": [1], "le": [2]}], "histogram_buckets[0].le: unknown key"),
+    ({"match": "a", "buckets": [1]}, "histogram_buckets: expected a list, got a map"),
+])
+def test_histogram_buckets_errors_name_the_key_and_index(write_config, entries: Any, error: str) -> None:
+    assert config_error(write_config(json.dumps({"histogram_buckets": entries}))).startswith(error)
+
+
+def test_histogram_buckets_refuse_an_infinite_bound(write_config) -> None:
+    path = write_config("histogram_buckets: [{match: a, buckets: [1, .inf]}]")
+    assert config_error(path) == "histogram_buckets[0].buckets[1]: expected a finite number, got inf"
+
+
+def test_histogram_buckets_load_in_order(write_config) -> None:
+    config = load_config(write_config("histogram_buckets:\n- {match: 'api.*', buckets: [0.005, 0.1, 1]}\n"
+                                      "- {match: '*', buckets: [-5, 0, 100]}\n"))
+    assert [(e.match, e.buckets) for e in config.histogram_buckets] == [("api.*", [0.005, 0.1, 1.0]),
+                                                                         ("*", [-5.0, 0.0, 100.0])]

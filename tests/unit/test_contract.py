@@ -8,7 +8,8 @@ version header keys may only be added: each addition gets golden files of its ow
 ``paused``; batch.v2.2.bin: ``gauge_ttls``, left out when empty; flush.v1.2.bin: ``ack``, ``revision``
 and the fourth frame of partials; batch.v2.3.bin: ``entry_metrics``, left out when empty; flush.v1.3.bin:
 ``paused``, and flush.v1.3.paused.bin, a shard's empty flush before it holds the rest for a
-restarting forwarder; records.v1.bin: a receiver's events and service checks), writers produce
+restarting forwarder; flush.v1.4.bin: a timer's aggregate with ``buckets``, which a reader that does not
+know them ignores; records.v1.bin: a receiver's events and service checks), writers produce
 the newest, and readers keep decoding every older file, the added keys taking their defaults. Any
 other change to the bytes for the same message is a wire-format change (a new major version). Batch
 v1 is still read (one release after v2), as a v2 body of one entry per sample.
@@ -69,6 +70,13 @@ PARTIAL_HEADER = contract.PartialHeader(host="web-1", src="1@1700000000000000000
 PARTIAL_BODY = BatchBody([], [], ["api.latency\x1fenv\x1fprod", 4, 2000.0, b""], [], [])
 AGGREGATES = [{"name": "api.hits", "type": "counter", "tags": {"env": "prod"}, "timestamp": 1700000010,
                "interval": 10, "value": 6.0, "rate": 0.6}]
+
+
+#: v1.4: a timer's aggregate with the buckets ``histogram_buckets`` gave it (cumulative, le, +Inf last).
+BUCKETED = {"name": "api.latency", "type": "timer", "tags": {"env": "prod"}, "timestamp": 1700000010, "interval": 10,
+            "stats": {"count": 4.0, "sum": 6.5, "min": 0.5, "max": 3.0, "mean": 1.625, "median": 1.5,
+                      "stddev": 0.893, "p90": 3.0},
+            "buckets": {"le": [0.5, 1.0, 2.5], "counts": [1.0, 1.0, 3.0, 4.0]}}
 
 
 def golden_frames(name: str, kind: bytes) -> list[bytes]:
@@ -177,6 +185,19 @@ def test_flush_encodes_to_the_newest_v1_golden_bytes() -> None:
     assert b"".join(frames) == (GOLDEN / "flush.v1.3.bin").read_bytes()
     assert contract.decode_flush_partials(frames) == [b"api.hits", b"partial"]
     assert contract.decode_flush_partials(frames[:3]) == []
+
+
+def test_a_flush_with_buckets_encodes_to_the_v1_4_golden_and_an_older_reader_ignores_them() -> None:
+    frames = contract.encode_flush(FLUSH_HEADER_2, [*AGGREGATES, BUCKETED])
+    assert b"".join(frames) == (GOLDEN / "flush.v1.4.bin").read_bytes()
+    golden = golden_frames("flush.v1.4.bin", FLUSH_V1)
+    assert contract.decode_flush_header(golden) == FLUSH_HEADER_2
+    assert [a for chunk in contract.flush_body_chunks(golden) for a in chunk] == [*AGGREGATES, BUCKETED]
+    # A reader of v1.3 takes the keys it knows: without ``buckets`` the aggregate is the one it always read.
+    assert {k: v for k, v in contract.decode_flush_body(golden)[1].items() if k != "buckets"} == {
+        k: v for k, v in BUCKETED.items() if k != "buckets"}
+    # ... and an older flush has none: no aggregate of it has buckets.
+    assert not any("buckets" in a for a in contract.decode_flush_body(golden_frames("flush.v1.3.bin", FLUSH_V1)))
 
 
 def test_a_paused_flush_encodes_to_the_newest_v1_golden_bytes() -> None:

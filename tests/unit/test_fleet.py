@@ -9,11 +9,13 @@ import random
 import pytest
 
 from stages.aggregator.fleet.bucket import FLEET_TAG, FleetBucket
+from stages.aggregator.histogram_bounds import BucketBounds
 from stages.aggregator.partials import PartialSource, partial_records
 from stages.aggregator.series import IntervalBucket, SeriesLimit
 from stages.aggregator.sketch import RELATIVE_ACCURACY
 from stages.aggregator.stats import percentile_key, summary
 from stages.common import contract
+from stages.common.config import HistogramBuckets
 from stages.common.model import MetricType
 from stages.common.partial_bounds import PartialBounds
 from tests.unit.bodies import one_body
@@ -143,3 +145,27 @@ def test_a_record_of_more_than_one_entry_is_refused() -> None:
         FleetBucket().merge(header, contract.BatchBody(["a", 1.0], ["g", True, 1.0], [], [], []))
 
 
+
+
+def test_fleet_buckets_are_exact_under_the_bound_and_from_the_sketch_bins_past_it() -> None:
+    le = [10.0, 100.0, 1000.0]
+    bounds = BucketBounds([HistogramBuckets("lat", le)])
+    rng = random.Random(11)
+    # h0 and h1 under the bound (h1 sampled at 0.5: each value counts 2), h2 past it (a sketch).
+    per_host = [[rng.lognormvariate(4, 1.5) for _ in range(n)] for n in (30, 40, 2000)]
+    rates = (1.0, 0.5, 1.0)
+    hosts = [edge_partials([("lat", MetricType.TIMER, v, rate, ()) for v in values], f"h{i}")
+             for i, (values, rate) in enumerate(zip(per_host, rates, strict=True))]
+    exact_only = fleet_of(*hosts[:2]).aggregates(110.0, 10.0, PCTS, bounds=bounds)[0]["buckets"]
+    assert exact_only == {"le": le, "counts": [sum(sum(v <= b for v in values) / rate for values, rate
+                                                   in zip(per_host[:2], rates, strict=False)) for b in le] + [110.0]}
+    past = fleet_of(*hosts).aggregates(110.0, 10.0, PCTS, bounds=bounds)[0]["buckets"]
+    assert past["counts"][-1] == 2110.0
+    for i, bound in enumerate(le):
+        # The sketched host's values: each on its side of the bound, but for those within one bin (2 %) above it.
+        sketched = per_host[2]
+        low = exact_only["counts"][i] + sum(v <= bound for v in sketched)
+        high = exact_only["counts"][i] + sum(v <= bound * (1 + 2 * RELATIVE_ACCURACY) * 1.0001 for v in sketched)
+        assert low <= past["counts"][i] <= high, bound
+    # No bounds for the name: no buckets.
+    assert "buckets" not in fleet_of(*hosts).aggregates(110.0, 10.0, PCTS, bounds=BucketBounds([]))[0]

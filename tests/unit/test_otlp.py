@@ -22,7 +22,7 @@ from stages.common.config import ConfigError, Secret, load_section
 from stages.common.contract import FlushHeader
 from stages.forwarder.fanout import SinkRunner
 from stages.forwarder.sinks.base import Flush, SinkError
-from stages.forwarder.sinks.otlp import OtlpConfig, OtlpEncoder, OtlpSink, status_message
+from stages.forwarder.sinks.otlp import OtlpConfig, OtlpEncoder, OtlpSink, bucket_counts, status_message
 from tests.unit.http_stand_in import StandIn, serve
 
 STAMP = 1795597610
@@ -119,6 +119,37 @@ def test_cumulative_keeps_running_totals_from_the_first_interval_and_forgets_an_
         ("3", 60.0, ["3"]), ("6", 120.0, ["6"]), ("9", 180.0, ["9"]), ("3", 60.0, ["3"])]
     # A gauge is the same whatever the temporality.
     assert [p[("", "g")]["gauge"]["dataPoints"][0]["asDouble"] for p in sent] == [6.0, -1.0, 5.0, 2.0]
+
+
+def bucketed(stamp: int = STAMP, le: list[float] | None = None) -> dict[str, Any]:
+    """A timer whose shard counted it into buckets: 3 values, 0.5, 2.0 (on a bound) and 30."""
+    return {**agg("t", "timer", stamp=stamp),
+            "buckets": {"le": le or [1.0, 2.0, 10.0], "counts": [1.0, 2.0, 2.0, 3.0]}}
+
+
+def test_buckets_become_explicit_bounds_and_non_cumulative_bucket_counts() -> None:
+    (request,) = decoded(OtlpEncoder(config()).requests([bucketed(), agg("plain", "timer")], 0.0))
+    point = points(request)[("", "t")]["histogram"]["dataPoints"][0]
+    # len(bounds) + 1 counts, each its own bucket's: (-inf, 1], (1, 2], (2, 10], (10, +inf).
+    assert (point["explicitBounds"], point["bucketCounts"], point["count"]) == (
+        [1.0, 2.0, 10.0], ["1", "1", "0", "1"], "3")
+    assert "explicitBounds" not in points(request)[("", "plain")]["histogram"]["dataPoints"][0]
+
+
+def test_cumulative_adds_up_the_bucket_counts_and_starts_again_when_the_bounds_change() -> None:
+    encoder = OtlpEncoder(config(temporality="cumulative"))
+    sent = [points(decoded(encoder.requests([bucketed(STAMP + 10 * i, le)], 10.0 * i))[0])[("", "t")]
+            for i, le in enumerate(([1.0, 2.0, 10.0], [1.0, 2.0, 10.0], [1.0, 5.0, 10.0]))]
+    got = [(p["histogram"]["dataPoints"][0]["bucketCounts"], p["histogram"]["dataPoints"][0]["count"],
+            p["histogram"]["dataPoints"][0]["startTimeUnixNano"]) for p in sent]
+    first, reset = str((STAMP - 10) * NS), str((STAMP + 10) * NS)
+    assert got == [(["1", "1", "0", "1"], "3", first), (["2", "2", "0", "2"], "6", first),
+                   (["1", "1", "0", "1"], "3", reset)]
+
+
+def test_weighted_bucket_counts_round_to_whole_counts_that_add_up_to_the_count() -> None:
+    assert bucket_counts([0.4, 1.6, 1.6, 3.3]) == [0, 2, 0, 1]
+    assert sum(bucket_counts([3.3333, 6.6667, 10.0])) == 10
 
 
 def test_a_flush_goes_in_requests_of_at_most_points_per_request() -> None:

@@ -112,6 +112,52 @@ def test_a_flush_resumes_at_the_request_that_failed_and_its_counters_are_added_o
     assert series(stand_in, 4) == {"c4_total{}": (14.0, STAMP * 1000)}
 
 
+def bucketed(counts: list[float], le: list[float] | None = None, stamp: int = STAMP,
+             tags: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"name": "api.lat", "type": "timer", "tags": tags or {}, "timestamp": stamp, "interval": 10,
+            "stats": {"count": counts[-1], "sum": 10.0 * counts[-1], "min": 1.0, "p90": 9.0},
+            "buckets": {"le": le or [0.5, 1.0, 1e6], "counts": counts}}
+
+
+def test_timers_as_histogram_sends_cumulative_le_buckets_added_up_across_flushes(stand_in: StandIn) -> None:
+    writer = sink(stand_in.url, timers_as="histogram")
+    try:
+        writer.write(flush(bucketed([1.0, 3.0, 4.0, 5.0], tags={"le": "tag"})))
+        writer.write(flush(bucketed([0.0, 2.0, 2.0, 2.0], stamp=STAMP + 10, tags={"le": "tag"})))
+        # Other bounds (a reload): the series starts again at 0, a counter reset.
+        writer.write(flush(bucketed([1.0, 1.0], [2.0], stamp=STAMP + 20, tags={"le": "tag"})))
+    finally:
+        writer.close()
+    at = STAMP * 1000  # the flushes' header's interval end
+    labels = 'exported_le="tag"'  # the series' own le tag, as Prometheus renames a clashing label
+    assert series(stand_in, 1) == {
+        f'api_lat_bucket{{{labels},le="0.5"}}': (1.0, at), f'api_lat_bucket{{{labels},le="1.0"}}': (5.0, at),
+        f'api_lat_bucket{{{labels},le="1e+06"}}': (6.0, at), f'api_lat_bucket{{{labels},le="+Inf"}}': (7.0, at),
+        f"api_lat_sum{{{labels}}}": (70.0, at), f"api_lat_count{{{labels}}}": (7.0, at)}
+    assert series(stand_in, 2) == {
+        f'api_lat_bucket{{{labels},le="2.0"}}': (1.0, at), f'api_lat_bucket{{{labels},le="+Inf"}}': (1.0, at),
+        f"api_lat_sum{{{labels}}}": (10.0, at), f"api_lat_count{{{labels}}}": (1.0, at)}
+
+
+def test_summaries_by_default_and_for_timers_without_buckets(stand_in: StandIn) -> None:
+    plain = {**bucketed([5.0]), "name": "plain"}
+    del plain["buckets"]
+    for timers_as in ("summary", "histogram"):
+        writer = sink(stand_in.url, timers_as=timers_as)
+        try:
+            writer.write(flush(bucketed([1.0, 3.0, 4.0, 5.0]), plain))
+        finally:
+            writer.close()
+    stamp = STAMP * 1000
+    summary = {'api_lat{quantile="0.9"}': (9.0, stamp), "api_lat_sum{}": (50.0, stamp),
+               "api_lat_count{}": (5.0, stamp), 'plain{quantile="0.9"}': (9.0, stamp), "plain_sum{}": (50.0, stamp),
+               "plain_count{}": (5.0, stamp)}
+    assert series(stand_in, 0) == summary
+    assert {k: v for k, v in series(stand_in, 1).items() if k.startswith("plain")} == {
+        k: v for k, v in summary.items() if k.startswith("plain")}
+    assert 'api_lat_bucket{le="+Inf"}' in series(stand_in, 1)
+
+
 def test_retry_after_holds_the_next_request_back(stand_in: StandIn) -> None:
     writer = sink(stand_in.url)
     stand_in.answers = [(429, {"Retry-After": "1"})]
@@ -164,6 +210,7 @@ def test_retry_after_is_read_as_seconds_or_a_date_and_bounded() -> None:
     ({"url": "http://h/w", "password": "p"}, "username: a password needs a username"),
     ({"url": "http://h/w", "samples_per_request": 0}, "samples_per_request: must be at least 1"),
     ({"url": "http://h/w", "bearer_token_env": "TEST_RW_UNSET_VARIABLE"}, "bearer_token_env: environment variable"),
+    ({"url": "http://h/w", "timers_as": "buckets"}, "timers_as: expected one of summary, histogram, got 'buckets'"),
 ])
 def test_a_bad_key_is_named(keys: dict[str, Any], error: str) -> None:
     with pytest.raises(ConfigError, match=f"forwarders.prometheus_remote_write.{error}"):

@@ -26,7 +26,7 @@ from stages.aggregator.handoff import handoff_path
 from stages.aggregator.shard import FLUSH_GRACE_SECS
 from stages.aggregator.shard_loop import PAUSE_MIN_SECS, TAKEOVER_GRACE_SECS, ShardLoop
 from stages.common import contract
-from stages.common.config import Config
+from stages.common.config import Config, load_config
 from stages.common.model import MetricType
 from stages.common.sharding import forwarder_endpoint, shard_endpoint
 from stages.rundir.pause import begin_pause, end_pause, forwarder_pause_path, pause_path
@@ -176,6 +176,32 @@ def test_a_reload_applies_from_the_next_interval_not_the_open_one(wire: Wire) ->
     assert traffic(first)["took"]["count"] == 3.0
     assert traffic(second)["took"] == {"count": 1.0, "sum": 4.0, "min": 4.0, "max": 4.0, "mean": 4.0,
                                        "median": 4.0, "stddev": 0.0, "p99_9": 4.0}
+
+
+def test_a_reload_of_histogram_buckets_applies_as_percentiles_do(wire: Wire) -> None:
+    wire.config_file.write_text(f"flush_interval: {INTERVAL}\nhistogram_buckets: [{{match: took, buckets: [2]}}]\n")
+    wire.config = load_config(wire.config_file)
+    loop = wire.shard()
+    wire.send(loop, [took(1.0), took(2.0), took(3.0)])
+    wire.config_file.write_text(f"flush_interval: {INTERVAL}\n"
+                                "histogram_buckets: [{match: 't*', buckets: [1, 3.5]}]\n")
+    loop.reload()
+    loop.flush_due()
+    wire.clock.to(EDGE)
+    loop.flush_due()
+    wire.send(loop, [took(4.0), took(3.5)])
+    wire.config_file.write_text(f"flush_interval: {INTERVAL}\n")
+    loop.reload()
+    loop.flush_due()
+    wire.clock.to(EDGE + INTERVAL)
+    loop.flush_due()
+    wire.send(loop, [took(4.0)])
+    wire.clock.to(EDGE + 2 * INTERVAL)
+    loop.flush_due()
+    buckets = [[a.get("buckets") for a in flush if a["name"] == "took"] for _, flush in wire.flushes()]
+    # The interval open at a reload flushes with the old bounds; the next with the new; none after a removal.
+    assert buckets == [[{"le": [2.0], "counts": [2.0, 3.0]}], [{"le": [1.0, 3.5], "counts": [0.0, 1.0, 2.0]}],
+                       [None]]
 
 
 def test_a_batch_for_an_interval_already_flushed_goes_into_the_oldest_open_one_counted_late(wire: Wire) -> None:

@@ -256,6 +256,17 @@ def test_lines_of_a_flush_are_its_records_one_per_line(fmt: str) -> None:
     assert encoder.lines([]) == b""
 
 
+def test_json_shows_a_timer_s_buckets_and_the_other_formats_write_what_they_did_without_them() -> None:
+    timer = {"name": "t", "type": "timer", "tags": {}, "timestamp": 1010, "interval": 10,
+             "stats": {"count": 3.0, "sum": 31.5, "min": 0.5, "max": 30.0}}
+    bucketed = {**timer, "buckets": {"le": [1.0, 10.0], "counts": [1.0, 2.0, 3.0]}}
+    assert make_encoder("json").lines([bucketed]) == (
+        b'{"name":"t","type":"timer","tags":{},"timestamp":1010,"interval":10,'
+        b'"stats":{"count":3.0,"sum":31.5,"min":0.5,"max":30.0},"buckets":{"le":[1.0,10.0],"counts":[1.0,2.0,3.0]}}\n')
+    for fmt in ("original", "influx"):
+        assert make_encoder(fmt).lines([bucketed]) == make_encoder(fmt).lines([timer]), fmt
+
+
 @pytest.mark.parametrize("odd", [{"huge": 2 ** 70}, {"note": "null"}, {"tags": {"k": '},{"name":"forged"'}},
                                  {"interval": 10, "first": "key is not name"}])
 def test_json_lines_write_what_the_standard_library_would_where_orjson_cannot(odd: dict[str, Any]) -> None:

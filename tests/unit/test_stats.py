@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stages.aggregator.stats import percentile_key, summary
+from stages.aggregator.stats import bucket_counts, percentile_key, summary
 
 
 def test_odd_count_summary() -> None:
@@ -64,3 +64,21 @@ def test_nearest_rank_is_exact_when_the_rank_is_whole(pct: float, n: int, expect
 @pytest.mark.parametrize(("pct", "key"), [(90.0, "p90"), (50.0, "p50"), (99.9, "p99_9"), (99.99, "p99_99")])
 def test_percentile_key_naming(pct: float, key: str) -> None:
     assert percentile_key(pct) == key
+
+
+def test_bucket_counts_are_cumulative_le_with_inf_the_count() -> None:
+    values = sorted([0.5, 1.0, 1.0, 2.0, 50.0])
+    # 1.0 is on a bound: counted in it (le); 50 is past every bound: in +Inf alone.
+    assert bucket_counts(values, 5.0, [0.5, 1.0, 10.0]) == [1.0, 3.0, 4.0, 5.0]
+    assert bucket_counts(values, 5.0, [-1.0]) == [0.0, 5.0]
+    assert bucket_counts(values, 5.0, [100.0]) == [5.0, 5.0]
+
+
+def test_bucket_counts_weigh_each_value_by_the_rate_corrected_count() -> None:
+    # Sent at @0.1: each value stands for 10, as count does.
+    assert bucket_counts([1.0, 2.0, 3.0], 30.0, [1.0, 2.5]) == [10.0, 20.0, 30.0]
+    # Mixed rates in one interval are spread evenly (the shard keeps no rate per value); +Inf stays the
+    # count exactly and the counts never fall.
+    counts = bucket_counts([1.0, 2.0, 3.0], 1 / 0.3 * 3, [1.0, 2.0, 3.0])
+    assert counts[-1] == counts[-2] == 1 / 0.3 * 3
+    assert counts == sorted(counts)

@@ -107,3 +107,13 @@ def test_a_mapping_s_ttl_is_shown_on_its_gauges(tmp_path: Path, capsys: pytest.C
     assert json.loads(capsys.readouterr().out) == {"line": "temp.x:21|g", "outcome": "mapped",
                                                    "rule": "mapping_config[0]", "name": "temp", "type": "gauge",
                                                    "tags": {"room": "x"}, "ttl": 120.0}
+
+
+def test_check_config_refuses_bad_histogram_buckets_with_78_naming_key_and_index(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"histogram_buckets": [{"match": "a.*", "buckets": [1, 2]},
+                                                          {"match": "b", "buckets": [3, 2]}]}))
+    assert main(["check-config", "-c", str(path)]) == 78
+    assert "histogram_buckets[1].buckets[1]: bounds must be ascending, but 2.0 is not above 3.0" \
+        in capsys.readouterr().err

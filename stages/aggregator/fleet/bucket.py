@@ -11,7 +11,11 @@ flush) is counted once and counted as a duplicate. What is exact and what is not
   sent more values than its bound, the percentiles, median and stddev are computed over all hosts'
   values exactly as an edge computes them; past it, from the merged DDSketch (each within 1 % of
   the value at its rank) and stddev from the exact sums of squares;
-- sets: the exact union of members while no host sent a HyperLogLog; past it, the union's estimate.
+- sets: the exact union of members while no host sent a HyperLogLog; past it, the union's estimate;
+- a timer-like's ``buckets`` (where ``histogram_buckets`` gives its name bounds): each host's values
+  counted exactly as an edge counts them (each weighing its own partial's count / values), and past
+  the bound its sketch's bins, the bin that holds a bound counted in it whole
+  (:func:`stages.aggregator.sketch.at_most`: a value up to 2 % beyond a bound may be counted in it).
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import math
 from collections import Counter
 from typing import Any
 
+from stages.aggregator.histogram_bounds import BucketBounds
 from stages.aggregator.sketch import (
+    at_most,
     hll_from_bytes,
     hll_of,
     hll_union_of,
@@ -29,9 +35,9 @@ from stages.aggregator.sketch import (
     sketch_from_bytes,
     sketch_of,
 )
-from stages.aggregator.stats import percentile_key, summary, timer_statistics
+from stages.aggregator.stats import bucket_counts, percentile_key, summary, timer_statistics
 from stages.common.contract import BODY_STRIDES, BatchBody, PartialHeader, unpack_values
-from stages.common.model import KEY_SEPARATOR, OUTPUT_TYPE_NAMES, IntervalAggregates
+from stages.common.model import KEY_SEPARATOR, OUTPUT_TYPE_NAMES, IntervalAggregates, series_name
 
 #: The tag every fleet aggregate carries beside its own, so that it is never taken for one host's.
 FLEET_TAG = ("pystatsd_scope", "fleet")
@@ -124,9 +130,10 @@ class FleetBucket:
         return touched
 
     def aggregates(self, timestamp: float, interval: float, percentiles: list[float],
-                   only: set[str] | None = None) -> list[dict[str, Any]]:
+                   only: set[str] | None = None, bounds: BucketBounds | None = None) -> list[dict[str, Any]]:
         """The fleet aggregates, in the shape an edge's have, each tagged :data:`FLEET_TAG`; with
-        ``only``, those of these series alone (a correction)."""
+        ``only``, those of these series alone (a correction); a timer-like that ``bounds`` gives bounds
+        carries its ``buckets``."""
         make = IntervalAggregates(timestamp, interval).make_keyed
 
         def wanted(table: dict[str, Any]) -> Any:
@@ -135,14 +142,33 @@ class FleetBucket:
         out = [make(key + _FLEET_SUFFIX, "counter", {"value": total, "rate": total / interval})
                for key, total in wanted(self.counters)]
         for key, (mtype, count, exact, stats, sketches) in wanted(self.sampled):
-            out.append(make(key + _FLEET_SUFFIX, OUTPUT_TYPE_NAMES[mtype],
-                            {"stats": timer_stats(count, exact, stats, sketches, percentiles)}))
+            fields: dict[str, Any] = {"stats": timer_stats(count, exact, stats, sketches, percentiles)}
+            le = bounds.of(series_name(key)) if bounds else None
+            if le is not None:
+                fields["buckets"] = {"le": le, "counts": timer_buckets(count, exact, sketches, le)}
+            out.append(make(key + _FLEET_SUFFIX, OUTPUT_TYPE_NAMES[mtype], fields))
         for key, (members, hlls) in wanted(self.sets):
             size = float(len(members)) if not hlls else round(hll_union_of([*hlls, hll_of(members)]).get_estimate())
             out.append(make(key + _FLEET_SUFFIX, "set", {"value": float(size)}))
         out.extend(make(key + _FLEET_SUFFIX, "trace", {"value": total}) for key, total in wanted(self.traces))
         out.extend(make(key + _FLEET_SUFFIX, "gauge", {"value": value}) for key, (_, _, value) in wanted(self.gauges))
         return out
+
+
+def timer_buckets(count: float, exact: list[tuple[float, bytes]], sketches: list[Any],
+                  bounds: list[float]) -> list[float]:
+    """The cumulative bucket counts of one fleet timer (see :func:`stages.aggregator.stats.bucket_counts`),
+    ``+Inf``'s last: the count itself, and none above it."""
+    totals = [0.0] * len(bounds)
+    for entry_count, packed in exact:
+        values = sorted(unpack_values(packed))
+        if values:
+            for i, counted in enumerate(bucket_counts(values, entry_count, bounds)[:-1]):
+                totals[i] += counted
+    for sketch in sketches:
+        for i, bound in enumerate(bounds):
+            totals[i] += at_most(sketch, bound)
+    return [min(total, count) for total in totals] + [count]
 
 
 def timer_stats(count: float, exact: list[tuple[float, bytes]], stats: list[list[float]], sketches: list[Any],

@@ -35,6 +35,7 @@ from typing import Any
 import zmq
 
 from stages.aggregator.fleet.bucket import FleetBucket
+from stages.aggregator.histogram_bounds import BucketBounds
 from stages.common import contract
 from stages.common.config import Config, KafkaInputConfig
 from stages.common.figure_schemas import FleetFigures
@@ -121,6 +122,8 @@ class FleetLoop:
         fleet = config.fleet_input
         assert fleet is not None
         self.config, self.fleet = config, fleet
+        #: The bounds each timer-like is counted into (``histogram_buckets``).
+        self.bounds = BucketBounds(config.histogram_buckets)
         self.shard, self.shards = shard, shards
         self.run_dir = Path(run)
         self.interval = config.flush_interval
@@ -425,7 +428,8 @@ class FleetLoop:
             aggregates: list[dict[str, Any]] = []
             hosts: set[str] = set()
             for bucket in buckets:
-                aggregates.extend(bucket.aggregates(self.end_of(index), self.interval, self.config.percentiles))
+                aggregates.extend(bucket.aggregates(self.end_of(index), self.interval, self.config.percentiles,
+                                                    bounds=self.bounds))
                 hosts.update(bucket.hosts)
             self.hosts[index] = hosts
             for old in sorted(self.hosts)[:-HOSTS_WINDOW]:
@@ -450,7 +454,8 @@ class FleetLoop:
             touched = kept.bucket.take_touched()
             if touched:
                 by_index.setdefault(index, []).extend(
-                    kept.bucket.aggregates(self.end_of(index), self.interval, self.config.percentiles, only=touched))
+                    kept.bucket.aggregates(self.end_of(index), self.interval, self.config.percentiles, only=touched,
+                                           bounds=self.bounds))
         for index in sorted(by_index):
             self.revisions[index] += 1
             log.info("Correction %d of the interval at %s: %d aggregates with late partials merged in",

@@ -2,17 +2,19 @@
 
 What an aggregate becomes (one data point each): a counter a Sum, monotonic unless its interval's
 sum is negative; a trace a monotonic Sum; a gauge a Gauge; a set a Gauge of its size; a timer,
-histogram or distribution a Histogram of its count, sum, min and max. The histogram has no explicit
-bounds, one bucket holding the count: an aggregate carries its count, sum, min, max and the configured
-percentiles, not where its values fell, and buckets estimated from percentiles would be counts no one
-measured (the percentiles themselves are not sent). Tags are the data points' attributes, save those
+histogram or distribution a Histogram of its count, sum, min and max, with explicit bounds and
+bucket counts where the aggregate carries ``buckets`` (the shard counted its values into the bounds
+``histogram_buckets`` gives its name). Without them it has no explicit bounds, one bucket holding the
+count: buckets estimated from percentiles would be counts no one measured (the percentiles
+themselves are not sent). Tags are the data points' attributes, save those
 named by ``resource_tags``, which go to the Resource: the metrics are grouped per resource.
 
 ``temporality: delta`` (the default, what statsd produces) sends each interval as it is, its start and
 end as the point's times. ``cumulative`` sends running totals per series (counters and traces,
-histograms' count, sum, min and max), kept since the series was first seen by this sink: that first
+histograms' count, sum, min, max and bucket counts), kept since the series was first seen by this sink: that first
 interval's start is the start time of every later point, and a restart of the forwarder, a reload
-that changes the sink, or a series idle for ``expire_after_secs`` starts it again (a reset, as the
+that changes the sink, a histogram's bounds that change, or a series idle for ``expire_after_secs``
+starts it again (a reset, as the
 protocol expects). The messages are the ``opentelemetry-proto`` package's; ``protobuf`` encodes them.
 
 A flush goes in requests of at most ``points_per_request`` data points, each encoded and compressed
@@ -124,10 +126,26 @@ class _Running:
     total: float = 0.0
     low: float = float("inf")
     high: float = float("-inf")
+    #: A histogram's explicit bounds (None: no buckets), and its running count per bucket
+    bounds: list[float] | None = None
+    buckets: list[int] = field(default_factory=list)
 
 
 def _nanos(secs: float) -> int:
     return round(secs * 1_000_000_000)
+
+
+def _bounds(aggregate: dict[str, Any]) -> list[float] | None:
+    """A histogram's explicit bounds: its buckets' ``le``, or None when it has no buckets."""
+    buckets = aggregate.get("buckets")
+    return None if buckets is None else list(buckets["le"])
+
+
+def bucket_counts(cumulative: list[float]) -> list[int]:
+    """OTLP's bucket_counts (one per bound and one past the last, each its own bucket's) of an aggregate's
+    cumulative ``counts``: each rounded to a whole count first, so they add up to its rounded count."""
+    whole = [round(c) for c in cumulative]
+    return [high - low for low, high in zip([0, *whole], whole, strict=False)]
 
 
 def _attributes(pairs: Attributes) -> list[KeyValue]:
@@ -177,8 +195,9 @@ class OtlpEncoder:
             if self.cumulative and kind not in GAUGES:
                 key = (resource, aggregate["name"], kind, attributes)
                 running = self.running.get(key)
-                if running is None:
-                    running = self.running[key] = _Running(start, now)
+                if running is None or (kind in HISTOGRAMS and running.bounds != _bounds(aggregate)):
+                    # New, or a histogram whose bounds changed (a reload): its totals start again, a reset.
+                    running = self.running[key] = _Running(start, now, bounds=_bounds(aggregate))
                 running.updated = now
                 start = running.start_ns
             metrics = grouped.setdefault(resource, {})
@@ -204,17 +223,22 @@ class OtlpEncoder:
             elif kind in HISTOGRAMS:
                 stats = aggregate["stats"]
                 count, total, low, high = round(stats["count"]), stats["sum"], stats["min"], stats["max"]
+                bounds = _bounds(aggregate)
+                # Without bounds one bucket holds every value (the module docstring says why).
+                buckets = [count] if bounds is None else bucket_counts(aggregate["buckets"]["counts"])
                 if running is not None:
                     running.count += count
                     running.total += total
                     running.low, running.high = min(running.low, low), max(running.high, high)
+                    running.buckets = ([a + b for a, b in zip(running.buckets, buckets, strict=True)]
+                                       if running.buckets else buckets)
                     count, total, low, high = running.count, running.total, running.low, running.high
+                    buckets = running.buckets
                 metric = self._metric(metrics, aggregate["name"], "histogram")
                 metric.histogram.aggregation_temporality = self.temporality
-                # No explicit bounds: one bucket, holding every value (the module docstring says why).
                 metric.histogram.data_points.add(attributes=_attributes(attributes), start_time_unix_nano=start,
                                                  time_unix_nano=end, count=count, sum=total, min=low, max=high,
-                                                 bucket_counts=[count])
+                                                 explicit_bounds=bounds or [], bucket_counts=buckets)
         request = ExportMetricsServiceRequest()
         for resource, metrics in grouped.items():
             scope = ScopeMetrics(scope=InstrumentationScope(name="pystatsd", version=__version__),

@@ -22,6 +22,7 @@ Prometheus keeps for itself, shrinks to one). A summary's own tag ``quantile`` i
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -33,6 +34,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from pystatsd.ports import check_port
 from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError, not_empty
@@ -61,6 +63,12 @@ def label_name(name: str) -> str:
     if not cleaned or cleaned[0].isdigit():
         cleaned = "_" + cleaned
     return "_" + cleaned.lstrip("_") if cleaned.startswith("__") else cleaned
+
+
+def le_text(bound: float) -> str:
+    """A histogram bound as Prometheus' clients write its ``le`` (``1.0``, ``0.005``, ``1e+06``, ``+Inf``)."""
+    text: str = floatToGoString(bound)  # type: ignore[no-untyped-call]  # prometheus-client's own, untyped
+    return text
 
 
 def quantile(stat: str) -> str | None:
@@ -102,6 +110,10 @@ class _Series:
     count: float = 0.0
     total: float = 0.0
     quantiles: dict[str, float] = field(default_factory=dict)
+    #: A summary shown as a histogram (:class:`SeriesStore`'s ``histograms``): its bounds and running
+    #: cumulative count per bound (``+Inf``'s last); None: a summary
+    bounds: list[float] | None = None
+    buckets: list[float] = field(default_factory=list)
 
 
 #: A series of the store: (metric name, kind, sorted labels).
@@ -117,8 +129,12 @@ def samples(name: str, series: _Series) -> Iterator[tuple[str, dict[str, str], f
     elif series.kind == "gauge":
         yield name, series.labels, series.value
     else:
-        for q, value in series.quantiles.items():
-            yield name, {**series.labels, "quantile": q}, value
+        if series.bounds is None:
+            for q, value in series.quantiles.items():
+                yield name, {**series.labels, "quantile": q}, value
+        else:
+            for bound, value in zip([*series.bounds, math.inf], series.buckets, strict=True):
+                yield name + "_bucket", {**series.labels, "le": le_text(bound)}, value
         yield name + "_sum", series.labels, series.total
         yield name + "_count", series.labels, series.count
 
@@ -128,10 +144,17 @@ Touched = dict[SeriesKey, tuple[str, _Series]]
 
 
 class SeriesStore:
-    """The latest state of every series, keyed by (metric name, kind, labels); safe across threads."""
+    """The latest state of every series, keyed by (metric name, kind, labels); safe across threads.
 
-    def __init__(self, expire_after_secs: float) -> None:
+    With ``histograms`` a timer-like that carries ``buckets`` is shown as a histogram (``_bucket`` per
+    ``le``, running totals, with ``_sum`` and ``_count``) instead of a summary. Its totals start again
+    at 0 (a counter reset) whenever its bounds change: another bound set, or buckets that start or stop
+    coming (a reload of ``histogram_buckets``), so that its buckets and ``_count`` always agree.
+    """
+
+    def __init__(self, expire_after_secs: float, histograms: bool = False) -> None:
         self.expire_after_secs = expire_after_secs
+        self.histograms = histograms
         self.series: dict[SeriesKey, _Series] = {}
         self.lock = threading.Lock()
         self.next_purge = 0.0
@@ -147,8 +170,11 @@ class SeriesStore:
                     continue
                 name = metric_name(aggregate["name"])
                 labels = {label_name(k): v for k, v in sorted(aggregate["tags"].items())}
-                if kind == "summary" and "quantile" in labels:
-                    labels["exported_quantile"] = labels.pop("quantile")
+                if kind == "summary":
+                    # A summary's own label, and a histogram's where timer-likes may be shown as one.
+                    for own in ("quantile", "le") if self.histograms else ("quantile",):
+                        if own in labels:
+                            labels["exported_" + own] = labels.pop(own)
                 key = (name, kind, tuple(sorted(labels.items())))
                 series = self.series.get(key)
                 if series is None:
@@ -160,9 +186,18 @@ class SeriesStore:
                     series.value = aggregate["value"]
                 else:
                     stats = aggregate["stats"]
+                    buckets = aggregate.get("buckets") if self.histograms else None
+                    bounds = None if buckets is None else buckets["le"]
+                    if bounds != series.bounds:
+                        series.bounds, series.count, series.total = bounds, 0.0, 0.0
+                        series.buckets = [0.0] * (len(bounds) + 1) if bounds is not None else []
                     series.count += stats["count"]
                     series.total += stats["sum"]
-                    series.quantiles = {q: v for q, v in ((quantile(s), v) for s, v in stats.items()) if q is not None}
+                    if buckets is None:
+                        series.quantiles = {q: v for q, v in ((quantile(s), v) for s, v in stats.items())
+                                            if q is not None}
+                    else:
+                        series.buckets = [a + b for a, b in zip(series.buckets, buckets["counts"], strict=True)]
                 if touched is not None:
                     touched[key] = (name, series)
             if now >= self.next_purge:

@@ -5,7 +5,9 @@ What a series becomes is the scrape sink's rule (:mod:`stages.forwarder.sinks.pr
 counter or trace a running total ``<name>_total`` kept since the sink started (a restart of the
 forwarder starts again at 0: a counter reset, which Prometheus' ``rate()`` and ``increase()`` expect),
 a gauge or set as it is, a timer, histogram or distribution a summary (``quantile`` from each
-percentile of its interval, ``_sum`` and ``_count`` running totals). Each sample is stamped with the
+percentile of its interval, ``_sum`` and ``_count`` running totals) or, with ``timers_as: histogram``
+and where the aggregate carries ``buckets``, a histogram (``_bucket`` for each ``le`` and ``+Inf``,
+``_sum`` and ``_count``, all running totals, cumulative as counters are). Each sample is stamped with the
 end of its interval, in milliseconds; a tag with an empty value is left out (Prometheus reads an
 empty label as no label).
 
@@ -57,6 +59,10 @@ PROTOCOL_HEADERS = {
 }
 
 
+#: What ``timers_as`` may say a timer, histogram or distribution becomes.
+TIMER_FORMS = ("summary", "histogram")
+
+
 def _prompb_classes() -> tuple[Any, Any]:
     """prompb's ``WriteRequest`` and ``TimeSeries`` (remote write 1.0's field numbers), from a descriptor.
 
@@ -94,6 +100,8 @@ class PrometheusRemoteWriteConfig(SinkConfig, PasswordKeys, PushKeys):
     bearer_token_env: str | None = None
     bearer_token_file: str | None = None
     samples_per_request: int = 2000
+    #: ``summary``: every timer-like a summary; ``histogram``: those that carry buckets a histogram.
+    timers_as: str = "summary"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -101,6 +109,8 @@ class PrometheusRemoteWriteConfig(SinkConfig, PasswordKeys, PushKeys):
         self.check_push_keys()
         if self.samples_per_request < 1:
             raise ValueError("samples_per_request: must be at least 1")
+        if self.timers_as not in TIMER_FORMS:
+            raise ValueError(f"timers_as: expected one of {', '.join(TIMER_FORMS)}, got {self.timers_as!r}")
         token = resolve_secret(self.bearer_token, self.bearer_token_env, self.bearer_token_file, "bearer_token")
         password = resolve_secret(self.password, self.password_env, self.password_file, "password")
         object.__setattr__(self, "bearer_token", token)
@@ -127,7 +137,7 @@ class PrometheusRemoteWriteSink(BaseSink[PrometheusRemoteWriteConfig], name="pro
         self.poster = HttpPoster(config.url, f"remote write at {config.url}", config.timeout_secs)
         self.auth = config.authorization()
         #: The running totals: what makes counters cumulative, kept across flushes by design.
-        self.store = SeriesStore(config.expire_after_secs)
+        self.store = SeriesStore(config.expire_after_secs, histograms=config.timers_as == "histogram")
         #: A part is one request's compressed body: a flush resumes at the request that failed.
         self.progress: FlushProgress[bytes] = FlushProgress(self._requests)
 

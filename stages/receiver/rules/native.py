@@ -39,9 +39,10 @@ import re2
 
 from stages.common.config import _suggestion
 from stages.common.model import MetricType, Tags, tags_dict
+from stages.common.name_glob import NAME_STAR, glob_regex, text_problem
 
 from .kind import Outcome, RulesError
-from .regex import check_template, compile_regex, expand, glob_regex
+from .regex import check_template, compile_regex, expand
 
 #: The key every rule is listed under.
 KEY = "rules"
@@ -54,8 +55,6 @@ MATCH_TYPES = ("exact", "glob", "regex")
 METRIC_TYPES = {"counter": int(MetricType.COUNTER), "gauge": int(MetricType.GAUGE), "timer": int(MetricType.TIMER),
                 "histogram": int(MetricType.HISTOGRAM), "distribution": int(MetricType.DISTRIBUTION),
                 "set": int(MetricType.SET), "trace": int(MetricType.TRACE)}
-#: What a ``*`` of ``match`` matches: within one dot-separated component, captured.
-NAME_STAR = "([^.]*)"
 #: What a ``*`` of a tag glob matches.
 TAG_STAR = ".*"
 
@@ -184,10 +183,9 @@ def _text(value: Any, key: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise RulesError(key, f"expected a string, got {type(value).__name__}")
     text = str(value)
-    if not text:
-        raise RulesError(key, "must not be empty")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
-        raise RulesError(key, f"{text!r} holds a control character")
+    problem = text_problem(text)
+    if problem is not None:
+        raise RulesError(key, problem)
     return text
 
 

@@ -60,12 +60,6 @@ def expand(template: str, match: Any) -> str:
     return _REFERENCE.sub(value, template)
 
 
-def glob_regex(glob: str, star: str) -> str:
-    """The regex of ``glob``: each ``*`` becomes ``star`` (a rule kind says what its star matches, e.g.
-    ``([^.]*)``: within one dot-separated component), every other character stands for itself."""
-    return star.join(re2.escape(part) for part in glob.split("*"))
-
-
 def check_template(template: str, compiled: Any, key: str) -> None:
     """Refuse, naming ``key``, a ``$`` reference in ``template`` to a group ``compiled`` does not have
     (Go's ``Expand`` would quietly give "" for it: a typo that empties a name or a tag)."""
