@@ -41,10 +41,9 @@ run/log:
 run: $(STAMP)
 	$(VENV)/bin/pystatsd run -c etc/pystatsd.yaml
 
-# Workers of make test: 0 runs it in one process (the default: on 2 cores four workers took 8 min 46 s,
-# but starved the Kafka fleet tests into failing); `make test TEST_WORKERS=4` runs it in the lanes
-# tests/conftest.py's worker_lane gives.
-TEST_WORKERS ?= 0
+# pytest-xdist workers of make test, in the lanes of tests/lanes.py (0: one process). More workers than
+# cores: most tests wait on flush intervals, outages and restarts, not on the CPU.
+TEST_WORKERS ?= 5
 
 test: install-test
 	bash tests/kafka/fetch_jars.sh

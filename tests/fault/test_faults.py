@@ -30,14 +30,18 @@ def traffic(pipeline: Pipeline) -> SteadyTraffic[str]:
 
 
 def kill_9(pipeline: Pipeline, program: str) -> float:
-    """SIGKILL ``program``, wait until supervisord has it RUNNING again; how long that took."""
+    """SIGKILL ``program``, wait until supervisord has it RUNNING again; how long that took. Then until
+    every stage runs and listens (``all_running``): on a busy machine a receiver RUNNING may not be bound
+    yet, and what the test sent then would be lost where nothing can count it."""
     victim = pipeline.status()[program][1]
     assert victim is not None
     os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
     wait_for(lambda: pipeline.status()[program][0] == "RUNNING" and pipeline.status()[program][1] != victim, 5,
              f"{program} to come back")
-    return time.monotonic() - killed_at
+    healed = time.monotonic() - killed_at
+    wait_for(pipeline.all_running, 15, "every stage running and listening")
+    return healed
 
 
 def delivered(pipeline: Pipeline, name: str) -> float:
@@ -171,6 +175,7 @@ def test_kill_9_of_the_receiver_with_open_batches_the_ledger_counts_its_loss_exa
                                    timeout=60, env=pipeline.env)
         assert restarted.returncode == 0, restarted.stderr
         pipeline.ctl("restart", "receiver", check=True)
+        wait_for(pipeline.all_running, 15, "the receiver restarted and listening")
         with traffic(pipeline) as load:
             time.sleep(0.4)
         sent += load.total

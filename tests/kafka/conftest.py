@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -31,7 +32,9 @@ FLEET_HOSTS = ("edge-a", "edge-b", "edge-c")
 @pytest.fixture(scope="session")
 def host_network() -> Iterator[HostNetwork]:
     """FLEET_HOSTS as network namespaces; the broker listens for them on the bridge's address."""
-    network = HostNetwork(list(FLEET_HOSTS)).create()
+    # A /24 of its own per pytest-xdist worker: the Kafka and fleet lanes each start a broker and its network.
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    network = HostNetwork(list(FLEET_HOSTS), subnet=f"10.231.{77 + worker}").create()
     try:
         yield network
     finally:

@@ -454,6 +454,16 @@ def own(aggregates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [a for a in aggregates if not a["name"].startswith("pystatsd.")]
 
 
+def settled(read: Callable[[], Any], expected: Any, timeout: float = 10.0) -> Any:
+    """What ``read`` (what a server stores) gives once it equals ``expected``, or its last answer after
+    ``timeout``: a store makes what it took searchable a moment later (VictoriaMetrics within a second
+    or so), so one read right after the pipeline stopped may miss the last interval it was sent."""
+    deadline = time.monotonic() + timeout
+    while (stored := read()) != expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return stored
+
+
 #: What the sink outage tests send throughout: a counter and a gauge in one datagram.
 OUTAGE_LOAD = {"outage": "o.c:1|c|#run:outage\no.g:7|g"}
 

@@ -27,6 +27,7 @@ from tests.sinks.servers import (
     VictoriaMetricsServer,
     own,
     reply,
+    settled,
     sink_pipeline,
     through_an_outage,
 )
@@ -271,11 +272,14 @@ def test_a_stopped_server_loses_nothing_and_writes_nothing_twice(destination: De
     assert len(during) >= 3, "the file sink kept writing while the destination was away"
     assert "Sink influxdb cannot deliver" in log, log
     # Lists, not sets: a point written twice (VictoriaMetrics keeps both) fails.
-    stored = sorted((p["time"], p["value"], p["run"]) for p in destination.points(["outage"], "o.c"))
-    assert stored == sorted((a["timestamp"], a["value"], a["tags"]["run"]) for a in flushed)
+    expected = sorted((a["timestamp"], a["value"], a["tags"]["run"]) for a in flushed)
+    stored = settled(lambda: sorted((p["time"], p["value"], p["run"]) for p in destination.points(["outage"], "o.c")),
+                     expected)
+    assert stored == expected
     assert len(stored) >= 8
-    assert sorted((p["time"], p["value"]) for p in destination.points(["outage"], "o.g")) == sorted(
-        (a["timestamp"], a["value"]) for a in gauges)
+    expected_gauges = sorted((a["timestamp"], a["value"]) for a in gauges)
+    assert settled(lambda: sorted((p["time"], p["value"]) for p in destination.points(["outage"], "o.g")),
+                   expected_gauges) == expected_gauges
     assert not dropped
 
 

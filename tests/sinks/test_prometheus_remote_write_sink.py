@@ -15,7 +15,7 @@ from harness.pipeline import Pipeline
 from harness.ports import free_tcp_port
 from harness.traffic import SteadyTraffic
 from harness.wait import wait_for
-from tests.sinks.servers import PrometheusServer, VictoriaMetricsServer, own, sink_pipeline
+from tests.sinks.servers import PrometheusServer, VictoriaMetricsServer, own, settled, sink_pipeline
 
 pytestmark = pytest.mark.servers
 
@@ -74,7 +74,6 @@ def test_counters_gauges_summaries_and_sets_read_back_with_sanitised_names(serve
     finally:
         pipeline.stop()
     flushed = own(pipeline.aggregates())
-    stored = server.samples(f'{{__name__=~"{p}_.+|_9{p}_.+"}}')
 
     def of(name: str) -> list[dict[str, Any]]:
         return [a for a in flushed if a["name"] == name]
@@ -92,7 +91,7 @@ def test_counters_gauges_summaries_and_sets_read_back_with_sanitised_names(serve
         f"{p}_temp{{}}": {ms(a): a["value"] for a in of(f"{p}.temp")},
     }
     pipeline.cleanup()
-    assert stored == expected
+    assert settled(lambda: server.samples(f'{{__name__=~"{p}_.+|_9{p}_.+"}}'), expected) == expected
     # The numbers themselves: counters and a summary's count and sum add up across intervals.
     assert list(expected[counter].values()) == [6, 10, 15]
     assert list(expected[f"{p}_lat_count{{}}"].values()) == [2, 3]
@@ -124,14 +123,13 @@ def test_timers_as_histogram_land_as_cumulative_le_buckets_with_exact_counts(ser
     finally:
         pipeline.stop()
     lat = [a for a in own(pipeline.aggregates()) if a["name"] == f"{p}.lat"]
-    stored = server.samples(f'{{__name__=~"{p}_lat_.+"}}')
     pipeline.cleanup()
 
     expected = {f'{p}_lat_bucket{{le="{le}"}}': running_totals(lat, lambda a, i=i: a["buckets"]["counts"][i])
                 for i, le in enumerate(("1.0", "5.0", "10.0", "+Inf"))}
     expected[f"{p}_lat_sum{{}}"] = running_totals(lat, lambda a: a["stats"]["sum"])
     expected[f"{p}_lat_count{{}}"] = running_totals(lat, lambda a: a["stats"]["count"])
-    assert stored == expected
+    assert settled(lambda: server.samples(f'{{__name__=~"{p}_lat_.+"}}'), expected) == expected
     # The numbers themselves: cumulative in le, and added up across the two intervals.
     assert [list(expected[f'{p}_lat_bucket{{le="{le}"}}'].values()) for le in ("1.0", "5.0", "10.0", "+Inf")] == [
         [4, 5], [6, 7], [6, 9], [8, 11]]
@@ -166,15 +164,15 @@ def test_a_restarted_destination_gets_every_interval_once(server_name: str, requ
         pipeline.stop()
     counters, gauges = pipeline.series(f"{p}.c"), pipeline.series(f"{p}.g")
     log = pipeline.log("forwarder")
-    stored = server.samples(f'{{__name__=~"{p}_.+"}}')
     pipeline.cleanup()
 
     assert len(during) >= 3, "the file sink kept writing while the destination was away"
     assert f"Sink {SINK} cannot deliver" in log, log
     # Each interval once (VictoriaMetrics' samples() fails on a timestamp stored twice), none missing,
     # each total what the intervals before it add up to: nothing lost, nothing twice.
-    assert stored == {counter: running_totals(counters, lambda a: a["value"]),
-                      gauge: {ms(a): a["value"] for a in gauges}}
+    expected = {counter: running_totals(counters, lambda a: a["value"]), gauge: {ms(a): a["value"] for a in gauges}}
+    stored = settled(lambda: server.samples(f'{{__name__=~"{p}_.+"}}'), expected)
+    assert stored == expected
     assert max(stored[counter].values()) == sent
     assert len(stored[counter]) >= 8
     assert row["dropped"] == {}, row
@@ -242,9 +240,8 @@ def test_a_reload_that_fixes_the_url_delivers_what_the_wrong_one_held_exactly_on
                        and row, 10, "the row to count every aggregate delivered")
         assert (row["waiting"], row["dropped"], row["failing"]) == (0, {}, None), row
         flushed = own(pipeline.aggregates())
-    stored = prometheus.samples('{__name__=~"rwf_.+"}')
     expected = {f"{name.replace('.', '_')}_total{{}}": running_totals([a for a in flushed if a["name"] == name],
                                                                       lambda a: a["value"])
                 for name in ("rwf.a", "rwf.b", "rwf.c")}
-    assert stored == expected
+    assert settled(lambda: prometheus.samples('{__name__=~"rwf_.+"}'), expected) == expected
     assert [list(expected[k].values()) for k in sorted(expected)] == [[1, 8], [2], [5]]
