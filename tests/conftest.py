@@ -15,6 +15,10 @@ or server it starts fails it (naming the test) instead of slowing `make check` d
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,6 +45,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LaneScheduling:
     """`make test TEST_WORKERS=N`'s scheduler: the lanes of tests/lanes.py."""
     return LaneScheduling(config, log)
+
+
+@pytest.fixture
+def short_tmp_path() -> Iterator[Path]:
+    """A temp dir of a short path, for a run directory in it: pytest's own ``tmp_path`` (longer under
+    pytest-xdist) may leave its sockets no room, and pystatsd refuses a run directory whose sockets' paths
+    would pass a Unix socket's limit."""
+    path = Path(tempfile.mkdtemp(prefix="pst"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def compiled_required() -> bool:

@@ -14,7 +14,10 @@ a running instance's run directory (status, restart, reshard, reload):
    this user's); links are followed (at most :data:`MAX_LINKS`) under the same rule;
 2. the run directory itself belongs to this user and is not writable by group or others (a sticky
    bit is no help there);
-3. every entry in it and in its subdirectories: not a link (pystatsd makes none), this user's, not
+3. its path leaves room for its sockets' (a Unix socket's path has at most
+   :data:`~stages.common.sharding.MAX_IPC_PATH` characters; longer, a shard could not bind and
+   would be restarted in a loop);
+4. every entry in it and in its subdirectories: not a link (pystatsd makes none), this user's, not
    writable by group or others (a socket is exempt: its write bit only lets a client connect), and a
    regular file has no other name (a hard link to a file elsewhere).
 
@@ -30,6 +33,12 @@ import pwd
 import stat
 from pathlib import Path
 
+from stages.common.process_names import AGGREGATOR, process_name
+from stages.common.sharding import MAX_IPC_PATH
+from stages.common.tap import tap_path
+
+#: The longest socket path a run directory holds, relative to it: the tap socket of shard 99.
+LONGEST_SOCKET = tap_path("", process_name(AGGREGATOR, 99))
 #: Links followed on the way to the run directory before it is refused (the kernel's own limit).
 MAX_LINKS = 40
 
@@ -47,6 +56,19 @@ def make_run_dir(path: Path) -> list[str]:
 
 
 def _check(path: Path, create: bool) -> list[str]:
+    too_long = _length_problems(path)
+    return _safety_problems(path, create and not too_long) + too_long
+
+
+def _length_problems(path: Path) -> list[str]:
+    if len(str(path / LONGEST_SOCKET)) <= MAX_IPC_PATH:
+        return []
+    return [f"run directory {path} is too long ({len(str(path))} characters): the paths of its sockets "
+            f"({path / LONGEST_SOCKET}) would pass the {MAX_IPC_PATH} characters a Unix socket's may "
+            "have; choose a shorter run_dir (or --run-dir)"]
+
+
+def _safety_problems(path: Path, create: bool) -> list[str]:
     real, problem = _walk(path, create)
     if problem is not None:
         return [problem]

@@ -23,6 +23,7 @@ import pytest
 from harness.paths import REPO, VENV_BIN
 from harness.ports import free_udp_port
 from stages.common.lifecycle import EXIT_CONFIG
+from stages.common.sharding import MAX_IPC_PATH
 
 pytestmark = pytest.mark.e2e
 
@@ -135,9 +136,17 @@ def log_dir_others_may_write(tmp: Path, other: OtherUser) -> Case:
     return Case(run, f"{run / 'log'} may be written by group or others: remove it")
 
 
+def too_long_for_its_sockets(tmp: Path, other: OtherUser) -> Case:
+    """Not another user's doing, but refused as early: with its sockets' paths past a Unix socket's limit
+    a shard could not bind, and would be restarted in a loop."""
+    run = tmp / ("r" * max(1, MAX_IPC_PATH - len(str(tmp))))
+    return Case(run, f"run directory {run} is too long")
+
+
 CASES: list[Callable[[Path, OtherUser], Case]] = [
     theirs, their_link_in_a_sticky_dir, their_directory_on_the_way, supervisord_log_to_a_root_file,
     dangling_pid_file, figures_to_a_root_file, their_lock_file, hard_link_to_a_root_file, log_dir_others_may_write,
+    too_long_for_its_sockets,
 ]
 
 

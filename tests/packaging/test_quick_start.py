@@ -33,8 +33,8 @@ def clean_copy(destination: Path) -> Path:
     return destination
 
 
-def test_make_run_installs_only_the_daemon_quietly_and_prints_the_user_s_aggregates(tmp_path: Path) -> None:
-    copy = clean_copy(tmp_path / "pystatsd")
+def test_make_run_installs_only_the_daemon_quietly_and_prints_the_user_s_aggregates(short_tmp_path: Path) -> None:
+    copy = clean_copy(short_tmp_path / "pystatsd")
     # What `make run` installs, alone: no test or lint tool, and nothing said but errors.
     install = subprocess.run(["make", "-s", "install"], cwd=copy, capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr

@@ -62,6 +62,6 @@ def test_a_run_directory_others_may_write_is_refused(tmp_path: Path, mode: int) 
         run_dir(argparse.Namespace(run_dir=str(directory)), load_config(REPO_CONFIG))
 
 
-def test_a_new_run_directory_is_private(tmp_path: Path) -> None:
-    made = run_dir(argparse.Namespace(run_dir=str(tmp_path / "fresh")), load_config(REPO_CONFIG))
+def test_a_new_run_directory_is_private(short_tmp_path: Path) -> None:
+    made = run_dir(argparse.Namespace(run_dir=str(short_tmp_path / "fresh")), load_config(REPO_CONFIG))
     assert made.stat().st_mode & 0o777 == 0o700
