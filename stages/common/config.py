@@ -376,10 +376,25 @@ def config_path(explicit: str | None = None) -> Path:
 
 def load_config(path: Path) -> Config:
     """Read and validate the YAML file at ``path``; :class:`ConfigError` says what is wrong."""
+    return read_config(path)[0]
+
+
+def read_config(path: Path) -> tuple[Config, bytes]:
+    """:func:`load_config`, and the bytes it read: a copy of the config that runs is made of them, never
+    of the file read again (which may have changed since)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8: {exc}") from exc
+    return parse_config(text, path), data
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """The config in ``text``, read from ``path`` (named in every error)."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -45,7 +45,7 @@ from typing import IO, Any, ClassVar, NoReturn, Protocol
 
 import zmq
 
-from stages.common.config import Config, ConfigError, config_path, load_config
+from stages.common.config import Config, ConfigError, config_path, read_config
 from stages.common.config_diff import reloadable
 from stages.common.process_names import process_name
 from stages.rundir.figures import START_ERROR, clear_start_error, publish
@@ -180,6 +180,8 @@ class Stage(ABC):
     description: ClassVar[str]
     #: Its module's logger: the lifecycle's lines about this stage (start errors, stopped) go there.
     log: ClassVar[logging.Logger]
+    #: The bytes of the config file as this process read them at its start (the file may change after).
+    config_source: bytes = b""
 
     def __init_subclass__(cls, *, stage: str, description: str, log: logging.Logger, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -227,7 +229,7 @@ def run_stage(stage: Stage, argv: list[str] | None = None) -> int:
     setup_logging(stage.name(args))
     yield_to_the_receiver(stage.stage)
     try:
-        config = load_stage_config(args)
+        config, stage.config_source = load_stage_config(args)
         stage.check(args, config)
         run = run_dir(args, config)
         lock_name = stage.lock_name(args)
@@ -337,30 +339,37 @@ def redact_in_logs(secrets: list[str]) -> None:
         handler.addFilter(RedactSecrets(secrets))
 
 
-def load_stage_config(args: argparse.Namespace) -> Config:
-    """The validated config; a problem is logged as one line and exits with EXIT_CONFIG."""
+def load_stage_config(args: argparse.Namespace) -> tuple[Config, bytes]:
+    """The validated config and the bytes it was read from; a problem is logged as one line and exits with
+    EXIT_CONFIG."""
     path = config_path(args.config)
     try:
-        config = load_config(path)
+        config, source = read_config(path)
     except ConfigError as exc:
         raise StartError("Config error in %s: %s", path, exc) from None
     if args.shards < 1:
         raise StartError("Config error: --shards must be at least 1, got %d", args.shards)
     log.info("Loaded config %s (flush_interval=%ss, shards=%d)", path, config.flush_interval, args.shards)
-    return config
+    return config, source
 
 
 def reread_config(path: Path, running: Config, stage_log: logging.Logger) -> Config | None:
     """The config at ``path`` as a reload applies it over ``running``; None when it is not valid (the
     running config is kept). Both, and every change that waits for a restart, are logged."""
+    reread = reread_config_file(path, running, stage_log)
+    return None if reread is None else reread[0]
+
+
+def reread_config_file(path: Path, running: Config, stage_log: logging.Logger) -> tuple[Config, bytes] | None:
+    """:func:`reread_config`, and the bytes it was read from."""
     try:
-        new = load_config(path)
+        new, source = read_config(path)
     except ConfigError as exc:
         stage_log.error("Reload refused, the running config is kept: %s", exc)
         return None
     applied = reloaded(running, new, stage_log)
     stage_log.info("Reloaded config %s", path)
-    return applied
+    return applied, source
 
 
 def reloaded(running: Config, new: Config, stage_log: logging.Logger) -> Config:

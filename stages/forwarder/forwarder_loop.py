@@ -34,7 +34,7 @@ from stages.common.lifecycle import (
     PullWakeups,
     StopSignal,
     redact_in_logs,
-    reread_config,
+    reread_config_file,
 )
 from stages.common.process_names import FORWARDER, process_name
 from stages.common.selfstats import SelfStats
@@ -113,9 +113,10 @@ class Forwarder:
         """SIGHUP: the sinks as the config now says, from the next flush on; a changed sink's new
         settings deliver first what the old ones still held, a removed sink gets the stop's drain and
         what is left is counted as dropped (reason removed). A config that is not valid changes nothing."""
-        config = reread_config(self.config_file, self.config, log)
-        if config is None:
+        reread = reread_config_file(self.config_file, self.config, log)
+        if reread is None:
             return
+        config, source = reread
         try:
             sinks = build_sinks(config)
             redact_in_logs(config_secrets(config))
@@ -125,7 +126,7 @@ class Forwarder:
         changes = self.fanout.reconfigure(sinks, FORWARDER_STOP.sink_drain_secs)
         self.stats.retag(config.self_metrics_prefix, config.agent.tags)
         self.config = config
-        keep_copy(self.run_dir, RUNNING, self.config_file)
+        keep_copy(self.run_dir, RUNNING, self.config_file, source)
         log.info("Sinks after the reload: %s (%s)", ", ".join(runner.name for runner in self.fanout.runners),
                  "; ".join(changes) or "none changed")
 

@@ -48,7 +48,7 @@ class ForwarderStage(Stage, stage=FORWARDER, log=log,
         config_file = config_path(args.config)
         forwarder = Forwarder(config, args.shards, fanout, ctx, run, config_file)
         for copy in (STARTED, RUNNING):
-            keep_copy(run, copy, config_file)
+            keep_copy(run, copy, config_file, self.config_source)
         log.info("Forwarding to %s on %s", ", ".join(sink.name for sink in self.sinks), forwarder.endpoint)
         if self.health_server is not None:
             self.health_server.start()

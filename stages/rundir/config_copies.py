@@ -21,13 +21,9 @@ RUNNING = "config.running.yaml"
 SOURCE = "config.source"
 
 
-def keep_copy(run_dir: Path, name: str, source: Path) -> None:
-    """Copy the config file ``source`` to ``name`` in ``run_dir`` (atomically; a failure is logged)."""
-    try:
-        data = source.read_bytes()
-    except OSError as exc:
-        log.warning("Cannot keep a copy of the config %s: %s", source, exc.strerror)
-        return
+def keep_copy(run_dir: Path, name: str, source: Path, data: bytes) -> None:
+    """Keep ``data``, the config as read from the file ``source``, as ``name`` in ``run_dir`` (atomically;
+    a failure is logged)."""
     keep(run_dir / name, data)
     keep(run_dir / SOURCE, str(source.absolute()).encode())
 
