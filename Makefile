@@ -43,7 +43,7 @@ run: $(STAMP)
 
 # pytest-xdist workers of make test, in the lanes of tests/lanes.py (0: one process). More workers than
 # cores: most tests wait on flush intervals, outages and restarts, not on the CPU.
-TEST_WORKERS ?= 5
+TEST_WORKERS ?= 6
 
 test: install-test
 	bash tests/kafka/fetch_jars.sh
