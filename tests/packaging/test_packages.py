@@ -35,9 +35,11 @@ import stages
 from harness.paths import REPO
 from harness.pipeline import Pipeline
 from harness.wait import wait_for
-from tests.packaging.conftest import Packages
+from tests.packaging.conftest import BUILD_TIMEOUT, Packages
 
-pytestmark = pytest.mark.packaging
+# The builds (the session fixture, set up under the first test's timeout) take 30 s on a quiet machine,
+# minutes on a busy one: BUILD_TIMEOUT bounds them.
+pytestmark = [pytest.mark.packaging, pytest.mark.timeout(BUILD_TIMEOUT + 60)]
 
 PREFIX = "/opt/pystatsd"
 CONFIG = "/etc/pystatsd/pystatsd.conf"
