@@ -340,6 +340,10 @@ def destination_lines(checks: list[DestinationCheck]) -> list[str]:
     lines = ["Each server pystatsd-sinks wrote to, read back once the load was over (from its last start), against "
              "its file sink, in counter increments plus timer samples of the load's names:", ""]
     for check in checks:
+        if check.error:
+            lines.append(f"- {check.system}, {check.load}: the file sink {rate(check.delivered)}; the servers could "
+                         f"not be read back: {check.error}")
+            continue
         held = ", ".join(f"{name} {rate(value)}" for name, value in check.received.items())
         lines.append(f"- {check.system}, {check.load}: the file sink {rate(check.delivered)}; {held}: "
                      + ("each holds all of it." if check.exact else "**not all of it**."))

@@ -175,10 +175,12 @@ class DestinationCheck:
     load: str
     delivered: float
     received: dict[str, float]
+    #: why the servers could not be read back (then ``received`` is what was read before, or nothing)
+    error: str = ""
 
     @property
     def exact(self) -> bool:
-        return all(value == self.delivered for value in self.received.values())
+        return not self.error and all(value == self.delivered for value in self.received.values())
 
 
 @dataclass

@@ -506,15 +506,22 @@ class Bench:
         """What each of the system's other destinations holds (pystatsd-sinks' servers), once they hold what its
         counted output does or DESTINATIONS_SECS passed: after the runs, so that reading them back (every
         sample they stored) costs no run anything."""
-        if not (first := system.received()):
-            return
-        totals = system.read()[0]
-        delivered = totals.counters + totals.timer_samples
-        received = settled(system.received, dict.fromkeys(first, delivered), DESTINATIONS_SECS)
-        check = DestinationCheck(system.name, load, delivered, received)
+        delivered = 0.0
+        try:
+            if not (first := system.received()):
+                return
+            totals = system.read()[0]
+            delivered = totals.counters + totals.timer_samples
+            check = DestinationCheck(system.name, load, delivered,
+                                     settled(system.received, dict.fromkeys(first, delivered), DESTINATIONS_SECS))
+        except (AssertionError, OSError, ValueError) as exc:
+            # a server that cannot be read back (a sample stored twice, say) is a finding of the check, not a
+            # reason to lose the sweep's measurements
+            check = DestinationCheck(system.name, load, delivered, {}, f"{type(exc).__name__}: {exc}")
         self.destinations.append(check)
         self.progress.note(f"{system.name} {load}: the file sink {delivered:,.0f} counted items; "
-                           + ", ".join(f"{name} {value:,.0f}" for name, value in received.items())
+                           + (", ".join(f"{name} {value:,.0f}" for name, value in check.received.items())
+                              or check.error)
                            + (" OK" if check.exact else " MISMATCH"))
 
     def confirms_whole(self, load: Load) -> bool:

@@ -35,11 +35,14 @@ def test_the_sinks_and_relay_variants_each_get_a_row_beside_pystatsd_alone() -> 
 
 def test_what_each_server_held_is_listed_against_the_file_sink() -> None:
     checks = [DestinationCheck("pystatsd-sinks", HEADLINE, 1_000.0, {"otlp": 1_000.0, "remote write": 1_000.0}),
-              DestinationCheck("pystatsd-sinks", "mix-1", 1_000.0, {"otlp": 1_000.0, "remote write": 990.0})]
+              DestinationCheck("pystatsd-sinks", "mix-1", 1_000.0, {"otlp": 1_000.0, "remote write": 990.0}),
+              DestinationCheck("pystatsd-sinks", "mix-20-1s", 1_000.0, {}, "AssertionError: two samples at 5")]
+    assert [check.exact for check in checks] == [True, False, False]
     lines = report.destination_lines(checks)
     assert lines[2] == ("- pystatsd-sinks, mix-20: the file sink 1,000; otlp 1,000, remote write 1,000: "
                         "each holds all of it.")
     assert lines[3].endswith("remote write 990: **not all of it**.")
+    assert lines[4].endswith("could not be read back: AssertionError: two samples at 5")
     assert report.destination_lines([]) == []
 
 
