@@ -30,6 +30,7 @@ from bench.results import (
     MAX_CATCH_UP_S,
     MAX_LOSS_PCT,
     BenchResults,
+    DestinationCheck,
     IdleResult,
     Load,
     RatePoint,
@@ -41,18 +42,25 @@ from bench.results import (
     points_of,
     proven_rate,
 )
-from bench.systems import PYSTATSD_RULES
+from bench.systems import PYSTATSD_RELAY, PYSTATSD_RULES, PYSTATSD_SINKS, VARIANTS
 from harness.paths import REPO
 
 BEGIN = "<!-- bench/run.py writes from here to the end marker; edit outside the markers -->"
 END = "<!-- end of what bench/run.py writes -->"
 PYSTATSD = "pystatsd"
 
-#: pystatsd itself, with and without rules: never a peer.
-OWN = (PYSTATSD, PYSTATSD_RULES)
+#: pystatsd itself, alone and in its variants (bench/systems.py): never a peer.
+OWN = (PYSTATSD, *VARIANTS)
 #: Issue 25: with the rule file of a web service plus Airflow, at least this share of the rate without rules.
 RULES_SHARE_TARGET = 0.9
 RULES_LABEL = "with bench/rules.yaml (50 rules)"
+#: Each variant's row beside pystatsd alone: what it adds, and what the row calls pystatsd alone.
+VARIANT_ROWS = {
+    PYSTATSD_RULES: (RULES_LABEL, "pystatsd without rules"),
+    PYSTATSD_SINKS: ("with every new sink on (otlp to an OpenTelemetry Collector, prometheus_remote_write and "
+                     "influxdb api_version 2 to VictoriaMetrics, beside the file sink)", "pystatsd alone"),
+    PYSTATSD_RELAY: ("with the relay (every line to a UDP socket on loopback that nothing reads)", "pystatsd alone"),
+}
 
 #: Issue 12's targets. pystatsd against the best peer's highest loss-free rate, per load:
 RATIO_TARGETS = {"mix-20": 3.0, "mix-1": 2.0}
@@ -314,14 +322,32 @@ def ratio_row(results: BenchResults, label: str, load: str, system: str, other: 
 
 
 def ratio_rows(results: BenchResults, loads: list[Load]) -> list[list[str]]:
-    """Per load, pystatsd beside the best peer; where pystatsd-rules ran, a row of it beside pystatsd."""
+    """Per load, pystatsd beside the best peer; where a variant (pystatsd-rules, -sinks, -relay) ran, a row of it
+    beside pystatsd alone."""
     rows = []
     for load in loads:
         rows.append(ratio_row(results, load.describe(), load.name, PYSTATSD, best_peer(results, load.name)))
-        if points_of(results.sweep, PYSTATSD_RULES, load.name):
-            rows.append(ratio_row(results, f"{load.describe()}, {RULES_LABEL}", load.name, PYSTATSD_RULES,
-                                  PYSTATSD, "pystatsd without rules"))
+        for variant, (label, alone) in VARIANT_ROWS.items():
+            if points_of(results.sweep, variant, load.name):
+                rows.append(ratio_row(results, f"{load.describe()}, {label}", load.name, variant, PYSTATSD, alone))
     return rows
+
+
+def destination_lines(checks: list[DestinationCheck]) -> list[str]:
+    """pystatsd-sinks' servers read back once each load was over, against its file sink."""
+    if not checks:
+        return []
+    lines = ["Each server pystatsd-sinks wrote to, read back once the load was over (from its last start), against "
+             "its file sink, in counter increments plus timer samples of the load's names:", ""]
+    for check in checks:
+        if check.error:
+            lines.append(f"- {check.system}, {check.load}: the file sink {rate(check.delivered)}; the servers could "
+                         f"not be read back: {check.error}")
+            continue
+        held = ", ".join(f"{name} {rate(value)}" for name, value in check.received.items())
+        lines.append(f"- {check.system}, {check.load}: the file sink {rate(check.delivered)}; {held}: "
+                     + ("each holds all of it." if check.exact else "**not all of it**."))
+    return [*lines, ""]
 
 
 def verdict(met: bool, shortfall: str) -> str:
@@ -522,7 +548,8 @@ def generated(results: BenchResults, plot_name: str) -> list[str]:
         lines += ["## The realistic mix", "", MIX_DESCRIPTION, "",
                   "### Ratios to the best peer", "",
                   *table(["load", "pystatsd (metrics/s)", "best peer", "its rate", "pystatsd ÷ best peer",
-                          "pystatsd CPU-s per M", "best peer's CPU-s per M"], ratio_rows(results, mix)), ""]
+                          "pystatsd CPU-s per M", "best peer's CPU-s per M"], ratio_rows(results, mix)), "",
+                  *destination_lines(results.destinations)]
         for load in mix:
             lines += load_table(results, load)
     lines += [f"![offered vs delivered, and CPU per million metrics]({plot_name})", "",

@@ -166,11 +166,30 @@ class IdleResult:
 
 
 @dataclass
+class DestinationCheck:
+    """A system's destinations beside the output delivery is counted at (pystatsd-sinks' servers), read back
+    once a load was over: what each holds of the load's counter increments and timer samples, against the
+    counted output's total over the same time (from the system's last start)."""
+
+    system: str
+    load: str
+    delivered: float
+    received: dict[str, float]
+    #: why the servers could not be read back (then ``received`` is what was read before, or nothing)
+    error: str = ""
+
+    @property
+    def exact(self) -> bool:
+        return not self.error and all(value == self.delivered for value in self.received.values())
+
+
+@dataclass
 class BenchResults:
     meta: dict[str, object]
     sweep: list[RatePoint] = field(default_factory=list)
     scaling: list[RatePoint] = field(default_factory=list)
     idle: list[IdleResult] = field(default_factory=list)
+    destinations: list[DestinationCheck] = field(default_factory=list)
 
 
 def points_of(points: list[RatePoint], system: str, load: str) -> list[RatePoint]:
@@ -204,6 +223,7 @@ def load_results(data: dict[str, Any]) -> BenchResults:
         sweep=[point(item) for item in data["sweep"]],
         scaling=[point(item) for item in data["scaling"]],
         idle=[IdleResult(**item) for item in data["idle"]],
+        destinations=[DestinationCheck(**item) for item in data.get("destinations", [])],
     )
 
 

@@ -33,6 +33,10 @@ of the mix each rule renames, re-tags or drops). It runs under the headline load
 unless --systems names it, taking turns with pystatsd run by run, so the report puts its rate beside
 the plain one, and their ratio. What it delivered counts the items renamed (under their new names) and
 those its rules dropped (the receiver's rule_dropped), so its loss is judged as exactly as any other's.
+pystatsd-sinks and pystatsd-relay run the same way: the pipeline with every sink issue 26 added on beside
+its file sink, each to its real server on loopback (bench/destinations.py; delivery is counted at the
+file sink, and once the load is over each server's holdings are read back and held to the file sink's
+total), and the pipeline relaying every line to a UDP socket nothing reads.
 
 From the repo root (bench/ and harness/ are imported from there):
 
@@ -62,9 +66,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench import peers, procstat, report
-from bench.results import HEADLINE, LOADS, BenchResults, IdleResult, Load, RatePoint, RunResult, highest_pass
+from bench.results import (
+    HEADLINE,
+    LOADS,
+    BenchResults,
+    DestinationCheck,
+    IdleResult,
+    Load,
+    RatePoint,
+    RunResult,
+    highest_pass,
+)
 from bench.systems import (
     PYSTATSD_RULES,
+    VARIANTS,
     PeerSystem,
     PystatsdSystem,
     System,
@@ -75,8 +90,9 @@ from bench.systems import (
 )
 from bench.tally import Totals
 from harness.paths import REPO
+from tests.sinks.servers import settled
 
-ALL_SYSTEMS = ("pystatsd", PYSTATSD_RULES, "etsy", "etsy-tuned", "telegraf", "statsd_exporter")
+ALL_SYSTEMS = ("pystatsd", *VARIANTS, "etsy", "etsy-tuned", "telegraf", "statsd_exporter")
 QUICK_LOADS = ("mix-20", "mix-1")
 #: What the repeated-counter loads run by default: they compare pystatsd with its earlier figures.
 COUNTERS_SYSTEMS = ("pystatsd",)
@@ -84,8 +100,9 @@ COUNTERS_SYSTEMS = ("pystatsd",)
 #: (a 208 KiB receive buffer, under 100 datagrams of 20 lines) loses nothing while it flushes, even on a
 #: busy machine.
 SMOKE_LOAD = Load("smoke", "mix", 20, 2_000, 1.0)
-#: The loads pystatsd-rules runs unless --systems names it: what the rules cost is one ratio, the headline's.
-RULES_LOADS = ("mix-20", SMOKE_LOAD.name)
+#: The loads pystatsd's variants (pystatsd-rules, -sinks, -relay) run unless --systems names them: what each
+#: costs is one ratio, the headline's.
+VARIANT_LOADS = ("mix-20", SMOKE_LOAD.name)
 #: Where a search starts, per (mode, lines per datagram) and system: near where the systems pass here,
 #: so few steps are spent getting there (a start that fails steps down). pystatsd's repeated-counter
 #: starts are 0.9× its previous figures (1,600,000 and 516,000/s), the target's threshold.
@@ -110,6 +127,9 @@ SMOKE_RATE = 10_000
 RSS_SERIES = 1_000
 #: Idle CPU is measured with this flush interval (a flush every second: the most flush work).
 IDLE_FLUSH_INTERVAL = 1.0
+#: How long check_destinations waits for a system's other destinations to hold what its counted output does
+#: (VictoriaMetrics makes a write searchable a moment later; a sink may be retrying).
+DESTINATIONS_SECS = 30.0
 #: Disturbed runs repeated at most, over the whole benchmark.
 MAX_REPEATED_RUNS = 20
 #: Systems started for a load get this long before its first run: their start-up work (imports,
@@ -149,7 +169,8 @@ class CpuReading:
 
     at: float
     cpu: dict[str, float]
-    #: user-mode seconds of the system's cores, of the system's processes, and of this runner
+    #: user-mode seconds of the system's cores, of the system's processes and the helpers it needs (its
+    #: servers: neither its cost nor another's disturbance), and of this runner
     cores_user: float
     system_user: float
     runner_user: float
@@ -192,7 +213,7 @@ def read_cpu(system: System, cpus: list[int]) -> CpuReading:
         at=time.monotonic(),
         cpu={stage: procstat.cpu_seconds(pid) for stage, pid in pids.items()},
         cores_user=procstat.cores_user_seconds(cpus),
-        system_user=sum(procstat.user_cpu_seconds(pid) for pid in pids.values()),
+        system_user=sum(procstat.user_cpu_seconds(pid) for pid in [*pids.values(), *system.helper_pids()]),
         runner_user=os.times().user,
     )
 
@@ -459,24 +480,49 @@ class Bench:
         self.args = args
         self.plan = plan
         self.progress = Progress()
+        self.destinations: list[DestinationCheck] = []
 
     def make_system(self, name: str, flush_interval: float, shards: int | None = None,
                     receivers: int = 1) -> System:
-        if name in ("pystatsd", PYSTATSD_RULES):
+        if name == "pystatsd" or name in VARIANTS:
             return PystatsdSystem(shards or self.args.shards, flush_interval, self.args.kafka_broker,
-                                  extra_receivers=receivers - 1, rules=name == PYSTATSD_RULES,
-                                  relay=self.args.relay)
+                                  extra_receivers=receivers - 1, variant=name, relay=self.args.relay)
         return PeerSystem(peers.PEERS[name], flush_interval, self.plan.workdir)
 
     @contextmanager
     def running(self, name: str, flush_interval: float, shards: int | None = None,
-                receivers: int = 1) -> Iterator[System]:
+                receivers: int = 1, load: str = "") -> Iterator[System]:
+        """The system started; stopped after the block, once its destinations were checked (a block that
+        ended normally, under ``load``)."""
         system = self.make_system(name, flush_interval, shards, receivers)
         system.start()
         try:
             yield system
+            self.check_destinations(system, load)
         finally:
             system.stop()
+
+    def check_destinations(self, system: System, load: str) -> None:
+        """What each of the system's other destinations holds (pystatsd-sinks' servers), once they hold what its
+        counted output does or DESTINATIONS_SECS passed: after the runs, so that reading them back (every
+        sample they stored) costs no run anything."""
+        delivered = 0.0
+        try:
+            if not (first := system.received()):
+                return
+            totals = system.read()[0]
+            delivered = totals.counters + totals.timer_samples
+            check = DestinationCheck(system.name, load, delivered,
+                                     settled(system.received, dict.fromkeys(first, delivered), DESTINATIONS_SECS))
+        except (AssertionError, OSError, ValueError) as exc:
+            # a server that cannot be read back (a sample stored twice, say) is a finding of the check, not a
+            # reason to lose the sweep's measurements
+            check = DestinationCheck(system.name, load, delivered, {}, f"{type(exc).__name__}: {exc}")
+        self.destinations.append(check)
+        self.progress.note(f"{system.name} {load}: the file sink {delivered:,.0f} counted items; "
+                           + (", ".join(f"{name} {value:,.0f}" for name, value in check.received.items())
+                              or check.error)
+                           + (" OK" if check.exact else " MISMATCH"))
 
     def confirms_whole(self, load: Load) -> bool:
         """Whether the load's confirmation is one run over a whole flush interval instead of more short runs:
@@ -536,7 +582,7 @@ class Bench:
             return list(self.args.systems)
         if load.mode == "counters":
             return [name for name in self.args.systems if name in COUNTERS_SYSTEMS]
-        return [name for name in self.args.systems if name != PYSTATSD_RULES or load.name in RULES_LOADS]
+        return [name for name in self.args.systems if name not in VARIANTS or load.name in VARIANT_LOADS]
 
     def search(self, load: Load, name: str, measured: list[RatePoint]) -> RateSearch:
         """One system's search under ``load``, started near where it will end."""
@@ -550,8 +596,8 @@ class Bench:
                 start, step, bisections = known * factor, CLOSE_STEP, max(0, bisections - 1)
             else:
                 size = load.per_datagram if load.per_datagram in (1, 20) else (20 if load.per_datagram > 5 else 1)
-                # with rules, from where pystatsd starts: the two are to be compared
-                start = START_RATES[(load.mode, size)].get("pystatsd" if name == PYSTATSD_RULES else name, 100_000)
+                # a variant from where pystatsd starts: the two are to be compared
+                start = START_RATES[(load.mode, size)].get("pystatsd" if name in VARIANTS else name, 100_000)
         return RateSearch(max(MIN_RATE, round(start, -3)), self.args.max_rate, step, bisections,
                           self.confirm_runs(load), self.args.rates)
 
@@ -563,8 +609,8 @@ class Bench:
             return []
         self.progress.note(f"load {load.name}: {load.describe()}; systems {', '.join(names)}")
         with ExitStack() as stack:
-            searches = {stack.enter_context(self.running(name, load.flush_interval)): self.search(load, name, measured)
-                        for name in names}
+            searches = {stack.enter_context(self.running(name, load.flush_interval, load=load.name)):
+                        self.search(load, name, measured) for name in names}
             time.sleep(WARMUP_SECS)
             for system in searches:
                 self.warm_rules(system, load)
@@ -625,8 +671,8 @@ class Bench:
         return IdleResult(name, self.args.idle_seconds, cpu, rss)
 
     def full(self, results: BenchResults) -> None:
-        # idle, the rules have nothing to do: pystatsd-rules idles as pystatsd does
-        idling = [name for name in self.args.systems if name != PYSTATSD_RULES] if self.args.idle_seconds > 0 else []
+        # idle, the rules, sinks and relay have nothing to do: pystatsd's variants idle as pystatsd does
+        idling = [name for name in self.args.systems if name not in VARIANTS] if self.args.idle_seconds > 0 else []
         for name in idling:
             results.idle.append(self.idle(name))
         for load in self.args.loads:
@@ -642,7 +688,8 @@ class Bench:
         rate = self.args.rates[0] if self.args.rates else SMOKE_RATE
         for load in self.args.loads:
             for name in self.systems_for(load):
-                with self.running(name, load.flush_interval) as system:
+                checked = len(self.destinations)
+                with self.running(name, load.flush_interval, load=load.name) as system:
                     point = self.measure_rate(system, load, rate, None, 1)
                 results.sweep.append(point)
                 for run in point.runs:
@@ -650,6 +697,8 @@ class Bench:
                     ok = ok and exact
                     print(f"smoke {name} {load.name}: sent={run.sent:.0f} delivered={run.delivered:.0f} "
                           f"(counter increments + timer samples) {'OK' if exact else 'MISMATCH'}", flush=True)
+                # and every destination beside the file sink holds what it does (check_destinations printed it)
+                ok = ok and all(check.exact for check in self.destinations[checked:])
         return ok
 
 
@@ -822,6 +871,7 @@ def main(argv: list[str] | None = None) -> int:
         results.meta["load_average_after"] = os.getloadavg()
         results.meta["minutes"] = round((time.monotonic() - bench.progress.started) / 60, 1)
         results.meta["runs_repeated"] = bench.progress.repeated
+        results.destinations = bench.destinations
     if args.json:
         args.json.write_text(json.dumps(asdict(results), indent=1, default=str))
     if not args.smoke:

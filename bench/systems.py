@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import yaml
 
 from bench import peers, procstat
+from bench.destinations import SinkServers
 from bench.tally import COUNTER_PREFIX, GENERATED_NAME, HEARTBEAT, LOAD_PREFIX, TIMER_PREFIX, JsonLinesTail, Totals
 from harness.paths import REPO
 from harness.pipeline import Pipeline
@@ -28,6 +29,13 @@ SELF_PREFIX = "pystatsd."
 #: so the same load measures what the rules cost.
 PYSTATSD_RULES = "pystatsd-rules"
 RULES_FILE = REPO / "bench" / "rules.yaml"
+#: pystatsd with every sink issue 26 added on beside its file sink (otlp, prometheus_remote_write, influxdb with
+#: api_version 2), each to its real server on loopback (bench/destinations.py): what those sinks cost.
+PYSTATSD_SINKS = "pystatsd-sinks"
+#: pystatsd relaying every line (relay:) to a UDP socket on loopback that nothing reads: what the relay costs.
+PYSTATSD_RELAY = "pystatsd-relay"
+#: pystatsd with one thing more, each a system of its own that the report puts beside pystatsd alone.
+VARIANTS = (PYSTATSD_RULES, PYSTATSD_SINKS, PYSTATSD_RELAY)
 #: What each rule dropped, per rule (tag ``rule``): summed, it is what the rules dropped.
 RULE_DROPPED = "pystatsd.receiver.rule_dropped"
 #: pystatsd's own counters that say where samples, batches or aggregates were lost.
@@ -55,6 +63,16 @@ class System(Protocol):
     def udp_ports(self) -> list[int]: ...
 
     def stage_pids(self) -> dict[str, int]: ...
+
+    def helper_pids(self) -> list[int]:
+        """Processes the system needs beside its own, on its cores (pystatsd-sinks' servers): their CPU is
+        not the system's, nor another process' disturbance."""
+        ...
+
+    def received(self) -> dict[str, float]:
+        """What each destination beside the output read() reads holds so far, counted as read() counts
+        delivery ({} when there is none); slow, asked between loads, never during a run."""
+        ...
 
     def read(self) -> tuple[Totals, dict[str, float]]:
         """What it delivered so far, and its own loss counters so far."""
@@ -153,19 +171,19 @@ def rules_config(path: Path = RULES_FILE) -> dict[str, Any]:
 
 
 class PystatsdSystem:
-    """The real pipeline under supervisord (harness/pipeline.py), read back from its file or Kafka sink; with
-    ``rules``, the system PYSTATSD_RULES: the same with bench/rules.yaml's rules."""
+    """The real pipeline under supervisord (harness/pipeline.py), read back from its file or Kafka sink; a
+    variant (VARIANTS) is the same with one thing more: PYSTATSD_RULES bench/rules.yaml's rules,
+    PYSTATSD_SINKS the new sinks and their servers, PYSTATSD_RELAY the relay."""
 
     def __init__(self, shards: int, flush_interval: float, kafka_broker: str | None = None,
-                 extra_receivers: int = 0, rules: bool = False, relay: bool = False) -> None:
-        self.name = PYSTATSD_RULES if rules else "pystatsd"
-        self.rules = rules
+                 extra_receivers: int = 0, variant: str = "pystatsd", relay: bool = False) -> None:
+        self.name = self.variant = variant
+        self.rules = variant == PYSTATSD_RULES
         #: With ``relay``, the receiver relays every line to a UDP socket on loopback that nothing reads
         #: (what the relay costs the receiver: the sends; the kernel drops at that socket once it is full).
+        self.relay = relay or variant == PYSTATSD_RELAY
         self.relay_sink: socket.socket | None = None
-        if relay:
-            self.relay_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self.relay_sink.bind(("127.0.0.1", 0))
+        self.servers: SinkServers | None = None
         self.poll_secs = 0.1
         self.shards = shards
         self.extra_receivers = extra_receivers
@@ -184,18 +202,29 @@ class PystatsdSystem:
                                          "format": "json", "include_apikey": False}}}
 
     def start(self) -> None:
-        config = {**self._sink_config(), **(rules_config() if self.rules else {})}
-        if self.relay_sink is not None:
-            config["relay"] = [f"udp://127.0.0.1:{self.relay_sink.getsockname()[1]}"]
-        self.pipeline = Pipeline(config, shards=self.shards, flush_interval=self.flush_interval,
-                                 extra_receivers=self.extra_receivers)
-        if self.tail is None:
-            self.tail = FileTail(self.pipeline.out_path)
         try:
+            if self.variant == PYSTATSD_SINKS:
+                # fresh servers on every start, as the pipeline is: what they hold is then this start's
+                self.servers = SinkServers()
+                self.servers.start()
+            config = {**self._sink_config(), **(rules_config() if self.rules else {})}
+            if self.relay:
+                # a socket of each start's own: stop() closes it
+                self.relay_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                self.relay_sink.bind(("127.0.0.1", 0))
+                config["relay"] = [f"udp://127.0.0.1:{self.relay_sink.getsockname()[1]}"]
+            self.pipeline = Pipeline(config, shards=self.shards, flush_interval=self.flush_interval,
+                                     extra_receivers=self.extra_receivers)
+            if self.servers is not None:
+                # beside the harness's file sink, which delivery is counted by
+                self.pipeline.config["forwarders"].update(self.servers.forwarders())
+                self.pipeline.save_config()
+            if self.tail is None:
+                self.tail = FileTail(self.pipeline.out_path)
             self.pipeline.start()
             self.pids = self._read_pids()
         except BaseException:
-            # a stage that never came up must not leave supervisord and the others running
+            # a stage or server that never came up must not leave supervisord and the others running
             self.stop()
             raise
 
@@ -207,17 +236,20 @@ class PystatsdSystem:
         return pids
 
     def stop(self) -> None:
-        if self.pipeline is None:
-            return
         try:
-            self.pipeline.stop()
+            if self.pipeline is not None:
+                try:
+                    self.pipeline.stop()
+                finally:
+                    self.pipeline.cleanup()
         finally:
-            self.pipeline.cleanup()
+            if self.servers is not None:
+                self.servers.stop()
             if isinstance(self.tail, KafkaTail):
                 self.tail.close()
             if self.relay_sink is not None:
                 self.relay_sink.close()
-            self.pipeline, self.tail, self.pids = None, None, {}
+            self.pipeline, self.tail, self.pids, self.servers, self.relay_sink = None, None, {}, None, None
 
     def target_port(self) -> int:
         assert self.pipeline is not None
@@ -229,6 +261,12 @@ class PystatsdSystem:
 
     def stage_pids(self) -> dict[str, int]:
         return dict(self.pids)
+
+    def helper_pids(self) -> list[int]:
+        return self.servers.pids() if self.servers is not None else []
+
+    def received(self) -> dict[str, float]:
+        return self.servers.received() if self.servers is not None else {}
 
     def read(self) -> tuple[Totals, dict[str, float]]:
         assert self.tail is not None
@@ -266,6 +304,12 @@ class PeerSystem:
     def stage_pids(self) -> dict[str, int]:
         pids = self.peer.pids()
         return {self.name: pids[0]} if pids else {}
+
+    def helper_pids(self) -> list[int]:
+        return []
+
+    def received(self) -> dict[str, float]:
+        return {}
 
     def read(self) -> tuple[Totals, dict[str, float]]:
         totals, stats = self.peer.read()

@@ -27,6 +27,7 @@ SHARED_LANES: dict[str, tuple[str, ...]] = {
     "packaging": ("tests/packaging/test_packages.py", "tests/packaging/test_quick_start.py"),
     "heavy": (
         "tests/bench/test_bench_smoke.py",
+        "tests/bench/test_bench_sinks_smoke.py",
         "tests/bench/test_flush_smoke.py",
         "tests/e2e/test_pure_python.py",
         "tests/fault/test_cardinality.py",

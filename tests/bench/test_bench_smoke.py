@@ -3,16 +3,13 @@ realistic mix, counter increments plus timer samples."""
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench import peers
-from harness.paths import REPO
+from tests.bench.smoke import run_smoke, runs_of
 
 pytestmark = pytest.mark.e2e
 
@@ -28,14 +25,7 @@ def smoke_systems() -> list[str]:
 
 
 def test_bench_smoke_delivers_exactly_what_was_sent(tmp_path: Path) -> None:
-    report = tmp_path / "smoke.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--smoke", "--systems", ",".join(smoke_systems()),
-         "--json", str(report)],
-        cwd=REPO, capture_output=True, text=True, timeout=100,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    runs = [run for point in json.loads(report.read_text())["sweep"] for run in point["runs"]]
+    runs = runs_of(run_smoke(smoke_systems(), tmp_path))
     assert [run["system"] for run in runs] == smoke_systems()
     for run in runs:
         assert run["sent"] > 0, run
@@ -49,13 +39,7 @@ def test_bench_smoke_with_rules_accounts_for_every_line(tmp_path: Path) -> None:
     # pystatsd-rules: the mix through bench/rules.yaml, which renames every timer, drops the counters
     # bench.c9* and merges the series of others; what is delivered under the new names and what the
     # receiver counted as dropped by a rule add up to exactly what was sent.
-    report = tmp_path / "smoke.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--smoke", "--systems", "pystatsd-rules", "--json", str(report)],
-        cwd=REPO, capture_output=True, text=True, timeout=100,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    [run] = [run for point in json.loads(report.read_text())["sweep"] for run in point["runs"]]
+    [run] = runs_of(run_smoke(["pystatsd-rules"], tmp_path))
     assert run["system"] == "pystatsd-rules"
     assert run["delivered"] == run["sent"] > 0, run
     # each outcome happened: timers delivered under bench.timer, counters dropped and counted, and the
