@@ -61,15 +61,17 @@ $(BENCH_STAMP): pyproject.toml | $(STAMP) $(TEST_STAMP)
 	touch $(BENCH_STAMP)
 
 # pystatsd vs Etsy statsd (as shipped and tuned), Telegraf's statsd input and statsd_exporter on the
-# realistic mix (the headline) and on repeated counters, then the flush benchmark: about 30 minutes on
-# 2 cores (1.5 more on the first run, which builds Telegraf and installs the other peers); writes
-# bench/RESULTS.md and bench/results.png. pystatsd-sinks writes to the sink tests' servers: installed or built
+# realistic mix (the headline) and on repeated counters, then the flush benchmark, then what a tap or a
+# top costs: about 30 minutes on 2 cores, the last about 4 of them (1.5 more on the first run, which builds
+# Telegraf and installs the other peers); writes bench/RESULTS.md (bench.run and bench.tap_cost each
+# their own part) and bench/results.png. pystatsd-sinks writes to the sink tests' servers: installed or built
 # (once, cached) as make test does.
 bench: install-test $(BENCH_STAMP)
 	sh bench/build.sh
 	bash tests/sinks/install_servers.sh
 	$(PY) -m bench.run --json bench/.build/results.json
 	$(PY) -m bench.flush --json bench/.build/flush.json
+	$(PY) -m bench.tap_cost --json bench/.build/tap_cost.json
 
 # The two 20,000-series headline loads only, into bench/.build/ (RESULTS.md is left alone): about 10 minutes.
 bench-quick: install-test $(BENCH_STAMP)

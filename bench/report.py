@@ -45,8 +45,15 @@ from bench.results import (
 from bench.systems import PYSTATSD_RELAY, PYSTATSD_RULES, PYSTATSD_SINKS, VARIANTS
 from harness.paths import REPO
 
-BEGIN = "<!-- bench/run.py writes from here to the end marker; edit outside the markers -->"
-END = "<!-- end of what bench/run.py writes -->"
+
+def markers(writer: str) -> tuple[str, str]:
+    """The two lines between which ``writer`` (a bench/ script) writes its part of bench/RESULTS.md: each script
+    its own pair, so that each replaces only its own part (:func:`write_between`)."""
+    return (f"<!-- {writer} writes from here to the end marker; edit outside the markers -->",
+            f"<!-- end of what {writer} writes -->")
+
+
+BEGIN, END = markers("bench/run.py")
 PYSTATSD = "pystatsd"
 
 #: pystatsd itself, alone and in its variants (bench/systems.py): never a peer.
@@ -129,15 +136,25 @@ def _command_output(*cmd: str) -> str:
         return ""
 
 
+def utc_now() -> str:
+    """When a benchmark ran, as its report says it."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def commit() -> str:
+    """The commit measured, and whether the code under test differs from it."""
+    # bench/ itself may be new or edited; what matters is whether the code under test is the commit's
+    changed = _command_output("git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench")
+    dirty = " (with uncommitted changes outside bench/)" if changed else ""
+    return _command_output("git", "rev-parse", "--short", "HEAD") + dirty
+
+
 def machine(args: argparse.Namespace, command: str, system_cpus: list[int]) -> dict[str, object]:
     """Where and how the benchmark ran, to read its figures against."""
     models = [line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
               if line.startswith("model name")]
-    # bench/ itself may be new or edited; what matters is whether the code under test is the commit's
-    changed = _command_output("git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench")
-    dirty = " (with uncommitted changes outside bench/)" if changed else ""
     return {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": utc_now(),
         "command": command,
         "nproc": os.cpu_count(),
         "cpu_model": models[0] if models else platform.processor(),
@@ -148,7 +165,7 @@ def machine(args: argparse.Namespace, command: str, system_cpus: list[int]) -> d
         "go": _command_output("go", "env", "GOVERSION"),
         "peers": {"etsy": f"statsd@{peers.ETSY_VERSION} (npm)", "telegraf": peers.PEERS["telegraf"].build,
                   "statsd_exporter": peers.PEERS["statsd_exporter"].build},
-        "commit": _command_output("git", "rev-parse", "--short", "HEAD") + dirty,
+        "commit": commit(),
         "load_average_before": os.getloadavg(),
         "load_cpu": args.load_cpu,
         "system_cpus": system_cpus,
@@ -571,16 +588,22 @@ def generated(results: BenchResults, plot_name: str) -> list[str]:
     return lines
 
 
+def write_between(out: Path, lines: list[str], missing: Callable[[str, str], str]) -> None:
+    """Puts ``lines`` (a script's part: its two :func:`markers` first and last) in place of that script's part of
+    ``out``, keeping everything outside those markers; where they are not in ``out`` yet, ``missing(old text,
+    part)`` makes the whole text."""
+    begin, end, block = lines[0], lines[-1], "\n".join(lines)
+    old = out.read_text() if out.exists() else ""
+    start = old.find(begin)
+    stop = old.find(end, start) if start >= 0 else -1
+    out.write_text(old[:start] + block + old[stop + len(end):] if stop >= 0 else missing(old, block))
+
+
 def write(results: BenchResults, out: Path, plot_path: Path) -> None:
     """Writes the plot and the report, keeping whatever is outside the markers of an existing report."""
     plot(results, plot_path)
-    block = "\n".join(generated(results, os.path.relpath(plot_path, out.parent)))
-    old = out.read_text() if out.exists() else ""
-    if BEGIN in old and END in old:
-        text = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END):]
-    else:
-        text = f"# Benchmark results\n\n{block}\n\n## Profile\n\nNot written yet.\n"
-    out.write_text(text)
+    write_between(out, generated(results, os.path.relpath(plot_path, out.parent)),
+                  lambda _, block: f"# Benchmark results\n\n{block}\n\n## Profile\n\nNot written yet.\n")
 
 
 def summary_table(results: BenchResults) -> str:
