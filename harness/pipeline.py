@@ -204,10 +204,10 @@ class Pipeline:
             time.sleep((interval - phase) + 0.05 * interval)
 
     def aggregates(self) -> list[dict[str, Any]]:
+        """Every aggregate the file sink has written whole: a line it is writing has no newline yet."""
         if not self.out_path.exists():
             return []
-        lines = self.out_path.read_text().splitlines()
-        return [json.loads(line) for line in lines if line]
+        return [json.loads(line) for line in whole_lines(self.out_path.read_text()) if line]
 
     def shards_flushed_after(self, stamp: float) -> bool:
         """Whether every shard has flushed an interval later than ``stamp`` (each shard's self-metrics
@@ -256,6 +256,11 @@ class Pipeline:
     def sink_figures(self) -> dict[str, dict[str, Any]]:
         """Each sink's row as the forwarder published it last (what ``pystatsd status`` shows); {} before."""
         return read_all(self.run_dir).get("forwarder", {}).get("figures", {}).get("sinks", {})
+
+
+def whole_lines(text: str) -> list[str]:
+    """The lines of ``text`` that end in a newline: a file another process appends to may end in half a line."""
+    return text.split("\n")[:-1]
 
 
 def total(aggregates: list[dict[str, Any]]) -> float:

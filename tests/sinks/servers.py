@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from harness.paths import CACHE
-from harness.pipeline import Pipeline
+from harness.pipeline import Pipeline, whole_lines
 from harness.ports import accepts_tcp, free_tcp_port
 from harness.process import ChildProcess
 from harness.traffic import SteadyTraffic
@@ -368,8 +368,7 @@ class OtelCollector(Server):
         ``value`` (a sum's or gauge's) or ``count``, ``sum``, ``min``, ``max`` and ``buckets`` (a histogram's)."""
         found = []
         text = self.out_path.read_text() if self.out_path.exists() else ""
-        # Whole lines only: the exporter may be writing the last one now.
-        for line in text.split("\n")[:-1]:
+        for line in whole_lines(text):
             for resource_metrics in json.loads(line)["resourceMetrics"]:
                 resource = _otlp_attributes(resource_metrics.get("resource", {}))
                 for scope in resource_metrics["scopeMetrics"]:
