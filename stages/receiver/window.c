@@ -29,6 +29,7 @@
 #include "keytable.h"
 
 #include <math.h>
+#include <sys/mman.h>
 
 /* stages.common.model.MetricType */
 enum { COUNTER = 1, GAUGE = 2, GAUGE_DELTA = 3, TIMER = 4, HISTOGRAM = 5, DISTRIBUTION = 6, SET = 7,
@@ -155,7 +156,9 @@ typedef struct {
  * under (-1: none): a record of w->answers, which holds its own key (kind 0: an empty record). The
  * answers are persistent and large (a few MiB at 20,000 series), and the shards' work on the same core
  * leaves them cold between two reads: a lookup touches this one record (128 bytes, two cache lines), not
- * a slot, an item and a key elsewhere. */
+ * a slot, an item and a key elsewhere, and a line asks for it (answer_prefetch) as soon as its key is
+ * built, so that it comes while the values are read. Its hash is the entries' (the same seed): a line
+ * hashes its key once for both. */
 enum { UNASKED = 0, UNCHANGED, DROPPED, RENAMED };
 #define INLINE_KEY 44  /* what keeps a record at 128 bytes */
 typedef struct __attribute__((aligned(64))) {
@@ -199,7 +202,6 @@ typedef struct {
     PyObject *answer;        /* stages.receiver.identity.answer, with rules */
     rule_answer *answers;    /* with rules: (type, series key) -> rule_answer, misses too: open addressing */
     Py_ssize_t n_answers, answer_slots;  /* answers held; records (a power of two, at least twice n_answers) */
-    uint64_t answer_seed;
     buffer answer_keys;      /* the new series keys the answers point into, and their own keys too long to hold */
     Py_ssize_t cache_size;   /* answers kept at most: the table is emptied when one more would not fit */
     long long rule_dropped;  /* samples the rules dropped */
@@ -379,18 +381,27 @@ static rule_answer *answer_probe(const Window *w, uint64_t hash, int kind, const
 }
 
 /* Twice the records (1024 at first), every answer moved to its place among them. 0, or -1 error. The
- * records are aligned to cache lines: one is two lines, never three. */
+ * records are aligned to cache lines: one is two lines, never three. From HUGE_PAGE on (2 MiB: 16,384
+ * records, 8,192 answers) they are asked to sit on huge pages where the kernel has them (transparent
+ * huge pages, `madvise` mode): a lookup goes to a random record among megabytes, and on 4 KiB pages
+ * nearly each one missed the TLB as well as the cache (measured: the largest single stall with rules). */
+#define HUGE_PAGE ((size_t)2 << 20)
 static int answers_grow(Window *w)
 {
     Py_ssize_t slots = w->answer_slots ? 2 * w->answer_slots : 1024;
     rule_answer *old = w->answers;
     Py_ssize_t old_slots = w->answer_slots;
-    w->answers = aligned_alloc(64, (size_t)slots * sizeof(rule_answer));
+    size_t bytes = (size_t)slots * sizeof(rule_answer);  /* a power of two: a multiple of HUGE_PAGE from there */
+    w->answers = aligned_alloc(bytes >= HUGE_PAGE ? HUGE_PAGE : 64, bytes);
     if (w->answers == NULL) {
         w->answers = old;
         PyErr_NoMemory();
         return -1;
     }
+#ifdef MADV_HUGEPAGE
+    if (bytes >= HUGE_PAGE)
+        (void)madvise(w->answers, bytes, MADV_HUGEPAGE);  /* advice: without huge pages it works as before */
+#endif
     memset(w->answers, 0, (size_t)slots * sizeof(rule_answer));
     w->answer_slots = slots;
     for (Py_ssize_t i = 0; i < old_slots; i++)
@@ -408,11 +419,21 @@ static void answers_clear(Window *w)
     w->answer_keys.len = 0;
 }
 
-/* The record of (kind, key), a new one (*created set, UNASKED) when it is not held; emptied first when a
- * new one would make more than w->cache_size, as identity.Answers does. NULL with an exception set. */
-static rule_answer *answer_of(Window *w, int kind, const char *key, Py_ssize_t len, int *created)
+/* The hash of (kind, key) for both the records and the entries, and the record's first place asked for. */
+static uint64_t answer_prefetch(const Window *w, int kind, const char *key, Py_ssize_t len)
 {
-    uint64_t hash = hash_key(w->answer_seed, kind, key, len);
+    uint64_t hash = hash_key(w->table.seed, kind, key, len);
+    const rule_answer *a = &w->answers[hash & (uint64_t)(w->answer_slots - 1)];
+    __builtin_prefetch(a);
+    __builtin_prefetch((const char *)a + 64);
+    return hash;
+}
+
+/* The record of (kind, key) (`hash`: answer_prefetch's), a new one (*created set, UNASKED) when it is not
+ * held; emptied first when a new one would make more than w->cache_size, as identity.Answers does. NULL
+ * with an exception set. */
+static rule_answer *answer_of(Window *w, uint64_t hash, int kind, const char *key, Py_ssize_t len, int *created)
+{
     rule_answer *a = answer_probe(w, hash, kind, key, len);
     *created = a->kind == 0;
     if (!*created)
@@ -443,19 +464,19 @@ static rule_answer *answer_of(Window *w, int kind, const char *key, Py_ssize_t l
 }
 
 /*
- * The rules' answer for the series (key, key_len: its built key; name_len: its name's bytes) of type
- * `kind`: NULL with *dropped set when they drop it (its `count` samples added to the answer's tally),
+ * The rules' answer for the series (key, key_len: its built key, `hash`: answer_prefetch's; name_len: its
+ * name's bytes) of type `kind`: NULL with *dropped set when they drop it (its `count` samples added to the answer's tally),
  * NULL without it on an error; else the record whose tally, scale and series the caller files under
  * (answered_entry), adding to the tally the samples it takes (a scale may refuse some). The rules are
  * asked only when w->answers does not hold the series, which keeps their answer, a miss too, until it
  * is emptied for want of room.
  */
-static rule_answer *rule_answer_of(Window *w, int kind, const char *key, Py_ssize_t key_len, Py_ssize_t name_len,
-                                   Py_ssize_t count, int *dropped)
+static rule_answer *rule_answer_of(Window *w, uint64_t hash, int kind, const char *key, Py_ssize_t key_len,
+                                   Py_ssize_t name_len, Py_ssize_t count, int *dropped)
 {
     int created;
     *dropped = 0;
-    rule_answer *a = answer_of(w, kind, key, key_len, &created);
+    rule_answer *a = answer_of(w, hash, kind, key, key_len, &created);
     if (a == NULL)
         return NULL;
     if (a->state == UNASKED && ask_rules(w, kind, key, key_len, name_len, a) < 0)
@@ -469,9 +490,9 @@ static rule_answer *rule_answer_of(Window *w, int kind, const char *key, Py_ssiz
     return a;
 }
 
-/* The entry the series `a` answers for is filed under (the same series or the rules' new one): straight
- * from the record when it found it since the entries were last taken. NULL on an error. */
-static entry *answered_entry(Window *w, rule_answer *a, int kind, const char *key, Py_ssize_t key_len,
+/* The entry the series `a` (of `hash`) answers for is filed under (the same series or the rules' new one):
+ * straight from the record when it found it since the entries were last taken. NULL on an error. */
+static entry *answered_entry(Window *w, rule_answer *a, uint64_t hash, int kind, const char *key, Py_ssize_t key_len,
                              Py_ssize_t name_len)
 {
     if (a->entry_generation == w->generation)
@@ -480,9 +501,10 @@ static entry *answered_entry(Window *w, rule_answer *a, int kind, const char *ke
         key = w->answer_keys.data + a->offset;
         key_len = a->len;
         name_len = a->name_len;
+        hash = hash_key(w->table.seed, kind, key, key_len);
     }
     int created;
-    Py_ssize_t e = table_find(&w->table, kind, key, key_len, &created);
+    Py_ssize_t e = table_find_hashed(&w->table, hash, kind, key, key_len, &created);
     if (e < 0)
         return NULL;
     a->entry_generation = w->generation;
@@ -1031,6 +1053,7 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
     int built = build_key(w, name, w->tags, n_tags, &name_len);
     if (built != OK)
         return built;
+    uint64_t hash = w->rules != NULL ? answer_prefetch(w, mtype, w->scratch.data, w->scratch.len) : 0;
     Py_ssize_t count = 1;
     if (mtype == SET) {
         if (bar == value)
@@ -1048,7 +1071,7 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
     Py_ssize_t refused = 0;
     if (w->rules != NULL) {
         int dropped;
-        a = rule_answer_of(w, mtype, w->scratch.data, w->scratch.len, name_len, count, &dropped);
+        a = rule_answer_of(w, hash, mtype, w->scratch.data, w->scratch.len, name_len, count, &dropped);
         if (dropped) {
             w->rule_dropped += count;  /* each value of the line a sample, as the parser makes them */
             return OK;
@@ -1067,7 +1090,7 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
         if (refused == count)
             return OK;
     }
-    entry *e = a != NULL ? answered_entry(w, a, mtype, w->scratch.data, w->scratch.len, name_len)
+    entry *e = a != NULL ? answered_entry(w, a, hash, mtype, w->scratch.data, w->scratch.len, name_len)
                          : find_entry(w, mtype, w->scratch.data, w->scratch.len, name_len);
     if (e == NULL)
         return -1;
@@ -1150,9 +1173,11 @@ static int add_sample(Window *w, PyObject *sample, int ruled)
     }
     int kind = mtype == GAUGE_DELTA ? GAUGE : (int)mtype;
     rule_answer *a = NULL;
+    uint64_t hash = 0;
     if (w->rules != NULL && ruled) {
         int dropped;
-        a = rule_answer_of(w, kind, b->data, b->len, name_len, 1, &dropped);
+        hash = answer_prefetch(w, kind, b->data, b->len);
+        a = rule_answer_of(w, hash, kind, b->data, b->len, name_len, 1, &dropped);
         if (dropped) {
             w->rule_dropped++;
             return 0;
@@ -1182,7 +1207,8 @@ static int add_sample(Window *w, PyObject *sample, int ruled)
     }
     if (a != NULL && a->tally >= 0)
         w->tallies[a->tally]++;
-    entry *e = a != NULL ? answered_entry(w, a, kind, b->data, b->len, name_len) : find_entry(w, kind, b->data, b->len, name_len);
+    entry *e = a != NULL ? answered_entry(w, a, hash, kind, b->data, b->len, name_len)
+                         : find_entry(w, kind, b->data, b->len, name_len);
     if (e == NULL)
         return -1;
     if (kind == GAUGE)
@@ -1388,7 +1414,6 @@ static int init_rules(Window *w, PyObject *rules, Py_ssize_t cache_size)
         PyErr_SetString(PyExc_ValueError, "cache_size: at least 1");
         return -1;
     }
-    w->answer_seed = hash_seed(w);
     if (answers_grow(w) < 0) {
         Py_DECREF(answer);
         return -1;
