@@ -25,6 +25,9 @@
  * Given rules (stages.receiver.identity), the C asks them of each series it has not seen, by its
  * built key, and keeps their answer in an array of records that hold their key (rule_answer_of):
  * without rules that costs one NULL check per line, and an answer without a scale one more per value.
+ * With rules a line is read (parse_line) and filed (file_line) one line apart: its answer record is
+ * asked for as soon as its key is built and comes while the next line is read, so that a cached answer
+ * costs about what the entries' own lookup does without rules (file_parsed).
  */
 #include "keytable.h"
 
@@ -182,6 +185,19 @@ typedef struct __attribute__((aligned(64))) {
 } rule_answer;
 _Static_assert(sizeof(rule_answer) == 128, "a record is two cache lines");
 
+/* A statsd line read (parse_line) and not yet filed (file_line): with rules a line is filed after the next
+ * one is read, so that its answer record, asked for as soon as its key was built, has come by then. */
+typedef struct {
+    int mtype;
+    const char *value, *bar;  /* its values' text, in the payload being fed */
+    Py_ssize_t count, name_len;
+    double rate;
+    uint64_t hash;            /* with rules: answer_prefetch's */
+    buffer key;               /* its series key, and its values: the buffers it was read into (swapped out) */
+    double *numbers;
+    Py_ssize_t cap_numbers;
+} parsed_line;
+
 typedef struct {
     PyObject_HEAD
     int shards;
@@ -211,6 +227,8 @@ typedef struct {
     unsigned long long generation;  /* bumped whenever the entries are cleared: an answer's entry is good
                                        while its entry_generation is this (0 never is) */
     unsigned char tag_slots[256];  /* TAG_SLOTS: a line's tags by key, once it has many (put_tag) */
+    parsed_line pending;     /* with rules: the line read before the one at hand, filed after it is read */
+    int has_pending;
     int keep_container_id;   /* a `c:` field becomes the tag container_id (parsers.base.CONTAINER_ID_TAG) */
 } Window;
 
@@ -988,11 +1006,11 @@ static int line_numbers(Window *w, const char *p, const char *end, Py_ssize_t *c
 }
 
 /*
- * One statsd line (no newline): OK taken into the window, else a reason or UNSURE (the caller hands
- * it to the fallback) and nothing of it was taken, or -1 error. `n` is the line with its CR, `cut`
- * without.
+ * One statsd line (no newline) read: OK, its key in w->scratch, its values in w->numbers and the rest in
+ * *out, for file_line; else a reason or UNSURE (the caller hands it to the fallback), or -1 error. Nothing
+ * of it is taken yet. `n` is the line with its CR, `cut` without.
  */
-static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
+static int parse_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut, parsed_line *out)
 {
     const char *colon = NULL;
     for (Py_ssize_t i = 0; i < cut; i++) {
@@ -1066,12 +1084,31 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
             if (fabs(w->numbers[i] / rate) > MAX_MAGNITUDE)
                 return R_OUT_OF_RANGE;  /* what it adds would be out of range */
     }
+    out->mtype = mtype;
+    out->value = value;
+    out->bar = bar;
+    out->count = count;
+    out->name_len = name_len;
+    out->rate = rate;
+    out->hash = hash;
+    return OK;
+}
+
+/* A line parse_line read (`key`, `numbers`: where it read them) into the window: OK, or -1 error. Values a
+ * rule's scale refused are left in w->out_of_range for the caller to count. */
+static int file_line(Window *w, const parsed_line *line, const char *key, Py_ssize_t key_len, double *numbers)
+{
+    int mtype = line->mtype;
+    const char *value = line->value, *bar = line->bar;
+    Py_ssize_t count = line->count, name_len = line->name_len;
+    double rate = line->rate;
+    uint64_t hash = line->hash;
     rule_answer *a = NULL;
     int scaled = 0;
     Py_ssize_t refused = 0;
     if (w->rules != NULL) {
         int dropped;
-        a = rule_answer_of(w, hash, mtype, w->scratch.data, w->scratch.len, name_len, count, &dropped);
+        a = rule_answer_of(w, hash, mtype, key, key_len, name_len, count, &dropped);
         if (dropped) {
             w->rule_dropped += count;  /* each value of the line a sample, as the parser makes them */
             return OK;
@@ -1081,8 +1118,8 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
         /* each value as its rule's scale makes it, before any is filed: one out of range is refused (NAN) */
         scaled = a->scaled;
         for (Py_ssize_t i = 0; scaled && mtype != SET && i < count; i++) {
-            w->numbers[i] = scaled_value(mtype, w->numbers[i], rate, a->scale);
-            refused += isnan(w->numbers[i]);
+            numbers[i] = scaled_value(mtype, numbers[i], rate, a->scale);
+            refused += isnan(numbers[i]);
         }
         w->out_of_range = refused;
         if (a->tally >= 0)
@@ -1090,8 +1127,8 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
         if (refused == count)
             return OK;
     }
-    entry *e = a != NULL ? answered_entry(w, a, hash, mtype, w->scratch.data, w->scratch.len, name_len)
-                         : find_entry(w, mtype, w->scratch.data, w->scratch.len, name_len);
+    entry *e = a != NULL ? answered_entry(w, a, hash, mtype, key, key_len, name_len)
+                         : find_entry(w, mtype, key, key_len, name_len);
     if (e == NULL)
         return -1;
     if (mtype == GAUGE)
@@ -1111,7 +1148,7 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
     double counter_rate = scaled && mtype == COUNTER ? 1.0 : rate;  /* a scaled counter's value is what it adds */
     for (Py_ssize_t i = 0; i < count; i++) {
         int piece_type = mtype == GAUGE && (*piece == '+' || *piece == '-') ? GAUGE_DELTA : mtype;
-        if ((refused == 0 || !isnan(w->numbers[i])) && add_value(e, piece_type, w->numbers[i], counter_rate) < 0)
+        if ((refused == 0 || !isnan(numbers[i])) && add_value(e, piece_type, numbers[i], counter_rate) < 0)
             return -1;
         const char *next = memchr(piece, ':', (size_t)(bar - piece));
         piece = next ? next + 1 : bar;
@@ -1342,8 +1379,59 @@ static int takes_payload(const char *p, Py_ssize_t n)
     return 1;
 }
 
-/* Every line of a payload: taken, counted as bad, or handed to the fallback. `json`: it may hold
- * document lines (takes_payload said they are all bad). */
+/* The values of the last line filed that a rule's scale refused, each counted as a bad line. */
+static int count_refused(Window *w, PyObject *bad)
+{
+    for (; w->out_of_range > 0; w->out_of_range--)
+        if (count_bad(bad, R_OUT_OF_RANGE) < 0)
+            return -1;
+    return 0;
+}
+
+/* The line read before, with rules, filed (when there is one). 0, or -1 error. */
+static int file_pending(Window *w, PyObject *bad)
+{
+    if (!w->has_pending)
+        return 0;
+    w->has_pending = 0;
+    parsed_line *line = &w->pending;
+    if (file_line(w, line, line->key.data, line->key.len, line->numbers) < 0)
+        return -1;
+    return count_refused(w, bad);
+}
+
+/*
+ * A line parse_line read into the window. Without rules it is filed at once. With rules the line read
+ * before it is filed now, and this one waits (its key and values swapped into w->pending, the buffers
+ * there given to the next line to read into) until the next is read or the payload ends: its answer
+ * record, asked for when its key was built, comes meanwhile. 0, or -1 error.
+ */
+static int file_parsed(Window *w, parsed_line *line, PyObject *bad)
+{
+    if (w->rules == NULL) {
+        if (file_line(w, line, w->scratch.data, w->scratch.len, w->numbers) < 0)
+            return -1;
+        return count_refused(w, bad);
+    }
+    if (file_pending(w, bad) < 0)
+        return -1;
+    buffer key = w->pending.key;
+    double *numbers = w->pending.numbers;
+    Py_ssize_t cap_numbers = w->pending.cap_numbers;
+    w->pending = *line;
+    w->pending.key = w->scratch;
+    w->pending.numbers = w->numbers;
+    w->pending.cap_numbers = w->cap_numbers;
+    w->scratch = key;
+    w->numbers = numbers;
+    w->cap_numbers = cap_numbers;
+    w->has_pending = 1;
+    return 0;
+}
+
+/* Every line of a payload: taken, counted as bad, or handed to the fallback, in order (a line waiting
+ * for its answer record is filed before the next that is not read here, and at the end). `json`: it may
+ * hold document lines (takes_payload said they are all bad). */
 static int feed_payload(Window *w, const char *p, Py_ssize_t n, PyObject *bad, int json)
 {
     const char *end = p + n;
@@ -1354,20 +1442,27 @@ static int feed_payload(Window *w, const char *p, Py_ssize_t n, PyObject *bad, i
         Py_ssize_t len = line_end - p;
         Py_ssize_t cut = len && p[len - 1] == '\r' ? len - 1 : len;
         int got = json ? document_outcome(p, len) : STATSD_LINE;
-        if (got == STATSD_LINE)
-            got = cut > 0 ? fast_line(w, p, len, cut) : OK;
-        if (got < 0)
+        if (got == STATSD_LINE && cut > 0) {
+            parsed_line line;
+            got = parse_line(w, p, len, cut, &line);
+            if (got == OK && file_parsed(w, &line, bad) < 0)
+                got = -1;
+        } else if (got == STATSD_LINE) {
+            got = OK;  /* an empty line */
+        }
+        if (got < 0) {
+            w->has_pending = 0;
             return -1;
-        for (; w->out_of_range > 0; w->out_of_range--)  /* values a rule's scale refused, each a bad line */
-            if (count_bad(bad, R_OUT_OF_RANGE) < 0)
-                return -1;
+        }
+        if (got != OK && file_pending(w, bad) < 0)
+            return -1;
         if (got == UNSURE && fallback_line(w, p, len, bad) < 0)
             return -1;
         if (got > UNSURE && count_bad(bad, got) < 0)
             return -1;
         p = line_end + 1;
     }
-    return 0;
+    return file_pending(w, bad);
 }
 
 /* ---- the Python type --------------------------------------------------------------------- */
@@ -1518,6 +1613,8 @@ static void Window_dealloc(Window *w)
     Py_XDECREF(w->answer);
     PyMem_Free(w->scratch.data);
     PyMem_Free(w->numbers);
+    PyMem_Free(w->pending.key.data);
+    PyMem_Free(w->pending.numbers);
     PyMem_Free(w->defaults);
     PyMem_Free(w->tags);
     PyMem_Free(w->shard_metrics);
