@@ -4,6 +4,7 @@ compiled window without rules and with bench/rules.yaml's (the rules of pystatsd
     .venv/bin/python -m bench.rules_window                       # 20,000 series, as make bench's mix-20
     .venv/bin/python -m bench.rules_window --evict 8             # caches made cold between bursts
     .venv/bin/python -m bench.rules_window --series 100000 --rounds 11
+    .venv/bin/python -m bench.rules_window --rate 2000000        # cut by age too, as at 2 M lines/s
 
 The datagrams are the generator's own (bench/loadgen.c, sent once to a loopback socket read here), so
 the names and the shares each rule meets are the benchmark's. The window is taken as the receiver takes
@@ -13,8 +14,12 @@ per line of the best round of each, and their ratio: the steady cost of the rule
 line. In the pipeline the shards and the forwarder share the receiver's core and evict its caches
 between two reads; --evict N writes over N MiB between two bursts (uncounted) to show what a lookup
 in the rules' answers (persistent, a few MiB at 20,000 series) then costs, where the window's own
-entries (recently written) stay warm. Whole-pipeline figures are make bench's (pystatsd-rules beside
-pystatsd).
+entries (recently written) stay warm. The receiver also takes its window when it is batch_max_age_ms
+old, and with the rules that is what cuts it: they merge the mix's 20,000 series into some 15,900
+entries, short of the 16,000 that make a window full, so without --rate a window with rules is never
+taken and every series stays filed in it. --rate N takes each window too once it holds the lines that
+come in batch_max_age_ms at N lines/s, as the receiver does at that rate. Whole-pipeline figures are
+make bench's (pystatsd-rules beside pystatsd).
 """
 
 from __future__ import annotations
@@ -74,23 +79,28 @@ def capture(series: int, seconds: float, per_datagram: int = 20) -> list[bytes]:
     return got
 
 
-def fed(window: Window, datagrams: list[bytes], full: int, evict: bytearray | None) -> float:
-    """CPU seconds to feed every datagram, in bursts, taking the window whenever it holds ``full`` entries; with
-    ``evict``, written over between two bursts (not counted)."""
+def fed(window: Window, datagrams: list[bytes], full: int, evict: bytearray | None, aged: int = 0) -> float:
+    """CPU seconds to feed every datagram, in bursts, taking the window whenever it holds ``full`` entries or, given
+    ``aged``, has taken that many lines since the last take; with ``evict``, written over between two bursts (not
+    counted)."""
     bad: dict[str, int] = {}
     seconds = 0.0
+    lines = 0
     for start in range(0, len(datagrams), BURST):
         if evict is not None:
             evict[::64] = bytes(len(evict[::64]))
+        burst = datagrams[start:start + BURST]
+        lines += sum(datagram.count(b"\n") + 1 for datagram in burst)
         started = time.process_time()
-        window.feed(datagrams[start:start + BURST], 0, bad)
-        if window.entries >= full:
+        window.feed(burst, 0, bad)
+        if window.entries >= full or (aged and lines >= aged):
             window.take(Config().batch_max_entries)
+            lines = 0
         seconds += time.process_time() - started
     return seconds
 
 
-def measure(datagrams: list[bytes], rounds: int, python: bool, evict_mib: int = 0) -> dict[str, float]:
+def measure(datagrams: list[bytes], rounds: int, python: bool, evict_mib: int = 0, rate: int = 0) -> dict[str, float]:
     """CPU nanoseconds per line (the best round) of the window without rules and with bench/rules.yaml's."""
     lines = sum(datagram.count(b"\n") + 1 for datagram in datagrams)
     rules = load_rule_set(load_config(RULES_FILE), RULES_FILE.parent)
@@ -101,10 +111,11 @@ def measure(datagrams: list[bytes], rounds: int, python: bool, evict_mib: int = 
     for window in windows.values():
         feed_all(window, datagrams, full)  # every series seen: the rules asked once each
     evict = bytearray(evict_mib << 20) if evict_mib else None
+    aged = int(rate * Config().batch_max_age_ms / 1000)
     best = dict.fromkeys(windows, float("inf"))
     for _ in range(rounds):
         for label, window in windows.items():
-            best[label] = min(best[label], fed(window, datagrams, full, evict))
+            best[label] = min(best[label], fed(window, datagrams, full, evict, aged))
     return {label: seconds / lines * 1e9 for label, seconds in best.items()}
 
 
@@ -116,9 +127,11 @@ def main() -> None:
     parser.add_argument("--python", action="store_true", help="PyWindow, the specification, instead of the C")
     parser.add_argument("--evict", type=int, default=0, metavar="MIB",
                         help="MiB written over between two bursts of datagrams, as the shards' work would (0: none)")
+    parser.add_argument("--rate", type=int, default=0, metavar="LINES_PER_S",
+                        help="also take the window when batch_max_age_ms has passed at this rate (0: only when full)")
     args = parser.parse_args()
     datagrams = capture(args.series, args.seconds)
-    figures = measure(datagrams, args.rounds, args.python, args.evict)
+    figures = measure(datagrams, args.rounds, args.python, args.evict, args.rate)
     for label, nanoseconds in figures.items():
         print(f"{label:24s} {nanoseconds:7.0f} ns/line")
     plain, ruled = figures.values()

@@ -142,10 +142,11 @@ static inline int table_init(key_table *t, Py_ssize_t payload, void *salt)
     return table_grow_slots(t);
 }
 
-/* The index of (kind, key); a new one (*created set) when first seen. -1 with an exception set. */
-static inline Py_ssize_t table_find(key_table *t, int kind, const char *key, Py_ssize_t len, int *created)
+/* The index of (kind, key), whose hash_key under t->seed is `hash`; a new one (*created set) when first
+ * seen. -1 with an exception set. For a caller that hashed the key already (or kept its hash). */
+static inline Py_ssize_t table_find_hashed(key_table *t, uint64_t hash, int kind, const char *key, Py_ssize_t len,
+                                           int *created)
 {
-    uint64_t hash = hash_key(t->seed, kind, key, len);
     Py_ssize_t mask = t->n_slots - 1;
     Py_ssize_t s = (Py_ssize_t)(hash & (uint64_t)mask);
     *created = 0;
@@ -182,6 +183,12 @@ static inline Py_ssize_t table_find(key_table *t, int kind, const char *key, Py_
     t->slots[s] = t->n + 1;
     *created = 1;
     return t->n++;
+}
+
+/* The index of (kind, key); a new one (*created set) when first seen. -1 with an exception set. */
+static inline Py_ssize_t table_find(key_table *t, int kind, const char *key, Py_ssize_t len, int *created)
+{
+    return table_find_hashed(t, hash_key(t->seed, kind, key, len), kind, key, len, created);
 }
 
 static inline const char *table_key(const key_table *t, Py_ssize_t i, Py_ssize_t *len)

@@ -25,10 +25,14 @@
  * Given rules (stages.receiver.identity), the C asks them of each series it has not seen, by its
  * built key, and keeps their answer in an array of records that hold their key (rule_answer_of):
  * without rules that costs one NULL check per line, and an answer without a scale one more per value.
+ * With rules a line is read (parse_line) and filed (file_line) one line apart: its answer record is
+ * asked for as soon as its key is built and comes while the next line is read, so that a cached answer
+ * costs about what the entries' own lookup does without rules (file_parsed).
  */
 #include "keytable.h"
 
 #include <math.h>
+#include <sys/mman.h>
 
 /* stages.common.model.MetricType */
 enum { COUNTER = 1, GAUGE = 2, GAUGE_DELTA = 3, TIMER = 4, HISTOGRAM = 5, DISTRIBUTION = 6, SET = 7,
@@ -155,7 +159,9 @@ typedef struct {
  * under (-1: none): a record of w->answers, which holds its own key (kind 0: an empty record). The
  * answers are persistent and large (a few MiB at 20,000 series), and the shards' work on the same core
  * leaves them cold between two reads: a lookup touches this one record (128 bytes, two cache lines), not
- * a slot, an item and a key elsewhere. */
+ * a slot, an item and a key elsewhere, and a line asks for it (answer_prefetch) as soon as its key is
+ * built, so that it comes while the values are read. Its hash is the entries' (the same seed): a line
+ * hashes its key once for both. */
 enum { UNASKED = 0, UNCHANGED, DROPPED, RENAMED };
 #define INLINE_KEY 44  /* what keeps a record at 128 bytes */
 typedef struct __attribute__((aligned(64))) {
@@ -179,6 +185,19 @@ typedef struct __attribute__((aligned(64))) {
 } rule_answer;
 _Static_assert(sizeof(rule_answer) == 128, "a record is two cache lines");
 
+/* A statsd line read (parse_line) and not yet filed (file_line): with rules a line is filed after the next
+ * one is read, so that its answer record, asked for as soon as its key was built, has come by then. */
+typedef struct {
+    int mtype;
+    const char *value, *bar;  /* its values' text, in the payload being fed */
+    Py_ssize_t count, name_len;
+    double rate;
+    uint64_t hash;            /* with rules: answer_prefetch's */
+    buffer key;               /* its series key, and its values: the buffers it was read into (swapped out) */
+    double *numbers;
+    Py_ssize_t cap_numbers;
+} parsed_line;
+
 typedef struct {
     PyObject_HEAD
     int shards;
@@ -199,7 +218,6 @@ typedef struct {
     PyObject *answer;        /* stages.receiver.identity.answer, with rules */
     rule_answer *answers;    /* with rules: (type, series key) -> rule_answer, misses too: open addressing */
     Py_ssize_t n_answers, answer_slots;  /* answers held; records (a power of two, at least twice n_answers) */
-    uint64_t answer_seed;
     buffer answer_keys;      /* the new series keys the answers point into, and their own keys too long to hold */
     Py_ssize_t cache_size;   /* answers kept at most: the table is emptied when one more would not fit */
     long long rule_dropped;  /* samples the rules dropped */
@@ -209,6 +227,8 @@ typedef struct {
     unsigned long long generation;  /* bumped whenever the entries are cleared: an answer's entry is good
                                        while its entry_generation is this (0 never is) */
     unsigned char tag_slots[256];  /* TAG_SLOTS: a line's tags by key, once it has many (put_tag) */
+    parsed_line pending;     /* with rules: the line read before the one at hand, filed after it is read */
+    int has_pending;
     int keep_container_id;   /* a `c:` field becomes the tag container_id (parsers.base.CONTAINER_ID_TAG) */
 } Window;
 
@@ -379,18 +399,27 @@ static rule_answer *answer_probe(const Window *w, uint64_t hash, int kind, const
 }
 
 /* Twice the records (1024 at first), every answer moved to its place among them. 0, or -1 error. The
- * records are aligned to cache lines: one is two lines, never three. */
+ * records are aligned to cache lines: one is two lines, never three. From HUGE_PAGE on (2 MiB: 16,384
+ * records, 8,192 answers) they are asked to sit on huge pages where the kernel has them (transparent
+ * huge pages, `madvise` mode): a lookup goes to a random record among megabytes, and on 4 KiB pages
+ * nearly each one missed the TLB as well as the cache (measured: the largest single stall with rules). */
+#define HUGE_PAGE ((size_t)2 << 20)
 static int answers_grow(Window *w)
 {
     Py_ssize_t slots = w->answer_slots ? 2 * w->answer_slots : 1024;
     rule_answer *old = w->answers;
     Py_ssize_t old_slots = w->answer_slots;
-    w->answers = aligned_alloc(64, (size_t)slots * sizeof(rule_answer));
+    size_t bytes = (size_t)slots * sizeof(rule_answer);  /* a power of two: a multiple of HUGE_PAGE from there */
+    w->answers = aligned_alloc(bytes >= HUGE_PAGE ? HUGE_PAGE : 64, bytes);
     if (w->answers == NULL) {
         w->answers = old;
         PyErr_NoMemory();
         return -1;
     }
+#ifdef MADV_HUGEPAGE
+    if (bytes >= HUGE_PAGE)
+        (void)madvise(w->answers, bytes, MADV_HUGEPAGE);  /* advice: without huge pages it works as before */
+#endif
     memset(w->answers, 0, (size_t)slots * sizeof(rule_answer));
     w->answer_slots = slots;
     for (Py_ssize_t i = 0; i < old_slots; i++)
@@ -408,11 +437,21 @@ static void answers_clear(Window *w)
     w->answer_keys.len = 0;
 }
 
-/* The record of (kind, key), a new one (*created set, UNASKED) when it is not held; emptied first when a
- * new one would make more than w->cache_size, as identity.Answers does. NULL with an exception set. */
-static rule_answer *answer_of(Window *w, int kind, const char *key, Py_ssize_t len, int *created)
+/* The hash of (kind, key) for both the records and the entries, and the record's first place asked for. */
+static uint64_t answer_prefetch(const Window *w, int kind, const char *key, Py_ssize_t len)
 {
-    uint64_t hash = hash_key(w->answer_seed, kind, key, len);
+    uint64_t hash = hash_key(w->table.seed, kind, key, len);
+    const rule_answer *a = &w->answers[hash & (uint64_t)(w->answer_slots - 1)];
+    __builtin_prefetch(a);
+    __builtin_prefetch((const char *)a + 64);
+    return hash;
+}
+
+/* The record of (kind, key) (`hash`: answer_prefetch's), a new one (*created set, UNASKED) when it is not
+ * held; emptied first when a new one would make more than w->cache_size, as identity.Answers does. NULL
+ * with an exception set. */
+static rule_answer *answer_of(Window *w, uint64_t hash, int kind, const char *key, Py_ssize_t len, int *created)
+{
     rule_answer *a = answer_probe(w, hash, kind, key, len);
     *created = a->kind == 0;
     if (!*created)
@@ -443,19 +482,19 @@ static rule_answer *answer_of(Window *w, int kind, const char *key, Py_ssize_t l
 }
 
 /*
- * The rules' answer for the series (key, key_len: its built key; name_len: its name's bytes) of type
- * `kind`: NULL with *dropped set when they drop it (its `count` samples added to the answer's tally),
+ * The rules' answer for the series (key, key_len: its built key, `hash`: answer_prefetch's; name_len: its
+ * name's bytes) of type `kind`: NULL with *dropped set when they drop it (its `count` samples added to the answer's tally),
  * NULL without it on an error; else the record whose tally, scale and series the caller files under
  * (answered_entry), adding to the tally the samples it takes (a scale may refuse some). The rules are
  * asked only when w->answers does not hold the series, which keeps their answer, a miss too, until it
  * is emptied for want of room.
  */
-static rule_answer *rule_answer_of(Window *w, int kind, const char *key, Py_ssize_t key_len, Py_ssize_t name_len,
-                                   Py_ssize_t count, int *dropped)
+static rule_answer *rule_answer_of(Window *w, uint64_t hash, int kind, const char *key, Py_ssize_t key_len,
+                                   Py_ssize_t name_len, Py_ssize_t count, int *dropped)
 {
     int created;
     *dropped = 0;
-    rule_answer *a = answer_of(w, kind, key, key_len, &created);
+    rule_answer *a = answer_of(w, hash, kind, key, key_len, &created);
     if (a == NULL)
         return NULL;
     if (a->state == UNASKED && ask_rules(w, kind, key, key_len, name_len, a) < 0)
@@ -469,9 +508,9 @@ static rule_answer *rule_answer_of(Window *w, int kind, const char *key, Py_ssiz
     return a;
 }
 
-/* The entry the series `a` answers for is filed under (the same series or the rules' new one): straight
- * from the record when it found it since the entries were last taken. NULL on an error. */
-static entry *answered_entry(Window *w, rule_answer *a, int kind, const char *key, Py_ssize_t key_len,
+/* The entry the series `a` (of `hash`) answers for is filed under (the same series or the rules' new one):
+ * straight from the record when it found it since the entries were last taken. NULL on an error. */
+static entry *answered_entry(Window *w, rule_answer *a, uint64_t hash, int kind, const char *key, Py_ssize_t key_len,
                              Py_ssize_t name_len)
 {
     if (a->entry_generation == w->generation)
@@ -480,9 +519,10 @@ static entry *answered_entry(Window *w, rule_answer *a, int kind, const char *ke
         key = w->answer_keys.data + a->offset;
         key_len = a->len;
         name_len = a->name_len;
+        hash = hash_key(w->table.seed, kind, key, key_len);
     }
     int created;
-    Py_ssize_t e = table_find(&w->table, kind, key, key_len, &created);
+    Py_ssize_t e = table_find_hashed(&w->table, hash, kind, key, key_len, &created);
     if (e < 0)
         return NULL;
     a->entry_generation = w->generation;
@@ -966,11 +1006,11 @@ static int line_numbers(Window *w, const char *p, const char *end, Py_ssize_t *c
 }
 
 /*
- * One statsd line (no newline): OK taken into the window, else a reason or UNSURE (the caller hands
- * it to the fallback) and nothing of it was taken, or -1 error. `n` is the line with its CR, `cut`
- * without.
+ * One statsd line (no newline) read: OK, its key in w->scratch, its values in w->numbers and the rest in
+ * *out, for file_line; else a reason or UNSURE (the caller hands it to the fallback), or -1 error. Nothing
+ * of it is taken yet. `n` is the line with its CR, `cut` without.
  */
-static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
+static int parse_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut, parsed_line *out)
 {
     const char *colon = NULL;
     for (Py_ssize_t i = 0; i < cut; i++) {
@@ -1031,6 +1071,7 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
     int built = build_key(w, name, w->tags, n_tags, &name_len);
     if (built != OK)
         return built;
+    uint64_t hash = w->rules != NULL ? answer_prefetch(w, mtype, w->scratch.data, w->scratch.len) : 0;
     Py_ssize_t count = 1;
     if (mtype == SET) {
         if (bar == value)
@@ -1043,12 +1084,31 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
             if (fabs(w->numbers[i] / rate) > MAX_MAGNITUDE)
                 return R_OUT_OF_RANGE;  /* what it adds would be out of range */
     }
+    out->mtype = mtype;
+    out->value = value;
+    out->bar = bar;
+    out->count = count;
+    out->name_len = name_len;
+    out->rate = rate;
+    out->hash = hash;
+    return OK;
+}
+
+/* A line parse_line read (`key`, `numbers`: where it read them) into the window: OK, or -1 error. Values a
+ * rule's scale refused are left in w->out_of_range for the caller to count. */
+static int file_line(Window *w, const parsed_line *line, const char *key, Py_ssize_t key_len, double *numbers)
+{
+    int mtype = line->mtype;
+    const char *value = line->value, *bar = line->bar;
+    Py_ssize_t count = line->count, name_len = line->name_len;
+    double rate = line->rate;
+    uint64_t hash = line->hash;
     rule_answer *a = NULL;
     int scaled = 0;
     Py_ssize_t refused = 0;
     if (w->rules != NULL) {
         int dropped;
-        a = rule_answer_of(w, mtype, w->scratch.data, w->scratch.len, name_len, count, &dropped);
+        a = rule_answer_of(w, hash, mtype, key, key_len, name_len, count, &dropped);
         if (dropped) {
             w->rule_dropped += count;  /* each value of the line a sample, as the parser makes them */
             return OK;
@@ -1058,8 +1118,8 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
         /* each value as its rule's scale makes it, before any is filed: one out of range is refused (NAN) */
         scaled = a->scaled;
         for (Py_ssize_t i = 0; scaled && mtype != SET && i < count; i++) {
-            w->numbers[i] = scaled_value(mtype, w->numbers[i], rate, a->scale);
-            refused += isnan(w->numbers[i]);
+            numbers[i] = scaled_value(mtype, numbers[i], rate, a->scale);
+            refused += isnan(numbers[i]);
         }
         w->out_of_range = refused;
         if (a->tally >= 0)
@@ -1067,8 +1127,8 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
         if (refused == count)
             return OK;
     }
-    entry *e = a != NULL ? answered_entry(w, a, mtype, w->scratch.data, w->scratch.len, name_len)
-                         : find_entry(w, mtype, w->scratch.data, w->scratch.len, name_len);
+    entry *e = a != NULL ? answered_entry(w, a, hash, mtype, key, key_len, name_len)
+                         : find_entry(w, mtype, key, key_len, name_len);
     if (e == NULL)
         return -1;
     if (mtype == GAUGE)
@@ -1088,7 +1148,7 @@ static int fast_line(Window *w, const char *p, Py_ssize_t n, Py_ssize_t cut)
     double counter_rate = scaled && mtype == COUNTER ? 1.0 : rate;  /* a scaled counter's value is what it adds */
     for (Py_ssize_t i = 0; i < count; i++) {
         int piece_type = mtype == GAUGE && (*piece == '+' || *piece == '-') ? GAUGE_DELTA : mtype;
-        if ((refused == 0 || !isnan(w->numbers[i])) && add_value(e, piece_type, w->numbers[i], counter_rate) < 0)
+        if ((refused == 0 || !isnan(numbers[i])) && add_value(e, piece_type, numbers[i], counter_rate) < 0)
             return -1;
         const char *next = memchr(piece, ':', (size_t)(bar - piece));
         piece = next ? next + 1 : bar;
@@ -1150,9 +1210,11 @@ static int add_sample(Window *w, PyObject *sample, int ruled)
     }
     int kind = mtype == GAUGE_DELTA ? GAUGE : (int)mtype;
     rule_answer *a = NULL;
+    uint64_t hash = 0;
     if (w->rules != NULL && ruled) {
         int dropped;
-        a = rule_answer_of(w, kind, b->data, b->len, name_len, 1, &dropped);
+        hash = answer_prefetch(w, kind, b->data, b->len);
+        a = rule_answer_of(w, hash, kind, b->data, b->len, name_len, 1, &dropped);
         if (dropped) {
             w->rule_dropped++;
             return 0;
@@ -1182,7 +1244,8 @@ static int add_sample(Window *w, PyObject *sample, int ruled)
     }
     if (a != NULL && a->tally >= 0)
         w->tallies[a->tally]++;
-    entry *e = a != NULL ? answered_entry(w, a, kind, b->data, b->len, name_len) : find_entry(w, kind, b->data, b->len, name_len);
+    entry *e = a != NULL ? answered_entry(w, a, hash, kind, b->data, b->len, name_len)
+                         : find_entry(w, kind, b->data, b->len, name_len);
     if (e == NULL)
         return -1;
     if (kind == GAUGE)
@@ -1316,8 +1379,59 @@ static int takes_payload(const char *p, Py_ssize_t n)
     return 1;
 }
 
-/* Every line of a payload: taken, counted as bad, or handed to the fallback. `json`: it may hold
- * document lines (takes_payload said they are all bad). */
+/* The values of the last line filed that a rule's scale refused, each counted as a bad line. */
+static int count_refused(Window *w, PyObject *bad)
+{
+    for (; w->out_of_range > 0; w->out_of_range--)
+        if (count_bad(bad, R_OUT_OF_RANGE) < 0)
+            return -1;
+    return 0;
+}
+
+/* The line read before, with rules, filed (when there is one). 0, or -1 error. */
+static int file_pending(Window *w, PyObject *bad)
+{
+    if (!w->has_pending)
+        return 0;
+    w->has_pending = 0;
+    parsed_line *line = &w->pending;
+    if (file_line(w, line, line->key.data, line->key.len, line->numbers) < 0)
+        return -1;
+    return count_refused(w, bad);
+}
+
+/*
+ * A line parse_line read into the window. Without rules it is filed at once. With rules the line read
+ * before it is filed now, and this one waits (its key and values swapped into w->pending, the buffers
+ * there given to the next line to read into) until the next is read or the payload ends: its answer
+ * record, asked for when its key was built, comes meanwhile. 0, or -1 error.
+ */
+static int file_parsed(Window *w, parsed_line *line, PyObject *bad)
+{
+    if (w->rules == NULL) {
+        if (file_line(w, line, w->scratch.data, w->scratch.len, w->numbers) < 0)
+            return -1;
+        return count_refused(w, bad);
+    }
+    if (file_pending(w, bad) < 0)
+        return -1;
+    buffer key = w->pending.key;
+    double *numbers = w->pending.numbers;
+    Py_ssize_t cap_numbers = w->pending.cap_numbers;
+    w->pending = *line;
+    w->pending.key = w->scratch;
+    w->pending.numbers = w->numbers;
+    w->pending.cap_numbers = w->cap_numbers;
+    w->scratch = key;
+    w->numbers = numbers;
+    w->cap_numbers = cap_numbers;
+    w->has_pending = 1;
+    return 0;
+}
+
+/* Every line of a payload: taken, counted as bad, or handed to the fallback, in order (a line waiting
+ * for its answer record is filed before the next that is not read here, and at the end). `json`: it may
+ * hold document lines (takes_payload said they are all bad). */
 static int feed_payload(Window *w, const char *p, Py_ssize_t n, PyObject *bad, int json)
 {
     const char *end = p + n;
@@ -1328,20 +1442,27 @@ static int feed_payload(Window *w, const char *p, Py_ssize_t n, PyObject *bad, i
         Py_ssize_t len = line_end - p;
         Py_ssize_t cut = len && p[len - 1] == '\r' ? len - 1 : len;
         int got = json ? document_outcome(p, len) : STATSD_LINE;
-        if (got == STATSD_LINE)
-            got = cut > 0 ? fast_line(w, p, len, cut) : OK;
-        if (got < 0)
+        if (got == STATSD_LINE && cut > 0) {
+            parsed_line line;
+            got = parse_line(w, p, len, cut, &line);
+            if (got == OK && file_parsed(w, &line, bad) < 0)
+                got = -1;
+        } else if (got == STATSD_LINE) {
+            got = OK;  /* an empty line */
+        }
+        if (got < 0) {
+            w->has_pending = 0;
             return -1;
-        for (; w->out_of_range > 0; w->out_of_range--)  /* values a rule's scale refused, each a bad line */
-            if (count_bad(bad, R_OUT_OF_RANGE) < 0)
-                return -1;
+        }
+        if (got != OK && file_pending(w, bad) < 0)
+            return -1;
         if (got == UNSURE && fallback_line(w, p, len, bad) < 0)
             return -1;
         if (got > UNSURE && count_bad(bad, got) < 0)
             return -1;
         p = line_end + 1;
     }
-    return 0;
+    return file_pending(w, bad);
 }
 
 /* ---- the Python type --------------------------------------------------------------------- */
@@ -1388,7 +1509,6 @@ static int init_rules(Window *w, PyObject *rules, Py_ssize_t cache_size)
         PyErr_SetString(PyExc_ValueError, "cache_size: at least 1");
         return -1;
     }
-    w->answer_seed = hash_seed(w);
     if (answers_grow(w) < 0) {
         Py_DECREF(answer);
         return -1;
@@ -1493,6 +1613,8 @@ static void Window_dealloc(Window *w)
     Py_XDECREF(w->answer);
     PyMem_Free(w->scratch.data);
     PyMem_Free(w->numbers);
+    PyMem_Free(w->pending.key.data);
+    PyMem_Free(w->pending.numbers);
     PyMem_Free(w->defaults);
     PyMem_Free(w->tags);
     PyMem_Free(w->shard_metrics);

@@ -459,6 +459,28 @@ def test_take_after_take_under_rules_both_windows_file_each_series_anew() -> Non
         assert compiled.rule_dropped == python.rule_dropped  # type: ignore[attr-defined]
 
 
+def test_a_line_read_ahead_is_filed_before_the_lines_the_c_does_not_take_and_at_the_end_of_its_payload() -> None:
+    # With rules the compiled window files each line after reading the next one (its answer record comes
+    # meanwhile): a line it hands to the Python parser, a bad line and the end of a payload must not reorder
+    # what is filed, so the entries stand in the order their first samples came, as in PyWindow, and a
+    # value a scale refuses is counted with its own line.
+    def rules(name: str, mtype: int, tags: Tags) -> Decision | Decided:
+        if name.startswith("r."):
+            return "shared", tags
+        if name == "big":
+            return Decided(0, None, 1e299)  # 1 and 2 scaled stay in range, 20 does not
+        return None
+
+    lines = ["r.a:1|c", "na\u00efve:1|c", "r.b:2|c", "no value here", "other:1|c", "r.c:3|c", "big:1:2:20|ms",
+             "last:1|c"]
+    payloads = [payload(lines), payload(lines[::-1]), b"r.z:5|c", payload(["na\u00efve:2|c", "r.y:1|c"])]
+    batches = assert_same(payloads, shards=1, max_entries=100, defaults={}, rules=(rules, rules))
+    body = contract.decode_batch_body(batches[0][0][0])
+    assert body.counters[::2] == [series_key(name, ()) for name in ("shared", "na\u00efve", "other", "last")]
+    assert body.counters[1::2] == [18.0, 4.0, 2.0, 2.0]
+    assert body.sampled[2::4] == [4.0]  # big: 1 and 2 twice, each 20 refused
+
+
 def test_thousands_of_answers_short_and_long_keys_and_a_cache_emptied_on_the_way_match() -> None:
     # The compiled window's answers grow (1,024 records at first, two per answer) and hold a series key of up to
     # 56 bytes in the record itself, a longer one beside: thousands of series, half with keys far longer, both
