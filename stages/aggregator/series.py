@@ -231,9 +231,11 @@ class IntervalBucket:
         return list(self.each_aggregate(timestamp, interval, percentiles, bounds))
 
     def each_aggregate(self, timestamp: float, interval: float, percentiles: list[float],
-                       bounds: BucketBounds | None = None) -> Iterator[dict[str, Any]]:
+                       bounds: BucketBounds | None = None, consume: bool = False) -> Iterator[dict[str, Any]]:
         """:meth:`aggregates` one at a time, each made as it is asked for: a flush packed as they come
-        holds a chunk of them, not 100,000 dicts."""
+        holds a chunk of them, not 100,000 dicts. With ``consume`` (a closed bucket nothing reads after:
+        no partials) each timer-like's values and each set's members are let go once its aggregate is
+        made, so the interval's values are not held beside the flush being packed."""
         make = IntervalAggregates(timestamp, interval).make_keyed
         for key, value in self.counters.items():
             yield make(key, "counter", {"value": value, "rate": value / interval})
@@ -241,13 +243,18 @@ class IntervalBucket:
             type_name = OUTPUT_TYPE_NAMES[mtype]
             for key, (packed, count) in of_type.items():
                 values = list(unpack_values(b"".join(packed)))
+                if consume:
+                    packed.clear()
                 fields: dict[str, Any] = {"stats": summary(values, count, percentiles)}  # sorts the values
                 buckets = bucket_fields(values, count, bounds.of(series_name(key))) if bounds else None
                 if buckets is not None:
                     fields["buckets"] = buckets
                 yield make(key, type_name, fields)
         for key, members in self.sets.items():
-            yield make(key, "set", {"value": float(len(members))})
+            size = float(len(members))
+            if consume:
+                members.clear()
+            yield make(key, "set", {"value": size})
         for key, value in self.traces.items():
             yield make(key, "trace", {"value": value})
 

@@ -45,7 +45,7 @@ class ClosedInterval:
     start: float
     interval: float
     #: the aggregates as a flush's body frame (:class:`stages.common.contract.FlushBodyPacker`), and how many
-    body: bytes
+    body: bytearray
     count: int
     seq_gaps: dict[str, int]
     #: src → metrics in the batches of ``seq_gaps``
@@ -66,7 +66,7 @@ class ClosedInterval:
     @property
     def aggregates(self) -> list[dict[str, Any]]:
         """The aggregates decoded from the body: for tests and the curious, not the flush's way."""
-        return decode_flush_body([b"", b"", self.body])
+        return decode_flush_body([b"", b"", bytes(self.body)])
 
 
 def ttl_intervals(ttl: float, interval: float) -> int:
@@ -223,7 +223,8 @@ class ShardState:
         self.gauges.apply(bucket.gauge_changes, index, bucket.gauge_ttls)
         # Packed as they are made: the flush holds a chunk of them as dicts, then its packed body.
         packer = FlushBodyPacker()
-        packer.add(bucket.each_aggregate(end, self.interval, self.percentiles, self.bounds))
+        packer.add(bucket.each_aggregate(end, self.interval, self.percentiles, self.bounds,
+                                         consume=self.partials is None))
         reports_gauges = ((self.gauges_handed_at is None or index < self.gauges_handed_at)
                           and (self.gauges_taken_over_at is None or index >= self.gauges_taken_over_at))
         if reports_gauges:

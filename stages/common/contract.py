@@ -393,11 +393,13 @@ def _v1_body(samples: list[Any]) -> BatchBody:
     return body
 
 
-def encode_flush(header: FlushHeader, aggregates: list[dict[str, Any]] | bytes,
+def encode_flush(header: FlushHeader, aggregates: list[dict[str, Any]] | bytearray,
                  partials: list[bytes] | None = None) -> list[bytes]:
-    """The flush's frames; ``aggregates`` a list, or a body :class:`FlushBodyPacker` packed;
-    ``partials`` (Kafka key, value, key, value, ...) make a fourth."""
-    frames = [FLUSH_V1, _pack(asdict(header)), aggregates if isinstance(aggregates, bytes) else _pack(aggregates)]
+    """The flush's frames; ``aggregates`` a list, or a body :class:`FlushBodyPacker` packed (the frame
+    itself then: a bytearray, which ZeroMQ sends and msgpack reads as it does bytes); ``partials`` (Kafka
+    key, value, key, value, ...) make a fourth."""
+    body = aggregates if isinstance(aggregates, bytearray) else _pack(aggregates)
+    frames = [FLUSH_V1, _pack(asdict(header)), cast(bytes, body)]
     if partials is not None:
         frames.append(_pack(partials))
     return frames
@@ -410,7 +412,9 @@ class FlushBodyPacker:
 
     def __init__(self) -> None:
         self._packer = msgpack.Packer(use_bin_type=True)
-        self._parts: list[bytes] = []
+        # The array's header in its 32-bit form, whatever the count (msgpack allows it), so that the body
+        # grows in place and its count is written at the end: no second copy of it is ever made.
+        self._body = bytearray(b"\xdd\x00\x00\x00\x00")
         #: Aggregates packed so far.
         self.count = 0
 
@@ -428,12 +432,15 @@ class FlushBodyPacker:
     def _pack(self, chunk: list[dict[str, Any]]) -> None:
         # Packed as one array (a call per chunk, not per aggregate), its array header cut off.
         packed = cast(bytes, self._packer.pack(chunk))
-        self._parts.append(packed[len(cast(bytes, self._packer.pack_array_header(len(chunk)))):])
+        with memoryview(packed) as view:
+            self._body += view[len(cast(bytes, self._packer.pack_array_header(len(chunk)))):]
         self.count += len(chunk)
 
-    def body(self) -> bytes:
-        """The body frame: an array of every aggregate added, in order."""
-        return cast(bytes, self._packer.pack_array_header(self.count)) + b"".join(self._parts)
+    def body(self) -> bytearray:
+        """The body frame: an array of every aggregate added, in order (a bytearray: ZeroMQ sends it as it
+        is, msgpack reads it as bytes)."""
+        self._body[1:5] = self.count.to_bytes(4, "big")
+        return self._body
 
 
 def decode_flush_partials(frames: list[bytes]) -> list[bytes]:
@@ -497,7 +504,7 @@ def flush_body_count(frames: list[bytes]) -> int:
 
 
 #: Aggregates decoded at once by flush_body_chunks: a few megabytes of dicts, fast as decoding them all.
-FLUSH_CHUNK = 5000
+FLUSH_CHUNK = 1000
 
 
 def flush_body_chunks(frames: list[bytes], size: int = FLUSH_CHUNK) -> Iterator[list[dict[str, Any]]]:
