@@ -178,7 +178,7 @@ class InfluxDBSink(BaseSink[InfluxDBConfig], name="influxdb", config_type=Influx
         self.query_path = f"{base}/query"
         #: A part is a line: a flush resumes at the first line of the request that failed. Its lines are
         #: made a chunk of aggregates at a time, so a flush being written holds one chunk's.
-        self.progress: ChunkedProgress[bytes] = ChunkedProgress(self._lines)
+        self.progress: ChunkedProgress[bytes] = ChunkedProgress(self._chunk_lines)
 
     def open(self) -> None:
         if self.config.create_database:
@@ -207,7 +207,11 @@ class InfluxDBSink(BaseSink[InfluxDBConfig], name="influxdb", config_type=Influx
         status, answer, _ = self.poster.post(body, headers, path)
         return status, answer
 
-    def _lines(self, flush: Flush, aggregates: list[dict[str, Any]], first: int) -> list[bytes]:
+    def _lines(self, flush: Flush) -> list[bytes]:
+        """Every line of the flush at once (a write makes them a chunk at a time)."""
+        return [line for chunk in flush.chunks() for line in self._chunk_lines(flush, chunk, 0)]
+
+    def _chunk_lines(self, flush: Flush, aggregates: list[dict[str, Any]], first: int) -> list[bytes]:
         lines = [record for aggregate in aggregates for record in self.encoder.encode(aggregate)]
         if self.divisor == 1:
             return lines
