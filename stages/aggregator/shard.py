@@ -45,7 +45,7 @@ class ClosedInterval:
     start: float
     interval: float
     #: the aggregates as a flush's body frame (:class:`stages.common.contract.FlushBodyPacker`), and how many
-    body: bytearray
+    body: memoryview
     count: int
     seq_gaps: dict[str, int]
     #: src → metrics in the batches of ``seq_gaps``
