@@ -113,8 +113,8 @@ class _Series:
 
     kind: str
     source: str
-    #: its labels sorted, flat (name, value, name, value, ...): the store's key's own tuple
-    flat_labels: tuple[str, ...]
+    #: its key in the store (:data:`SeriesKey`), whose labels it shows
+    key: tuple[str, ...]
     updated: float
     value: float = 0.0
     count: float = 0.0
@@ -128,12 +128,12 @@ class _Series:
     @property
     def labels(self) -> dict[str, str]:
         """Its labels, made when asked for (a sample's), not kept: a dict each took a fifth of the store."""
-        flat = self.flat_labels
-        return dict(zip(flat[0::2], flat[1::2], strict=True))
+        key = self.key
+        return dict(zip(key[2::2], key[3::2], strict=True))
 
 
-#: A series of the store: (metric name, kind, its labels sorted, flat: name, value, name, value, ...).
-SeriesKey = tuple[str, str, tuple[str, ...]]
+#: A series of the store: (metric name, kind, then its labels sorted, flat: name, value, name, value, ...).
+SeriesKey = tuple[str, ...]
 
 
 def samples(name: str, series: _Series) -> Iterator[tuple[str, dict[str, str], float]]:
@@ -156,8 +156,8 @@ def samples(name: str, series: _Series) -> Iterator[tuple[str, dict[str, str], f
         yield name + "_count", labels, series.count
 
 
-#: The series an update touched, each with its metric name (:meth:`SeriesStore.update`).
-Touched = dict[SeriesKey, tuple[str, _Series]]
+#: The series an update touched, by their key (whose first is the metric name: :meth:`SeriesStore.update`).
+Touched = dict[SeriesKey, _Series]
 
 
 class SeriesStore:
@@ -179,7 +179,7 @@ class SeriesStore:
     def update(self, aggregates: Iterable[dict[str, Any]], now: float,
                touched: Touched | None = None) -> None:
         """Add the aggregates to their series; ``touched``, when given, gets each series they updated
-        (once, however many aggregates a name's sanitising merged into it), with its metric name."""
+        (once, however many aggregates a name's sanitising merged into it), by its key."""
         with self.lock:
             for aggregate in aggregates:
                 kind = KINDS.get(aggregate["type"])
@@ -192,12 +192,11 @@ class SeriesStore:
                     for own in ("quantile", "le") if self.histograms else ("quantile",):
                         if own in labels:
                             labels[intern("exported_" + own)] = labels.pop(own)
-                flat = tuple(itertools.chain.from_iterable(sorted(labels.items())))
-                key = (name, kind, flat)
+                key = (name, kind, *itertools.chain.from_iterable(sorted(labels.items())))
                 series = self.series.get(key)
                 if series is None:
                     series = self.series[key] = _Series(kind, intern(f"{aggregate['type']} {aggregate['name']}"),
-                                                        flat, now)
+                                                        key, now)
                 series.updated = now
                 if kind == "counter":
                     series.value += aggregate["value"]
@@ -218,7 +217,7 @@ class SeriesStore:
                     else:
                         series.buckets = [a + b for a, b in zip(series.buckets, buckets["counts"], strict=True)]
                 if touched is not None:
-                    touched[key] = (name, series)
+                    touched[key] = series
             if now >= self.next_purge:
                 self._purge(now)
                 self.next_purge = now + PURGE_EVERY_SECS
@@ -234,7 +233,8 @@ class SeriesStore:
             self._purge(now)
             by_name: dict[str, list[_Series]] = {}
             newest: dict[str, _Series] = {}
-            for (name, _, _), series in self.series.items():
+            for key, series in self.series.items():
+                name = key[0]
                 by_name.setdefault(name, []).append(series)
                 if name not in newest or series.updated > newest[name].updated:
                     newest[name] = series
