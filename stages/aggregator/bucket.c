@@ -12,7 +12,8 @@
  * merge(body, entry_metrics=b""): add a batch body, and to each series the metrics its entry stands for
  * (the header's entry_metrics, uint32 little-endian in body order; empty: one each); ValueError when it
  * is not one, or the counts are not one per entry (what merged before stays merged, as in the Python).
- * contents() -> (counters, gauge_changes, sampled, sets, traces). series_metrics() -> {key: metrics}.
+ * contents() -> (counters, gauge_changes, sampled, sets, traces), once, at the flush: the timer values are
+ * handed over (the bucket keeps none after). series_metrics() -> {key: metrics}.
  */
 #include "keytable.h"
 
@@ -498,7 +499,13 @@ static PyObject *held_value(accumulator *a)
         return a->members;
     default: {
         PyObject *packed = packed_values(a);
-        return packed == NULL ? NULL : Py_BuildValue("[[N]d]", packed, a->value);
+        if (packed == NULL)
+            return NULL;
+        /* Handed over: the flush holds the values once (a shard's interval of timers is megabytes). */
+        PyMem_Free(a->values);
+        a->values = NULL;
+        a->n_values = a->cap_values = 0;
+        return Py_BuildValue("[[N]d]", packed, a->value);
     }
     }
 }

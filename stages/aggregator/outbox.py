@@ -79,7 +79,8 @@ class Outbox:
         """Send the held flushes in order while ZeroMQ takes them; True when none is left."""
         while self.hold:
             try:
-                self.push.send_multipart(self.hold[0], zmq.NOBLOCK)
+                # Not copied: a flush body is megabytes, and ZeroMQ holds it until it is written out.
+                self.push.send_multipart(self.hold[0], zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return False
             self.hold.popleft()

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from stages.aggregator.series import IntervalBucket, SeriesKey
-from stages.aggregator.sketch import hll_bytes, hll_of, sketch_bytes, sketch_of
 from stages.common.contract import BatchBody, PartialHeader, encode_partial, unpack_values
 from stages.common.intervals import interval_start
 from stages.common.partial_bounds import PartialBounds
@@ -39,6 +38,10 @@ def partial_records(bucket: IntervalBucket, gauges: dict[SeriesKey, list[Any]], 
                     source: PartialSource) -> list[bytes]:
     """Kafka key, value, key, value, ... for every series of the closed ``bucket`` and every live gauge
     (``gauges``: key → [value, index of the interval that last changed it])."""
+    # Here, not at the top: the sketches' libraries (numpy among them) take some 20 MiB, which a shard that
+    # makes no partials (every shard but an edge's) never needs.
+    from stages.aggregator.sketch import hll_bytes, hll_of, sketch_bytes, sketch_of
+
     out: list[bytes] = []
     host, src, bounds = source.host, source.src, source.bounds
     plain = PartialHeader(host, src, start, interval)

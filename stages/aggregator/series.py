@@ -228,25 +228,35 @@ class IntervalBucket:
                    bounds: BucketBounds | None = None) -> list[dict[str, Any]]:
         """Counters, timer-likes, sets and traces of this interval (gauges are kept by :class:`Gauges`);
         a timer-like whose name ``bounds`` gives bounds carries its ``buckets`` too."""
+        return list(self.each_aggregate(timestamp, interval, percentiles, bounds))
+
+    def each_aggregate(self, timestamp: float, interval: float, percentiles: list[float],
+                       bounds: BucketBounds | None = None, consume: bool = False) -> Iterator[dict[str, Any]]:
+        """:meth:`aggregates` one at a time, each made as it is asked for: a flush packed as they come
+        holds a chunk of them, not 100,000 dicts. With ``consume`` (a closed bucket nothing reads after:
+        no partials) each timer-like's values and each set's members are let go once its aggregate is
+        made, so the interval's values are not held beside the flush being packed."""
         make = IntervalAggregates(timestamp, interval).make_keyed
-        out = [make(key, "counter", {"value": value, "rate": value / interval}) for key, value in self.counters.items()]
+        for key, value in self.counters.items():
+            yield make(key, "counter", {"value": value, "rate": value / interval})
         for mtype, of_type in self.sampled.items():
             type_name = OUTPUT_TYPE_NAMES[mtype]
-            if not bounds:
-                out.extend(make(key, type_name, {"stats": summary(list(unpack_values(b"".join(packed))), count,
-                                                                  percentiles)})
-                           for key, (packed, count) in of_type.items())
-                continue
             for key, (packed, count) in of_type.items():
                 values = list(unpack_values(b"".join(packed)))
+                if consume:
+                    packed.clear()
                 fields: dict[str, Any] = {"stats": summary(values, count, percentiles)}  # sorts the values
-                buckets = bucket_fields(values, count, bounds.of(series_name(key)))
+                buckets = bucket_fields(values, count, bounds.of(series_name(key))) if bounds else None
                 if buckets is not None:
                     fields["buckets"] = buckets
-                out.append(make(key, type_name, fields))
-        out.extend(make(key, "set", {"value": float(len(members))}) for key, members in self.sets.items())
-        out.extend(make(key, "trace", {"value": value}) for key, value in self.traces.items())
-        return out
+                yield make(key, type_name, fields)
+        for key, members in self.sets.items():
+            size = float(len(members))
+            if consume:
+                members.clear()
+            yield make(key, "set", {"value": size})
+        for key, value in self.traces.items():
+            yield make(key, "trace", {"value": value})
 
 
 class Gauges:
@@ -302,11 +312,19 @@ class Gauges:
 
     def aggregates(self, index: int, timestamp: float, interval: float) -> list[dict[str, Any]]:
         """Every live gauge's value at the end of interval ``index``; forgets the idle ones."""
+        return list(self.each_aggregate(index, timestamp, interval))
+
+    def each_aggregate(self, index: int, timestamp: float, interval: float) -> Iterator[dict[str, Any]]:
+        """:meth:`aggregates`, each made as it is asked for; the idle gauges are forgotten at once."""
+        self.expire(index)
+        make = IntervalAggregates(timestamp, interval).make_keyed
+        return (make(key, "gauge", {"value": value}) for key, (value, _) in self.values.items())
+
+    def expire(self, index: int) -> None:
+        """Forget the gauges idle too long at the end of interval ``index``."""
         expire_for, default = self.expire_for, self.expire_after
         expired = [key for key, (_, seen) in self.values.items() if index - seen >= expire_for.get(key, default)]
         for key in expired:
             del self.values[key]
             expire_for.pop(key, None)
             self.limit.release(series_name(key))
-        make = IntervalAggregates(timestamp, interval).make_keyed
-        return [make(key, "gauge", {"value": value}) for key, (value, _) in self.values.items()]

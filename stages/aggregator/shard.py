@@ -23,7 +23,7 @@ from stages.aggregator.histogram_bounds import BucketBounds
 from stages.aggregator.partials import PartialSource, partial_records
 from stages.aggregator.series import Gauges, IntervalBucket, SeriesLimit
 from stages.common.config import HistogramBuckets
-from stages.common.contract import BatchHeader
+from stages.common.contract import BatchHeader, FlushBodyPacker, decode_flush_body
 from stages.common.figure_schemas import BusiestFigures
 from stages.common.intervals import interval_index, interval_start
 from stages.common.model import tag_tuple
@@ -44,7 +44,9 @@ class ClosedInterval:
     index: int
     start: float
     interval: float
-    aggregates: list[dict[str, Any]]
+    #: the aggregates as a flush's body frame (:class:`stages.common.contract.FlushBodyPacker`), and how many
+    body: memoryview
+    count: int
     seq_gaps: dict[str, int]
     #: src → metrics in the batches of ``seq_gaps``
     gap_metrics: dict[str, int]
@@ -60,6 +62,11 @@ class ClosedInterval:
     dropped_gauges: int = 0
     #: the interval's busiest names and tag values, while a pystatsd top asks for them
     busiest: BusiestFigures | None = None
+
+    @property
+    def aggregates(self) -> list[dict[str, Any]]:
+        """The aggregates decoded from the body: for tests and the curious, not the flush's way."""
+        return decode_flush_body([b"", b"", bytes(self.body)])
 
 
 def ttl_intervals(ttl: float, interval: float) -> int:
@@ -214,11 +221,14 @@ class ShardState:
         start = self.start_of(index)
         end = self.start_of(index + 1)
         self.gauges.apply(bucket.gauge_changes, index, bucket.gauge_ttls)
-        aggregates = bucket.aggregates(end, self.interval, self.percentiles, self.bounds)
+        # Packed as they are made: the flush holds a chunk of them as dicts, then its packed body.
+        packer = FlushBodyPacker()
+        packer.add(bucket.each_aggregate(end, self.interval, self.percentiles, self.bounds,
+                                         consume=self.partials is None))
         reports_gauges = ((self.gauges_handed_at is None or index < self.gauges_handed_at)
                           and (self.gauges_taken_over_at is None or index >= self.gauges_taken_over_at))
         if reports_gauges:
-            aggregates.extend(self.gauges.aggregates(index, end, self.interval))
+            packer.add(self.gauges.each_aggregate(index, end, self.interval))
         self.closed_through = max(self.closed_through, index)
         gaps, self.seq_gaps = self.seq_gaps, {}
         gap_metrics, self.gap_metrics = self.gap_metrics, {}
@@ -234,8 +244,9 @@ class ShardState:
         if self.stats.enabled:
             if dropped_gauges:
                 self.stats.add("dropped_gauges", dropped_gauges)
-            aggregates.extend(self._self_metrics(bucket, len(aggregates), gaps, gap_metrics, folded, end, flush_ms))
-        return ClosedInterval(index, start, self.interval, aggregates, gaps, gap_metrics, folded, bucket.covers,
+            packer.add(self._self_metrics(bucket, packer.count, gaps, gap_metrics, folded, end, flush_ms))
+        return ClosedInterval(index, start, self.interval, packer.body(), packer.count, gaps, gap_metrics, folded,
+                              bucket.covers,
                               flush_ms, partials, dropped_gauges,
                               None if self.top_tag_keys is None else
                               busiest(bucket, folded, self.interval, self.series_limit, self.top_tag_keys,

@@ -218,7 +218,7 @@ class ShardLoop:
         log.warning("The flush of the interval from %s (%s s) overran its interval by %.2f s (built in %.0f ms, "
                     "%d aggregates): this shard is falling behind; fewer live series (gauges_limit, "
                     "series_limit_per_name), more shards or a longer flush_interval help", closed.start,
-                    closed.interval, late, closed.flush_ms, len(closed.aggregates))
+                    closed.interval, late, closed.flush_ms, closed.count)
 
     def carry_gauges(self) -> None:
         """Once this shard, retiring in a reshard, flushed the last interval before the switch: its gauges
@@ -242,7 +242,7 @@ class ShardLoop:
 
     def figures(self, closed: ClosedInterval) -> ShardFigures:
         return {
-            "shard": self.shard, "aggregates": len(closed.aggregates), "metrics": self.state.metrics,
+            "shard": self.shard, "aggregates": closed.count, "metrics": self.state.metrics,
             "gauges": len(self.state.gauges.values), "held_flushes": len(self.outbox),
             "dropped_flushes": self.outbox.dropped, "bad_messages": dict(self.decode_errors),
             "busiest": closed.busiest or empty_busiest(self.state.interval, self.state.series_limit)}
@@ -261,12 +261,12 @@ class ShardLoop:
                         len(self.state.gauges.values))
         header = contract.FlushHeader(
             shard=self.shard, shards=self.shards, epoch=self.epoch, seq=self.seq,
-            interval_start=closed.start, interval=closed.interval, n=len(closed.aggregates),
+            interval_start=closed.start, interval=closed.interval, n=closed.count,
             final=final, seq_gaps=closed.seq_gaps, covers=closed.covers)
         log.debug("Flushed the interval from %s (%s s): %d aggregates%s, seq %d, built in %.1f ms", closed.start,
-                  closed.interval, len(closed.aggregates), ", final" if final else "", self.seq, closed.flush_ms)
+                  closed.interval, closed.count, ", final" if final else "", self.seq, closed.flush_ms)
         self.seq += 1
-        self.outbox.put(contract.encode_flush(header, closed.aggregates, closed.partials))
+        self.outbox.put(contract.encode_flush(header, closed.body, closed.partials))
 
     def hand_off(self) -> bool:
         """Write the open intervals for the next instance (supervisord restarts this shard alone); False

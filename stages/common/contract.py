@@ -102,9 +102,10 @@ from __future__ import annotations
 import gc
 import io
 import math
+import mmap
 import sys
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple, cast
 
@@ -393,13 +394,68 @@ def _v1_body(samples: list[Any]) -> BatchBody:
     return body
 
 
-def encode_flush(header: FlushHeader, aggregates: list[dict[str, Any]],
+def encode_flush(header: FlushHeader, aggregates: list[dict[str, Any]] | memoryview,
                  partials: list[bytes] | None = None) -> list[bytes]:
-    """The flush's frames; ``partials`` (Kafka key, value, key, value, ...) make a fourth."""
-    frames = [FLUSH_V1, _pack(asdict(header)), _pack(aggregates)]
+    """The flush's frames; ``aggregates`` a list, or a body :class:`FlushBodyPacker` packed (the frame
+    itself then: a memoryview, which ZeroMQ sends and msgpack reads as it does bytes); ``partials`` (Kafka
+    key, value, key, value, ...) make a fourth."""
+    body = aggregates if isinstance(aggregates, memoryview) else _pack(aggregates)
+    frames = [FLUSH_V1, _pack(asdict(header)), cast(bytes, body)]
     if partials is not None:
         frames.append(_pack(partials))
     return frames
+
+
+class FlushBodyPacker:
+    """A flush's body frame packed as its aggregates are made, :data:`FLUSH_CHUNK` at a time: a shard
+    that makes them one by one then holds one chunk of them as dicts, not the whole flush (100,000
+    aggregates took some 30 MiB as dicts, 8 MiB packed).
+
+    The body grows in an anonymous memory map, which the kernel enlarges in place (no copy, and no page
+    taken before it is written): a bytes or bytearray body grown chunk by chunk, or joined at the end,
+    costs twice its size at the peak. Its array header is msgpack's 32-bit form whatever the count
+    (msgpack allows it), written last.
+    """
+
+    def __init__(self) -> None:
+        self._packer = msgpack.Packer(use_bin_type=True)
+        # Private: a shared anonymous map cannot grow (its pages past the first size fault).
+        self._body = mmap.mmap(-1, _BODY_FIRST_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self._body.write(b"\xdd\x00\x00\x00\x00")
+        #: Aggregates packed so far.
+        self.count = 0
+
+    def add(self, aggregates: Iterable[dict[str, Any]]) -> None:
+        """Pack ``aggregates`` after those added before, taking a chunk of them at a time."""
+        chunk: list[dict[str, Any]] = []
+        for aggregate in aggregates:
+            chunk.append(aggregate)
+            if len(chunk) == FLUSH_CHUNK:
+                self._pack(chunk)
+                chunk = []
+        if chunk:
+            self._pack(chunk)
+
+    def _pack(self, chunk: list[dict[str, Any]]) -> None:
+        # Packed as one array (a call per chunk, not per aggregate), its array header cut off.
+        packed = cast(bytes, self._packer.pack(chunk))
+        head = len(cast(bytes, self._packer.pack_array_header(len(chunk))))
+        end = self._body.tell() + len(packed) - head
+        if end > len(self._body):
+            self._body.resize(max(end, 2 * len(self._body)))
+        with memoryview(packed) as view:
+            self._body.write(view[head:])
+        self.count += len(chunk)
+
+    def body(self) -> memoryview:
+        """The body frame: an array of every aggregate added, in order (a view of the map, which ZeroMQ sends
+        and msgpack reads as it does bytes; nothing may be added after)."""
+        self._body[1:5] = self.count.to_bytes(4, "big")
+        return memoryview(self._body)[:self._body.tell()]
+
+
+#: The map a flush body starts in (it doubles as it needs).
+_BODY_FIRST_BYTES = 1 << 20
 
 
 def decode_flush_partials(frames: list[bytes]) -> list[bytes]:
@@ -463,7 +519,7 @@ def flush_body_count(frames: list[bytes]) -> int:
 
 
 #: Aggregates decoded at once by flush_body_chunks: a few megabytes of dicts, fast as decoding them all.
-FLUSH_CHUNK = 5000
+FLUSH_CHUNK = 1000
 
 
 def flush_body_chunks(frames: list[bytes], size: int = FLUSH_CHUNK) -> Iterator[list[dict[str, Any]]]:

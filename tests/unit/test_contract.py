@@ -375,3 +375,15 @@ def test_records_are_no_flush_and_a_flush_no_records() -> None:
     with pytest.raises(DecodeError) as info:
         contract.decode_records(contract.encode_flush(FLUSH_HEADER, AGGREGATES))
     assert info.value.reason == "unknown_message"
+
+
+@pytest.mark.parametrize("count", [0, 1, 16, contract.FLUSH_CHUNK * 2 + 1])
+def test_a_body_packed_as_its_aggregates_come_reads_as_the_list_packed_whole(count: int) -> None:
+    aggregates = [{**AGGREGATES[0], "name": f"api.hits.{i}"} for i in range(count)]
+    packer = contract.FlushBodyPacker()
+    packer.add(iter(aggregates[:count // 2]))
+    packer.add(iter(aggregates[count // 2:]))
+    frames = contract.encode_flush(dataclasses.replace(FLUSH_HEADER, n=packer.count), packer.body())
+    assert packer.count == count == contract.flush_body_count(frames)
+    assert contract.decode_flush_body(frames) == aggregates
+    assert [a for chunk in contract.flush_body_chunks(frames) for a in chunk] == aggregates

@@ -34,6 +34,7 @@ from stages.forwarder import fanout
 from stages.forwarder.encoders import make_encoder
 from stages.forwarder.fanout import Fanout, SinkRunner
 from stages.forwarder.sinks import file as file_sink
+from stages.forwarder.sinks import kafka as kafka_sink
 from stages.forwarder.sinks.base import (
     BufferConfig,
     Completion,
@@ -550,3 +551,74 @@ def test_kafka_gives_each_record_an_id_of_its_own_and_a_resent_one_the_same() ->
     assert [(r.key, r.id) for r in records] == [(b"deploy", b"records@5.3/0"), (b"deploy", b"records@5.3/1")]
     assert [r.id for r in sink._encode(Flush(header, [event, dict(event)], 0))] == [r.id for r in records]
     assert record_id(event, 0, 1) == record_id(dict(event), 0, 1)
+
+
+def test_a_body_found_bad_part_way_leaves_no_line_of_its_flush_in_the_file(tmp_path: Path) -> None:
+    # The file sink writes each chunk as it is encoded: the chunks written before the bad one are taken back.
+    good = [aggregate(f"m.{i}") for i in range(FLUSH_CHUNK + 1)]
+    body = msgpack.packb([*good[:-1], 7])  # the last aggregate, in the second chunk, is no map
+    runner = SinkRunner(FileSink(FileConfig(path=str(tmp_path / "out.jsonl"))), BufferConfig())
+    runner.start()
+    runner.put(encoded_flush(0, body, len(good)))
+    runner.put(make_flush(1))
+    wait_for(lambda: runner.delivered == 1, 5, "the good flush written")
+    assert runner.dropped == {"rejected": len(good)}
+    runner.request_stop(time.monotonic())
+    runner.finish(time.monotonic() + 1)
+    assert lines(tmp_path / "out.jsonl") == make_flush(1).aggregates
+
+
+class FlakyProducer:
+    """kafka-python's producer standing in for a broker that fails the record it is told to, once."""
+
+    class Future:
+        def __init__(self, ok: bool) -> None:
+            self.ok = ok
+            self.exception = None if ok else RuntimeError("broker away")
+
+        def succeeded(self) -> bool:
+            return self.ok
+
+        def failed(self) -> bool:
+            return not self.ok
+
+    def __init__(self, fail_at: int) -> None:
+        self.sent: list[bytes] = []
+        self.fail_at = fail_at
+
+    def send(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> Future:
+        ok = len(self.sent) != self.fail_at
+        self.sent.append(value)
+        return self.Future(ok)
+
+    def flush(self, timeout: float | None = None) -> None:
+        pass
+
+
+# kafka-python reads its own files with the deprecated importlib.resources calls when first imported.
+@pytest.mark.filterwarnings(r"ignore:(read|open)_text is deprecated:DeprecationWarning")
+def test_kafka_resumes_a_chunked_flush_at_the_record_that_failed_encoding_none_again(tmp_path: Path) -> None:
+    aggregates = [aggregate(f"m.{i}", float(i)) for i in range(kafka_sink.CHUNK_AGGREGATES * 2 + 5)]
+    flush = encoded_flush(0, encode_flush(make_flush(0).header, aggregates)[2], len(aggregates))
+    sink = KafkaSink(KafkaConfig(kafka_broker="127.0.0.1:9", kafka_topic="t", format="json"))
+    failing = kafka_sink.CHUNK_AGGREGATES + 10  # in the second chunk
+    sink.producer = producer = FlakyProducer(failing)
+    encoded: list[int] = []
+    encode = sink._encode_chunk
+
+    def counted(flush: Flush, chunk: list[dict[str, Any]], first: int) -> list[Any]:
+        encoded.append(first)
+        return encode(flush, chunk, first)
+
+    sink.progress._encode = counted
+    with pytest.raises(SinkError):
+        sink.write(flush)
+    # The second chunk's records were all sent (the producer is asked for all, then waited for), one failed.
+    assert len(producer.sent) == 2 * kafka_sink.CHUNK_AGGREGATES
+    producer.fail_at = -1
+    sink.write(flush)
+    values = [json.loads(value)["name"] for value in producer.sent]
+    # Only the failed record again (those after it were delivered), then the third chunk; each chunk encoded once.
+    assert values == ([a["name"] for a in aggregates[:2 * kafka_sink.CHUNK_AGGREGATES]] + [f"m.{failing}"]
+                      + [a["name"] for a in aggregates[2 * kafka_sink.CHUNK_AGGREGATES:]])
+    assert encoded == [0, kafka_sink.CHUNK_AGGREGATES, 2 * kafka_sink.CHUNK_AGGREGATES]

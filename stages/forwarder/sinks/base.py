@@ -6,8 +6,10 @@ its own thread, bounded buffer, retries and drop counting; a sink never sees ano
 **What it is handed.** :meth:`Sink.write` gets one :class:`Flush`: the ``header`` of one shard's
 interval (:class:`~stages.common.contract.FlushHeader`), its ``aggregates`` (the contract's aggregate
 objects) and their ``size`` on the wire. A sink reads them with :meth:`Flush.chunks` (or
-:meth:`Flush.each`), which decodes a few thousand at a time: the buffers hold flushes encoded, and
-a flush being written then costs its encoded output, not every aggregate decoded at once. The same
+:meth:`Flush.each`), which decodes a thousand at a time: the buffers hold flushes encoded, and a
+sink that encodes and delivers a chunk at a time
+(:class:`~stages.forwarder.sinks.progress.ChunkedProgress`, or writing as it encodes) holds one
+chunk's aggregates and output, not the flush's. The same
 aggregate objects may go to every sink, so a sink **must not mutate them** (nor keep them once
 ``write`` returned): it reads them, encodes them, and keeps only what it made itself.
 
@@ -24,8 +26,10 @@ aggregate objects may go to every sink, so a sink **must not mutate them** (nor 
 - Flushes come in order, one at a time. A ``write`` that raises a *retriable* :class:`SinkError`
   is called again with backoff (0.5 s doubling to 5 s) with **the very same** :class:`Flush`
   object, and with nothing else until it is delivered or dropped: a sink that delivers part of a
-  flush before failing resumes where it stopped (:class:`~stages.forwarder.sinks.progress.FlushProgress`),
-  encoding once and sending nothing twice that was delivered. A different object is a new flush.
+  flush before failing resumes where it stopped (:class:`~stages.forwarder.sinks.progress.FlushProgress`,
+  or ``ChunkedProgress`` a chunk at a time), encoding once and sending nothing twice that was delivered
+  (a sink whose destination takes a flush again whole, the file's after its take-back, carbon's, may
+  encode it again instead). A different object is a new flush.
 - A ``SinkError(retriable=False)`` drops that flush (counted as ``rejected``): the destination
   refuses the data itself, and sending it again would fail forever. Any other exception drops it
   too (counted as ``error``, logged with its traceback), and the next flush is written as usual.

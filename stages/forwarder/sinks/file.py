@@ -2,9 +2,11 @@
 
 If the file is moved away (log rotation), the next write reopens the path.
 
-A flush is written whole or not at all. A write that fails part way (the file system full) takes
-back what it wrote: the file is truncated to where the flush began, so no torn line stays, and the
-runner's retry, handed the same flush, appends it once. Each flush of a regular file ends with
+A flush is written whole or not at all. It is written as it is encoded, a chunk of aggregates at a
+time (so it never costs more than a chunk's lines); a write that fails part way (the file system
+full, or a body found part way not to be aggregates) takes back what it wrote: the file is
+truncated to where the flush began, so no torn line stays, and the runner's retry, handed the same
+flush, encodes and appends it once. Each flush of a regular file ends with
 ``fdatasync``, so that an error the file system reports only when it writes the data out (NFS, a
 thin volume) fails that flush, taken back and retried, rather than one the sink counted delivered.
 The sink is its file's only writer (two file sinks on one path are refused at load): what another
@@ -23,7 +25,6 @@ from typing import IO, ClassVar
 
 from stages.forwarder.encoders import make_encoder
 from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError, close_quietly, not_empty
-from stages.forwarder.sinks.progress import FlushProgress
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +122,6 @@ class FileSink(BaseSink[FileConfig], name="file", config_type=FileConfig, remote
         self.inode = 0
         #: A regular file can be synced and truncated back; a device or pipe (/dev/stdout) cannot.
         self.regular = False
-        # The whole flush as one part: a retry writes the bytes encoded the first time.
-        self.progress: FlushProgress[bytes] = FlushProgress(
-            lambda flush: [b"".join([self.encoder.lines(chunk) for chunk in flush.chunks()])])
-
     def open(self) -> None:
         try:
             self.handle = os.fdopen(open_for_append(self.path, int(self.config.mode, 8)), "ab", buffering=0)
@@ -144,22 +141,35 @@ class FileSink(BaseSink[FileConfig], name="file", config_type=FileConfig, remote
             self.close()
             self.open()
         assert self.handle is not None
-        (data,) = self.progress.resume(flush)
         fd = self.handle.fileno()
         start = os.fstat(fd).st_size if self.regular else 0
-        written = 0
+        written = [0]
         try:
-            with memoryview(data) as view:
-                while written < len(data):
-                    written += self.handle.write(view[written:]) or 0
+            # Written as encoded, a chunk at a time: the flush costs one chunk's lines, never the whole
+            # flush encoded at once (a retry, after the take-back, encodes it again).
+            for chunk in flush.chunks():
+                self._write_all(self.encoder.lines(chunk), written)
             if self.regular:
                 os.fdatasync(fd)
         except OSError as exc:
-            if self.regular and written:
-                self._take_back(fd, start, written)
+            if self.regular and written[0]:
+                self._take_back(fd, start, written[0])
             self.close()
             raise SinkError(f"cannot write {self.path}: {exc.strerror}") from None
-        self.progress.finish()
+        except Exception:  # a flush body that is not one (DecodeError) found part way: none of it stays
+            if self.regular and written[0]:
+                self._take_back(fd, start, written[0])
+            raise
+
+    def _write_all(self, data: bytes, written: list[int]) -> None:
+        """Write ``data`` whole, adding to ``written[0]`` what reached the file (to the byte, even when it fails)."""
+        assert self.handle is not None
+        done = 0
+        with memoryview(data) as view:
+            while done < len(data):
+                step = self.handle.write(view[done:]) or 0
+                done += step
+                written[0] += step
 
     def _take_back(self, fd: int, start: int, written: int) -> None:
         """Truncate the file back to ``start``, where the failed flush began, if its ``written`` bytes are

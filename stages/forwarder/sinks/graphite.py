@@ -29,7 +29,6 @@ from pystatsd.ports import check_port
 from stages.common.log_throttle import LogThrottle
 from stages.common.model import whole
 from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError, close_quietly, not_empty
-from stages.forwarder.sinks.progress import FlushProgress
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +133,6 @@ class GraphiteSink(BaseSink[GraphiteConfig], name="graphite", config_type=Graphi
         self.address = f"{config.host}:{config.port}"
         self.formatter = GraphiteLines(config.prefix, config.tag_style)
         self.sock: socket.socket | None = None
-        # One part, the whole payload: it is sent again whole after a failure (see write).
-        self.progress: FlushProgress[bytes] = FlushProgress(lambda flush: [self._payload(flush)])
         self.too_long = 0
         self.too_long_log = LogThrottle()
 
@@ -147,37 +144,41 @@ class GraphiteSink(BaseSink[GraphiteConfig], name="graphite", config_type=Graphi
             raise SinkError(f"cannot connect to carbon at {self.address}: {exc}") from None
         log.debug("Connected to carbon at %s", self.address)
 
-    def _payload(self, flush: Flush) -> bytes:
+    def _payload(self, aggregates: list[dict[str, Any]]) -> bytes:
+        """The lines of one chunk of a flush's aggregates."""
         lines = []
-        for aggregate in flush.each():
+        for aggregate in aggregates:
             for line in self.formatter.lines(aggregate):
                 data = line.encode("utf-8")
                 if len(data) > MAX_LINE_BYTES:
                     self.too_long += 1
                     continue
                 lines.append(data + b"\n")
-        if self.too_long and self.too_long_log.ready():
-            log.warning("Left out %d lines longer than carbon takes (%d bytes): shorten those names or tags",
-                        self.too_long, MAX_LINE_BYTES)
-            self.too_long = 0
         return b"".join(lines)
 
     def write(self, flush: Flush) -> None:
-        (payload,) = self.progress.resume(flush)
         if self.sock is not None and _peer_closed(self.sock):
             log.info("Carbon at %s closed the connection; reconnecting", self.address)
             self.close()
         if self.sock is None:
             self.open()
         assert self.sock is not None
-        try:
-            # Sent again whole after a failure: carbon keeps one value per path and timestamp, so a
-            # line it already had is overwritten with the same value.
-            self.sock.sendall(payload)
-        except OSError as exc:
-            self.close()
-            raise SinkError(f"cannot send to carbon at {self.address}: {exc}") from None
-        self.progress.finish()
+        # Sent as encoded, a chunk at a time (a flush costs one chunk's lines), and again whole after a
+        # failure: carbon keeps one value per path and timestamp, so a line it already had is overwritten
+        # with the same value.
+        too_long = self.too_long
+        for chunk in flush.chunks():
+            payload = self._payload(chunk)
+            try:
+                self.sock.sendall(payload)
+            except OSError as exc:
+                self.close()
+                self.too_long = too_long  # counted again when the flush is
+                raise SinkError(f"cannot send to carbon at {self.address}: {exc}") from None
+        if self.too_long and self.too_long_log.ready():
+            log.warning("Left out %d lines longer than carbon takes (%d bytes): shorten those names or tags",
+                        self.too_long, MAX_LINE_BYTES)
+            self.too_long = 0
 
     def close(self) -> None:
         close_quietly(self.sock)

@@ -21,12 +21,13 @@ import json
 import logging
 import urllib.parse
 from dataclasses import dataclass
+from typing import Any
 
 from stages.common.config import Secret, resolve_secret
 from stages.forwarder.encoders import make_encoder
 from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError, not_empty
 from stages.forwarder.sinks.http_post import ERROR_TEXT_CHARS, HttpPoster, PasswordKeys
-from stages.forwarder.sinks.progress import FlushProgress
+from stages.forwarder.sinks.progress import ChunkedProgress
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +176,9 @@ class InfluxDBSink(BaseSink[InfluxDBConfig], name="influxdb", config_type=Influx
         write_path, self.auth = config.write_target()
         self.write_path = base + write_path
         self.query_path = f"{base}/query"
-        #: A part is a line: a flush resumes at the first line of the request that failed.
-        self.progress: FlushProgress[bytes] = FlushProgress(self._lines)
+        #: A part is a line: a flush resumes at the first line of the request that failed. Its lines are
+        #: made a chunk of aggregates at a time, so a flush being written holds one chunk's.
+        self.progress: ChunkedProgress[bytes] = ChunkedProgress(self._chunk_lines)
 
     def open(self) -> None:
         if self.config.create_database:
@@ -206,7 +208,11 @@ class InfluxDBSink(BaseSink[InfluxDBConfig], name="influxdb", config_type=Influx
         return status, answer
 
     def _lines(self, flush: Flush) -> list[bytes]:
-        lines = [record for aggregate in flush.each() for record in self.encoder.encode(aggregate)]
+        """Every line of the flush at once (a write makes them a chunk at a time)."""
+        return [line for chunk in flush.chunks() for line in self._chunk_lines(flush, chunk, 0)]
+
+    def _chunk_lines(self, flush: Flush, aggregates: list[dict[str, Any]], first: int) -> list[bytes]:
+        lines = [record for aggregate in aggregates for record in self.encoder.encode(aggregate)]
         if self.divisor == 1:
             return lines
         adapted = []
@@ -217,17 +223,17 @@ class InfluxDBSink(BaseSink[InfluxDBConfig], name="influxdb", config_type=Influx
         return adapted
 
     def write(self, flush: Flush) -> None:
-        lines = self.progress.resume(flush)
-        for start in range(0, len(lines), LINES_PER_REQUEST):
-            chunk = lines[start:start + LINES_PER_REQUEST]
-            body = b"\n".join(chunk)
-            status, answer = self._request(self.write_path, body, LINE_PROTOCOL)
-            if status == 404 and self.config.create_database:
-                # The database went away (a server reset): make it again, then send this chunk once more.
-                self._create_database()
+        for lines in self.progress.resume(flush):
+            for start in range(0, len(lines), LINES_PER_REQUEST):
+                chunk = lines[start:start + LINES_PER_REQUEST]
+                body = b"\n".join(chunk)
                 status, answer = self._request(self.write_path, body, LINE_PROTOCOL)
-            self._check(status, answer)
-            self.progress.delivered(len(chunk))
+                if status == 404 and self.config.create_database:
+                    # The database went away (a server reset): make it again, then send this chunk once more.
+                    self._create_database()
+                    status, answer = self._request(self.write_path, body, LINE_PROTOCOL)
+                self._check(status, answer)
+                self.progress.delivered(len(chunk))
         self.progress.finish()
 
     def _check(self, status: int, body: bytes) -> None:

@@ -32,7 +32,7 @@ from stages.common.partial_bounds import PARTIALS, PartialBounds
 from stages.forwarder.encoders import make_encoder
 from stages.forwarder.encoders.options import EncoderOptions
 from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError, not_empty
-from stages.forwarder.sinks.progress import FlushProgress
+from stages.forwarder.sinks.progress import ChunkedProgress, FlushProgress
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ ID_HEADER = "pystatsd-id"
 #: The format that sends mergeable partials for the fleet tier instead of aggregates.
 COMPRESSIONS = {"none": None, "gzip": "gzip", "lz4": "lz4", "zstd": "zstd"}
 ACKS = {"all": "all", "-1": "all", "1": 1, "0": 0}
+#: Aggregates encoded and delivered at once: a timer's are a dozen records in the original format.
+CHUNK_AGGREGATES = 1000
 #: How long one write waits for the broker's acknowledgements before it reports and retries.
 WRITE_WAIT_SECS = 10.0
 #: How long ``send`` may block while the topic's metadata is unknown (broker away, unknown topic).
@@ -171,8 +173,11 @@ class KafkaSink(BaseSink[KafkaConfig], name="kafka", config_type=KafkaConfig, re
         self.encoder = make_encoder(config.printed_format, config.encoder_options())
         #: kafka-python's KafkaProducer once open (the library has no types).
         self.producer: Any = None
-        #: A part is a record, which keeps its own delivery: records are acknowledged out of order.
-        self.progress: FlushProgress[_Record] = FlushProgress(self._encode)
+        #: A part is a record, which keeps its own delivery: records are acknowledged out of order. A
+        #: flush's aggregates are encoded and delivered a chunk at a time (a flush of 100,000 timers is a
+        #: million records); its partials, already held as the records' keys and values, at once.
+        self.progress: ChunkedProgress[_Record] = ChunkedProgress(self._encode_chunk, CHUNK_AGGREGATES)
+        self.partials_progress: FlushProgress[_Record] = FlushProgress(self._partial_records)
         config.warn_insecure(log)
         if config.format == "original" and config.include_apikey and config.kafka_apikey is not None:
             log.info("The original format copies kafka_apikey into every message (include_apikey: false stops it)")
@@ -192,13 +197,25 @@ class KafkaSink(BaseSink[KafkaConfig], name="kafka", config_type=KafkaConfig, re
         gc.collect()
         raise SinkError(message)
 
+    @staticmethod
+    def _partial_records(flush: Flush) -> list[_Record]:
+        keys, values = flush.partials[0::2], flush.partials[1::2]
+        return [_Record(key, value, partial_id(key, value)) for key, value in zip(keys, values, strict=True)]
+
     def _encode(self, flush: Flush) -> list[_Record]:
-        if self.config.format == PARTIALS:
-            keys, values = flush.partials[0::2], flush.partials[1::2]
-            return [_Record(key, value, partial_id(key, value)) for key, value in zip(keys, values, strict=True)]
+        """Every record of the flush's aggregates at once (a write makes them a chunk at a time)."""
+        records: list[_Record] = []
+        first = 0
+        for chunk in flush.chunks():
+            records += self._encode_chunk(flush, chunk, first)
+            first += len(chunk)
+        return records
+
+    def _encode_chunk(self, flush: Flush, chunk: list[dict[str, Any]], first: int) -> list[_Record]:
+        """The records of one chunk of the flush's aggregates, whose first is the flush's ``first``."""
         records: list[_Record] = []
         header = flush.header
-        for n, aggregate in enumerate(flush.each()):
+        for n, aggregate in enumerate(chunk, first):
             key = aggregate["name"].encode("utf-8")
             values = list(self.encoder.encode(aggregate))
             if header.of_records:  # an event or service check: in json, one value each
@@ -209,9 +226,19 @@ class KafkaSink(BaseSink[KafkaConfig], name="kafka", config_type=KafkaConfig, re
         return records
 
     def write(self, flush: Flush) -> None:
+        if self.config.format == PARTIALS:
+            self._deliver(self.partials_progress.resume(flush), self.partials_progress)
+            self.partials_progress.finish()
+            return
+        for records in self.progress.resume(flush):
+            self._deliver(records, self.progress)
+        self.progress.finish()
+
+    def _deliver(self, records: list[_Record], progress: FlushProgress[_Record] | ChunkedProgress[_Record]) -> None:
+        """Send the records not delivered nor in flight and wait for every one: ``progress`` is told how many
+        from the first are delivered, and a retriable SinkError raised unless all are."""
         from kafka.errors import KafkaError, KafkaTimeoutError
 
-        records = self.progress.resume(flush)
         error: Exception | None = None
         for record in records:
             if record.future is not None and not record.future.failed():
@@ -229,11 +256,9 @@ class KafkaSink(BaseSink[KafkaConfig], name="kafka", config_type=KafkaConfig, re
         if error is None:
             error = next((r.future.exception for r in records if r.future is not None and r.future.failed()), None)
         delivered = sum(1 for _ in itertools.takewhile(_Record.delivered, records))
-        self.progress.delivered(delivered)
-        if delivered == len(records):
-            self.progress.finish()
-            return
-        raise SinkError(self._explain(error), retriable=True)
+        progress.delivered(delivered)
+        if delivered < len(records):
+            raise SinkError(self._explain(error), retriable=True)
 
     def _explain(self, error: Exception | None) -> str:
         """What went wrong, in words an operator can act on (never a secret)."""

@@ -17,9 +17,10 @@ that changes the sink, a histogram's bounds that change, or a series idle for ``
 starts it again (a reset, as the
 protocol expects). The messages are the ``opentelemetry-proto`` package's; ``protobuf`` encodes them.
 
-A flush goes in requests of at most ``points_per_request`` data points, each encoded and compressed
-once; after a failure the flush resumes at the request that failed, so a request that was delivered
-is never sent again. Answers follow :mod:`stages.forwarder.sinks.http_post` (429 and 5xx retried
+A flush goes in requests of at most ``points_per_request`` data points (made a chunk of the flush's
+aggregates at a time, a request never spanning two), each encoded and compressed once; after a
+failure the flush resumes at the request that failed, so a request that was delivered is never sent
+again. Answers follow :mod:`stages.forwarder.sinks.http_post` (429 and 5xx retried
 after their ``Retry-After``, any other refused and counted); a 2xx whose partial success says some
 data points were rejected counts those as dropped (each is one aggregate). Header values are secrets:
 never logged, masked wherever the config is shown.
@@ -55,7 +56,7 @@ from stages import __version__
 from stages.common.config import Secret, resolve_secret
 from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig
 from stages.forwarder.sinks.http_post import HttpPoster, PushKeys, check_http_url
-from stages.forwarder.sinks.progress import FlushProgress
+from stages.forwarder.sinks.progress import ChunkedProgress
 
 log = logging.getLogger(__name__)
 
@@ -282,14 +283,16 @@ class OtlpSink(BaseSink[OtlpConfig], name="otlp", config_type=OtlpConfig, remote
         self.headers = {"Content-Type": "application/x-protobuf", "User-Agent": f"pystatsd/{__version__}"}
         if config.compression == "gzip":
             self.headers["Content-Encoding"] = "gzip"
-        #: A part is one request's body: a flush resumes at the request that failed.
-        self.progress: FlushProgress[bytes] = FlushProgress(self._bodies)
+        #: A part is one request's body: a flush resumes at the request that failed. The bodies are made a
+        #: chunk of aggregates at a time, so a flush being written holds one chunk's.
+        self.progress: ChunkedProgress[bytes] = ChunkedProgress(self._bodies)
         #: Data points of the flush being written that the receiver rejected (partial success).
         self.rejected = 0
 
-    def _bodies(self, flush: Flush) -> list[bytes]:
-        self.rejected = 0
-        requests = self.encoder.requests(flush.each(), time.monotonic())
+    def _bodies(self, flush: Flush, aggregates: list[dict[str, Any]], first: int) -> list[bytes]:
+        if first == 0:  # a new flush (its first chunk is encoded once)
+            self.rejected = 0
+        requests = self.encoder.requests(aggregates, time.monotonic())
         if self.config.compression == "gzip":
             # Level 6, not 9: as small within a few percent, in half the time.
             return [gzip.compress(request.SerializeToString(), compresslevel=6) for request in requests]
@@ -298,17 +301,18 @@ class OtlpSink(BaseSink[OtlpConfig], name="otlp", config_type=OtlpConfig, remote
     def write(self, flush: Flush) -> int:
         self.poster.wait_over()
         headers = {**self.headers, **{name: value.reveal() for name, value in self.config.headers.items()}}
-        for body in self.progress.resume(flush):
-            status, answer, retry_after = self.poster.post(body, headers)
-            if not 200 <= status < 300:
-                answer = status_message(answer)
-            self.poster.check(status, answer, retry_after)
-            rejected, message = rejected_points(answer)
-            if rejected:
-                log.warning("OTLP receiver at %s rejected %d data points: %s", self.config.url, rejected,
-                            message or "(no reason given)")
-                self.rejected += rejected
-            self.progress.delivered(1)
+        for bodies in self.progress.resume(flush):
+            for body in bodies:
+                status, answer, retry_after = self.poster.post(body, headers)
+                if not 200 <= status < 300:
+                    answer = status_message(answer)
+                self.poster.check(status, answer, retry_after)
+                rejected, message = rejected_points(answer)
+                if rejected:
+                    log.warning("OTLP receiver at %s rejected %d data points: %s", self.config.url, rejected,
+                                message or "(no reason given)")
+                    self.rejected += rejected
+                self.progress.delivered(1)
         self.progress.finish()
         return self.rejected
 

@@ -21,6 +21,9 @@ Prometheus keeps for itself, shrinks to one). A summary's own tag ``quantile`` i
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import itertools
 import logging
 import math
 import re
@@ -29,6 +32,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from sys import intern
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -71,6 +75,7 @@ def le_text(bound: float) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=256)
 def quantile(stat: str) -> str | None:
     """The quantile label of a percentile statistic (``p90`` → ``0.9``), or None for any other statistic."""
     match = _PERCENTILE.match(stat)
@@ -98,13 +103,18 @@ class PrometheusConfig(SinkConfig):
         return f"{host}:{self.port}"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Series:
-    """What one series shows: a counter's total or a gauge's value, or a summary's parts."""
+    """What one series shows: a counter's total or a gauge's value, or a summary's parts.
+
+    Kept for every series between flushes (a remote write's running totals, a scrape's answer), so kept
+    small: no ``__dict__``, and its strings (name, labels, quantiles) shared with every series that has
+    the same (:func:`sys.intern`): 100,000 series took 160 MiB before, each with its own copies."""
 
     kind: str
     source: str
-    labels: dict[str, str]
+    #: its key in the store (:data:`SeriesKey`), whose labels it shows
+    key: tuple[str, ...]
     updated: float
     value: float = 0.0
     count: float = 0.0
@@ -115,9 +125,15 @@ class _Series:
     bounds: list[float] | None = None
     buckets: list[float] = field(default_factory=list)
 
+    @property
+    def labels(self) -> dict[str, str]:
+        """Its labels, made when asked for (a sample's), not kept: a dict each took a fifth of the store."""
+        key = self.key
+        return dict(zip(key[2::2], key[3::2], strict=True))
 
-#: A series of the store: (metric name, kind, sorted labels).
-SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]
+
+#: A series of the store: (metric name, kind, then its labels sorted, flat: name, value, name, value, ...).
+SeriesKey = tuple[str, ...]
 
 
 def samples(name: str, series: _Series) -> Iterator[tuple[str, dict[str, str], float]]:
@@ -129,18 +145,19 @@ def samples(name: str, series: _Series) -> Iterator[tuple[str, dict[str, str], f
     elif series.kind == "gauge":
         yield name, series.labels, series.value
     else:
+        labels = series.labels
         if series.bounds is None:
             for q, value in series.quantiles.items():
-                yield name, {**series.labels, "quantile": q}, value
+                yield name, {**labels, "quantile": q}, value
         else:
             for bound, value in zip([*series.bounds, math.inf], series.buckets, strict=True):
-                yield name + "_bucket", {**series.labels, "le": le_text(bound)}, value
-        yield name + "_sum", series.labels, series.total
-        yield name + "_count", series.labels, series.count
+                yield name + "_bucket", {**labels, "le": le_text(bound)}, value
+        yield name + "_sum", labels, series.total
+        yield name + "_count", labels, series.count
 
 
-#: The series an update touched, each with its metric name (:meth:`SeriesStore.update`).
-Touched = dict[SeriesKey, tuple[str, _Series]]
+#: The series an update touched, by their key (whose first is the metric name: :meth:`SeriesStore.update`).
+Touched = dict[SeriesKey, _Series]
 
 
 class SeriesStore:
@@ -162,23 +179,24 @@ class SeriesStore:
     def update(self, aggregates: Iterable[dict[str, Any]], now: float,
                touched: Touched | None = None) -> None:
         """Add the aggregates to their series; ``touched``, when given, gets each series they updated
-        (once, however many aggregates a name's sanitising merged into it), with its metric name."""
+        (once, however many aggregates a name's sanitising merged into it), by its key."""
         with self.lock:
             for aggregate in aggregates:
                 kind = KINDS.get(aggregate["type"])
                 if kind is None:
                     continue
-                name = metric_name(aggregate["name"])
-                labels = {label_name(k): v for k, v in sorted(aggregate["tags"].items())}
+                name = intern(metric_name(aggregate["name"]))
+                labels = {intern(label_name(k)): intern(v) for k, v in sorted(aggregate["tags"].items())}
                 if kind == "summary":
                     # A summary's own label, and a histogram's where timer-likes may be shown as one.
                     for own in ("quantile", "le") if self.histograms else ("quantile",):
                         if own in labels:
-                            labels["exported_" + own] = labels.pop(own)
-                key = (name, kind, tuple(sorted(labels.items())))
+                            labels[intern("exported_" + own)] = labels.pop(own)
+                key = (name, kind, *itertools.chain.from_iterable(sorted(labels.items())))
                 series = self.series.get(key)
                 if series is None:
-                    series = self.series[key] = _Series(kind, f"{aggregate['type']} {aggregate['name']}", labels, now)
+                    series = self.series[key] = _Series(kind, intern(f"{aggregate['type']} {aggregate['name']}"),
+                                                        key, now)
                 series.updated = now
                 if kind == "counter":
                     series.value += aggregate["value"]
@@ -199,7 +217,7 @@ class SeriesStore:
                     else:
                         series.buckets = [a + b for a, b in zip(series.buckets, buckets["counts"], strict=True)]
                 if touched is not None:
-                    touched[key] = (name, series)
+                    touched[key] = series
             if now >= self.next_purge:
                 self._purge(now)
                 self.next_purge = now + PURGE_EVERY_SECS
@@ -215,11 +233,12 @@ class SeriesStore:
             self._purge(now)
             by_name: dict[str, list[_Series]] = {}
             newest: dict[str, _Series] = {}
-            for (name, _, _), series in self.series.items():
+            for key, series in self.series.items():
+                name = key[0]
                 by_name.setdefault(name, []).append(series)
                 if name not in newest or series.updated > newest[name].updated:
                     newest[name] = series
-            return {name: [_Series(**vars(s)) for s in group if s.kind == newest[name].kind]
+            return {name: [dataclasses.replace(s) for s in group if s.kind == newest[name].kind]
                     for name, group in by_name.items()}
 
 

@@ -149,7 +149,8 @@ class PrometheusRemoteWriteSink(BaseSink[PrometheusRemoteWriteConfig], name="pro
             self.store.update(chunk, time.monotonic(), touched)
         bodies: list[bytes] = []
         request, count = WriteRequest(), 0
-        for name, series in touched.values():
+        for key, series in touched.items():
+            name = key[0]
             for sample_name, labels, value in samples(name, series):
                 # Sorted by name, as the protocol asks; Prometheus' own __name__ among them.
                 pairs = sorted([("__name__", sample_name), *((k, v) for k, v in labels.items() if v)])
