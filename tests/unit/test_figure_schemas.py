@@ -51,7 +51,7 @@ def shard_figures() -> dict[str, Any]:
                 decode_errors=collections.Counter({"bad_header": 1}))
     bucket = IntervalBucket(SeriesLimit(10, ()), compiled=False)
     bucket.counters["hits\x1fregion\x1feu"] = 3.0
-    return dict(ShardLoop.figures(loop, fake(aggregates=[{}, {}, {}],
+    return dict(ShardLoop.figures(loop, fake(count=3,
                                              busiest=busiest(bucket, {"hits": 1}, 10.0, 10, ["region"]))))
 
 
