@@ -12,6 +12,12 @@ For each listening spec the stage filters what passes (:meth:`TapSpec.wants`), s
 ``rate`` metrics a second (:meth:`TapPoint.allowance`) and publishes each one as ``[topic, json]``
 with the spec's own topic, so every tap receives exactly what it asked for. The XPUB's send queue is
 small and ZeroMQ drops what a slow or stopped tap does not read: a tap never holds a stage up.
+
+When a stage first sees a tap's subscription it says so on that topic, ``[topic, LISTENING, process
+name]`` (:data:`LISTENING` is empty, where a metric's JSON never is): only from then on does it show
+that tap what passes, so the tap says it taps that stage then, not when its connection was made (what
+was sent in between would not be shown). An idle stage looks at each wake-up too
+(:meth:`TapPoint.specs`), so a tap never waits for traffic to hear it.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ SEND_QUEUE = 1000
 LOOK_EVERY_SECS = 0.01
 #: Version of a spec's JSON; a stage ignores a subscription it cannot read (a newer tap's).
 SPEC_VERSION = 1
+#: The second frame of a stage's message saying it has seen a tap's subscription (a metric's JSON is never empty).
+LISTENING = b""
 
 
 def tap_path(run_dir: os.PathLike[str] | str, process: str) -> Path:
@@ -149,6 +157,7 @@ class TapPoint:
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], run_dir: os.PathLike[str] | str, process: str,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
+        self.process = process
         make_private_dir(tap_path(run_dir, process).parent)
         self.endpoint = tap_endpoint(run_dir, process)
         self.pub = ctx.socket(zmq.XPUB)
@@ -191,6 +200,7 @@ class TapPoint:
             log.warning("Ignored a tap subscription this version cannot read: %s", exc)
             return
         self.listening[topic] = Listening(spec, topic)
+        self.pub.send_multipart([topic, LISTENING, self.process.encode()], zmq.NOBLOCK)
 
     def allowance(self, listening: Listening) -> int:
         """How many more metrics ``listening`` may be sent in the current second."""

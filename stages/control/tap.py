@@ -22,7 +22,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from stages.common.process_names import is_process_of
-from stages.common.tap import STAGE_OF, TapSpec, tap_endpoint
+from stages.common.tap import LISTENING, STAGE_OF, TapSpec, tap_endpoint
 from stages.control.status import supervisor_processes
 
 #: How often the tap asks supervisord again which processes run (new receivers, a restarted pipeline).
@@ -79,8 +79,9 @@ def tap(run_dir: Path, spec: TapSpec, count: int | None, out: TextIO = sys.stdou
     sub.setsockopt(zmq.RCVHWM, RECEIVE_QUEUE)
     sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt(zmq.SUBSCRIBE, spec.topic())
-    # Says on stderr when each stage process listens to this tap, and when one went away (a restart).
-    monitor = sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+    # Says on stderr when each stage process listens to this tap (its LISTENING message), and when one
+    # went away (a restart).
+    monitor = sub.get_monitor_socket(zmq.EVENT_DISCONNECTED)
     poller = zmq.Poller()
     poller.register(sub, zmq.POLLIN)
     poller.register(monitor, zmq.POLLIN)
@@ -103,12 +104,12 @@ def tap(run_dir: Path, spec: TapSpec, count: int | None, out: TextIO = sys.stdou
             if monitor in ready:
                 event = recv_monitor_message(monitor)
                 process = connected.get(event["endpoint"].decode(), event["endpoint"].decode())
-                if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                    print(f"pystatsd tap: tapping {process} ({spec.where})", file=err, flush=True)
-                else:
-                    print(f"pystatsd tap: {process} went away; waiting for it to come back", file=err, flush=True)
+                print(f"pystatsd tap: {process} went away; waiting for it to come back", file=err, flush=True)
             if sub in ready:
-                _, body = sub.recv_multipart()
+                _, body, *sender = sub.recv_multipart()
+                if body == LISTENING:
+                    print(f"pystatsd tap: tapping {b''.join(sender).decode()} ({spec.where})", file=err, flush=True)
+                    continue
                 out.write(body.decode() + "\n")
                 out.flush()
                 printed += 1

@@ -99,6 +99,7 @@ class Forwarder:
         while not stop.requested:
             if wakeups.wait((self.next_report - self.clock.time()) * 1000):
                 self.receive_all()
+            self.tap.look()
             if stop.take_reload():
                 self.reload()
             self.report_if_due()

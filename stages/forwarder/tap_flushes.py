@@ -21,6 +21,10 @@ class FlushTap:
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], run_dir: Path, process: str) -> None:
         self.point = open_tap_point(ctx, run_dir, process)
 
+    def look(self) -> None:
+        """Take in the taps' subscriptions (each one acknowledged), between flushes too."""
+        listening_to(self.point)
+
     def show(self, frames: list[bytes]) -> None:
         """A shard's flush, as decoded frames (``pystatsd.flush.v1``): sampled to the taps listening, if any."""
         listening = listening_to(self.point)

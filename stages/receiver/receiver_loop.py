@@ -249,6 +249,7 @@ class Receiver:
             if any(listener.changed for listener in self.listeners):
                 self.watch(poller, by_fd)
             self.send_due()
+            self.tap.look()
         if stop.requested:
             self.stop()
         else:

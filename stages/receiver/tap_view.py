@@ -46,6 +46,11 @@ class ReceiverTap:
         self.second = 0
         self.parsed = 0
 
+    def look(self) -> None:
+        """Take in the taps' subscriptions (each one acknowledged) while no burst comes: an idle receiver wakes
+        at least every IDLE_WAKE_SECS, so a new tap hears within that that it is listened to."""
+        listening_to(self.point)
+
     def show(self, payloads: list[bytes]) -> None:
         """A burst of payloads the window took: sampled to the taps listening, if any."""
         listening = listening_to(self.point)

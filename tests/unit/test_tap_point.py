@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from harness.wait import wait_for
-from stages.common.tap import FLUSHED, LOOK_EVERY_SECS, TapPoint, TapSpec, tap_endpoint
+from stages.common.tap import FLUSHED, LISTENING, LOOK_EVERY_SECS, TapPoint, TapSpec, tap_endpoint
 from stages.control.tap import TapArgumentError, parse_rate, parse_tags
 
 
@@ -64,8 +64,10 @@ def test_a_point_publishes_only_while_a_tap_listens_and_at_most_its_rate() -> No
             assert sent == 3
             now[0] += 1  # the next second: its rate again
             assert point.allowance(tap) == 3
-            got = [sub.recv_multipart() for _ in range(3)]
-            assert [frames[0] for frames in got] == [spec.topic()] * 3
+            got = [sub.recv_multipart() for _ in range(4)]
+            # First the point's word that it listens (the tap says it taps from then on), then the metrics.
+            assert got[0] == [spec.topic(), LISTENING, b"receiver"]
+            assert [frames[0] for frames in got[1:]] == [spec.topic()] * 3
             sub.close(linger=0)
             wait_for(lambda: look() == [], 5, "the unsubscription of the tap that went")
         finally:
