@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+import os
 import socket
+
+#: Port classes of the pytest-xdist workers: worker gwN takes only ports ≡ N modulo this.
+WORKER_PORT_CLASSES = 16
+
+
+def worker_port_class() -> int | None:
+    """This process's port class under pytest-xdist (None outside it). A port is free when it is picked,
+    and taken when the server it is for binds it: between the two, another worker could be handed the same
+    one. Ports of distinct classes never collide."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(worker.removeprefix("gw")) % WORKER_PORT_CLASSES if worker.startswith("gw") else None
 
 
 def free_ports(count: int, kind: int = socket.SOCK_STREAM) -> list[int]:
-    """``count`` distinct ports the kernel just handed out on 127.0.0.1 (TCP, or UDP with SOCK_DGRAM).
+    """``count`` distinct ports the kernel just handed out on 127.0.0.1 (TCP, or UDP with SOCK_DGRAM), of
+    this worker's port class (:func:`worker_port_class`).
 
     All are held open until the last is bound, so none is handed out twice.
     """
+    wanted = worker_port_class()
     sockets: list[socket.socket] = []
+    ports: list[int] = []
     try:
-        for _ in range(count):
+        while len(ports) < count:
             sock = socket.socket(socket.AF_INET, kind)
             sockets.append(sock)
             sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
+            port = int(sock.getsockname()[1])
+            if wanted is None or port % WORKER_PORT_CLASSES == wanted:
+                ports.append(port)
+        return ports
     finally:
         for sock in sockets:
             sock.close()

@@ -174,7 +174,8 @@ def test_a_restarted_destination_gets_every_interval_once(server_name: str, requ
     stored = settled(lambda: server.samples(f'{{__name__=~"{p}_.+"}}'), expected)
     assert stored == expected
     assert max(stored[counter].values()) == sent
-    assert len(stored[counter]) >= 8
+    # The traffic ran before, through and after the 4 s outage (how many intervals depends on the machine's pace).
+    assert len(stored[counter]) >= 6
     assert row["dropped"] == {}, row
 
 
