@@ -104,7 +104,8 @@ class Pipeline:
     def start(self, wait_running: bool = True) -> Pipeline:
         subprocess.run([*self.exec_prefix, VENV_BIN / "supervisord", "-c", self.conf_path], env=self.env, check=True)
         if wait_running:
-            wait_for(lambda: self.all_running(), 30, "every stage to be RUNNING")
+            # 60 s: on a machine busy with other tests a start takes seconds of CPU per stage.
+            wait_for(lambda: self.all_running(), 60, "every stage to be RUNNING")
         return self
 
     def __enter__(self) -> Pipeline:
