@@ -41,9 +41,11 @@ run/log:
 run: $(STAMP)
 	$(VENV)/bin/pystatsd run -c etc/pystatsd.yaml
 
-# pytest-xdist workers of make test, in the lanes of tests/lanes.py (0: one process). More workers than
-# cores: most tests wait on flush intervals, outages and restarts, not on the CPU.
-TEST_WORKERS ?= 6
+# pytest-xdist workers of make test, in the lanes of tests/lanes.py (0: one process, the default).
+# `make test TEST_WORKERS=6` takes about 6 minutes on 2 cores (more workers than cores: most tests wait on
+# flush intervals, outages and restarts), but a run there still fails a test or two that a busy machine
+# slows past its timing (docs/development.md), so one process, about 25 minutes, stays the default.
+TEST_WORKERS ?= 0
 
 test: install-test
 	bash tests/kafka/fetch_jars.sh
