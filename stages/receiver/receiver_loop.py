@@ -249,7 +249,8 @@ class Receiver:
             if any(listener.changed for listener in self.listeners):
                 self.watch(poller, by_fd)
             self.send_due()
-            self.tap.look()
+            if not read:  # a burst looks when it is shown to the taps (ReceiverTap.show); an idle wake-up here
+                self.tap.look()
         if stop.requested:
             self.stop()
         else:
