@@ -34,7 +34,7 @@ from bench import procstat
 from bench.tally import COUNTER_PREFIX, HEARTBEAT, TIMER_PREFIX, JsonLinesTail, Totals, underscored
 from harness.paths import CACHE as DOWNLOADS
 from harness.paths import REPO
-from harness.ports import free_tcp_port
+from harness.ports import free_port
 from harness.process import ChildProcess
 
 CACHE = DOWNLOADS / "bench"
@@ -254,7 +254,7 @@ class EtsyPeer(Peer):
         }
 
     def _command(self) -> list[str]:
-        self.mgmt_port = free_tcp_port()
+        self.mgmt_port = free_port()
         self.totals_file.unlink(missing_ok=True)
         config = self.workdir / f"{self.name}-config.js"
         # statsd eval()s its config file; JSON is a valid JS object literal
@@ -354,7 +354,7 @@ class ExporterPeer(GoPeer):
         self.web_port = 0
 
     def _command(self) -> list[str]:
-        self.web_port = free_tcp_port()
+        self.web_port = free_port()
         return [
             str(self.binary),
             f"--statsd.listen-udp=127.0.0.1:{self.port}",

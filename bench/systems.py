@@ -21,7 +21,7 @@ from bench.destinations import SinkServers
 from bench.tally import COUNTER_PREFIX, GENERATED_NAME, HEARTBEAT, LOAD_PREFIX, TIMER_PREFIX, JsonLinesTail, Totals
 from harness.paths import REPO
 from harness.pipeline import Pipeline
-from harness.ports import free_udp_port
+from harness.ports import free_port
 from harness.traffic import SteadyTraffic
 
 SELF_PREFIX = "pystatsd."
@@ -290,7 +290,7 @@ class PeerSystem:
 
     def start(self) -> None:
         self.peer.install()
-        self.peer.start(free_udp_port(), self.flush_interval, self.workdir)
+        self.peer.start(free_port(), self.flush_interval, self.workdir)
 
     def stop(self) -> None:
         self.peer.stop()

@@ -25,9 +25,9 @@ from typing import Any
 import yaml
 
 from harness.paths import REPO, VENV_BIN
-from harness.ports import free_udp_port
+from harness.ports import free_port
 from harness.server_guard import refuse_in_serverless_test
-from harness.wait import wait_for
+from harness.wait import WaitTimeout, wait_for
 from stages.common import supervisor_rpc
 from stages.common.strict import STRICT_ENV
 from stages.control.supervisord_conf import REPO_TEMPLATE, render_supervisord_conf
@@ -54,8 +54,8 @@ class Pipeline:
         self.run_dir.mkdir(mode=0o700)
         (self.run_dir / "log").mkdir(mode=0o700)
         self.out_path = self.dir / "aggregates.jsonl"
-        self.port = free_udp_port()
-        self.statsd_port = free_udp_port()
+        self.port = free_port()
+        self.statsd_port = free_port()
         self.shards = shards
         self.extra_receivers = extra_receivers
         self.flush_interval = flush_interval
@@ -104,9 +104,25 @@ class Pipeline:
     def start(self, wait_running: bool = True) -> Pipeline:
         subprocess.run([*self.exec_prefix, VENV_BIN / "supervisord", "-c", self.conf_path], env=self.env, check=True)
         if wait_running:
-            # 60 s: on a machine busy with other tests a start takes seconds of CPU per stage.
-            wait_for(lambda: self.all_running(), 60, "every stage to be RUNNING")
+            try:
+                # 60 s: on a machine busy with other tests a start takes seconds of CPU per stage.
+                wait_for(lambda: self.all_running(), 60, "every stage to be RUNNING")
+            except WaitTimeout as timeout:
+                raise WaitTimeout(f"{timeout}\n{self.start_report()}") from None
         return self
+
+    def start_report(self) -> str:
+        """What a start that did not finish got to: each program's state and whether it read its
+        config, the receiver's sockets, and the last lines of every log."""
+        states = self.status()
+        lines = [f"{name}: {state} pid {pid}, config loaded: {self.loaded_config(name.split(':')[-1])}"
+                 for name, (state, pid) in sorted(states.items())] or ["supervisord does not answer"]
+        receiver = next((pid for name, (_, pid) in states.items() if "receiver" in name), None)
+        if self.receivers and receiver:
+            lines.append(f"receiver listening on every socket: {self.listening(receiver)}")
+        for log in sorted((self.run_dir / "log").glob("*.log")):
+            lines.append(f"--- {log.name}, last lines:\n" + "\n".join(log.read_text().splitlines()[-8:]))
+        return "\n".join(lines)
 
     def __enter__(self) -> Pipeline:
         """Start it (every stage RUNNING); leaving the block stops it and removes its files."""

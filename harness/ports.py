@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
+from pathlib import Path
 
 #: Port classes of the pytest-xdist workers: worker gwN takes only ports ≡ N modulo this.
 WORKER_PORT_CLASSES = 16
@@ -17,35 +19,65 @@ def worker_port_class() -> int | None:
     return int(worker.removeprefix("gw")) % WORKER_PORT_CLASSES if worker.startswith("gw") else None
 
 
-def free_ports(count: int, kind: int = socket.SOCK_STREAM) -> list[int]:
-    """``count`` distinct ports the kernel just handed out on 127.0.0.1 (TCP, or UDP with SOCK_DGRAM), of
-    this worker's port class (:func:`worker_port_class`).
+#: Where free ports are looked for when the kernel's ephemeral range leaves no room below it.
+FALLBACK_PORTS = range(20000, 32768)
 
-    All are held open until the last is bound, so none is handed out twice.
-    """
-    wanted = worker_port_class()
-    sockets: list[socket.socket] = []
-    ports: list[int] = []
+#: Ports this process handed out already: not handed out again until every port of its class was.
+_handed_out: set[int] = set()
+
+
+def ephemeral_range() -> range:
+    """The ports the kernel takes the local end of an outgoing connection from (Linux's default when unread)."""
     try:
-        while len(ports) < count:
-            sock = socket.socket(socket.AF_INET, kind)
-            sockets.append(sock)
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-            if wanted is None or port % WORKER_PORT_CLASSES == wanted:
-                ports.append(port)
-        return ports
-    finally:
-        for sock in sockets:
-            sock.close()
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
 
 
-def free_udp_port() -> int:
-    return free_ports(1, socket.SOCK_DGRAM)[0]
+def candidate_ports() -> range:
+    """Ports below the ephemeral range. A port handed out from inside it could be taken, before its server
+    binds it or while the server restarts, by any client's outgoing connection on the machine: a broker
+    restarted on its old port found it taken so."""
+    ephemeral = ephemeral_range()
+    below = range(max(1024, ephemeral.start - 12768), ephemeral.start)
+    return below if len(below) >= 4096 else FALLBACK_PORTS
 
 
-def free_tcp_port() -> int:
-    return free_ports(1, socket.SOCK_STREAM)[0]
+def bindable(port: int) -> bool:
+    """Whether nothing holds ``port`` on 127.0.0.1, over TCP or UDP."""
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1 over TCP and UDP both, outside the kernel's ephemeral
+    range (:func:`candidate_ports`) and of this worker's port class (:func:`worker_port_class`). None was
+    handed out by this process before, until most of its class was."""
+    wanted = worker_port_class()
+    pool = [port for port in candidate_ports() if wanted is None or port % WORKER_PORT_CLASSES == wanted]
+    if len(_handed_out.intersection(pool)) > len(pool) // 2:
+        _handed_out.difference_update(pool)
+    fresh = [port for port in pool if port not in _handed_out]
+    random.shuffle(fresh)
+    ports: list[int] = []
+    for port in fresh:
+        if bindable(port):
+            ports.append(port)
+            _handed_out.add(port)
+            if len(ports) == count:
+                return ports
+    raise OSError(f"no {count} free ports on 127.0.0.1 among {len(fresh)} candidates")
+
+
+def free_port() -> int:
+    """One free port (:func:`free_ports`), for TCP or UDP."""
+    return free_ports(1)[0]
 
 
 def accepts_tcp(port: int) -> bool:

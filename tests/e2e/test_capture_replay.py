@@ -15,7 +15,7 @@ import pytest
 
 from harness.paths import VENV_BIN
 from harness.pipeline import Pipeline
-from harness.ports import free_tcp_port
+from harness.ports import free_port
 from harness.wait import wait_for
 from stages.control.capture_file import CLOSE, DATAGRAM, STREAM, CaptureReader
 
@@ -37,7 +37,7 @@ STREAMS = [[b"tcp.hits:1|c\ntcp.ms:5|ms\n", b"tcp.ms:7|ms\ntcp.users:a|s\n"],
 
 def with_tcp(pipeline: Pipeline) -> int:
     """A TCP listener beside the UDP one, in the config of a pipeline not yet started."""
-    port = free_tcp_port()
+    port = free_port()
     pipeline.config["listeners"] = [f"udp://127.0.0.1:{pipeline.statsd_port}", f"tcp://127.0.0.1:{port}"]
     pipeline.save_config()
     return port

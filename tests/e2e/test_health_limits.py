@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from harness.pipeline import Pipeline
-from harness.ports import free_tcp_port
+from harness.ports import free_port
 from harness.sockets import closed_by_server
 from harness.wait import wait_for
 from stages.forwarder.probe_server import MAX_CLIENTS, REQUEST_TIMEOUT_SECS
@@ -26,7 +26,7 @@ PROBE = b"GET /health HTTP/1.0\r\n\r\n"
 @pytest.fixture(scope="module")
 def pipeline() -> Iterator[Pipeline]:
     pipeline = Pipeline()
-    pipeline.health_port = free_tcp_port()  # type: ignore[attr-defined]
+    pipeline.health_port = free_port()  # type: ignore[attr-defined]
     pipeline.config["health_address"] = f"127.0.0.1:{pipeline.health_port}"  # type: ignore[attr-defined]
     pipeline.save_config()
     with pipeline:

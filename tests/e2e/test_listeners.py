@@ -13,7 +13,7 @@ import pytest
 from datadog.dogstatsd import DogStatsd
 
 from harness.pipeline import Pipeline, total
-from harness.ports import free_tcp_port
+from harness.ports import free_port
 from harness.wait import wait_for
 from stages.receiver.listeners.unixgram import RECOMMENDED_DGRAM_QLEN
 
@@ -24,7 +24,7 @@ class Listeners:
     def __init__(self) -> None:
         # Short: a Unix socket path must stay under ~100 characters.
         self.dir = Path(tempfile.mkdtemp(prefix="psl"))
-        self.tcp_port = free_tcp_port()
+        self.tcp_port = free_port()
         self.dsd_path = self.dir / "dsd.sock"
         self.stream_path = self.dir / "stream.sock"
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from harness.pipeline import Pipeline, total
-from harness.ports import free_tcp_port, free_udp_port
+from harness.ports import free_port
 from harness.wait import wait_for
 from stages.rundir.figures import read_all
 
@@ -76,7 +76,7 @@ def own_total(pipeline: Pipeline, name: str, **tags: str) -> float:
 def test_every_line_read_on_every_listener_arrives_unchanged_and_a_reload_moves_it(sinks: tuple[Sink, Sink]) -> None:
     first, second = sinks
     directory = Path(tempfile.mkdtemp(prefix="psr"))
-    tcp_port = free_tcp_port()
+    tcp_port = free_port()
     unix, unixgram = directory / "s.sock", directory / "d.sock"
     pipeline = Pipeline(config={"rules": RULES, "relay": [first.url]})
     pipeline.config["listeners"] += [f"tcp://127.0.0.1:{tcp_port}", f"unix://{unix}", f"unixgram://{unixgram}"]
@@ -116,7 +116,7 @@ def test_every_line_read_on_every_listener_arrives_unchanged_and_a_reload_moves_
 
 
 def test_a_destination_with_nothing_bound_costs_nothing_and_every_line_it_missed_is_counted() -> None:
-    port = free_udp_port()  # nothing bound: the kernel refuses (ECONNREFUSED on loopback)
+    port = free_port()  # nothing bound: the kernel refuses (ECONNREFUSED on loopback)
     destination = f"127.0.0.1:{port}"
     with Pipeline(config={"relay": [f"udp://{destination}"]}) as pipeline:
         pipeline.wait_interval_start()

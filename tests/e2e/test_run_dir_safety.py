@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from harness.paths import REPO, VENV_BIN
-from harness.ports import free_udp_port
+from harness.ports import free_port
 from stages.common.lifecycle import EXIT_CONFIG
 from stages.common.sharding import MAX_IPC_PATH
 
@@ -181,7 +181,7 @@ def make_run_recipe() -> str:
 def test_a_run_directory_another_user_could_touch_is_refused_and_nothing_is_written(
         tmp_path: Path, other: OtherUser, make_case: Callable[[Path, OtherUser], Case]) -> None:
     config = tmp_path / "pystatsd.yaml"
-    config.write_text(f"bind_port: {free_udp_port()}\nforwarders: {{file: {{path: {tmp_path / 'out.jsonl'}}}}}\n")
+    config.write_text(f"bind_port: {free_port()}\nforwarders: {{file: {{path: {tmp_path / 'out.jsonl'}}}}}\n")
     case = make_case(tmp_path, other)
     before = tree(tmp_path)
     runs = {"pystatsd run": [VENV_BIN / "pystatsd", "run", "-c", config, "--run-dir", case.run_dir],
@@ -206,7 +206,7 @@ def test_a_stage_makes_its_own_run_directory_private(tmp_path: Path) -> None:
     run.mkdir(mode=0o755)
     run.chmod(0o755)
     config = tmp_path / "pystatsd.yaml"
-    config.write_text(f"bind_port: {free_udp_port()}\nforwarders: {{file: {{path: {tmp_path / 'out.jsonl'}}}}}\n")
+    config.write_text(f"bind_port: {free_port()}\nforwarders: {{file: {{path: {tmp_path / 'out.jsonl'}}}}}\n")
     with (run / "forwarder.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         result = subprocess.run(stage_commands(config, run)["forwarder"], capture_output=True, text=True, timeout=60)

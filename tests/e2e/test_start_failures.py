@@ -15,7 +15,7 @@ import pytest
 
 from harness.paths import VENV_BIN
 from harness.pipeline import Pipeline
-from harness.ports import free_tcp_port, free_udp_port
+from harness.ports import free_port
 from harness.wait import wait_for
 from stages.common.lifecycle import EXIT_CONFIG
 
@@ -97,10 +97,10 @@ def run_command(config: Path, run_dir: Path) -> subprocess.CompletedProcess[str]
 def test_run_names_a_taken_port_and_its_holder_and_starts_nothing(tmp_path: Path) -> None:
     udp = held_udp_port()
     tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    tcp.bind(("127.0.0.1", free_tcp_port()))
+    tcp.bind(("127.0.0.1", free_port()))
     tcp.listen()
     udp_port, tcp_port = udp.getsockname()[1], tcp.getsockname()[1]
-    free = free_tcp_port()
+    free = free_port()
     config = tmp_path / "pystatsd.yaml"
     config.write_text(f"bind_port: {udp_port}\nlisteners: ['tcp://127.0.0.1:{free}']\n"
                       f"health_address: '127.0.0.1:{tcp_port}'\n"
@@ -134,7 +134,7 @@ def test_run_refuses_a_run_directory_others_may_write(tmp_path: Path) -> None:
     run_dir.mkdir()
     os.chmod(run_dir, 0o777)
     config = tmp_path / "pystatsd.yaml"
-    config.write_text(f"bind_port: {free_udp_port()}\n")
+    config.write_text(f"bind_port: {free_port()}\n")
     result = run_command(config, run_dir)
     assert result.returncode == EXIT_CONFIG
     assert f"run directory {run_dir} must belong to this user and not be writable by group or others" in result.stderr
@@ -146,7 +146,7 @@ def test_run_takes_the_configs_run_dir_as_its_stages_do_and_refuses_another_run_
     configured.mkdir()
     os.chmod(configured, 0o777)  # refused: its message names the directory pystatsd run chose
     config = tmp_path / "pystatsd.yaml"
-    config.write_text(f"bind_port: {free_udp_port()}\nrun_dir: {configured}\n")
+    config.write_text(f"bind_port: {free_port()}\nrun_dir: {configured}\n")
     result = subprocess.run([VENV_BIN / "pystatsd", "run", "-c", config], capture_output=True, text=True, timeout=30)
     assert result.returncode == EXIT_CONFIG
     assert f"run directory {configured} must belong to this user" in result.stderr
@@ -168,7 +168,7 @@ def test_run_exits_78_with_each_reason_when_no_stage_can_start(tmp_path: Path) -
     not_a_socket = tmp_path / "metrics.sock"
     not_a_socket.write_text("")
     config = tmp_path / "pystatsd.yaml"
-    config.write_text(f"bind_port: {free_udp_port()}\nlisteners: ['unix://{not_a_socket}']\n"
+    config.write_text(f"bind_port: {free_port()}\nlisteners: ['unix://{not_a_socket}']\n"
                       f"forwarders: {{file: {{path: {tmp_path / 'out.jsonl'}}}}}\n")
     locks = [(run_dir / name).open("w") for name in ("forwarder.lock", "shard-0-of-1.lock")]
     for lock in locks:

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from bench import peers
-from harness.ports import free_udp_port
+from harness.ports import free_port
 from harness.process import ProcessError
 from harness.wait import wait_for
 from stages.common import contract
@@ -376,7 +376,7 @@ def scenario(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[M
     """The exporter started with one scenario's mapping file, and the scenario's name."""
     peer = built_exporter(tmp_path)
     peer.mapping_file.write_text(SCENARIOS[request.param][0])
-    peer.start(free_udp_port(), 1.0, tmp_path)
+    peer.start(free_port(), 1.0, tmp_path)
     yield peer, request.param
     peer.stop()
 
@@ -412,6 +412,6 @@ def test_the_exporter_refuses_every_file_refused_here(tmp_path: Path, text: str,
     peer = built_exporter(tmp_path)
     peer.mapping_file.write_text(text)
     with pytest.raises(ProcessError, match="error loading config"):
-        peer.start(free_udp_port(), 1.0, tmp_path)
+        peer.start(free_port(), 1.0, tmp_path)
     with pytest.raises(RulesError, match=rf"^mapping_config: {re.escape(where)}: "):
         from_yaml(text)

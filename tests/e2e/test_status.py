@@ -12,7 +12,7 @@ import pytest
 
 from harness.paths import VENV_BIN
 from harness.pipeline import Pipeline
-from harness.ports import free_tcp_port
+from harness.ports import free_port
 from harness.wait import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -23,10 +23,10 @@ SENTINEL = "PYSTATSD-SENTINEL-7f3a"
 @pytest.fixture(scope="module")
 def pipeline() -> Iterator[Pipeline]:
     pipeline = Pipeline()
-    pipeline.health_port = free_tcp_port()  # type: ignore[attr-defined]
+    pipeline.health_port = free_port()  # type: ignore[attr-defined]
     pipeline.config["health_address"] = f"127.0.0.1:{pipeline.health_port}"  # type: ignore[attr-defined]
     # A Kafka sink that can never connect, with a secret that must never show.
-    pipeline.config["forwarders"]["kafka"] = {"kafka_broker": f"127.0.0.1:{free_tcp_port()}", "kafka_topic": "t",
+    pipeline.config["forwarders"]["kafka"] = {"kafka_broker": f"127.0.0.1:{free_port()}", "kafka_topic": "t",
                                               "kafka_apikey": SENTINEL, "security_protocol": "SASL_PLAINTEXT"}
     pipeline.save_config()
     try:
@@ -89,7 +89,7 @@ def test_a_stopped_shard_makes_health_fail_with_the_reason(pipeline: Pipeline) -
 
 def test_health_is_200_when_all_is_well() -> None:
     pipeline = Pipeline()
-    port = free_tcp_port()
+    port = free_port()
     pipeline.config["health_address"] = f"127.0.0.1:{port}"
     pipeline.save_config()
     pipeline.health_port = port  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from harness.pipeline import Pipeline, total
-from harness.ports import free_tcp_port
+from harness.ports import free_port
 from harness.sockets import closed_by_server
 from harness.wait import wait_for
 from stages.receiver.listeners.stream import EVICTABLE_AFTER_SECS, MAX_CONNECTIONS
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.e2e
 
 
 def tcp_pipeline(**config: Any) -> tuple[Pipeline, int]:
-    port = free_tcp_port()
+    port = free_port()
     pipeline = Pipeline(config)
     pipeline.config["listeners"] = [*pipeline.config["listeners"], f"tcp://127.0.0.1:{port}"]
     pipeline.save_config()

@@ -23,7 +23,7 @@ import pytest
 
 from harness.paths import VENV_BIN
 from harness.pipeline import Pipeline
-from harness.ports import free_tcp_port
+from harness.ports import free_port
 from harness.traffic import SteadyTraffic
 from harness.wait import WaitTimeout, wait_for
 
@@ -99,7 +99,7 @@ def pystatsd(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]
 def test_a_receiver_restarted_in_place_keeps_its_sockets_and_loses_nothing() -> None:
     # UDP on both listeners and a TCP connection that stays open across the restarts, mid-line too.
     pipeline = Pipeline(flush_interval=2.0)
-    tcp_port = free_tcp_port()
+    tcp_port = free_port()
     pipeline.config["listeners"].append(f"tcp://127.0.0.1:{tcp_port}")
     pipeline.save_config()
     with pipeline:

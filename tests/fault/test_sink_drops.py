@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from harness.pipeline import Pipeline, total
-from harness.ports import free_tcp_port
+from harness.ports import free_port
 from harness.tmpfs import Filler, small_tmpfs
 from harness.traffic import SteadyTraffic, counter_increments
 from harness.wait import wait_for
@@ -71,7 +71,7 @@ class CarbonStandIn:
 def test_a_full_buffer_drop_beside_a_healthy_sink_is_counted_once_and_never_as_a_loss() -> None:
     # The graphite sink's carbon is down: it retries its oldest flush while a 12-aggregate buffer
     # drops the flushes queued behind it (reason buffer_full), which the file sink delivered.
-    carbon = CarbonStandIn(free_tcp_port())
+    carbon = CarbonStandIn(free_port())
     config = {"self_metrics_prefix": "", "forwarders": {"file": {}, "graphite": {
         "port": carbon.port, "buffer_max_aggregates": 12}}}
     pipeline = Pipeline(config)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from harness.pipeline import Pipeline
-from harness.ports import free_tcp_port
+from harness.ports import free_port
 from harness.wait import wait_for
 from stages.common.config import load_section
 from stages.forwarder.sinks import SINKS
@@ -194,7 +194,7 @@ def test_retrying_an_unreachable_broker_costs_no_file_descriptors(monkeypatch: p
     monkeypatch.setattr(kafka_sink, "BOOTSTRAP_TIMEOUT_MS", 300)
     # As in the forwarder (setup_logging): kafka-python's records, kept by pytest, would pin the sockets.
     caplog.set_level(logging.CRITICAL, logger="kafka")
-    config = load_section(KafkaConfig, {"kafka_broker": f"127.0.0.1:{free_tcp_port()}", "kafka_topic": "t"},
+    config = load_section(KafkaConfig, {"kafka_broker": f"127.0.0.1:{free_port()}", "kafka_topic": "t"},
                           "forwarders.kafka")
     sink = KafkaSink(config)
 

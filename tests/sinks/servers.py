@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 
 from harness.paths import CACHE
 from harness.pipeline import Pipeline, whole_lines
-from harness.ports import accepts_tcp, free_tcp_port
+from harness.ports import accepts_tcp, free_port
 from harness.process import ChildProcess
 from harness.traffic import SteadyTraffic
 from harness.wait import wait_for
@@ -79,7 +79,7 @@ class InfluxServer(Server):
     def __init__(self, work_dir: Path, admin: str, password: str, program: str = "influxd") -> None:
         super().__init__(work_dir)
         self.admin, self.password, self.program = admin, password, program
-        self.http_port, self.rpc_port = free_tcp_port(), free_tcp_port()
+        self.http_port, self.rpc_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.config_path = self.dir / "influxdb.conf"
         self.config_path.write_text(textwrap.dedent(f"""\
@@ -156,7 +156,7 @@ class VictoriaMetricsServer(Server):
     def __init__(self, work_dir: Path, basic_auth: tuple[str, str] | None = None) -> None:
         """With ``basic_auth`` (user, password) every endpoint asks for them (``-httpAuth.*``)."""
         super().__init__(work_dir)
-        self.port = free_tcp_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.write_url = f"{self.url}/api/v1/write"
         self.basic_auth = basic_auth
@@ -226,7 +226,7 @@ class CarbonServer(Server):
 
     def __init__(self, work_dir: Path) -> None:
         super().__init__(work_dir)
-        self.line_port = free_tcp_port()
+        self.line_port = free_port()
         self.storage = self.dir / "storage"
         self.whisper_dir = self.storage / "whisper"
         conf = self.dir / "conf"
@@ -251,9 +251,9 @@ class CarbonServer(Server):
             LINE_RECEIVER_PORT = {self.line_port}
             ENABLE_UDP_LISTENER = False
             PICKLE_RECEIVER_INTERFACE = 127.0.0.1
-            PICKLE_RECEIVER_PORT = {free_tcp_port()}
+            PICKLE_RECEIVER_PORT = {free_port()}
             CACHE_QUERY_INTERFACE = 127.0.0.1
-            CACHE_QUERY_PORT = {free_tcp_port()}
+            CACHE_QUERY_PORT = {free_port()}
             ENABLE_TAGS = False
             CARBON_METRIC_INTERVAL = 0
             """))
@@ -289,7 +289,7 @@ class PrometheusServer(Server):
 
     def __init__(self, work_dir: Path) -> None:
         super().__init__(work_dir)
-        self.port = free_tcp_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.write_url = f"{self.url}/api/v1/write"
         self.config_path = self.dir / "prometheus.yml"
@@ -327,7 +327,7 @@ class OtelCollector(Server):
 
     def __init__(self, work_dir: Path) -> None:
         super().__init__(work_dir)
-        self.port = free_tcp_port()
+        self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.out_path = self.dir / "metrics.jsonl"
         self.config_path = self.dir / "otelcol.yaml"

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from harness.ports import free_tcp_port
+from harness.ports import free_port
 from harness.traffic import SteadyTraffic
 from harness.wait import wait_for
 from tests.sinks.servers import (
@@ -124,7 +124,7 @@ class InfluxDB3StandIn(Destination):
     PRECISIONS = {"nanosecond": 1, "microsecond": 1_000, "millisecond": 1_000_000, "second": 1_000_000_000}
 
     def __init__(self) -> None:
-        self.port = free_tcp_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.lines: dict[str, list[tuple[str, str]]] = {}  # database → (precision, line)
         self.problems: list[str] = []

@@ -12,7 +12,7 @@ import pytest
 
 from harness.paths import VENV_BIN
 from harness.pipeline import Pipeline
-from harness.ports import free_tcp_port
+from harness.ports import free_port
 from harness.traffic import SteadyTraffic
 from harness.wait import wait_for
 from tests.sinks.conftest import INFLUX_ADMIN
@@ -152,7 +152,7 @@ def test_a_reload_that_adds_influxdb_and_removes_the_file_sink_loses_and_repeats
 
 def test_a_reload_that_fixes_influxdbs_url_delivers_what_the_wrong_one_held_exactly_once(
         influx: InfluxServer) -> None:
-    settings = {"url": f"http://127.0.0.1:{free_tcp_port()}", "database": "fixed", "username": USER,
+    settings = {"url": f"http://127.0.0.1:{free_port()}", "database": "fixed", "username": USER,
                 "password": PASSWORD, "create_database": True}  # a typo in the port: nothing listens there
     # No self-metrics: what waits for InfluxDB is then exactly the user's aggregates.
     pipeline = sink_pipeline("influxdb", settings, self_metrics_prefix="")

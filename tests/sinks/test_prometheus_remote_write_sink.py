@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from harness.pipeline import Pipeline
-from harness.ports import free_tcp_port
+from harness.ports import free_port
 from harness.traffic import SteadyTraffic
 from harness.wait import wait_for
 from tests.sinks.servers import PrometheusServer, VictoriaMetricsServer, own, settled, sink_pipeline
@@ -220,7 +220,7 @@ def test_basic_auth_a_refused_password_is_dropped_and_counted_and_a_reload_fixes
 
 def test_a_reload_that_fixes_the_url_delivers_what_the_wrong_one_held_exactly_once(
         prometheus: PrometheusServer) -> None:
-    settings = {"url": f"http://127.0.0.1:{free_tcp_port()}/api/v1/write"}  # nothing listens there
+    settings = {"url": f"http://127.0.0.1:{free_port()}/api/v1/write"}  # nothing listens there
     pipeline = sink_pipeline(SINK, settings, self_metrics_prefix="")
     with pipeline:
         receiving(pipeline)

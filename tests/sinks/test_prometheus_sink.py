@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness.ports import free_tcp_port
+from harness.ports import free_port
 from harness.wait import wait_for
 from tests.sinks.servers import sink_pipeline
 
@@ -39,7 +39,7 @@ def samples(family: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def test_counters_add_up_gauges_and_summaries_with_sanitised_names() -> None:
-    port = free_tcp_port()
+    port = free_port()
     pipeline = sink_pipeline("prometheus", {"port": port})
     try:
         pipeline.start()
@@ -75,7 +75,7 @@ def test_counters_add_up_gauges_and_summaries_with_sanitised_names() -> None:
 
 
 def test_a_series_that_stops_arriving_disappears_after_its_expiry() -> None:
-    port = free_tcp_port()
+    port = free_port()
     pipeline = sink_pipeline("prometheus", {"port": port, "expire_after_secs": 2.5}, self_metrics_prefix="")
     try:
         pipeline.start()

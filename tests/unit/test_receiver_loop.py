@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from harness.ports import free_udp_port
+from harness.ports import free_port
 from harness.wait import wait_for
 from stages.common import contract
 from stages.common.config import load_config
@@ -40,7 +40,7 @@ class Bench:
     def __init__(self, tmp_path: Path, ctx: Ctx) -> None:
         self.run = tmp_path / "run"
         self.run.mkdir(mode=0o700)
-        self.port = free_udp_port()
+        self.port = free_port()
         self.config_file = tmp_path / "pystatsd.yaml"
         # No self-metrics: every batch then holds exactly what the test sent.
         self.config_file.write_text(f"bind_port: {self.port}\nflush_interval: {INTERVAL}\nbatch_max_age_ms: 1000\n"

@@ -4,7 +4,6 @@ counted differently for it."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ RULES = [{"match": "debug.*", "drop": True},
 @pytest.fixture
 def receiver(tmp_path: Path) -> Iterator[receiver_loop.Receiver]:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    (port,) = free_ports(1, socket.SOCK_DGRAM)
+    (port,) = free_ports(1)
     made_receiver = receiver_loop.Receiver(Config(bind_port=port, rules=RULES), 1, ctx, tmp_path, "receiver")
     yield made_receiver
     for listener in made_receiver.listeners:
@@ -69,7 +68,7 @@ def test_what_each_rule_maps_and_drops_is_counted_in_the_figures_and_the_self_me
 
 def test_without_rules_the_window_asks_nothing(tmp_path: Path) -> None:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    (port,) = free_ports(1, socket.SOCK_DGRAM)
+    (port,) = free_ports(1)
     plain = receiver_loop.Receiver(Config(bind_port=port), 1, ctx, tmp_path, "receiver")
     try:
         assert plain.rules is None

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.ports import free_udp_port
+from harness.ports import free_port
 from harness.sockets import loopback_udp
 from stages.receiver.relay import PROBE_SECS, RETRY_SECS, Relay
 
@@ -48,7 +48,7 @@ def test_every_line_arrives_unchanged_in_datagrams_of_at_most_the_limit(sink: so
 
 
 def test_a_destination_with_nothing_bound_counts_every_line_and_is_sent_to_once_it_is_up() -> None:
-    port = free_udp_port()
+    port = free_port()
     relay = Relay([f"udp://127.0.0.1:{port}"], 1432, now=0.0)
     (destination,) = relay.destinations
     sent = []

@@ -4,7 +4,6 @@ left as sent before they are batched."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,7 +39,7 @@ def receiver(tmp_path: Path) -> Iterator[receiver_loop.Receiver]:
     (tmp_path / "mapping.yml").write_text(MAPPING)
     config_file = tmp_path / "pystatsd.yaml"
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    (port,) = free_ports(1, socket.SOCK_DGRAM)
+    (port,) = free_ports(1)
     made_receiver = receiver_loop.Receiver(Config(bind_port=port, self_metrics_prefix="", mapping_config="mapping.yml"),
                                            1, ctx, tmp_path, "receiver", config_file=config_file)
     yield made_receiver
