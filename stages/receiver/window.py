@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stages.common import compiled, contract
 from stages.common.model import MetricType, Sample, Tags, series_key, series_name
@@ -158,6 +158,9 @@ class PyWindow:
         return end
 
     def add(self, sample: Sample) -> str | None:
+        # A sample's value is a float for every kind but a set's member, a str (the parser makes it so). The
+        # checker cannot follow the kind, and a cast or an isinstance per sample would cost this fallback path.
+        value: Any
         name, mtype, value, rate, tags = sample
         kind = GAUGE if mtype == GAUGE_DELTA else mtype
         key = series_key(name, tags)
@@ -172,7 +175,7 @@ class PyWindow:
             if scale is not None and kind < SET:
                 # A rule's scale multiplies each value once, as statsd_exporter does (a counter's after its
                 # rate); what it takes out of range is refused before anything of the sample is counted.
-                scaled = value / rate * scale if kind == COUNTER else value * scale  # type: ignore[operator]
+                scaled = value / rate * scale if kind == COUNTER else value * scale
                 if not abs(scaled) <= MAX_MAGNITUDE:
                     return OUT_OF_RANGE
             if tally >= 0:
@@ -187,19 +190,17 @@ class PyWindow:
         entry.metrics += 1
         self.metrics += 1
         self.shard_metrics[entry.shard] += 1
-        # A sample's value is a float for every kind but a set's member (the parser makes it so); the
-        # checker cannot follow the kind, and a cast per sample would cost this fallback path a call.
         if kind == COUNTER:
-            entry.value += value / rate if scaled is None else scaled  # type: ignore[operator]  # a number
+            entry.value += value / rate if scaled is None else scaled
         elif mtype == GAUGE:
             entry.was_set = True
             entry.value = float(value) if scaled is None else scaled
             entry.ttl = ttl
         elif mtype == GAUGE_DELTA:
-            entry.value += value if scaled is None else scaled  # type: ignore[operator]  # a number: see above
+            entry.value += value if scaled is None else scaled
             entry.ttl = ttl
         elif kind == SET:
-            entry.members.setdefault(value, None)  # type: ignore[arg-type]  # a set's member: a str
+            entry.members.setdefault(value, None)
         elif kind == TRACE:
             entry.value += 1.0 / rate
         else:

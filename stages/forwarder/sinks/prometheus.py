@@ -29,16 +29,16 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from sys import intern
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import utils as prometheus_utils
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from pystatsd.ports import check_port
 from stages.forwarder.sinks.base import BaseSink, Flush, SinkConfig, SinkError, not_empty
@@ -53,6 +53,8 @@ KINDS = {"counter": "counter", "trace": "counter", "gauge": "gauge", "set": "gau
          "histogram": "summary", "distribution": "summary"}
 #: Expired series are looked for at most this often when flushes come in (scrapes always look).
 PURGE_EVERY_SECS = 1.0
+#: prometheus-client's own formatting of a bound (untyped there): ``1.0``, ``0.005``, ``1e+06``, ``+Inf``.
+float_to_go_string = cast(Callable[[float], str], prometheus_utils.floatToGoString)
 
 
 def metric_name(name: str) -> str:
@@ -71,8 +73,7 @@ def label_name(name: str) -> str:
 
 def le_text(bound: float) -> str:
     """A histogram bound as Prometheus' clients write its ``le`` (``1.0``, ``0.005``, ``1e+06``, ``+Inf``)."""
-    text: str = floatToGoString(bound)  # type: ignore[no-untyped-call]  # prometheus-client's own, untyped
-    return text
+    return float_to_go_string(bound)
 
 
 @functools.lru_cache(maxsize=256)
