@@ -42,9 +42,10 @@ run: $(STAMP)
 	$(VENV)/bin/pystatsd run -c etc/pystatsd.yaml
 
 # pytest-xdist workers of make test, in the lanes of tests/lanes.py (0: one process, about 25 minutes).
-# Six take about 6 minutes on 2 cores: more workers than cores, since most tests wait on flush
-# intervals, outages and restarts rather than compute (docs/development.md).
-TEST_WORKERS ?= 6
+# Three a core: six take about 6 minutes on 2 cores. More workers than cores, since most tests wait
+# on flush intervals, outages and restarts rather than compute; ten at most, as the longest lane
+# (Kafka's, about 3 minutes) then sets the time (docs/development.md).
+TEST_WORKERS ?= $(shell cores=$$(nproc); echo $$(( cores * 3 < 10 ? cores * 3 : 10 )))
 
 # The set-up's time is printed apart from pytest's: the first run on a machine fetches and builds the
 # test servers (cached outside the clone), a later one only checks the cache.
