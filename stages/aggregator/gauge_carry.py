@@ -4,10 +4,13 @@ A gauge is reported every interval until it expires, whether or not it was updat
 ``pystatsd reshard`` the new ring's shards start without the values the old ring held, so each
 retiring shard, once it has flushed the last interval it owns (the one before the switch), writes
 its gauges to ``gauges-shard-K-of-M-from-J-of-N.msgpack``: one file per new shard K with the gauges
-whose names the new ring gives it. The new shard takes every such file before it closes an interval
-and adopts a value only for a gauge it has not heard of since the switch: it becomes the base that
-the deltas already received apply to (they are applied when the interval closes), and a value set
-since the switch is newer and stays.
+whose names the new ring gives it (empty when there are none: the file says shard J has carried).
+The new shard takes every such file before it closes an interval and adopts a value only for a
+gauge it has not heard of since the switch: it becomes the base that the deltas already received
+apply to (they are applied when the interval closes), and a value set since the switch is newer and
+stays. It closes its ring's first interval only once every retiring shard has carried (the ring file
+says how many there were), or :data:`CARRY_WAIT_SECS` after that interval was due: a retiring shard
+that a busy machine slowed past the interval would otherwise leave its gauges out of it.
 
 The file is a msgpack map ``{"kind": "pystatsd.gauges.v1", "gauges": [[key, value, index of the
 last interval that changed it], ...]}``, since v1.1 with ``"expire_for": {key: idle intervals}`` for
@@ -22,6 +25,7 @@ v1 for one release.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +40,12 @@ from stages.rundir.ring import Ring, read_ring
 log = logging.getLogger(__name__)
 
 GAUGES_V1 = "pystatsd.gauges.v1"
+#: How long past its due time a new ring's shard holds its first interval for a retiring shard's gauges.
+#: A retiring shard carries them a moment after the switch, or at its stop, which ``pystatsd reshard``
+#: asks a second later; one that has not by then has crashed or is stalled, and its gauges come back
+#: with their next update.
+CARRY_WAIT_SECS = 5.0
+_CARRIED_FROM = re.compile(r"-from-(\d+)-of-\d+\.msgpack$")
 
 
 def carry_path(run_dir: Path, shard: int, shards: int, from_shard: int, from_shards: int) -> Path:
@@ -62,17 +72,21 @@ def write_carried(run_dir: Path, gauges: Gauges, from_shard: int, from_shards: i
         if key in gauges.expire_for:
             expiry[shard][key] = gauges.expire_for[key]
     for shard, carried in split.items():
-        if carried:
-            write_private(carry_path(run_dir, shard, shards, from_shard, from_shards),
-                          encode_carried(carried, expiry[shard]), durable=True)
+        write_private(carry_path(run_dir, shard, shards, from_shard, from_shards),
+                      encode_carried(carried, expiry[shard]), durable=True)
     return len(gauges.values)
 
 
-def take_carried(run_dir: Path, gauges: Gauges, shard: int, shards: int) -> int:
-    """Adopt (and remove) every file carried to this shard; the gauges adopted. An unreadable file is
-    logged and removed: its gauges reappear with their next update."""
+def take_carried(run_dir: Path, gauges: Gauges, shard: int, shards: int) -> tuple[int, set[int]]:
+    """Adopt (and remove) every file carried to this shard: the gauges adopted, and the retiring shards
+    whose files these were. An unreadable file is logged and removed: its gauges reappear with their
+    next update (and its shard counts as carried: it has nothing more to send)."""
     adopted = 0
+    carried_by: set[int] = set()
     for path in sorted(run_dir.glob(f"gauges-shard-{shard}-of-{shards}-from-*.msgpack")):
+        named = _CARRIED_FROM.search(path.name)
+        if named:
+            carried_by.add(int(named.group(1)))
         try:
             data = read_private(path)
             path.unlink()
@@ -88,7 +102,7 @@ def take_carried(run_dir: Path, gauges: Gauges, shard: int, shards: int) -> int:
         except (OSError, ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
             path.unlink(missing_ok=True)
             log.error("Dropped the gauges carried in %s (%s): they reappear with their next update", path, exc)
-    return adopted
+    return adopted, carried_by
 
 
 def encode_carried(carried: list[list[Any]], expire_for: dict[str, int] | None = None) -> bytes:

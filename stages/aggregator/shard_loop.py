@@ -26,11 +26,11 @@ from pathlib import Path
 import zmq
 
 from stages.aggregator.busiest import empty_busiest
-from stages.aggregator.gauge_carry import next_ring, take_carried, write_carried
+from stages.aggregator.gauge_carry import CARRY_WAIT_SECS, next_ring, take_carried, write_carried
 from stages.aggregator.handoff import HandoffRefused, capture, handoff_path, restore, take_handoff, write_handoff
 from stages.aggregator.outbox import Outbox
 from stages.aggregator.partials import PartialSource
-from stages.aggregator.shard import ClosedInterval, ShardState, overrun_secs
+from stages.aggregator.shard import FLUSH_GRACE_SECS, ClosedInterval, ShardState, overrun_secs
 from stages.common import contract, supervisor_rpc
 from stages.common.clock import SYSTEM_CLOCK, Clock
 from stages.common.config import Config
@@ -106,6 +106,10 @@ class ShardLoop:
         self.next_ring: Ring | None = None
         #: Whether this shard, retiring in a reshard, has carried its gauges to the new ring (gauge_carry).
         self.gauges_carried = False
+        #: The retiring shards whose gauges this one, new in a reshard, has taken (gauge_carry), and whether
+        #: it gave up waiting for the others.
+        self.carried_by: set[int] = set()
+        self.carry_given_up = False
         # Before the first batch is taken: the last instance's intervals are the ones it merges into.
         self.take_over(config.expire_after_intervals * config.flush_interval)
         if bounds is not None:
@@ -178,7 +182,8 @@ class ShardLoop:
         if now < self.flush_not_before:
             return
         if now >= self.state.next_deadline():
-            adopted = take_carried(self.run_dir, self.state.gauges, self.shard, self.shards)
+            adopted, carried_by = take_carried(self.run_dir, self.state.gauges, self.shard, self.shards)
+            self.carried_by |= carried_by
             if adopted:
                 log.info("Adopted %d gauges from the retired ring", adopted)
                 ring = read_ring(self.run_dir)
@@ -188,6 +193,9 @@ class ShardLoop:
                 self.next_ring = next_ring(self.run_dir, self.shards, self.epoch / 1e9)
                 if self.next_ring is not None:
                     self.state.gauges_handed_at = self.state.index_of(self.next_ring.since)
+            if self.awaits_carried_gauges(now):
+                self.flush_not_before = now + CHECK_EVERY_SECS
+                return
         if now >= self.state.next_deadline():
             self.state.top_tag_keys = asked_tag_keys(self.run_dir, now)
         closed_now = self.state.due(now)
@@ -206,6 +214,26 @@ class ShardLoop:
         if closed_now:
             self.send_held()
             self.publish_figures(closed_now[-1])
+
+    def awaits_carried_gauges(self, now: float) -> bool:
+        """Whether this shard, new in a reshard, holds its ring's first interval (now due) for the gauges of
+        a retiring shard that has not carried them yet; at most CARRY_WAIT_SECS past its due time."""
+        ring = read_ring(self.run_dir)
+        if ring is None or ring.shards != self.shards or ring.previous is None or self.carry_given_up:
+            return False
+        first = self.state.index_of(ring.since)
+        if self.state.closed_through >= first or self.state.index_of(now - FLUSH_GRACE_SECS) <= first:
+            return False
+        missing = sorted(set(range(ring.previous)) - self.carried_by)
+        if not missing:
+            return False
+        if now < self.state.start_of(first + 1) + FLUSH_GRACE_SECS + CARRY_WAIT_SECS:
+            return True
+        self.carry_given_up = True
+        log.warning("No gauges carried from retiring shard(s) %s of %d within %.0f s: this ring's first interval "
+                    "is flushed without them, and they reappear with their next update",
+                    ", ".join(map(str, missing)), ring.previous, CARRY_WAIT_SECS)
+        return False
 
     def report_overrun(self, closed: ClosedInterval) -> None:
         """Log and count a flush handed on more than an interval after it was due (see overrun_secs);

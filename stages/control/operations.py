@@ -175,7 +175,7 @@ def reshard(run_dir: Path, shards: int, interval: float) -> list[str]:
         raise OperationError(f"the {shards} new shards did not start (see their logs in {run_dir / 'log'}): "
                              f"the {current} shards keep running")
     since = next_edge(time.time() + RING_LEAD_SECS, interval)
-    write_ring(run_dir, Ring(shards, since))
+    write_ring(run_dir, Ring(shards, since, previous=current))
     # The old ring flushes its last interval at its end plus the grace; what is late after that is
     # flushed by its retiring shards as they stop.
     time.sleep(max(0.0, since + FLUSH_GRACE_SECS + RETIRE_AFTER_SECS - time.time()))

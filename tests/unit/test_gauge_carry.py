@@ -8,7 +8,7 @@ from stages.aggregator.gauge_carry import carry_path, next_ring, take_carried, w
 from stages.aggregator.series import Gauges, SeriesLimit
 from stages.common.model import series_key, series_name
 from stages.common.sharding import shard_for
-from stages.rundir.ring import Ring, write_ring
+from stages.rundir.ring import RING_FILE, Ring, read_ring, write_ring
 
 
 def gauges(values: dict[str, float], seen: int = 7) -> Gauges:
@@ -26,10 +26,17 @@ def test_each_new_shard_adopts_exactly_the_gauges_of_its_names(tmp_path: Path) -
     for shard in range(3):
         new = gauges({})
         mine = {key: value for key, value in OLD.items() if shard_for(series_name(key), 3) == shard}
-        assert take_carried(tmp_path, new, shard, 3) == len(mine)
+        assert take_carried(tmp_path, new, shard, 3) == (len(mine), {1})
         assert new.values == {key: [value, 7] for key, value in mine.items()}
         assert not carry_path(tmp_path, shard, 3, 1, 2).exists()
-    assert take_carried(tmp_path, gauges({}), 0, 3) == 0  # taken once
+    assert take_carried(tmp_path, gauges({}), 0, 3) == (0, set())  # taken once
+
+
+def test_a_retiring_shard_with_no_gauges_for_a_new_shard_still_says_it_carried(tmp_path: Path) -> None:
+    # The new shard waits for every retiring shard's file before it closes its ring's first interval.
+    write_carried(tmp_path, gauges({}), from_shard=0, from_shards=2, shards=3)
+    write_carried(tmp_path, gauges(OLD), from_shard=1, from_shards=2, shards=3)
+    assert take_carried(tmp_path, gauges({}), 2, 3)[1] == {0, 1}
 
 
 def test_a_value_set_since_the_switch_stays_and_deltas_apply_on_the_carried_base(tmp_path: Path) -> None:
@@ -46,7 +53,7 @@ def test_an_unreadable_file_is_removed_and_adopts_nothing(tmp_path: Path) -> Non
     path = carry_path(tmp_path, 0, 2, 0, 4)
     path.write_bytes(b"\x93not ours")
     new = gauges({})
-    assert take_carried(tmp_path, new, 0, 2) == 0
+    assert take_carried(tmp_path, new, 0, 2) == (0, {0})
     assert new.values == {} and not path.exists()
 
 
@@ -59,6 +66,13 @@ def test_only_a_ring_written_after_the_shard_started_retires_it(tmp_path: Path) 
     assert next_ring(tmp_path, 2, started=100.0) is None
     write_ring(tmp_path, Ring(4, 110.0))
     assert next_ring(tmp_path, 2, started=100.0) == Ring(4, 110.0)
+
+
+def test_the_ring_file_says_the_ring_it_replaced_and_one_without_reads_as_unknown(tmp_path: Path) -> None:
+    write_ring(tmp_path, Ring(4, 110.0, previous=2))
+    assert read_ring(tmp_path) == Ring(4, 110.0, 2)
+    (tmp_path / RING_FILE).write_text('{"shards": 4, "from": 110.0}')  # an older release's
+    assert read_ring(tmp_path) == Ring(4, 110.0, None)
 
 
 def test_a_gauge_s_ttl_goes_with_it_to_the_new_ring(tmp_path: Path) -> None:

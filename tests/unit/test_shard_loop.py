@@ -22,15 +22,18 @@ import pytest
 import zmq
 
 from harness.wait import wait_for
+from stages.aggregator.gauge_carry import CARRY_WAIT_SECS, write_carried
 from stages.aggregator.handoff import handoff_path
+from stages.aggregator.series import Gauges, SeriesLimit
 from stages.aggregator.shard import FLUSH_GRACE_SECS
 from stages.aggregator.shard_loop import PAUSE_MIN_SECS, TAKEOVER_GRACE_SECS, ShardLoop
 from stages.common import contract
 from stages.common.config import Config, load_config
+from stages.common.intervals import interval_index
 from stages.common.model import MetricType
-from stages.common.sharding import forwarder_endpoint, shard_endpoint
+from stages.common.sharding import forwarder_endpoint, shard_endpoint, shard_for
 from stages.rundir.pause import begin_pause, end_pause, forwarder_pause_path, pause_path
-from stages.rundir.ring import CHECK_EVERY_SECS
+from stages.rundir.ring import CHECK_EVERY_SECS, Ring, write_ring
 from tests.fake_clock import FakeClock
 from tests.unit.bodies import one_body
 
@@ -357,3 +360,66 @@ def test_a_gauge_with_a_ttl_expires_after_ceil_ttl_over_interval_idle_intervals_
         flush_at(k, after)
     assert gauges == [{"ttl.g", "plain.g"}, {"ttl.g", "plain.g"}, {"ttl.g", "plain.g", "late.g"},
                       {"plain.g", "late.g"}, {"plain.g"}, set()]
+
+
+def carried_gauge(wire: Wire, from_shard: int) -> str:
+    """A retiring shard (of a ring of 2) carries one gauge to this ring's shard 0; its name."""
+    name = next(f"carried.{i}" for i in range(100) if shard_for(f"carried.{i}", SHARDS) == 0)
+    carried = Gauges(30, SeriesLimit(1000, ()))
+    carried.values[name] = [5.0, interval_index(T0, INTERVAL)]
+    write_carried(wire.run, carried, from_shard=from_shard, from_shards=2, shards=SHARDS)
+    return name
+
+
+def flushed_gauges(wire: Wire) -> list[tuple[float, set[str]]]:
+    return [(header.interval_start, {a["name"] for a in aggregates
+                                     if a["type"] == "gauge" and not a["name"].startswith("pystatsd.")})
+            for header, aggregates in wire.flushes()]
+
+
+def test_a_new_ring_s_shard_holds_its_first_interval_until_every_retiring_shard_carried(wire: Wire) -> None:
+    """A reshard from 2 shards: the ring's first interval is T0 + 10. A retiring shard slowed past that
+    interval's due time would otherwise leave its gauges out of it."""
+    write_ring(wire.run, Ring(SHARDS, T0 + INTERVAL, previous=2))
+    loop = wire.shard()
+    wire.clock.to(EDGE)
+    loop.flush_due()
+    assert flushed_gauges(wire) == [(T0, set())]  # the old ring's last interval: not held
+    name = carried_gauge(wire, from_shard=0)  # retiring shard 1 has not carried yet
+    wire.clock.to(EDGE + INTERVAL + CARRY_WAIT_SECS - 1.0)
+    loop.flush_due()
+    assert flushed_gauges(wire) == []
+    write_carried(wire.run, Gauges(30, SeriesLimit(1000, ())), from_shard=1, from_shards=2, shards=SHARDS)
+    wire.clock.advance(CHECK_EVERY_SECS)
+    loop.flush_due()
+    assert flushed_gauges(wire) == [(T0 + INTERVAL, {name})]
+
+
+def test_a_retiring_shard_that_never_carries_holds_the_first_interval_for_carry_wait_secs_only(
+        wire: Wire, caplog: pytest.LogCaptureFixture) -> None:
+    write_ring(wire.run, Ring(SHARDS, T0 + INTERVAL, previous=2))
+    loop = wire.shard()
+    name = carried_gauge(wire, from_shard=1)
+    wire.clock.to(EDGE)
+    loop.flush_due()
+    assert flushed_gauges(wire) == [(T0, set())]
+    wire.clock.to(EDGE + INTERVAL + CARRY_WAIT_SECS - 0.01)
+    loop.flush_due()
+    assert flushed_gauges(wire) == []
+    wire.clock.to(EDGE + INTERVAL + CARRY_WAIT_SECS + CHECK_EVERY_SECS)  # held ones are looked at that often
+    loop.flush_due()
+    assert flushed_gauges(wire) == [(T0 + INTERVAL, {name})]
+    assert "No gauges carried from retiring shard(s) 0 of 2 within 5 s" in caplog.text
+    wire.clock.to(EDGE + 2 * INTERVAL)
+    loop.flush_due()
+    assert flushed_gauges(wire) == [(T0 + 2 * INTERVAL, {name})]
+
+
+def test_a_ring_file_of_an_older_release_holds_nothing(wire: Wire) -> None:
+    write_ring(wire.run, Ring(SHARDS, T0 + INTERVAL))  # no previous: how many retire is not known
+    loop = wire.shard()
+    wire.clock.to(EDGE)
+    loop.flush_due()
+    wire.clock.to(EDGE + INTERVAL)
+    loop.flush_due()
+    assert [start for start, _ in flushed_gauges(wire)] == [T0, T0 + INTERVAL]
