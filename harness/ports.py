@@ -19,10 +19,11 @@ def worker_port_class() -> int | None:
     return int(worker.removeprefix("gw")) % WORKER_PORT_CLASSES if worker.startswith("gw") else None
 
 
-#: Where free ports are looked for when the kernel's ephemeral range leaves no room below it.
+#: Where free ports are looked for below Linux's default ephemeral range, and when the kernel's own
+#: range leaves too little room below it.
 FALLBACK_PORTS = range(20000, 32768)
 
-#: Ports this process handed out already: not handed out again until every port of its class was.
+#: Ports this process handed out already: not handed out again until half the ports of its class were.
 _handed_out: set[int] = set()
 
 
@@ -40,7 +41,7 @@ def candidate_ports() -> range:
     binds it or while the server restarts, by any client's outgoing connection on the machine: a broker
     restarted on its old port found it taken so."""
     ephemeral = ephemeral_range()
-    below = range(max(1024, ephemeral.start - 12768), ephemeral.start)
+    below = range(max(1024, ephemeral.start - len(FALLBACK_PORTS)), ephemeral.start)
     return below if len(below) >= 4096 else FALLBACK_PORTS
 
 
