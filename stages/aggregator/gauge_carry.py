@@ -35,7 +35,7 @@ from stages.aggregator.series import Gauges
 from stages.common.model import series_name
 from stages.common.sharding import shard_for
 from stages.rundir.private_file import read_private, write_private
-from stages.rundir.ring import Ring, read_ring
+from stages.rundir.ring import Ring
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,10 @@ def carry_path(run_dir: Path, shard: int, shards: int, from_shard: int, from_sha
     return run_dir / f"gauges-shard-{shard}-of-{shards}-from-{from_shard}-of-{from_shards}.msgpack"
 
 
-def next_ring(run_dir: Path, shards: int, started: float) -> Ring | None:
-    """The ring that takes over the names of a shard of ``shards`` started at ``started`` (unix time),
-    or None. A ring file older than the shard is not its retirement: a new ring's shards start before
-    ``pystatsd reshard`` writes their ring."""
-    ring = read_ring(run_dir)
+def next_ring(ring: Ring | None, shards: int, started: float) -> Ring | None:
+    """The ring (as the run directory's file says it) that takes over the names of a shard of ``shards``
+    started at ``started`` (unix time), or None. A ring file older than the shard is not its retirement:
+    a new ring's shards start before ``pystatsd reshard`` writes their ring."""
     if ring is None or ring.shards == shards or ring.since <= started:
         return None
     return ring

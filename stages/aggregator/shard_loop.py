@@ -182,18 +182,18 @@ class ShardLoop:
         if now < self.flush_not_before:
             return
         if now >= self.state.next_deadline():
+            ring = read_ring(self.run_dir)
             adopted, carried_by = take_carried(self.run_dir, self.state.gauges, self.shard, self.shards)
             self.carried_by |= carried_by
             if adopted:
                 log.info("Adopted %d gauges from the retired ring", adopted)
-                ring = read_ring(self.run_dir)
                 if ring is not None and ring.shards == self.shards:
                     self.state.gauges_taken_over_at = self.state.index_of(ring.since)
             if self.next_ring is None:
-                self.next_ring = next_ring(self.run_dir, self.shards, self.epoch / 1e9)
+                self.next_ring = next_ring(ring, self.shards, self.epoch / 1e9)
                 if self.next_ring is not None:
                     self.state.gauges_handed_at = self.state.index_of(self.next_ring.since)
-            if self.awaits_carried_gauges(now):
+            if self.awaits_carried_gauges(ring, now):
                 self.flush_not_before = now + CHECK_EVERY_SECS
                 return
         if now >= self.state.next_deadline():
@@ -215,10 +215,10 @@ class ShardLoop:
             self.send_held()
             self.publish_figures(closed_now[-1])
 
-    def awaits_carried_gauges(self, now: float) -> bool:
-        """Whether this shard, new in a reshard, holds its ring's first interval (now due) for the gauges of
-        a retiring shard that has not carried them yet; at most CARRY_WAIT_SECS past its due time."""
-        ring = read_ring(self.run_dir)
+    def awaits_carried_gauges(self, ring: Ring | None, now: float) -> bool:
+        """Whether this shard, new in a reshard (``ring``, the ring file's), holds its ring's first interval
+        (now due) for the gauges of a retiring shard that has not carried them yet; at most CARRY_WAIT_SECS
+        past its due time."""
         if ring is None or ring.shards != self.shards or ring.previous is None or self.carry_given_up:
             return False
         first = self.state.index_of(ring.since)

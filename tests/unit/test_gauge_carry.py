@@ -58,14 +58,14 @@ def test_an_unreadable_file_is_removed_and_adopts_nothing(tmp_path: Path) -> Non
 
 
 def test_only_a_ring_written_after_the_shard_started_retires_it(tmp_path: Path) -> None:
-    assert next_ring(tmp_path, 2, started=100.0) is None  # no ring file
+    assert next_ring(read_ring(tmp_path), 2, started=100.0) is None  # no ring file
     write_ring(tmp_path, Ring(2, 110.0))
-    assert next_ring(tmp_path, 2, started=100.0) is None  # its own ring
+    assert next_ring(read_ring(tmp_path), 2, started=100.0) is None  # its own ring
     write_ring(tmp_path, Ring(4, 90.0))
     # A new ring's shard starts before its ring is written: the old ring's file is not its retirement.
-    assert next_ring(tmp_path, 2, started=100.0) is None
+    assert next_ring(read_ring(tmp_path), 2, started=100.0) is None
     write_ring(tmp_path, Ring(4, 110.0))
-    assert next_ring(tmp_path, 2, started=100.0) == Ring(4, 110.0)
+    assert next_ring(read_ring(tmp_path), 2, started=100.0) == Ring(4, 110.0)
 
 
 def test_the_ring_file_says_the_ring_it_replaced_and_one_without_reads_as_unknown(tmp_path: Path) -> None:
