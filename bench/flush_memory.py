@@ -51,6 +51,8 @@ from typing import Any
 
 import zmq
 
+from bench import procstat
+
 #: What each process must stay under (issue 26).
 TARGET_MIB = 80.0
 SERIES = 100_000
@@ -73,18 +75,11 @@ CHILD_TIMEOUT_SECS = 300.0
 
 def peak_mib() -> float:
     """This process's peak resident set (VmHWM), MiB."""
-    return _status_kib("VmHWM") / 1024
+    return procstat.status_kib("self", "VmHWM") / 1024
 
 
 def rss_mib() -> float:
-    return _status_kib("VmRSS") / 1024
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
+    return procstat.status_kib("self", "VmRSS") / 1024
 
 
 def mix_series(series: int) -> Iterator[tuple[str, str, tuple[str, ...]]]:
