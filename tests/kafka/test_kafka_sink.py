@@ -53,9 +53,17 @@ def own(records: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
     return [r for r in records if r[1] is not None and b"pystatsd." not in r[1]]
 
 
-def wait_records(broker: Any, topic: str, count: int) -> list[Any]:
-    records: list[Any] = wait_for(lambda: len(own(broker.consume_all(topic))) >= count
-                                  and own(broker.consume_all(topic)), 20, f"{count} records in {topic}", every=0.5)
+def wait_records(broker: Any, topic: str, count: int, timeout: float = 20) -> list[Any]:
+    """The records in ``topic`` that are not self-metrics, once there are ``count`` of them.
+
+    The pipeline's first send creates the topic, so until then it holds nothing.
+    """
+
+    def enough() -> list[Any] | None:
+        records = own(broker.consume_all(topic, absent_is_empty=True))
+        return records if len(records) >= count else None
+
+    records: list[Any] = wait_for(enough, timeout, f"{count} records in {topic}", every=0.5)
     return records
 
 
@@ -134,9 +142,7 @@ def test_original_example_config_with_only_broker_topic_and_port_changed(kafka_b
             pipeline.send(json.dumps(readme_trace))
         pipeline.send(json.dumps(readme_guage))
         # The original's 10 s interval: wait for the first flush after the sends.
-        records = wait_for(lambda: len(own(kafka_broker.consume_all("original-cfg"))) >= 2
-                           and own(kafka_broker.consume_all("original-cfg")), 30, "the original-format events",
-                           every=1.0)
+        records = wait_records(kafka_broker, "original-cfg", 2, timeout=30)
     finally:
         pipeline.stop()
         pipeline.cleanup()
