@@ -31,7 +31,6 @@ from bench.results import (
     MAX_LOSS_PCT,
     BenchResults,
     DestinationCheck,
-    IdleResult,
     Load,
     RatePoint,
     RunResult,
@@ -483,10 +482,11 @@ def scaling(results: BenchResults, nproc: object, system_cpus: object) -> list[s
     return [note, "", *table(header, rows)]
 
 
-def idle_rows(idle: list[IdleResult]) -> list[list[str]]:
+def idle_rows(results: BenchResults) -> list[list[str]]:
     return [[i.system, f"{sum(i.cpu_pct_of_core.values()):.2f}",
              ", ".join(f"{stage} {pct:.2f}" for stage, pct in in_pipeline_order(i.cpu_pct_of_core)),
-             ", ".join(f"{stage} {mib:.1f}" for stage, mib in in_pipeline_order(i.peak_rss_mib))] for i in idle]
+             ", ".join(f"{stage} {mib:.1f}" for stage, mib in in_pipeline_order(i.peak_rss_mib))]
+            for i in results.idle]
 
 
 def every_point(results: BenchResults) -> list[str]:
@@ -581,7 +581,7 @@ def generated(results: BenchResults, plot_name: str) -> list[str]:
               "CPU with no traffic (1 s flush, after start-up), then peak RSS (VmHWM) of each process once 1,000 "
               "series (a quarter each counters, gauges, timers, sets) went through.", "",
               *table(["system", "idle % of a core", "per process (%)", "peak RSS per process (MiB)"],
-                     idle_rows(results.idle)), "",
+                     idle_rows(results)), "",
               "## Every rate measured", "",
               EVERY_POINT_NOTE, "",
               *every_point(results), "", END]

@@ -47,13 +47,13 @@ class ClosedInterval:
     #: the aggregates as a flush's body frame (:class:`stages.common.contract.FlushBodyPacker`), and how many
     body: memoryview
     count: int
+    #: per receiver stream, the batches whose metrics this interval holds (see FlushHeader.covers)
+    covers: dict[str, list[int]]
     seq_gaps: dict[str, int]
     #: src → metrics in the batches of ``seq_gaps``
     gap_metrics: dict[str, int]
     #: name → series folded into its overflow series in this interval
     folded: dict[str, int]
-    #: per receiver stream, the batches whose metrics this interval holds (see FlushHeader.covers)
-    covers: dict[str, list[int]]
     #: how long building the aggregates took
     flush_ms: float = 0.0
     #: the interval's partials (Kafka key, value, ...) when the shard makes them (``ShardState.partials``)
@@ -245,10 +245,10 @@ class ShardState:
             if dropped_gauges:
                 self.stats.add("dropped_gauges", dropped_gauges)
             packer.add(self._self_metrics(bucket, packer.count, gaps, gap_metrics, folded, end, flush_ms))
-        return ClosedInterval(index, start, self.interval, packer.body(), packer.count, gaps, gap_metrics, folded,
-                              bucket.covers,
-                              flush_ms, partials, dropped_gauges,
-                              None if self.top_tag_keys is None else
+        return ClosedInterval(index, start, self.interval, packer.body(), packer.count, bucket.covers,
+                              seq_gaps=gaps, gap_metrics=gap_metrics, folded=folded, flush_ms=flush_ms,
+                              partials=partials, dropped_gauges=dropped_gauges,
+                              busiest=None if self.top_tag_keys is None else
                               busiest(bucket, folded, self.interval, self.series_limit, self.top_tag_keys,
                                       self.self_prefix))
 
