@@ -242,6 +242,12 @@ def test_values_tags_and_timestamps_read_back(destination: Destination, tmp_path
     log = pipeline.log("forwarder")
     pipeline.cleanup()
 
+    assert "cannot deliver" not in log, log
+    # The gauge goes every interval until it expires, each once. The stop's final flush is the last
+    # write: once it reads back, so does every earlier one.
+    temp_times = [a["timestamp"] for a in temps]
+    stored_times = settled(lambda: sorted(p["time"] for p in destination.points(["values"], "v.temp")), temp_times)
+    assert stored_times == temp_times, f"the forwarder's log ends:\n{log[-3000:]}"
     (req,) = destination.points(["values"], "v.req")
     assert req == {"time": flushed["v.req"]["timestamp"], "env": "prod", "route": "/login", "value": 6.0, "rate": 6.0}
     (lat,) = destination.points(["values"], "v.lat")
@@ -250,10 +256,7 @@ def test_values_tags_and_timestamps_read_back(destination: Destination, tmp_path
     assert (lat["count"], lat["sum"], lat["min"], lat["max"]) == (2.0, 40.0, 10.0, 30.0)
     (users,) = destination.points(["values"], "v.users")
     assert users == {"time": flushed["v.users"]["timestamp"], "value": 2.0}
-    # The gauge goes every interval until it expires, each once.
-    assert sorted(p["time"] for p in destination.points(["values"], "v.temp")) == [a["timestamp"] for a in temps]
     assert all(without_time(p) == {"room": "a", "value": 21.5} for p in destination.points(["values"], "v.temp"))
-    assert "cannot deliver" not in log, log
 
 
 def test_a_stopped_server_loses_nothing_and_writes_nothing_twice(destination: Destination, tmp_path: Path) -> None:
