@@ -94,6 +94,7 @@ PROOFS: dict[str, list[str]] = {
         f"{RESTARTS}::test_reshard_under_the_repo_s_own_supervisord_conf",
         "tests/unit/test_gauge_carry.py::test_a_value_set_since_the_switch_stays_and_deltas_apply_on_the_carried_base",
         "tests/unit/test_shard_loop.py::test_a_new_ring_s_shard_holds_its_first_interval_until_every_retiring_shard_carried",
+        "tests/unit/test_shard_loop.py::test_a_new_ring_s_shard_that_wakes_late_flushes_its_first_interval_with_the_carried_gauges",
     ],
     "supervisorctl shutdown, systemctl stop pystatsd, supervisorctl stop all": [
         f"{FAULTS}::test_shutdown_mid_interval_and_start_again_loses_nothing",

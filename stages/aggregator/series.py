@@ -320,11 +320,19 @@ class Gauges:
         make = IntervalAggregates(timestamp, interval).make_keyed
         return (make(key, "gauge", {"value": value}) for key, (value, _) in self.values.items())
 
+    def idle_too_long(self, index: int) -> list[SeriesKey]:
+        """The gauges idle too long to be reported at the end of interval ``index``."""
+        expire_for, default = self.expire_for, self.expire_after
+        return [key for key, (_, seen) in self.values.items() if index - seen >= expire_for.get(key, default)]
+
+    def live_at(self, index: int) -> bool:
+        """Whether any gauge is still reported at the end of interval ``index``."""
+        return len(self.idle_too_long(index)) < len(self.values)
+
     def expire(self, index: int) -> None:
         """Forget the gauges idle too long at the end of interval ``index``."""
-        expire_for, default = self.expire_for, self.expire_after
-        expired = [key for key, (_, seen) in self.values.items() if index - seen >= expire_for.get(key, default)]
-        for key in expired:
+        expire_for = self.expire_for
+        for key in self.idle_too_long(index):
             del self.values[key]
             expire_for.pop(key, None)
             self.limit.release(series_name(key))

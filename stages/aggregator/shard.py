@@ -31,6 +31,11 @@ from stages.common.selfstats import SelfStats
 
 #: How long after an interval's end its flush waits for batches still in flight.
 FLUSH_GRACE_SECS = 0.25
+#: After a stall, how many of the newest due intervals are flushed for their live gauges alone, without
+#: data of their own: enough for a new ring's shard that held its first interval for the carried gauges
+#: (gauge_carry.CARRY_WAIT_SECS, 5 intervals of 1 s). Each interval of a longer stall would hold every
+#: live gauge, all of them at once in the shard's memory.
+GAUGE_CATCH_UP_INTERVALS = 10
 #: The tag that marks a name's overflow series (see :class:`SeriesLimit`).
 OVERFLOW_TAG = "pystatsd_overflow"
 #: Names whose folding is reported per interval, the most folded first (keeps the self-metric bounded).
@@ -184,15 +189,30 @@ class ShardState:
         return self.start_of(self.closed_through + 2) + FLUSH_GRACE_SECS
 
     def due(self, now: float) -> list[ClosedInterval]:
-        """Close every interval whose end plus grace has passed, oldest first."""
+        """Close every interval whose end plus grace has passed, oldest first.
+
+        After a stall (a busy machine, a stop, a new ring's shard holding its first interval for the
+        carried gauges) an interval is worth a flush of its own if it has data, is the newest, or is one
+        of the last :data:`GAUGE_CATCH_UP_INTERVALS` and has a gauge this shard reports in it: so each
+        gauge is in every interval until it expires, unless the stall was longer than that."""
         last_due = self.index_of(now - FLUSH_GRACE_SECS) - 1
         if last_due <= self.closed_through:
             return []
-        # After a long stall only intervals with data, and the newest, are worth a flush of their own.
-        indexes = sorted(i for i in self.buckets if i <= last_due)
-        if not indexes or indexes[-1] != last_due:
-            indexes.append(last_due)
-        return [self._close(index) for index in indexes]
+        catch_up_from = max(self.closed_through + 1, last_due - GAUGE_CATCH_UP_INTERVALS + 1)
+        closed = [self._close(index) for index in sorted(self.buckets) if index < catch_up_from]
+        for index in range(catch_up_from, last_due + 1):
+            if index in self.buckets or index == last_due or self.reports_live_gauges(index):
+                closed.append(self._close(index))
+        return closed
+
+    def reports_gauges(self, index: int) -> bool:
+        """Whether this shard reports its gauges in interval ``index``: not when a reshard gave them to
+        another ring, nor before its ring took them over."""
+        return ((self.gauges_handed_at is None or index < self.gauges_handed_at)
+                and (self.gauges_taken_over_at is None or index >= self.gauges_taken_over_at))
+
+    def reports_live_gauges(self, index: int) -> bool:
+        return self.reports_gauges(index) and self.gauges.live_at(index)
 
     def close_all(self, retiring: bool = False) -> list[ClosedInterval]:
         """Close every open interval now, partial ones included (a planned stop). Without any, the next
@@ -225,8 +245,7 @@ class ShardState:
         packer = FlushBodyPacker()
         packer.add(bucket.each_aggregate(end, self.interval, self.percentiles, self.bounds,
                                          consume=self.partials is None))
-        reports_gauges = ((self.gauges_handed_at is None or index < self.gauges_handed_at)
-                          and (self.gauges_taken_over_at is None or index >= self.gauges_taken_over_at))
+        reports_gauges = self.reports_gauges(index)
         if reports_gauges:
             packer.add(self.gauges.each_aggregate(index, end, self.interval))
         self.closed_through = max(self.closed_through, index)

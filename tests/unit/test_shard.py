@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from stages.aggregator.shard import FLUSH_GRACE_SECS, ClosedInterval, ShardState, overrun_secs
+from stages.aggregator.shard import (
+    FLUSH_GRACE_SECS,
+    GAUGE_CATCH_UP_INTERVALS,
+    ClosedInterval,
+    ShardState,
+    overrun_secs,
+)
 from stages.common.contract import BatchHeader
 from stages.common.model import MetricType, series_key
 from tests.unit.bodies import one_body
@@ -181,6 +187,24 @@ def test_after_a_stall_only_intervals_with_data_and_the_newest_are_flushed() -> 
     send(state, 1031.0, [hits(1.0)], seq=1)
     # At 1060.25 intervals 100..105 are due; 101, 102 and 104 had no data.
     assert [c.index for c in state.due(1060.0 + FLUSH_GRACE_SECS)] == [100, 103, 105]
+
+
+def test_after_a_stall_an_interval_without_data_is_flushed_while_a_gauge_is_live_in_it() -> None:
+    state = make_state(expire_after=2)
+    send(state, 1005.0, [("temp", G, 21.5, 1.0, ())])
+    # At 1060.25 intervals 100..105 are due: the gauge set in 100 is idle 1 in 101 and expired in 102.
+    closed = state.due(1060.0 + FLUSH_GRACE_SECS)
+    assert [(c.index, [a["value"] for a in c.aggregates]) for c in closed] == [(100, [21.5]), (101, [21.5]),
+                                                                              (105, [])]
+
+
+def test_after_a_long_stall_only_the_newest_intervals_are_flushed_for_their_gauges_alone() -> None:
+    state = make_state(expire_after=30)
+    send(state, 1005.0, [("temp", G, 21.5, 1.0, ())])
+    # 100..129 are due, the gauge live in each: 100 has data, and the newest GAUGE_CATCH_UP_INTERVALS go too.
+    closed = state.due(1300.0 + FLUSH_GRACE_SECS)
+    assert [c.index for c in closed] == [100, *range(130 - GAUGE_CATCH_UP_INTERVALS, 130)]
+    assert all([a["value"] for a in c.aggregates] == [21.5] for c in closed)
 
 
 def test_gauge_is_carried_until_idle_for_expire_after_intervals() -> None:

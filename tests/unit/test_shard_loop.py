@@ -395,6 +395,21 @@ def test_a_new_ring_s_shard_holds_its_first_interval_until_every_retiring_shard_
     assert flushed_gauges(wire) == [(T0 + INTERVAL, {name})]
 
 
+def test_a_new_ring_s_shard_that_wakes_late_flushes_its_first_interval_with_the_carried_gauges(wire: Wire) -> None:
+    """A busy machine: the shard looks again only once the interval after its ring's first one is due
+    too. Neither had data of its own; both report the carried gauge."""
+    write_ring(wire.run, Ring(SHARDS, T0 + INTERVAL, previous=2))
+    loop = wire.shard()
+    wire.clock.to(EDGE)
+    loop.flush_due()
+    assert flushed_gauges(wire) == [(T0, set())]
+    name = carried_gauge(wire, from_shard=0)
+    write_carried(wire.run, Gauges(30, SeriesLimit(1000, ())), from_shard=1, from_shards=2, shards=SHARDS)
+    wire.clock.to(EDGE + 2 * INTERVAL)
+    loop.flush_due()
+    assert flushed_gauges(wire) == [(T0 + INTERVAL, {name}), (T0 + 2 * INTERVAL, {name})]
+
+
 def test_a_retiring_shard_that_never_carries_holds_the_first_interval_for_carry_wait_secs_only(
         wire: Wire, caplog: pytest.LogCaptureFixture) -> None:
     write_ring(wire.run, Ring(SHARDS, T0 + INTERVAL, previous=2))
