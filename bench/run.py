@@ -97,8 +97,8 @@ QUICK_LOADS = ("mix-20", "mix-1")
 #: What the repeated-counter loads run by default: they compare pystatsd with its earlier figures.
 COUNTERS_SYSTEMS = ("pystatsd",)
 #: The smoke run checks correctness: few enough series and a rate low enough that Etsy statsd as shipped
-#: (a 208 KiB receive buffer, under 100 datagrams of 20 lines) loses nothing while it flushes, even on a
-#: busy machine.
+#: (a 208 KiB receive buffer, under 100 datagrams of 20 lines) loses nothing while it flushes. On a machine
+#: busy enough to deschedule it for longer its socket overflows, which smoke_verdict tells apart.
 SMOKE_LOAD = Load("smoke", "mix", 20, 2_000, 1.0)
 #: The loads pystatsd's variants (pystatsd-rules, -sinks, -relay) run unless --systems names them: what each
 #: costs is one ratio, the headline's.
@@ -691,15 +691,28 @@ class Bench:
                 checked = len(self.destinations)
                 with self.running(name, load.flush_interval, load=load.name) as system:
                     point = self.measure_rate(system, load, rate, None, 1)
+                    peer = isinstance(system, PeerSystem)
                 results.sweep.append(point)
                 for run in point.runs:
-                    exact = run.delivered == run.sent
-                    ok = ok and exact
+                    verdict = smoke_verdict(run, peer)
+                    ok = ok and verdict != "MISMATCH"
                     print(f"smoke {name} {load.name}: sent={run.sent:.0f} delivered={run.delivered:.0f} "
-                          f"(counter increments + timer samples) {'OK' if exact else 'MISMATCH'}", flush=True)
+                          f"(counter increments + timer samples) {verdict}", flush=True)
                 # and every destination beside the file sink holds what it does (check_destinations printed it)
                 ok = ok and all(check.exact for check in self.destinations[checked:])
         return ok
+
+
+def smoke_verdict(run: RunResult, peer: bool) -> str:
+    """OK when the system delivered exactly what was sent. A peer whose socket the kernel overflowed in
+    the run (a busy machine descheduled it) may deliver less: that loss is the peer's and the kernel
+    counted it, while the smoke checks the benchmark's own counting. pystatsd must be exact: it
+    accounts for its kernel drops itself."""
+    if run.delivered == run.sent:
+        return "OK"
+    if peer and run.kernel_drops > 0 and run.delivered < run.sent:
+        return f"SHORT, the kernel dropped {run.kernel_drops} datagrams on its socket"
+    return "MISMATCH"
 
 
 def parse_rate(text: str) -> float:
