@@ -691,10 +691,9 @@ class Bench:
                 checked = len(self.destinations)
                 with self.running(name, load.flush_interval, load=load.name) as system:
                     point = self.measure_rate(system, load, rate, None, 1)
-                    peer = isinstance(system, PeerSystem)
                 results.sweep.append(point)
                 for run in point.runs:
-                    verdict = smoke_verdict(run, peer)
+                    verdict = smoke_verdict(run, peer=name in peers.PEERS)
                     ok = ok and verdict != "MISMATCH"
                     print(f"smoke {name} {load.name}: sent={run.sent:.0f} delivered={run.delivered:.0f} "
                           f"(counter increments + timer samples) {verdict}", flush=True)

@@ -125,10 +125,10 @@ def wait_exact(fleet: Pipeline, name: str, sent: int) -> None:
 
 
 def warm_up(fleet: Pipeline, edges: list[Pipeline], network: HostNetwork) -> None:
-    """A second of traffic through every edge, until the fleet has all of it. An edge's first partial
-    waits for its producer to fetch the topic's metadata; on a busy machine that can take it past the
-    fleet's 2 s lateness, and the tests would see the correction that follows as an interval counted
-    twice."""
+    """A second of traffic through every edge, until the fleet has all of it. An edge's first send pays
+    one-time costs (its producer's first metadata fetch among them); on a busy machine its first partial
+    came past the fleet's 2 s lateness once, and the tests took the correction that follows for an
+    interval counted twice."""
     with HostTraffic(network, edges, "fleet.warmup") as traffic:
         time.sleep(1.0)
     wait_for(lambda: latest_total(fleet, "fleet.warmup") == traffic.total, 60,
