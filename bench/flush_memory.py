@@ -51,7 +51,7 @@ from typing import Any
 
 import zmq
 
-from bench import procstat
+from harness.proc_status import status_kib
 
 #: What each process must stay under (issue 26).
 TARGET_MIB = 80.0
@@ -75,11 +75,11 @@ CHILD_TIMEOUT_SECS = 300.0
 
 def peak_mib() -> float:
     """This process's peak resident set (VmHWM), MiB."""
-    return procstat.status_kib("self", "VmHWM") / 1024
+    return status_kib("self", "VmHWM") / 1024
 
 
 def rss_mib() -> float:
-    return procstat.status_kib("self", "VmRSS") / 1024
+    return status_kib("self", "VmRSS") / 1024
 
 
 def mix_series(series: int) -> Iterator[tuple[str, str, tuple[str, ...]]]:

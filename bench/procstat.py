@@ -37,19 +37,6 @@ def user_cpu_seconds(pid: int) -> float:
     return _cpu_ticks(pid)[0] / _CLK_TCK
 
 
-def status_kib(pid: int | str, field: str) -> int:
-    """A KiB field of /proc/<pid>/status (``VmHWM``, ``VmRSS``); pid ``"self"`` is this process."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise ValueError(f"no {field} for pid {pid} (kernel thread or zombie?)")
-
-
-def peak_rss_kib(pid: int) -> int:
-    """Peak resident set size (VmHWM) of pid in KiB."""
-    return status_kib(pid, "VmHWM")
-
-
 def _parse_udp_row(line: str) -> UdpSocket:
     cols = line.split()
     queues = cols[4].split(":")

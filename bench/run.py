@@ -90,6 +90,7 @@ from bench.systems import (
 )
 from bench.tally import Totals
 from harness.paths import REPO
+from harness.proc_status import peak_rss_kib
 from tests.sinks.servers import settled
 
 ALL_SYSTEMS = ("pystatsd", *VARIANTS, "etsy", "etsy-tuned", "telegraf", "statsd_exporter")
@@ -333,7 +334,7 @@ def measure_run(system: System, plan: Plan, load: Load, rate: float, shards: int
         delivered=after.totals.delivered - before.totals.delivered, delivered_per_sec=0.0,
         elapsed=sent["elapsed"],
         cpu_seconds={stage: after.cpu.cpu[stage] - before.cpu.cpu[stage] for stage in after.cpu.cpu},
-        peak_rss_mib={stage: procstat.peak_rss_kib(pid) / 1024 for stage, pid in system.stage_pids().items()},
+        peak_rss_mib={stage: peak_rss_kib(pid) / 1024 for stage, pid in system.stage_pids().items()},
         kernel_drops=after.drops - before.drops,
         losses={key: after.losses[key] - before.losses.get(key, 0.0) for key in after.losses},
         settled=done.settled,
@@ -665,7 +666,7 @@ class Bench:
                    for stage in after.cpu}
             expected = system.read()[0].delivered + send_series_once(system, RSS_SERIES)
             settle(system, expected, IDLE_FLUSH_INTERVAL, self.plan.system_cpus)
-            rss = {stage: procstat.peak_rss_kib(pid) / 1024 for stage, pid in system.stage_pids().items()}
+            rss = {stage: peak_rss_kib(pid) / 1024 for stage, pid in system.stage_pids().items()}
         self.progress.note(f"{name:15s} idle {sum(cpu.values()):.2f}% of a core; peak RSS "
                            + ", ".join(f"{stage} {mib:.1f} MiB" for stage, mib in rss.items()))
         return IdleResult(name, self.args.idle_seconds, cpu, rss)

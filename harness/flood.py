@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from harness.pipeline import Pipeline
+from harness.proc_status import peak_rss_kib
 
 #: Lines per datagram, as a buffering client sends them: the tests are of many series, not of many
 #: datagrams, whose per-datagram cost on a slow shared CI core overflowed the socket's queue.
@@ -24,14 +24,6 @@ def send_distinct(pipeline: Pipeline, line: Callable[[int], str], count: int, pe
             ahead = started + first / per_sec - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)
-
-
-def peak_rss_kib(pid: int) -> int:
-    """The most resident memory the process has had (VmHWM), in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmHWM for pid {pid}")
 
 
 def peak_rss_per_process(pipeline: Pipeline) -> dict[str, int]:
