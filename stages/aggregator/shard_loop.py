@@ -196,7 +196,6 @@ class ShardLoop:
             if self.awaits_carried_gauges(ring, now):
                 self.flush_not_before = now + CHECK_EVERY_SECS
                 return
-        if now >= self.state.next_deadline():
             self.state.top_tag_keys = asked_tag_keys(self.run_dir, now)
         closed_now = self.state.due(now)
         for closed in closed_now:
