@@ -2,11 +2,13 @@
 
 An upgrade by restart has the old release write these files and the new one read them: the shard
 hand-off (``pystatsd.handoff.v1``, stages.aggregator.handoff), the gauges carried across a reshard
-(``pystatsd.gauges.v1``, stages.aggregator.gauge_carry) and the receiver's hand-over to its next image
-(``pystatsd.handover.v1``, stages.receiver.handover). Each golden under tests/data/rundir/ was written
-once, when its form was fixed. Within a version keys may only be added, each with a default, and each
-addition gets a golden of its own: today's writer produces exactly the newest golden for the fixed
-input below, and every golden decodes back to that input (the added keys taking their defaults).
+(``pystatsd.gauges.v1``, stages.aggregator.gauge_carry), the receiver's hand-over to its next image
+(``pystatsd.handover.v1``, stages.receiver.handover) and the shard ring of a reshard (``ring.json``,
+stages.rundir.ring, unversioned: keys are only added, each read with a default). Each golden under
+tests/data/rundir/ was written once, when its form was fixed. Within a version keys may only be
+added, each with a default, and each addition gets a golden of its own: today's writer produces
+exactly the newest golden for the fixed input below, and every golden decodes back to that input
+(the added keys taking their defaults).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from stages.common.config import Config, QueueConfig
 from stages.common.config_diff import restart_settings
 from stages.common.contract import BatchBody, pack_batch_body, pack_entry_metrics, pack_values
 from stages.receiver.handover import decode_handover, encode_handover, running_config
+from stages.rundir.ring import RING_FILE, Ring, read_ring, write_ring
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "rundir"
 
@@ -122,3 +125,20 @@ def test_the_unversioned_handover_of_the_release_before_is_read_as_v1() -> None:
 def test_a_handover_of_another_kind_or_without_a_key_is_refused_naming_it(record: object, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         decode_handover(json.dumps(record).encode())
+
+
+#: The ring of a reshard from 2 shards to 4, from the interval edge at 1700000010.
+RING = Ring(4, 1700000010.0, previous=2)
+
+
+def test_a_ring_writes_the_newest_golden_bytes(tmp_path: Path) -> None:
+    write_ring(tmp_path, RING)
+    assert (tmp_path / RING_FILE).read_bytes() == (GOLDEN / "ring.previous.json").read_bytes()
+
+
+def test_the_golden_rings_read_back_the_older_one_without_previous(tmp_path: Path) -> None:
+    (tmp_path / RING_FILE).write_bytes((GOLDEN / "ring.previous.json").read_bytes())
+    assert read_ring(tmp_path) == RING
+    # The release before wrote no "previous": its new shards then wait for no retiring shard's gauges.
+    (tmp_path / RING_FILE).write_bytes((GOLDEN / "ring.unversioned.json").read_bytes())
+    assert read_ring(tmp_path) == RING._replace(previous=None)
